@@ -1,0 +1,102 @@
+"""SOCKS4 and SOCKS4a CONNECT, as bytes: requests out, replies in. No I/O.
+
+Request:  VN=4, CD=1, DSTPORT (2), DSTIP (4), USERID, NUL
+          SOCKS4a: DSTIP = 0.0.0.x (x != 0), then after USERID's NUL: HOSTNAME, NUL
+Reply:    VN (0; some servers send 4), CD (90 granted, 91 rejected or failed,
+          92 no identd, 93 identd mismatch), DSTPORT (2), DSTIP (4)
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+VERSION = 4
+CMD_CONNECT = 1
+REPLY_SIZE = 8
+MAX_FIELD = 255
+_SOCKS4A_MARKER = bytes([0, 0, 0, 1])
+
+
+class ProtocolError(ValueError):
+    """Bytes from a SOCKS4 server that are not a SOCKS4 reply."""
+
+
+class ReplyCode(enum.IntEnum):
+    GRANTED = 90
+    REJECTED = 91
+    NO_IDENTD = 92
+    IDENTD_MISMATCH = 93
+
+    def describe(self) -> str:
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS = {
+    ReplyCode.GRANTED: "request granted",
+    ReplyCode.REJECTED: "request rejected or failed",
+    ReplyCode.NO_IDENTD: "rejected: server cannot reach the client's identd",
+    ReplyCode.IDENTD_MISMATCH: "rejected: identd reports a different user id",
+}
+
+
+def _field(value: str, what: str) -> bytes:
+    raw = value.encode()
+    if b"\0" in raw or len(raw) > MAX_FIELD:
+        raise ValueError(f"SOCKS4 {what} must be at most {MAX_FIELD} bytes with no NUL")
+    return raw + b"\0"
+
+
+@dataclass(frozen=True)
+class ConnectRequest:
+    """CONNECT to an IPv4 address (SOCKS4) or a host name (SOCKS4a)."""
+
+    host: str
+    port: int
+    userid: str = ""
+
+    def dumps(self) -> bytes:
+        if not 0 <= self.port <= 0xFFFF:
+            raise ValueError(f"port {self.port} out of range")
+        head = struct.pack("!BBH", VERSION, CMD_CONNECT, self.port)
+        try:
+            addr = ipaddress.IPv4Address(self.host)
+        except ValueError:
+            if ":" in self.host:
+                raise ValueError("SOCKS4 cannot carry an IPv6 address") from None
+            return (head + _SOCKS4A_MARKER + _field(self.userid, "user id")
+                    + _field(self.host, "host name"))
+        return head + addr.packed + _field(self.userid, "user id")
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    port: int
+    addr: ipaddress.IPv4Address
+
+    @property
+    def granted(self) -> bool:
+        return self.code == ReplyCode.GRANTED
+
+    def describe(self) -> str:
+        try:
+            return f"{self.code} ({ReplyCode(self.code).describe()})"
+        except ValueError:
+            return f"{self.code} (unknown reply code)"
+
+    @classmethod
+    def loads(cls, data: bytes) -> Reply:
+        if len(data) != REPLY_SIZE:
+            raise ProtocolError(f"SOCKS4 reply is {REPLY_SIZE} bytes, got {len(data)}")
+        vn, code, port = struct.unpack("!BBH", data[:4])
+        if vn not in (0, VERSION):
+            raise ProtocolError(f"SOCKS4 reply version {vn}, expected 0 (or 4)")
+        if not 90 <= code <= 93:
+            raise ProtocolError(f"SOCKS4 reply code {code} is not 90..93")
+        return cls(code, port, ipaddress.IPv4Address(data[4:8]))
+
+    def dumps(self) -> bytes:
+        return struct.pack("!BBH", 0, self.code, self.port) + self.addr.packed
