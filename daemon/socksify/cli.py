@@ -1,0 +1,186 @@
+"""socksify: run a program so that its TCP connections leave through SOCKS proxies."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import __version__, client
+from .chain import Strategy
+from .errors import ConfigError
+from .paths import Paths
+from .proxies import Proxy
+
+USAGE = "socksify [-c FILE] [--via URL]... [--strategy S] [-q|-v] [--] COMMAND [ARGS...]"
+DESCRIPTION = """\
+Run COMMAND so that each TCP connection it (and its children) makes leaves through a
+chain of SOCKS proxies. Connections to loopback go direct; nothing else ever does
+unless the policy says so. If no daemon is running, one is started."""
+EPILOG = """\
+examples:
+  socksify --via socks4://10.0.0.5:1080 curl https://example.org/
+  socksify --via socks4://10.0.0.5:1080 --via socks4://10.1.0.7:1080 git fetch
+  socksify -c ~/anon.toml -v python3 client.py
+
+Hops are asked in order: hop 1 connects to hop 2, hop 2 to hop 3, the last to the
+target. Hop URLs: socks4://[USER@]HOST:PORT, socks4a://[USER@]HOST:PORT.
+Without --via or -c the daemon's policy file applies (socksifyd --help).
+The exit status is COMMAND's own; 2 for a usage error, 127 if COMMAND is not found.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="socksify", usage=USAGE, description=DESCRIPTION,
+                                epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"socksify {__version__}")
+    p.add_argument("--via", action="append", default=[], metavar="URL",
+                   help="a hop of an ad-hoc chain; repeat in order (no config needed)")
+    p.add_argument("--strategy", choices=[s.value for s in Strategy], default="strict",
+                   help="how --via hops are used: strict (all, in order; default), "
+                   "dynamic (skip dead hops), random, round_robin")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="per-hop connect and reply timeout for --via (default 5)")
+    p.add_argument("-c", "--config", type=Path, metavar="FILE",
+                   help="policy file for this command (default: the daemon's policy)")
+    p.add_argument("--chain", metavar="NAME",
+                   help="send everything through the policy's chain NAME")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true",
+                      help="print one line per connection: app, hops, target, result")
+    loud.add_argument("-q", "--quiet", action="store_true",
+                      help="print nothing but errors that stop socksify itself")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        parser.print_usage(sys.stderr)
+        print("socksify: missing COMMAND (e.g. socksify --via socks4://HOST:PORT "
+              "curl URL)", file=sys.stderr)
+        return 2
+    if args.via and (args.config or args.chain):
+        parser.print_usage(sys.stderr)
+        print("socksify: --via gives a whole chain; it does not mix with -c or --chain",
+              file=sys.stderr)
+        return 2
+    try:
+        for url in args.via:
+            Proxy.parse(url)
+    except ConfigError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"socksify: bad --via: {exc}", file=sys.stderr)
+        return 2
+    from .shimlib import library_path
+    shim = library_path()
+    if not shim.is_file():
+        print(f"socksify: the shim library {shim} is missing; reinstall socksify "
+              "(pip install needs a C compiler)", file=sys.stderr)
+        return 1
+    paths = Paths.from_env()
+    try:
+        if not client.is_running(paths):
+            pid = client.start_daemon(paths)
+            if args.verbose:
+                print(f"socksify: started socksifyd (pid {pid}), log {paths.logfile}",
+                      file=sys.stderr)
+        session = _open_session(paths, args)
+    except client.DaemonUnavailable as exc:
+        print(f"socksify: {exc}", file=sys.stderr)
+        return 1
+    except SessionRefused as exc:
+        print(f"socksify: {exc}", file=sys.stderr)
+        return 2
+    sock, stream, session_id = session
+    env = dict(os.environ)
+    preload = env.get("LD_PRELOAD", "")
+    env["LD_PRELOAD"] = f"{shim} {preload}".strip()
+    env["SOCKSIFY_SOCKET"] = str(paths.socket.absolute())
+    env["SOCKSIFY_SESSION"] = session_id
+    env["SOCKSIFY_LOG"] = "0" if args.quiet else env.get("SOCKSIFY_LOG", "1")
+    printer = None
+    if args.verbose:
+        printer = threading.Thread(target=_print_events, args=(stream,), daemon=True)
+        printer.start()
+    try:
+        return _run(command, env)
+    finally:
+        try:
+            sock.shutdown(socket.SHUT_WR)  # the daemon ends the session, then closes
+        except OSError:
+            pass
+        if printer is not None:
+            printer.join(timeout=2.0)
+        sock.close()
+
+
+class SessionRefused(RuntimeError):
+    pass
+
+
+def _open_session(paths: Paths, args: argparse.Namespace) -> tuple[socket.socket, Any, str]:
+    sock = client.connect(paths)
+    stream = sock.makefile("rb")
+    client.send(sock, {
+        "op": "session",
+        "via": args.via,
+        "strategy": args.strategy,
+        "connect_timeout": args.timeout,
+        "config": str(args.config.absolute()) if args.config else None,
+        "chain": args.chain,
+        "verbose": bool(args.verbose),
+    })
+    reply = client.read_message(stream)
+    if not reply.get("ok"):
+        sock.close()
+        raise SessionRefused(str(reply.get("error")))
+    sock.settimeout(None)
+    return sock, stream, str(reply["session"])
+
+
+def _print_events(stream: Any) -> None:
+    import json
+    for line in stream:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "connection":
+            print(f"socksify: {event['text']}", file=sys.stderr, flush=True)
+
+
+def _run(command: list[str], env: dict[str, str]) -> int:
+    try:
+        proc = subprocess.Popen(command, env=env)
+    except FileNotFoundError:
+        print(f"socksify: {command[0]}: command not found", file=sys.stderr)
+        return 127
+    except PermissionError:
+        print(f"socksify: {command[0]}: permission denied", file=sys.stderr)
+        return 126
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, forward)
+    code = proc.wait()
+    return 128 - code if code < 0 else code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The command-line side of the control socket: JSON requests to a running daemon,
+and starting one in the background when none answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .paths import Paths
+
+START_TIMEOUT = 15.0
+
+
+class DaemonUnavailable(RuntimeError):
+    pass
+
+
+def connect(paths: Paths, timeout: float = 5.0) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(paths.socket))
+    except OSError as exc:
+        sock.close()
+        raise DaemonUnavailable(f"no daemon at {paths.socket}: {exc.strerror}") from None
+    return sock
+
+
+def send(sock: socket.socket, obj: dict[str, Any]) -> None:
+    sock.sendall(json.dumps(obj).encode() + b"\n")
+
+
+def read_message(stream: Any) -> dict[str, Any]:
+    line = stream.readline()
+    if not line:
+        raise DaemonUnavailable("the daemon closed the control connection")
+    msg: dict[str, Any] = json.loads(line)
+    return msg
+
+
+def request(paths: Paths, obj: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """One request, one reply."""
+    with connect(paths, timeout) as sock, sock.makefile("rb") as stream:
+        send(sock, obj)
+        return read_message(stream)
+
+
+def is_running(paths: Paths) -> bool:
+    try:
+        return bool(request(paths, {"op": "status"}, timeout=2.0).get("ok"))
+    except (DaemonUnavailable, OSError, ValueError):
+        return False
+
+
+def start_daemon(paths: Paths, config: Path | None = None) -> int:
+    """Start `socksifyd run` detached, logging to paths.logfile; wait until it answers.
+    Returns its pid. Another daemon winning a start race is fine: it answers too."""
+    paths.ensure_dirs()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LD_PRELOAD")}
+    cmd = [sys.executable, "-m", "socksify.service", "run"]
+    if config is not None:
+        cmd += ["-c", str(config)]
+    with open(paths.logfile, "ab") as log, open(os.devnull, "rb") as null:
+        proc = subprocess.Popen(cmd, stdin=null, stdout=log, stderr=log, env=env,
+                                start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if is_running(paths):
+            return proc.pid
+        if proc.poll() is not None and not is_running(paths):
+            raise DaemonUnavailable(
+                f"socksifyd exited with status {proc.returncode} while starting; "
+                f"last lines of {paths.logfile}:\n{tail(paths.logfile)}")
+        time.sleep(0.05)
+    proc.kill()
+    raise DaemonUnavailable(f"socksifyd did not answer within {START_TIMEOUT:.0f}s; "
+                            f"see {paths.logfile}")
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

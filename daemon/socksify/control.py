@@ -1,0 +1,122 @@
+"""The control socket: one Unix socket per user where the shim asks "how do I reach
+this address?" (binary, docs/wire.md) and the command line tools talk JSON lines
+(start a session, ask for status)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+from .procinfo import peer_credentials
+from .protocol import control as wire
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = logging.getLogger("socksify.control")
+
+HANDSHAKE_TIMEOUT = 10.0
+MAX_JSON = 64 * 1024
+
+
+async def handle(daemon: Daemon, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+    """Serve one control connection, whatever it turns out to be."""
+    task = asyncio.current_task()
+    if task is not None:
+        daemon.control_tasks.add(task)
+    try:
+        sock = writer.get_extra_info("socket")
+        pid, uid = peer_credentials(sock)
+        head = await asyncio.wait_for(reader.readexactly(len(wire.MAGIC)),
+                                      HANDSHAKE_TIMEOUT)
+        if uid != os.getuid():
+            log.warning("refused control connection from uid %d (pid %d): this "
+                        "daemon serves uid %d only", uid, pid, os.getuid())
+            if head == wire.MAGIC:
+                writer.write(wire.Reply.fail(13).dumps())  # EACCES
+            return
+        if head == wire.MAGIC:
+            rest = await asyncio.wait_for(
+                reader.readexactly(wire.REQUEST_SIZE - len(head)), HANDSHAKE_TIMEOUT)
+            await _shim_request(daemon, head + rest, pid, writer)
+        elif head.startswith(b"{"):
+            await _json_client(daemon, head, reader, writer, pid)
+        else:
+            log.warning("control connection from pid %d sent %r: neither a shim "
+                        "request (SKFY) nor JSON", pid, head)
+    except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError) as exc:
+        log.debug("control connection ended early: %r", exc)
+    except asyncio.CancelledError:
+        log.debug("control connection cancelled at shutdown")
+    finally:
+        writer.close()
+        if task is not None:
+            daemon.control_tasks.discard(task)
+
+
+async def _shim_request(daemon: Daemon, data: bytes, pid: int,
+                        writer: asyncio.StreamWriter) -> None:
+    try:
+        request = wire.ConnectRequest.loads(data)
+    except wire.WireError as exc:
+        log.warning("bad request from pid %d: %s", pid, exc)
+        writer.write(wire.Reply(wire.Verdict.FAIL, wire.Code.PROTO).dumps())
+        return
+    reply = await daemon.connect(request, pid)
+    writer.write(reply.dumps())
+    await writer.drain()
+
+
+async def _json_client(daemon: Daemon, head: bytes, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter, pid: int) -> None:
+    line = head + await asyncio.wait_for(reader.readline(), HANDSHAKE_TIMEOUT)
+    if len(line) > MAX_JSON:
+        return
+    try:
+        msg = json.loads(line)
+        op = msg["op"]
+    except (ValueError, KeyError, TypeError):
+        _send(writer, {"ok": False, "error": "expected a JSON object with an 'op'"})
+        return
+    if op == "status":
+        _send(writer, {"ok": True, **daemon.status()})
+    elif op == "session":
+        await _session(daemon, msg, reader, writer, pid)
+    elif op == "reload":
+        try:
+            source = daemon.reload()
+            _send(writer, {"ok": True, "policy": source})
+        except ConfigError as exc:
+            _send(writer, {"ok": False, "error": str(exc)})
+    else:
+        _send(writer, {"ok": False, "error": f"unknown op {op!r}"})
+    await writer.drain()
+
+
+async def _session(daemon: Daemon, msg: dict[str, Any], reader: asyncio.StreamReader,
+                   writer: asyncio.StreamWriter, pid: int) -> None:
+    """A `socksify` command's session: its chain or policy file, and (with -v) a stream
+    of one event line per connection. It lasts as long as this connection."""
+    try:
+        session = daemon.open_session(msg, writer, pid)
+    except (ConfigError, ValueError) as exc:
+        _send(writer, {"ok": False, "error": str(exc)})
+        return
+    try:
+        _send(writer, {"ok": True, "session": session.id.hex(),
+                       "policy": session.policy.source})
+        await writer.drain()
+        while await reader.read(4096):
+            pass  # the client says nothing more; EOF ends the session
+    finally:
+        daemon.close_session(session)
+
+
+def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
+    if not writer.is_closing():
+        writer.write(json.dumps(obj).encode() + b"\n")

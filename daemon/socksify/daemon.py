@@ -1,0 +1,363 @@
+"""socksifyd: the per-user daemon. It owns the control socket, the relay listeners,
+the policy, shared hop health and the table of live connections; it starts, serves,
+reloads on SIGHUP and stops gracefully on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import itertools
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__, control
+from .chain import ChainSpec, HopHealth, Selector, Strategy, open_tunnel
+from .errors import ConfigError, SocksifyError
+from .paths import Paths, config_candidates
+from .policy import Policy
+from .procinfo import app_name
+from .protocol import control as wire
+from .proxies import Proxy
+from .relay import Counters, relay
+
+log = logging.getLogger("socksify.daemon")
+
+TOKEN_TTL = 10.0
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+@dataclass
+class Session:
+    id: bytes
+    policy: Policy
+    writer: asyncio.StreamWriter   # the socksify command's control connection
+    verbose: bool                  # send it one event line per connection
+    owner: int
+    selectors: dict[str, Selector] = field(default_factory=dict)
+
+
+@dataclass
+class Connection:
+    id: str
+    app: str
+    target: str
+    route: str
+    started: float
+    counters: Counters = field(default_factory=Counters)
+    session: Session | None = None
+
+
+class Daemon:
+    def __init__(self, paths: Paths, policy_path: Path | None = None,
+                 grace: float = 5.0) -> None:
+        self.paths = paths
+        self.policy_path = policy_path
+        self.grace = grace
+        self.health = HopHealth()
+        self.policy: Policy | None = None
+        self.sessions: dict[bytes, Session] = {}
+        self.pending: dict[bytes, tuple[Connection, Any, asyncio.TimerHandle]] = {}
+        self.live: dict[str, Connection] = {}
+        self._selectors: dict[str, Selector] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.control_tasks: set[asyncio.Task[Any]] = set()
+        self._ids = itertools.count(1)
+        self._stop = asyncio.Event()
+        self._started = time.time()
+        self._servers: list[asyncio.AbstractServer] = []
+        self.relay_port4 = 0
+        self.relay_port6 = 0
+        self._pid_fd: int | None = None
+
+    # ----- lifecycle -------------------------------------------------------------
+    async def run(self) -> None:
+        self._lock_pidfile()
+        try:
+            self.policy = self._load_policy()
+            await self._listen()
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+            loop.add_signal_handler(signal.SIGINT, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self._reload_from_signal)
+            log.info("socksifyd %s ready: pid %d, control %s, relay 127.0.0.1:%d%s, "
+                     "policy %s", __version__, os.getpid(), self.paths.socket,
+                     self.relay_port4,
+                     f" and [::1]:{self.relay_port6}" if self.relay_port6 else "",
+                     self.policy.source if self.policy else "none (sessions only)")
+            await self._stop.wait()
+            await self._shutdown()
+        finally:
+            self._release_pidfile()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _listen(self) -> None:
+        self.paths.ensure_dirs()
+        try:
+            self.paths.socket.unlink()  # stale: the pidfile lock says nobody owns it
+        except FileNotFoundError:
+            pass
+        server = await asyncio.start_unix_server(
+            lambda r, w: control.handle(self, r, w), path=str(self.paths.socket))
+        os.chmod(self.paths.socket, 0o600)
+        self._servers.append(server)
+        relay4 = await asyncio.start_server(self._relay_accept, "127.0.0.1", 0,
+                                            limit=1 << 18)
+        self._servers.append(relay4)
+        self.relay_port4 = relay4.sockets[0].getsockname()[1]
+        try:
+            relay6 = await asyncio.start_server(self._relay_accept, "::1", 0,
+                                                limit=1 << 18)
+        except OSError:
+            log.info("no IPv6 loopback: IPv6 sockets relay through ::ffff:127.0.0.1")
+        else:
+            self._servers.append(relay6)
+            self.relay_port6 = relay6.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        log.info("stopping: %d live connection(s), up to %.0fs to finish",
+                 len(self.live), self.grace)
+        for server in self._servers:
+            server.close()
+        for conn, writer, timer in self.pending.values():
+            timer.cancel()
+            writer.close()
+        self.pending.clear()
+        if self._tasks:
+            _, still = await asyncio.wait(set(self._tasks), timeout=self.grace)
+            for task in still:
+                task.cancel()
+            if still:
+                log.warning("cancelled %d connection(s) still open after %.0fs",
+                            len(still), self.grace)
+                await asyncio.gather(*still, return_exceptions=True)
+        for session in list(self.sessions.values()):
+            session.writer.close()  # its handler sees EOF and ends the session
+        if self.control_tasks:
+            await asyncio.wait(set(self.control_tasks), timeout=1.0)
+        try:
+            self.paths.socket.unlink()
+        except FileNotFoundError:
+            pass
+        log.info("stopped")
+
+    def _lock_pidfile(self) -> None:
+        """Hold an exclusive lock on the pidfile for the daemon's life: a second daemon
+        for the same runtime dir fails here, and a stale file from a crash is reused."""
+        self.paths.ensure_dirs()
+        fd = os.open(self.paths.pidfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AlreadyRunning(f"socksifyd is already running (pid {owner}, "
+                                 f"pidfile {self.paths.pidfile})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._pid_fd = fd
+
+    def _release_pidfile(self) -> None:
+        if self._pid_fd is None:
+            return
+        try:
+            if self.paths.pidfile.read_text().strip() == str(os.getpid()):
+                self.paths.pidfile.unlink()
+        except OSError:
+            pass
+        os.close(self._pid_fd)
+        self._pid_fd = None
+
+    # ----- policy ----------------------------------------------------------------
+    def _load_policy(self) -> Policy | None:
+        if self.policy_path is not None:
+            return Policy.load(self.policy_path)
+        env_path = os.environ.get("SOCKSIFY_CONFIG")
+        if env_path:
+            return Policy.load(Path(env_path))
+        for candidate in config_candidates():
+            if candidate.is_file():
+                return Policy.load(candidate)
+        return None
+
+    def reload(self) -> str:
+        """Re-read the policy; new connections follow it, live ones go on. A broken
+        file raises ConfigError and the old policy stays."""
+        policy = self._load_policy()
+        self.policy = policy
+        self._selectors.clear()
+        source = policy.source if policy else "none"
+        log.info("policy reloaded from %s", source)
+        return source
+
+    def _reload_from_signal(self) -> None:
+        try:
+            self.reload()
+        except ConfigError as exc:
+            log.error("reload failed, keeping the old policy: %s", exc)
+
+    # ----- sessions (one per `socksify` command) -----------------------------------
+    def open_session(self, msg: dict[str, Any], writer: asyncio.StreamWriter,
+                     owner: int) -> Session:
+        policy: Policy | None
+        if msg.get("via"):
+            hops = tuple(Proxy.parse(str(u)) for u in msg["via"])
+            strategy = Strategy(msg.get("strategy") or "strict")
+            timeout = float(msg.get("connect_timeout") or 5.0)
+            policy = Policy.single_chain(ChainSpec("via", hops, strategy, None, timeout))
+        else:
+            policy = Policy.load(Path(str(msg["config"]))) if msg.get("config") \
+                else self.policy
+            if policy is None:
+                raise ConfigError(
+                    "no chain: pass --via socks4://HOST:PORT, or -c FILE, or write a "
+                    "policy file", hint="looked for " + ", ".join(
+                        str(c) for c in config_candidates()))
+            if msg.get("chain"):
+                name = str(msg["chain"])
+                if name not in policy.chains:
+                    raise ConfigError(f"no chain {name!r} in {policy.source}", hint=(
+                        f"chains defined: {', '.join(sorted(policy.chains)) or 'none'}"))
+                policy = Policy.single_chain(policy.chains[name],
+                                             f"chain {name} of {policy.source}")
+        session = Session(secrets.token_bytes(wire.SESSION_SIZE), policy, writer,
+                          bool(msg.get("verbose")), owner)
+        self.sessions[session.id] = session
+        log.info("session %s opened by pid %d: %s", session.id.hex(), owner,
+                 policy.source)
+        return session
+
+    def close_session(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+        log.info("session %s closed", session.id.hex())
+
+    # ----- connections -----------------------------------------------------------
+    async def connect(self, request: wire.ConnectRequest, pid: int) -> wire.Reply:
+        """Decide how request's connection leaves and, for a chain, build it now."""
+        conn = Connection(f"c{next(self._ids)}", app_name(pid),
+                          _endpoint(request.addr, request.port), "", time.monotonic())
+        session = None
+        if request.session != bytes(wire.SESSION_SIZE):
+            session = self.sessions.get(request.session)
+            if session is None:
+                return self._refuse(conn, 13, "unknown session (its socksify command "
+                                    "has ended)")
+        conn.session = session
+        policy = session.policy if session else self.policy
+        if policy is None:
+            return self._refuse(conn, 13, "no policy: this daemon has no policy file and "
+                                "the program was not started by socksify")
+        if request.socktype is not wire.SockType.STREAM:
+            return self._refuse(conn, 97, "only TCP streams are supported")
+        action = policy.decide(str(request.addr), request.port)
+        if action.kind == "direct":
+            self._event(conn, "direct", ok=True)
+            return wire.Reply(wire.Verdict.DIRECT)
+        if action.kind == "block" or action.chain is None:
+            return self._refuse(conn, 13, f"blocked by policy ({policy.source})")
+        selectors = session.selectors if session else self._selectors
+        selector = selectors.get(action.chain.name)
+        if selector is None:
+            selector = selectors[action.chain.name] = Selector(action.chain, self.health)
+        try:
+            tunnel = await open_tunnel(selector, _host(request.addr), request.port,
+                                       conn.id)
+        except SocksifyError as exc:
+            return self._refuse(conn, exc.errno or 111, str(exc))
+        conn.route = " > ".join(str(h) for h in tunnel.route)
+        token = secrets.token_bytes(wire.TOKEN_SIZE)
+        timer = asyncio.get_running_loop().call_later(TOKEN_TTL, self._expire, token)
+        self.pending[token] = (conn, tunnel, timer)
+        note = (f" (skipped {', '.join(map(str, tunnel.skipped))})"
+                if tunnel.skipped else "")
+        self._event(conn, f"connected in {tunnel.setup_seconds * 1000:.0f} ms{note}",
+                    ok=True)
+        return wire.Reply(wire.Verdict.RELAY, wire.Code.NONE, self.relay_port4,
+                          self.relay_port6, token)
+
+    def _refuse(self, conn: Connection, err: int, why: str) -> wire.Reply:
+        self._event(conn, f"{os.strerror(err)}: {why}", ok=False)
+        return wire.Reply.fail(err)
+
+    def _expire(self, token: bytes) -> None:
+        entry = self.pending.pop(token, None)
+        if entry:
+            conn, tunnel, _ = entry
+            log.warning("[%s] the app never attached to its tunnel; closed", conn.id)
+            tunnel.writer.close()
+
+    async def _relay_accept(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        try:
+            token = await asyncio.wait_for(reader.readexactly(wire.TOKEN_SIZE),
+                                           TOKEN_TTL)
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+            writer.close()
+            return
+        entry = self.pending.pop(token, None)
+        if entry is None:
+            log.warning("relay connection from %s with an unknown token; closed",
+                        writer.get_extra_info("peername"))
+            writer.close()
+            return
+        conn, tunnel, timer = entry
+        timer.cancel()
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.live[conn.id] = conn
+        try:
+            await relay(reader, writer, tunnel.reader, tunnel.writer, conn.counters,
+                        conn.id)
+        finally:
+            self.live.pop(conn.id, None)
+            self._tasks.discard(task)
+            log.info("[%s] closed after %.1fs: %d bytes up, %d down", conn.id,
+                     time.monotonic() - conn.started, conn.counters.up,
+                     conn.counters.down)
+
+    def _event(self, conn: Connection, result: str, ok: bool) -> None:
+        via = f" via {conn.route}" if conn.route else ""
+        text = f"{conn.app} -> {conn.target}{via}: {result}"
+        log.log(logging.INFO if ok else logging.WARNING, "[%s] %s", conn.id, text)
+        session = conn.session
+        if session is not None and session.verbose and not session.writer.is_closing():
+            event = {"event": "connection", "id": conn.id, "ok": ok, "text": text}
+            session.writer.write(json.dumps(event).encode() + b"\n")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self._started, 1),
+            "socket": str(self.paths.socket),
+            "policy": self.policy.source if self.policy else None,
+            "sessions": len(self.sessions),
+            "live": len(self.live),
+            "pending": len(self.pending),
+            "hops_down": self.health.snapshot(),
+        }
+
+
+def _host(addr: wire.IPAddress) -> str:
+    return str(addr)
+
+
+def _endpoint(addr: wire.IPAddress, port: int) -> str:
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
+

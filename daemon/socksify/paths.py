@@ -1,0 +1,68 @@
+"""Where the daemon keeps its control socket, pidfile, log and where policies are found.
+
+Control socket (the shim finds it the same way, docs/wire.md): $SOCKSIFY_SOCKET, else
+$SOCKSIFY_RUNTIME_DIR/control.sock, else $XDG_RUNTIME_DIR/socksify/control.sock, else
+/tmp/socksify-UID/control.sock."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    runtime_dir: Path
+    socket: Path
+    pidfile: Path
+    logfile: Path
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Paths:
+        env = dict(os.environ) if env is None else env
+        if env.get("SOCKSIFY_RUNTIME_DIR"):
+            runtime = Path(env["SOCKSIFY_RUNTIME_DIR"])
+            state = Path(env.get("SOCKSIFY_STATE_DIR") or runtime)
+        else:
+            if env.get("XDG_RUNTIME_DIR"):
+                runtime = Path(env["XDG_RUNTIME_DIR"]) / "socksify"
+            else:
+                runtime = Path(f"/tmp/socksify-{os.getuid()}")
+            state = Path(env.get("SOCKSIFY_STATE_DIR") or _state_home(env) / "socksify")
+        sock = Path(env["SOCKSIFY_SOCKET"]) if env.get("SOCKSIFY_SOCKET") \
+            else runtime / "control.sock"
+        return cls(runtime, sock, runtime / "socksifyd.pid", state / "socksifyd.log")
+
+    def ensure_dirs(self) -> None:
+        """Create the runtime dir 0700 (and the log's dir); refuse one owned by someone
+        else or open to others, since the control socket's safety rests on it."""
+        for d in {self.runtime_dir, self.socket.parent}:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            st = d.lstat()
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                raise PermissionError(f"{d} is not a directory owned by uid "
+                                      f"{os.getuid()}; refusing to put the socket there")
+            if st.st_mode & 0o077:
+                os.chmod(d, 0o700)
+        self.logfile.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _state_home(env: dict[str, str]) -> Path:
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"])
+    return Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "state"
+
+
+def config_candidates(env: dict[str, str] | None = None) -> list[Path]:
+    """The policy files looked for, in order, when no -c FILE is given."""
+    env = dict(os.environ) if env is None else env
+    found = []
+    if env.get("SOCKSIFY_CONFIG"):
+        found.append(Path(env["SOCKSIFY_CONFIG"]))
+    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else \
+        Path(env.get("HOME") or os.path.expanduser("~")) / ".config"
+    found.append(base / "socksify" / "socksify.toml")
+    found.append(Path("/etc/socksify/socksify.toml"))
+    return found

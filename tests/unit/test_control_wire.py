@@ -1,0 +1,76 @@
+"""The Python side of the control wire format against the shared vectors
+(tests/vectors/control.txt), which the C tests read too."""
+
+import errno
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from socksify.protocol import control as wire
+
+VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "control.txt"
+
+
+def _load(kind: str) -> list[dict[str, str]]:
+    out = []
+    for line in VECTORS.read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        if words[0] == kind:
+            fields = dict(w.split("=", 1) for w in words[2:])
+            fields["name"] = words[1]
+            out.append(fields)
+    return out
+
+
+def test_vectors_present() -> None:
+    assert len(_load("request")) >= 4
+    assert len(_load("reply")) >= 10
+    assert len(_load("bad-reply")) >= 3
+
+
+@pytest.mark.parametrize("v", _load("request"), ids=lambda v: v["name"])
+def test_request_vector(v: dict[str, str]) -> None:
+    raw = bytes.fromhex(v["hex"])
+    req = wire.ConnectRequest(ipaddress.ip_address(v["addr"]), int(v["port"]),
+                              wire.SockType(int(v["socktype"])),
+                              bytes.fromhex(v["session"]))
+    assert req.dumps() == raw
+    assert wire.ConnectRequest.loads(raw) == req
+    assert raw[6] == int(v["family"])
+
+
+@pytest.mark.parametrize("v", _load("reply"), ids=lambda v: v["name"])
+def test_reply_vector(v: dict[str, str]) -> None:
+    rep = wire.Reply.loads(bytes.fromhex(v["hex"]))
+    assert rep.verdict == int(v["verdict"])
+    assert rep.relay_port4 == int(v["port4"])
+    assert rep.relay_port6 == int(v["port6"])
+    assert rep.token == bytes.fromhex(v["token"])
+    expected = 0 if v["errno"] == "0" else getattr(errno, v["errno"])
+    assert rep.code.to_errno() == expected
+
+
+@pytest.mark.parametrize("v", _load("bad-reply"), ids=lambda v: v["name"])
+def test_bad_reply_vector(v: dict[str, str]) -> None:
+    with pytest.raises(wire.WireError):
+        wire.Reply.loads(bytes.fromhex(v["hex"]))
+
+
+def test_request_rejects_bad_headers() -> None:
+    good = wire.ConnectRequest(ipaddress.ip_address("192.0.2.1"), 80).dumps()
+    for bad in (b"XXXX" + good[4:], good[:4] + b"\x09" + good[5:],
+                good[:5] + b"\x07" + good[6:], good[:6] + b"\x05" + good[7:],
+                good[:10] + b"\x00\x01" + good[12:], good[:47]):
+        with pytest.raises(wire.WireError):
+            wire.ConnectRequest.loads(bad)
+
+
+def test_errno_mapping_roundtrips() -> None:
+    for code in wire.Code:
+        if code is not wire.Code.NONE:
+            assert wire.Code.from_errno(code.to_errno()) is code
+    # an errno without a code of its own is still a refusal, never success
+    assert wire.Code.from_errno(errno.EPIPE) is wire.Code.CONNREFUSED

@@ -1,0 +1,35 @@
+import pytest
+
+from socksify.errors import ConfigError
+from socksify.proxies import Proxy
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("socks4://10.0.0.5:1080", Proxy("socks4", "10.0.0.5", 1080)),
+    ("SOCKS4://10.0.0.5:1080/", Proxy("socks4", "10.0.0.5", 1080)),
+    ("socks4a://alice@proxy2.example:1080", Proxy("socks4a", "proxy2.example", 1080,
+                                                  "alice")),
+    ("socks4://a%40b@h:9", Proxy("socks4", "h", 9, "a@b")),
+])
+def test_parse(url: str, expected: Proxy) -> None:
+    assert Proxy.parse(url) == expected
+
+
+def test_str_roundtrips() -> None:
+    for url in ("socks4://10.0.0.5:1080", "socks4a://alice@proxy2.example:1080"):
+        assert str(Proxy.parse(url)) == url
+
+
+@pytest.mark.parametrize("url,words", [
+    ("10.0.0.5:1080", "no scheme"),
+    ("http://10.0.0.5:3128", "unsupported proxy type"),
+    ("socks4://10.0.0.5", "needs a host and a port"),
+    ("socks4://10.0.0.5:99999", "port"),
+    ("socks4://u:pw@10.0.0.5:1080", "no password"),
+    ("socks4://10.0.0.5:1080/path", "no path"),
+])
+def test_parse_errors_say_what_and_how(url: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Proxy.parse(url)
+    assert words in str(info.value)
+    assert "socks4://HOST:PORT" in str(info.value)  # the hint
