@@ -1,0 +1,71 @@
+"""Build hook: compile the C shim (shim/) into socksify/_shim/libsocksify.so.
+
+The metadata lives in pyproject.toml; this file only adds the shim to build_py (so it
+is built by `pip install .`, wheels and editable installs) and marks the distribution
+as platform-specific.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Distribution, setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+SHIM = ROOT / "shim"
+LIBRARY = "libsocksify.so"
+# No -Werror here (shim/Makefile has it for developers): a newer compiler's new
+# warning must not break a user's install.
+CFLAGS = ["-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra",
+          "-D_GNU_SOURCE"]
+LDFLAGS = ["-shared", "-Wl,-z,defs"]
+LIBS = ["-ldl", "-lpthread"]
+
+
+def build_shim(output: Path) -> None:
+    """Compile shim/common/*.c and shim/linux/*.c into output (as in shim/Makefile)."""
+    if not sys.platform.startswith("linux"):
+        sys.exit("socksify: the shim is Linux-only for now")
+    cc = shlex.split(os.environ.get("CC") or "cc")
+    if shutil.which(cc[0]) is None:
+        sys.exit(f"socksify: no C compiler found ({cc[0]!r}); the LD_PRELOAD shim must be "
+                 "compiled: install gcc or clang (e.g. apt install gcc) or set $CC")
+    sources = sorted(str(p) for d in ("common", "linux") for p in (SHIM / d).glob("*.c"))
+    includes = [f"-I{SHIM / d}" for d in (".", "common", "linux")]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [*cc, *CFLAGS, *includes, *sources, *LDFLAGS, "-o", str(output), *LIBS]
+    print(" ".join(cmd))
+    if subprocess.run(cmd).returncode != 0:
+        sys.exit("socksify: compiling the C shim failed (command above)")
+
+
+class BuildPyWithShim(build_py):
+    """build_py, plus the shim library inside the socksify package."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):  # pip install -e: next to the sources
+            package_dir = ROOT / "daemon" / "socksify"
+        else:
+            package_dir = Path(self.build_lib) / "socksify"
+        build_shim(package_dir / "_shim" / LIBRARY)
+
+    def get_outputs(self, include_bytecode: bool = True) -> list:
+        outputs = super().get_outputs(include_bytecode)
+        if not getattr(self, "editable_mode", False):
+            outputs.append(str(Path(self.build_lib) / "socksify" / "_shim" / LIBRARY))
+        return outputs
+
+
+class BinaryDistribution(Distribution):
+    """The wheel carries a native library: tag it for the platform, not py3-none-any."""
+
+    def has_ext_modules(self) -> bool:
+        return True
+
+
+setup(cmdclass={"build_py": BuildPyWithShim}, distclass=BinaryDistribution)

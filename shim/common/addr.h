@@ -1,0 +1,36 @@
+/* Pure helpers on socket addresses: loopback test, v4-mapped unwrapping, filling a
+ * CONNECT request, building the relay address. No I/O, no libc state. */
+#ifndef SOCKSIFY_ADDR_H
+#define SOCKSIFY_ADDR_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "socksify_wire.h"
+
+/* AF_INET or AF_INET6 if sa is a complete address of that family (len covers the port
+ * and the address), else 0. */
+int socksify_addr_family(const struct sockaddr *sa, unsigned len);
+
+/* 1 if sa is an IPv4 or IPv6 address that stays on this host: 127.0.0.0/8, 0.0.0.0,
+ * ::1, :: and their IPv4-mapped forms (::ffff:127.0.0.0/104, ::ffff:0.0.0.0); else 0. */
+SOCKSIFY_EXPORT int socksify_addr_is_loopback(const struct sockaddr *sa, unsigned len);
+
+/* 1 and the IPv4 address in v4 if a6 is IPv4-mapped (::ffff:a.b.c.d), else 0. */
+int socksify_addr_unmap_v4(const uint8_t a6[16], uint8_t v4[4]);
+
+/* Fill req's family, port and addr from sa (IPv4-mapped IPv6 becomes family 4), and its
+ * socktype and session. Returns 0, or -EAFNOSUPPORT if sa is not a complete
+ * AF_INET/AF_INET6 address. */
+int socksify_addr_fill_request(const struct sockaddr *sa, unsigned len, uint8_t socktype,
+                               const uint8_t session[SOCKSIFY_SESSION_SIZE],
+                               struct socksify_connect_req *req);
+
+/* The relay address docs/wire.md names for a socket of the given domain: AF_INET
+ * 127.0.0.1:relay_port4; AF_INET6 [::1]:relay_port6, or [::ffff:127.0.0.1]:relay_port4
+ * when relay_port6 is 0. Writes out and *outlen; returns 0, or -EPROTO when the port it
+ * needs is 0, -EAFNOSUPPORT for another domain. */
+int socksify_addr_relay(int domain, const struct socksify_reply *rep,
+                        struct sockaddr_storage *out, socklen_t *outlen);
+
+#endif

@@ -1,0 +1,94 @@
+/* Encode and decode the control wire format (docs/wire.md). Pure: no I/O, no libc state. */
+#include <errno.h>
+#include <string.h>
+
+#include "socksify_wire.h"
+
+SOCKSIFY_EXPORT unsigned socksify_wire_version(void)
+{
+    return SOCKSIFY_WIRE_VERSION;
+}
+
+SOCKSIFY_EXPORT unsigned socksify_shim_abi_version(void)
+{
+    return SOCKSIFY_SHIM_ABI_VERSION;
+}
+
+static void put_be16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static uint16_t get_be16(const uint8_t *p)
+{
+    return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+SOCKSIFY_EXPORT int socksify_wire_encode_connect(const struct socksify_connect_req *req,
+                                                 uint8_t *out, size_t outlen)
+{
+    size_t addr_len;
+
+    if (req == NULL || out == NULL || outlen < SOCKSIFY_REQUEST_SIZE)
+        return -EINVAL;
+    if (req->family == SOCKSIFY_FAMILY_INET)
+        addr_len = 4;
+    else if (req->family == SOCKSIFY_FAMILY_INET6)
+        addr_len = 16;
+    else
+        return -EINVAL;
+    if (req->socktype != SOCKSIFY_SOCKTYPE_STREAM && req->socktype != SOCKSIFY_SOCKTYPE_DGRAM)
+        return -EINVAL;
+
+    memset(out, 0, SOCKSIFY_REQUEST_SIZE);  /* reserved bytes and the v4 tail are zero */
+    memcpy(out, SOCKSIFY_MAGIC, SOCKSIFY_MAGIC_SIZE);
+    out[SOCKSIFY_REQ_OFF_VERSION] = SOCKSIFY_WIRE_VERSION;
+    out[SOCKSIFY_REQ_OFF_OP] = SOCKSIFY_OP_CONNECT;
+    out[SOCKSIFY_REQ_OFF_FAMILY] = req->family;
+    out[SOCKSIFY_REQ_OFF_SOCKTYPE] = req->socktype;
+    put_be16(out + SOCKSIFY_REQ_OFF_PORT, req->port);
+    put_be16(out + SOCKSIFY_REQ_OFF_BODY_LEN, 0);
+    memcpy(out + SOCKSIFY_REQ_OFF_ADDR, req->addr, addr_len);
+    memcpy(out + SOCKSIFY_REQ_OFF_SESSION, req->session, SOCKSIFY_SESSION_SIZE);
+    return SOCKSIFY_REQUEST_SIZE;
+}
+
+SOCKSIFY_EXPORT int socksify_wire_decode_reply(const uint8_t *in, size_t len,
+                                               struct socksify_reply *out)
+{
+    uint8_t verdict;
+
+    if (in == NULL || out == NULL || len != SOCKSIFY_REPLY_SIZE)
+        return -EPROTO;
+    if (memcmp(in, SOCKSIFY_MAGIC, SOCKSIFY_MAGIC_SIZE) != 0
+        || in[SOCKSIFY_REP_OFF_VERSION] != SOCKSIFY_WIRE_VERSION)
+        return -EPROTO;
+    verdict = in[SOCKSIFY_REP_OFF_VERDICT];
+    if (verdict != SOCKSIFY_VERDICT_RELAY && verdict != SOCKSIFY_VERDICT_DIRECT
+        && verdict != SOCKSIFY_VERDICT_FAIL)
+        return -EPROTO;
+
+    out->verdict = verdict;
+    out->code = in[SOCKSIFY_REP_OFF_CODE];
+    out->relay_port4 = get_be16(in + SOCKSIFY_REP_OFF_PORT4);
+    out->relay_port6 = get_be16(in + SOCKSIFY_REP_OFF_PORT6);
+    memcpy(out->token, in + SOCKSIFY_REP_OFF_TOKEN, SOCKSIFY_TOKEN_SIZE);
+    return 0;
+}
+
+SOCKSIFY_EXPORT int socksify_wire_errno(unsigned code)
+{
+    switch (code) {
+    case SOCKSIFY_CODE_NONE:        return 0;
+    case SOCKSIFY_CODE_CONNREFUSED: return ECONNREFUSED;
+    case SOCKSIFY_CODE_TIMEDOUT:    return ETIMEDOUT;
+    case SOCKSIFY_CODE_ACCES:       return EACCES;
+    case SOCKSIFY_CODE_NETUNREACH:  return ENETUNREACH;
+    case SOCKSIFY_CODE_HOSTUNREACH: return EHOSTUNREACH;
+    case SOCKSIFY_CODE_CONNRESET:   return ECONNRESET;
+    case SOCKSIFY_CODE_PROTO:       return EPROTO;
+    case SOCKSIFY_CODE_AFNOSUPPORT: return EAFNOSUPPORT;
+    default:                        return EPROTO;
+    }
+}

@@ -1,0 +1,155 @@
+/* The connect() hook: ask the daemon about every IPv4/IPv6 stream connection that
+ * leaves the host, then go direct, fail, or connect the app's socket to the daemon's
+ * relay, as the verdict says (docs/wire.md). Fails closed: never a direct connection
+ * the daemon did not allow. */
+
+/* glibc declares connect() with a transparent-union argument under _GNU_SOURCE; this
+ * file defines it with the plain POSIX prototype, so it is built without _GNU_SOURCE. */
+#undef _GNU_SOURCE
+#define _DEFAULT_SOURCE 1
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "addr.h"
+#include "control.h"
+#include "init.h"
+#include "io.h"
+#include "log.h"
+#include "socksify_wire.h"
+
+/* How long a non-blocking connect to the local relay may take. */
+#define RELAY_TIMEOUT_MS 10000
+
+static int (*real_connect)(int fd, const struct sockaddr *addr, socklen_t len);
+
+void socksify_connect_resolve(void)
+{
+    real_connect = (int (*)(int, const struct sockaddr *, socklen_t))
+        socksify_real_symbol("connect");
+}
+
+static int connect_direct(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    return real_connect(fd, addr, len) == 0 ? 0 : -errno;
+}
+
+/* "a.b.c.d:port" or "[v6]:port", for log lines. */
+static void format_addr(const struct socksify_connect_req *req, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int v6 = req->family == SOCKSIFY_FAMILY_INET6;
+
+    inet_ntop(v6 ? AF_INET6 : AF_INET, req->addr, host, sizeof host);
+    snprintf(buf, len, v6 ? "[%s]:%u" : "%s:%u", host, (unsigned)req->port);
+}
+
+/* Connect the app's own socket to the relay and hand over the token. */
+static int connect_relay(int fd, int domain, const struct socksify_reply *rep,
+                         const char *dest)
+{
+    struct sockaddr_storage relay;
+    socklen_t relay_len;
+    int64_t deadline = socksify_now_ms() + RELAY_TIMEOUT_MS;
+    int r;
+
+    if ((r = socksify_addr_relay(domain, rep, &relay, &relay_len)) < 0) {
+        LOG_WARN("%s: RELAY reply without a relay port for this socket", dest);
+        return r;
+    }
+    if (real_connect(fd, (const struct sockaddr *)&relay, relay_len) < 0) {
+        r = -errno;
+        /* Non-blocking socket, or a blocking one interrupted by a signal: the connect
+         * goes on in the background; wait for it. */
+        if (r == -EINPROGRESS || r == -EINTR) {
+            r = socksify_wait_fd(fd, POLLOUT, deadline);
+            if (r == 0)
+                r = socksify_socket_error(fd);
+        }
+        if (r < 0) {
+            LOG_WARN("%s: cannot connect to the socksify relay: %s", dest,
+                     socksify_strerror(-r));
+            return r;
+        }
+    }
+    if ((r = socksify_send_all(fd, rep->token, sizeof rep->token, deadline)) < 0) {
+        LOG_WARN("%s: cannot send the token to the socksify relay: %s", dest,
+                 socksify_strerror(-r));
+        return r;
+    }
+    return 0;
+}
+
+/* The hook's logic; returns 0 or -errno. */
+static int socksify_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct socksify_connect_req req;
+    struct socksify_reply rep;
+    struct sockaddr_storage peer;
+    socklen_t optlen, peer_len = sizeof peer;
+    int family, type, domain, r, err;
+    char dest[INET6_ADDRSTRLEN + 10];  /* "[addr]:port" */
+
+    family = socksify_addr_family(addr, len);
+    if (family == 0)
+        return connect_direct(fd, addr, len);  /* not IPv4/IPv6, or malformed */
+    optlen = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen) < 0 || type != SOCK_STREAM)
+        return connect_direct(fd, addr, len);  /* datagrams, or EBADF/ENOTSOCK */
+    optlen = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &optlen) < 0 || domain != family)
+        return connect_direct(fd, addr, len);  /* the kernel rejects the mismatch */
+    if (socksify_addr_is_loopback(addr, len)) {
+        LOG_DEBUG("fd %d: loopback destination, connecting directly", fd);
+        return connect_direct(fd, addr, len);
+    }
+    if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0)
+        return connect_direct(fd, addr, len);  /* already connected: EISCONN */
+
+    r = socksify_addr_fill_request(addr, len, SOCKSIFY_SOCKTYPE_STREAM,
+                                   socksify_config()->session,
+                                   &req);
+    if (r < 0)
+        return -ECONNREFUSED;
+    format_addr(&req, dest, sizeof dest);
+    r = socksify_control_exchange(real_connect, &req, &rep);
+    if (r < 0) {
+        LOG_WARN("%s: no verdict from the socksify daemon (%s); refusing the connection",
+                 dest, socksify_strerror(-r));
+        return r == -ETIMEDOUT ? -ETIMEDOUT : -ECONNREFUSED;  /* never direct */
+    }
+    switch (rep.verdict) {
+    case SOCKSIFY_VERDICT_DIRECT:
+        LOG_INFO("%s: DIRECT", dest);
+        return connect_direct(fd, addr, len);
+    case SOCKSIFY_VERDICT_FAIL:
+        err = socksify_wire_errno(rep.code);
+        LOG_INFO("%s: FAIL code %u (%s)", dest, rep.code, socksify_strerror(err));
+        return err != 0 ? -err : -ECONNREFUSED;
+    case SOCKSIFY_VERDICT_RELAY:
+        LOG_INFO("%s: RELAY via port %u/%u", dest, rep.relay_port4, rep.relay_port6);
+        return connect_relay(fd, domain, &rep, dest) < 0 ? -ECONNREFUSED : 0;
+    default:
+        LOG_WARN("%s: unknown verdict %u; refusing the connection", dest, rep.verdict);
+        return -ECONNREFUSED;
+    }
+}
+
+SOCKSIFY_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    int saved_errno = errno, r;
+
+    socksify_init();
+    r = socksify_connect(fd, addr, len);
+    if (r < 0) {
+        errno = -r;
+        return -1;
+    }
+    errno = saved_errno;
+    return 0;
+}

@@ -1,0 +1,63 @@
+/* Log lines on stderr (see log.h). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "init.h"
+#include "log.h"
+
+static const char *level_name(int level)
+{
+    switch (level) {
+    case SOCKSIFY_LOG_WARN: return "WARNING";
+    case SOCKSIFY_LOG_INFO: return "INFO";
+    default:                return "DEBUG";
+    }
+}
+
+const char *socksify_strerror(int err)
+{
+    const char *desc = strerrordesc_np(err);
+
+    return desc != NULL ? desc : "unknown error";
+}
+
+void socksify_log(int level, const char *func, const char *file, int line,
+                  const char *fmt, ...)
+{
+    char buf[512];
+    const char *base;
+    size_t len;
+    int n, saved_errno = errno;
+    va_list ap;
+
+    if (level > socksify_config()->log_level)
+        return;
+    base = strrchr(file, '/');
+    base = base ? base + 1 : file;
+    n = snprintf(buf, sizeof buf, "socksify[%d] %s %s %s:%d: ", (int)getpid(),
+                 level_name(level), func, base, line);
+    if (n < 0)
+        goto out;
+    len = (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1;
+    va_start(ap, fmt);
+    n = vsnprintf(buf + len, sizeof buf - len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        len += (size_t)n < sizeof buf - len ? (size_t)n : sizeof buf - len - 1;
+    if (len > sizeof buf - 2)
+        len = sizeof buf - 2;  /* truncated: keep room for the newline */
+    buf[len++] = '\n';
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(STDERR_FILENO, buf + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+out:
+    errno = saved_errno;
+}

@@ -1,0 +1,110 @@
+/* The control wire format (docs/wire.md), version 1: the single C definition.
+ *
+ * Everything here is pure: constants, the two decoded structs and the encode/decode
+ * functions of shim/common/wire.c. The structs use fixed-width fields only, so that
+ * daemon/socksify/shimlib.py can give them to cffi verbatim. They are not the bytes on
+ * the wire (those are big-endian and padded); the encode/decode functions convert.
+ */
+#ifndef SOCKSIFY_WIRE_H
+#define SOCKSIFY_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The few functions the library exports; everything else is -fvisibility=hidden. */
+#define SOCKSIFY_EXPORT __attribute__((visibility("default")))
+
+#define SOCKSIFY_WIRE_VERSION      1   /* docs/wire.md, "version" byte */
+#define SOCKSIFY_SHIM_ABI_VERSION  1   /* the exported functions and structs below */
+
+#define SOCKSIFY_MAGIC        "SKFY"
+#define SOCKSIFY_MAGIC_SIZE   4
+#define SOCKSIFY_REQUEST_SIZE 48
+#define SOCKSIFY_REPLY_SIZE   32
+#define SOCKSIFY_ADDR_SIZE    16
+#define SOCKSIFY_SESSION_SIZE 8
+#define SOCKSIFY_TOKEN_SIZE   16
+
+/* Request "op". */
+#define SOCKSIFY_OP_CONNECT 1
+
+/* Request "family" (wire values, not AF_*). */
+#define SOCKSIFY_FAMILY_INET  4
+#define SOCKSIFY_FAMILY_INET6 6
+
+/* Request "socktype" (wire values, not SOCK_*). */
+#define SOCKSIFY_SOCKTYPE_STREAM 1
+#define SOCKSIFY_SOCKTYPE_DGRAM  2
+
+/* Reply "verdict". */
+#define SOCKSIFY_VERDICT_RELAY  0
+#define SOCKSIFY_VERDICT_DIRECT 1
+#define SOCKSIFY_VERDICT_FAIL   2
+
+/* Reply "code": portable error numbers, see socksify_wire_errno(). */
+#define SOCKSIFY_CODE_NONE         0
+#define SOCKSIFY_CODE_CONNREFUSED  1
+#define SOCKSIFY_CODE_TIMEDOUT     2
+#define SOCKSIFY_CODE_ACCES        3
+#define SOCKSIFY_CODE_NETUNREACH   4
+#define SOCKSIFY_CODE_HOSTUNREACH  5
+#define SOCKSIFY_CODE_CONNRESET    6
+#define SOCKSIFY_CODE_PROTO        7
+#define SOCKSIFY_CODE_AFNOSUPPORT  8
+
+/* Offsets inside the request header. */
+#define SOCKSIFY_REQ_OFF_VERSION  4
+#define SOCKSIFY_REQ_OFF_OP       5
+#define SOCKSIFY_REQ_OFF_FAMILY   6
+#define SOCKSIFY_REQ_OFF_SOCKTYPE 7
+#define SOCKSIFY_REQ_OFF_PORT     8
+#define SOCKSIFY_REQ_OFF_BODY_LEN 10
+#define SOCKSIFY_REQ_OFF_ADDR     12
+#define SOCKSIFY_REQ_OFF_SESSION  28
+
+/* Offsets inside the reply. */
+#define SOCKSIFY_REP_OFF_VERSION  4
+#define SOCKSIFY_REP_OFF_VERDICT  5
+#define SOCKSIFY_REP_OFF_CODE     6
+#define SOCKSIFY_REP_OFF_PORT4    8
+#define SOCKSIFY_REP_OFF_PORT6    10
+#define SOCKSIFY_REP_OFF_TOKEN    12
+
+/* A CONNECT request before encoding. For family 4 only addr[0..3] is used. */
+struct socksify_connect_req {
+    uint8_t family;    /* SOCKSIFY_FAMILY_* */
+    uint8_t socktype;  /* SOCKSIFY_SOCKTYPE_* */
+    uint16_t port;     /* host order */
+    uint8_t addr[16];
+    uint8_t session[8];
+};
+
+/* A decoded reply. code is the raw byte; map it with socksify_wire_errno(). */
+struct socksify_reply {
+    uint8_t verdict;   /* SOCKSIFY_VERDICT_* */
+    uint8_t code;      /* SOCKSIFY_CODE_* (or an unknown value) */
+    uint16_t relay_port4;
+    uint16_t relay_port6;  /* host order */
+    uint8_t token[16];
+};
+
+/* 1: the wire version this library speaks. */
+SOCKSIFY_EXPORT unsigned socksify_wire_version(void);
+
+/* 1: the version of the exported functions and structs. */
+SOCKSIFY_EXPORT unsigned socksify_shim_abi_version(void);
+
+/* Write the 48-byte request header for req into out. Returns SOCKSIFY_REQUEST_SIZE, or
+ * -EINVAL for a NULL pointer, outlen < 48, or an unknown family or socktype. */
+SOCKSIFY_EXPORT int socksify_wire_encode_connect(const struct socksify_connect_req *req,
+                                                 uint8_t *out, size_t outlen);
+
+/* Parse one reply (len must be exactly SOCKSIFY_REPLY_SIZE). Returns 0, or -EPROTO for a
+ * wrong length, magic, version or verdict (out is then left untouched). */
+SOCKSIFY_EXPORT int socksify_wire_decode_reply(const uint8_t *in, size_t len,
+                                               struct socksify_reply *out);
+
+/* The local errno for a reply code: 0 for SOCKSIFY_CODE_NONE, EPROTO for unknown codes. */
+SOCKSIFY_EXPORT int socksify_wire_errno(unsigned code);
+
+#endif

@@ -1,0 +1,254 @@
+/* C tests of the control wire format against the shared vectors.
+ *
+ *   cc -std=gnu11 -D_GNU_SOURCE -Ishim -Ishim/common tests/c/test_wire.c shim/common/wire.c shim/common/addr.c
+ *   ./a.out tests/vectors/control.txt
+ *
+ * Every `request`, `reply` and `bad-reply` line of the vectors file is one case, and so
+ * is every entry of the loopback and API tables below (tests/unit/test_shim_c.py checks
+ * the passed count against those numbers). The last line is "N passed, M failed".
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "addr.h"
+#include "socksify_wire.h"
+
+static int passed, failed;
+
+static void result(int ok, const char *kind, const char *name, const char *why)
+{
+    if (ok) {
+        passed++;
+        printf("ok   %s %s\n", kind, name);
+    } else {
+        failed++;
+        printf("FAIL %s %s: %s\n", kind, name, why);
+    }
+}
+
+/* The value of key=value among the line's fields, or NULL. */
+static const char *field(char **fields, int n, const char *key)
+{
+    size_t klen = strlen(key);
+
+    for (int i = 0; i < n; i++)
+        if (strncmp(fields[i], key, klen) == 0 && fields[i][klen] == '=')
+            return fields[i] + klen + 1;
+    return NULL;
+}
+
+static long number(char **fields, int n, const char *key)
+{
+    const char *v = field(fields, n, key);
+    return v ? strtol(v, NULL, 10) : -1;
+}
+
+/* Parse hex into out (at most max bytes); returns the byte count, or -1. */
+static int unhex(const char *hex, uint8_t *out, size_t max)
+{
+    size_t len = hex ? strlen(hex) : 1;
+
+    if (len % 2 || len / 2 > max)
+        return -1;
+    for (size_t i = 0; i < len / 2; i++) {
+        unsigned byte;
+        if (sscanf(hex + 2 * i, "%2x", &byte) != 1)
+            return -1;
+        out[i] = (uint8_t)byte;
+    }
+    return (int)(len / 2);
+}
+
+static int errno_by_name(const char *name)
+{
+    static const struct { const char *name; int value; } table[] = {
+        {"0", 0}, {"ECONNREFUSED", ECONNREFUSED}, {"ETIMEDOUT", ETIMEDOUT},
+        {"EACCES", EACCES}, {"ENETUNREACH", ENETUNREACH}, {"EHOSTUNREACH", EHOSTUNREACH},
+        {"ECONNRESET", ECONNRESET}, {"EPROTO", EPROTO}, {"EAFNOSUPPORT", EAFNOSUPPORT},
+    };
+    for (size_t i = 0; name && i < sizeof table / sizeof table[0]; i++)
+        if (strcmp(name, table[i].name) == 0)
+            return table[i].value;
+    return -1;
+}
+
+static void check_request(const char *name, char **f, int n)
+{
+    struct socksify_connect_req req;
+    uint8_t want[64], got[SOCKSIFY_REQUEST_SIZE];
+    const char *addr = field(f, n, "addr");
+    int wlen = unhex(field(f, n, "hex"), want, sizeof want);
+
+    memset(&req, 0, sizeof req);
+    req.family = (uint8_t)number(f, n, "family");
+    req.socktype = (uint8_t)number(f, n, "socktype");
+    req.port = (uint16_t)number(f, n, "port");
+    if (!addr || inet_pton(req.family == 6 ? AF_INET6 : AF_INET, addr, req.addr) != 1)
+        return result(0, "request", name, "bad addr field");
+    if (unhex(field(f, n, "session"), req.session, sizeof req.session) != 8)
+        return result(0, "request", name, "bad session field");
+    if (wlen != SOCKSIFY_REQUEST_SIZE)
+        return result(0, "request", name, "hex is not 48 bytes");
+    if (socksify_wire_encode_connect(&req, got, sizeof got) != SOCKSIFY_REQUEST_SIZE)
+        return result(0, "request", name, "encode failed");
+    result(memcmp(got, want, sizeof got) == 0, "request", name, "encoded bytes differ");
+}
+
+static void check_reply(const char *name, char **f, int n)
+{
+    struct socksify_reply rep;
+    uint8_t raw[64], token[16];
+    int len = unhex(field(f, n, "hex"), raw, sizeof raw);
+    int want_errno = errno_by_name(field(f, n, "errno"));
+
+    if (unhex(field(f, n, "token"), token, sizeof token) != 16 || want_errno < 0)
+        return result(0, "reply", name, "bad token or errno field");
+    memset(&rep, 0xee, sizeof rep);
+    if (len < 0 || socksify_wire_decode_reply(raw, (size_t)len, &rep) != 0)
+        return result(0, "reply", name, "decode failed");
+    if (rep.verdict != number(f, n, "verdict") || rep.code != number(f, n, "code"))
+        return result(0, "reply", name, "verdict or code differs");
+    if (rep.relay_port4 != number(f, n, "port4") || rep.relay_port6 != number(f, n, "port6"))
+        return result(0, "reply", name, "relay ports differ");
+    if (memcmp(rep.token, token, sizeof token) != 0)
+        return result(0, "reply", name, "token differs");
+    result(socksify_wire_errno(rep.code) == want_errno, "reply", name, "errno differs");
+}
+
+static void check_bad_reply(const char *name, char **f, int n)
+{
+    struct socksify_reply rep, untouched;
+    uint8_t raw[64];
+    int len = unhex(field(f, n, "hex"), raw, sizeof raw);
+
+    memset(&rep, 0xee, sizeof rep);
+    untouched = rep;
+    if (len < 0)
+        return result(0, "bad-reply", name, "bad hex field");
+    result(socksify_wire_decode_reply(raw, (size_t)len, &rep) == -EPROTO
+           && memcmp(&rep, &untouched, sizeof rep) == 0,
+           "bad-reply", name, "not rejected with -EPROTO");
+}
+
+static void run_vectors(const char *path)
+{
+    char line[1024];
+    FILE *fp = fopen(path, "r");
+
+    if (!fp) {
+        perror(path);
+        result(0, "vectors", path, "cannot open");
+        return;
+    }
+    while (fgets(line, sizeof line, fp)) {
+        char *fields[16], *save = NULL, *tok;
+        int n = 0;
+
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        for (tok = strtok_r(line, " \n", &save); tok && n < 16; tok = strtok_r(NULL, " \n", &save))
+            fields[n++] = tok;
+        if (n < 2)
+            result(0, "vectors", "?", "short line");
+        else if (strcmp(fields[0], "request") == 0)
+            check_request(fields[1], fields + 2, n - 2);
+        else if (strcmp(fields[0], "reply") == 0)
+            check_reply(fields[1], fields + 2, n - 2);
+        else if (strcmp(fields[0], "bad-reply") == 0)
+            check_bad_reply(fields[1], fields + 2, n - 2);
+        else
+            result(0, fields[0], fields[1], "unknown kind");
+    }
+    fclose(fp);
+}
+
+/* Loopback cases: 10 entries. */
+static void run_loopback(void)
+{
+    static const struct { const char *addr; int family; int want; } cases[] = {
+        {"127.0.0.1", AF_INET, 1},        {"127.255.0.9", AF_INET, 1},
+        {"0.0.0.0", AF_INET, 1},          {"192.0.2.1", AF_INET, 0},
+        {"::1", AF_INET6, 1},             {"::", AF_INET6, 1},
+        {"::ffff:127.0.0.5", AF_INET6, 1}, {"::ffff:192.0.2.1", AF_INET6, 0},
+        {"2001:db8::1", AF_INET6, 0},     {"::2", AF_INET6, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct sockaddr_storage ss;
+        struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        unsigned len;
+
+        memset(&ss, 0, sizeof ss);
+        if (cases[i].family == AF_INET) {
+            in4->sin_family = AF_INET;
+            inet_pton(AF_INET, cases[i].addr, &in4->sin_addr);
+            len = sizeof *in4;
+        } else {
+            in6->sin6_family = AF_INET6;
+            inet_pton(AF_INET6, cases[i].addr, &in6->sin6_addr);
+            len = sizeof *in6;
+        }
+        result(socksify_addr_is_loopback((struct sockaddr *)&ss, len) == cases[i].want,
+               "loopback", cases[i].addr, "wrong answer");
+    }
+}
+
+/* API edge cases: 8 checks. */
+static void run_api(void)
+{
+    struct socksify_connect_req req = {.family = 4, .socktype = 1, .port = 1};
+    struct socksify_reply rep;
+    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = htons(443)};
+    struct sockaddr_in in4 = {.sin_family = AF_INET};
+    struct sockaddr_storage relay;
+    socklen_t relay_len;
+    uint8_t buf[SOCKSIFY_REQUEST_SIZE], reply[SOCKSIFY_REPLY_SIZE] = "SKFY\x01\x01";
+
+    result(socksify_wire_version() == 1 && socksify_shim_abi_version() == 1,
+           "api", "versions", "not 1");
+    result(socksify_wire_encode_connect(&req, buf, sizeof buf - 1) == -EINVAL,
+           "api", "encode-short-buffer", "not -EINVAL");
+    req.family = 5;
+    result(socksify_wire_encode_connect(&req, buf, sizeof buf) == -EINVAL,
+           "api", "encode-bad-family", "not -EINVAL");
+    result(socksify_wire_decode_reply(reply, sizeof reply - 1, &rep) == -EPROTO
+           && socksify_wire_decode_reply(reply, sizeof reply, &rep) == 0,
+           "api", "decode-length", "short reply accepted or full one rejected");
+    /* ::ffff:198.51.100.7 becomes an IPv4 request. */
+    inet_pton(AF_INET6, "::ffff:198.51.100.7", &in6.sin6_addr);
+    result(socksify_addr_fill_request((struct sockaddr *)&in6, sizeof in6, 1, buf, &req) == 0
+           && req.family == 4 && req.port == 443 && memcmp(req.addr, "\xc6\x33\x64\x07", 4) == 0
+           && memcmp(req.addr + 4, "\0\0\0\0\0\0\0\0\0\0\0\0", 12) == 0,
+           "api", "fill-v4-mapped", "not unwrapped to IPv4");
+    result(socksify_addr_fill_request((struct sockaddr *)&in4, sizeof in4 - 1, 1, buf, &req)
+           == -EAFNOSUPPORT && socksify_addr_is_loopback((struct sockaddr *)&in4, 4) == 0,
+           "api", "short-sockaddr", "accepted");
+    rep.relay_port4 = 1080;
+    rep.relay_port6 = 0;
+    result(socksify_addr_relay(AF_INET6, &rep, &relay, &relay_len) == 0
+           && relay_len == sizeof in6
+           && ((struct sockaddr_in6 *)&relay)->sin6_port == htons(1080)
+           && IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&relay)->sin6_addr),
+           "api", "relay-v6-fallback", "not [::ffff:127.0.0.1]:port4");
+    rep.relay_port4 = 0;
+    result(socksify_addr_relay(AF_INET, &rep, &relay, &relay_len) == -EPROTO,
+           "api", "relay-no-port", "accepted port 0");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s tests/vectors/control.txt\n", argv[0]);
+        return 2;
+    }
+    run_vectors(argv[1]);
+    run_loopback();
+    run_api();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}

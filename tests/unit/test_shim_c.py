@@ -1,0 +1,44 @@
+"""Compile and run the C wire tests (tests/c/test_wire.c) on the shared vectors."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = ROOT / "tests" / "vectors" / "control.txt"
+# Cases test_wire.c runs besides the vector lines: its loopback table (10) and its API
+# edge cases (8). Keep in step with run_loopback() and run_api() there.
+LOOPBACK_CASES = 10
+API_CASES = 8
+
+
+def vector_lines() -> int:
+    return sum(1 for line in VECTORS.read_text().splitlines()
+               if line.strip() and not line.startswith("#"))
+
+
+def test_c_wire_vectors(tmp_path: Path) -> None:
+    cc = os.environ.get("CC", "cc").split()
+    if shutil.which(cc[0]) is None:
+        pytest.fail(f"no C compiler ({cc[0]}) to build tests/c/test_wire.c")
+    exe = tmp_path / "test_wire"
+    shim = ROOT / "shim"
+    subprocess.run([*cc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE",
+                    f"-I{shim}", f"-I{shim / 'common'}", str(ROOT / "tests/c/test_wire.c"),
+                    *sorted(str(p) for p in (shim / "common").glob("*.c")), "-o", str(exe)],
+                   check=True)
+    run = subprocess.run([str(exe), str(VECTORS)], capture_output=True, text=True)
+    print(run.stdout)
+    assert run.returncode == 0, run.stdout + run.stderr
+    last = run.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"(\d+) passed, (\d+) failed", last)
+    assert match, last
+    assert int(match[2]) == 0
+    assert vector_lines() >= 20
+    assert int(match[1]) == vector_lines() + LOOPBACK_CASES + API_CASES

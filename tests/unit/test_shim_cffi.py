@@ -1,0 +1,116 @@
+"""The installed shim library, through socksify.shimlib (cffi), against the shared
+vectors; plus its symbol table and that it preloads cleanly."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from socksify import shimlib
+from socksify.protocol.control import WireError
+
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = ROOT / "tests" / "vectors" / "control.txt"
+EXPORTS = {"connect", "socksify_wire_version", "socksify_shim_abi_version",
+           "socksify_wire_encode_connect", "socksify_wire_decode_reply",
+           "socksify_wire_errno", "socksify_addr_is_loopback"}
+
+
+def vectors(kind: str) -> list[tuple[str, dict[str, str]]]:
+    found = []
+    for line in VECTORS.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        fields = line.split()
+        if fields[0] == kind:
+            found.append((fields[1], dict(f.split("=", 1) for f in fields[2:])))
+    assert found, f"no {kind} vectors"
+    return found
+
+
+@pytest.fixture(scope="module")
+def shim() -> shimlib.Shim:
+    path = shimlib.library_path()
+    assert path.is_file(), f"{path} is missing: run `pip install .` first"
+    return shimlib.load()
+
+
+def test_versions(shim: shimlib.Shim) -> None:
+    shimlib.check_versions()
+    assert shim.wire_version() == 1 and shim.abi_version() == shimlib.SHIM_ABI_VERSION
+
+
+@pytest.mark.parametrize("name,f", vectors("request"))
+def test_encode_request(shim: shimlib.Shim, name: str, f: dict[str, str]) -> None:
+    addr = ipaddress.ip_address(f["addr"]).packed
+    raw = shim.encode_connect(int(f["family"]), int(f["socktype"]), int(f["port"]), addr,
+                              bytes.fromhex(f["session"]))
+    assert raw.hex() == f["hex"]
+
+
+@pytest.mark.parametrize("name,f", vectors("reply"))
+def test_decode_reply(shim: shimlib.Shim, name: str, f: dict[str, str]) -> None:
+    rep = shim.decode_reply(bytes.fromhex(f["hex"]))
+    assert rep == {"verdict": int(f["verdict"]), "code": int(f["code"]),
+                   "relay_port4": int(f["port4"]), "relay_port6": int(f["port6"]),
+                   "token": bytes.fromhex(f["token"])}
+    want = 0 if f["errno"] == "0" else getattr(errno, f["errno"])
+    assert shim.errno_for(rep["code"]) == want
+
+
+@pytest.mark.parametrize("name,f", vectors("bad-reply"))
+def test_bad_reply(shim: shimlib.Shim, name: str, f: dict[str, str]) -> None:
+    with pytest.raises(WireError):
+        shim.decode_reply(bytes.fromhex(f["hex"]))
+
+
+def test_short_reply_and_bad_request(shim: shimlib.Shim) -> None:
+    good = bytes.fromhex(vectors("reply")[0][1]["hex"])
+    with pytest.raises(WireError):
+        shim.decode_reply(good[:-1])
+    with pytest.raises(ValueError):
+        shim.encode_connect(5, 1, 80, bytes(4))
+
+
+@pytest.mark.parametrize("host,want", [
+    ("127.0.0.1", True), ("127.1.2.3", True), ("0.0.0.0", True), ("::1", True),
+    ("::", True), ("::ffff:127.0.0.1", True), ("192.0.2.1", False),
+    ("::ffff:192.0.2.1", False), ("2001:db8::1", False),
+])
+def test_is_loopback(shim: shimlib.Shim, host: str, want: bool) -> None:
+    assert shim.is_loopback(shimlib.sockaddr_bytes(host, 80)) is want
+
+
+def _dynamic_symbols(path: Path, *flags: str) -> list[list[str]]:
+    out = subprocess.run(["nm", "-D", *flags, str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return [line.split() for line in out.splitlines() if line.strip()]
+
+
+def test_exports_only_the_abi() -> None:
+    path = shimlib.library_path()
+    defined = {f[-1] for f in _dynamic_symbols(path, "--defined-only")}
+    text = {f[-1] for f in _dynamic_symbols(path, "--defined-only") if f[-2] == "T"}
+    assert defined == EXPORTS and text == EXPORTS
+
+
+def test_no_python_symbols() -> None:
+    undefined = [f[-1] for f in _dynamic_symbols(shimlib.library_path(), "--undefined-only")]
+    assert undefined, "nm listed nothing"
+    assert not [s for s in undefined if s.startswith(("Py", "_Py"))]
+
+
+def test_preloads_with_bind_now() -> None:
+    env = dict(os.environ, LD_BIND_NOW="1", LD_PRELOAD=str(shimlib.library_path()))
+    run = subprocess.run(["/bin/true"], env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
+def test_main_prints_path(capsys: pytest.CaptureFixture[str]) -> None:
+    assert shimlib.main() == 0
+    assert capsys.readouterr().out.strip() == str(shimlib.library_path())
