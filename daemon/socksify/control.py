@@ -67,8 +67,10 @@ async def _shim_request(daemon: Daemon, data: bytes, pid: int,
         log.warning("bad request from pid %d: %s", pid, exc)
         writer.write(wire.Reply(wire.Verdict.FAIL, wire.Code.PROTO).dumps())
         return
-    reply = await daemon.connect(request, pid)
-    writer.write(reply.dumps())
+    if request.op is wire.Op.PEERNAME:
+        writer.write(daemon.peername(request))
+    else:
+        writer.write((await daemon.connect(request, pid)).dumps())
     await writer.drain()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import ipaddress
 import itertools
 import json
 import logging
@@ -51,7 +52,8 @@ class Session:
 class Connection:
     id: str
     app: str
-    target: str
+    dst: wire.IPAddress
+    port: int
     route: str
     started: float
     counters: Counters = field(default_factory=Counters)
@@ -69,6 +71,8 @@ class Daemon:
         self.sessions: dict[bytes, Session] = {}
         self.pending: dict[bytes, tuple[Connection, Any, asyncio.TimerHandle]] = {}
         self.live: dict[str, Connection] = {}
+        # relay connections by the app side's address, for PEERNAME
+        self.by_app_end: dict[tuple[wire.IPAddress, int], Connection] = {}
         self._selectors: dict[str, Selector] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.control_tasks: set[asyncio.Task[Any]] = set()
@@ -246,8 +250,8 @@ class Daemon:
     # ----- connections -----------------------------------------------------------
     async def connect(self, request: wire.ConnectRequest, pid: int) -> wire.Reply:
         """Decide how request's connection leaves and, for a chain, build it now."""
-        conn = Connection(f"c{next(self._ids)}", app_name(pid),
-                          _endpoint(request.addr, request.port), "", time.monotonic())
+        conn = Connection(f"c{next(self._ids)}", app_name(pid), request.addr,
+                          request.port, "", time.monotonic())
         session = None
         if request.session != bytes(wire.SESSION_SIZE):
             session = self.sessions.get(request.session)
@@ -272,7 +276,7 @@ class Daemon:
         if selector is None:
             selector = selectors[action.chain.name] = Selector(action.chain, self.health)
         try:
-            tunnel = await open_tunnel(selector, _host(request.addr), request.port,
+            tunnel = await open_tunnel(selector, str(request.addr), request.port,
                                        conn.id)
         except SocksifyError as exc:
             return self._refuse(conn, exc.errno or 111, str(exc))
@@ -286,6 +290,14 @@ class Daemon:
                     ok=True)
         return wire.Reply(wire.Verdict.RELAY, wire.Code.NONE, self.relay_port4,
                           self.relay_port6, token)
+
+    def peername(self, request: wire.ConnectRequest) -> bytes:
+        """PEERNAME: the destination of the relayed connection whose app end is
+        request's address, so getpeername() reports what the program asked for."""
+        conn = self.by_app_end.get((request.addr, request.port))
+        if conn is None:
+            return wire.Reply(wire.Verdict.FAIL).dumps()
+        return wire.PeerReply(conn.dst, conn.port).dumps()
 
     def _refuse(self, conn: Connection, err: int, why: str) -> wire.Reply:
         self._event(conn, f"{os.strerror(err)}: {why}", ok=False)
@@ -321,11 +333,16 @@ class Daemon:
         assert task is not None
         self._tasks.add(task)
         self.live[conn.id] = conn
+        app_end = _app_end(writer.get_extra_info("peername"))
+        if app_end is not None:
+            self.by_app_end[app_end] = conn
         try:
             await relay(reader, writer, tunnel.reader, tunnel.writer, conn.counters,
                         conn.id)
         finally:
             self.live.pop(conn.id, None)
+            if app_end is not None:
+                self.by_app_end.pop(app_end, None)
             self._tasks.discard(task)
             log.info("[%s] closed after %.1fs: %d bytes up, %d down", conn.id,
                      time.monotonic() - conn.started, conn.counters.up,
@@ -333,7 +350,7 @@ class Daemon:
 
     def _event(self, conn: Connection, result: str, ok: bool) -> None:
         via = f" via {conn.route}" if conn.route else ""
-        text = f"{conn.app} -> {conn.target}{via}: {result}"
+        text = f"{conn.app} -> {_endpoint(conn.dst, conn.port)}{via}: {result}"
         log.log(logging.INFO if ok else logging.WARNING, "[%s] %s", conn.id, text)
         session = conn.session
         if session is not None and session.verbose and not session.writer.is_closing():
@@ -354,8 +371,12 @@ class Daemon:
         }
 
 
-def _host(addr: wire.IPAddress) -> str:
-    return str(addr)
+def _app_end(peer: Any) -> tuple[wire.IPAddress, int] | None:
+    """(address, port) of a relay connection's app end, from asyncio's peername."""
+    try:
+        return ipaddress.ip_address(peer[0]), int(peer[1])
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _endpoint(addr: wire.IPAddress, port: int) -> str:

@@ -29,6 +29,7 @@ def test_vectors_present() -> None:
     assert len(_load("request")) >= 4
     assert len(_load("reply")) >= 10
     assert len(_load("bad-reply")) >= 3
+    assert len(_load("peer-reply")) >= 2
 
 
 @pytest.mark.parametrize("v", _load("request"), ids=lambda v: v["name"])
@@ -36,7 +37,7 @@ def test_request_vector(v: dict[str, str]) -> None:
     raw = bytes.fromhex(v["hex"])
     req = wire.ConnectRequest(ipaddress.ip_address(v["addr"]), int(v["port"]),
                               wire.SockType(int(v["socktype"])),
-                              bytes.fromhex(v["session"]))
+                              bytes.fromhex(v["session"]), wire.Op(int(v["op"])))
     assert req.dumps() == raw
     assert wire.ConnectRequest.loads(raw) == req
     assert raw[6] == int(v["family"])
@@ -51,6 +52,17 @@ def test_reply_vector(v: dict[str, str]) -> None:
     assert rep.token == bytes.fromhex(v["token"])
     expected = 0 if v["errno"] == "0" else getattr(errno, v["errno"])
     assert rep.code.to_errno() == expected
+
+
+@pytest.mark.parametrize("v", _load("peer-reply"), ids=lambda v: v["name"])
+def test_peer_reply_vector(v: dict[str, str]) -> None:
+    raw = bytes.fromhex(v["hex"])
+    rep = wire.PeerReply.loads(raw)
+    assert rep == wire.PeerReply(ipaddress.ip_address(v["addr"]), int(v["port"]))
+    assert rep.dumps() == raw
+    assert raw[6] == int(v["family"])
+    with pytest.raises(wire.WireError):   # a CONNECT reader never takes it for RELAY
+        wire.Reply.loads(raw)
 
 
 @pytest.mark.parametrize("v", _load("bad-reply"), ids=lambda v: v["name"])

@@ -25,7 +25,8 @@ class WireError(ValueError):
 
 
 class Op(enum.IntEnum):
-    CONNECT = 1
+    CONNECT = 1    # how do I reach addr:port?
+    PEERNAME = 2   # addr:port is my socket's local end: what did it connect to?
 
 
 class SockType(enum.IntEnum):
@@ -37,6 +38,7 @@ class Verdict(enum.IntEnum):
     RELAY = 0
     DIRECT = 1
     FAIL = 2
+    PEER = 3       # answer to PEERNAME (see PeerReply)
 
 
 class Code(enum.IntEnum):
@@ -77,17 +79,32 @@ _CODE_BY_ERRNO = {e: c for c, e in _ERRNO_BY_CODE.items() if e}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+def _pack_addr(addr: IPAddress) -> tuple[int, bytes]:
+    return (4 if addr.version == 4 else 6), addr.packed.ljust(16, b"\0")
+
+
+def _unpack_addr(family: int, raw: bytes) -> IPAddress:
+    if family == 4:
+        return ipaddress.IPv4Address(raw[:4])
+    if family == 6:
+        return ipaddress.IPv6Address(raw)
+    raise WireError(f"unknown address family {family}")
+
+
 @dataclass(frozen=True)
 class ConnectRequest:
+    """CONNECT (addr:port is where the app connects) or PEERNAME (addr:port is the
+    local end of a relayed socket)."""
+
     addr: IPAddress
     port: int
     socktype: SockType = SockType.STREAM
     session: bytes = bytes(SESSION_SIZE)
+    op: Op = Op.CONNECT
 
     def dumps(self) -> bytes:
-        family = 4 if self.addr.version == 4 else 6
-        raw = self.addr.packed.ljust(16, b"\0")
-        return _REQUEST.pack(MAGIC, VERSION, Op.CONNECT, family, self.socktype,
+        family, raw = _pack_addr(self.addr)
+        return _REQUEST.pack(MAGIC, VERSION, self.op, family, self.socktype,
                              self.port, 0, raw, self.session)
 
     @classmethod
@@ -101,22 +118,18 @@ class ConnectRequest:
             raise WireError(f"bad magic {magic!r}, expected {MAGIC!r}")
         if version != VERSION:
             raise WireError(f"wire version {version}, this daemon speaks {VERSION}")
-        if op != Op.CONNECT:
-            raise WireError(f"unknown op {op}")
+        try:
+            kind_of_op = Op(op)
+        except ValueError:
+            raise WireError(f"unknown op {op}") from None
         if body_len != 0:
-            raise WireError(f"CONNECT carries no body, got body_len {body_len}")
-        addr: IPAddress
-        if family == 4:
-            addr = ipaddress.IPv4Address(raw[:4])
-        elif family == 6:
-            addr = ipaddress.IPv6Address(raw)
-        else:
-            raise WireError(f"unknown address family {family}")
+            raise WireError(f"{kind_of_op.name} carries no body, got body_len {body_len}")
+        addr = _unpack_addr(family, raw)
         try:
             kind = SockType(socktype)
         except ValueError:
             raise WireError(f"unknown socket type {socktype}") from None
-        return cls(addr, port, kind, session)
+        return cls(addr, port, kind, session, kind_of_op)
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,8 @@ class Reply:
             v = Verdict(verdict)
         except ValueError:
             raise WireError(f"unknown verdict {verdict}") from None
+        if v is Verdict.PEER:
+            raise WireError("a PEER reply is read with PeerReply.loads")
         try:
             c = Code(code)
         except ValueError:
@@ -151,3 +166,28 @@ class Reply:
     @classmethod
     def fail(cls, err: int) -> Reply:
         return cls(Verdict.FAIL, Code.from_errno(err))
+
+
+_PEER_REPLY = struct.Struct("!4sBBBxHH16s4x")  # same size and head as a Reply
+
+
+@dataclass(frozen=True)
+class PeerReply:
+    """Answer to PEERNAME: the destination the app asked for (verdict PEER); the bytes
+    where a Reply has code, relay_port4 and token carry family, port and address."""
+
+    addr: IPAddress
+    port: int
+
+    def dumps(self) -> bytes:
+        family, raw = _pack_addr(self.addr)
+        return _PEER_REPLY.pack(MAGIC, VERSION, Verdict.PEER, family, self.port, 0, raw)
+
+    @classmethod
+    def loads(cls, data: bytes) -> PeerReply:
+        if len(data) != REPLY_SIZE:
+            raise WireError(f"reply is {len(data)} bytes, expected {REPLY_SIZE}")
+        magic, version, verdict, family, port, _, raw = _PEER_REPLY.unpack(data)
+        if magic != MAGIC or version != VERSION or verdict != Verdict.PEER:
+            raise WireError("not a PEER reply")
+        return cls(_unpack_addr(family, raw), port)
