@@ -1,6 +1,6 @@
 /* The control wire format (docs/wire.md), version 1: the single C definition.
  *
- * Everything here is pure: constants, the two decoded structs and the encode/decode
+ * Everything here is pure: constants, the decoded structs and the encode/decode
  * functions of shim/common/wire.c. The structs use fixed-width fields only, so that
  * daemon/socksify/shimlib.py can give them to cffi verbatim. They are not the bytes on
  * the wire (those are big-endian and padded); the encode/decode functions convert.
@@ -15,7 +15,7 @@
 #define SOCKSIFY_EXPORT __attribute__((visibility("default")))
 
 #define SOCKSIFY_WIRE_VERSION      1   /* docs/wire.md, "version" byte */
-#define SOCKSIFY_SHIM_ABI_VERSION  1   /* the exported functions and structs below */
+#define SOCKSIFY_SHIM_ABI_VERSION  2   /* the exported functions and structs below */
 
 #define SOCKSIFY_MAGIC        "SKFY"
 #define SOCKSIFY_MAGIC_SIZE   4
@@ -26,7 +26,8 @@
 #define SOCKSIFY_TOKEN_SIZE   16
 
 /* Request "op". */
-#define SOCKSIFY_OP_CONNECT 1
+#define SOCKSIFY_OP_CONNECT  1
+#define SOCKSIFY_OP_PEERNAME 2
 
 /* Request "family" (wire values, not AF_*). */
 #define SOCKSIFY_FAMILY_INET  4
@@ -40,6 +41,7 @@
 #define SOCKSIFY_VERDICT_RELAY  0
 #define SOCKSIFY_VERDICT_DIRECT 1
 #define SOCKSIFY_VERDICT_FAIL   2
+#define SOCKSIFY_VERDICT_PEER   3  /* answer to PEERNAME: socksify_wire_decode_peer() */
 
 /* Reply "code": portable error numbers, see socksify_wire_errno(). */
 #define SOCKSIFY_CODE_NONE         0
@@ -70,7 +72,13 @@
 #define SOCKSIFY_REP_OFF_PORT6    10
 #define SOCKSIFY_REP_OFF_TOKEN    12
 
-/* A CONNECT request before encoding. For family 4 only addr[0..3] is used. */
+/* Offsets inside a PEER reply (same head as any reply). */
+#define SOCKSIFY_PEER_OFF_FAMILY  6
+#define SOCKSIFY_PEER_OFF_PORT    8
+#define SOCKSIFY_PEER_OFF_ADDR    12
+
+/* A CONNECT or PEERNAME request before encoding (the op is given to the encoder).
+ * For family 4 only addr[0..3] is used. */
 struct socksify_connect_req {
     uint8_t family;    /* SOCKSIFY_FAMILY_* */
     uint8_t socktype;  /* SOCKSIFY_SOCKTYPE_* */
@@ -88,21 +96,43 @@ struct socksify_reply {
     uint8_t token[16];
 };
 
+/* A decoded PEER reply: the destination the program asked for. For family 4 only
+ * addr[0..3] is set; the rest is zero. */
+struct socksify_peer {
+    uint8_t family;    /* SOCKSIFY_FAMILY_* */
+    uint16_t port;     /* host order */
+    uint8_t addr[16];
+};
+
 /* 1: the wire version this library speaks. */
 SOCKSIFY_EXPORT unsigned socksify_wire_version(void);
 
-/* 1: the version of the exported functions and structs. */
+/* 2: the version of the exported functions and structs. */
 SOCKSIFY_EXPORT unsigned socksify_shim_abi_version(void);
 
-/* Write the 48-byte request header for req into out. Returns SOCKSIFY_REQUEST_SIZE, or
- * -EINVAL for a NULL pointer, outlen < 48, or an unknown family or socktype. */
+/* Write the 48-byte request header with the given op (SOCKSIFY_OP_*) for req into out.
+ * Returns SOCKSIFY_REQUEST_SIZE, or -EINVAL for a NULL pointer, outlen < 48, or an
+ * unknown op, family or socktype. */
+SOCKSIFY_EXPORT int socksify_wire_encode_request(unsigned op,
+                                                 const struct socksify_connect_req *req,
+                                                 uint8_t *out, size_t outlen);
+
+/* socksify_wire_encode_request(SOCKSIFY_OP_CONNECT, req, out, outlen). */
 SOCKSIFY_EXPORT int socksify_wire_encode_connect(const struct socksify_connect_req *req,
                                                  uint8_t *out, size_t outlen);
 
-/* Parse one reply (len must be exactly SOCKSIFY_REPLY_SIZE). Returns 0, or -EPROTO for a
- * wrong length, magic, version or verdict (out is then left untouched). */
+/* Parse one RELAY, DIRECT or FAIL reply (len must be exactly SOCKSIFY_REPLY_SIZE).
+ * Returns 0, or -EPROTO for a wrong length, magic, version or verdict (out is then left
+ * untouched). A PEER reply (verdict 3) is rejected here, as by the Python Reply.loads:
+ * read it with socksify_wire_decode_peer(). */
 SOCKSIFY_EXPORT int socksify_wire_decode_reply(const uint8_t *in, size_t len,
                                                struct socksify_reply *out);
+
+/* Parse one PEER reply (len must be exactly SOCKSIFY_REPLY_SIZE). Returns 0, or -EPROTO
+ * for a wrong length, magic or version, a verdict other than PEER, or an unknown family
+ * (out is then left untouched). */
+SOCKSIFY_EXPORT int socksify_wire_decode_peer(const uint8_t *in, size_t len,
+                                              struct socksify_peer *out);
 
 /* The local errno for a reply code: 0 for SOCKSIFY_CODE_NONE, EPROTO for unknown codes. */
 SOCKSIFY_EXPORT int socksify_wire_errno(unsigned code);

@@ -15,7 +15,7 @@ from typing import Any, TypedDict, cast
 from .protocol.control import VERSION as WIRE_VERSION
 from .protocol.control import WireError
 
-SHIM_ABI_VERSION = 1
+SHIM_ABI_VERSION = 2
 """The shim's exported-ABI version (socksify_shim_abi_version()) this package expects."""
 
 REQUEST_SIZE = 48
@@ -29,11 +29,17 @@ struct socksify_reply {
     uint8_t verdict; uint8_t code; uint16_t relay_port4; uint16_t relay_port6;
     uint8_t token[16];
 };
+struct socksify_peer {
+    uint8_t family; uint16_t port; uint8_t addr[16];
+};
 unsigned socksify_wire_version(void);
 unsigned socksify_shim_abi_version(void);
+int socksify_wire_encode_request(unsigned op, const struct socksify_connect_req *req,
+                                 uint8_t *out, size_t outlen);
 int socksify_wire_encode_connect(const struct socksify_connect_req *req,
                                  uint8_t *out, size_t outlen);
 int socksify_wire_decode_reply(const uint8_t *in, size_t len, struct socksify_reply *out);
+int socksify_wire_decode_peer(const uint8_t *in, size_t len, struct socksify_peer *out);
 int socksify_wire_errno(unsigned code);
 int socksify_addr_is_loopback(const void *sa, unsigned len);
 """
@@ -49,6 +55,12 @@ class ReplyFields(TypedDict):
     relay_port4: int
     relay_port6: int
     token: bytes
+
+
+class PeerFields(TypedDict):
+    family: int
+    port: int
+    addr: bytes  # 4 bytes for family 4, 16 for family 6
 
 
 def library_path() -> Path:
@@ -83,7 +95,13 @@ class Shim:
 
     def encode_connect(self, family: int, socktype: int, port: int, addr: bytes,
                        session: bytes = bytes(8)) -> bytes:
-        """The 48-byte request header; family 4/6, socktype 1/2 (wire values)."""
+        """The 48-byte CONNECT request header; family 4/6, socktype 1/2 (wire values)."""
+        return self.encode_request(1, family, socktype, port, addr, session)
+
+    def encode_request(self, op: int, family: int, socktype: int, port: int, addr: bytes,
+                       session: bytes = bytes(8)) -> bytes:
+        """The 48-byte request header; op 1 CONNECT / 2 PEERNAME, family 4/6, socktype
+        1/2 (wire values)."""
         if len(addr) > 16 or len(session) != 8 or not 0 <= port <= 0xFFFF:
             raise ValueError("addr is at most 16 bytes, session 8, port 0..65535")
         req = self._ffi.new("struct socksify_connect_req *")
@@ -91,7 +109,7 @@ class Shim:
         self._ffi.memmove(req.addr, addr, len(addr))
         self._ffi.memmove(req.session, session, 8)
         out = self._ffi.new("uint8_t[]", REQUEST_SIZE)
-        n = int(self._lib.socksify_wire_encode_connect(req, out, REQUEST_SIZE))
+        n = int(self._lib.socksify_wire_encode_request(op, req, out, REQUEST_SIZE))
         if n < 0:
             raise ValueError(f"the shim refused to encode the request: {os.strerror(-n)}")
         return cast(bytes, self._ffi.buffer(out, n)[:])
@@ -106,6 +124,17 @@ class Shim:
                            relay_port4=int(rep.relay_port4),
                            relay_port6=int(rep.relay_port6),
                            token=cast(bytes, self._ffi.buffer(rep.token, 16)[:]))
+
+    def decode_peer(self, data: bytes) -> PeerFields:
+        """A PEER reply's fields; raise WireError if the shim rejects the bytes."""
+        peer = self._ffi.new("struct socksify_peer *")
+        r = int(self._lib.socksify_wire_decode_peer(data, len(data), peer))
+        if r < 0:
+            raise WireError(f"the shim rejects the PEER reply: {os.strerror(-r)}")
+        family = int(peer.family)
+        return PeerFields(family=family, port=int(peer.port),
+                          addr=cast(bytes, self._ffi.buffer(peer.addr,
+                                                            4 if family == 4 else 16)[:]))
 
     def errno_for(self, code: int) -> int:
         return int(self._lib.socksify_wire_errno(code))

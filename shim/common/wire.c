@@ -25,18 +25,27 @@ static uint16_t get_be16(const uint8_t *p)
     return (uint16_t)((p[0] << 8) | p[1]);
 }
 
-SOCKSIFY_EXPORT int socksify_wire_encode_connect(const struct socksify_connect_req *req,
+/* The bytes of a wire family's address, or 0 for an unknown family. */
+static size_t family_addr_len(uint8_t family)
+{
+    if (family == SOCKSIFY_FAMILY_INET)
+        return 4;
+    if (family == SOCKSIFY_FAMILY_INET6)
+        return 16;
+    return 0;
+}
+
+SOCKSIFY_EXPORT int socksify_wire_encode_request(unsigned op,
+                                                 const struct socksify_connect_req *req,
                                                  uint8_t *out, size_t outlen)
 {
     size_t addr_len;
 
     if (req == NULL || out == NULL || outlen < SOCKSIFY_REQUEST_SIZE)
         return -EINVAL;
-    if (req->family == SOCKSIFY_FAMILY_INET)
-        addr_len = 4;
-    else if (req->family == SOCKSIFY_FAMILY_INET6)
-        addr_len = 16;
-    else
+    if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME)
+        return -EINVAL;
+    if ((addr_len = family_addr_len(req->family)) == 0)
         return -EINVAL;
     if (req->socktype != SOCKSIFY_SOCKTYPE_STREAM && req->socktype != SOCKSIFY_SOCKTYPE_DGRAM)
         return -EINVAL;
@@ -44,7 +53,7 @@ SOCKSIFY_EXPORT int socksify_wire_encode_connect(const struct socksify_connect_r
     memset(out, 0, SOCKSIFY_REQUEST_SIZE);  /* reserved bytes and the v4 tail are zero */
     memcpy(out, SOCKSIFY_MAGIC, SOCKSIFY_MAGIC_SIZE);
     out[SOCKSIFY_REQ_OFF_VERSION] = SOCKSIFY_WIRE_VERSION;
-    out[SOCKSIFY_REQ_OFF_OP] = SOCKSIFY_OP_CONNECT;
+    out[SOCKSIFY_REQ_OFF_OP] = (uint8_t)op;
     out[SOCKSIFY_REQ_OFF_FAMILY] = req->family;
     out[SOCKSIFY_REQ_OFF_SOCKTYPE] = req->socktype;
     put_be16(out + SOCKSIFY_REQ_OFF_PORT, req->port);
@@ -54,15 +63,29 @@ SOCKSIFY_EXPORT int socksify_wire_encode_connect(const struct socksify_connect_r
     return SOCKSIFY_REQUEST_SIZE;
 }
 
+SOCKSIFY_EXPORT int socksify_wire_encode_connect(const struct socksify_connect_req *req,
+                                                 uint8_t *out, size_t outlen)
+{
+    return socksify_wire_encode_request(SOCKSIFY_OP_CONNECT, req, out, outlen);
+}
+
+/* Length, magic and version: what every reply must get right. */
+static int check_reply_head(const uint8_t *in, size_t len)
+{
+    if (in == NULL || len != SOCKSIFY_REPLY_SIZE)
+        return -EPROTO;
+    if (memcmp(in, SOCKSIFY_MAGIC, SOCKSIFY_MAGIC_SIZE) != 0
+        || in[SOCKSIFY_REP_OFF_VERSION] != SOCKSIFY_WIRE_VERSION)
+        return -EPROTO;
+    return 0;
+}
+
 SOCKSIFY_EXPORT int socksify_wire_decode_reply(const uint8_t *in, size_t len,
                                                struct socksify_reply *out)
 {
     uint8_t verdict;
 
-    if (in == NULL || out == NULL || len != SOCKSIFY_REPLY_SIZE)
-        return -EPROTO;
-    if (memcmp(in, SOCKSIFY_MAGIC, SOCKSIFY_MAGIC_SIZE) != 0
-        || in[SOCKSIFY_REP_OFF_VERSION] != SOCKSIFY_WIRE_VERSION)
+    if (out == NULL || check_reply_head(in, len) < 0)
         return -EPROTO;
     verdict = in[SOCKSIFY_REP_OFF_VERDICT];
     if (verdict != SOCKSIFY_VERDICT_RELAY && verdict != SOCKSIFY_VERDICT_DIRECT
@@ -74,6 +97,26 @@ SOCKSIFY_EXPORT int socksify_wire_decode_reply(const uint8_t *in, size_t len,
     out->relay_port4 = get_be16(in + SOCKSIFY_REP_OFF_PORT4);
     out->relay_port6 = get_be16(in + SOCKSIFY_REP_OFF_PORT6);
     memcpy(out->token, in + SOCKSIFY_REP_OFF_TOKEN, SOCKSIFY_TOKEN_SIZE);
+    return 0;
+}
+
+SOCKSIFY_EXPORT int socksify_wire_decode_peer(const uint8_t *in, size_t len,
+                                              struct socksify_peer *out)
+{
+    uint8_t family;
+    size_t addr_len;
+
+    if (out == NULL || check_reply_head(in, len) < 0
+        || in[SOCKSIFY_REP_OFF_VERDICT] != SOCKSIFY_VERDICT_PEER)
+        return -EPROTO;
+    family = in[SOCKSIFY_PEER_OFF_FAMILY];
+    if ((addr_len = family_addr_len(family)) == 0)
+        return -EPROTO;
+
+    memset(out, 0, sizeof *out);  /* the v4 tail of addr is zero */
+    out->family = family;
+    out->port = get_be16(in + SOCKSIFY_PEER_OFF_PORT);
+    memcpy(out->addr, in + SOCKSIFY_PEER_OFF_ADDR, addr_len);
     return 0;
 }
 

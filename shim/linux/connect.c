@@ -34,6 +34,11 @@ void socksify_connect_resolve(void)
         socksify_real_symbol("connect");
 }
 
+int socksify_real_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    return real_connect(fd, addr, len);
+}
+
 static int connect_direct(int fd, const struct sockaddr *addr, socklen_t len)
 {
     return real_connect(fd, addr, len) == 0 ? 0 : -errno;
@@ -108,7 +113,7 @@ static int socksify_connect(int fd, const struct sockaddr *addr, socklen_t len)
         LOG_DEBUG("fd %d: loopback destination, connecting directly", fd);
         return connect_direct(fd, addr, len);
     }
-    if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0)
+    if (socksify_real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0)
         return connect_direct(fd, addr, len);  /* already connected: EISCONN */
 
     r = socksify_addr_fill_request(addr, len, SOCKSIFY_SOCKTYPE_STREAM,
@@ -133,6 +138,7 @@ static int socksify_connect(int fd, const struct sockaddr *addr, socklen_t len)
         return err != 0 ? -err : -ECONNREFUSED;
     case SOCKSIFY_VERDICT_RELAY:
         LOG_INFO("%s: RELAY via port %u/%u", dest, rep.relay_port4, rep.relay_port6);
+        socksify_relay_ports_note(rep.relay_port4, rep.relay_port6);  /* for getpeername */
         return connect_relay(fd, domain, &rep, dest) < 0 ? -ECONNREFUSED : 0;
     default:
         LOG_WARN("%s: unknown verdict %u; refusing the connection", dest, rep.verdict);

@@ -1,4 +1,5 @@
-/* One request/reply exchange with the daemon over the control socket (docs/wire.md). */
+/* One request/reply exchange with the daemon over the control socket (docs/wire.md),
+ * and the relay ports last seen. */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -15,6 +16,26 @@
 
 /* How long to wait between retries when the daemon's listen backlog is full. */
 #define BACKLOG_RETRY_MS 10
+
+/* A PEERNAME query is local bookkeeping in the daemon: it never needs the long
+ * SOCKSIFY_TIMEOUT a CONNECT may need to build a chain. */
+#define PEERNAME_TIMEOUT_MS 5000
+
+/* relay_port4 << 16 | relay_port6 of the last RELAY reply, 0 if none. */
+static uint32_t relay_ports;
+
+void socksify_relay_ports_note(uint16_t port4, uint16_t port6)
+{
+    __atomic_store_n(&relay_ports, (uint32_t)port4 << 16 | port6, __ATOMIC_RELAXED);
+}
+
+void socksify_relay_ports(uint16_t *port4, uint16_t *port6)
+{
+    uint32_t ports = __atomic_load_n(&relay_ports, __ATOMIC_RELAXED);
+
+    *port4 = (uint16_t)(ports >> 16);
+    *port6 = (uint16_t)ports;
+}
 
 int socksify_control_find_path(char *out, size_t outlen)
 {
@@ -38,7 +59,7 @@ int socksify_control_find_path(char *out, size_t outlen)
 
 /* The socket's directory must be a real directory owned by us: anyone else could
  * otherwise answer our requests. */
-static int check_directory(const char *path)
+static int check_directory(const char *path, int level)
 {
     char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
     const char *slash = strrchr(path, '/');
@@ -53,18 +74,18 @@ static int check_directory(const char *path)
     }
     if (lstat(dir, &st) < 0) {
         int err = errno;
-        LOG_WARN("cannot check the control socket's directory %s: %s", dir,
-                 socksify_strerror(err));
+        SOCKSIFY_LOG_AT(level, "cannot check the control socket's directory %s: %s", dir,
+                        socksify_strerror(err));
         return -err;
     }
     if (!S_ISDIR(st.st_mode)) {
-        LOG_WARN("the control socket's directory %s is not a directory (or is a symlink)",
-                 dir);
+        SOCKSIFY_LOG_AT(level, "the control socket's directory %s is not a directory (or "
+                        "is a symlink)", dir);
         return -ENOTDIR;
     }
     if (st.st_uid != getuid()) {
-        LOG_WARN("the control socket's directory %s is owned by uid %u, not %u; refusing",
-                 dir, (unsigned)st.st_uid, (unsigned)getuid());
+        SOCKSIFY_LOG_AT(level, "the control socket's directory %s is owned by uid %u, not "
+                        "%u; refusing", dir, (unsigned)st.st_uid, (unsigned)getuid());
         return -EPERM;
     }
     return 0;
@@ -93,7 +114,7 @@ static int connect_control(socksify_connect_fn real_connect, int fd,
     }
 }
 
-static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline)
+static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline, int level)
 {
     size_t got = 0;
 
@@ -103,8 +124,8 @@ static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline)
         if (n > 0) {
             got += (size_t)n;
         } else if (n == 0) {
-            LOG_WARN("the daemon closed the control connection after %zu of %zu reply bytes",
-                     got, len);
+            SOCKSIFY_LOG_AT(level, "the daemon closed the control connection after %zu of "
+                            "%zu reply bytes", got, len);
             return -EPROTO;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             int r = socksify_wait_fd(fd, POLLIN, deadline);
@@ -118,32 +139,76 @@ static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline)
 }
 
 static int exchange_on(socksify_connect_fn real_connect, int fd, const char *path,
-                       const struct socksify_connect_req *req, struct socksify_reply *rep,
-                       int64_t deadline)
+                       unsigned op, const struct socksify_connect_req *req,
+                       uint8_t reply[SOCKSIFY_REPLY_SIZE], int64_t deadline, int level)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    uint8_t request[SOCKSIFY_REQUEST_SIZE], reply[SOCKSIFY_REPLY_SIZE];
+    uint8_t request[SOCKSIFY_REQUEST_SIZE];
     int r;
 
     memcpy(sun.sun_path, path, strlen(path) + 1);  /* fits: checked by find_path */
-    r = socksify_wire_encode_connect(req, request, sizeof request);
+    r = socksify_wire_encode_request(op, req, request, sizeof request);
     if (r < 0) {
         LOG_WARN("cannot encode the request: %s", socksify_strerror(-r));
         return r;
     }
     if ((r = connect_control(real_connect, fd, &sun, deadline)) < 0) {
-        LOG_WARN("cannot reach the socksify daemon at %s: %s", path, socksify_strerror(-r));
+        SOCKSIFY_LOG_AT(level, "cannot reach the socksify daemon at %s: %s", path,
+                        socksify_strerror(-r));
         return r;
     }
     if ((r = socksify_send_all(fd, request, sizeof request, deadline)) < 0) {
-        LOG_WARN("cannot send the request to %s: %s", path, socksify_strerror(-r));
+        SOCKSIFY_LOG_AT(level, "cannot send the request to %s: %s", path,
+                        socksify_strerror(-r));
         return r;
     }
-    if ((r = recv_all(fd, reply, sizeof reply, deadline)) < 0) {
+    if ((r = recv_all(fd, reply, SOCKSIFY_REPLY_SIZE, deadline, level)) < 0) {
         if (r != -EPROTO)
-            LOG_WARN("no reply from the daemon at %s: %s", path, socksify_strerror(-r));
+            SOCKSIFY_LOG_AT(level, "no reply from the daemon at %s: %s", path,
+                            socksify_strerror(-r));
         return r;
     }
+    return 0;
+}
+
+int socksify_control_request(socksify_connect_fn real_connect, unsigned op,
+                             const struct socksify_connect_req *req,
+                             uint8_t reply[SOCKSIFY_REPLY_SIZE])
+{
+    const struct socksify_config *cfg = socksify_config();
+    int level = op == SOCKSIFY_OP_PEERNAME ? SOCKSIFY_LOG_DEBUG : SOCKSIFY_LOG_WARN;
+    int timeout_ms = cfg->timeout_ms;
+    int64_t deadline;
+    int fd, r;
+
+    if (op == SOCKSIFY_OP_PEERNAME && timeout_ms > PEERNAME_TIMEOUT_MS)
+        timeout_ms = PEERNAME_TIMEOUT_MS;
+    deadline = socksify_now_ms() + timeout_ms;
+    if (cfg->socket_path_error < 0)
+        return cfg->socket_path_error;
+    if ((r = check_directory(cfg->socket_path, level)) < 0)
+        return r;
+    /* Our own fd, so it may be non-blocking; the app's fds are never touched. */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        r = -errno;
+        SOCKSIFY_LOG_AT(level, "cannot create the control socket: %s", socksify_strerror(-r));
+        return r;
+    }
+    r = exchange_on(real_connect, fd, cfg->socket_path, op, req, reply, deadline, level);
+    close(fd);
+    return r;
+}
+
+int socksify_control_exchange(socksify_connect_fn real_connect,
+                              const struct socksify_connect_req *req,
+                              struct socksify_reply *rep)
+{
+    uint8_t reply[SOCKSIFY_REPLY_SIZE];
+    int r;
+
+    if ((r = socksify_control_request(real_connect, SOCKSIFY_OP_CONNECT, req, reply)) < 0)
+        return r;
     if ((r = socksify_wire_decode_reply(reply, sizeof reply, rep)) < 0) {
         LOG_WARN("malformed reply from the daemon: wrong magic, version or verdict "
                  "(starts %02x%02x%02x%02x %02x %02x)", reply[0], reply[1], reply[2],
@@ -151,28 +216,4 @@ static int exchange_on(socksify_connect_fn real_connect, int fd, const char *pat
         return r;
     }
     return 0;
-}
-
-int socksify_control_exchange(socksify_connect_fn real_connect,
-                              const struct socksify_connect_req *req,
-                              struct socksify_reply *rep)
-{
-    const struct socksify_config *cfg = socksify_config();
-    int64_t deadline = socksify_now_ms() + cfg->timeout_ms;
-    int fd, r;
-
-    if (cfg->socket_path_error < 0)
-        return cfg->socket_path_error;
-    if ((r = check_directory(cfg->socket_path)) < 0)
-        return r;
-    /* Our own fd, so it may be non-blocking; the app's fds are never touched. */
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        r = -errno;
-        LOG_WARN("cannot create the control socket: %s", socksify_strerror(-r));
-        return r;
-    }
-    r = exchange_on(real_connect, fd, cfg->socket_path, req, rep, deadline);
-    close(fd);
-    return r;
 }

@@ -1,8 +1,10 @@
-/* The control socket: where it is, and one request/reply exchange with the daemon. */
+/* The control socket: where it is, one request/reply exchange with the daemon, and the
+ * daemon's relay ports as last seen in a RELAY reply. */
 #ifndef SOCKSIFY_CONTROL_H
 #define SOCKSIFY_CONTROL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "socksify_wire.h"
@@ -14,12 +16,26 @@ typedef int (*socksify_connect_fn)(int fd, const struct sockaddr *addr, socklen_
  * /tmp/socksify-UID/control.sock) into out. Returns 0 or -ENAMETOOLONG. */
 int socksify_control_find_path(char *out, size_t outlen);
 
-/* Send req to the daemon at socksify_config()->socket_path (whose directory must be
- * owned by getuid()), and read its reply into rep, all within the configured timeout.
- * real_connect is libc's connect. Returns 0, -ETIMEDOUT, -EPROTO for a bad or short
- * reply, -EPERM/-ENOTDIR for an unsafe directory, or another -errno. */
+/* Send req with op (SOCKSIFY_OP_*) to the daemon at socksify_config()->socket_path
+ * (whose directory must be owned by getuid()), and read the 32 reply bytes into reply,
+ * undecoded, all within the configured timeout (at most 5 s for PEERNAME). real_connect
+ * is libc's connect. Returns 0, -ETIMEDOUT, -EPROTO for a short reply, -EPERM/-ENOTDIR
+ * for an unsafe directory, or another -errno. Failures are logged as warnings for
+ * CONNECT, and only at debug level for PEERNAME (getpeername() falls back quietly). */
+int socksify_control_request(socksify_connect_fn real_connect, unsigned op,
+                             const struct socksify_connect_req *req,
+                             uint8_t reply[SOCKSIFY_REPLY_SIZE]);
+
+/* A CONNECT request for req, its reply decoded into rep: as socksify_control_request(),
+ * and -EPROTO (logged) for a malformed reply. */
 int socksify_control_exchange(socksify_connect_fn real_connect,
                               const struct socksify_connect_req *req,
                               struct socksify_reply *rep);
+
+/* Remember the relay ports of a RELAY reply (atomically; any thread). */
+void socksify_relay_ports_note(uint16_t port4, uint16_t port6);
+
+/* The relay ports last noted in this process (0 and 0 if none yet, e.g. after exec). */
+void socksify_relay_ports(uint16_t *port4, uint16_t *port6);
 
 #endif

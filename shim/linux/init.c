@@ -115,6 +115,7 @@ static void init_once_body(void)
 
     read_log_level();
     socksify_connect_resolve();
+    socksify_getpeername_resolve();
     read_session();
     read_timeout();
     config.socket_path_error = socksify_control_find_path(config.socket_path,

@@ -4,6 +4,7 @@
 #define SOCKSIFY_INIT_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 
 #include "socksify_wire.h"
@@ -31,5 +32,11 @@ void *socksify_real_symbol(const char *name);
 
 /* Per-hook resolvers of the real symbols, called by the initialisation. */
 void socksify_connect_resolve(void);
+void socksify_getpeername_resolve(void);
+
+/* libc's connect() and getpeername(), for the shim's own use (the exported ones may ask
+ * the daemon). Valid after socksify_init(). */
+int socksify_real_connect(int fd, const struct sockaddr *addr, socklen_t len);
+int socksify_real_getpeername(int fd, struct sockaddr *addr, socklen_t *len);
 
 #endif

@@ -3,8 +3,8 @@
  *   cc -std=gnu11 -D_GNU_SOURCE -Ishim -Ishim/common tests/c/test_wire.c shim/common/wire.c shim/common/addr.c
  *   ./a.out tests/vectors/control.txt
  *
- * Every `request`, `reply` and `bad-reply` line of the vectors file is one case, and so
- * is every entry of the loopback and API tables below (tests/unit/test_shim_c.py checks
+ * Every `request`, `reply`, `peer-reply` and `bad-reply` line of the vectors file is one
+ * case, and so is every entry of the loopback and API tables below (tests/unit/test_shim_c.py checks
  * the passed count against those numbers). The last line is "N passed, M failed".
  */
 #include <arpa/inet.h>
@@ -83,25 +83,37 @@ static void check_request(const char *name, char **f, int n)
     uint8_t want[64], got[SOCKSIFY_REQUEST_SIZE];
     const char *addr = field(f, n, "addr");
     int wlen = unhex(field(f, n, "hex"), want, sizeof want);
+    long op = number(f, n, "op");
 
     memset(&req, 0, sizeof req);
     req.family = (uint8_t)number(f, n, "family");
     req.socktype = (uint8_t)number(f, n, "socktype");
     req.port = (uint16_t)number(f, n, "port");
+    if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME)
+        return result(0, "request", name, "bad op field");
     if (!addr || inet_pton(req.family == 6 ? AF_INET6 : AF_INET, addr, req.addr) != 1)
         return result(0, "request", name, "bad addr field");
     if (unhex(field(f, n, "session"), req.session, sizeof req.session) != 8)
         return result(0, "request", name, "bad session field");
     if (wlen != SOCKSIFY_REQUEST_SIZE)
         return result(0, "request", name, "hex is not 48 bytes");
-    if (socksify_wire_encode_connect(&req, got, sizeof got) != SOCKSIFY_REQUEST_SIZE)
+    if (socksify_wire_encode_request((unsigned)op, &req, got, sizeof got)
+        != SOCKSIFY_REQUEST_SIZE)
         return result(0, "request", name, "encode failed");
-    result(memcmp(got, want, sizeof got) == 0, "request", name, "encoded bytes differ");
+    if (memcmp(got, want, sizeof got) != 0)
+        return result(0, "request", name, "encoded bytes differ");
+    /* encode_connect is the CONNECT case of encode_request. */
+    if (op == SOCKSIFY_OP_CONNECT
+        && (socksify_wire_encode_connect(&req, got, sizeof got) != SOCKSIFY_REQUEST_SIZE
+            || memcmp(got, want, sizeof got) != 0))
+        return result(0, "request", name, "encode_connect differs");
+    result(1, "request", name, "");
 }
 
 static void check_reply(const char *name, char **f, int n)
 {
     struct socksify_reply rep;
+    struct socksify_peer peer;
     uint8_t raw[64], token[16];
     int len = unhex(field(f, n, "hex"), raw, sizeof raw);
     int want_errno = errno_by_name(field(f, n, "errno"));
@@ -117,22 +129,57 @@ static void check_reply(const char *name, char **f, int n)
         return result(0, "reply", name, "relay ports differ");
     if (memcmp(rep.token, token, sizeof token) != 0)
         return result(0, "reply", name, "token differs");
-    result(socksify_wire_errno(rep.code) == want_errno, "reply", name, "errno differs");
+    if (socksify_wire_errno(rep.code) != want_errno)
+        return result(0, "reply", name, "errno differs");
+    result(socksify_wire_decode_peer(raw, (size_t)len, &peer) == -EPROTO, "reply", name,
+           "decode_peer accepted a non-PEER reply");
+}
+
+static void check_peer_reply(const char *name, char **f, int n)
+{
+    struct socksify_peer peer;
+    struct socksify_reply rep, untouched;
+    uint8_t raw[64], addr[16] = {0};
+    const char *text = field(f, n, "addr");
+    long family = number(f, n, "family");
+    int len = unhex(field(f, n, "hex"), raw, sizeof raw);
+
+    if (len < 0 || (family != 4 && family != 6) || !text
+        || inet_pton(family == 6 ? AF_INET6 : AF_INET, text, addr) != 1)
+        return result(0, "peer-reply", name, "bad hex, family or addr field");
+    memset(&peer, 0xee, sizeof peer);
+    if (socksify_wire_decode_peer(raw, (size_t)len, &peer) != 0)
+        return result(0, "peer-reply", name, "decode_peer failed");
+    if (peer.family != family || peer.port != number(f, n, "port"))
+        return result(0, "peer-reply", name, "family or port differs");
+    if (memcmp(peer.addr, addr, sizeof addr) != 0)
+        return result(0, "peer-reply", name, "addr differs");
+    memset(&rep, 0xee, sizeof rep);
+    untouched = rep;
+    result(socksify_wire_decode_reply(raw, (size_t)len, &rep) == -EPROTO
+           && memcmp(&rep, &untouched, sizeof rep) == 0,
+           "peer-reply", name, "decode_reply accepted a PEER reply");
 }
 
 static void check_bad_reply(const char *name, char **f, int n)
 {
     struct socksify_reply rep, untouched;
+    struct socksify_peer peer, peer_untouched;
     uint8_t raw[64];
     int len = unhex(field(f, n, "hex"), raw, sizeof raw);
 
     memset(&rep, 0xee, sizeof rep);
     untouched = rep;
+    memset(&peer, 0xee, sizeof peer);
+    peer_untouched = peer;
     if (len < 0)
         return result(0, "bad-reply", name, "bad hex field");
-    result(socksify_wire_decode_reply(raw, (size_t)len, &rep) == -EPROTO
-           && memcmp(&rep, &untouched, sizeof rep) == 0,
-           "bad-reply", name, "not rejected with -EPROTO");
+    if (socksify_wire_decode_reply(raw, (size_t)len, &rep) != -EPROTO
+        || memcmp(&rep, &untouched, sizeof rep) != 0)
+        return result(0, "bad-reply", name, "decode_reply did not reject it with -EPROTO");
+    result(socksify_wire_decode_peer(raw, (size_t)len, &peer) == -EPROTO
+           && memcmp(&peer, &peer_untouched, sizeof peer) == 0,
+           "bad-reply", name, "decode_peer did not reject it with -EPROTO");
 }
 
 static void run_vectors(const char *path)
@@ -159,6 +206,8 @@ static void run_vectors(const char *path)
             check_request(fields[1], fields + 2, n - 2);
         else if (strcmp(fields[0], "reply") == 0)
             check_reply(fields[1], fields + 2, n - 2);
+        else if (strcmp(fields[0], "peer-reply") == 0)
+            check_peer_reply(fields[1], fields + 2, n - 2);
         else if (strcmp(fields[0], "bad-reply") == 0)
             check_bad_reply(fields[1], fields + 2, n - 2);
         else
@@ -198,19 +247,35 @@ static void run_loopback(void)
     }
 }
 
-/* API edge cases: 8 checks. */
+/* API edge cases: 11 checks. */
 static void run_api(void)
 {
     struct socksify_connect_req req = {.family = 4, .socktype = 1, .port = 1};
     struct socksify_reply rep;
+    struct socksify_peer peer;
     struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = htons(443)};
     struct sockaddr_in in4 = {.sin_family = AF_INET};
     struct sockaddr_storage relay;
     socklen_t relay_len;
     uint8_t buf[SOCKSIFY_REQUEST_SIZE], reply[SOCKSIFY_REPLY_SIZE] = "SKFY\x01\x01";
+    /* A PEER reply for 192.0.2.7:443 with a nonzero byte in the v4 addr's tail. */
+    uint8_t peer_reply[SOCKSIFY_REPLY_SIZE] = "SKFY\x01\x03\x04\x00\x01\xbb\x00\x00"
+                                              "\xc0\x00\x02\x07\x99";
 
-    result(socksify_wire_version() == 1 && socksify_shim_abi_version() == 1,
-           "api", "versions", "not 1");
+    result(socksify_wire_version() == 1 && socksify_shim_abi_version() == 2,
+           "api", "versions", "not 1 and 2");
+    result(socksify_wire_encode_request(3, &req, buf, sizeof buf) == -EINVAL
+           && socksify_wire_encode_request(0, &req, buf, sizeof buf) == -EINVAL,
+           "api", "encode-bad-op", "not -EINVAL");
+    memset(&peer, 0xee, sizeof peer);
+    result(socksify_wire_decode_peer(peer_reply, sizeof peer_reply, &peer) == 0
+           && peer.family == 4 && peer.port == 443
+           && memcmp(peer.addr, "\xc0\x00\x02\x07\0\0\0\0\0\0\0\0\0\0\0\0", 16) == 0,
+           "api", "peer-v4-tail-ignored", "v4 tail not zeroed");
+    peer_reply[SOCKSIFY_PEER_OFF_FAMILY] = 5;
+    result(socksify_wire_decode_peer(peer_reply, sizeof peer_reply, &peer) == -EPROTO
+           && socksify_wire_decode_peer(peer_reply, sizeof peer_reply - 1, &peer) == -EPROTO,
+           "api", "peer-bad-family", "accepted family 5 or a short reply");
     result(socksify_wire_encode_connect(&req, buf, sizeof buf - 1) == -EINVAL,
            "api", "encode-short-buffer", "not -EINVAL");
     req.family = 5;

@@ -16,8 +16,9 @@ from socksify.protocol.control import WireError
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors" / "control.txt"
-EXPORTS = {"connect", "socksify_wire_version", "socksify_shim_abi_version",
-           "socksify_wire_encode_connect", "socksify_wire_decode_reply",
+EXPORTS = {"connect", "getpeername", "socksify_wire_version", "socksify_shim_abi_version",
+           "socksify_wire_encode_request", "socksify_wire_encode_connect",
+           "socksify_wire_decode_reply", "socksify_wire_decode_peer",
            "socksify_wire_errno", "socksify_addr_is_loopback"}
 
 
@@ -48,9 +49,11 @@ def test_versions(shim: shimlib.Shim) -> None:
 @pytest.mark.parametrize("name,f", vectors("request"))
 def test_encode_request(shim: shimlib.Shim, name: str, f: dict[str, str]) -> None:
     addr = ipaddress.ip_address(f["addr"]).packed
-    raw = shim.encode_connect(int(f["family"]), int(f["socktype"]), int(f["port"]), addr,
-                              bytes.fromhex(f["session"]))
-    assert raw.hex() == f["hex"]
+    args = (int(f["family"]), int(f["socktype"]), int(f["port"]), addr,
+            bytes.fromhex(f["session"]))
+    assert shim.encode_request(int(f["op"]), *args).hex() == f["hex"]
+    if int(f["op"]) == 1:
+        assert shim.encode_connect(*args).hex() == f["hex"]
 
 
 @pytest.mark.parametrize("name,f", vectors("reply"))
@@ -61,12 +64,25 @@ def test_decode_reply(shim: shimlib.Shim, name: str, f: dict[str, str]) -> None:
                    "token": bytes.fromhex(f["token"])}
     want = 0 if f["errno"] == "0" else getattr(errno, f["errno"])
     assert shim.errno_for(rep["code"]) == want
+    with pytest.raises(WireError):
+        shim.decode_peer(bytes.fromhex(f["hex"]))
+
+
+@pytest.mark.parametrize("name,f", vectors("peer-reply"))
+def test_decode_peer(shim: shimlib.Shim, name: str, f: dict[str, str]) -> None:
+    raw = bytes.fromhex(f["hex"])
+    assert shim.decode_peer(raw) == {"family": int(f["family"]), "port": int(f["port"]),
+                                     "addr": ipaddress.ip_address(f["addr"]).packed}
+    with pytest.raises(WireError):
+        shim.decode_reply(raw)
 
 
 @pytest.mark.parametrize("name,f", vectors("bad-reply"))
 def test_bad_reply(shim: shimlib.Shim, name: str, f: dict[str, str]) -> None:
     with pytest.raises(WireError):
         shim.decode_reply(bytes.fromhex(f["hex"]))
+    with pytest.raises(WireError):
+        shim.decode_peer(bytes.fromhex(f["hex"]))
 
 
 def test_short_reply_and_bad_request(shim: shimlib.Shim) -> None:
@@ -75,6 +91,13 @@ def test_short_reply_and_bad_request(shim: shimlib.Shim) -> None:
         shim.decode_reply(good[:-1])
     with pytest.raises(ValueError):
         shim.encode_connect(5, 1, 80, bytes(4))
+    with pytest.raises(ValueError):
+        shim.encode_request(3, 4, 1, 80, bytes(4))
+    peer = bytes.fromhex(vectors("peer-reply")[0][1]["hex"])
+    with pytest.raises(WireError):
+        shim.decode_peer(peer[:-1])
+    with pytest.raises(WireError):
+        shim.decode_peer(peer[:6] + b"\x05" + peer[7:])  # unknown family
 
 
 @pytest.mark.parametrize("host,want", [
