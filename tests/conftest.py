@@ -1,0 +1,228 @@
+"""Fixtures for the namespace test lab (tests/lab.py) and for running socksify in it.
+
+    lab          (session) the built lab: namespaces, 3 danted hops, far HTTP/echo servers,
+                 near witness, silent hop; see tests/lab.py
+    socksify_install (session) where the installed socksify lives (binaries, shim path)
+    sk           (function) a Socksify runner with its own SOCKSIFY_RUNTIME_DIR, so each
+                 test talks to its own daemon; stopped (and killed) after the test
+
+Tests that need root, namespaces, danted or an installed socksify skip with the reason
+when something is missing -- except under CI (CI=true), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import pytest
+
+import lab as lablib
+
+NETCLIENT = Path(__file__).parent / "integration" / "netclient.py"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip with reason; under CI a missing prerequisite is a failure, never a skip."""
+    if lablib.in_ci():
+        pytest.fail(f"CI is set and a prerequisite is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[lablib.Lab]:
+    missing = lablib.missing_prerequisites()
+    if missing:
+        skip_or_fail("test lab unavailable: " + "; ".join(missing))
+    the_lab = lablib.build_lab()
+    try:
+        yield the_lab
+    finally:
+        the_lab.close()
+
+
+@dataclass(frozen=True)
+class SocksifyInstall:
+    socksify: str
+    socksifyd: str
+    shim: str
+
+
+def _find_bin(name: str) -> str | None:
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
+
+
+@pytest.fixture(scope="session")
+def socksify_install() -> SocksifyInstall:
+    hint = "(run `pip install .` in the repository)"
+    socksify, socksifyd = _find_bin("socksify"), _find_bin("socksifyd")
+    if socksify is None or socksifyd is None:
+        skip_or_fail(f"socksify/socksifyd not installed {hint}")
+    try:
+        r = subprocess.run([sys.executable, "-m", "socksify.shimlib"], capture_output=True,
+                           text=True, timeout=30, env=lablib.clean_env())
+    except subprocess.TimeoutExpired:
+        skip_or_fail("`python3 -m socksify.shimlib` did not finish in 30 s")
+    shim = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+    if r.returncode != 0 or not shim or not Path(shim).is_file():
+        skip_or_fail(f"no shim library: `python3 -m socksify.shimlib` exited {r.returncode}, "
+                     f"stdout {r.stdout.strip()!r}, stderr {r.stderr.strip()[-500:]!r} {hint}")
+    return SocksifyInstall(socksify, socksifyd, shim)  # type: ignore[arg-type]
+
+
+class Socksify:
+    """Runs socksify, socksifyd and the python test clients inside the client zone, all
+    with this test's own SOCKSIFY_RUNTIME_DIR (so its own daemon)."""
+
+    def __init__(self, the_lab: lablib.Lab, install: SocksifyInstall) -> None:
+        self.lab = the_lab
+        self.install = install
+        # short path: the control socket's path must fit in sun_path (108 bytes)
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="skrt-"))
+        os.chmod(self.runtime_dir, 0o700)
+        self.home = Path(tempfile.mkdtemp(prefix="skhome-"))
+        self.env = lablib.clean_env({
+            "SOCKSIFY_RUNTIME_DIR": str(self.runtime_dir),
+            # no policy file of the machine's user may leak into the test
+            "XDG_CONFIG_HOME": str(self.home / "config"),
+            "XDG_STATE_HOME": str(self.home / "state"),
+            "PYTHONUNBUFFERED": "1",
+        })
+        self.env.pop("XDG_RUNTIME_DIR", None)
+
+    @property
+    def shim(self) -> str:
+        return self.install.shim
+
+    @property
+    def pidfile(self) -> Path:
+        return self.runtime_dir / "socksifyd.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.runtime_dir / "socksifyd.log"
+
+    def hops(self, n: int = 3) -> list[str]:
+        return [h.url for h in self.lab.hops[:n]]
+
+    def argv(self, cmd: Sequence[str], via: Sequence[str] = (), strategy: str | None = None,
+             opts: Sequence[str] = ()) -> list[str]:
+        argv = [self.install.socksify, *opts]
+        for v in via:
+            argv += ["--via", v]
+        if strategy:
+            argv += ["--strategy", strategy]
+        return [*argv, "--", *cmd]
+
+    def run(self, cmd: Sequence[str], *, via: Sequence[str] = (), strategy: str | None = None,
+            opts: Sequence[str] = (), env: Mapping[str, str] | None = None,
+            timeout: float = 60, raw_argv: Sequence[str] | None = None) -> lablib.Result:
+        """`socksify [opts] [--via V]... [--strategy S] -- cmd` in the client zone
+        (raw_argv replaces everything after the socksify binary)."""
+        argv = ([self.install.socksify, *raw_argv] if raw_argv is not None
+                else self.argv(cmd, via, strategy, opts))
+        return self.lab.client_run(argv, env={**self.env, **(env or {})}, timeout=timeout)
+
+    def client(self, *args: str, via: Sequence[str] = (), strategy: str | None = None,
+               opts: Sequence[str] = ("-v",), env: Mapping[str, str] | None = None,
+               timeout: float = 90) -> "ClientResult":
+        """Run tests/integration/netclient.py ARGS under socksify."""
+        res = self.run([sys.executable, str(NETCLIENT), *args], via=via, strategy=strategy,
+                       opts=opts, env=env, timeout=timeout)
+        return ClientResult(res, self)
+
+    def bare_client(self, *args: str, timeout: float = 60) -> "ClientResult":
+        """netclient.py with LD_PRELOAD=<shim> and this SOCKSIFY_RUNTIME_DIR, NOT through
+        the socksify launcher (which would start a daemon)."""
+        env = {**self.env, "LD_PRELOAD": self.shim}
+        res = self.lab.client_run([sys.executable, str(NETCLIENT), *args], env=env,
+                                  timeout=timeout)
+        return ClientResult(res, self)
+
+    def socksifyd(self, *args: str, timeout: float = 30) -> lablib.Result:
+        return self.lab.client_run([self.install.socksifyd, *args], env=self.env,
+                                   timeout=timeout)
+
+    def daemon_pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+
+    def daemon_log(self, tail: int = 6000) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")[-tail:]
+        except FileNotFoundError:
+            return "(no daemon log)"
+
+    def describe(self, res: lablib.Result) -> str:
+        return f"{res.describe()}\n--- socksifyd.log (tail) ---\n{self.daemon_log()}"
+
+    def stop(self) -> None:
+        """`socksifyd stop`, then kill -9 whatever pid the pidfile still names."""
+        try:
+            self.socksifyd("stop", timeout=15)
+        except (lablib.CommandTimeout, OSError):
+            pass
+        pid = self.daemon_pid()
+        if pid is not None and pid > 1 and _is_socksifyd(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _is_socksifyd(pid: int) -> bool:
+    """Only kill a pid that still runs socksify code (the pidfile may be stale)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"socksify" in cmdline
+
+
+class ClientResult:
+    """A netclient.py run: the process result plus its JSON report."""
+
+    def __init__(self, res: lablib.Result, sk: Socksify) -> None:
+        self.res = res
+        self.sk = sk
+        self.report: dict[str, Any] = {}
+        for line in reversed(res.stdout.strip().splitlines()):
+            try:
+                self.report = json.loads(line)
+                break
+            except ValueError:
+                continue
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.report.get("ok"))
+
+    def __getitem__(self, key: str) -> Any:
+        return self.report.get(key)
+
+    def describe(self) -> str:
+        return self.sk.describe(self.res)
+
+
+@pytest.fixture
+def sk(lab: lablib.Lab, socksify_install: SocksifyInstall) -> Iterator[Socksify]:
+    runner = Socksify(lab, socksify_install)
+    try:
+        yield runner
+    finally:
+        runner.stop()

@@ -1,0 +1,174 @@
+"""Python network clients the integration tests run inside the client zone, usually under
+socksify. Standard library only. Every subcommand prints one JSON object as its last
+stdout line and exits 0 when it did what it was asked, 1 otherwise.
+
+    netclient.py connect HOST PORT            plain blocking connect(); reports errno
+    netclient.py fetch URL                    urllib GET; sha256 of the body
+    netclient.py rawfetch HOST PORT PATH      raw socket HTTP/1.0 GET; sha256 of the body
+    netclient.py threads N URL                N threads each doing `fetch URL` at once
+    netclient.py halfclose HOST PORT NBYTES   send NBYTES, shutdown(SHUT_WR), read reply
+    netclient.py asyncfetch HOST PORT PATH    asyncio.open_connection GET (non-blocking)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+import urllib.error
+import urllib.request
+from typing import Any
+
+TIMEOUT = float(os.environ.get("NETCLIENT_TIMEOUT", "60"))
+
+
+def out(obj: dict[str, Any]) -> int:
+    print(json.dumps(obj), flush=True)
+    return 0 if obj.get("ok") else 1
+
+
+def oserror(exc: BaseException) -> dict[str, Any]:
+    while isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    e = getattr(exc, "errno", None)
+    return {"ok": False, "errno": e, "errname": errno.errorcode.get(e, None) if e else None,
+            "error": f"{type(exc).__name__}: {exc}"}
+
+
+def split_http(data: bytes) -> tuple[str, bytes]:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise ValueError(f"no HTTP header end in {len(data)} bytes: {data[:200]!r}")
+    return head.split(b"\r\n", 1)[0].decode(errors="replace"), body
+
+
+def cmd_connect(host: str, port: str) -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(TIMEOUT)
+    try:
+        s.connect((host, int(port)))
+    except OSError as exc:
+        return out(oserror(exc))
+    finally:
+        peer = None
+        try:
+            peer = s.getpeername()
+        except OSError:
+            pass
+        s.close()
+    return out({"ok": True, "peer": list(peer) if peer else None})
+
+
+def fetch(url: str) -> dict[str, Any]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=TIMEOUT) as resp:
+            h = hashlib.sha256()
+            n = 0
+            while True:
+                chunk = resp.read(262144)
+                if not chunk:
+                    break
+                h.update(chunk)
+                n += len(chunk)
+            return {"ok": True, "status": resp.status, "sha256": h.hexdigest(), "bytes": n}
+    except OSError as exc:
+        return oserror(exc)
+
+
+def cmd_fetch(url: str) -> int:
+    return out(fetch(url))
+
+
+def cmd_rawfetch(host: str, port: str, path: str) -> int:
+    try:
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as s:
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            chunks = []
+            while True:
+                chunk = s.recv(262144)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    except OSError as exc:
+        return out(oserror(exc))
+    status, body = split_http(b"".join(chunks))
+    return out({"ok": " 200 " in status, "status": status,
+                "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)})
+
+
+def cmd_threads(n: str, url: str) -> int:
+    results: list[dict[str, Any] | None] = [None] * int(n)
+    barrier = threading.Barrier(int(n), timeout=TIMEOUT)
+
+    def work(i: int) -> None:
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        results[i] = fetch(url)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(int(n))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 2)
+    done = [r if r is not None else {"ok": False, "error": "thread did not finish"}
+            for r in results]
+    return out({"ok": all(r["ok"] for r in done), "results": done})
+
+
+def cmd_halfclose(host: str, port: str, nbytes: str) -> int:
+    data = os.urandom(int(nbytes))
+    try:
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as s:
+            view = memoryview(data)
+            while view:
+                sent = s.send(view[:65536])
+                view = view[sent:]
+            s.shutdown(socket.SHUT_WR)
+            reply = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError as exc:
+        return out(oserror(exc))
+    return out({"ok": True, "sent_sha256": hashlib.sha256(data).hexdigest(),
+                "sent_bytes": len(data), "reply": reply.decode(errors="replace")})
+
+
+async def afetch(host: str, port: int, path: str) -> dict[str, Any]:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), TIMEOUT)
+    except (OSError, asyncio.TimeoutError) as exc:
+        return oserror(exc)
+    sock = writer.get_extra_info("socket")
+    blocking = (sock.gettimeout() != 0.0) if sock is not None else None
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), TIMEOUT)
+    writer.close()
+    await writer.wait_closed()
+    status, body = split_http(data)
+    return {"ok": " 200 " in status, "status": status, "socket_blocking": blocking,
+            "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
+
+
+def cmd_asyncfetch(host: str, port: str, path: str) -> int:
+    return out(asyncio.run(afetch(host, int(port), path)))
+
+
+COMMANDS = {"connect": cmd_connect, "fetch": cmd_fetch, "rawfetch": cmd_rawfetch,
+            "threads": cmd_threads, "halfclose": cmd_halfclose, "asyncfetch": cmd_asyncfetch}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(COMMANDS)}}} ARGS...")
+    sys.exit(COMMANDS[sys.argv[1]](*sys.argv[2:]))
