@@ -8,6 +8,9 @@ stdout line and exits 0 when it did what it was asked, 1 otherwise.
     netclient.py threads N URL                N threads each doing `fetch URL` at once
     netclient.py halfclose HOST PORT NBYTES   send NBYTES, shutdown(SHUT_WR), read reply
     netclient.py asyncfetch HOST PORT PATH    asyncio.open_connection GET (non-blocking)
+    netclient.py fdcheck N HOST PORT PATH     N sequential fetches on non-blocking
+                                              sockets; open fds and file flags before/after
+    netclient.py forkfetch HOST PORT PATH     fetch, fork, then parent and child fetch
 """
 
 from __future__ import annotations
@@ -165,8 +168,89 @@ def cmd_asyncfetch(host: str, port: str, path: str) -> int:
     return out(asyncio.run(afetch(host, int(port), path)))
 
 
+def _open_fds() -> list[int]:
+    return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+
+
+def _nonblocking_fetch(host: str, port: int, path: str) -> tuple[int, int, str]:
+    """One GET on an O_NONBLOCK socket driven by select(); returns the socket's file
+    flags before and after connect(), and the body's sha256."""
+    import fcntl
+    import select
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setblocking(False)
+        before = fcntl.fcntl(s.fileno(), fcntl.F_GETFL)
+        err = s.connect_ex((host, port))
+        if err == errno.EINPROGRESS:
+            select.select([], [s], [], TIMEOUT)
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+        after = fcntl.fcntl(s.fileno(), fcntl.F_GETFL)
+        request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode()
+        while request:
+            select.select([], [s], [], TIMEOUT)
+            request = request[s.send(request):]
+        chunks = []
+        while True:
+            if not select.select([s], [], [], TIMEOUT)[0]:
+                raise OSError(errno.ETIMEDOUT, "no data")
+            chunk = s.recv(262144)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        s.close()
+    _, body = split_http(b"".join(chunks))
+    return before, after, hashlib.sha256(body).hexdigest()
+
+
+def cmd_fdcheck(n: str, host: str, port: str, path: str) -> int:
+    fds_before = _open_fds()
+    hashes, flags = set(), set()
+    try:
+        for _ in range(int(n)):
+            before, after, digest = _nonblocking_fetch(host, int(port), path)
+            hashes.add(digest)
+            flags.add((before, after))
+    except OSError as exc:
+        return out(oserror(exc))
+    fds_after = _open_fds()
+    return out({"ok": True, "fds_before": fds_before, "fds_after": fds_after,
+                "flags": sorted(flags), "sha256": sorted(hashes)})
+
+
+def cmd_forkfetch(host: str, port: str, path: str) -> int:
+    try:
+        first = _nonblocking_fetch(host, int(port), path)[2]   # shim initialised here
+    except OSError as exc:
+        return out(oserror(exc))
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        try:
+            digest = _nonblocking_fetch(host, int(port), path)[2]
+        except OSError as exc:
+            digest = f"error: {exc}"
+        os.write(wfd, digest.encode())
+        os._exit(0)
+    os.close(wfd)
+    try:
+        parent = _nonblocking_fetch(host, int(port), path)[2]
+    except OSError as exc:
+        parent = f"error: {exc}"
+    child = b""
+    while chunk := os.read(rfd, 4096):
+        child += chunk
+    _, status = os.waitpid(pid, 0)
+    return out({"ok": status == 0, "sha256": [first, parent, child.decode()]})
+
+
 COMMANDS = {"connect": cmd_connect, "fetch": cmd_fetch, "rawfetch": cmd_rawfetch,
-            "threads": cmd_threads, "halfclose": cmd_halfclose, "asyncfetch": cmd_asyncfetch}
+            "threads": cmd_threads, "halfclose": cmd_halfclose, "asyncfetch": cmd_asyncfetch,
+            "fdcheck": cmd_fdcheck, "forkfetch": cmd_forkfetch}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -33,3 +33,27 @@ def test_asyncio_client(lab: lablib.Lab, sk, hops: int) -> None:
     assert c["socket_blocking"] is False
     assert c["sha256"] == lab.small_sha256 and c["bytes"] == lablib.SMALL_SIZE
     assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
+
+
+def test_no_fd_leak_and_flags_kept(lab: lablib.Lab, sk) -> None:
+    """200 socksified connects on non-blocking sockets: the program ends with exactly
+    the fds it started with, every socket's file flags are as the program set them
+    (O_NONBLOCK kept), and every body arrived intact."""
+    c = sk.client("fdcheck", "200", lab.far_ip, str(lab.http_port), "/small.bin",
+                  via=sk.hops(1), opts=(), timeout=150)
+    assert c.ok, c.describe()
+    assert c["fds_after"] == c["fds_before"], c.describe()
+    assert c["sha256"] == [lab.small_sha256]
+    (before, after), = c["flags"]
+    assert before == after and before & os.O_NONBLOCK, c["flags"]
+
+
+def test_fork_after_use(lab: lablib.Lab, sk) -> None:
+    """A process that used the shim, then forked: parent and child both connect through
+    the chain at the same time."""
+    m = f"fork-{os.urandom(4).hex()}"
+    c = sk.client("forkfetch", lab.far_ip, str(lab.http_port), f"/small.bin?m={m}",
+                  via=sk.hops(3), opts=(), timeout=120)
+    assert c.ok, c.describe()
+    assert c["sha256"] == [lab.small_sha256] * 3, c.describe()
+    assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip] * 3
