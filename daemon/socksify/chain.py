@@ -35,7 +35,9 @@ class ChainSpec:
     hops: tuple[Proxy, ...]
     strategy: Strategy = Strategy.STRICT
     chain_len: int | None = None      # random / round_robin only; default: all hops
-    connect_timeout: float = 5.0      # seconds for each TCP connect and each SOCKS reply
+    connect_timeout: float = 5.0      # seconds for the TCP connect to hop 1
+    read_timeout: float = 10.0        # seconds for each hop's SOCKS reply (the hop
+                                      # connects onwards before it replies)
 
     def __post_init__(self) -> None:
         if not self.hops:
@@ -43,8 +45,9 @@ class ChainSpec:
         if self.chain_len is not None and not 1 <= self.chain_len <= len(self.hops):
             raise ValueError(f"chain {self.name!r}: chain_len {self.chain_len} must be "
                              f"between 1 and the number of hops ({len(self.hops)})")
-        if self.connect_timeout <= 0:
-            raise ValueError(f"chain {self.name!r}: connect_timeout must be positive")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ValueError(f"chain {self.name!r}: connect_timeout and read_timeout "
+                             "must be positive")
 
     def describe(self) -> str:
         return " -> ".join(str(h) for h in self.hops)
@@ -136,7 +139,7 @@ async def open_tunnel(selector: Selector, host: str, port: int,
                                  f"(skipped {', '.join(map(str, skipped))})",
                                  hop=0, err=errno.ECONNREFUSED)
         try:
-            reader, writer = await _build(route, target, port, spec.connect_timeout, conn)
+            reader, writer = await _build(route, target, port, spec, conn)
         except ChainError as exc:
             if exc.hop >= len(route):       # the target failed, not a hop
                 raise
@@ -166,8 +169,9 @@ def _target_addr(host: str) -> str:
     return str(addr)
 
 
-async def _build(route: tuple[Proxy, ...], host: str, port: int, timeout: float,
+async def _build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
                  conn: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    timeout = spec.connect_timeout
     first = route[0]
     try:
         reader, writer = await asyncio.wait_for(
@@ -189,7 +193,7 @@ async def _build(route: tuple[Proxy, ...], host: str, port: int, timeout: float,
             else:
                 want_host, want_port = host, port
             await _socks4_connect(reader, writer, hop, i, want_host, want_port,
-                                  timeout, len(route))
+                                  spec.read_timeout, len(route))
             log.debug("[%s] hop %d %s -> %s:%d granted", conn, i + 1, hop,
                       want_host, want_port)
     except BaseException:

@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="how --via hops are used: strict (all, in order; default), "
                    "dynamic (skip dead hops), random, round_robin")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="per-hop connect and reply timeout for --via (default 5)")
+                   help="for --via: seconds to connect to hop 1 and for each hop's "
+                   "reply (default 5)")
     p.add_argument("-c", "--config", type=Path, metavar="FILE",
                    help="policy file for this command (default: the daemon's policy)")
     p.add_argument("--chain", metavar="NAME",
@@ -139,7 +140,7 @@ def _open_session(paths: Paths, args: argparse.Namespace) -> tuple[socket.socket
         "op": "session",
         "via": args.via,
         "strategy": args.strategy,
-        "connect_timeout": args.timeout,
+        "timeout": args.timeout,
         "config": str(args.config.absolute()) if args.config else None,
         "chain": args.chain,
         "verbose": bool(args.verbose),

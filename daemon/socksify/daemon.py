@@ -219,8 +219,9 @@ class Daemon:
         if msg.get("via"):
             hops = tuple(Proxy.parse(str(u)) for u in msg["via"])
             strategy = Strategy(msg.get("strategy") or "strict")
-            timeout = float(msg.get("connect_timeout") or 5.0)
-            policy = Policy.single_chain(ChainSpec("via", hops, strategy, None, timeout))
+            timeout = float(msg.get("timeout") or 5.0)
+            policy = Policy.single_chain(ChainSpec("via", hops, strategy, None, timeout,
+                                                   timeout))
         else:
             policy = Policy.load(Path(str(msg["config"]))) if msg.get("config") \
                 else self.policy

@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout"}
+CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout"}
 ACTION_HINT = 'action is "direct", "block" or "chain:NAME"'
 
 
@@ -115,7 +115,8 @@ def _chain(name: str, body: dict[str, Any], err: Any) -> ChainSpec:
                   "strategy", "strict | dynamic | random | round_robin") from None
     try:
         return ChainSpec(name, tuple(hops), strategy, body.get("chain_len"),
-                         float(body.get("connect_timeout", 5.0)))
+                         float(body.get("connect_timeout", 5.0)),
+                         float(body.get("read_timeout", 10.0)))
     except (TypeError, ValueError) as exc:
         raise err(str(exc), f"[chains.{name}]") from None
 
