@@ -67,6 +67,13 @@ class HopHealth:
         entry = self._down.get((hop.host, hop.port))
         return entry is not None and time.monotonic() < entry[0]
 
+    def retry_in(self, hop: Proxy) -> float | None:
+        """Seconds until a hop that is down is tried again; None if it is up."""
+        entry = self._down.get((hop.host, hop.port))
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return round(entry[0] - time.monotonic(), 1)
+
     def mark_down(self, hop: Proxy) -> None:
         key = (hop.host, hop.port)
         prev = self._down.get(key)

@@ -34,18 +34,19 @@ async def handle(daemon: Daemon, reader: asyncio.StreamReader,
         pid, uid = peer_credentials(sock)
         head = await asyncio.wait_for(reader.readexactly(len(wire.MAGIC)),
                                       HANDSHAKE_TIMEOUT)
-        if uid != os.getuid():
+        if not daemon.allows(uid):
             log.warning("refused control connection from uid %d (pid %d): this "
-                        "daemon serves uid %d only", uid, pid, os.getuid())
+                        "daemon serves uid %d only (see [daemon] allow_users)", uid,
+                        pid, os.getuid())
             if head == wire.MAGIC:
                 writer.write(wire.Reply.fail(13).dumps())  # EACCES
             return
         if head == wire.MAGIC:
             rest = await asyncio.wait_for(
                 reader.readexactly(wire.REQUEST_SIZE - len(head)), HANDSHAKE_TIMEOUT)
-            await _shim_request(daemon, head + rest, pid, writer)
+            await _shim_request(daemon, head + rest, pid, uid, writer)
         elif head.startswith(b"{"):
-            await _json_client(daemon, head, reader, writer, pid)
+            await _json_client(daemon, head, reader, writer, pid, uid)
         else:
             log.warning("control connection from pid %d sent %r: neither a shim "
                         "request (SKFY) nor JSON", pid, head)
@@ -59,7 +60,7 @@ async def handle(daemon: Daemon, reader: asyncio.StreamReader,
             daemon.control_tasks.discard(task)
 
 
-async def _shim_request(daemon: Daemon, data: bytes, pid: int,
+async def _shim_request(daemon: Daemon, data: bytes, pid: int, uid: int,
                         writer: asyncio.StreamWriter) -> None:
     try:
         request = wire.ConnectRequest.loads(data)
@@ -70,12 +71,12 @@ async def _shim_request(daemon: Daemon, data: bytes, pid: int,
     if request.op is wire.Op.PEERNAME:
         writer.write(daemon.peername(request))
     else:
-        writer.write((await daemon.connect(request, pid)).dumps())
+        writer.write((await daemon.connect(request, pid, uid)).dumps())
     await writer.drain()
 
 
 async def _json_client(daemon: Daemon, head: bytes, reader: asyncio.StreamReader,
-                       writer: asyncio.StreamWriter, pid: int) -> None:
+                       writer: asyncio.StreamWriter, pid: int, uid: int) -> None:
     line = head + await asyncio.wait_for(reader.readline(), HANDSHAKE_TIMEOUT)
     if len(line) > MAX_JSON:
         return
@@ -87,8 +88,14 @@ async def _json_client(daemon: Daemon, head: bytes, reader: asyncio.StreamReader
         return
     if op == "status":
         _send(writer, {"ok": True, **daemon.status()})
+    elif op == "connections":
+        mine = [c for c in daemon.connections()
+                if uid in (os.getuid(), 0) or c["uid"] == uid]
+        _send(writer, {"ok": True, "connections": mine})
     elif op == "session":
-        await _session(daemon, msg, reader, writer, pid)
+        await _session(daemon, msg, reader, writer, pid, uid)
+    elif op == "reload" and uid not in (os.getuid(), 0):
+        _send(writer, {"ok": False, "error": "only the daemon's own user may reload it"})
     elif op == "reload":
         try:
             source = daemon.reload()
@@ -101,11 +108,11 @@ async def _json_client(daemon: Daemon, head: bytes, reader: asyncio.StreamReader
 
 
 async def _session(daemon: Daemon, msg: dict[str, Any], reader: asyncio.StreamReader,
-                   writer: asyncio.StreamWriter, pid: int) -> None:
+                   writer: asyncio.StreamWriter, pid: int, uid: int) -> None:
     """A `socksify` command's session: its chain or policy file, and (with -v) a stream
     of one event line per connection. It lasts as long as this connection."""
     try:
-        session = daemon.open_session(msg, writer, pid)
+        session = daemon.open_session(msg, writer, pid, uid)
     except (ConfigError, ValueError) as exc:
         _send(writer, {"ok": False, "error": str(exc)})
         return

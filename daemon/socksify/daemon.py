@@ -24,7 +24,7 @@ from .chain import ChainSpec, HopHealth, Selector, Strategy, open_tunnel
 from .errors import ConfigError, SocksifyError
 from .paths import Paths, config_candidates
 from .policy import Policy
-from .procinfo import app_name
+from .procinfo import AppInfo, ProcessTable
 from .protocol import control as wire
 from .proxies import Proxy
 from .relay import Counters, relay
@@ -44,20 +44,31 @@ class Session:
     policy: Policy
     writer: asyncio.StreamWriter   # the socksify command's control connection
     verbose: bool                  # send it one event line per connection
-    owner: int
+    owner: int                     # pid of the socksify command
+    uid: int                       # its user: only that user's programs may use it
     selectors: dict[str, Selector] = field(default_factory=dict)
 
 
 @dataclass
 class Connection:
     id: str
-    app: str
+    app: AppInfo
     dst: wire.IPAddress
     port: int
-    route: str
     started: float
+    rule: str = ""                 # label of the rule that decided
+    chain: str = ""                # chain name, for chain actions
+    route: str = ""                # the hops actually used
     counters: Counters = field(default_factory=Counters)
     session: Session | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "app": self.app.name, "pid": self.app.pid,
+                "user": self.app.user, "uid": self.app.uid, "target": _endpoint(self.dst, self.port),
+                "host": None, "rule": self.rule, "chain": self.chain,
+                "route": self.route, "up": self.counters.up,
+                "down": self.counters.down,
+                "age": round(time.monotonic() - self.started, 1)}
 
 
 class Daemon:
@@ -67,6 +78,8 @@ class Daemon:
         self.policy_path = policy_path
         self.grace = grace
         self.health = HopHealth()
+        self.procs = ProcessTable()
+        self.connections_total = 0
         self.policy: Policy | None = None
         self.sessions: dict[bytes, Session] = {}
         self.pending: dict[bytes, tuple[Connection, Any, asyncio.TimerHandle]] = {}
@@ -115,7 +128,7 @@ class Daemon:
             pass
         server = await asyncio.start_unix_server(
             lambda r, w: control.handle(self, r, w), path=str(self.paths.socket))
-        os.chmod(self.paths.socket, 0o600)
+        self._socket_permissions()
         self._servers.append(server)
         relay4 = await asyncio.start_server(self._relay_accept, "127.0.0.1", 0,
                                             limit=1 << 18)
@@ -156,6 +169,31 @@ class Daemon:
         except FileNotFoundError:
             pass
         log.info("stopped")
+
+    def _socket_permissions(self) -> None:
+        """0700 directory and 0600 socket: only this user reaches the daemon. A root
+        daemon whose policy lists allow_users opens both to everyone, and then the
+        peer-uid check in allows() is the gate."""
+        shared = os.getuid() == 0 and self.policy is not None and \
+            bool(self.policy.allow_users)
+        os.chmod(self.paths.socket, 0o666 if shared else 0o600)
+        os.chmod(self.paths.socket.parent, 0o711 if shared else 0o700)
+
+    def allows(self, uid: int) -> bool:
+        """May a process of this uid use the daemon? Its own user always; others only
+        for a root daemon whose policy names them in [daemon] allow_users."""
+        if uid == os.getuid():
+            return True
+        if os.getuid() != 0 or self.policy is None:
+            return False
+        allowed = self.policy.allow_users
+        if uid in allowed:
+            return True
+        try:
+            import pwd
+            return pwd.getpwuid(uid).pw_name in allowed
+        except KeyError:
+            return False
 
     def _lock_pidfile(self) -> None:
         """Hold an exclusive lock on the pidfile for the daemon's life: a second daemon
@@ -202,8 +240,13 @@ class Daemon:
         policy = self._load_policy()
         self.policy = policy
         self._selectors.clear()
+        if self._servers:
+            self._socket_permissions()
         source = policy.source if policy else "none"
-        log.info("policy reloaded from %s", source)
+        log.info("policy reloaded from %s (%d rules)", source,
+                 len(policy.rules) if policy else 0)
+        for warning in policy.warnings if policy else ():
+            log.warning("%s", warning)
         return source
 
     def _reload_from_signal(self) -> None:
@@ -214,7 +257,7 @@ class Daemon:
 
     # ----- sessions (one per `socksify` command) -----------------------------------
     def open_session(self, msg: dict[str, Any], writer: asyncio.StreamWriter,
-                     owner: int) -> Session:
+                     owner: int, uid: int) -> Session:
         policy: Policy | None
         if msg.get("via"):
             hops = tuple(Proxy.parse(str(u)) for u in msg["via"])
@@ -238,7 +281,7 @@ class Daemon:
                 policy = Policy.single_chain(policy.chains[name],
                                              f"chain {name} of {policy.source}")
         session = Session(secrets.token_bytes(wire.SESSION_SIZE), policy, writer,
-                          bool(msg.get("verbose")), owner)
+                          bool(msg.get("verbose")), owner, uid)
         self.sessions[session.id] = session
         log.info("session %s opened by pid %d: %s", session.id.hex(), owner,
                  policy.source)
@@ -249,14 +292,16 @@ class Daemon:
         log.info("session %s closed", session.id.hex())
 
     # ----- connections -----------------------------------------------------------
-    async def connect(self, request: wire.ConnectRequest, pid: int) -> wire.Reply:
+    async def connect(self, request: wire.ConnectRequest, pid: int,
+                      uid: int) -> wire.Reply:
         """Decide how request's connection leaves and, for a chain, build it now."""
-        conn = Connection(f"c{next(self._ids)}", app_name(pid), request.addr,
-                          request.port, "", time.monotonic())
+        self.connections_total += 1
+        conn = Connection(f"c{next(self._ids)}", self.procs.identify(pid, uid),
+                          request.addr, request.port, time.monotonic())
         session = None
         if request.session != bytes(wire.SESSION_SIZE):
             session = self.sessions.get(request.session)
-            if session is None:
+            if session is None or session.uid != uid:
                 return self._refuse(conn, 13, "unknown session (its socksify command "
                                     "has ended)")
         conn.session = session
@@ -266,12 +311,15 @@ class Daemon:
                                 "the program was not started by socksify")
         if request.socktype is not wire.SockType.STREAM:
             return self._refuse(conn, 97, "only TCP streams are supported")
-        action = policy.decide(str(request.addr), request.port)
+        decision = policy.decide(conn.app, request.addr, request.port)
+        action = decision.action
+        conn.rule = decision.rule
         if action.kind == "direct":
             self._event(conn, "direct", ok=True)
             return wire.Reply(wire.Verdict.DIRECT)
         if action.kind == "block" or action.chain is None:
-            return self._refuse(conn, 13, f"blocked by policy ({policy.source})")
+            return self._refuse(conn, 13, "blocked")
+        conn.chain = action.chain.name
         selectors = session.selectors if session else self._selectors
         selector = selectors.get(action.chain.name)
         if selector is None:
@@ -345,14 +393,20 @@ class Daemon:
             if app_end is not None:
                 self.by_app_end.pop(app_end, None)
             self._tasks.discard(task)
-            log.info("[%s] closed after %.1fs: %d bytes up, %d down", conn.id,
-                     time.monotonic() - conn.started, conn.counters.up,
+            log.info("[%s] %s closed after %.1fs: %d bytes up, %d down", conn.id,
+                     conn.app, time.monotonic() - conn.started, conn.counters.up,
                      conn.counters.down)
 
     def _event(self, conn: Connection, result: str, ok: bool) -> None:
+        """One line per connection decision: app, target, rule, chain and route, result
+        and how long it took."""
         via = f" via {conn.route}" if conn.route else ""
+        rule = f" [{conn.rule}{', chain ' + conn.chain if conn.chain else ''}]" \
+            if conn.rule else ""
+        took = (time.monotonic() - conn.started) * 1000
         text = f"{conn.app} -> {_endpoint(conn.dst, conn.port)}{via}: {result}"
-        log.log(logging.INFO if ok else logging.WARNING, "[%s] %s", conn.id, text)
+        log.log(logging.INFO if ok else logging.WARNING, "[%s] %s%s (%.1f ms)",
+                conn.id, text, rule, took)
         session = conn.session
         if session is not None and session.verbose and not session.writer.is_closing():
             event = {"event": "connection", "id": conn.id, "ok": ok, "text": text}
@@ -365,11 +419,35 @@ class Daemon:
             "uptime": round(time.time() - self._started, 1),
             "socket": str(self.paths.socket),
             "policy": self.policy.source if self.policy else None,
+            "rules": len(self.policy.rules) if self.policy else 0,
             "sessions": len(self.sessions),
             "live": len(self.live),
             "pending": len(self.pending),
+            "connections_total": self.connections_total,
             "hops_down": self.health.snapshot(),
+            "chains": self._chains_status(),
         }
+
+    def _chains_status(self) -> list[dict[str, Any]]:
+        chains: list[tuple[ChainSpec, str]] = []
+        if self.policy is not None:
+            chains += [(c, "policy") for c in self.policy.chains.values()]
+        for session in self.sessions.values():
+            chains += [(c, "session") for c in session.policy.chains.values()
+                       if session.policy is not self.policy]
+        out = []
+        for spec, origin in chains:
+            hops = []
+            for hop in spec.hops:
+                retry = self.health.retry_in(hop)
+                hops.append({"url": str(hop), "state": "down" if retry else "up",
+                             "retry_in": retry})
+            out.append({"name": spec.name, "strategy": spec.strategy.value,
+                        "origin": origin, "hops": hops})
+        return out
+
+    def connections(self) -> list[dict[str, Any]]:
+        return [conn.describe() for conn in self.live.values()]
 
 
 def _app_end(peer: Any) -> tuple[wire.IPAddress, int] | None:

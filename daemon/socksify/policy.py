@@ -1,17 +1,27 @@
-"""The policy: which way a connection leaves (through a named chain, direct, or not at
-all). This version knows named chains and a default action; per-application rules
-come next (issue 3) and will plug into Policy.decide()."""
+"""The policy: which way each connection leaves — through a named chain, direct, or
+not at all — from ordered rules on the application and the destination.
+
+    [proxies]      name = "socks4://host:port"              (optional)
+    [chains.NAME]  hops, strategy, chain_len, connect_timeout, read_timeout
+    [[rules]]      name, app, user, parent, dest, port, action   (first match wins)
+    [default]      action                                   (default: block)
+    [daemon]       allow_users                              (root's daemon only)
+
+Every error names the file, the line and what would be accepted."""
 
 from __future__ import annotations
 
+import fnmatch
+import ipaddress
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from .chain import ChainSpec, Strategy
 from .errors import ConfigError
+from .procinfo import AppInfo
 from .proxies import Proxy
 
 if sys.version_info >= (3, 11):
@@ -19,8 +29,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+TOP_KEYS = {"proxies", "chains", "rules", "default", "daemon"}
 CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout"}
+RULE_KEYS = {"name", "app", "user", "parent", "dest", "port", "action"}
+DAEMON_KEYS = {"allow_users"}
 ACTION_HINT = 'action is "direct", "block" or "chain:NAME"'
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -33,13 +49,94 @@ class Action:
 
 
 @dataclass(frozen=True)
+class Rule:
+    label: str                      # "rule 2 (line 14)" or its name
+    line: int | None
+    action: Action
+    apps: tuple[str, ...] = ()
+    users: tuple[str | int, ...] = ()
+    parents: tuple[str, ...] = ()
+    networks: tuple[Network, ...] = ()
+    hosts: tuple[str, ...] = ()
+    ports: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def needs_app(self) -> bool:
+        return bool(self.apps or self.users or self.parents)
+
+    def matches(self, app: AppInfo | None, addr: IPAddress, port: int,
+                host: str | None = None) -> bool:
+        if self.needs_app:
+            if app is None:
+                return False
+            if self.apps and not any(_app_match(p, app.name, app.exe) for p in self.apps):
+                return False
+            if self.users and not any(u in (app.uid, app.user) for u in self.users):
+                return False
+            if self.parents and not any(_app_match(p, name, exe)
+                                        for p in self.parents
+                                        for name, exe in app.ancestors):
+                return False
+        if self.networks or self.hosts:
+            by_ip = any(_in_network(addr, n) for n in self.networks)
+            by_name = host is not None and any(
+                fnmatch.fnmatch(host.lower(), h) for h in self.hosts)
+            if not (by_ip or by_name):
+                return False
+        if self.ports and not any(lo <= port <= hi for lo, hi in self.ports):
+            return False
+        return True
+
+    def covers(self, other: Rule) -> bool:
+        """True if every connection `other` matches is matched by self (a conservative
+        test: False when unsure), so `other` after self can never match."""
+        def sub(mine: Sequence[object], theirs: Sequence[object]) -> bool:
+            return not mine or (bool(theirs) and set(theirs) <= set(mine))
+        if not (sub(self.apps, other.apps) and sub(self.users, other.users)
+                and sub(self.parents, other.parents) and sub(self.hosts, other.hosts)):
+            return False
+        if self.networks or self.hosts:
+            if other.hosts and not self.hosts:
+                return False
+            if not other.networks and not other.hosts:
+                return False
+            if not all(any(_subnet(n, m) for m in self.networks) for n in other.networks):
+                return False
+        if self.ports:
+            if not other.ports:
+                return False
+            if not all(any(a <= lo and hi <= b for a, b in self.ports)
+                       for lo, hi in other.ports):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    rule: str                       # the label of the rule that matched, or "default"
+
+
+@dataclass(frozen=True)
 class Policy:
     chains: dict[str, ChainSpec]
     default: Action
     source: str
+    rules: tuple[Rule, ...] = ()
+    allow_users: tuple[str | int, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
 
-    def decide(self, host: str, port: int) -> Action:
-        return self.default
+    @property
+    def needs_app(self) -> bool:
+        """Whether deciding needs the process's identity (psutil lookups)."""
+        return any(r.needs_app for r in self.rules)
+
+    def decide(self, app: AppInfo | None, addr: IPAddress, port: int,
+               host: str | None = None) -> Decision:
+        for rule in self.rules:
+            if rule.matches(app, addr, port, host):
+                return Decision(rule.action, rule.label)
+        return Decision(self.default, "default")
 
     @classmethod
     def single_chain(cls, spec: ChainSpec, source: str = "--via") -> Policy:
@@ -62,80 +159,264 @@ class Policy:
             m = re.search(r"line (\d+)", str(exc))
             raise ConfigError(f"not valid TOML: {exc}", source,
                               int(m.group(1)) if m else None) from None
-        lines = text.splitlines()
+        return _Parser(text, source).policy(doc)
 
-        def err(msg: str, needle: str, hint: str | None = None) -> ConfigError:
-            return ConfigError(msg, source, _line_of(lines, needle), hint)
 
+class _Parser:
+    """Turns the parsed TOML into a Policy; finds line numbers in the text for errors
+    (tomllib keeps none)."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.lines = text.splitlines()
+        self.source = source
+        self.headers = [(n, _header(line)) for n, line in enumerate(self.lines, 1)]
+
+    # -- where things are ----------------------------------------------------------
+    def table_line(self, name: str, nth: int = 0) -> int | None:
+        seen = 0
+        for number, header in self.headers:
+            if header == name:
+                if seen == nth:
+                    return number
+                seen += 1
+        return None
+
+    def key_line(self, table_line: int | None, key: str) -> int | None:
+        """The line of `key = …` inside the table starting at table_line (the top of
+        the file when None); the table's own line if the key is not found there."""
+        start = table_line or 0
+        for number in range(start + 1, len(self.lines) + 1):
+            if number > start + 1 and self.headers[number - 1][1] is not None:
+                break
+            if re.match(rf"\s*{re.escape(key)}\s*=", self.lines[number - 1]):
+                return number
+        return table_line
+
+    def error(self, line: int | None, message: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(message, self.source, line, hint)
+
+    # -- the document ----------------------------------------------------------------
+    def policy(self, doc: dict[str, Any]) -> Policy:
         for key in doc:
-            if key not in ("chains", "default"):
-                raise err(f"unknown table or key {key!r}", key,
-                          "this version reads [chains.NAME] and [default]")
-        chains: dict[str, ChainSpec] = {}
-        for name, body in _table(doc, "chains", source).items():
-            if not isinstance(body, dict):
-                raise err(f"chains.{name} must be a table", name,
-                          f"write it as [chains.{name}]")
-            chains[name] = _chain(name, body, err)
-        default = _table(doc, "default", source)
-        for key in default:
+            if key not in TOP_KEYS:
+                line = self.table_line(key) or self.key_line(None, key)
+                raise self.error(line, f"unknown table or key {key!r}",
+                                 "tables are [proxies], [chains.NAME], [[rules]], "
+                                 "[default] and [daemon]")
+        proxies = self.proxies(self.table(doc, "proxies"))
+        chains = {name: self.chain(name, body, proxies)
+                  for name, body in self.table(doc, "chains").items()}
+        rules_raw = doc.get("rules", [])
+        if not isinstance(rules_raw, list):
+            raise self.error(self.key_line(None, "rules"), "rules must be an array of "
+                             "tables", "write each rule as [[rules]]")
+        rules = tuple(self.rule(i, body, chains) for i, body in enumerate(rules_raw))
+        default_table = self.table(doc, "default")
+        dline = self.table_line("default")
+        for key in default_table:
             if key != "action":
-                raise err(f"unknown key {key!r} in [default]", key,
-                          "[default] holds only action")
-        return cls(chains, _action(str(default.get("action", "block")), chains, err),
-                   source)
+                raise self.error(self.key_line(dline, key),
+                                 f"unknown key {key!r} in [default]",
+                                 "[default] holds only action")
+        default = self.action(str(default_table.get("action", "block")), chains,
+                              self.key_line(dline, "action"))
+        daemon = self.table(doc, "daemon")
+        for key in daemon:
+            if key not in DAEMON_KEYS:
+                raise self.error(self.key_line(self.table_line("daemon"), key),
+                                 f"unknown key {key!r} in [daemon]",
+                                 f"accepted keys: {', '.join(sorted(DAEMON_KEYS))}")
+        allow = tuple(self.users(daemon.get("allow_users", []),
+                                 self.key_line(self.table_line("daemon"), "allow_users"),
+                                 "daemon.allow_users"))
+        return Policy(chains, default, self.source, rules, allow,
+                      tuple(self.shadowed(rules)))
 
+    def table(self, doc: dict[str, Any], key: str) -> dict[str, Any]:
+        value = doc.get(key, {})
+        if not isinstance(value, dict):
+            raise self.error(self.key_line(None, key), f"{key} must be a table",
+                             f"write [{key}]")
+        return value
 
-def _table(doc: dict[str, Any], key: str, source: str) -> dict[str, Any]:
-    value = doc.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{key} must be a table", source, hint=f"write [{key}]")
-    return value
+    def proxies(self, table: dict[str, Any]) -> dict[str, Proxy]:
+        out = {}
+        tline = self.table_line("proxies")
+        for name, url in table.items():
+            try:
+                out[name] = Proxy.parse(str(url))
+            except ConfigError as exc:
+                raise self.error(self.key_line(tline, name),
+                                 f"proxies.{name}: {exc}") from None
+        return out
 
-
-def _chain(name: str, body: dict[str, Any], err: Any) -> ChainSpec:
-    for key in body:
-        if key not in CHAIN_KEYS:
-            raise err(f"unknown key {key!r} in [chains.{name}]", key,
-                      f"accepted keys: {', '.join(sorted(CHAIN_KEYS))}")
-    hops_raw = body.get("hops")
-    if not isinstance(hops_raw, list) or not hops_raw:
-        raise err(f"chains.{name}.hops must be a non-empty list of proxy URLs",
-                  f"[chains.{name}]", 'hops = ["socks4://10.0.0.5:1080"]')
-    hops = []
-    for url in hops_raw:
+    def chain(self, name: str, body: Any, proxies: dict[str, Proxy]) -> ChainSpec:
+        tline = self.table_line(f"chains.{name}")
+        if not isinstance(body, dict):
+            raise self.error(tline, f"chains.{name} must be a table",
+                             f"write it as [chains.{name}]")
+        for key in body:
+            if key not in CHAIN_KEYS:
+                raise self.error(self.key_line(tline, key),
+                                 f"unknown key {key!r} in [chains.{name}]",
+                                 f"accepted keys: {', '.join(sorted(CHAIN_KEYS))}")
+        hline = self.key_line(tline, "hops")
+        hops_raw = body.get("hops")
+        if not isinstance(hops_raw, list) or not hops_raw:
+            raise self.error(hline, f"chains.{name}.hops must be a non-empty list of "
+                             "proxy URLs or names", 'hops = ["socks4://10.0.0.5:1080"]')
+        hops = []
+        for item in hops_raw:
+            text = str(item)
+            if text in proxies:
+                hops.append(proxies[text])
+                continue
+            try:
+                hops.append(Proxy.parse(text))
+            except ConfigError as exc:
+                known = f"; named proxies: {', '.join(sorted(proxies))}" if proxies else ""
+                raise self.error(hline, f"chains.{name}.hops: {exc}{known}") from None
         try:
-            hops.append(Proxy.parse(str(url)))
-        except ConfigError as exc:
-            raise err(f"chains.{name}.hops: {exc}", str(url)) from None
-    try:
-        strategy = Strategy(body.get("strategy", "strict"))
-    except ValueError:
-        raise err(f"chains.{name}.strategy {body.get('strategy')!r} is not known",
-                  "strategy", "strict | dynamic | random | round_robin") from None
-    try:
-        return ChainSpec(name, tuple(hops), strategy, body.get("chain_len"),
-                         float(body.get("connect_timeout", 5.0)),
-                         float(body.get("read_timeout", 10.0)))
-    except (TypeError, ValueError) as exc:
-        raise err(str(exc), f"[chains.{name}]") from None
+            strategy = Strategy(body.get("strategy", "strict"))
+        except ValueError:
+            raise self.error(self.key_line(tline, "strategy"),
+                             f"chains.{name}.strategy {body.get('strategy')!r} is not "
+                             "known", "strict | dynamic | random | round_robin") from None
+        try:
+            return ChainSpec(name, tuple(hops), strategy, body.get("chain_len"),
+                             float(body.get("connect_timeout", 5.0)),
+                             float(body.get("read_timeout", 10.0)))
+        except (TypeError, ValueError) as exc:
+            raise self.error(tline, str(exc)) from None
+
+    def rule(self, index: int, body: Any, chains: dict[str, ChainSpec]) -> Rule:
+        tline = self.table_line("rules", index)
+        where = f"rule {index + 1}"
+        if not isinstance(body, dict):
+            raise self.error(tline, f"{where} must be a table", "write [[rules]]")
+        for key in body:
+            if key not in RULE_KEYS:
+                raise self.error(self.key_line(tline, key),
+                                 f"unknown key {key!r} in {where}",
+                                 f"accepted keys: {', '.join(sorted(RULE_KEYS))}")
+        if "action" not in body:
+            raise self.error(tline, f"{where} has no action", ACTION_HINT)
+        line_of: Callable[[str], int | None] = lambda key: self.key_line(tline, key)
+        label = str(body["name"]) if "name" in body else \
+            f"rule {index + 1}" + (f" (line {tline})" if tline else "")
+        networks, hosts = self.destinations(body.get("dest", []), line_of("dest"), where)
+        return Rule(
+            label=label, line=tline,
+            action=self.action(str(body["action"]), chains, line_of("action")),
+            apps=tuple(self.strings(body.get("app", []), line_of("app"), f"{where}.app")),
+            users=tuple(self.users(body.get("user", []), line_of("user"),
+                                   f"{where}.user")),
+            parents=tuple(self.strings(body.get("parent", []), line_of("parent"),
+                                       f"{where}.parent")),
+            networks=networks, hosts=hosts,
+            ports=tuple(self.ports(body.get("port", []), line_of("port"), where)))
+
+    def action(self, text: str, chains: dict[str, ChainSpec],
+               line: int | None) -> Action:
+        if text in ("direct", "block"):
+            return Action(text)
+        if text.startswith("chain:"):
+            name = text[len("chain:"):]
+            if name not in chains:
+                raise self.error(line, f"action {text!r} names no chain",
+                                 f"chains defined: {', '.join(sorted(chains)) or 'none'}")
+            return Action("chain", chains[name])
+        raise self.error(line, f"unknown action {text!r}", ACTION_HINT)
+
+    def strings(self, value: Any, line: int | None, what: str) -> list[str]:
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(i, str) and i for i in items):
+            raise self.error(line, f"{what} must be a string or a list of strings",
+                             f'{what.split(".")[-1]} = ["curl", "/usr/bin/*"]')
+        return items
+
+    def users(self, value: Any, line: int | None, what: str) -> list[str | int]:
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in items):
+            raise self.error(line, f"{what} must list user names or uids",
+                             'user = ["alice", 1001]')
+        return items
+
+    def destinations(self, value: Any, line: int | None,
+                     where: str) -> tuple[tuple[Network, ...], tuple[str, ...]]:
+        items = value if isinstance(value, list) else [value]
+        networks: list[Network] = []
+        hosts: list[str] = []
+        for item in items:
+            if not isinstance(item, str) or not item:
+                raise self.error(line, f"{where}.dest: {item!r} is not a string",
+                                 'dest = ["10.0.0.0/8", "*.example.org"]')
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+                continue
+            except ValueError:
+                pass
+            if "/" in item or not re.fullmatch(r"[A-Za-z0-9*?.\[\]_-]+", item):
+                raise self.error(line, f"{where}.dest: {item!r} is neither an address, "
+                                 "a CIDR block nor a host-name glob",
+                                 'dest = ["10.0.0.0/8", "192.0.2.7", "*.onion"]')
+            hosts.append(item.lower())
+        return tuple(networks), tuple(hosts)
+
+    def ports(self, value: Any, line: int | None, where: str) -> list[tuple[int, int]]:
+        items = value if isinstance(value, list) else [value]
+        out = []
+        hint = 'port = [80, 443, "8000-8999"]'
+        for item in items:
+            if isinstance(item, int) and not isinstance(item, bool):
+                lo = hi = item
+            elif isinstance(item, str) and re.fullmatch(r"\d+(-\d+)?", item.strip()):
+                a, _, b = item.strip().partition("-")
+                lo, hi = int(a), int(b or a)
+            else:
+                raise self.error(line, f"{where}.port: {item!r} is not a port or a "
+                                 "range", hint)
+            if not (1 <= lo <= hi <= 65535):
+                raise self.error(line, f"{where}.port: {item!r} is outside 1..65535 or "
+                                 "an empty range", hint)
+            out.append((lo, hi))
+        return out
+
+    def shadowed(self, rules: Sequence[Rule]) -> list[str]:
+        """Warnings for rules an earlier rule makes unreachable."""
+        out = []
+        for j, later in enumerate(rules):
+            for earlier in rules[:j]:
+                if earlier.covers(later):
+                    out.append(f"{self.source}:{later.line or '?'}: {later.label} can "
+                               f"never match: {earlier.label} matches everything it "
+                               "would (first match wins)")
+                    break
+        return out
 
 
-def _action(text: str, chains: dict[str, ChainSpec], err: Any) -> Action:
-    if text in ("direct", "block"):
-        return Action(text)
-    if text.startswith("chain:"):
-        name = text[len("chain:"):]
-        if name not in chains:
-            raise err(f"action {text!r} names no chain", text,
-                      f"chains defined: {', '.join(sorted(chains)) or 'none'}")
-        return Action("chain", chains[name])
-    raise err(f"unknown action {text!r}", text, ACTION_HINT)
+def _header(line: str) -> str | None:
+    """'chains.anon' for '[chains.anon]', 'rules' for '[[rules]]', else None."""
+    m = re.match(r"\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$", line)
+    if not m:
+        return None
+    return ".".join(part.strip().strip('"\'') for part in m.group(1).split("."))
 
 
-def _line_of(lines: list[str], needle: str) -> int | None:
-    """1-based line of the first line that mentions needle (best effort for errors)."""
-    for number, line in enumerate(lines, 1):
-        if needle in line.split("#", 1)[0]:
-            return number
-    return None
+def _app_match(pattern: str, name: str, exe: str) -> bool:
+    if "/" in pattern:
+        return bool(exe) and fnmatch.fnmatchcase(exe, pattern)
+    base = exe.rsplit("/", 1)[-1] if exe else ""
+    return fnmatch.fnmatchcase(name, pattern) or (bool(base) and
+                                                  fnmatch.fnmatchcase(base, pattern))
+
+
+def _in_network(addr: IPAddress, net: Network) -> bool:
+    if addr.version != net.version:
+        mapped = getattr(addr, "ipv4_mapped", None)
+        return mapped is not None and mapped in net
+    return addr in net
+
+
+def _subnet(inner: Network, outer: Network) -> bool:
+    return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]

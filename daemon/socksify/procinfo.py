@@ -1,14 +1,35 @@
 """Who is asking: the process behind a control connection, from the kernel's word
-(SO_PEERCRED), described with psutil."""
+(SO_PEERCRED), described with psutil: name, executable, user, ancestry.
+
+Descriptions are cached by (pid, start time), so a recycled pid is never mistaken for
+the process that had it before."""
 
 from __future__ import annotations
 
+import pwd
 import socket
 import struct
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import psutil
 
 _UCRED = struct.Struct("iII")  # pid, uid, gid
+CACHE_SIZE = 512
+MAX_ANCESTORS = 64
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    pid: int
+    name: str
+    exe: str                      # "" when unreadable
+    uid: int
+    user: str                     # the uid itself, as text, when it has no name
+    ancestors: tuple[tuple[str, str], ...]   # (name, exe) of parent, grandparent, ...
+
+    def __str__(self) -> str:
+        return f"{self.name}[{self.pid}]"
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int]:
@@ -18,9 +39,61 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int]:
     return pid, uid
 
 
-def app_name(pid: int) -> str:
-    """'name[pid]' for logs and -v lines; the pid alone if the process is gone."""
+class ProcessTable:
+    """Looks processes up with psutil, caching each by (pid, create_time)."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._size = size
+        self._cache: OrderedDict[tuple[int, float], AppInfo] = OrderedDict()
+
+    def identify(self, pid: int, uid: int) -> AppInfo:
+        """Describe pid; a process that vanished is described by its pid and the uid
+        the kernel reported, with no name (rules on app names then do not match)."""
+        try:
+            proc = psutil.Process(pid)
+            key = (pid, proc.create_time())
+        except (psutil.Error, OSError):
+            return AppInfo(pid, f"pid {pid}", "", uid, _user_name(uid), ())
+        info = self._cache.get(key)
+        if info is not None:
+            self._cache.move_to_end(key)
+            return info
+        info = _describe(proc, uid)
+        self._cache[key] = info
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return info
+
+
+def _describe(proc: psutil.Process, uid: int) -> AppInfo:
+    name, exe = _name_exe(proc)
+    ancestors: list[tuple[str, str]] = []
     try:
-        return f"{psutil.Process(pid).name()}[{pid}]"
+        parent = proc.parent()
+        while parent is not None and len(ancestors) < MAX_ANCESTORS:
+            ancestors.append(_name_exe(parent))
+            if parent.pid <= 1:
+                break
+            parent = parent.parent()
     except (psutil.Error, OSError):
-        return f"pid {pid}"
+        pass
+    return AppInfo(proc.pid, name, exe, uid, _user_name(uid), tuple(ancestors))
+
+
+def _name_exe(proc: psutil.Process) -> tuple[str, str]:
+    try:
+        name = proc.name()
+    except (psutil.Error, OSError):
+        name = f"pid {proc.pid}"
+    try:
+        exe = proc.exe()
+    except (psutil.Error, OSError):
+        exe = ""
+    return name, exe
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

@@ -1,3 +1,9 @@
+"""The policy engine: parsing with file:line errors, rule matching (first match wins),
+each matcher, the default, and warnings for rules that can never match."""
+
+from __future__ import annotations
+
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -5,45 +11,148 @@ import pytest
 from socksify.chain import Strategy
 from socksify.errors import ConfigError
 from socksify.policy import Policy
+from socksify.procinfo import AppInfo
 
 GOOD = """\
-# two hops, skip a dead one
-[chains.anon]
-hops = ["socks4://10.0.0.5:1080", "socks4a://alice@proxy2.example:1080"]
+[proxies]
+exit1 = "socks4://10.0.0.5:1080"
+
+[chains.anon]   # two hops, skip a dead one
+hops = ["exit1", "socks4a://alice@proxy2.example:1080"]
 strategy = "dynamic"
 connect_timeout = 3.5
 
-[default]
+[chains.work]
+hops = ["socks4://10.9.0.1:1080"]
+
+[[rules]]
+name = "lan"
+dest = ["192.168.0.0/16", "10.0.0.0/8"]
+action = "direct"
+
+[[rules]]
+app = ["irssi", "/opt/chat/*"]
+action = "block"
+
+[[rules]]
+user = ["svc", 1234]
+port = [22, "8000-8999"]
+action = "chain:work"
+
+[[rules]]
+parent = ["tmux*"]
+dest = ["*.example.org"]
+action = "direct"
+
+[[rules]]
+app = ["curl", "wget"]
 action = "chain:anon"
+
+[default]
+action = "block"
 """
 
 
-def test_good_policy(tmp_path: Path) -> None:
+def app(name: str = "curl", exe: str = "/usr/bin/curl", uid: int = 1000,
+        user: str = "alice", ancestors: tuple[tuple[str, str], ...] = ()) -> AppInfo:
+    return AppInfo(4242, name, exe, uid, user, ancestors)
+
+
+def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Policy:
     f = tmp_path / "p.toml"
     f.write_text(GOOD)
-    policy = Policy.load(f)
+    return Policy.load(f)
+
+
+def test_chains_and_named_proxies(policy: Policy) -> None:
     anon = policy.chains["anon"]
     assert anon.strategy is Strategy.DYNAMIC and anon.connect_timeout == 3.5
-    assert [str(h) for h in anon.hops][1] == "socks4a://alice@proxy2.example:1080"
-    action = policy.decide("192.0.2.1", 443)
-    assert action.kind == "chain" and action.chain is anon
-    assert policy.source == str(f)
+    assert [str(h) for h in anon.hops] == ["socks4://10.0.0.5:1080",
+                                           "socks4a://alice@proxy2.example:1080"]
+    assert len(policy.rules) == 5 and policy.needs_app
 
 
-def test_default_is_block() -> None:
-    assert Policy.parse("", "x.toml").decide("192.0.2.1", 80).kind == "block"
+def test_first_match_wins(policy: Policy) -> None:
+    # curl to the LAN: the lan rule comes before the curl rule
+    d = policy.decide(app(), ip("192.168.1.7"), 80)
+    assert (str(d.action), d.rule) == ("direct", "lan")
+    d = policy.decide(app(), ip("198.51.100.1"), 443)
+    assert str(d.action) == "chain:anon" and d.rule == "rule 5 (line 31)"
+
+
+def test_app_by_name_and_by_exe_glob(policy: Policy) -> None:
+    assert str(policy.decide(app("irssi", "/usr/bin/irssi"), ip("198.51.100.1"),
+                             6697).action) == "block"
+    assert str(policy.decide(app("chat", "/opt/chat/bin/chat"), ip("198.51.100.1"),
+                             443).action) == "block"
+    # the executable's base name counts as the name too (python3 vs python3.11)
+    assert str(policy.decide(app("wget-x", "/usr/bin/wget"), ip("198.51.100.1"),
+                             80).action) == "chain:anon"
+
+
+def test_user_by_name_or_uid_with_ports(policy: Policy) -> None:
+    svc = app("backup", "/usr/local/bin/backup", uid=999, user="svc")
+    assert str(policy.decide(svc, ip("198.51.100.1"), 22).action) == "chain:work"
+    assert str(policy.decide(svc, ip("198.51.100.1"), 8443).action) == "chain:work"
+    assert str(policy.decide(svc, ip("198.51.100.1"), 9000).action) == "block"
+    by_uid = app("backup", "/usr/local/bin/backup", uid=1234, user="bob")
+    assert str(policy.decide(by_uid, ip("198.51.100.1"), 22).action) == "chain:work"
+
+
+def test_parent_and_host_glob(policy: Policy) -> None:
+    child = app("python3", "/usr/bin/python3.11",
+                ancestors=(("bash", "/usr/bin/bash"), ("tmux: server", "/usr/bin/tmux")))
+    d = policy.decide(child, ip("198.51.100.1"), 443, host="www.example.org")
+    assert str(d.action) == "direct"
+    # no host name known: the host glob cannot match, so the rule does not apply
+    assert policy.decide(child, ip("198.51.100.1"), 443).rule == "default"
+    # not under tmux
+    orphan = app("python3", "/usr/bin/python3.11", ancestors=(("bash", "/bin/bash"),))
+    assert policy.decide(orphan, ip("198.51.100.1"), 443, "www.example.org").rule == \
+        "default"
+
+
+def test_unknown_process_only_matches_rules_without_app_keys(policy: Policy) -> None:
+    assert str(policy.decide(None, ip("10.1.2.3"), 80).action) == "direct"
+    assert str(policy.decide(None, ip("198.51.100.1"), 80).action) == "block"
+
+
+def test_ipv4_mapped_destination_matches_ipv4_cidr(policy: Policy) -> None:
+    assert policy.decide(None, ip("::ffff:10.1.2.3"), 80).rule == "lan"
+
+
+def test_default_is_block_when_absent() -> None:
+    d = Policy.parse("", "x.toml").decide(None, ip("192.0.2.1"), 80)
+    assert d.action.kind == "block" and d.rule == "default"
 
 
 @pytest.mark.parametrize("text,line,words", [
-    ("[chains.a]\nhops = [\"socks4://h:1\"]\nstrateg = \"strict\"\n", 3,
+    ('[chains.a]\nhops = ["socks4://h:1"]\nstrateg = "strict"\n', 3,
      "unknown key 'strateg'"),
-    ("[chains.a]\nhops = [\"http://h:1\"]\n", 2, "unsupported proxy type"),
-    ("[chains.a]\nhops = [\"socks4://h:1\"]\n[default]\naction = \"chain:b\"\n", 4,
+    ('[chains.a]\nhops = ["http://h:1"]\n', 2, "unsupported proxy type"),
+    ('[chains.a]\nhops = ["nosuchproxy"]\n', 2, "no scheme"),
+    ('[chains.a]\nhops = ["socks4://h:1"]\n[default]\naction = "chain:b"\n', 4,
      "names no chain"),
-    ("[default]\naction = \"tunnel\"\n", 2, "unknown action"),
-    ("[chains.a]\nhops = [\"socks4://h:1\"]\nstrategy = \"fastest\"\n", 3,
-     "is not known"),
+    ('[default]\naction = "tunnel"\n', 2, "unknown action"),
+    ('[chains.a]\nhops = ["socks4://h:1"]\nstrategy = "fastest"\n', 3, "is not known"),
     ("[chains.a\n", 1, "not valid TOML"),
+    ('[[rules]]\naction = "direct"\n\n[[rules]]\nap = ["curl"]\naction = "block"\n', 5,
+     "unknown key 'ap' in rule 2"),
+    ('[[rules]]\napp = ["curl"]\n', 1, "rule 1 has no action"),
+    ('[[rules]]\ndest = ["10.0.0.0/33"]\naction = "direct"\n', 2,
+     "neither an address, a CIDR block nor a host-name glob"),
+    ('[[rules]]\nport = ["90-80"]\naction = "direct"\n', 2, "empty range"),
+    ('[[rules]]\nport = [0]\naction = "direct"\n', 2, "outside 1..65535"),
+    ('[[rules]]\nuser = [true]\naction = "direct"\n', 2, "user names or uids"),
+    ('[[rules]]\naction = "chain:x"\n', 2, "names no chain"),
+    ('[colours]\nred = 1\n', 1, "unknown table or key 'colours'"),
+    ('[daemon]\nallow = ["bob"]\n', 2, "unknown key 'allow' in [daemon]"),
+    ('[proxies]\np1 = "socks5://h:1"\n', 2, "proxies.p1"),
 ])
 def test_errors_name_file_line_and_fix(text: str, line: int, words: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -51,3 +160,45 @@ def test_errors_name_file_line_and_fix(text: str, line: int, words: str) -> None
     message = str(info.value)
     assert message.startswith(f"/etc/x.toml:{line}: "), message
     assert words in message
+    assert "hint:" in message or "not valid TOML" in message or "proxies." in message
+
+
+def test_shadowed_rules_are_warned_about() -> None:
+    text = """\
+[[rules]]
+dest = ["10.0.0.0/8"]
+action = "direct"
+
+[[rules]]
+dest = ["10.1.0.0/16"]
+port = [80]
+action = "block"
+
+[[rules]]
+app = ["curl"]
+action = "block"
+
+[[rules]]
+app = ["curl"]
+port = [443]
+action = "direct"
+
+[[rules]]
+port = [443]
+action = "direct"
+"""
+    policy = Policy.parse(text, "p.toml")
+    assert len(policy.warnings) == 2, policy.warnings
+    assert policy.warnings[0].startswith("p.toml:5: rule 2 (line 5) can never match: "
+                                         "rule 1 (line 1)")
+    assert "rule 4 (line 14)" in policy.warnings[1] and "rule 3" in policy.warnings[1]
+
+
+def test_catch_all_rule_shadows_everything_after_it() -> None:
+    text = '[[rules]]\naction = "direct"\n[[rules]]\napp = ["x"]\naction = "block"\n'
+    assert len(Policy.parse(text, "p.toml").warnings) == 1
+
+
+def test_allow_users() -> None:
+    p = Policy.parse('[daemon]\nallow_users = ["bob", 1001]\n', "p.toml")
+    assert p.allow_users == ("bob", 1001)
