@@ -118,7 +118,7 @@ async def _session(daemon: Daemon, msg: dict[str, Any], reader: asyncio.StreamRe
         return
     try:
         _send(writer, {"ok": True, "session": session.id.hex(),
-                       "policy": session.policy.source})
+                       "policy": daemon.session_source(session)})
         await writer.drain()
         while await reader.read(4096):
             pass  # the client says nothing more; EOF ends the session

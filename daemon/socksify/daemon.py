@@ -41,7 +41,7 @@ class AlreadyRunning(RuntimeError):
 @dataclass
 class Session:
     id: bytes
-    policy: Policy
+    policy: Policy | None          # None: whatever the daemon's policy is right now
     writer: asyncio.StreamWriter   # the socksify command's control connection
     verbose: bool                  # send it one event line per connection
     owner: int                     # pid of the socksify command
@@ -280,12 +280,17 @@ class Daemon:
                         f"chains defined: {', '.join(sorted(policy.chains)) or 'none'}"))
                 policy = Policy.single_chain(policy.chains[name],
                                              f"chain {name} of {policy.source}")
-        session = Session(secrets.token_bytes(wire.SESSION_SIZE), policy, writer,
+        own = None if policy is self.policy else policy  # follow reloads
+        session = Session(secrets.token_bytes(wire.SESSION_SIZE), own, writer,
                           bool(msg.get("verbose")), owner, uid)
         self.sessions[session.id] = session
         log.info("session %s opened by pid %d: %s", session.id.hex(), owner,
                  policy.source)
         return session
+
+    def session_source(self, session: Session) -> str:
+        policy = session.policy or self.policy
+        return policy.source if policy else "none"
 
     def close_session(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
@@ -305,7 +310,7 @@ class Daemon:
                 return self._refuse(conn, 13, "unknown session (its socksify command "
                                     "has ended)")
         conn.session = session
-        policy = session.policy if session else self.policy
+        policy = session.policy if session and session.policy else self.policy
         if policy is None:
             return self._refuse(conn, 13, "no policy: this daemon has no policy file and "
                                 "the program was not started by socksify")
@@ -433,8 +438,8 @@ class Daemon:
         if self.policy is not None:
             chains += [(c, "policy") for c in self.policy.chains.values()]
         for session in self.sessions.values():
-            chains += [(c, "session") for c in session.policy.chains.values()
-                       if session.policy is not self.policy]
+            if session.policy is not None:
+                chains += [(c, "session") for c in session.policy.chains.values()]
         out = []
         for spec, origin in chains:
             hops = []
