@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .errors import (ChainError, HopProtocolError, HopRefused, HopTimeout,
                      HopUnreachable, Unsupported)
-from .protocol import socks4
+from .protocol import socks4, socks5
 from .proxies import Proxy
 
 log = logging.getLogger("socksify.chain")
@@ -164,22 +164,36 @@ async def open_tunnel(selector: Selector, host: str, port: int,
 
 
 def _target_addr(host: str) -> str:
+    """The target as the last hop is asked for it: IPv4-mapped IPv6 unwrapped."""
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
         return host
-    if addr.version == 6:
-        mapped = addr.ipv4_mapped
-        if mapped is None:
-            raise Unsupported(f"{host} is IPv6 and a SOCKS4 chain carries only IPv4")
-        return str(mapped)
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
     return str(addr)
+
+
+def _check_carriable(asker: Proxy, host: str, what: str) -> None:
+    """Raise Unsupported (ENETUNREACH) if `asker` cannot be asked for host."""
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        if not asker.carries_names:
+            raise Unsupported(f"{asker} cannot be asked for the host name {what} "
+                              "(SOCKS4 carries only IPv4 addresses; use socks4a:// "
+                              "or socks5://)") from None
+        return
+    if version == 6 and not asker.carries_ipv6:
+        raise Unsupported(f"{what} is IPv6 and {asker} ({asker.scheme}) carries only "
+                          "IPv4")
 
 
 async def _build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
                  conn: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    timeout = spec.connect_timeout
+    _check_carriable(route[-1], host, f"{host}:{port}")
     first = route[0]
+    timeout = spec.connect_timeout
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(first.host, first.port, limit=1 << 18), timeout)
@@ -199,8 +213,12 @@ async def _build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec
                 want_host, want_port = await _hop_address(hop, nxt), nxt.port
             else:
                 want_host, want_port = host, port
-            await _socks4_connect(reader, writer, hop, i, want_host, want_port,
-                                  spec.read_timeout, len(route))
+            step = _Step(reader, writer, hop, i, want_host, want_port,
+                         spec.read_timeout, len(route))
+            if hop.scheme == "socks5":
+                await step.socks5()
+            else:
+                await step.socks4()
             log.debug("[%s] hop %d %s -> %s:%d granted", conn, i + 1, hop,
                       want_host, want_port)
     except BaseException:
@@ -213,10 +231,12 @@ async def _hop_address(asker: Proxy, hop: Proxy) -> str:
     """The address to ask `asker` for, to reach `hop`: its name if the asker carries
     names, else its IPv4 address (resolved here: it is a proxy, not the target)."""
     try:
-        ipaddress.IPv4Address(hop.host)
-        return hop.host
+        ipaddress.ip_address(hop.host)
     except ValueError:
         pass
+    else:
+        _check_carriable(asker, hop.host, f"hop {hop}")
+        return hop.host
     if asker.carries_names:
         return hop.host
     infos = await asyncio.get_running_loop().getaddrinfo(
@@ -224,30 +244,116 @@ async def _hop_address(asker: Proxy, hop: Proxy) -> str:
     return str(infos[0][4][0])
 
 
-async def _socks4_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                          hop: Proxy, index: int, host: str, port: int,
-                          timeout: float, route_len: int) -> None:
-    """Ask `hop` (route index `index`) to connect to host:port. A failure is blamed on
-    the next hop (index + 1), or on the target when index is the last hop."""
-    blame = index + 1
-    what = f"{host}:{port}" if blame >= route_len else f"hop {blame + 1} {host}:{port}"
-    writer.write(socks4.ConnectRequest(host, port, hop.user).dumps())
-    try:
-        await writer.drain()
-        data = await asyncio.wait_for(reader.readexactly(socks4.REPLY_SIZE), timeout)
-    except asyncio.TimeoutError:
-        raise HopTimeout(f"hop {index + 1} {hop}: no reply within {timeout:g}s "
-                         f"to CONNECT {what}", hop=blame) from None
-    except asyncio.IncompleteReadError as exc:
-        raise HopRefused(f"hop {index + 1} {hop}: closed after {len(exc.partial)} "
-                         f"reply bytes to CONNECT {what}", hop=blame) from None
-    except OSError as exc:
-        raise HopUnreachable(f"hop {index + 1} {hop}: {exc.strerror or exc}",
-                             hop=index, err=exc.errno or errno.ECONNRESET) from None
-    try:
-        reply = socks4.Reply.loads(data)
-    except socks4.ProtocolError as exc:
-        raise HopProtocolError(f"hop {index + 1} {hop}: {exc}", hop=index) from None
-    if not reply.granted:
-        raise HopRefused(f"hop {index + 1} {hop}: CONNECT {what} refused, "
-                         f"code {reply.describe()}", hop=blame)
+# SOCKS5 reply codes -> the errno the application sees
+_SOCKS5_ERRNO: dict[int, int] = {
+    socks5.ReplyCode.NETWORK_UNREACHABLE: errno.ENETUNREACH,
+    socks5.ReplyCode.HOST_UNREACHABLE: errno.EHOSTUNREACH,
+    socks5.ReplyCode.CONNECTION_REFUSED: errno.ECONNREFUSED,
+    socks5.ReplyCode.TTL_EXPIRED: errno.ETIMEDOUT,
+    socks5.ReplyCode.ADDRESS_TYPE_NOT_SUPPORTED: errno.EAFNOSUPPORT,
+}
+
+
+@dataclass
+class _Step:
+    """One request to one hop: ask `hop` (route index `index`) to connect to
+    host:port. A refusal is blamed on the next hop (index + 1), or on the target when
+    index is the last hop; a hop that breaks the protocol is blamed itself."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    hop: Proxy
+    index: int
+    host: str
+    port: int
+    timeout: float
+    route_len: int
+
+    @property
+    def blame(self) -> int:
+        return self.index + 1
+
+    @property
+    def what(self) -> str:
+        target = f"{self.host}:{self.port}"
+        return target if self.blame >= self.route_len else f"hop {self.blame + 1} {target}"
+
+    @property
+    def me(self) -> str:
+        return f"hop {self.index + 1} {self.hop}"
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        try:
+            await self.writer.drain()
+        except OSError as exc:
+            raise HopUnreachable(f"{self.me}: {exc.strerror or exc}", hop=self.index,
+                                 err=exc.errno or errno.ECONNRESET) from None
+
+    async def read(self, size: int, during: str, request: bool = True) -> bytes:
+        """Read a reply. While waiting for a CONNECT reply (request=True), a hop that
+        closes or resets has failed that request, and the failure is blamed where a
+        refusal would be: danted, for one, sends SOCKS5 'connection refused' and resets
+        at once, and asyncio reports the reset before the bytes that preceded it.
+        Before that (greeting, authentication), the hop itself is at fault."""
+        blame = self.blame if request else self.index
+        try:
+            return await asyncio.wait_for(self.reader.readexactly(size), self.timeout)
+        except asyncio.TimeoutError:
+            raise HopTimeout(f"{self.me}: no reply within {self.timeout:g}s to "
+                             f"{during}", hop=blame) from None
+        except asyncio.IncompleteReadError as exc:
+            raise HopRefused(f"{self.me}: closed after {len(exc.partial)} reply bytes "
+                             f"to {during}", hop=blame) from None
+        except OSError as exc:
+            raise HopRefused(f"{self.me}: {exc.strerror or exc} in reply to {during}",
+                             hop=blame) from None
+
+    def broken(self, exc: Exception) -> HopProtocolError:
+        return HopProtocolError(f"{self.me}: {exc}", hop=self.index)
+
+    async def socks4(self) -> None:
+        await self.send(socks4.ConnectRequest(self.host, self.port,
+                                              self.hop.user).dumps())
+        data = await self.read(socks4.REPLY_SIZE, f"CONNECT {self.what}")
+        try:
+            reply = socks4.Reply.loads(data)
+        except socks4.ProtocolError as exc:
+            raise self.broken(exc) from None
+        if not reply.granted:
+            raise HopRefused(f"{self.me}: CONNECT {self.what} refused, code "
+                             f"{reply.describe()}", hop=self.blame)
+
+    async def socks5(self) -> None:
+        methods = (socks5.METHOD_NO_AUTH, socks5.METHOD_USERPASS) if self.hop.user \
+            else (socks5.METHOD_NO_AUTH,)
+        await self.send(socks5.Greeting(methods).dumps())
+        try:
+            choice = socks5.MethodChoice.loads(await self.read(2, "the greeting",
+                                                               request=False))
+        except socks5.ProtocolError as exc:
+            raise self.broken(exc) from None
+        if choice.method == socks5.METHOD_USERPASS and self.hop.user:
+            await self.send(socks5.UserPassAuth(self.hop.user, self.hop.password).dumps())
+            try:
+                auth = socks5.AuthReply.loads(await self.read(2, "authentication",
+                                                              request=False))
+            except socks5.ProtocolError as exc:
+                raise self.broken(exc) from None
+            if not auth.ok:
+                raise HopRefused(f"{self.me}: user {self.hop.user!r} was refused "
+                                 f"(status {auth.status})", hop=self.index)
+        elif choice.method != socks5.METHOD_NO_AUTH:
+            raise HopRefused(f"{self.me}: accepts none of our authentication methods "
+                             f"(answered {choice.method:#x})", hop=self.index)
+        await self.send(socks5.ConnectRequest(self.host, self.port).dumps())
+        try:
+            head = await self.read(socks5.Reply.head_size, f"CONNECT {self.what}")
+            rest = await self.read(socks5.Reply.rest_size(head), f"CONNECT {self.what}")
+            reply = socks5.Reply.loads(head + rest)
+        except socks5.ProtocolError as exc:
+            raise self.broken(exc) from None
+        if not reply.granted:
+            raise HopRefused(f"{self.me}: CONNECT {self.what} refused, code "
+                             f"{reply.describe()}", hop=self.blame,
+                             err=_SOCKS5_ERRNO.get(reply.code, errno.ECONNREFUSED))

@@ -1,15 +1,16 @@
-"""Proxy addresses as users write them: socks4://[user@]host:port and socks4a://…"""
+"""Proxy addresses as users write them: socks4://[USER@]HOST:PORT, socks4a://…,
+socks5://[USER[:PASSWORD]@]HOST:PORT."""
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError
 
-SCHEMES = ("socks4", "socks4a")
-URL_HINT = "write a hop as socks4://HOST:PORT or socks4a://USER@HOST:PORT"
+SCHEMES = ("socks4", "socks4a", "socks5")
+URL_HINT = ("write a hop as socks4://HOST:PORT, socks4a://USER@HOST:PORT or "
+            "socks5://USER:PASSWORD@HOST:PORT")
 
 
 @dataclass(frozen=True)
@@ -18,13 +19,19 @@ class Proxy:
     host: str
     port: int
     user: str = ""
+    password: str = field(default="", repr=False, compare=False)
 
     @property
     def carries_names(self) -> bool:
-        """True if this hop can be asked for a host name (SOCKS4a)."""
-        return self.scheme == "socks4a"
+        """True if this hop can be asked for a host name (SOCKS4a, SOCKS5)."""
+        return self.scheme in ("socks4a", "socks5")
+
+    @property
+    def carries_ipv6(self) -> bool:
+        return self.scheme == "socks5"
 
     def __str__(self) -> str:
+        """The URL, without the password (this is what logs and tables show)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         user = f"{self.user}@" if self.user else ""
         return f"{self.scheme}://{user}{host}:{self.port}"
@@ -32,30 +39,39 @@ class Proxy:
     @classmethod
     def parse(cls, url: str) -> Proxy:
         """Parse a hop URL; raise ConfigError naming what is wrong and the accepted form."""
+        shown = _redact(url)
         if "://" not in url:
-            raise ConfigError(f"{url!r} has no scheme", hint=URL_HINT)
+            raise ConfigError(f"{shown!r} has no scheme", hint=URL_HINT)
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in SCHEMES:
-            raise ConfigError(f"{url!r}: unsupported proxy type {parts.scheme!r}, "
+            raise ConfigError(f"{shown!r}: unsupported proxy type {parts.scheme!r}, "
                               f"expected one of {', '.join(SCHEMES)}", hint=URL_HINT)
         if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ConfigError(f"{url!r}: a hop URL has no path or query", hint=URL_HINT)
-        if parts.password is not None:
-            raise ConfigError(f"{url!r}: SOCKS4 has no password, only a user id",
-                              hint=URL_HINT)
+            raise ConfigError(f"{shown!r}: a hop URL has no path or query", hint=URL_HINT)
+        if parts.password is not None and scheme != "socks5":
+            raise ConfigError(f"{shown!r}: SOCKS4 has no password, only a user "
+                              "id", hint=URL_HINT)
         host = parts.hostname
         try:
             port = parts.port
         except ValueError:
-            raise ConfigError(f"{url!r}: the port is not a number in 1..65535",
+            raise ConfigError(f"{shown!r}: the port is not a number in 1..65535",
                               hint=URL_HINT) from None
         if not host or port is None or port == 0:
-            raise ConfigError(f"{url!r}: needs a host and a port", hint=URL_HINT)
-        try:
-            if ipaddress.ip_address(host).version == 6:
-                raise ConfigError(f"{url!r}: SOCKS4 hops are reached over IPv4 only",
-                                  hint=URL_HINT)
-        except ValueError:
-            pass  # a host name
-        return cls(scheme, host, port, unquote(parts.username or ""))
+            raise ConfigError(f"{shown!r}: needs a host and a port", hint=URL_HINT)
+        user = unquote(parts.username or "")
+        password = unquote(parts.password or "")
+        if scheme == "socks5" and (len(user.encode()) > 255 or
+                                   len(password.encode()) > 255 or (password and not user)):
+            raise ConfigError(f"{shown!r}: a SOCKS5 user and password are 1..255 "
+                              "bytes each, and a password needs a user", hint=URL_HINT)
+        return cls(scheme, host, port, user, password)
+
+
+def _redact(url: str) -> str:
+    """The URL with any password replaced, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)

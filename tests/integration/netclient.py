@@ -2,7 +2,8 @@
 socksify. Standard library only. Every subcommand prints one JSON object as its last
 stdout line and exits 0 when it did what it was asked, 1 otherwise.
 
-    netclient.py connect HOST PORT            plain blocking connect(); reports errno
+    netclient.py connect HOST PORT            plain connect() (IPv6 if HOST has a ':');
+                                              reports errno and getpeername()
     netclient.py fetch URL                    urllib GET; sha256 of the body
     netclient.py rawfetch HOST PORT PATH      raw socket HTTP/1.0 GET; sha256 of the body
     netclient.py threads N URL                N threads each doing `fetch URL` at once
@@ -51,7 +52,8 @@ def split_http(data: bytes) -> tuple[str, bytes]:
 
 
 def cmd_connect(host: str, port: str) -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
     s.settimeout(TIMEOUT)
     try:
         s.connect((host, int(port)))

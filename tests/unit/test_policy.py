@@ -152,7 +152,7 @@ def test_default_is_block_when_absent() -> None:
     ('[[rules]]\naction = "chain:x"\n', 2, "names no chain"),
     ('[colours]\nred = 1\n', 1, "unknown table or key 'colours'"),
     ('[daemon]\nallow = ["bob"]\n', 2, "unknown key 'allow' in [daemon]"),
-    ('[proxies]\np1 = "socks5://h:1"\n', 2, "proxies.p1"),
+    ('[proxies]\np1 = "socks6://h:1"\n', 2, "proxies.p1"),
 ])
 def test_errors_name_file_line_and_fix(text: str, line: int, words: str) -> None:
     with pytest.raises(ConfigError) as info:

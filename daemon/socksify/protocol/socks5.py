@@ -1,0 +1,178 @@
+"""SOCKS5 CONNECT (RFC 1928) with no-auth and username/password (RFC 1929), as bytes.
+No I/O: a client sends Greeting, reads a MethodChoice (2 bytes), optionally sends
+UserPassAuth and reads an AuthReply (2 bytes), sends a ConnectRequest, then reads a
+reply in two steps: Reply.head_size bytes, then Reply.rest_size(head) more."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+VERSION = 5
+CMD_CONNECT = 1
+METHOD_NO_AUTH = 0x00
+METHOD_USERPASS = 0x02
+METHOD_NONE_ACCEPTABLE = 0xFF
+AUTH_VERSION = 1
+MAX_FIELD = 255
+
+
+class ProtocolError(ValueError):
+    """Bytes from a SOCKS5 server that do not follow RFC 1928/1929."""
+
+
+class AddrType(enum.IntEnum):
+    IPV4 = 1
+    DOMAIN = 3
+    IPV6 = 4
+
+
+class ReplyCode(enum.IntEnum):
+    SUCCEEDED = 0
+    GENERAL_FAILURE = 1
+    NOT_ALLOWED = 2
+    NETWORK_UNREACHABLE = 3
+    HOST_UNREACHABLE = 4
+    CONNECTION_REFUSED = 5
+    TTL_EXPIRED = 6
+    COMMAND_NOT_SUPPORTED = 7
+    ADDRESS_TYPE_NOT_SUPPORTED = 8
+
+    def describe(self) -> str:
+        return self.name.lower().replace("_", " ")
+
+
+def _field(value: str, what: str) -> bytes:
+    raw = value.encode()
+    if not 1 <= len(raw) <= MAX_FIELD:
+        raise ValueError(f"SOCKS5 {what} must be 1..{MAX_FIELD} bytes")
+    return bytes([len(raw)]) + raw
+
+
+def encode_address(host: str, port: int) -> bytes:
+    """ATYP, DST.ADDR, DST.PORT for an IPv4/IPv6 address or a host name."""
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(f"port {port} out of range")
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return bytes([AddrType.DOMAIN]) + _field(host, "host name") + \
+            struct.pack("!H", port)
+    kind = AddrType.IPV4 if addr.version == 4 else AddrType.IPV6
+    return bytes([kind]) + addr.packed + struct.pack("!H", port)
+
+
+@dataclass(frozen=True)
+class Greeting:
+    methods: tuple[int, ...] = (METHOD_NO_AUTH,)
+
+    def dumps(self) -> bytes:
+        return bytes([VERSION, len(self.methods), *self.methods])
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    method: int
+    SIZE = 2
+
+    @classmethod
+    def loads(cls, data: bytes) -> MethodChoice:
+        if len(data) != cls.SIZE:
+            raise ProtocolError(f"method choice is 2 bytes, got {len(data)}")
+        if data[0] != VERSION:
+            raise ProtocolError(f"SOCKS5 version byte {data[0]}, expected 5")
+        return cls(data[1])
+
+
+@dataclass(frozen=True)
+class UserPassAuth:
+    user: str
+    password: str
+
+    def dumps(self) -> bytes:
+        return bytes([AUTH_VERSION]) + _field(self.user, "user name") + \
+            _field(self.password, "password")
+
+
+@dataclass(frozen=True)
+class AuthReply:
+    status: int
+    SIZE = 2
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    @classmethod
+    def loads(cls, data: bytes) -> AuthReply:
+        if len(data) != cls.SIZE:
+            raise ProtocolError(f"auth reply is 2 bytes, got {len(data)}")
+        if data[0] != AUTH_VERSION:
+            raise ProtocolError(f"auth reply version {data[0]}, expected 1")
+        return cls(data[1])
+
+
+@dataclass(frozen=True)
+class ConnectRequest:
+    host: str
+    port: int
+
+    def dumps(self) -> bytes:
+        return bytes([VERSION, CMD_CONNECT, 0]) + encode_address(self.host, self.port)
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    host: str
+    port: int
+
+    head_size = 5   # VER REP RSV ATYP + first address byte (the length, for names)
+
+    @staticmethod
+    def rest_size(head: bytes) -> int:
+        """Bytes that follow the 5-byte head, from its ATYP (and length byte)."""
+        if len(head) != Reply.head_size:
+            raise ProtocolError("short SOCKS5 reply head")
+        if head[0] != VERSION:
+            raise ProtocolError(f"SOCKS5 reply version {head[0]}, expected 5")
+        atyp = head[3]
+        if atyp == AddrType.IPV4:
+            return 4 - 1 + 2
+        if atyp == AddrType.IPV6:
+            return 16 - 1 + 2
+        if atyp == AddrType.DOMAIN:
+            return head[4] + 2
+        raise ProtocolError(f"SOCKS5 reply address type {atyp} is not 1, 3 or 4")
+
+    @property
+    def granted(self) -> bool:
+        return self.code == ReplyCode.SUCCEEDED
+
+    def describe(self) -> str:
+        try:
+            return f"{self.code} ({ReplyCode(self.code).describe()})"
+        except ValueError:
+            return f"{self.code} (unknown reply code)"
+
+    @classmethod
+    def loads(cls, data: bytes) -> Reply:
+        if len(data) < cls.head_size:
+            raise ProtocolError("short SOCKS5 reply")
+        if len(data) != cls.head_size + cls.rest_size(data[:cls.head_size]):
+            raise ProtocolError(f"SOCKS5 reply of {len(data)} bytes does not match "
+                                "its address type")
+        if data[2] != 0:
+            raise ProtocolError(f"SOCKS5 reply reserved byte is {data[2]}, not 0")
+        atyp, body = data[3], data[4:-2]
+        (port,) = struct.unpack("!H", data[-2:])
+        if atyp == AddrType.DOMAIN:
+            host = body[1:].decode(errors="replace")
+        else:
+            host = str(ipaddress.ip_address(body))
+        return cls(data[1], host, port)
+
+    def dumps(self) -> bytes:
+        return bytes([VERSION, self.code, 0]) + encode_address(self.host, self.port)
