@@ -54,6 +54,31 @@ def test_reply_vector(v: dict[str, str]) -> None:
     assert rep.code.to_errno() == expected
 
 
+@pytest.mark.parametrize("v", _load("resolve"), ids=lambda v: v["name"])
+def test_resolve_vector(v: dict[str, str]) -> None:
+    raw = bytes.fromhex(v["hex"])
+    req = wire.ResolveRequest(v["host"], int(v["family"]), bytes.fromhex(v["session"]))
+    assert req.dumps() == raw
+    head = wire.Header.loads(raw[:wire.REQUEST_SIZE])
+    assert head.op is wire.Op.RESOLVE and head.body_len == len(raw) - wire.REQUEST_SIZE
+    assert wire.ResolveRequest.from_header(head, raw[wire.REQUEST_SIZE:]) == req
+
+
+def test_resolve_rejects_bad_bodies() -> None:
+    good = wire.ResolveRequest("example.org").dumps()
+    head = wire.Header.loads(good[:wire.REQUEST_SIZE])
+    for body in (b"exa mple.org", b"ex\x00ample.org", b"caf\xc3\xa9.org"):
+        with pytest.raises(wire.WireError):
+            wire.ResolveRequest.from_header(
+                wire.Header.loads(good[:10] + len(body).to_bytes(2, "big")
+                                  + good[12:wire.REQUEST_SIZE]), body)
+    for bad_len in (0, 256):
+        with pytest.raises(wire.WireError):
+            wire.Header.loads(good[:10] + bad_len.to_bytes(2, "big")
+                              + good[12:wire.REQUEST_SIZE])
+    assert head.body_len == len("example.org")
+
+
 @pytest.mark.parametrize("v", _load("peer-reply"), ids=lambda v: v["name"])
 def test_peer_reply_vector(v: dict[str, str]) -> None:
     raw = bytes.fromhex(v["hex"])

@@ -27,6 +27,10 @@ class WireError(ValueError):
 class Op(enum.IntEnum):
     CONNECT = 1    # how do I reach addr:port?
     PEERNAME = 2   # addr:port is my socket's local end: what did it connect to?
+    RESOLVE = 3    # the body is a host name: resolve it myself, or which address?
+
+
+MAX_NAME = 255
 
 
 class SockType(enum.IntEnum):
@@ -38,7 +42,7 @@ class Verdict(enum.IntEnum):
     RELAY = 0
     DIRECT = 1
     FAIL = 2
-    PEER = 3       # answer to PEERNAME (see PeerReply)
+    PEER = 3       # an address: answers PEERNAME and RESOLVE (see PeerReply)
 
 
 class Code(enum.IntEnum):
@@ -109,7 +113,31 @@ class ConnectRequest:
 
     @classmethod
     def loads(cls, data: bytes) -> ConnectRequest:
-        """Parse a request header (exactly REQUEST_SIZE bytes); raise WireError."""
+        """Parse a CONNECT or PEERNAME request header; raise WireError."""
+        return cls.from_header(Header.loads(data))
+
+    @classmethod
+    def from_header(cls, head: Header) -> ConnectRequest:
+        if head.op is Op.RESOLVE:
+            raise WireError("a RESOLVE request is read with ResolveRequest")
+        return cls(_unpack_addr(head.family, head.raw), head.port, head.socktype,
+                   head.session, head.op)
+
+
+@dataclass(frozen=True)
+class Header:
+    """The 48-byte head of every request; body_len bytes follow it."""
+
+    op: Op
+    family: int
+    socktype: SockType
+    port: int
+    body_len: int
+    raw: bytes
+    session: bytes
+
+    @classmethod
+    def loads(cls, data: bytes) -> Header:
         if len(data) != REQUEST_SIZE:
             raise WireError(f"request is {len(data)} bytes, expected {REQUEST_SIZE}")
         magic, version, op, family, socktype, port, body_len, raw, session = \
@@ -122,14 +150,41 @@ class ConnectRequest:
             kind_of_op = Op(op)
         except ValueError:
             raise WireError(f"unknown op {op}") from None
-        if body_len != 0:
-            raise WireError(f"{kind_of_op.name} carries no body, got body_len {body_len}")
-        addr = _unpack_addr(family, raw)
         try:
             kind = SockType(socktype)
         except ValueError:
             raise WireError(f"unknown socket type {socktype}") from None
-        return cls(addr, port, kind, session, kind_of_op)
+        if kind_of_op is Op.RESOLVE:
+            if not 1 <= body_len <= MAX_NAME:
+                raise WireError(f"RESOLVE carries a 1..{MAX_NAME} byte name, got "
+                                f"body_len {body_len}")
+        elif body_len != 0:
+            raise WireError(f"{kind_of_op.name} carries no body, got body_len {body_len}")
+        return cls(kind_of_op, family, kind, port, body_len, raw, session)
+
+
+@dataclass(frozen=True)
+class ResolveRequest:
+    """RESOLVE: a host name the app looks up; family 0 (either), 4 or 6."""
+
+    name: str
+    family: int = 0
+    session: bytes = bytes(SESSION_SIZE)
+
+    def dumps(self) -> bytes:
+        raw = self.name.encode("ascii")
+        return _REQUEST.pack(MAGIC, VERSION, Op.RESOLVE, self.family, SockType.STREAM,
+                             0, len(raw), bytes(16), self.session) + raw
+
+    @classmethod
+    def from_header(cls, head: Header, body: bytes) -> ResolveRequest:
+        if head.op is not Op.RESOLVE or len(body) != head.body_len:
+            raise WireError("not a RESOLVE request with its body")
+        if head.family not in (0, 4, 6):
+            raise WireError(f"unknown address family {head.family}")
+        if not all(33 <= b < 127 for b in body):
+            raise WireError("a host name is printable ASCII without spaces")
+        return cls(body.decode("ascii"), head.family, head.session)
 
 
 @dataclass(frozen=True)
