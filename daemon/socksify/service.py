@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -30,8 +32,12 @@ commands:
   stop           stop gracefully (live connections get a few seconds to finish)
   restart        stop, then start
   reload         re-read the policy (same as SIGHUP); live connections go on
-  status         show pid, uptime, policy, sessions, live connections, dead hops
+  status         show pid, uptime, policy, sessions, connections, chains and their hops
+  connections    list live connections: app, user, target, chain, bytes, age
+                 (--json: the daemon's list as JSON, for scripts)
   check-config   validate a policy file without running anything
+  install-service
+                 write a systemd user unit for `socksifyd run` (--print: show it)
 
 environment:
   SOCKSIFY_RUNTIME_DIR   directory of the control socket and pidfile
@@ -48,11 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version",
                         version=f"socksifyd {__version__}")
     parser.add_argument("command", choices=["run", "start", "stop", "restart", "reload",
-                                            "status", "check-config"],
+                                            "status", "connections", "check-config",
+                                            "install-service"],
                         metavar="COMMAND", help="one of the commands below")
     parser.add_argument("file", nargs="?", help="policy file, for check-config")
     parser.add_argument("-c", "--config", type=Path, help="policy file to serve")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--json", action="store_true",
+                        help="connections: print JSON instead of a table")
+    parser.add_argument("--print", dest="print_only", action="store_true",
+                        help="install-service: print the unit instead of writing it")
     args = parser.parse_args(argv)
     paths = Paths.from_env()
     try:
@@ -69,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             return _reload(paths)
         if args.command == "status":
             return _status(paths)
+        if args.command == "connections":
+            return _connections(paths, args.json)
+        if args.command == "install-service":
+            return _install_service(args.config, args.print_only)
         return _check_config(args.file or args.config)
     except client.DaemonUnavailable as exc:
         print(f"socksifyd: {exc}", file=sys.stderr)
@@ -79,7 +94,9 @@ def _run(paths: Paths, config: Path | None, verbose: bool) -> int:
     from .daemon import AlreadyRunning, Daemon
     from .shimlib import ShimMismatch, check_versions
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+    level = os.environ.get("SOCKSIFY_LOG_LEVEL", "").upper()
+    logging.basicConfig(level=logging.DEBUG if verbose else
+                        getattr(logging, level, logging.INFO) if level else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         check_versions()
@@ -145,29 +162,81 @@ def _status(paths: Paths) -> int:
     except client.DaemonUnavailable:
         print(f"socksifyd: not running (no daemon at {paths.socket})")
         return 3
-    down = st.get("hops_down") or {}
-    rows = [
-        ("state", "running"),
-        ("pid", str(st["pid"])),
-        ("version", st["version"]),
-        ("uptime", _duration(float(st["uptime"]))),
-        ("control socket", st["socket"]),
-        ("policy", st["policy"] or "none (only socksify sessions)"),
-        ("sessions", str(st["sessions"])),
-        ("connections", f"{st['live']} live, {st['pending']} being attached"),
-        ("hops down", ", ".join(f"{h} (retry in {s:.0f}s)" for h, s in down.items())
-         or "none"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:>{width}}  {value}")
+    from . import render  # rich: imported only by the commands that print with it
+    print("\n".join(render.status_lines(st)))
     return 0
 
 
-def _duration(seconds: float) -> str:
-    minutes, sec = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+def _connections(paths: Paths, as_json: bool) -> int:
+    try:
+        reply = client.request(paths, {"op": "connections"})
+    except client.DaemonUnavailable:
+        print(f"socksifyd: not running (no daemon at {paths.socket})", file=sys.stderr)
+        return 3
+    if not reply.get("ok"):
+        print(f"socksifyd: the daemon cannot list connections: {reply.get('error')}",
+              file=sys.stderr)
+        return 1
+    conns = list(reply.get("connections") or [])
+    from . import render
+    if as_json:
+        print(json.dumps({"connections": conns}))
+        return 0
+    if sys.stdout.isatty():
+        from rich.console import Console
+        render.print_connections(conns, Console(highlight=False, emoji=False))
+    else:
+        sys.stdout.write(render.connections_text(conns))
+    return 0
+
+
+def _socksifyd_command() -> list[str]:
+    """The absolute command that runs this socksifyd: the `socksifyd` script being
+    run, else the one on PATH, else this Python with -m socksify.service."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == "socksifyd" and argv0.is_file() \
+            and os.access(argv0, os.X_OK):
+        return [str(argv0.resolve())]
+    found = shutil.which("socksifyd")
+    if found:
+        return [str(Path(found).resolve())]
+    return [str(Path(sys.executable).resolve()), "-m", "socksify.service"]
+
+
+def unit_path(env: dict[str, str] | None = None) -> Path:
+    env = dict(os.environ) if env is None else env
+    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else \
+        Path(env.get("HOME") or os.path.expanduser("~")) / ".config"
+    return base / "systemd" / "user" / "socksifyd.service"
+
+
+def _install_service(config: Path | None, print_only: bool) -> int:
+    from . import render
+    unit = render.unit_file(_socksifyd_command(),
+                            str(config.resolve()) if config is not None else None)
+    if print_only:
+        sys.stdout.write(unit)
+        return 0
+    target = unit_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    existed = target.exists()
+    target.write_text(unit)
+    print(f"{'replaced' if existed else 'wrote'} {target}")
+    print("now run:")
+    print("  systemctl --user daemon-reload && systemctl --user enable --now socksifyd")
+    paths = Paths.from_env()
+    pid = _pid(paths)
+    if pid is not None and client.is_running(paths) and not _under_systemd(pid):
+        print(f"(socksifyd pid {pid} is running outside systemd: `socksifyd stop` it "
+              "first, or the unit cannot start)")
+    return 0
+
+
+def _under_systemd(pid: int) -> bool:
+    try:
+        return "socksifyd.service" in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
 
 
 def _check_config(file: str | Path | None) -> int:
@@ -180,7 +249,11 @@ def _check_config(file: str | Path | None) -> int:
     except ConfigError as exc:
         print(f"socksifyd: {exc}", file=sys.stderr)
         return 1
-    print(f"{file}: ok ({len(policy.chains)} chain(s), default {policy.default})")
+    for warning in policy.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{file}: ok ({len(policy.chains)} chain(s), {len(policy.rules)} rule(s), "
+          f"default {policy.default}"
+          f"{f', {len(policy.warnings)} warning(s)' if policy.warnings else ''})")
     return 0
 
 

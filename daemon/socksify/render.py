@@ -1,0 +1,256 @@
+"""Text that `socksifyd` prints: the connections table, the status block with its
+chains section, and the systemd user unit. Pure functions of the daemon's JSON replies
+(or of a command line), so they are tested without a daemon."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+# Width used when stdout is not a terminal: wide enough that no row wraps.
+PIPE_WIDTH = 1000
+
+
+def human_size(n: int | float | None) -> str:
+    """Bytes for a person: 512 B, 1.2 KiB, 5.4 MiB, 123 MiB, 2.0 GiB."""
+    if n is None:
+        return "-"
+    value = float(n)
+    if value < 1024:
+        return f"{int(value)} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        text = f"{value:.1f}" if value < 99.95 else f"{value:.0f}"
+        if float(text) < 1024 or unit == "PiB":
+            return f"{text} {unit}"
+    raise AssertionError("unreachable")
+
+
+def human_age(seconds: int | float | None) -> str:
+    """A duration for a person: 12s, 3m04s, 1h02m, 2d03h."""
+    if seconds is None or seconds < 0:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    minutes, s = divmod(s, 60)
+    if minutes < 60:
+        return f"{minutes}m{s:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def uptime(seconds: float) -> str:
+    """The status block's uptime: 4m05s, 2h03m10s."""
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+
+
+# --- socksifyd connections -----------------------------------------------------------
+
+def _app(c: dict[str, Any]) -> str:
+    name = str(c.get("app") or "?")
+    return f"{name}[{c['pid']}]" if c.get("pid") is not None else name
+
+
+def _user(c: dict[str, Any]) -> str:
+    if c.get("user"):
+        return str(c["user"])
+    return str(c["uid"]) if c.get("uid") is not None else "?"
+
+
+def _target(c: dict[str, Any]) -> str:
+    """The host name when the daemon knows it (with the target's port), else the
+    address."""
+    target = str(c.get("target") or "?")
+    host = c.get("host")
+    if not host:
+        return target
+    _, sep, port = target.rpartition(":")
+    return f"{host}:{port}" if sep and port.isdigit() else str(host)
+
+
+def _chain(c: dict[str, Any]) -> str:
+    return str(c.get("chain") or "direct")
+
+
+def _hops(c: dict[str, Any], short: bool) -> list[str]:
+    """The route's hops; `short` drops the socks4:// of plain SOCKS4 hops (the usual
+    kind) to save width."""
+    route = str(c.get("route") or "")
+    if not route:
+        return []
+    hops = route.split(" > ")
+    if short:
+        hops = [h[len("socks4://"):] if h.startswith("socks4://") else h for h in hops]
+    return hops
+
+
+def connections_table(conns: Sequence[dict[str, Any]], route_column: bool) -> Table:
+    """The live connections, one row each. The route is a column of its own, or (when
+    `route_column` is false) dim lines under the chain name, one hop a line."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    # Under a narrow terminal the text columns fold; the numbers never do.
+    table.add_column("ID", no_wrap=True)
+    table.add_column("APP", overflow="fold", min_width=8)
+    table.add_column("USER", overflow="fold", min_width=4)
+    table.add_column("TARGET", overflow="fold", min_width=12)
+    table.add_column("CHAIN", overflow="fold", min_width=8)
+    if route_column:
+        table.add_column("ROUTE", style="dim", no_wrap=True)
+    table.add_column("↑", justify="right", no_wrap=True, min_width=7)
+    table.add_column("↓", justify="right", no_wrap=True, min_width=7)
+    table.add_column("AGE", justify="right", no_wrap=True, min_width=5)
+    for c in conns:
+        chain = Text(_chain(c))
+        route = str(c.get("route") or "")
+        cells: list[Text | str] = [str(c.get("id", "?")), _app(c), _user(c), _target(c)]
+        if route_column:
+            cells += [chain, route]
+        else:
+            for hop in _hops(c, short=True):
+                chain.append("\n" + hop, style="dim")
+            cells.append(chain)
+        cells += [human_size(c.get("up")), human_size(c.get("down")),
+                  human_age(c.get("age"))]
+        table.add_row(*cells)
+    return table
+
+
+def print_connections(conns: Sequence[dict[str, Any]], console: Console) -> None:
+    """The table, with a ROUTE column if the console is wide enough for it."""
+    if not conns:
+        console.print("no live connections", highlight=False)
+        return
+    table = connections_table(conns, route_column=True)
+    wide = console.options.update_width(PIPE_WIDTH)
+    if Measurement.get(console, wide, table).maximum > console.width:
+        table = connections_table(conns, route_column=False)
+    console.print(table)
+
+
+def connections_text(conns: Sequence[dict[str, Any]], width: int = PIPE_WIDTH) -> str:
+    """The table as plain text (no colour, no terminal codes), as printed to a pipe."""
+    out = io.StringIO()
+    print_connections(conns, plain_console(out, width))
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
+
+
+def plain_console(file: Any, width: int = PIPE_WIDTH) -> Console:
+    """A console for a pipe or a file: no colour, no styles, no wrapping surprises."""
+    return Console(file=file, width=width, no_color=True, color_system=None,
+                   force_terminal=False, highlight=False, emoji=False,
+                   legacy_windows=False)
+
+
+# --- socksifyd status ----------------------------------------------------------------
+
+def status_lines(st: dict[str, Any]) -> list[str]:
+    """The status block: key/value lines, then a chains section when the daemon sends
+    one. Keys an older daemon lacks are left out."""
+    rows: list[tuple[str, str]] = [("state", "running")]
+    if "pid" in st:
+        rows.append(("pid", str(st["pid"])))
+    if "version" in st:
+        rows.append(("version", str(st["version"])))
+    if st.get("uptime") is not None:
+        rows.append(("uptime", uptime(float(st["uptime"]))))
+    if "socket" in st:
+        rows.append(("control socket", str(st["socket"])))
+    if "policy" in st:
+        policy = str(st["policy"]) if st["policy"] else "none (only socksify sessions)"
+        if st.get("rules") is not None and st["policy"]:
+            n = int(st["rules"])
+            policy += f" ({n} rule{'' if n == 1 else 's'})"
+        rows.append(("policy", policy))
+    if "sessions" in st:
+        rows.append(("sessions", str(st["sessions"])))
+    if "live" in st:
+        conns = f"{st['live']} live, {st.get('pending', 0)} being attached"
+        if st.get("connections_total") is not None:
+            conns += f", {st['connections_total']} since start"
+        rows.append(("connections", conns))
+    down = st.get("hops_down") or {}
+    rows.append(("hops down", ", ".join(f"{h} (retry in {float(s):.0f}s)"
+                                        for h, s in down.items()) or "none"))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{key:>{width}}  {value}" for key, value in rows]
+    if "chains" in st:
+        lines += [""] + chain_lines(st.get("chains") or [])
+    return lines
+
+
+def hop_state(hop: dict[str, Any]) -> str:
+    """"up", "DOWN, retry in 12s" or "DOWN"."""
+    if hop.get("state", "up") != "down":
+        return str(hop.get("state") or "up")
+    retry = hop.get("retry_in")
+    return f"DOWN, retry in {human_age(float(retry))}" if retry else "DOWN"
+
+
+def chain_lines(chains: Sequence[dict[str, Any]]) -> list[str]:
+    """chains
+         anon  dynamic, policy
+           socks4://10.0.0.5:1080  up
+           socks4://10.1.0.7:1080  DOWN, retry in 12s"""
+    if not chains:
+        return ["chains  none"]
+    lines = ["chains"]
+    name_width = max(len(str(c.get("name", "?"))) for c in chains)
+    for c in chains:
+        about = ", ".join(str(c[k]) for k in ("strategy", "origin") if c.get(k))
+        lines.append(f"  {str(c.get('name', '?')):<{name_width}}  {about}".rstrip())
+        hops = c.get("hops") or []
+        url_width = max((len(str(h.get("url", "?"))) for h in hops), default=0)
+        for hop in hops:
+            lines.append(f"    {str(hop.get('url', '?')):<{url_width}}  {hop_state(hop)}")
+    return lines
+
+
+# --- socksifyd install-service -------------------------------------------------------
+
+UNIT_TEMPLATE = """\
+# socksifyd as a systemd user service (docs/service.md).
+# Install:  socksifyd install-service
+#           systemctl --user daemon-reload && systemctl --user enable --now socksifyd
+[Unit]
+Description=socksify daemon: SOCKS chains for socksified programs
+
+[Service]
+Type=simple
+ExecStart={exec_start}
+# SIGHUP re-reads the policy; live connections go on. A bad policy is refused and
+# the old one stays (see the journal).
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+RestartSec=2
+# SIGTERM is a graceful stop: live connections get a few seconds to finish.
+TimeoutStopSec=20
+
+[Install]
+WantedBy=default.target
+"""
+
+
+def _systemd_quote(arg: str) -> str:
+    """Quote one ExecStart word the way systemd reads it."""
+    if arg and all(ch.isalnum() or ch in "/._-+:=,@%" for ch in arg):
+        return arg.replace("%", "%%")
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped}"'
+
+
+def unit_file(command: Sequence[str], config: str | None = None) -> str:
+    """The unit for the socksifyd found at `command` (its argv prefix: ["/usr/bin/
+    socksifyd"] or [python, "-m", "socksify.service"]); `config` adds -c FILE."""
+    argv = [*command, "run"] + (["-c", config] if config else [])
+    return UNIT_TEMPLATE.format(exec_start=" ".join(_systemd_quote(a) for a in argv))
