@@ -38,6 +38,7 @@ class ChainSpec:
     connect_timeout: float = 5.0      # seconds for the TCP connect to hop 1
     read_timeout: float = 10.0        # seconds for each hop's SOCKS reply (the hop
                                       # connects onwards before it replies)
+    dns: str = "remote"               # a target name: remote | local | block
 
     def __post_init__(self) -> None:
         if not self.hops:
@@ -129,9 +130,27 @@ class Selector:
         return tuple((pool * 2)[start:start + want])
 
 
+async def open_direct(host: str, port: int, timeout: float = 10.0) -> Tunnel:
+    """A plain TCP connection (for a `direct` rule on a name the program looked up
+    through the daemon: only the daemon knows the real address)."""
+    started = time.monotonic()
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, limit=1 << 18), timeout)
+    except asyncio.TimeoutError:
+        raise HopTimeout(f"{host}:{port}: no TCP connection within {timeout:g}s",
+                         hop=0) from None
+    except OSError as exc:
+        raise HopUnreachable(f"{host}:{port}: {exc.strerror or exc}", hop=0,
+                             err=exc.errno or errno.ECONNREFUSED) from None
+    return Tunnel(reader, writer, (), time.monotonic() - started)
+
+
 async def open_tunnel(selector: Selector, host: str, port: int,
-                      conn: str = "-") -> Tunnel:
+                      conn: str = "-", dns: str = "remote") -> Tunnel:
     """Build a tunnel to host:port through the selector's chain; retry per strategy.
+    A host name goes to the last hop if it carries names; else dns = "local" resolves
+    it here first, and anything else refuses.
 
     Raises a ChainError (or Unsupported) whose errno is what the application sees."""
     spec = selector.spec
@@ -146,7 +165,7 @@ async def open_tunnel(selector: Selector, host: str, port: int,
                                  f"(skipped {', '.join(map(str, skipped))})",
                                  hop=0, err=errno.ECONNREFUSED)
         try:
-            reader, writer = await _build(route, target, port, spec, conn)
+            reader, writer = await _build(route, target, port, spec, conn, dns)
         except ChainError as exc:
             if exc.hop >= len(route):       # the target failed, not a hop
                 raise
@@ -190,8 +209,16 @@ def _check_carriable(asker: Proxy, host: str, what: str) -> None:
 
 
 async def _build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
-                 conn: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    _check_carriable(route[-1], host, f"{host}:{port}")
+                 conn: str, dns: str = "remote"
+                 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    last = route[-1]
+    if dns == "local" and not last.carries_names and not _is_address(host):
+        host = await _resolve_here(host, port, last)
+    elif not last.carries_names and not _is_address(host):
+        raise Unsupported(f"the last hop {last} cannot carry the host name {host} "
+                          "(SOCKS4): use a socks4a:// or socks5:// last hop, or set "
+                          'dns = "local" to resolve names here')
+    _check_carriable(last, host, f"{host}:{port}")
     first = route[0]
     timeout = spec.connect_timeout
     try:
@@ -225,6 +252,25 @@ async def _build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec
         writer.close()
         raise
     return reader, writer
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _resolve_here(host: str, port: int, last: Proxy) -> str:
+    family = socket.AF_UNSPEC if last.carries_ipv6 else socket.AF_INET
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, family=family, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise HopUnreachable(f"{host}: cannot resolve here ({exc})", hop=len((last,)),
+                             err=errno.EHOSTUNREACH) from None
+    return str(infos[0][4][0])
 
 
 async def _hop_address(asker: Proxy, hop: Proxy) -> str:

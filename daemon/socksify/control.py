@@ -44,7 +44,7 @@ async def handle(daemon: Daemon, reader: asyncio.StreamReader,
         if head == wire.MAGIC:
             rest = await asyncio.wait_for(
                 reader.readexactly(wire.REQUEST_SIZE - len(head)), HANDSHAKE_TIMEOUT)
-            await _shim_request(daemon, head + rest, pid, uid, writer)
+            await _shim_request(daemon, head + rest, reader, pid, uid, writer)
         elif head.startswith(b"{"):
             await _json_client(daemon, head, reader, writer, pid, uid)
         else:
@@ -60,18 +60,23 @@ async def handle(daemon: Daemon, reader: asyncio.StreamReader,
             daemon.control_tasks.discard(task)
 
 
-async def _shim_request(daemon: Daemon, data: bytes, pid: int, uid: int,
-                        writer: asyncio.StreamWriter) -> None:
+async def _shim_request(daemon: Daemon, data: bytes, reader: asyncio.StreamReader,
+                        pid: int, uid: int, writer: asyncio.StreamWriter) -> None:
     try:
-        request = wire.ConnectRequest.loads(data)
+        head = wire.Header.loads(data)
+        if head.op is wire.Op.RESOLVE:
+            body = await asyncio.wait_for(reader.readexactly(head.body_len),
+                                          HANDSHAKE_TIMEOUT)
+            writer.write(daemon.resolve(wire.ResolveRequest.from_header(head, body),
+                                        pid, uid))
+        elif head.op is wire.Op.PEERNAME:
+            writer.write(daemon.peername(wire.ConnectRequest.from_header(head)))
+        else:
+            request = wire.ConnectRequest.from_header(head)
+            writer.write((await daemon.connect(request, pid, uid)).dumps())
     except wire.WireError as exc:
         log.warning("bad request from pid %d: %s", pid, exc)
         writer.write(wire.Reply(wire.Verdict.FAIL, wire.Code.PROTO).dumps())
-        return
-    if request.op is wire.Op.PEERNAME:
-        writer.write(daemon.peername(request))
-    else:
-        writer.write((await daemon.connect(request, pid, uid)).dumps())
     await writer.drain()
 
 

@@ -5,6 +5,7 @@ reloads on SIGHUP and stops gracefully on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import ipaddress
 import itertools
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, control
-from .chain import ChainSpec, HopHealth, Selector, Strategy, open_tunnel
+from .chain import ChainSpec, HopHealth, Selector, Strategy, open_direct, open_tunnel
+from .dns import FakeNames, hosts_file_names, normalize
 from .errors import ConfigError, SocksifyError
 from .paths import Paths, config_candidates
 from .policy import Policy
@@ -56,6 +58,7 @@ class Connection:
     dst: wire.IPAddress
     port: int
     started: float
+    host: str | None = None        # the name behind a stand-in address
     rule: str = ""                 # label of the rule that decided
     chain: str = ""                # chain name, for chain actions
     route: str = ""                # the hops actually used
@@ -65,7 +68,7 @@ class Connection:
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "app": self.app.name, "pid": self.app.pid,
                 "user": self.app.user, "uid": self.app.uid, "target": _endpoint(self.dst, self.port),
-                "host": None, "rule": self.rule, "chain": self.chain,
+                "host": self.host, "rule": self.rule, "chain": self.chain,
                 "route": self.route, "up": self.counters.up,
                 "down": self.counters.down,
                 "age": round(time.monotonic() - self.started, 1)}
@@ -79,6 +82,8 @@ class Daemon:
         self.grace = grace
         self.health = HopHealth()
         self.procs = ProcessTable()
+        self.fake = FakeNames()
+        self.hosts_names = hosts_file_names()
         self.connections_total = 0
         self.policy: Policy | None = None
         self.sessions: dict[bytes, Session] = {}
@@ -102,6 +107,7 @@ class Daemon:
         self._lock_pidfile()
         try:
             self.policy = self._load_policy()
+            self._dns_ranges()
             await self._listen()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -169,6 +175,15 @@ class Daemon:
         except FileNotFoundError:
             pass
         log.info("stopped")
+
+    def _dns_ranges(self) -> None:
+        """Stand-in addresses come from the daemon policy's [dns] ranges; a change of
+        ranges starts a new table."""
+        if self.policy is None:
+            return
+        r4, r6 = self.policy.dns_range4, self.policy.dns_range6
+        if (str(self.fake.nets[4]), str(self.fake.nets[6])) != (r4, r6):
+            self.fake = FakeNames(r4, r6)
 
     def _socket_permissions(self) -> None:
         """0700 directory and 0600 socket: only this user reaches the daemon. A root
@@ -240,6 +255,8 @@ class Daemon:
         policy = self._load_policy()
         self.policy = policy
         self._selectors.clear()
+        self._dns_ranges()
+        self.hosts_names = hosts_file_names()
         if self._servers:
             self._socket_permissions()
         source = policy.source if policy else "none"
@@ -297,44 +314,86 @@ class Daemon:
         log.info("session %s closed", session.id.hex())
 
     # ----- connections -----------------------------------------------------------
+    def _policy_for(self, session_id: bytes,
+                    uid: int) -> tuple[Session | None, Policy | None, str]:
+        """The session and policy a request from uid falls under, or why none."""
+        session = None
+        if session_id != bytes(wire.SESSION_SIZE):
+            session = self.sessions.get(session_id)
+            if session is None or session.uid != uid:
+                return None, None, "unknown session (its socksify command has ended)"
+        policy = session.policy if session and session.policy else self.policy
+        if policy is None:
+            return session, None, ("no policy: this daemon has no policy file and the "
+                                   "program was not started by socksify")
+        return session, policy, ""
+
+    def resolve(self, request: wire.ResolveRequest, pid: int, uid: int) -> bytes:
+        """RESOLVE: may the program look this name up itself, or does it get a
+        stand-in address so that the last hop resolves it?"""
+        app = self.procs.identify(pid, uid)
+        name = normalize(request.name)
+        _, policy, why = self._policy_for(request.session, uid)
+        if policy is None:
+            log.info("%s: lookup of %s refused: %s", app, name, why)
+            return wire.Reply.fail(errno.EACCES).dumps()
+        if name in self.hosts_names:
+            return wire.Reply(wire.Verdict.DIRECT).dumps()
+        decision = policy.decide_name(app, name)
+        if decision.verdict == "local":
+            log.debug("%s: lookup of %s resolves locally [%s]", app, name, decision.rule)
+            return wire.Reply(wire.Verdict.DIRECT).dumps()
+        if decision.verdict == "block":
+            log.info("%s: lookup of %s blocked [%s]", app, name, decision.rule)
+            return wire.Reply.fail(errno.EACCES).dumps()
+        addr = self.fake.address_for(name, 6 if request.family == 6 else 4)
+        log.debug("%s: lookup of %s -> stand-in %s [%s]", app, name, addr, decision.rule)
+        return wire.PeerReply(addr, 0).dumps()
+
     async def connect(self, request: wire.ConnectRequest, pid: int,
                       uid: int) -> wire.Reply:
         """Decide how request's connection leaves and, for a chain, build it now."""
         self.connections_total += 1
         conn = Connection(f"c{next(self._ids)}", self.procs.identify(pid, uid),
                           request.addr, request.port, time.monotonic())
-        session = None
-        if request.session != bytes(wire.SESSION_SIZE):
-            session = self.sessions.get(request.session)
-            if session is None or session.uid != uid:
-                return self._refuse(conn, 13, "unknown session (its socksify command "
-                                    "has ended)")
+        session, policy, why = self._policy_for(request.session, uid)
         conn.session = session
-        policy = session.policy if session and session.policy else self.policy
         if policy is None:
-            return self._refuse(conn, 13, "no policy: this daemon has no policy file and "
-                                "the program was not started by socksify")
-        if request.socktype is not wire.SockType.STREAM:
-            return self._refuse(conn, 97, "only TCP streams are supported")
-        decision = policy.decide(conn.app, request.addr, request.port)
+            return self._refuse(conn, errno.EACCES, why)
+        if self.fake.is_fake(request.addr):
+            conn.host = self.fake.name_for(request.addr)
+            if conn.host is None:
+                return self._refuse(conn, errno.EHOSTUNREACH, "a stand-in address this "
+                                    "daemon never handed out (was it restarted?)")
+        decision = policy.decide(conn.app, request.addr, request.port, conn.host)
         action = decision.action
         conn.rule = decision.rule
-        if action.kind == "direct":
+        if request.socktype is wire.SockType.DGRAM:
+            if action.kind == "direct" and conn.host is None:
+                self._event(conn, "UDP direct", ok=True)
+                return wire.Reply(wire.Verdict.DIRECT)
+            return self._refuse(conn, errno.EACCES, f"UDP refused ({action}: a SOCKS "
+                                "chain carries TCP only)")
+        if action.kind == "block":
+            return self._refuse(conn, errno.EACCES, "blocked")
+        if action.kind == "direct" and conn.host is None:
             self._event(conn, "direct", ok=True)
             return wire.Reply(wire.Verdict.DIRECT)
-        if action.kind == "block" or action.chain is None:
-            return self._refuse(conn, 13, "blocked")
-        conn.chain = action.chain.name
-        selectors = session.selectors if session else self._selectors
-        selector = selectors.get(action.chain.name)
-        if selector is None:
-            selector = selectors[action.chain.name] = Selector(action.chain, self.health)
         try:
-            tunnel = await open_tunnel(selector, str(request.addr), request.port,
-                                       conn.id)
+            if action.chain is None:      # direct to a name the program never resolved
+                tunnel = await open_direct(conn.host or str(request.addr), request.port)
+            else:
+                conn.chain = action.chain.name
+                selectors = session.selectors if session else self._selectors
+                selector = selectors.get(action.chain.name)
+                if selector is None:
+                    selector = selectors[action.chain.name] = Selector(action.chain,
+                                                                       self.health)
+                tunnel = await open_tunnel(selector, conn.host or str(request.addr),
+                                           request.port, conn.id, action.dns)
         except SocksifyError as exc:
-            return self._refuse(conn, exc.errno or 111, str(exc))
-        conn.route = " > ".join(str(h) for h in tunnel.route)
+            return self._refuse(conn, exc.errno or errno.ECONNREFUSED, str(exc))
+        conn.route = " > ".join(str(h) for h in tunnel.route) or "direct"
         token = secrets.token_bytes(wire.TOKEN_SIZE)
         timer = asyncio.get_running_loop().call_later(TOKEN_TTL, self._expire, token)
         self.pending[token] = (conn, tunnel, timer)
@@ -409,7 +468,8 @@ class Daemon:
         rule = f" [{conn.rule}{', chain ' + conn.chain if conn.chain else ''}]" \
             if conn.rule else ""
         took = (time.monotonic() - conn.started) * 1000
-        text = f"{conn.app} -> {_endpoint(conn.dst, conn.port)}{via}: {result}"
+        target = f"{conn.host}:{conn.port}" if conn.host else _endpoint(conn.dst, conn.port)
+        text = f"{conn.app} -> {target}{via}: {result}"
         log.log(logging.INFO if ok else logging.WARNING, "[%s] %s%s (%.1f ms)",
                 conn.id, text, rule, took)
         session = conn.session

@@ -2,10 +2,14 @@
 not at all — from ordered rules on the application and the destination.
 
     [proxies]      name = "socks4://host:port"              (optional)
-    [chains.NAME]  hops, strategy, chain_len, connect_timeout, read_timeout
-    [[rules]]      name, app, user, parent, dest, port, action   (first match wins)
+    [chains.NAME]  hops, strategy, chain_len, connect_timeout, read_timeout, dns
+    [[rules]]      name, app, user, parent, dest, port, action, dns  (first match wins)
     [default]      action                                   (default: block)
+    [dns]          range4, range6                           (the fake address ranges)
     [daemon]       allow_users                              (root's daemon only)
+
+dns = "remote" (default: a proxied name is resolved by the last hop), "local" (resolved
+here, then its address goes through the chain) or "block" (the lookup fails).
 
 Every error names the file, the line and what would be accepted."""
 
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .chain import ChainSpec, Strategy
+from .dns import DEFAULT_RANGE4, DEFAULT_RANGE6
 from .errors import ConfigError
 from .procinfo import AppInfo
 from .proxies import Proxy
@@ -29,10 +34,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TOP_KEYS = {"proxies", "chains", "rules", "default", "daemon"}
-CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout"}
-RULE_KEYS = {"name", "app", "user", "parent", "dest", "port", "action"}
+TOP_KEYS = {"proxies", "chains", "rules", "default", "dns", "daemon"}
+CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout", "dns"}
+RULE_KEYS = {"name", "app", "user", "parent", "dest", "port", "action", "dns"}
 DAEMON_KEYS = {"allow_users"}
+DNS_KEYS = {"range4", "range6"}
+DNS_MODES = ("remote", "local", "block")
 ACTION_HINT = 'action is "direct", "block" or "chain:NAME"'
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -43,6 +50,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 class Action:
     kind: str                      # "chain" | "direct" | "block"
     chain: ChainSpec | None = None
+    dns: str = "remote"            # for chains: how names are resolved (DNS_MODES)
 
     def __str__(self) -> str:
         return f"chain:{self.chain.name}" if self.chain else self.kind
@@ -64,19 +72,30 @@ class Rule:
     def needs_app(self) -> bool:
         return bool(self.apps or self.users or self.parents)
 
+    def matches_app(self, app: AppInfo | None) -> bool:
+        if not self.needs_app:
+            return True
+        if app is None:
+            return False
+        if self.apps and not any(_app_match(p, app.name, app.exe) for p in self.apps):
+            return False
+        if self.users and not any(u in (app.uid, app.user) for u in self.users):
+            return False
+        return not self.parents or any(_app_match(p, name, exe) for p in self.parents
+                                       for name, exe in app.ancestors)
+
+    def may_match_name(self, app: AppInfo | None, name: str) -> bool:
+        """Could a connection to `name` (port not known yet) match this rule?"""
+        if not self.matches_app(app):
+            return False
+        if self.networks or self.hosts:
+            return any(fnmatch.fnmatch(name, h) for h in self.hosts)
+        return True
+
     def matches(self, app: AppInfo | None, addr: IPAddress, port: int,
                 host: str | None = None) -> bool:
-        if self.needs_app:
-            if app is None:
-                return False
-            if self.apps and not any(_app_match(p, app.name, app.exe) for p in self.apps):
-                return False
-            if self.users and not any(u in (app.uid, app.user) for u in self.users):
-                return False
-            if self.parents and not any(_app_match(p, name, exe)
-                                        for p in self.parents
-                                        for name, exe in app.ancestors):
-                return False
+        if not self.matches_app(app):
+            return False
         if self.networks or self.hosts:
             by_ip = any(_in_network(addr, n) for n in self.networks)
             by_name = host is not None and any(
@@ -118,6 +137,12 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class NameDecision:
+    verdict: str                    # "remote" (fake address) | "local" | "block"
+    rule: str
+
+
+@dataclass(frozen=True)
 class Policy:
     chains: dict[str, ChainSpec]
     default: Action
@@ -125,6 +150,8 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     allow_users: tuple[str | int, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    dns_range4: str = DEFAULT_RANGE4
+    dns_range6: str = DEFAULT_RANGE6
 
     @property
     def needs_app(self) -> bool:
@@ -138,10 +165,34 @@ class Policy:
                 return Decision(rule.action, rule.label)
         return Decision(self.default, "default")
 
+    def decide_name(self, app: AppInfo | None, name: str) -> NameDecision:
+        """How a name lookup is answered. The port is not known yet, so every rule
+        that could match a connection to the name counts, up to the first that would
+        match on any port: if any of them sends the name through a chain that resolves
+        remotely, the lookup gets a stand-in address (a local query would leak the
+        name); if all of them block, it fails; otherwise it resolves locally."""
+        name = name.rstrip(".").lower()
+        seen: list[tuple[Action, str]] = []
+        for rule in self.rules:
+            if rule.may_match_name(app, name):
+                seen.append((rule.action, rule.label))
+                if not rule.ports:
+                    break
+        else:
+            seen.append((self.default, "default"))
+        for action, label in seen:
+            if action.kind == "chain" and action.dns == "remote":
+                return NameDecision("remote", label)
+        if all(a.kind == "block" or (a.kind == "chain" and a.dns == "block")
+               for a, _ in seen):
+            return NameDecision("block", seen[0][1])
+        label = next(lbl for a, lbl in seen if a.kind != "block")
+        return NameDecision("local", label)
+
     @classmethod
     def single_chain(cls, spec: ChainSpec, source: str = "--via") -> Policy:
         """Every connection through one chain: what `socksify --via` asks for."""
-        return cls({spec.name: spec}, Action("chain", spec), source)
+        return cls({spec.name: spec}, Action("chain", spec, spec.dns), source)
 
     @classmethod
     def load(cls, path: Path) -> Policy:
@@ -220,6 +271,23 @@ class _Parser:
                                  "[default] holds only action")
         default = self.action(str(default_table.get("action", "block")), chains,
                               self.key_line(dline, "action"))
+        dns = self.table(doc, "dns")
+        dns_line = self.table_line("dns")
+        for key, value in dns.items():
+            if key not in DNS_KEYS:
+                raise self.error(self.key_line(dns_line, key),
+                                 f"unknown key {key!r} in [dns]",
+                                 f"accepted keys: {', '.join(sorted(DNS_KEYS))}")
+            version = 4 if key == "range4" else 6
+            try:
+                net = ipaddress.ip_network(str(value))
+                if net.version != version or net.num_addresses < 256:
+                    raise ValueError
+            except ValueError:
+                raise self.error(self.key_line(dns_line, key),
+                                 f"dns.{key} {value!r} is not an IPv{version} network "
+                                 "of at least 256 addresses",
+                                 f'{key} = "{DEFAULT_RANGE4 if version == 4 else DEFAULT_RANGE6}"') from None
         daemon = self.table(doc, "daemon")
         for key in daemon:
             if key not in DAEMON_KEYS:
@@ -230,7 +298,9 @@ class _Parser:
                                  self.key_line(self.table_line("daemon"), "allow_users"),
                                  "daemon.allow_users"))
         return Policy(chains, default, self.source, rules, allow,
-                      tuple(self.shadowed(rules)))
+                      tuple(self.shadowed(rules)),
+                      str(dns.get("range4", DEFAULT_RANGE4)),
+                      str(dns.get("range6", DEFAULT_RANGE6)))
 
     def table(self, doc: dict[str, Any], key: str) -> dict[str, Any]:
         value = doc.get(key, {})
@@ -282,10 +352,11 @@ class _Parser:
             raise self.error(self.key_line(tline, "strategy"),
                              f"chains.{name}.strategy {body.get('strategy')!r} is not "
                              "known", "strict | dynamic | random | round_robin") from None
+        dns = self.dns_mode(body, self.key_line(tline, "dns"), f"chains.{name}")
         try:
             return ChainSpec(name, tuple(hops), strategy, body.get("chain_len"),
                              float(body.get("connect_timeout", 5.0)),
-                             float(body.get("read_timeout", 10.0)))
+                             float(body.get("read_timeout", 10.0)), dns)
         except (TypeError, ValueError) as exc:
             raise self.error(tline, str(exc)) from None
 
@@ -305,9 +376,16 @@ class _Parser:
         label = str(body["name"]) if "name" in body else \
             f"rule {index + 1}" + (f" (line {tline})" if tline else "")
         networks, hosts = self.destinations(body.get("dest", []), line_of("dest"), where)
+        action = self.action(str(body["action"]), chains, line_of("action"))
+        if "dns" in body:
+            if action.kind != "chain":
+                raise self.error(line_of("dns"), f"{where}: dns applies to chain actions "
+                                 "only", 'drop dns, or use action = "chain:NAME"')
+            action = Action("chain", action.chain,
+                            self.dns_mode(body, line_of("dns"), where))
         return Rule(
             label=label, line=tline,
-            action=self.action(str(body["action"]), chains, line_of("action")),
+            action=action,
             apps=tuple(self.strings(body.get("app", []), line_of("app"), f"{where}.app")),
             users=tuple(self.users(body.get("user", []), line_of("user"),
                                    f"{where}.user")),
@@ -325,8 +403,15 @@ class _Parser:
             if name not in chains:
                 raise self.error(line, f"action {text!r} names no chain",
                                  f"chains defined: {', '.join(sorted(chains)) or 'none'}")
-            return Action("chain", chains[name])
+            return Action("chain", chains[name], chains[name].dns)
         raise self.error(line, f"unknown action {text!r}", ACTION_HINT)
+
+    def dns_mode(self, body: dict[str, Any], line: int | None, what: str) -> str:
+        mode = body.get("dns", "remote")
+        if mode not in DNS_MODES:
+            raise self.error(line, f"{what}.dns {mode!r} is not known",
+                             " | ".join(DNS_MODES))
+        return str(mode)
 
     def strings(self, value: Any, line: int | None, what: str) -> list[str]:
         items = value if isinstance(value, list) else [value]

@@ -202,3 +202,13 @@ def test_catch_all_rule_shadows_everything_after_it() -> None:
 def test_allow_users() -> None:
     p = Policy.parse('[daemon]\nallow_users = ["bob", 1001]\n', "p.toml")
     assert p.allow_users == ("bob", 1001)
+
+
+def test_example_policies_load_through_the_real_loader() -> None:
+    """Every commented example in docs/policies/ is a valid policy with no warnings."""
+    examples = sorted((Path(__file__).resolve().parents[2] / "docs" / "policies")
+                      .glob("*.toml"))
+    assert len(examples) >= 4
+    for path in examples:
+        policy = Policy.load(path)
+        assert policy.rules and not policy.warnings, (path, policy.warnings)

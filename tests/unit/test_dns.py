@@ -1,0 +1,124 @@
+"""Stand-in addresses for remote DNS, and how the policy answers a name lookup."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from socksify.dns import FakeNames, hosts_file_names, normalize
+from socksify.errors import ConfigError
+from socksify.policy import Policy
+from socksify.procinfo import AppInfo
+
+
+def test_same_name_same_address_and_back() -> None:
+    fake = FakeNames()
+    a = fake.address_for("Example.ORG.")
+    assert a == fake.address_for("example.org")
+    assert a in ipaddress.ip_network("240.0.0.0/4") and fake.is_fake(a)
+    assert fake.name_for(a) == "example.org"
+    b = fake.address_for("other.test")
+    assert b != a and fake.name_for(b) == "other.test"
+    six = fake.address_for("example.org", 6)
+    assert six.version == 6 and fake.is_fake(six) and fake.name_for(six) == "example.org"
+    assert not fake.is_fake(ipaddress.ip_address("192.0.2.1"))
+    assert fake.name_for(ipaddress.ip_address("240.0.0.200")) is None
+
+
+def test_full_table_recycles_the_least_recently_used() -> None:
+    fake = FakeNames("10.99.0.0/24", capacity=3)
+    a, b, c = (fake.address_for(n) for n in ("a.test", "b.test", "c.test"))
+    fake.address_for("a.test")                  # a is now the most recent
+    d = fake.address_for("d.test")              # b, the oldest, makes room
+    assert d == b and fake.name_for(d) == "d.test"
+    assert fake.name_for(a) == "a.test" and fake.name_for(c) == "c.test"
+    assert len(fake) == 3
+
+
+def test_hosts_file(tmp_path: Path) -> None:
+    f = tmp_path / "hosts"
+    f.write_text("127.0.0.1 localhost\n# 10.0.0.1 commented.test\n"
+                 "10.0.0.2 build.lan Build-Alias  # trailing\n")
+    assert hosts_file_names(f) == {"localhost", "build.lan", "build-alias"}
+    assert hosts_file_names(tmp_path / "missing") == frozenset()
+    assert normalize("A.B.") == "a.b"
+
+
+def app(name: str) -> AppInfo:
+    return AppInfo(1, name, f"/usr/bin/{name}", 1000, "alice", ())
+
+
+POLICY = """\
+[chains.anon]
+hops = ["socks5://10.0.0.5:1080"]
+
+[chains.legacy]
+hops = ["socks4://10.0.0.6:1080"]
+dns = "local"
+
+[[rules]]
+dest = ["*.lan"]
+action = "direct"
+
+[[rules]]
+app = ["ssh"]
+port = [22]
+action = "direct"
+
+[[rules]]
+app = ["ssh"]
+action = "chain:anon"
+
+[[rules]]
+app = ["old"]
+action = "chain:legacy"
+
+[[rules]]
+app = ["secret"]
+action = "chain:anon"
+dns = "block"
+
+[[rules]]
+app = ["chat"]
+action = "block"
+
+[[rules]]
+app = ["curl"]
+action = "chain:anon"
+"""
+
+
+@pytest.mark.parametrize("who,name,verdict", [
+    ("curl", "example.org", "remote"),       # proxied: a stand-in, no local query
+    ("curl", "printer.lan", "local"),        # a direct rule for the name
+    ("ssh", "host.example", "remote"),       # direct on port 22 only: still proxied
+    ("old", "example.org", "local"),         # the chain says dns = "local"
+    ("secret", "example.org", "block"),      # the rule says dns = "block"
+    ("chat", "example.org", "block"),        # blocked app: no lookup at all
+    ("other", "example.org", "block"),       # default block
+])
+def test_name_decisions(who: str, name: str, verdict: str) -> None:
+    policy = Policy.parse(POLICY, "p.toml")
+    assert policy.decide_name(app(who), name).verdict == verdict
+
+
+def test_via_chain_resolves_remotely() -> None:
+    from socksify.chain import ChainSpec
+    from socksify.proxies import Proxy
+    spec = ChainSpec("via", (Proxy.parse("socks4a://10.0.0.1:1080"),))
+    assert Policy.single_chain(spec).decide_name(None, "x.test").verdict == "remote"
+
+
+@pytest.mark.parametrize("text,line,words", [
+    ('[dns]\nrange4 = "10.0.0.0/30"\n', 2, "at least 256"),
+    ('[dns]\nrange4 = "fd00::/64"\n', 2, "not an IPv4 network"),
+    ('[dns]\nrange = "10.0.0.0/8"\n', 2, "unknown key 'range'"),
+    ('[chains.a]\nhops = ["socks4://h:1"]\ndns = "maybe"\n', 3, "is not known"),
+    ('[[rules]]\naction = "direct"\ndns = "local"\n', 3, "chain actions only"),
+])
+def test_dns_errors(text: str, line: int, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Policy.parse(text, "p.toml")
+    assert str(info.value).startswith(f"p.toml:{line}: ") and words in str(info.value)
