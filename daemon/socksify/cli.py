@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import __version__, client
+from . import __version__, client, programs
 from .chain import Strategy
 from .errors import ConfigError
 from .paths import Paths
@@ -33,7 +33,8 @@ examples:
 Hops are asked in order: hop 1 connects to hop 2, hop 2 to hop 3, the last to the
 target. Hop URLs: socks4://[USER@]HOST:PORT, socks4a://[USER@]HOST:PORT.
 Without --via or -c the daemon's policy file applies (socksifyd --help).
-The exit status is COMMAND's own; 2 for a usage error, 127 if COMMAND is not found.
+The exit status is COMMAND's own; 2 for a usage error, 127 if COMMAND is not found,
+126 if it cannot be run or socksify cannot protect it (a static, Go or setuid program).
 """
 
 
@@ -59,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="print one line per connection: app, hops, target, result")
     loud.add_argument("-q", "--quiet", action="store_true",
                       help="print nothing but errors that stop socksify itself")
+    p.add_argument("--allow-unprotected", action="store_true",
+                   help="run COMMAND even if the shim cannot load into it (statically "
+                   "linked, Go, setuid, another architecture): its connections will "
+                   "NOT be socksified")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]")
     return p
 
@@ -92,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"socksify: the shim library {shim} is missing; reinstall socksify "
               "(pip install needs a C compiler)", file=sys.stderr)
         return 1
+    if not args.allow_unprotected:
+        try:
+            programs.check(command[0], shim)
+        except programs.Unprotectable as exc:
+            print(f"socksify: refusing to run {command[0]}: {exc}.\n"
+                  "socksify: pass --allow-unprotected to run it anyway, unprotected.",
+                  file=sys.stderr)
+            return 126
     paths = Paths.from_env()
     try:
         if not client.is_running(paths):
