@@ -53,6 +53,13 @@ class ChainSpec:
     def describe(self) -> str:
         return " -> ".join(str(h) for h in self.hops)
 
+    @property
+    def carries_names(self) -> bool:
+        """Whichever hop ends up last, can it be asked for a host name?"""
+        if self.strategy is Strategy.STRICT:
+            return self.hops[-1].carries_names
+        return all(h.carries_names for h in self.hops)
+
 
 class HopHealth:
     """Which hops were found dead lately; shared by every connection of the daemon so

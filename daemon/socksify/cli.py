@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="for --via: seconds to connect to hop 1 and for each hop's "
                    "reply (default 5)")
+    p.add_argument("--dns", choices=["remote", "local", "block"], default="remote",
+                   help="for --via: how host names are resolved: by the last hop "
+                   "(remote, default; needs a socks4a:// or socks5:// last hop), here "
+                   "before the chain (local: the lookup leaves this machine), or not "
+                   "at all (block)")
     p.add_argument("-c", "--config", type=Path, metavar="FILE",
                    help="policy file for this command (default: the daemon's policy)")
     p.add_argument("--chain", metavar="NAME",
@@ -126,10 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     env["SOCKSIFY_SOCKET"] = str(paths.socket.absolute())
     env["SOCKSIFY_SESSION"] = session_id
     env["SOCKSIFY_LOG"] = "0" if args.quiet else env.get("SOCKSIFY_LOG", "1")
-    printer = None
-    if args.verbose:
-        printer = threading.Thread(target=_print_events, args=(stream,), daemon=True)
-        printer.start()
+    printer = threading.Thread(target=_print_events, args=(stream, args.quiet),
+                               daemon=True)
+    printer.start()
     try:
         return _run(command, env)
     finally:
@@ -137,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             sock.shutdown(socket.SHUT_WR)  # the daemon ends the session, then closes
         except OSError:
             pass
-        if printer is not None:
-            printer.join(timeout=2.0)
+        printer.join(timeout=2.0)
         sock.close()
 
 
@@ -154,6 +157,7 @@ def _open_session(paths: Paths, args: argparse.Namespace) -> tuple[socket.socket
         "via": args.via,
         "strategy": args.strategy,
         "timeout": args.timeout,
+        "dns": args.dns,
         "config": str(args.config.absolute()) if args.config else None,
         "chain": args.chain,
         "verbose": bool(args.verbose),
@@ -166,14 +170,16 @@ def _open_session(paths: Paths, args: argparse.Namespace) -> tuple[socket.socket
     return sock, stream, str(reply["session"])
 
 
-def _print_events(stream: Any) -> None:
+def _print_events(stream: Any, quiet: bool) -> None:
+    """The daemon's lines about this command's connections and lookups (successes
+    only with -v, which the daemon knows); nothing with -q."""
     import json
     for line in stream:
         try:
             event = json.loads(line)
         except ValueError:
             continue
-        if event.get("event") == "connection":
+        if event.get("event") in ("connection", "lookup") and not quiet:
             print(f"socksify: {event['text']}", file=sys.stderr, flush=True)
 
 

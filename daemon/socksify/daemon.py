@@ -281,7 +281,8 @@ class Daemon:
             strategy = Strategy(msg.get("strategy") or "strict")
             timeout = float(msg.get("timeout") or 5.0)
             policy = Policy.single_chain(ChainSpec("via", hops, strategy, None, timeout,
-                                                   timeout))
+                                                   timeout, str(msg.get("dns") or
+                                                                "remote")))
         else:
             policy = Policy.load(Path(str(msg["config"]))) if msg.get("config") \
                 else self.policy
@@ -333,7 +334,7 @@ class Daemon:
         stand-in address so that the last hop resolves it?"""
         app = self.procs.identify(pid, uid)
         name = normalize(request.name)
-        _, policy, why = self._policy_for(request.session, uid)
+        session, policy, why = self._policy_for(request.session, uid)
         if policy is None:
             log.info("%s: lookup of %s refused: %s", app, name, why)
             return wire.Reply.fail(errno.EACCES).dumps()
@@ -344,7 +345,9 @@ class Daemon:
             log.debug("%s: lookup of %s resolves locally [%s]", app, name, decision.rule)
             return wire.Reply(wire.Verdict.DIRECT).dumps()
         if decision.verdict == "block":
-            log.info("%s: lookup of %s blocked [%s]", app, name, decision.rule)
+            text = f"{app} lookup of {name} refused: {decision.why}"
+            log.warning("%s [%s]", text, decision.rule)
+            self._notify(session, {"event": "lookup", "ok": False, "text": text})
             return wire.Reply.fail(errno.EACCES).dumps()
         addr = self.fake.address_for(name, 6 if request.family == 6 else 4)
         log.debug("%s: lookup of %s -> stand-in %s [%s]", app, name, addr, decision.rule)
@@ -472,10 +475,17 @@ class Daemon:
         text = f"{conn.app} -> {target}{via}: {result}"
         log.log(logging.INFO if ok else logging.WARNING, "[%s] %s%s (%.1f ms)",
                 conn.id, text, rule, took)
-        session = conn.session
-        if session is not None and session.verbose and not session.writer.is_closing():
-            event = {"event": "connection", "id": conn.id, "ok": ok, "text": text}
-            session.writer.write(json.dumps(event).encode() + b"\n")
+        self._notify(conn.session, {"event": "connection", "id": conn.id, "ok": ok,
+                                    "text": text})
+
+    def _notify(self, session: Session | None, event: dict[str, Any]) -> None:
+        """Tell a socksify command about one of its connections: failures always (it
+        prints them unless -q), successes when it asked for -v."""
+        if session is None or session.writer.is_closing():
+            return
+        if event.get("ok") and not session.verbose:
+            return
+        session.writer.write(json.dumps(event).encode() + b"\n")
 
     def status(self) -> dict[str, Any]:
         return {

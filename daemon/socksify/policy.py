@@ -140,6 +140,7 @@ class Decision:
 class NameDecision:
     verdict: str                    # "remote" (fake address) | "local" | "block"
     rule: str
+    why: str = ""                   # for a block: the reason, for logs and -v
 
 
 @dataclass(frozen=True)
@@ -182,10 +183,14 @@ class Policy:
             seen.append((self.default, "default"))
         for action, label in seen:
             if action.kind == "chain" and action.dns == "remote":
+                assert action.chain is not None
+                if not action.chain.carries_names:
+                    return NameDecision("block", label, _NO_NAMES.format(
+                        chain=action.chain.name))
                 return NameDecision("remote", label)
         if all(a.kind == "block" or (a.kind == "chain" and a.dns == "block")
                for a, _ in seen):
-            return NameDecision("block", seen[0][1])
+            return NameDecision("block", seen[0][1], "blocked by policy")
         label = next(lbl for a, lbl in seen if a.kind != "block")
         return NameDecision("local", label)
 
@@ -297,8 +302,12 @@ class _Parser:
         allow = tuple(self.users(daemon.get("allow_users", []),
                                  self.key_line(self.table_line("daemon"), "allow_users"),
                                  "daemon.allow_users"))
-        return Policy(chains, default, self.source, rules, allow,
-                      tuple(self.shadowed(rules)),
+        warnings = self.shadowed(rules) + [
+            f"{self.source}:{self.table_line('chains.' + c.name) or '?'}: "
+            + _NO_NAMES.format(chain=c.name) + "; host names looked up under it will "
+            "not resolve"
+            for c in chains.values() if c.dns == "remote" and not c.carries_names]
+        return Policy(chains, default, self.source, rules, allow, tuple(warnings),
                       str(dns.get("range4", DEFAULT_RANGE4)),
                       str(dns.get("range6", DEFAULT_RANGE6)))
 
@@ -478,6 +487,10 @@ class _Parser:
                                "would (first match wins)")
                     break
         return out
+
+
+_NO_NAMES = ("chain {chain} cannot carry host names (its last hop speaks SOCKS4): use "
+             "a socks4a:// or socks5:// last hop, or dns = \"local\" to resolve here")
 
 
 def _header(line: str) -> str | None:

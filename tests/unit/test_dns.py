@@ -122,3 +122,18 @@ def test_dns_errors(text: str, line: int, words: str) -> None:
     with pytest.raises(ConfigError) as info:
         Policy.parse(text, "p.toml")
     assert str(info.value).startswith(f"p.toml:{line}: ") and words in str(info.value)
+
+
+def test_socks4_only_chain_refuses_names_with_the_reason() -> None:
+    from socksify.chain import ChainSpec, Strategy
+    from socksify.proxies import Proxy
+    s4, s5 = Proxy.parse("socks4://10.0.0.1:1080"), Proxy.parse("socks5://10.0.0.2:1080")
+    decision = Policy.single_chain(ChainSpec("via", (s5, s4))).decide_name(None, "x.test")
+    assert decision.verdict == "block" and "cannot carry host names" in decision.why
+    # strict: only the last hop matters; dynamic: any hop may end up last
+    assert ChainSpec("a", (s4, s5)).carries_names
+    assert not ChainSpec("a", (s4, s5), Strategy.DYNAMIC).carries_names
+    local = ChainSpec("via", (s4,), dns="local")
+    assert Policy.single_chain(local).decide_name(None, "x.test").verdict == "local"
+    warned = Policy.parse('[chains.old]\nhops = ["socks4://10.0.0.1:1080"]\n', "p.toml")
+    assert warned.warnings and warned.warnings[0].startswith("p.toml:1: chain old")
