@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, control
-from .chain import ChainSpec, HopHealth, Selector, Strategy, open_direct, open_tunnel
+from .chain import (ChainSpec, HopHealth, Selector, Strategy, Tunnel, open_direct,
+                    open_tunnel)
 from .dns import FakeNames, hosts_file_names, normalize
-from .errors import ConfigError, SocksifyError
+from .errors import ConfigError, PolicyBlocked, SocksifyError
 from .paths import Paths, config_candidates
 from .policy import Policy
 from .procinfo import AppInfo, ProcessTable
@@ -55,10 +56,10 @@ class Session:
 class Connection:
     id: str
     app: AppInfo
-    dst: wire.IPAddress
+    dst: wire.IPAddress | None     # None: only a host name is known (front door)
     port: int
     started: float
-    host: str | None = None        # the name behind a stand-in address
+    host: str | None = None        # the name behind a stand-in address, or asked for
     rule: str = ""                 # label of the rule that decided
     chain: str = ""                # chain name, for chain actions
     route: str = ""                # the hops actually used
@@ -67,7 +68,8 @@ class Connection:
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "app": self.app.name, "pid": self.app.pid,
-                "user": self.app.user, "uid": self.app.uid, "target": _endpoint(self.dst, self.port),
+                "user": self.app.user, "uid": self.app.uid, "target": _endpoint(self.dst, self.port) if self.dst else
+                f"{self.host}:{self.port}",
                 "host": self.host, "rule": self.rule, "chain": self.chain,
                 "route": self.route, "up": self.counters.up,
                 "down": self.counters.down,
@@ -355,10 +357,10 @@ class Daemon:
 
     async def connect(self, request: wire.ConnectRequest, pid: int,
                       uid: int) -> wire.Reply:
-        """Decide how request's connection leaves and, for a chain, build it now."""
-        self.connections_total += 1
-        conn = Connection(f"c{next(self._ids)}", self.procs.identify(pid, uid),
-                          request.addr, request.port, time.monotonic())
+        """A shim's CONNECT: decide how the connection leaves and, for a chain, build
+        it now; the program then attaches to the relay with the token."""
+        conn = self.new_connection(self.procs.identify(pid, uid), request.addr,
+                                   request.port)
         session, policy, why = self._policy_for(request.session, uid)
         conn.session = session
         if policy is None:
@@ -368,50 +370,74 @@ class Daemon:
             if conn.host is None:
                 return self._refuse(conn, errno.EHOSTUNREACH, "a stand-in address this "
                                     "daemon never handed out (was it restarted?)")
-        decision = policy.decide(conn.app, request.addr, request.port, conn.host)
-        action = decision.action
-        conn.rule = decision.rule
         if request.socktype is wire.SockType.DGRAM:
-            if action.kind == "direct" and conn.host is None:
+            decision = policy.decide(conn.app, request.addr, request.port, conn.host)
+            conn.rule = decision.rule
+            if decision.action.kind == "direct" and conn.host is None:
                 self._event(conn, "UDP direct", ok=True)
                 return wire.Reply(wire.Verdict.DIRECT)
-            return self._refuse(conn, errno.EACCES, f"UDP refused ({action}: a SOCKS "
-                                "chain carries TCP only)")
-        if action.kind == "block":
-            return self._refuse(conn, errno.EACCES, "blocked")
-        if action.kind == "direct" and conn.host is None:
-            self._event(conn, "direct", ok=True)
-            return wire.Reply(wire.Verdict.DIRECT)
+            return self._refuse(conn, errno.EACCES, f"UDP refused ({decision.action}: "
+                                "a SOCKS chain carries TCP only)")
         try:
-            if action.chain is None:      # direct to a name the program never resolved
-                tunnel = await open_direct(conn.host or str(request.addr), request.port)
-            else:
-                conn.chain = action.chain.name
-                selectors = session.selectors if session else self._selectors
-                selector = selectors.get(action.chain.name)
-                if selector is None:
-                    selector = selectors[action.chain.name] = Selector(action.chain,
-                                                                       self.health)
-                tunnel = await open_tunnel(selector, conn.host or str(request.addr),
-                                           request.port, conn.id, action.dns)
+            tunnel = await self.open_route(conn, policy, kernel_direct=True)
         except SocksifyError as exc:
             return self._refuse(conn, exc.errno or errno.ECONNREFUSED, str(exc))
-        conn.route = " > ".join(str(h) for h in tunnel.route) or "direct"
+        if tunnel is None:
+            return wire.Reply(wire.Verdict.DIRECT)
         token = secrets.token_bytes(wire.TOKEN_SIZE)
         timer = asyncio.get_running_loop().call_later(TOKEN_TTL, self._expire, token)
         self.pending[token] = (conn, tunnel, timer)
+        return wire.Reply(wire.Verdict.RELAY, wire.Code.NONE, self.relay_port4,
+                          self.relay_port6, token)
+
+    def new_connection(self, app: AppInfo, addr: wire.IPAddress | None, port: int,
+                       host: str | None = None) -> Connection:
+        self.connections_total += 1
+        return Connection(f"c{next(self._ids)}", app, addr, port, time.monotonic(),
+                          host)
+
+    async def open_route(self, conn: Connection, policy: Policy,
+                         kernel_direct: bool) -> Tunnel | None:
+        """Apply the policy to conn and open what it says: a tunnel through a chain,
+        or a direct connection. None means "direct, and the caller can connect by
+        itself" (only when kernel_direct and the real address is known). Raises a
+        SocksifyError (PolicyBlocked for a block) and logs the outcome either way."""
+        decision = policy.decide(conn.app, conn.dst, conn.port, conn.host)
+        action = decision.action
+        conn.rule = decision.rule
+        target = conn.host or str(conn.dst)
+        if action.kind == "block":
+            raise PolicyBlocked("blocked")
+        if action.kind == "direct" and kernel_direct and conn.host is None:
+            self._event(conn, "direct", ok=True)
+            return None
+        if action.chain is None:
+            tunnel = await open_direct(target, conn.port)
+        else:
+            conn.chain = action.chain.name
+            selectors = conn.session.selectors if conn.session else self._selectors
+            selector = selectors.get(action.chain.name)
+            if selector is None:
+                selector = selectors[action.chain.name] = Selector(action.chain,
+                                                                   self.health)
+            tunnel = await open_tunnel(selector, target, conn.port, conn.id, action.dns)
+        conn.route = " > ".join(str(h) for h in tunnel.route) or "direct"
         note = (f" (skipped {', '.join(map(str, tunnel.skipped))})"
                 if tunnel.skipped else "")
         self._event(conn, f"connected in {tunnel.setup_seconds * 1000:.0f} ms{note}",
                     ok=True)
-        return wire.Reply(wire.Verdict.RELAY, wire.Code.NONE, self.relay_port4,
-                          self.relay_port6, token)
+        return tunnel
+
+    def refused(self, conn: Connection, exc: SocksifyError) -> None:
+        """Log and report a connection that open_route refused."""
+        self._event(conn, f"{os.strerror(exc.errno or errno.ECONNREFUSED)}: {exc}",
+                    ok=False)
 
     def peername(self, request: wire.ConnectRequest) -> bytes:
         """PEERNAME: the destination of the relayed connection whose app end is
         request's address, so getpeername() reports what the program asked for."""
         conn = self.by_app_end.get((request.addr, request.port))
-        if conn is None:
+        if conn is None or conn.dst is None:
             return wire.Reply(wire.Verdict.FAIL).dumps()
         return wire.PeerReply(conn.dst, conn.port).dumps()
 
@@ -442,6 +468,12 @@ class Daemon:
             return
         conn, tunnel, timer = entry
         timer.cancel()
+        await self.serve_relay(conn, reader, writer, tunnel)
+
+    async def serve_relay(self, conn: Connection, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter, tunnel: Tunnel) -> None:
+        """Carry conn's bytes between the program's stream and its tunnel, as a live
+        connection (the connections table, PEERNAME, graceful stop)."""
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -471,7 +503,8 @@ class Daemon:
         rule = f" [{conn.rule}{', chain ' + conn.chain if conn.chain else ''}]" \
             if conn.rule else ""
         took = (time.monotonic() - conn.started) * 1000
-        target = f"{conn.host}:{conn.port}" if conn.host else _endpoint(conn.dst, conn.port)
+        target = f"{conn.host}:{conn.port}" if conn.host or conn.dst is None \
+            else _endpoint(conn.dst, conn.port)
         text = f"{conn.app} -> {target}{via}: {result}"
         log.log(logging.INFO if ok else logging.WARNING, "[%s] %s%s (%.1f ms)",
                 conn.id, text, rule, took)

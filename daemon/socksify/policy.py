@@ -92,12 +92,13 @@ class Rule:
             return any(fnmatch.fnmatch(name, h) for h in self.hosts)
         return True
 
-    def matches(self, app: AppInfo | None, addr: IPAddress, port: int,
+    def matches(self, app: AppInfo | None, addr: IPAddress | None, port: int,
                 host: str | None = None) -> bool:
+        """addr is None when only a host name is known (a SOCKS front-door request)."""
         if not self.matches_app(app):
             return False
         if self.networks or self.hosts:
-            by_ip = any(_in_network(addr, n) for n in self.networks)
+            by_ip = addr is not None and any(_in_network(addr, n) for n in self.networks)
             by_name = host is not None and any(
                 fnmatch.fnmatch(host.lower(), h) for h in self.hosts)
             if not (by_ip or by_name):
@@ -159,7 +160,7 @@ class Policy:
         """Whether deciding needs the process's identity (psutil lookups)."""
         return any(r.needs_app for r in self.rules)
 
-    def decide(self, app: AppInfo | None, addr: IPAddress, port: int,
+    def decide(self, app: AppInfo | None, addr: IPAddress | None, port: int,
                host: str | None = None) -> Decision:
         for rule in self.rules:
             if rule.matches(app, addr, port, host):
