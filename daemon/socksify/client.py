@@ -58,7 +58,8 @@ def is_running(paths: Paths) -> bool:
         return False
 
 
-def start_daemon(paths: Paths, config: Path | None = None) -> int:
+def start_daemon(paths: Paths, config: Path | None = None,
+                 extra: list[str] | None = None) -> int:
     """Start `socksifyd run` detached, logging to paths.logfile; wait until it answers.
     Returns its pid. Another daemon winning a start race is fine: it answers too."""
     paths.ensure_dirs()
@@ -66,6 +67,7 @@ def start_daemon(paths: Paths, config: Path | None = None) -> int:
     cmd = [sys.executable, "-m", "socksify.service", "run"]
     if config is not None:
         cmd += ["-c", str(config)]
+    cmd += extra or []
     with open(paths.logfile, "ab") as log, open(os.devnull, "rb") as null:
         proc = subprocess.Popen(cmd, stdin=null, stdout=log, stderr=log, env=env,
                                 start_new_session=True, close_fds=True)

@@ -104,6 +104,7 @@ async def _json_client(daemon: Daemon, head: bytes, reader: asyncio.StreamReader
     elif op == "reload":
         try:
             source = daemon.reload()
+            await daemon.reopen_frontdoor()
             _send(writer, {"ok": True, "policy": source})
         except ConfigError as exc:
             _send(writer, {"ok": False, "error": str(exc)})

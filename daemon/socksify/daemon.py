@@ -25,6 +25,7 @@ from .chain import (ChainSpec, HopHealth, Selector, Strategy, Tunnel, open_direc
                     open_tunnel)
 from .dns import FakeNames, hosts_file_names, normalize
 from .errors import ConfigError, PolicyBlocked, SocksifyError
+from .frontdoor import FrontDoor
 from .paths import Paths, config_candidates
 from .policy import Policy
 from .procinfo import AppInfo, ProcessTable
@@ -78,8 +79,10 @@ class Connection:
 
 class Daemon:
     def __init__(self, paths: Paths, policy_path: Path | None = None,
-                 grace: float = 5.0) -> None:
+                 grace: float = 5.0, socks_listen: tuple[str, int] | None = None) -> None:
         self.paths = paths
+        self.socks_listen = socks_listen   # --socks: overrides [frontdoor] listen
+        self.frontdoor: FrontDoor | None = None
         self.policy_path = policy_path
         self.grace = grace
         self.health = HopHealth()
@@ -111,6 +114,7 @@ class Daemon:
             self.policy = self._load_policy()
             self._dns_ranges()
             await self._listen()
+            await self._frontdoor()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
@@ -156,6 +160,8 @@ class Daemon:
                  len(self.live), self.grace)
         for server in self._servers:
             server.close()
+        if self.frontdoor is not None:
+            self.frontdoor.close()
         for conn, writer, timer in self.pending.values():
             timer.cancel()
             writer.close()
@@ -177,6 +183,24 @@ class Daemon:
         except FileNotFoundError:
             pass
         log.info("stopped")
+
+    async def _frontdoor(self) -> None:
+        """(Re)open the SOCKS front door where --socks or the policy says; close it
+        when neither does."""
+        policy = self.policy
+        where = self.socks_listen or (policy.frontdoor if policy else None)
+        users = dict(policy.frontdoor_users) if policy else {}
+        door = self.frontdoor
+        if door is not None and where == (door.host, door.requested_port) \
+                and users == door.users:
+            return
+        if door is not None:
+            door.close()
+            self.frontdoor = None
+        if where is not None:
+            door = FrontDoor(self, where[0], where[1], users)
+            await door.start()
+            self.frontdoor = door
 
     def _dns_ranges(self) -> None:
         """Stand-in addresses come from the daemon policy's [dns] ranges; a change of
@@ -273,6 +297,14 @@ class Daemon:
             self.reload()
         except ConfigError as exc:
             log.error("reload failed, keeping the old policy: %s", exc)
+            return
+        asyncio.ensure_future(self.reopen_frontdoor())
+
+    async def reopen_frontdoor(self) -> None:
+        try:
+            await self._frontdoor()
+        except OSError as exc:
+            log.error("cannot open the SOCKS front door: %s", exc)
 
     # ----- sessions (one per `socksify` command) -----------------------------------
     def open_session(self, msg: dict[str, Any], writer: asyncio.StreamWriter,
@@ -534,6 +566,8 @@ class Daemon:
             "connections_total": self.connections_total,
             "hops_down": self.health.snapshot(),
             "chains": self._chains_status(),
+            "frontdoor": f"{self.frontdoor.host}:{self.frontdoor.port}"
+            if self.frontdoor else None,
         }
 
     def _chains_status(self) -> list[dict[str, Any]]:

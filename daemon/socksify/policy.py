@@ -15,6 +15,7 @@ Every error names the file, the line and what would be accepted."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import ipaddress
 import re
@@ -34,7 +35,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TOP_KEYS = {"proxies", "chains", "rules", "default", "dns", "daemon"}
+TOP_KEYS = {"proxies", "chains", "rules", "default", "dns", "daemon", "frontdoor"}
+FRONTDOOR_KEYS = {"listen", "users", "unidentified"}
 CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout", "dns"}
 RULE_KEYS = {"name", "app", "user", "parent", "dest", "port", "action", "dns"}
 DAEMON_KEYS = {"allow_users"}
@@ -154,6 +156,15 @@ class Policy:
     warnings: tuple[str, ...] = field(default=())
     dns_range4: str = DEFAULT_RANGE4
     dns_range6: str = DEFAULT_RANGE6
+    frontdoor: tuple[str, int] | None = None       # where the SOCKS front door listens
+    frontdoor_users: tuple[tuple[str, str], ...] = ()
+    unidentified: Action = Action("block")          # for front-door requests whose
+                                                    # program cannot be identified
+
+    def for_unidentified(self) -> Policy:
+        """The policy for a request whose program is unknown: rules on the program
+        cannot match it, and the front door's `unidentified` action is the default."""
+        return dataclasses.replace(self, default=self.unidentified)
 
     @property
     def needs_app(self) -> bool:
@@ -308,9 +319,36 @@ class _Parser:
             + _NO_NAMES.format(chain=c.name) + "; host names looked up under it will "
             "not resolve"
             for c in chains.values() if c.dns == "remote" and not c.carries_names]
+        listen, users, unidentified = self.frontdoor(self.table(doc, "frontdoor"), chains)
         return Policy(chains, default, self.source, rules, allow, tuple(warnings),
                       str(dns.get("range4", DEFAULT_RANGE4)),
-                      str(dns.get("range6", DEFAULT_RANGE6)))
+                      str(dns.get("range6", DEFAULT_RANGE6)), listen, users,
+                      unidentified)
+
+    def frontdoor(self, table: dict[str, Any], chains: dict[str, ChainSpec]
+                  ) -> tuple[tuple[str, int] | None, tuple[tuple[str, str], ...], Action]:
+        tline = self.table_line("frontdoor")
+        for key in table:
+            if key not in FRONTDOOR_KEYS:
+                raise self.error(self.key_line(tline, key),
+                                 f"unknown key {key!r} in [frontdoor]",
+                                 f"accepted keys: {', '.join(sorted(FRONTDOOR_KEYS))}")
+        listen = None
+        if "listen" in table:
+            try:
+                listen = parse_listen(str(table["listen"]))
+            except ValueError as exc:
+                raise self.error(self.key_line(tline, "listen"), f"frontdoor.listen: "
+                                 f"{exc}", 'listen = "127.0.0.1:1080"') from None
+        users = table.get("users", {})
+        if not isinstance(users, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and k and v
+                for k, v in users.items()):
+            raise self.error(self.key_line(tline, "users"), "frontdoor.users must map "
+                             "user names to passwords", 'users = { alice = "s3cret" }')
+        unidentified = self.action(str(table.get("unidentified", "block")), chains,
+                                   self.key_line(tline, "unidentified"))
+        return listen, tuple(sorted(users.items())), unidentified
 
     def table(self, doc: dict[str, Any], key: str) -> dict[str, Any]:
         value = doc.get(key, {})
@@ -492,6 +530,22 @@ class _Parser:
 
 _NO_NAMES = ("chain {chain} cannot carry host names (its last hop speaks SOCKS4): use "
              "a socks4a:// or socks5:// last hop, or dns = \"local\" to resolve here")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'127.0.0.1:1080' or '[::1]:1080' -> (host, port); loopback only."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    if not loopback:
+        raise ValueError(f"{host} is not a loopback address: the front door serves "
+                         "this machine only")
+    return host, int(port)
 
 
 def _header(line: str) -> str | None:

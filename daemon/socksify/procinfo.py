@@ -97,3 +97,25 @@ def _user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def tcp_peer_owner(peer: tuple[str, int], ours: tuple[str, int]) -> int | None:
+    """The pid of the local process whose TCP socket goes from `peer` to `ours` (a
+    loopback connection to one of our listeners), from the kernel's socket table; None
+    if it cannot be seen (another user's process, when we are not root)."""
+    try:
+        table = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    for c in table:
+        if c.laddr and c.raddr and c.pid and (c.laddr[0], c.laddr[1]) == peer \
+                and (c.raddr[0], c.raddr[1]) == ours:
+            return int(c.pid)
+    return None
+
+
+def process_uid(pid: int) -> int | None:
+    try:
+        return int(psutil.Process(pid).uids().real)
+    except (psutil.Error, OSError):
+        return None

@@ -166,6 +166,8 @@ def status_lines(st: dict[str, Any]) -> list[str]:
         rows.append(("uptime", uptime(float(st["uptime"]))))
     if "socket" in st:
         rows.append(("control socket", str(st["socket"])))
+    if "frontdoor" in st:
+        rows.append(("SOCKS front door", str(st["frontdoor"] or "off")))
     if "policy" in st:
         policy = str(st["policy"]) if st["policy"] else "none (only socksify sessions)"
         if st.get("rules") is not None and st["policy"]:

@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", nargs="?", help="policy file, for check-config")
     parser.add_argument("-c", "--config", type=Path, help="policy file to serve")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--socks", metavar="HOST:PORT", type=_listen_arg,
+                        help="run/start: also serve SOCKS4/4a/5 on this loopback "
+                        "address (the front door; overrides [frontdoor] listen)")
     parser.add_argument("--json", action="store_true",
                         help="connections: print JSON instead of a table")
     parser.add_argument("--print", dest="print_only", action="store_true",
@@ -68,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     paths = Paths.from_env()
     try:
         if args.command == "run":
-            return _run(paths, args.config, args.verbose)
+            return _run(paths, args.config, args.verbose, args.socks)
         if args.command == "start":
-            return _start(paths, args.config)
+            return _start(paths, args.config, args.socks)
         if args.command == "stop":
             return _stop(paths)
         if args.command == "restart":
             _stop(paths)
-            return _start(paths, args.config)
+            return _start(paths, args.config, args.socks)
         if args.command == "reload":
             return _reload(paths)
         if args.command == "status":
@@ -90,7 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _run(paths: Paths, config: Path | None, verbose: bool) -> int:
+def _listen_arg(text: str) -> tuple[str, int]:
+    from .policy import parse_listen
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _run(paths: Paths, config: Path | None, verbose: bool,
+         socks: tuple[str, int] | None = None) -> int:
     from .daemon import AlreadyRunning, Daemon
     from .shimlib import ShimMismatch, check_versions
 
@@ -100,19 +112,21 @@ def _run(paths: Paths, config: Path | None, verbose: bool) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         check_versions()
-        asyncio.run(Daemon(paths, config).run())
-    except (AlreadyRunning, ConfigError, ShimMismatch, PermissionError) as exc:
+        asyncio.run(Daemon(paths, config, socks_listen=socks).run())
+    except (AlreadyRunning, ConfigError, ShimMismatch, OSError, ValueError) as exc:
         print(f"socksifyd: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _start(paths: Paths, config: Path | None) -> int:
+def _start(paths: Paths, config: Path | None,
+           socks: tuple[str, int] | None = None) -> int:
     if client.is_running(paths):
         print(f"socksifyd: already running ({_pid(paths) or '?'}); not starting another",
               file=sys.stderr)
         return 1
-    pid = client.start_daemon(paths, config)
+    extra = ["--socks", f"{socks[0]}:{socks[1]}"] if socks else []
+    pid = client.start_daemon(paths, config, extra)
     print(f"socksifyd started (pid {pid}), log {paths.logfile}")
     return 0
 

@@ -100,3 +100,54 @@ class Reply:
 
     def dumps(self) -> bytes:
         return struct.pack("!BBH", 0, self.code, self.port) + self.addr.packed
+
+
+def parse_request(data: bytes) -> tuple[int, ConnectRequest | BindRequest] | None:
+    """Server side: parse one request from the start of `data`. Returns (bytes
+    used, request), or None if more bytes are needed; raises ProtocolError for a
+    request that can never be valid. Bytes after the request belong to the client's
+    data stream (a client may pipeline them)."""
+    if len(data) < 8:
+        if data and data[0] != VERSION:
+            raise ProtocolError(f"SOCKS version {data[0]}, expected 4")
+        return None
+    vn, cd, port = struct.unpack("!BBH", data[:4])
+    if vn != VERSION:
+        raise ProtocolError(f"SOCKS version {vn}, expected 4")
+    if cd not in (CMD_CONNECT, CMD_BIND):
+        raise ProtocolError(f"SOCKS4 command {cd} is neither CONNECT nor BIND")
+    userid_end = data.find(b"\0", 8)
+    if userid_end == -1:
+        if len(data) - 8 > MAX_FIELD:
+            raise ProtocolError("SOCKS4 user id longer than 255 bytes")
+        return None
+    userid = data[8:userid_end].decode(errors="replace")
+    ip = data[4:8]
+    host = str(ipaddress.IPv4Address(ip))
+    used = userid_end + 1
+    if ip[:3] == b"\0\0\0" and ip[3] != 0:       # SOCKS4a: a host name follows
+        host_end = data.find(b"\0", used)
+        if host_end == -1:
+            if len(data) - used > MAX_FIELD:
+                raise ProtocolError("SOCKS4a host name longer than 255 bytes")
+            return None
+        raw = data[used:host_end]
+        if not raw or not all(33 <= b < 127 for b in raw):
+            raise ProtocolError("SOCKS4a host name is empty or not printable ASCII")
+        host = raw.decode()
+        used = host_end + 1
+    if cd == CMD_BIND:
+        return used, BindRequest(host, port, userid)
+    return used, ConnectRequest(host, port, userid)
+
+
+CMD_BIND = 2
+
+
+@dataclass(frozen=True)
+class BindRequest:
+    """Recognised so that it can be refused properly (only CONNECT is served)."""
+
+    host: str
+    port: int
+    userid: str = ""

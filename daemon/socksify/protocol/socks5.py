@@ -176,3 +176,75 @@ class Reply:
 
     def dumps(self) -> bytes:
         return bytes([VERSION, self.code, 0]) + encode_address(self.host, self.port)
+
+
+def parse_greeting(data: bytes) -> tuple[int, tuple[int, ...]] | None:
+    """Server side: (bytes used, offered methods), None if incomplete."""
+    if not data:
+        return None
+    if data[0] != VERSION:
+        raise ProtocolError(f"SOCKS version {data[0]}, expected 5")
+    if len(data) < 2:
+        return None
+    n = data[1]
+    if n == 0:
+        raise ProtocolError("a SOCKS5 greeting offers no method")
+    if len(data) < 2 + n:
+        return None
+    return 2 + n, tuple(data[2:2 + n])
+
+
+def parse_userpass(data: bytes) -> tuple[int, UserPassAuth] | None:
+    """Server side: one RFC 1929 request, None if incomplete."""
+    if not data:
+        return None
+    if data[0] != AUTH_VERSION:
+        raise ProtocolError(f"username/password version {data[0]}, expected 1")
+    if len(data) < 2:
+        return None
+    ulen = data[1]
+    if len(data) < 3 + ulen:
+        return None
+    plen = data[2 + ulen]
+    if len(data) < 3 + ulen + plen:
+        return None
+    user = data[2:2 + ulen].decode(errors="replace")
+    password = data[3 + ulen:3 + ulen + plen].decode(errors="replace")
+    return 3 + ulen + plen, UserPassAuth(user, password)
+
+
+def parse_request(data: bytes) -> tuple[int, int, str, int] | None:
+    """Server side: (bytes used, command, host, port), None if incomplete. Unknown
+    commands parse (so they can be answered 'command not supported')."""
+    if len(data) < 5:
+        if data and data[0] != VERSION:
+            raise ProtocolError(f"SOCKS version {data[0]}, expected 5")
+        return None
+    if data[0] != VERSION:
+        raise ProtocolError(f"SOCKS version {data[0]}, expected 5")
+    if data[2] != 0:
+        raise ProtocolError(f"SOCKS5 request reserved byte is {data[2]}, not 0")
+    atyp = data[3]
+    if atyp == AddrType.IPV4:
+        end = 4 + 4
+    elif atyp == AddrType.IPV6:
+        end = 4 + 16
+    elif atyp == AddrType.DOMAIN:
+        end = 5 + data[4]
+    else:
+        raise UnsupportedAddress(f"SOCKS5 address type {atyp} is not 1, 3 or 4")
+    if len(data) < end + 2:
+        return None
+    if atyp == AddrType.DOMAIN:
+        raw = data[5:end]
+        if not raw or not all(33 <= b < 127 for b in raw):
+            raise ProtocolError("SOCKS5 host name is empty or not printable ASCII")
+        host = raw.decode()
+    else:
+        host = str(ipaddress.ip_address(data[4:end]))
+    (port,) = struct.unpack("!H", data[end:end + 2])
+    return end + 2, data[1], host, port
+
+
+class UnsupportedAddress(ProtocolError):
+    """An address type this server cannot read: answered with reply code 8."""
