@@ -43,6 +43,7 @@ CLIENT_IP = "10.77.1.1"
 PROXY_NEAR_IP = "10.77.1.2"
 PROXY_FAR_IP = "10.77.2.2"
 FAR_IP = "10.77.2.3"
+FAR_NAME = "far.socksify.test"   # resolvable only inside the proxy zone
 HOP_PORTS = (10801, 10802, 10803)
 DEAD_HOP_PORT = 10809          # nothing ever listens here (in the proxy zone)
 BIG_SIZE = 16 * 1024 * 1024
@@ -320,6 +321,55 @@ class EchoHashServer(_Server):
         conn.sendall(f"{h.hexdigest()} {n}\n".encode())
 
 
+class DnsRecorder:
+    """The client zone's resolver (its /etc/netns resolv.conf points here): records
+    the name of every query that reaches it and answers NXDOMAIN. Any recorded query
+    for a proxied name is a DNS leak."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.queries: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="dns-recorder",
+                                        daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def qname(packet: bytes) -> str:
+        labels, i = [], 12
+        while i < len(packet) and packet[i]:
+            n = packet[i]
+            labels.append(packet[i + 1:i + 1 + n].decode(errors="replace"))
+            i += 1 + n
+        return ".".join(labels)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                packet, addr = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            if len(packet) < 12:
+                continue
+            with self._lock:
+                self.queries.append(self.qname(packet))
+            # the same id and question, flags: response, recursion available, NXDOMAIN
+            reply = packet[:2] + bytes([0x81, 0x83]) + packet[4:6] + bytes(6) + \
+                packet[12:]
+            try:
+                self.sock.sendto(reply, addr)
+            except OSError:
+                pass
+
+    def seen(self) -> list[str]:
+        with self._lock:
+            return list(self.queries)
+
+    def close(self) -> None:
+        self.sock.close()
+        self._thread.join(5)
+
+
 @dataclass(frozen=True)
 class HttpRequest:
     client: str
@@ -443,6 +493,7 @@ class Lab:
     echo: EchoHashServer | None = None
     witness: WitnessServer | None = None
     silent: SilentServer | None = None
+    dns: DnsRecorder | None = None
     _namespaces: list[str] = field(default_factory=list)
 
     # names
@@ -530,6 +581,7 @@ class Lab:
         self.echo = EchoHashServer(listener_in(f), "far-echo")
         self.witness = WitnessServer(listener_in(p), "near-witness")
         self.silent = SilentServer(listener_in(p), "silent-hop")
+        self._name_zones()
 
         for i, port in enumerate(HOP_PORTS, start=1):
             d = self.workdir / f"hop{i}"
@@ -567,6 +619,32 @@ class Lab:
                 raise LabError(f"danted hop {hop.index} not accepting on "
                                f"{hop.host}:{hop.port} after {timeout}s:\n{hop.read_log()}")
             time.sleep(0.05)
+
+    def _name_zones(self) -> None:
+        """Names: FAR_NAME is known only in the proxy zone (its hosts file), where the
+        hops resolve it; the client zone's resolver is the DnsRecorder, which knows
+        nothing and records every query. `ip netns exec` mounts these files over
+        /etc/hosts and /etc/resolv.conf for that namespace only."""
+        base = "127.0.0.1 localhost\n::1 localhost ip6-localhost\n"
+        for ns, hosts, resolver in (
+                (self.proxy_ns, base + f"{FAR_IP} {FAR_NAME}\n", "127.0.0.1"),
+                (self.client_ns, base, CLIENT_IP)):
+            d = Path("/etc/netns") / ns
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "hosts").write_text(hosts)
+            (d / "resolv.conf").write_text(f"nameserver {resolver}\noptions timeout:1 "
+                                           "attempts:1\n")
+
+        def udp() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((CLIENT_IP, 53))
+            return s
+        self.dns = DnsRecorder(in_netns(self.client_ns, udp))  # type: ignore[arg-type]
+
+    def far_url(self, name: str = "big.bin", marker: str | None = None) -> str:
+        """The far HTTP server by host name: only the proxy zone can resolve it."""
+        q = f"?m={marker}" if marker else ""
+        return f"http://{FAR_NAME}:{self.http_port}/{name}{q}"
 
     # hop control
     def stop_hop(self, index: int) -> None:
@@ -651,6 +729,10 @@ class Lab:
                 self.stop_hop_quietly(hop)
             except Exception as exc:
                 errors.append(exc)
+        if self.dns is not None:
+            self.dns.close()
+        for ns in (self.client_ns, self.proxy_ns):
+            shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
         for srv in (self.http, self.echo, self.witness, self.silent):
             if srv is not None:
                 try:
