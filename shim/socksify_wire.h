@@ -15,7 +15,7 @@
 #define SOCKSIFY_EXPORT __attribute__((visibility("default")))
 
 #define SOCKSIFY_WIRE_VERSION      1   /* docs/wire.md, "version" byte */
-#define SOCKSIFY_SHIM_ABI_VERSION  2   /* the exported functions and structs below */
+#define SOCKSIFY_SHIM_ABI_VERSION  3   /* the exported functions and structs below */
 
 #define SOCKSIFY_MAGIC        "SKFY"
 #define SOCKSIFY_MAGIC_SIZE   4
@@ -24,12 +24,15 @@
 #define SOCKSIFY_ADDR_SIZE    16
 #define SOCKSIFY_SESSION_SIZE 8
 #define SOCKSIFY_TOKEN_SIZE   16
+#define SOCKSIFY_MAX_NAME     255  /* RESOLVE: the longest name (body_len) */
 
 /* Request "op". */
 #define SOCKSIFY_OP_CONNECT  1
 #define SOCKSIFY_OP_PEERNAME 2
+#define SOCKSIFY_OP_RESOLVE  3  /* a name follows the header: socksify_wire_encode_resolve() */
 
 /* Request "family" (wire values, not AF_*). */
+#define SOCKSIFY_FAMILY_ANY   0  /* RESOLVE only: either family */
 #define SOCKSIFY_FAMILY_INET  4
 #define SOCKSIFY_FAMILY_INET6 6
 
@@ -107,18 +110,29 @@ struct socksify_peer {
 /* 1: the wire version this library speaks. */
 SOCKSIFY_EXPORT unsigned socksify_wire_version(void);
 
-/* 2: the version of the exported functions and structs. */
+/* 3: the version of the exported functions and structs. */
 SOCKSIFY_EXPORT unsigned socksify_shim_abi_version(void);
 
-/* Write the 48-byte request header with the given op (SOCKSIFY_OP_*) for req into out.
- * Returns SOCKSIFY_REQUEST_SIZE, or -EINVAL for a NULL pointer, outlen < 48, or an
- * unknown op, family or socktype. */
+/* Write the 48-byte request header with the given op (CONNECT or PEERNAME) for req into
+ * out. Returns SOCKSIFY_REQUEST_SIZE, or -EINVAL for a NULL pointer, outlen < 48, or an
+ * unknown op (RESOLVE included: it has a body, see socksify_wire_encode_resolve()),
+ * family or socktype. */
 SOCKSIFY_EXPORT int socksify_wire_encode_request(unsigned op,
                                                  const struct socksify_connect_req *req,
                                                  uint8_t *out, size_t outlen);
 
 /* socksify_wire_encode_request(SOCKSIFY_OP_CONNECT, req, out, outlen). */
 SOCKSIFY_EXPORT int socksify_wire_encode_connect(const struct socksify_connect_req *req,
+                                                 uint8_t *out, size_t outlen);
+
+/* Write a RESOLVE request into out: the 48-byte header (family as given, socktype
+ * stream, port 0, addr zero, body_len the name's length, session) and then the name,
+ * without its NUL. name is what the program looks up: 1..SOCKSIFY_MAX_NAME bytes of
+ * printable ASCII without space (33..126); family is SOCKSIFY_FAMILY_ANY, _INET or
+ * _INET6. Returns SOCKSIFY_REQUEST_SIZE + strlen(name), or -EINVAL for a NULL pointer,
+ * a name that breaks those rules, another family, or an outlen below the size. */
+SOCKSIFY_EXPORT int socksify_wire_encode_resolve(const char *name, unsigned family,
+                                                 const uint8_t session[8],
                                                  uint8_t *out, size_t outlen);
 
 /* Parse one RELAY, DIRECT or FAIL reply (len must be exactly SOCKSIFY_REPLY_SIZE).

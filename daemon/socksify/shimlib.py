@@ -15,11 +15,12 @@ from typing import Any, TypedDict, cast
 from .protocol.control import VERSION as WIRE_VERSION
 from .protocol.control import WireError
 
-SHIM_ABI_VERSION = 2
+SHIM_ABI_VERSION = 3
 """The shim's exported-ABI version (socksify_shim_abi_version()) this package expects."""
 
 REQUEST_SIZE = 48
 REPLY_SIZE = 32
+MAX_NAME = 255
 
 _CDEF = """
 struct socksify_connect_req {
@@ -37,6 +38,8 @@ unsigned socksify_shim_abi_version(void);
 int socksify_wire_encode_request(unsigned op, const struct socksify_connect_req *req,
                                  uint8_t *out, size_t outlen);
 int socksify_wire_encode_connect(const struct socksify_connect_req *req,
+                                 uint8_t *out, size_t outlen);
+int socksify_wire_encode_resolve(const char *name, unsigned family, const uint8_t session[8],
                                  uint8_t *out, size_t outlen);
 int socksify_wire_decode_reply(const uint8_t *in, size_t len, struct socksify_reply *out);
 int socksify_wire_decode_peer(const uint8_t *in, size_t len, struct socksify_peer *out);
@@ -110,6 +113,21 @@ class Shim:
         self._ffi.memmove(req.session, session, 8)
         out = self._ffi.new("uint8_t[]", REQUEST_SIZE)
         n = int(self._lib.socksify_wire_encode_request(op, req, out, REQUEST_SIZE))
+        if n < 0:
+            raise ValueError(f"the shim refused to encode the request: {os.strerror(-n)}")
+        return cast(bytes, self._ffi.buffer(out, n)[:])
+
+    def encode_resolve(self, name: str | bytes, family: int = 0,
+                       session: bytes = bytes(8)) -> bytes:
+        """The RESOLVE request (48-byte header, then the name); family 0/4/6. Raise
+        ValueError if the shim refuses the name (not 1..255 bytes of printable ASCII
+        without space) or the family."""
+        raw = name.encode("utf-8") if isinstance(name, str) else name
+        if b"\0" in raw or len(session) != 8:
+            raise ValueError("a name has no NUL byte, and a session is 8 bytes")
+        out = self._ffi.new("uint8_t[]", REQUEST_SIZE + MAX_NAME)
+        n = int(self._lib.socksify_wire_encode_resolve(raw, family, session, out,
+                                                        REQUEST_SIZE + MAX_NAME))
         if n < 0:
             raise ValueError(f"the shim refused to encode the request: {os.strerror(-n)}")
         return cast(bytes, self._ffi.buffer(out, n)[:])

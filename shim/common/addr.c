@@ -1,7 +1,9 @@
 /* Pure helpers on socket addresses (see addr.h). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "addr.h"
@@ -91,6 +93,15 @@ int socksify_addr_fill_request(const struct sockaddr *sa, unsigned len, uint8_t 
     req->socktype = socktype;
     memcpy(req->session, session, SOCKSIFY_SESSION_SIZE);
     return 0;
+}
+
+void socksify_addr_format(const struct socksify_connect_req *req, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int v6 = req->family == SOCKSIFY_FAMILY_INET6;
+
+    inet_ntop(v6 ? AF_INET6 : AF_INET, req->addr, host, sizeof host);
+    snprintf(buf, len, v6 ? "[%s]:%u" : "%s:%u", host, (unsigned)req->port);
 }
 
 int socksify_addr_relay(int domain, const struct socksify_reply *rep,

@@ -1,8 +1,11 @@
 /* Pure helpers on socket addresses: loopback test, v4-mapped unwrapping, filling a
- * CONNECT request, building the relay address. No I/O, no libc state. */
+ * CONNECT request, formatting one for logs, building the relay address. No I/O, no
+ * libc state. */
 #ifndef SOCKSIFY_ADDR_H
 #define SOCKSIFY_ADDR_H
 
+#include <netinet/in.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -25,6 +28,12 @@ int socksify_addr_unmap_v4(const uint8_t a6[16], uint8_t v4[4]);
 int socksify_addr_fill_request(const struct sockaddr *sa, unsigned len, uint8_t socktype,
                                const uint8_t session[SOCKSIFY_SESSION_SIZE],
                                struct socksify_connect_req *req);
+
+/* Room for socksify_addr_format(): "[" INET6_ADDRSTRLEN "]:65535". */
+#define SOCKSIFY_ADDR_TEXT_SIZE (INET6_ADDRSTRLEN + 8)
+
+/* "a.b.c.d:port" or "[v6]:port" for req's address, for log lines (truncated to len). */
+void socksify_addr_format(const struct socksify_connect_req *req, char *buf, size_t len);
 
 /* The relay address docs/wire.md names for a socket of the given domain: AF_INET
  * 127.0.0.1:relay_port4; AF_INET6 [::1]:relay_port6, or [::ffff:127.0.0.1]:relay_port4

@@ -69,6 +69,37 @@ SOCKSIFY_EXPORT int socksify_wire_encode_connect(const struct socksify_connect_r
     return socksify_wire_encode_request(SOCKSIFY_OP_CONNECT, req, out, outlen);
 }
 
+SOCKSIFY_EXPORT int socksify_wire_encode_resolve(const char *name, unsigned family,
+                                                 const uint8_t session[8],
+                                                 uint8_t *out, size_t outlen)
+{
+    size_t len = 0;
+
+    if (name == NULL || session == NULL || out == NULL)
+        return -EINVAL;
+    if (family != SOCKSIFY_FAMILY_ANY && family != SOCKSIFY_FAMILY_INET
+        && family != SOCKSIFY_FAMILY_INET6)
+        return -EINVAL;
+    /* Printable ASCII without space, and at most SOCKSIFY_MAX_NAME bytes (the loop stops
+     * at the first byte past that limit, so an overlong name is never read in full). */
+    for (; len <= SOCKSIFY_MAX_NAME && name[len] != '\0'; len++)
+        if ((unsigned char)name[len] < 33 || (unsigned char)name[len] > 126)
+            return -EINVAL;
+    if (len == 0 || len > SOCKSIFY_MAX_NAME || outlen < SOCKSIFY_REQUEST_SIZE + len)
+        return -EINVAL;
+
+    memset(out, 0, SOCKSIFY_REQUEST_SIZE);
+    memcpy(out, SOCKSIFY_MAGIC, SOCKSIFY_MAGIC_SIZE);
+    out[SOCKSIFY_REQ_OFF_VERSION] = SOCKSIFY_WIRE_VERSION;
+    out[SOCKSIFY_REQ_OFF_OP] = SOCKSIFY_OP_RESOLVE;
+    out[SOCKSIFY_REQ_OFF_FAMILY] = (uint8_t)family;
+    out[SOCKSIFY_REQ_OFF_SOCKTYPE] = SOCKSIFY_SOCKTYPE_STREAM;
+    put_be16(out + SOCKSIFY_REQ_OFF_BODY_LEN, (uint16_t)len);
+    memcpy(out + SOCKSIFY_REQ_OFF_SESSION, session, SOCKSIFY_SESSION_SIZE);
+    memcpy(out + SOCKSIFY_REQUEST_SIZE, name, len);
+    return (int)(SOCKSIFY_REQUEST_SIZE + len);
+}
+
 /* Length, magic and version: what every reply must get right. */
 static int check_reply_head(const uint8_t *in, size_t len)
 {

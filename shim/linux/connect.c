@@ -1,23 +1,23 @@
 /* The connect() hook: ask the daemon about every IPv4/IPv6 stream connection that
  * leaves the host, then go direct, fail, or connect the app's socket to the daemon's
- * relay, as the verdict says (docs/wire.md). Fails closed: never a direct connection
- * the daemon did not allow. */
+ * relay, as the verdict says (docs/wire.md). A datagram socket's connect() is asked
+ * about too (socktype 2), and only DIRECT lets it connect. Fails closed: never a direct
+ * connection the daemon did not allow. */
 
 /* glibc declares connect() with a transparent-union argument under _GNU_SOURCE; this
  * file defines it with the plain POSIX prototype, so it is built without _GNU_SOURCE. */
 #undef _GNU_SOURCE
 #define _DEFAULT_SOURCE 1
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "addr.h"
 #include "control.h"
+#include "datagram.h"
 #include "init.h"
 #include "io.h"
 #include "log.h"
@@ -42,16 +42,6 @@ int socksify_real_connect(int fd, const struct sockaddr *addr, socklen_t len)
 static int connect_direct(int fd, const struct sockaddr *addr, socklen_t len)
 {
     return real_connect(fd, addr, len) == 0 ? 0 : -errno;
-}
-
-/* "a.b.c.d:port" or "[v6]:port", for log lines. */
-static void format_addr(const struct socksify_connect_req *req, char *buf, size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    int v6 = req->family == SOCKSIFY_FAMILY_INET6;
-
-    inet_ntop(v6 ? AF_INET6 : AF_INET, req->addr, host, sizeof host);
-    snprintf(buf, len, v6 ? "[%s]:%u" : "%s:%u", host, (unsigned)req->port);
 }
 
 /* Connect the app's own socket to the relay and hand over the token. */
@@ -91,21 +81,29 @@ static int connect_relay(int fd, int domain, const struct socksify_reply *rep,
 }
 
 /* The hook's logic; returns 0 or -errno. */
-static int socksify_connect(int fd, const struct sockaddr *addr, socklen_t len)
+int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len)
 {
     struct socksify_connect_req req;
     struct socksify_reply rep;
     struct sockaddr_storage peer;
     socklen_t optlen, peer_len = sizeof peer;
     int family, type, domain, r, err;
-    char dest[INET6_ADDRSTRLEN + 10];  /* "[addr]:port" */
+    char dest[SOCKSIFY_ADDR_TEXT_SIZE];
 
     family = socksify_addr_family(addr, len);
     if (family == 0)
         return connect_direct(fd, addr, len);  /* not IPv4/IPv6, or malformed */
     optlen = sizeof type;
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen) < 0 || type != SOCK_STREAM)
-        return connect_direct(fd, addr, len);  /* datagrams, or EBADF/ENOTSOCK */
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen) < 0)
+        return connect_direct(fd, addr, len);  /* EBADF/ENOTSOCK */
+    if (type == SOCK_DGRAM) {
+        /* No domain check: an AF_INET6 UDP socket may connect to an AF_INET address. A
+         * connected UDP socket may connect again, to another address: asked again. */
+        r = socksify_dgram_check(fd, addr, len);
+        return r < 0 ? r : connect_direct(fd, addr, len);
+    }
+    if (type != SOCK_STREAM)
+        return connect_direct(fd, addr, len);  /* raw, seqpacket: not ours to judge */
     optlen = sizeof domain;
     if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &optlen) < 0 || domain != family)
         return connect_direct(fd, addr, len);  /* the kernel rejects the mismatch */
@@ -121,7 +119,7 @@ static int socksify_connect(int fd, const struct sockaddr *addr, socklen_t len)
                                    &req);
     if (r < 0)
         return -ECONNREFUSED;
-    format_addr(&req, dest, sizeof dest);
+    socksify_addr_format(&req, dest, sizeof dest);
     r = socksify_control_exchange(real_connect, &req, &rep);
     if (r < 0) {
         LOG_WARN("%s: no verdict from the socksify daemon (%s); refusing the connection",
@@ -151,7 +149,7 @@ SOCKSIFY_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
     int saved_errno = errno, r;
 
     socksify_init();
-    r = socksify_connect(fd, addr, len);
+    r = socksify_connect_checked(fd, addr, len);
     if (r < 0) {
         errno = -r;
         return -1;

@@ -139,25 +139,19 @@ static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline, int leve
 }
 
 static int exchange_on(socksify_connect_fn real_connect, int fd, const char *path,
-                       unsigned op, const struct socksify_connect_req *req,
+                       const uint8_t *request, size_t len,
                        uint8_t reply[SOCKSIFY_REPLY_SIZE], int64_t deadline, int level)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    uint8_t request[SOCKSIFY_REQUEST_SIZE];
     int r;
 
     memcpy(sun.sun_path, path, strlen(path) + 1);  /* fits: checked by find_path */
-    r = socksify_wire_encode_request(op, req, request, sizeof request);
-    if (r < 0) {
-        LOG_WARN("cannot encode the request: %s", socksify_strerror(-r));
-        return r;
-    }
     if ((r = connect_control(real_connect, fd, &sun, deadline)) < 0) {
         SOCKSIFY_LOG_AT(level, "cannot reach the socksify daemon at %s: %s", path,
                         socksify_strerror(-r));
         return r;
     }
-    if ((r = socksify_send_all(fd, request, sizeof request, deadline)) < 0) {
+    if ((r = socksify_send_all(fd, request, len, deadline)) < 0) {
         SOCKSIFY_LOG_AT(level, "cannot send the request to %s: %s", path,
                         socksify_strerror(-r));
         return r;
@@ -171,16 +165,18 @@ static int exchange_on(socksify_connect_fn real_connect, int fd, const char *pat
     return 0;
 }
 
-int socksify_control_request(socksify_connect_fn real_connect, unsigned op,
-                             const struct socksify_connect_req *req,
-                             uint8_t reply[SOCKSIFY_REPLY_SIZE])
+int socksify_control_send(socksify_connect_fn real_connect, const uint8_t *request,
+                          size_t len, uint8_t reply[SOCKSIFY_REPLY_SIZE])
 {
     const struct socksify_config *cfg = socksify_config();
+    unsigned op = len > SOCKSIFY_REQ_OFF_OP ? request[SOCKSIFY_REQ_OFF_OP] : 0;
     int level = op == SOCKSIFY_OP_PEERNAME ? SOCKSIFY_LOG_DEBUG : SOCKSIFY_LOG_WARN;
     int timeout_ms = cfg->timeout_ms;
     int64_t deadline;
     int fd, r;
 
+    if (len < SOCKSIFY_REQUEST_SIZE)
+        return -EINVAL;
     if (op == SOCKSIFY_OP_PEERNAME && timeout_ms > PEERNAME_TIMEOUT_MS)
         timeout_ms = PEERNAME_TIMEOUT_MS;
     deadline = socksify_now_ms() + timeout_ms;
@@ -195,9 +191,23 @@ int socksify_control_request(socksify_connect_fn real_connect, unsigned op,
         SOCKSIFY_LOG_AT(level, "cannot create the control socket: %s", socksify_strerror(-r));
         return r;
     }
-    r = exchange_on(real_connect, fd, cfg->socket_path, op, req, reply, deadline, level);
+    r = exchange_on(real_connect, fd, cfg->socket_path, request, len, reply, deadline, level);
     close(fd);
     return r;
+}
+
+int socksify_control_request(socksify_connect_fn real_connect, unsigned op,
+                             const struct socksify_connect_req *req,
+                             uint8_t reply[SOCKSIFY_REPLY_SIZE])
+{
+    uint8_t request[SOCKSIFY_REQUEST_SIZE];
+    int r = socksify_wire_encode_request(op, req, request, sizeof request);
+
+    if (r < 0) {
+        LOG_WARN("cannot encode the request: %s", socksify_strerror(-r));
+        return r;
+    }
+    return socksify_control_send(real_connect, request, sizeof request, reply);
 }
 
 int socksify_control_exchange(socksify_connect_fn real_connect,

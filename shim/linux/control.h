@@ -21,10 +21,18 @@ int socksify_control_find_path(char *out, size_t outlen);
  * undecoded, all within the configured timeout (at most 5 s for PEERNAME). real_connect
  * is libc's connect. Returns 0, -ETIMEDOUT, -EPROTO for a short reply, -EPERM/-ENOTDIR
  * for an unsafe directory, or another -errno. Failures are logged as warnings for
- * CONNECT, and only at debug level for PEERNAME (getpeername() falls back quietly). */
+ * CONNECT and RESOLVE, and only at debug level for PEERNAME (getpeername() falls back
+ * quietly). */
 int socksify_control_request(socksify_connect_fn real_connect, unsigned op,
                              const struct socksify_connect_req *req,
                              uint8_t reply[SOCKSIFY_REPLY_SIZE]);
+
+/* Send an encoded request (the header and its body, len bytes, as written by
+ * socksify_wire_encode_resolve()) and read the 32 reply bytes into reply, undecoded: as
+ * socksify_control_request(), with the timeout and log level its op byte calls for.
+ * -EINVAL if len is shorter than a header. */
+int socksify_control_send(socksify_connect_fn real_connect, const uint8_t *request,
+                          size_t len, uint8_t reply[SOCKSIFY_REPLY_SIZE]);
 
 /* A CONNECT request for req, its reply decoded into rep: as socksify_control_request(),
  * and -EPROTO (logged) for a malformed reply. */

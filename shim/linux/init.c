@@ -116,6 +116,11 @@ static void init_once_body(void)
     read_log_level();
     socksify_connect_resolve();
     socksify_getpeername_resolve();
+    socksify_getaddrinfo_resolve();
+    socksify_gethostbyname_resolve();
+    socksify_sendto_resolve();
+    socksify_sendmsg_resolve();
+    socksify_sendmmsg_resolve();
     read_session();
     read_timeout();
     config.socket_path_error = socksify_control_find_path(config.socket_path,

@@ -33,10 +33,19 @@ void *socksify_real_symbol(const char *name);
 /* Per-hook resolvers of the real symbols, called by the initialisation. */
 void socksify_connect_resolve(void);
 void socksify_getpeername_resolve(void);
+void socksify_getaddrinfo_resolve(void);
+void socksify_gethostbyname_resolve(void);
+void socksify_sendto_resolve(void);
+void socksify_sendmsg_resolve(void);
+void socksify_sendmmsg_resolve(void);
 
 /* libc's connect() and getpeername(), for the shim's own use (the exported ones may ask
  * the daemon). Valid after socksify_init(). */
 int socksify_real_connect(int fd, const struct sockaddr *addr, socklen_t len);
 int socksify_real_getpeername(int fd, struct sockaddr *addr, socklen_t *len);
+
+/* The connect() hook's logic (0 or -errno), for sendto()/sendmsg() with MSG_FASTOPEN on
+ * a stream socket: the destination is judged as connect() would judge it. */
+int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len);
 
 #endif

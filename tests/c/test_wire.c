@@ -3,9 +3,10 @@
  *   cc -std=gnu11 -D_GNU_SOURCE -Ishim -Ishim/common tests/c/test_wire.c shim/common/wire.c shim/common/addr.c
  *   ./a.out tests/vectors/control.txt
  *
- * Every `request`, `reply`, `peer-reply` and `bad-reply` line of the vectors file is one
- * case, and so is every entry of the loopback and API tables below (tests/unit/test_shim_c.py checks
- * the passed count against those numbers). The last line is "N passed, M failed".
+ * Every `request`, `resolve`, `reply`, `peer-reply` and `bad-reply` line of the vectors
+ * file is one case, and so is every entry of the loopback, name and API tables below
+ * (tests/unit/test_shim_c.py checks the passed count against those numbers). The last
+ * line is "N passed, M failed".
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "addr.h"
+#include "name.h"
 #include "socksify_wire.h"
 
 static int passed, failed;
@@ -108,6 +110,33 @@ static void check_request(const char *name, char **f, int n)
             || memcmp(got, want, sizeof got) != 0))
         return result(0, "request", name, "encode_connect differs");
     result(1, "request", name, "");
+}
+
+static void check_resolve(const char *name, char **f, int n)
+{
+    uint8_t want[SOCKSIFY_REQUEST_SIZE + SOCKSIFY_MAX_NAME], session[8];
+    uint8_t got[SOCKSIFY_REQUEST_SIZE + SOCKSIFY_MAX_NAME];
+    const char *host = field(f, n, "host");
+    int wlen = unhex(field(f, n, "hex"), want, sizeof want);
+    long family = number(f, n, "family");
+
+    if (!host || wlen < 0 || (family != 0 && family != 4 && family != 6))
+        return result(0, "resolve", name, "bad host, hex or family field");
+    if (unhex(field(f, n, "session"), session, sizeof session) != 8)
+        return result(0, "resolve", name, "bad session field");
+    if ((size_t)wlen != SOCKSIFY_REQUEST_SIZE + strlen(host))
+        return result(0, "resolve", name, "hex is not the header and the name");
+    if (socksify_wire_encode_resolve(host, (unsigned)family, session, got, sizeof got)
+        != wlen)
+        return result(0, "resolve", name, "encode failed");
+    if (memcmp(got, want, (size_t)wlen) != 0)
+        return result(0, "resolve", name, "encoded bytes differ");
+    /* Exactly big enough is enough; one byte less is not. */
+    result(socksify_wire_encode_resolve(host, (unsigned)family, session, got,
+                                        (size_t)wlen) == wlen
+           && socksify_wire_encode_resolve(host, (unsigned)family, session, got,
+                                           (size_t)wlen - 1) == -EINVAL,
+           "resolve", name, "outlen not checked exactly");
 }
 
 static void check_reply(const char *name, char **f, int n)
@@ -204,6 +233,8 @@ static void run_vectors(const char *path)
             result(0, "vectors", "?", "short line");
         else if (strcmp(fields[0], "request") == 0)
             check_request(fields[1], fields + 2, n - 2);
+        else if (strcmp(fields[0], "resolve") == 0)
+            check_resolve(fields[1], fields + 2, n - 2);
         else if (strcmp(fields[0], "reply") == 0)
             check_reply(fields[1], fields + 2, n - 2);
         else if (strcmp(fields[0], "peer-reply") == 0)
@@ -247,7 +278,23 @@ static void run_loopback(void)
     }
 }
 
-/* API edge cases: 11 checks. */
+/* Names the lookup hooks resolve without asking the daemon: 16 entries. */
+static void run_names(void)
+{
+    static const struct { const char *name; int want; } cases[] = {
+        {"192.0.2.1", 1},      {"127.1", 1},            {"0x7f000001", 1},
+        {"2130706433", 1},     {"2001:db8::1", 1},      {"fe80::1%eth0", 1},
+        {"::ffff:1.2.3.4", 1}, {"localhost", 1},        {"LocalHost.", 1},
+        {"a.b.localhost", 1},  {"example.org", 0},      {"notlocalhost", 0},
+        {"localhost.org", 0},  {"1.2.3.4.example", 0},  {"1e100.net", 0},
+        {"", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        result(socksify_name_is_local(cases[i].name) == cases[i].want, "name",
+               cases[i].name[0] ? cases[i].name : "(empty)", "wrong answer");
+}
+
+/* API edge cases: 13 checks. */
 static void run_api(void)
 {
     struct socksify_connect_req req = {.family = 4, .socktype = 1, .port = 1};
@@ -262,8 +309,38 @@ static void run_api(void)
     uint8_t peer_reply[SOCKSIFY_REPLY_SIZE] = "SKFY\x01\x03\x04\x00\x01\xbb\x00\x00"
                                               "\xc0\x00\x02\x07\x99";
 
-    result(socksify_wire_version() == 1 && socksify_shim_abi_version() == 2,
-           "api", "versions", "not 1 and 2");
+    static const uint8_t zero_session[8];
+    char long_name[SOCKSIFY_MAX_NAME + 2];
+    uint8_t big[SOCKSIFY_REQUEST_SIZE + SOCKSIFY_MAX_NAME + 1];
+
+    result(socksify_wire_version() == 1 && socksify_shim_abi_version() == 3,
+           "api", "versions", "not 1 and 3");
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';  /* 256 bytes */
+    result(socksify_wire_encode_resolve("", 0, zero_session, big, sizeof big) == -EINVAL
+           && socksify_wire_encode_resolve(long_name, 0, zero_session, big, sizeof big)
+              == -EINVAL
+           && socksify_wire_encode_resolve("a b", 0, zero_session, big, sizeof big) == -EINVAL
+           && socksify_wire_encode_resolve("a\x7f", 0, zero_session, big, sizeof big)
+              == -EINVAL
+           && socksify_wire_encode_resolve("\xc3\xa9", 0, zero_session, big, sizeof big)
+              == -EINVAL
+           && socksify_wire_encode_resolve("a\tb", 0, zero_session, big, sizeof big)
+              == -EINVAL
+           && socksify_wire_encode_resolve("a", 5, zero_session, big, sizeof big) == -EINVAL
+           && socksify_wire_encode_resolve(NULL, 0, zero_session, big, sizeof big) == -EINVAL
+           && socksify_wire_encode_resolve("a", 0, NULL, big, sizeof big) == -EINVAL
+           && socksify_wire_encode_resolve("a", 0, zero_session, NULL, sizeof big) == -EINVAL,
+           "api", "resolve-rejects", "accepted a bad name, family or pointer");
+    long_name[SOCKSIFY_MAX_NAME] = '\0';  /* 255 bytes: the longest */
+    result(socksify_wire_encode_resolve(long_name, 6, zero_session, big, sizeof big)
+           == SOCKSIFY_REQUEST_SIZE + SOCKSIFY_MAX_NAME
+           && big[SOCKSIFY_REQ_OFF_BODY_LEN] == 0 && big[SOCKSIFY_REQ_OFF_BODY_LEN + 1] == 255
+           && big[SOCKSIFY_REQ_OFF_OP] == SOCKSIFY_OP_RESOLVE
+           && big[SOCKSIFY_REQ_OFF_FAMILY] == 6
+           && socksify_wire_encode_resolve("~!", 4, zero_session, big, sizeof big)
+              == SOCKSIFY_REQUEST_SIZE + 2,
+           "api", "resolve-limits", "255 bytes or printable edges refused");
     result(socksify_wire_encode_request(3, &req, buf, sizeof buf) == -EINVAL
            && socksify_wire_encode_request(0, &req, buf, sizeof buf) == -EINVAL,
            "api", "encode-bad-op", "not -EINVAL");
@@ -313,6 +390,7 @@ int main(int argc, char **argv)
     }
     run_vectors(argv[1]);
     run_loopback();
+    run_names();
     run_api();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

@@ -12,12 +12,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors" / "control.txt"
-# Cases test_wire.c runs besides the vector lines: its loopback table (10) and its API
-# edge cases (11). Keep in step with run_loopback() and run_api() there.
+# Cases test_wire.c runs besides the vector lines: its loopback table (10), its name
+# table (16) and its API edge cases (13). Keep in step with run_loopback(), run_names()
+# and run_api() there.
 LOOPBACK_CASES = 10
-API_CASES = 11
+NAME_CASES = 16
+API_CASES = 13
 # Every kind of vector line; each must be present, and each line of it must pass.
-KINDS = ("request", "reply", "peer-reply", "bad-reply")
+KINDS = ("request", "resolve", "reply", "peer-reply", "bad-reply")
 
 
 def vector_lines(kind: str | None = None) -> int:
@@ -44,9 +46,10 @@ def test_c_wire_vectors(tmp_path: Path) -> None:
     assert match, last
     assert int(match[2]) == 0
     assert vector_lines() >= 20
-    assert int(match[1]) == vector_lines() + LOOPBACK_CASES + API_CASES
+    assert int(match[1]) == vector_lines() + LOOPBACK_CASES + NAME_CASES + API_CASES
     oks = [line.split()[1] for line in run.stdout.splitlines() if line.startswith("ok ")]
     for kind in KINDS:
         assert vector_lines(kind) > 0, f"no {kind} vectors"
         assert oks.count(kind) == vector_lines(kind), kind
     assert oks.count("loopback") == LOOPBACK_CASES and oks.count("api") == API_CASES
+    assert oks.count("name") == NAME_CASES

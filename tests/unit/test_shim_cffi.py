@@ -12,14 +12,17 @@ from pathlib import Path
 import pytest
 
 from socksify import shimlib
+from socksify.protocol import control as wire
 from socksify.protocol.control import WireError
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors" / "control.txt"
-EXPORTS = {"connect", "getpeername", "socksify_wire_version", "socksify_shim_abi_version",
+EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyname2",
+           "gethostbyname_r", "gethostbyname2_r", "sendto", "sendmsg", "sendmmsg",
+           "socksify_wire_version", "socksify_shim_abi_version",
            "socksify_wire_encode_request", "socksify_wire_encode_connect",
-           "socksify_wire_decode_reply", "socksify_wire_decode_peer",
-           "socksify_wire_errno", "socksify_addr_is_loopback"}
+           "socksify_wire_encode_resolve", "socksify_wire_decode_reply",
+           "socksify_wire_decode_peer", "socksify_wire_errno", "socksify_addr_is_loopback"}
 
 
 def vectors(kind: str) -> list[tuple[str, dict[str, str]]]:
@@ -54,6 +57,32 @@ def test_encode_request(shim: shimlib.Shim, name: str, f: dict[str, str]) -> Non
     assert shim.encode_request(int(f["op"]), *args).hex() == f["hex"]
     if int(f["op"]) == 1:
         assert shim.encode_connect(*args).hex() == f["hex"]
+
+
+@pytest.mark.parametrize("name,f", vectors("resolve"))
+def test_encode_resolve(shim: shimlib.Shim, name: str, f: dict[str, str]) -> None:
+    raw = shim.encode_resolve(f["host"], int(f["family"]), bytes.fromhex(f["session"]))
+    assert raw.hex() == f["hex"]
+    assert raw == wire.ResolveRequest(f["host"], int(f["family"]),
+                                      bytes.fromhex(f["session"])).dumps()
+
+
+@pytest.mark.parametrize("host,family", [
+    ("", 0), ("a" * 256, 0), ("a b", 0), ("a\tb", 0), ("a\x7f", 0), ("caf\u00e9.test", 0),
+    ("a\0b", 0), ("example.org", 5), ("example.org", 1),
+])
+def test_encode_resolve_rejects(shim: shimlib.Shim, host: str, family: int) -> None:
+    with pytest.raises(ValueError):
+        shim.encode_resolve(host, family)
+
+
+def test_encode_resolve_limits(shim: shimlib.Shim) -> None:
+    longest = "a" * 255
+    raw = shim.encode_resolve(longest, 6)
+    assert len(raw) == 48 + 255 and raw[48:] == longest.encode()
+    head = wire.Header.loads(raw[:48])
+    assert head.op is wire.Op.RESOLVE and head.family == 6 and head.body_len == 255
+    assert shim.encode_resolve(b"!~", 4)[48:] == b"!~"
 
 
 @pytest.mark.parametrize("name,f", vectors("reply"))

@@ -1,0 +1,57 @@
+/* RESOLVE for the name lookup hooks (see resolve.h). Fails closed: a name the daemon
+ * did not allow is never looked up locally, since the query itself would leak it. */
+#include <errno.h>
+#include <stdint.h>
+
+#include "control.h"
+#include "init.h"
+#include "log.h"
+#include "name.h"
+#include "resolve.h"
+
+int socksify_resolve_name(const char *name, unsigned family, struct socksify_peer *peer)
+{
+    uint8_t request[SOCKSIFY_REQUEST_SIZE + SOCKSIFY_MAX_NAME];
+    uint8_t reply[SOCKSIFY_REPLY_SIZE];
+    struct socksify_reply rep;
+    int len, r;
+
+    if (socksify_name_is_local(name)) {
+        LOG_DEBUG("%s: numeric or localhost, resolving locally", name);
+        return SOCKSIFY_NAME_REAL;
+    }
+    len = socksify_wire_encode_resolve(name, family, socksify_config()->session, request,
+                                       sizeof request);
+    if (len < 0) {
+        /* Not printed: it may hold anything, control characters included. */
+        LOG_INFO("refusing the lookup of a name that is empty, longer than %d bytes or "
+                 "not printable ASCII", SOCKSIFY_MAX_NAME);
+        return -ENOENT;
+    }
+    r = socksify_control_send(socksify_real_connect, request, (size_t)len, reply);
+    if (r < 0) {
+        LOG_WARN("%s: no answer from the socksify daemon (%s); failing the lookup",
+                 name, socksify_strerror(-r));
+        return -EAGAIN;  /* never a local query */
+    }
+    if (socksify_wire_decode_peer(reply, sizeof reply, peer) == 0) {
+        LOG_INFO("%s: stand-in address from the daemon", name);
+        return SOCKSIFY_NAME_PEER;
+    }
+    if (socksify_wire_decode_reply(reply, sizeof reply, &rep) == 0) {
+        if (rep.verdict == SOCKSIFY_VERDICT_DIRECT) {
+            LOG_INFO("%s: DIRECT, resolving locally", name);
+            return SOCKSIFY_NAME_REAL;
+        }
+        if (rep.verdict == SOCKSIFY_VERDICT_FAIL) {
+            LOG_INFO("%s: FAIL code %u, the lookup is refused", name, rep.code);
+            return -ENOENT;
+        }
+        LOG_WARN("%s: unexpected verdict %u for a lookup; failing it", name, rep.verdict);
+        return -EAGAIN;
+    }
+    LOG_WARN("%s: malformed answer to RESOLVE (starts %02x%02x%02x%02x %02x %02x); failing "
+             "the lookup", name, reply[0], reply[1], reply[2], reply[3],
+             reply[SOCKSIFY_REP_OFF_VERSION], reply[SOCKSIFY_REP_OFF_VERDICT]);
+    return -EAGAIN;
+}

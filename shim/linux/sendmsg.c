@@ -1,0 +1,56 @@
+/* The sendmsg() hook: as sendto.c, with the destination in msg->msg_name. */
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "datagram.h"
+#include "init.h"
+#include "socksify_wire.h"
+
+static ssize_t (*real_sendmsg)(int fd, const struct msghdr *msg, int flags);
+
+void socksify_sendmsg_resolve(void)
+{
+    real_sendmsg = (ssize_t (*)(int, const struct msghdr *, int))
+        socksify_real_symbol("sendmsg");
+}
+
+/* The hook's logic; returns the bytes sent or -errno. */
+static ssize_t socksify_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    struct msghdr plain;
+    ssize_t n;
+    int r;
+
+    if (msg == NULL)  /* the kernel's EFAULT */
+        return real_sendmsg(fd, msg, flags) < 0 ? -errno : 0;
+    r = socksify_send_check(fd, msg->msg_name, msg->msg_namelen, flags);
+    if (r < 0)
+        return r;
+    if (r == SOCKSIFY_SEND_FASTOPEN) {
+        if ((r = socksify_connect_checked(fd, msg->msg_name, msg->msg_namelen)) < 0)
+            return r;
+        plain = *msg;
+        plain.msg_name = NULL;
+        plain.msg_namelen = 0;
+        msg = &plain;
+        flags &= ~MSG_FASTOPEN;
+    }
+    n = real_sendmsg(fd, msg, flags);
+    return n < 0 ? -errno : n;
+}
+
+SOCKSIFY_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    int saved_errno = errno;
+    ssize_t n;
+
+    socksify_init();
+    n = socksify_sendmsg(fd, msg, flags);
+    if (n < 0) {
+        errno = (int)-n;
+        return -1;
+    }
+    errno = saved_errno;
+    return n;
+}
