@@ -31,6 +31,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -46,6 +47,15 @@ FAR_IP = "10.77.2.3"
 FAR_NAME = "far.socksify.test"   # resolvable only inside the proxy zone
 HOP_PORTS = (10801, 10802, 10803)
 DEAD_HOP_PORT = 10809          # nothing ever listens here (in the proxy zone)
+SOCKS4A_PORT = 10804           # tiny-proxy (PyPI): a SOCKS4a hop (danted has no 4a)
+_SOCKS4A_SERVER = (
+    "import anyio, sys\n"
+    "from tiny_proxy import Socks4ProxyHandler\n"
+    "async def main():\n"
+    "    listener = await anyio.create_tcp_listener(local_host='0.0.0.0',\n"
+    "                                               local_port=int(sys.argv[1]))\n"
+    "    await listener.serve(Socks4ProxyHandler().handle)\n"
+    "anyio.run(main)\n")
 BIG_SIZE = 16 * 1024 * 1024
 SMALL_SIZE = 1024 * 1024
 
@@ -494,6 +504,7 @@ class Lab:
     witness: WitnessServer | None = None
     silent: SilentServer | None = None
     dns: DnsRecorder | None = None
+    socks4a: subprocess.Popen[bytes] | None = None
     _namespaces: list[str] = field(default_factory=list)
 
     # names
@@ -594,7 +605,30 @@ class Lab:
             self._spawn_hop(hop)
         for hop in self.hops:
             self._wait_hop_up(hop)
+        self._spawn_socks4a()
         return self
+
+    def _spawn_socks4a(self) -> None:
+        """A SOCKS4a hop from an independent implementation (tiny-proxy), when it is
+        installed: it resolves host names in the proxy zone."""
+        try:
+            import tiny_proxy  # noqa: F401
+        except ImportError:
+            return
+        err = open(self.workdir / "socks4a.stderr", "ab")
+        try:
+            self.socks4a = subprocess.Popen(
+                ["ip", "netns", "exec", self.proxy_ns, sys.executable, "-c",
+                 _SOCKS4A_SERVER, str(SOCKS4A_PORT)], stdin=subprocess.DEVNULL,
+                stdout=err, stderr=err, env=clean_env(), start_new_session=True)
+        finally:
+            err.close()
+        wait_until(lambda: try_connect(self.client_ns, PROXY_NEAR_IP, SOCKS4A_PORT, 1.0)
+                   == 0, 20, "the SOCKS4a hop (tiny-proxy) to accept")
+
+    @property
+    def socks4a_url(self) -> str | None:
+        return f"socks4a://{PROXY_NEAR_IP}:{SOCKS4A_PORT}" if self.socks4a else None
 
     def _spawn_hop(self, hop: Hop) -> None:
         err = open(hop.log.with_suffix(".stderr"), "ab")
@@ -731,6 +765,12 @@ class Lab:
                 errors.append(exc)
         if self.dns is not None:
             self.dns.close()
+        if self.socks4a is not None:
+            _killpg(self.socks4a.pid, signal.SIGKILL)
+            try:
+                self.socks4a.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         for ns in (self.client_ns, self.proxy_ns):
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
         for srv in (self.http, self.echo, self.witness, self.silent):
