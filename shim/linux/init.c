@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "exec.h"
 #include "init.h"
 #include "log.h"
 
@@ -121,6 +122,10 @@ static void init_once_body(void)
     socksify_sendto_resolve();
     socksify_sendmsg_resolve();
     socksify_sendmmsg_resolve();
+    socksify_execve_resolve();
+    socksify_execvp_resolve();
+    socksify_fexecve_resolve();
+    socksify_posix_spawn_resolve();
     read_session();
     read_timeout();
     config.socket_path_error = socksify_control_find_path(config.socket_path,
@@ -130,6 +135,8 @@ static void init_once_body(void)
     else
         LOG_WARN("no usable control socket path: %s; connections will fail",
                  socksify_strerror(-config.socket_path_error));
+    socksify_children_capture();
+    socksify_targets_capture();
     errno = saved_errno;
 }
 

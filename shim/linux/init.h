@@ -38,6 +38,10 @@ void socksify_gethostbyname_resolve(void);
 void socksify_sendto_resolve(void);
 void socksify_sendmsg_resolve(void);
 void socksify_sendmmsg_resolve(void);
+void socksify_execve_resolve(void);
+void socksify_execvp_resolve(void);
+void socksify_fexecve_resolve(void);
+void socksify_posix_spawn_resolve(void);
 
 /* libc's connect() and getpeername(), for the shim's own use (the exported ones may ask
  * the daemon). Valid after socksify_init(). */

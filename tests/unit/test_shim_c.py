@@ -1,4 +1,5 @@
-"""Compile and run the C wire tests (tests/c/test_wire.c) on the shared vectors."""
+"""Compile and run the C wire tests (tests/c/test_wire.c) on the shared vectors, and the
+environment-merging tests of the exec hooks (tests/c/test_env.c)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ NAME_CASES = 16
 API_CASES = 13
 # Every kind of vector line; each must be present, and each line of it must pass.
 KINDS = ("request", "resolve", "reply", "peer-reply", "bad-reply")
+# Cases of test_env.c: its LD_PRELOAD list table (8), its merge table (11) and its edge
+# cases (5). Keep in step with run_preload_has(), run_merge() and run_limits() there.
+ENV_CASES = {"preload": 8, "merge": 11, "limits": 5}
 
 
 def vector_lines(kind: str | None = None) -> int:
@@ -28,28 +32,42 @@ def vector_lines(kind: str | None = None) -> int:
                and (kind is None or line.split()[0] == kind))
 
 
-def test_c_wire_vectors(tmp_path: Path) -> None:
+def run_c_test(tmp_path: Path, name: str, *args: str) -> tuple[int, str]:
+    """Build tests/c/NAME.c with shim/common and run it: (passed count, its output)."""
     cc = os.environ.get("CC", "cc").split()
     if shutil.which(cc[0]) is None:
-        pytest.fail(f"no C compiler ({cc[0]}) to build tests/c/test_wire.c")
-    exe = tmp_path / "test_wire"
+        pytest.fail(f"no C compiler ({cc[0]}) to build tests/c/{name}.c")
+    exe = tmp_path / name
     shim = ROOT / "shim"
     subprocess.run([*cc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE",
-                    f"-I{shim}", f"-I{shim / 'common'}", str(ROOT / "tests/c/test_wire.c"),
+                    f"-I{shim}", f"-I{shim / 'common'}", str(ROOT / f"tests/c/{name}.c"),
                     *sorted(str(p) for p in (shim / "common").glob("*.c")), "-o", str(exe)],
                    check=True)
-    run = subprocess.run([str(exe), str(VECTORS)], capture_output=True, text=True)
+    run = subprocess.run([str(exe), *args], capture_output=True, text=True)
     print(run.stdout)
     assert run.returncode == 0, run.stdout + run.stderr
     last = run.stdout.strip().splitlines()[-1]
     match = re.fullmatch(r"(\d+) passed, (\d+) failed", last)
     assert match, last
     assert int(match[2]) == 0
+    return int(match[1]), run.stdout
+
+
+def test_c_wire_vectors(tmp_path: Path) -> None:
+    passed, stdout = run_c_test(tmp_path, "test_wire", str(VECTORS))
     assert vector_lines() >= 20
-    assert int(match[1]) == vector_lines() + LOOPBACK_CASES + NAME_CASES + API_CASES
-    oks = [line.split()[1] for line in run.stdout.splitlines() if line.startswith("ok ")]
+    assert passed == vector_lines() + LOOPBACK_CASES + NAME_CASES + API_CASES
+    oks = [line.split()[1] for line in stdout.splitlines() if line.startswith("ok ")]
     for kind in KINDS:
         assert vector_lines(kind) > 0, f"no {kind} vectors"
         assert oks.count(kind) == vector_lines(kind), kind
     assert oks.count("loopback") == LOOPBACK_CASES and oks.count("api") == API_CASES
     assert oks.count("name") == NAME_CASES
+
+
+def test_c_env_merge(tmp_path: Path) -> None:
+    passed, stdout = run_c_test(tmp_path, "test_env")
+    assert passed == sum(ENV_CASES.values())
+    oks = [line.split()[1] for line in stdout.splitlines() if line.startswith("ok ")]
+    for kind, count in ENV_CASES.items():
+        assert oks.count(kind) == count, kind

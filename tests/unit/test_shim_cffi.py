@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors" / "control.txt"
 EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyname2",
            "gethostbyname_r", "gethostbyname2_r", "sendto", "sendmsg", "sendmmsg",
+           "execve", "execv", "execl", "execle", "execvp", "execvpe", "execlp", "fexecve",
+           "posix_spawn", "posix_spawnp",
            "socksify_wire_version", "socksify_shim_abi_version",
            "socksify_wire_encode_request", "socksify_wire_encode_connect",
            "socksify_wire_encode_resolve", "socksify_wire_decode_reply",

@@ -1,0 +1,52 @@
+/* What the exec hooks share: the shim's variables captured at initialisation, the
+ * child's environment rebuilt on the stack, and the check that a target will load the
+ * shim. All of it is safe between vfork()/fork() and exec: no malloc, no locks. */
+#ifndef SOCKSIFY_EXEC_H
+#define SOCKSIFY_EXEC_H
+
+#include <stdarg.h>
+
+/* Capture the shim's path and the SOCKSIFY_* variables the process started with, for
+ * its children (called once by the initialisation; read-only afterwards). */
+void socksify_children_capture(void);
+
+/* Capture what the target checks compare with: SOCKSIFY_ALLOW_UNPROTECTED, this
+ * library's ELF class and machine, the dynamic loader's file (called once by the
+ * initialisation; read-only afterwards). */
+void socksify_targets_capture(void);
+
+/* Called with the environment a child gets; returns 0 or -errno. */
+typedef int (*socksify_exec_fn)(void *ctx, char *const envp[]);
+
+/* Call fn(ctx, env) with env a copy of envp (NULL: empty) that has the shim in
+ * LD_PRELOAD and the captured SOCKSIFY_* variables (common/env.h, socksify_env_merge()),
+ * built on the stack. Returns fn's result, or -E2BIG (logged) if the environment is too
+ * big to copy there. In a setuid/setgid process (nothing captured) envp is passed as is. */
+int socksify_exec_with_env(char *const envp[], socksify_exec_fn fn, void *ctx);
+
+/* 0 if the program at path (for the exec family) may run: -EPERM, logged as a warning,
+ * if it would not load the shim: setuid to another user, setgid to a group not ours,
+ * with file capabilities (unless we are root), statically linked, built for another
+ * architecture, or a #! script whose interpreter is one of those. What cannot be read
+ * passes (exec itself says what is wrong with it). Always 0 with
+ * SOCKSIFY_ALLOW_UNPROTECTED=1, and in a setuid/setgid process. */
+int socksify_exec_check(const char *path);
+
+/* As socksify_exec_check(), for fexecve()'s file descriptor. */
+int socksify_exec_check_fd(int fd);
+
+/* As socksify_exec_check(), for the program execvp() would run for file: file itself if
+ * it has a '/', else the first executable regular file named file in a $PATH directory
+ * (default "/bin:/usr/bin", as glibc's). */
+int socksify_exec_check_search(const char *file);
+
+/* For execl(), execle() and execlp(): the number of arguments, the first one included,
+ * in an argument list that follows the first one (ap, at its second) up to its NULL;
+ * -E2BIG beyond INT_MAX (as glibc). ap is consumed. */
+long socksify_exec_argc(va_list *ap);
+
+/* Fill argv[0..argc] with arg, the next argc - 1 arguments from ap and NULL; ap then
+ * stands after the list's NULL (at execle()'s envp). */
+void socksify_exec_argv(char *argv[], long argc, const char *arg, va_list *ap);
+
+#endif
