@@ -83,9 +83,12 @@ static int check_directory(const char *path, int level)
                         "is a symlink)", dir);
         return -ENOTDIR;
     }
-    if (st.st_uid != getuid()) {
+    /* Ours, or root's: a root daemon may serve other users (docs/wire.md), and only
+     * root can own a directory root owns. Anyone else's would let them answer us. */
+    if (st.st_uid != getuid() && st.st_uid != 0) {
         SOCKSIFY_LOG_AT(level, "the control socket's directory %s is owned by uid %u, not "
-                        "%u; refusing", dir, (unsigned)st.st_uid, (unsigned)getuid());
+                        "%u or root; refusing", dir, (unsigned)st.st_uid,
+                        (unsigned)getuid());
         return -EPERM;
     }
     return 0;
