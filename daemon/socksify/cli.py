@@ -19,7 +19,8 @@ from .errors import ConfigError
 from .paths import Paths
 from .proxies import Proxy
 
-USAGE = "socksify [-c FILE] [--via URL]... [--strategy S] [-q|-v] [--] COMMAND [ARGS...]"
+USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--isolate] [-q|-v] [--] "
+         "COMMAND [ARGS...]")
 DESCRIPTION = """\
 Run COMMAND so that each TCP connection it (and its children) makes leaves through a
 chain of SOCKS proxies. Connections to loopback go direct; nothing else ever does
@@ -33,8 +34,12 @@ examples:
 Hops are asked in order: hop 1 connects to hop 2, hop 2 to hop 3, the last to the
 target. Hop URLs: socks4://[USER@]HOST:PORT, socks4a://[USER@]HOST:PORT.
 Without --via or -c the daemon's policy file applies (socksifyd --help).
+With --isolate, COMMAND runs in its own network namespace whose only interface is
+loopback: the only way out is the daemon. A program the shim cannot load into (static,
+Go, raw system calls) is then not refused: it cannot leak, its connections just fail.
 The exit status is COMMAND's own; 2 for a usage error, 127 if COMMAND is not found,
-126 if it cannot be run or socksify cannot protect it (a static, Go or setuid program).
+126 if it cannot be run or socksify cannot protect it (a static, Go or setuid program
+without --isolate, or --isolate where the kernel does not allow it).
 """
 
 
@@ -67,8 +72,14 @@ def _parser() -> argparse.ArgumentParser:
                       help="print nothing but errors that stop socksify itself")
     p.add_argument("--allow-unprotected", action="store_true",
                    help="run COMMAND even if the shim cannot load into it (statically "
-                   "linked, Go, setuid, another architecture): its connections will "
-                   "NOT be socksified")
+                   "linked, Go, setuid, another architecture), and let it start such "
+                   "programs: their connections will NOT be socksified")
+    p.add_argument("--isolate", action="store_true",
+                   help="run COMMAND in its own network namespace with no route out "
+                   "but the daemon, so nothing can go around the chain; static and Go "
+                   "programs are then allowed (their connections fail instead of "
+                   "leaking). Unprivileged where the kernel allows user namespaces; "
+                   "refuses (exit 126) where it does not")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]")
     return p
 
@@ -102,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"socksify: the shim library {shim} is missing; reinstall socksify "
               "(pip install needs a C compiler)", file=sys.stderr)
         return 1
-    if not args.allow_unprotected:
+    if not args.allow_unprotected and not args.isolate:
         try:
             programs.check(command[0], shim)
         except programs.Unprotectable as exc:
@@ -125,12 +136,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"socksify: {exc}", file=sys.stderr)
         return 2
     sock, stream, session_id = session
+    bridge = None
+    if args.isolate:  # before any thread: unshare(CLONE_NEWUSER) needs a single thread
+        from . import isolate
+        try:
+            bridge = isolate.isolate(paths)
+        except isolate.IsolationUnavailable as exc:
+            print(f"socksify: cannot isolate {command[0]}, not running it: {exc}",
+                  file=sys.stderr)
+            sock.close()
+            return 126
     env = dict(os.environ)
     preload = env.get("LD_PRELOAD", "")
     env["LD_PRELOAD"] = f"{shim} {preload}".strip()
     env["SOCKSIFY_SOCKET"] = str(paths.socket.absolute())
     env["SOCKSIFY_SESSION"] = session_id
     env["SOCKSIFY_LOG"] = "0" if args.quiet else env.get("SOCKSIFY_LOG", "1")
+    # The shim then lets children it cannot load into run too: unprotected with
+    # --allow-unprotected; harmless in isolation, where they cannot get out.
+    if args.allow_unprotected or args.isolate:
+        env["SOCKSIFY_ALLOW_UNPROTECTED"] = "1"
+    else:
+        env.pop("SOCKSIFY_ALLOW_UNPROTECTED", None)
     printer = threading.Thread(target=_print_events, args=(stream, args.quiet),
                                daemon=True)
     printer.start()
@@ -143,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             pass
         printer.join(timeout=2.0)
         sock.close()
+        if bridge is not None:
+            bridge.close()
 
 
 class SessionRefused(RuntimeError):
@@ -161,6 +190,7 @@ def _open_session(paths: Paths, args: argparse.Namespace) -> tuple[socket.socket
         "config": str(args.config.absolute()) if args.config else None,
         "chain": args.chain,
         "verbose": bool(args.verbose),
+        "isolate": bool(args.isolate),
     })
     reply = client.read_message(stream)
     if not reply.get("ok"):

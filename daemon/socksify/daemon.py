@@ -28,7 +28,7 @@ from .errors import ConfigError, PolicyBlocked, SocksifyError
 from .frontdoor import FrontDoor
 from .paths import Paths, config_candidates
 from .policy import Policy
-from .procinfo import AppInfo, ProcessTable
+from .procinfo import AppInfo, ProcessTable, peer_credentials
 from .protocol import control as wire
 from .proxies import Proxy
 from .relay import Counters, relay
@@ -36,6 +36,7 @@ from .relay import Counters, relay
 log = logging.getLogger("socksify.daemon")
 
 TOKEN_TTL = 10.0
+HANDOFF_TIMEOUT = 10.0   # for socksify --isolate to pass its relay listeners
 
 
 class AlreadyRunning(RuntimeError):
@@ -51,6 +52,8 @@ class Session:
     owner: int                     # pid of the socksify command
     uid: int                       # its user: only that user's programs may use it
     selectors: dict[str, Selector] = field(default_factory=dict)
+    isolated: bool = False         # socksify --isolate: the program has no way out but
+    #                                the relay, so "direct" is carried by the daemon too
 
 
 @dataclass
@@ -105,6 +108,8 @@ class Daemon:
         self._servers: list[asyncio.AbstractServer] = []
         self.relay_port4 = 0
         self.relay_port6 = 0
+        self._relay_unix: socket.socket | None = None   # relay.sock (--isolate)
+        self._handoffs: set[asyncio.Task[None]] = set()
         self._pid_fd: int | None = None
 
     # ----- lifecycle -------------------------------------------------------------
@@ -140,6 +145,7 @@ class Daemon:
             pass
         server = await asyncio.start_unix_server(
             lambda r, w: control.handle(self, r, w), path=str(self.paths.socket))
+        self._listen_relay_unix()
         self._socket_permissions()
         self._servers.append(server)
         relay4 = await asyncio.start_server(self._relay_accept, "127.0.0.1", 0,
@@ -155,11 +161,92 @@ class Daemon:
             self._servers.append(relay6)
             self.relay_port6 = relay6.sockets[0].getsockname()[1]
 
+    def _listen_relay_unix(self) -> None:
+        """relay.sock beside the control socket, for `socksify --isolate`: the
+        program's network namespace cannot reach the loopback listeners above, so
+        socksify binds the same relay ports inside it and hands the listening sockets
+        over here; they are served like our own (_relay_accept) until socksify closes
+        this connection."""
+        path = self.paths.relay_socket
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        sock.listen(64)
+        sock.setblocking(False)
+        self._relay_unix = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._relay_unix_ready)
+
+    def _relay_unix_ready(self) -> None:
+        assert self._relay_unix is not None
+        while True:
+            try:
+                conn, _ = self._relay_unix.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("relay socket accept failed: %s", exc)
+                return
+            task = asyncio.ensure_future(self._relay_listeners(conn))
+            self._handoffs.add(task)
+            task.add_done_callback(self._handoffs.discard)
+
+    async def _relay_listeners(self, conn: socket.socket) -> None:
+        """Serve the listening TCP sockets a socksify --isolate of an allowed uid
+        passed on conn, until conn ends."""
+        loop = asyncio.get_running_loop()
+        servers: list[asyncio.AbstractServer] = []
+        try:
+            conn.setblocking(False)
+            pid, uid = peer_credentials(conn)
+            if not self.allows(uid):
+                log.warning("relay socket: refused uid %d (pid %d)", uid, pid)
+                return
+            listeners = _sockets(await _receive_fds(conn, HANDOFF_TIMEOUT))
+            try:
+                for s in listeners:
+                    if s.family not in (socket.AF_INET, socket.AF_INET6) or \
+                            s.type != socket.SOCK_STREAM or \
+                            not s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                        log.warning("relay socket: pid %d passed something else than a "
+                                    "listening TCP socket; refused", pid)
+                        return
+                for s in listeners:
+                    s.setblocking(False)
+                    servers.append(await asyncio.start_server(
+                        self._relay_accept, sock=s, limit=1 << 18))
+            finally:
+                if len(servers) < len(listeners):
+                    for s in listeners:
+                        s.close()
+            if not servers:
+                return
+            log.info("relay listeners of isolated pid %d: %s", pid, ", ".join(
+                _endpoint(ipaddress.ip_address(s.getsockname()[0]), s.getsockname()[1])
+                for s in listeners))
+            await loop.sock_sendall(conn, b"L")
+            while await loop.sock_recv(conn, 64):
+                pass   # socksify says nothing more; EOF: its command has ended
+        except (OSError, asyncio.TimeoutError, ValueError) as exc:
+            log.debug("relay socket: %r", exc)
+        finally:
+            for server in servers:
+                server.close()
+            conn.close()
+
     async def _shutdown(self) -> None:
         log.info("stopping: %d live connection(s), up to %.0fs to finish",
                  len(self.live), self.grace)
         for server in self._servers:
             server.close()
+        if self._relay_unix is not None:
+            asyncio.get_running_loop().remove_reader(self._relay_unix.fileno())
+            self._relay_unix.close()
+            self._relay_unix = None
+        for task in list(self._handoffs):
+            task.cancel()
         if self.frontdoor is not None:
             self.frontdoor.close()
         for conn, writer, timer in self.pending.values():
@@ -178,10 +265,11 @@ class Daemon:
             session.writer.close()  # its handler sees EOF and ends the session
         if self.control_tasks:
             await asyncio.wait(set(self.control_tasks), timeout=1.0)
-        try:
-            self.paths.socket.unlink()
-        except FileNotFoundError:
-            pass
+        for path in (self.paths.socket, self.paths.relay_socket):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
         log.info("stopped")
 
     async def _frontdoor(self) -> None:
@@ -218,6 +306,8 @@ class Daemon:
         shared = os.getuid() == 0 and self.policy is not None and \
             bool(self.policy.allow_users)
         os.chmod(self.paths.socket, 0o666 if shared else 0o600)
+        if self._relay_unix is not None:
+            os.chmod(self.paths.relay_socket, 0o666 if shared else 0o600)
         os.chmod(self.paths.socket.parent, 0o711 if shared else 0o700)
 
     def allows(self, uid: int) -> bool:
@@ -277,8 +367,13 @@ class Daemon:
 
     def reload(self) -> str:
         """Re-read the policy; new connections follow it, live ones go on. A broken
-        file raises ConfigError and the old policy stays."""
-        policy = self._load_policy()
+        file raises ConfigError (logged here, whoever asked) and the old policy
+        stays."""
+        try:
+            policy = self._load_policy()
+        except ConfigError as exc:
+            log.error("reload failed, keeping the old policy: %s", exc)
+            raise
         self.policy = policy
         self._selectors.clear()
         self._dns_ranges()
@@ -295,8 +390,7 @@ class Daemon:
     def _reload_from_signal(self) -> None:
         try:
             self.reload()
-        except ConfigError as exc:
-            log.error("reload failed, keeping the old policy: %s", exc)
+        except ConfigError:
             return
         asyncio.ensure_future(self.reopen_frontdoor())
 
@@ -334,7 +428,8 @@ class Daemon:
                                              f"chain {name} of {policy.source}")
         own = None if policy is self.policy else policy  # follow reloads
         session = Session(secrets.token_bytes(wire.SESSION_SIZE), own, writer,
-                          bool(msg.get("verbose")), owner, uid)
+                          bool(msg.get("verbose")), owner, uid,
+                          isolated=bool(msg.get("isolate")))
         self.sessions[session.id] = session
         log.info("session %s opened by pid %d: %s", session.id.hex(), owner,
                  policy.source)
@@ -411,7 +506,9 @@ class Daemon:
             return self._refuse(conn, errno.EACCES, f"UDP refused ({decision.action}: "
                                 "a SOCKS chain carries TCP only)")
         try:
-            tunnel = await self.open_route(conn, policy, kernel_direct=True)
+            # an isolated program cannot connect directly: the daemon does it for it
+            tunnel = await self.open_route(conn, policy, kernel_direct=not (
+                session is not None and session.isolated))
         except SocksifyError as exc:
             return self._refuse(conn, exc.errno or errno.ECONNREFUSED, str(exc))
         if tunnel is None:
@@ -568,6 +665,9 @@ class Daemon:
             "chains": self._chains_status(),
             "frontdoor": f"{self.frontdoor.host}:{self.frontdoor.port}"
             if self.frontdoor else None,
+            "relay": {"port4": self.relay_port4, "port6": self.relay_port6,
+                      "socket": str(self.paths.relay_socket)
+                      if self._relay_unix is not None else None},
         }
 
     def _chains_status(self) -> list[dict[str, Any]]:
@@ -590,6 +690,45 @@ class Daemon:
 
     def connections(self) -> list[dict[str, Any]]:
         return [conn.describe() for conn in self.live.values()]
+
+
+async def _receive_fds(conn: socket.socket, timeout: float) -> list[int]:
+    """The descriptors sent (SCM_RIGHTS) with the first byte on conn (non-blocking)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[list[int]] = loop.create_future()
+
+    def ready() -> None:
+        if done.done():
+            return
+        try:
+            _, fds, _, _ = socket.recv_fds(conn, 16, 4)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            done.set_exception(exc)
+        else:
+            done.set_result(fds)
+
+    loop.add_reader(conn.fileno(), ready)
+    try:
+        return await asyncio.wait_for(done, timeout)
+    finally:
+        loop.remove_reader(conn.fileno())
+
+
+def _sockets(fds: list[int]) -> list[socket.socket]:
+    """Socket objects for received descriptors; all closed if one is not a socket."""
+    out: list[socket.socket] = []
+    try:
+        for fd in fds:
+            out.append(socket.socket(fileno=fd))
+    except OSError:
+        for s in out:
+            s.close()
+        for fd in fds[len(out):]:
+            os.close(fd)
+        raise
+    return out
 
 
 def _app_end(peer: Any) -> tuple[wire.IPAddress, int] | None:

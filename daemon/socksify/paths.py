@@ -35,6 +35,15 @@ class Paths:
             else runtime / "control.sock"
         return cls(runtime, sock, runtime / "socksifyd.pid", state / "socksifyd.log")
 
+    @property
+    def relay_socket(self) -> Path:
+        """The daemon's Unix relay socket (socksify --isolate), beside the control
+        socket: relay.sock, or CONTROL-NAME.relay for a control socket not named
+        control.sock (so two daemons sharing a directory do not collide)."""
+        name = "relay.sock" if self.socket.name == "control.sock" \
+            else self.socket.name + ".relay"
+        return self.socket.with_name(name)
+
     def ensure_dirs(self) -> None:
         """Create the runtime dir 0700 (and the log's dir); refuse one owned by someone
         else or open to others, since the control socket's safety rests on it."""
