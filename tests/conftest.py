@@ -4,7 +4,8 @@
                  near witness, silent hop; see tests/lab.py
     socksify_install (session) where the installed socksify lives (binaries, shim path)
     sk           (function) a Socksify runner with its own SOCKSIFY_RUNTIME_DIR, so each
-                 test talks to its own daemon; stopped (and killed) after the test
+                 test talks to its own daemon; stopped (and killed) after the test, with
+                 every background command it spawned (sk.spawn)
 
 Tests that need root, namespaces, danted or an installed socksify skip with the reason
 when something is missing -- except under CI (CI=true), where they fail instead.
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -100,6 +102,7 @@ class Socksify:
             "PYTHONUNBUFFERED": "1",
         })
         self.env.pop("XDG_RUNTIME_DIR", None)
+        self.background: list[Background] = []
 
     @property
     def shim(self) -> str:
@@ -154,6 +157,25 @@ class Socksify:
         return self.lab.client_run([self.install.socksifyd, *args], env=self.env,
                                    timeout=timeout)
 
+    def control(self, msg: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """One JSON request on this test's control socket (a Unix socket: reachable from
+        any network namespace), e.g. {"op": "status"}."""
+        from socksify import client
+        from socksify.paths import Paths
+        return client.request(Paths.from_env(self.env), msg, timeout=timeout)
+
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+              preload: bool = False) -> "Background":
+        """Start argv in the client zone without waiting (env: this test's, plus
+        LD_PRELOAD=<shim> when preload); killed at the end of the test at the latest."""
+        full = {**self.env, **(env or {})}
+        if preload:
+            full["LD_PRELOAD"] = self.shim
+        bg = Background(["ip", "netns", "exec", self.lab.client_ns, *argv], full,
+                        self.home)
+        self.background.append(bg)
+        return bg
+
     def daemon_pid(self) -> int | None:
         try:
             return int(self.pidfile.read_text().split()[0])
@@ -170,7 +192,10 @@ class Socksify:
         return f"{res.describe()}\n--- socksifyd.log (tail) ---\n{self.daemon_log()}"
 
     def stop(self) -> None:
-        """`socksifyd stop`, then kill -9 whatever pid the pidfile still names."""
+        """Kill background commands; `socksifyd stop`, then kill -9 whatever pid the
+        pidfile still names."""
+        for bg in self.background:
+            bg.kill()
         try:
             self.socksifyd("stop", timeout=15)
         except (lablib.CommandTimeout, OSError):
@@ -183,6 +208,55 @@ class Socksify:
                 pass
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+class Background:
+    """A command running while the test goes on (its own process group, output to
+    files). wait() is bounded and raises lablib.CommandTimeout after killing it."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], workdir: Path) -> None:
+        self.argv = [str(a) for a in argv]
+        fd, name = tempfile.mkstemp(prefix="bg-", dir=workdir)
+        os.close(fd)
+        self.out_path = Path(name)
+        self.err_path = Path(name + ".err")
+        self.started = time.monotonic()
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(self.argv, env=dict(env), stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=err, start_new_session=True)
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def result(self) -> lablib.Result:
+        def read(p: Path) -> str:
+            try:
+                return p.read_text(errors="replace")
+            except OSError:
+                return ""
+        rc = self.proc.returncode if self.proc.returncode is not None else -9
+        return lablib.Result(self.argv, rc, read(self.out_path), read(self.err_path),
+                             time.monotonic() - self.started)
+
+    def wait(self, timeout: float) -> lablib.Result:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise lablib.CommandTimeout(f"timed out after {timeout}s and was killed\n"
+                                        + self.result().describe()) from None
+        return self.result()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def _is_socksifyd(pid: int) -> bool:

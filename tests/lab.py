@@ -20,6 +20,7 @@ processes.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno as errno_mod
 import hashlib
@@ -38,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 CLIENT_IP = "10.77.1.1"
 PROXY_NEAR_IP = "10.77.1.2"
@@ -706,6 +707,29 @@ class Lab:
             return
         self._spawn_hop(hop)
         self._wait_hop_up(hop)
+
+    @contextlib.contextmanager
+    def small_client_buffers(self, max_bytes: int = 262144) -> Iterator[None]:
+        """Cap TCP buffer autotuning in the client zone for the block (restored after).
+        On loopback the kernel would otherwise let a slow reader's receive buffer grow
+        to tens of MiB and swallow a whole 16 MiB file at once: the daemon would have
+        relayed everything long before the program has read it, so its byte counts stop
+        moving and a "live" transfer is no longer live inside the daemon."""
+        keys = ("net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem")
+        saved = {}
+        for key in keys:
+            res = self.client_run(["sysctl", "-n", key], timeout=10)
+            if res.returncode != 0:
+                raise LabError("cannot read " + key + "\n" + res.describe())
+            saved[key] = " ".join(res.stdout.split())
+        try:
+            for key in keys:
+                self.client_run(["sysctl", "-qw", f"{key}=4096 65536 {max_bytes}"],
+                                timeout=10, check=True)
+            yield
+        finally:
+            for key, value in saved.items():
+                self.client_run(["sysctl", "-qw", f"{key}={value}"], timeout=10)
 
     def hop_connects(self) -> list[int]:
         return [h.connects() for h in self.hops]

@@ -36,8 +36,8 @@ async def handle(daemon: Daemon, reader: asyncio.StreamReader,
                                       HANDSHAKE_TIMEOUT)
         if not daemon.allows(uid):
             log.warning("refused control connection from uid %d (pid %d): this "
-                        "daemon serves uid %d only (see [daemon] allow_users)", uid,
-                        pid, os.getuid())
+                        "daemon serves uid %d and the users in [daemon] allow_users "
+                        "only", uid, pid, os.getuid())
             if head == wire.MAGIC:
                 writer.write(wire.Reply.fail(13).dumps())  # EACCES
             return
