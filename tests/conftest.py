@@ -268,6 +268,22 @@ def _is_socksifyd(pid: int) -> bool:
     return b"socksify" in cmdline
 
 
+def assert_errno(c: "ClientResult", expected: int) -> None:
+    """The client failed with exactly this errno."""
+    import errno
+    assert not c.ok and c["errno"] == expected, \
+        f"expected {errno.errorcode[expected]}, client reported {c.report}\n{c.describe()}"
+
+
+def start_daemon(sk: Socksify, pol: Path) -> int:
+    """`socksifyd start -c POL` for this test; the daemon's pid."""
+    res = sk.socksifyd("start", "-c", str(pol))
+    assert res.returncode == 0, sk.describe(res)
+    pid = sk.daemon_pid()
+    assert pid is not None, sk.describe(res)
+    return pid
+
+
 class ClientResult:
     """A netclient.py run: the process result plus its JSON report."""
 

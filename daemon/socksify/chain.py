@@ -137,19 +137,26 @@ class Selector:
         return tuple((pool * 2)[start:start + want])
 
 
+async def _tcp_connect(host: str, port: int, timeout: float, what: str
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection from the daemon (to hop 1, or to a direct target), with the
+    errors a program should see: ETIMEDOUT, or the kernel's errno."""
+    try:
+        return await asyncio.wait_for(
+            asyncio.open_connection(host, port, limit=1 << 18), timeout)
+    except asyncio.TimeoutError:
+        raise HopTimeout(f"{what}: no TCP connection within {timeout:g}s",
+                         hop=0) from None
+    except OSError as exc:
+        raise HopUnreachable(f"{what}: {exc.strerror or exc}", hop=0,
+                             err=exc.errno or errno.ECONNREFUSED) from None
+
+
 async def open_direct(host: str, port: int, timeout: float = 10.0) -> Tunnel:
     """A plain TCP connection (for a `direct` rule on a name the program looked up
     through the daemon: only the daemon knows the real address)."""
     started = time.monotonic()
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=1 << 18), timeout)
-    except asyncio.TimeoutError:
-        raise HopTimeout(f"{host}:{port}: no TCP connection within {timeout:g}s",
-                         hop=0) from None
-    except OSError as exc:
-        raise HopUnreachable(f"{host}:{port}: {exc.strerror or exc}", hop=0,
-                             err=exc.errno or errno.ECONNREFUSED) from None
+    reader, writer = await _tcp_connect(host, port, timeout, f"{host}:{port}")
     return Tunnel(reader, writer, (), time.monotonic() - started)
 
 
@@ -227,16 +234,8 @@ async def _build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec
                           'dns = "local" to resolve names here')
     _check_carriable(last, host, f"{host}:{port}")
     first = route[0]
-    timeout = spec.connect_timeout
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(first.host, first.port, limit=1 << 18), timeout)
-    except asyncio.TimeoutError:
-        raise HopTimeout(f"hop 1 {first}: no TCP connection within {timeout:g}s",
-                         hop=0) from None
-    except OSError as exc:
-        raise HopUnreachable(f"hop 1 {first}: {exc.strerror or exc}", hop=0,
-                             err=exc.errno or errno.ECONNREFUSED) from None
+    reader, writer = await _tcp_connect(first.host, first.port, spec.connect_timeout,
+                                        f"hop 1 {first}")
     try:
         sock = writer.get_extra_info("socket")
         if sock is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import lab as lablib
+from conftest import assert_errno
 
 pytestmark = pytest.mark.lab
 
@@ -25,11 +26,6 @@ def marker(name: str) -> str:
 def curl(out: Path, url: str) -> list[str]:
     return ["curl", "-q", "-sS", "--connect-timeout", "30", "--max-time", "60", "-o",
             str(out), url]
-
-
-def assert_errno(c, expected: int) -> None:
-    assert not c.ok and c["errno"] == expected, \
-        f"expected {errno.errorcode[expected]}, client reported {c.report}\n{c.describe()}"
 
 
 def test_dynamic_skips_dead_hop(lab: lablib.Lab, sk, tmp_path: Path) -> None:

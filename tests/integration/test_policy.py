@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import lab as lablib
+from conftest import assert_errno, start_daemon
 
 pytestmark = pytest.mark.lab
 
@@ -40,19 +41,6 @@ def write_policy(path: Path, lab: lablib.Lab, body: str) -> Path:
     """path := the 3-hop chain c3, then body (rules, [default])."""
     path.write_text(chain3(lab) + "\n" + textwrap.dedent(body))
     return path
-
-
-def start_daemon(sk, pol: Path) -> int:
-    res = sk.socksifyd("start", "-c", str(pol))
-    assert res.returncode == 0, sk.describe(res)
-    pid = sk.daemon_pid()
-    assert pid is not None, sk.describe(res)
-    return pid
-
-
-def assert_errno(c, expected: int) -> None:
-    assert not c.ok and c["errno"] == expected, \
-        f"expected {errno.errorcode[expected]}, client reported {c.report}\n{c.describe()}"
 
 
 def assert_tunnel(lab: lablib.Lab, before: list[int], target: str) -> None:

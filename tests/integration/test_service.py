@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import pytest
 
 import lab as lablib
+from conftest import ClientResult, assert_errno, start_daemon
 
 NETCLIENT = Path(__file__).parent / "netclient.py"
 
@@ -45,19 +46,6 @@ EVERYTHING_THROUGH_C3 = """\
     [default]
     action = "chain:c3"
     """
-
-
-def start_daemon(sk, pol: Path) -> int:
-    res = sk.socksifyd("start", "-c", str(pol))
-    assert res.returncode == 0, sk.describe(res)
-    pid = sk.daemon_pid()
-    assert pid is not None, sk.describe(res)
-    return pid
-
-
-def assert_errno(c: Any, expected: int) -> None:
-    assert not c.ok and c["errno"] == expected, \
-        f"expected {errno.errorcode[expected]}, client reported {c.report}\n{c.describe()}"
 
 
 def connections_json(sk) -> list[dict[str, Any]]:
@@ -322,7 +310,7 @@ def test_other_users_on_a_root_daemon(lab: lablib.Lab, sk, tmp_path: Path,
                 "--clear-groups", "env", "-i", *env, "/usr/bin/python3", str(client),
                 *args]
         res = lab.client_run(argv, env=lablib.clean_env(), timeout=60)
-        return _Report(res, sk)
+        return ClientResult(res, sk)
 
     # A: through the chain, both to the far server and to the near witness
     w_before = lab.witness.count()
@@ -407,30 +395,6 @@ def test_control_socket_refuses_other_uids(lab: lablib.Lab, sk, tmp_path: Path,
     log = sk.daemon_log()
     assert f"refused control connection from uid {user_b.pw_uid}" in log, log
     assert f"refused control connection from uid {user_a.pw_uid}" not in log, log
-
-
-class _Report:
-    """A netclient.py run's result and its JSON report (as conftest's ClientResult)."""
-
-    def __init__(self, res: lablib.Result, sk: Any) -> None:
-        self.res, self.sk = res, sk
-        self.report: dict[str, Any] = {}
-        for line in reversed(res.stdout.strip().splitlines()):
-            try:
-                self.report = json.loads(line)
-                break
-            except ValueError:
-                continue
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.report.get("ok"))
-
-    def __getitem__(self, key: str) -> Any:
-        return self.report.get(key)
-
-    def describe(self) -> str:
-        return self.sk.describe(self.res)
 
 
 # --- check-config ----------------------------------------------------------------------
