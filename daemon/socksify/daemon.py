@@ -500,11 +500,12 @@ class Daemon:
         if request.socktype is wire.SockType.DGRAM:
             decision = policy.decide(conn.app, request.addr, request.port, conn.host)
             conn.rule = decision.rule
-            if decision.action.kind == "direct" and conn.host is None:
+            if decision.udp_direct and conn.host is None:
                 self._event(conn, "UDP direct", ok=True)
                 return wire.Reply(wire.Verdict.DIRECT)
             return self._refuse(conn, errno.EACCES, f"UDP refused ({decision.action}: "
-                                "a SOCKS chain carries TCP only)")
+                                "a SOCKS chain carries TCP only; udp = \"direct\" in "
+                                "a rule lets it out)")
         try:
             # an isolated program cannot connect directly: the daemon does it for it
             tunnel = await self.open_route(conn, policy, kernel_direct=not (

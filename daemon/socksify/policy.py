@@ -3,13 +3,16 @@ not at all — from ordered rules on the application and the destination.
 
     [proxies]      name = "socks4://host:port"              (optional)
     [chains.NAME]  hops, strategy, chain_len, connect_timeout, read_timeout, dns
-    [[rules]]      name, app, user, parent, dest, port, action, dns  (first match wins)
+    [[rules]]      name, app, user, parent, dest, port, action, dns, udp
+                   (first match wins)
     [default]      action                                   (default: block)
     [dns]          range4, range6                           (the fake address ranges)
     [daemon]       allow_users                              (root's daemon only)
 
 dns = "remote" (default: a proxied name is resolved by the last hop), "local" (resolved
 here, then its address goes through the chain) or "block" (the lookup fails).
+udp = "refuse" or "direct": whether datagrams the rule matches may go out directly
+(default: yes under a direct rule, no under a chain, which carries TCP only).
 
 Every error names the file, the line and what would be accepted."""
 
@@ -38,7 +41,8 @@ else:  # pragma: no cover
 TOP_KEYS = {"proxies", "chains", "rules", "default", "dns", "daemon", "frontdoor"}
 FRONTDOOR_KEYS = {"listen", "users", "unidentified"}
 CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout", "dns"}
-RULE_KEYS = {"name", "app", "user", "parent", "dest", "port", "action", "dns"}
+RULE_KEYS = {"name", "app", "user", "parent", "dest", "port", "action", "dns", "udp"}
+UDP_MODES = ("refuse", "direct")
 DAEMON_KEYS = {"allow_users"}
 DNS_KEYS = {"range4", "range6"}
 DNS_MODES = ("remote", "local", "block")
@@ -69,6 +73,7 @@ class Rule:
     networks: tuple[Network, ...] = ()
     hosts: tuple[str, ...] = ()
     ports: tuple[tuple[int, int], ...] = ()
+    udp: str = ""                   # "direct" | "refuse"; "" = as the action implies
 
     @property
     def needs_app(self) -> bool:
@@ -137,6 +142,16 @@ class Rule:
 class Decision:
     action: Action
     rule: str                       # the label of the rule that matched, or "default"
+    udp: str = ""                   # the rule's udp key, if it has one
+
+    @property
+    def udp_direct(self) -> bool:
+        """May a datagram to this destination go out directly? For a direct rule,
+        yes unless it says udp = "refuse"; for a chain, only if it says udp = "direct"
+        (a SOCKS chain carries TCP only); for a block, never."""
+        if self.action.kind == "direct":
+            return self.udp != "refuse"
+        return self.action.kind == "chain" and self.udp == "direct"
 
 
 @dataclass(frozen=True)
@@ -175,7 +190,7 @@ class Policy:
                host: str | None = None) -> Decision:
         for rule in self.rules:
             if rule.matches(app, addr, port, host):
-                return Decision(rule.action, rule.label)
+                return Decision(rule.action, rule.label, rule.udp)
         return Decision(self.default, "default")
 
     def decide_name(self, app: AppInfo | None, name: str) -> NameDecision:
@@ -440,7 +455,8 @@ class _Parser:
             parents=tuple(self.strings(body.get("parent", []), line_of("parent"),
                                        f"{where}.parent")),
             networks=networks, hosts=hosts,
-            ports=tuple(self.ports(body.get("port", []), line_of("port"), where)))
+            ports=tuple(self.ports(body.get("port", []), line_of("port"), where)),
+            udp=self.udp_mode(body, line_of("udp"), where))
 
     def action(self, text: str, chains: dict[str, ChainSpec],
                line: int | None) -> Action:
@@ -453,6 +469,13 @@ class _Parser:
                                  f"chains defined: {', '.join(sorted(chains)) or 'none'}")
             return Action("chain", chains[name], chains[name].dns)
         raise self.error(line, f"unknown action {text!r}", ACTION_HINT)
+
+    def udp_mode(self, body: dict[str, Any], line: int | None, what: str) -> str:
+        mode = body.get("udp", "")
+        if mode not in ("", *UDP_MODES):
+            raise self.error(line, f"{what}.udp {mode!r} is not known",
+                             " | ".join(UDP_MODES))
+        return str(mode)
 
     def dns_mode(self, body: dict[str, Any], line: int | None, what: str) -> str:
         mode = body.get("dns", "remote")

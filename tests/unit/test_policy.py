@@ -212,3 +212,19 @@ def test_example_policies_load_through_the_real_loader() -> None:
     for path in examples:
         policy = Policy.load(path)
         assert policy.rules and not policy.warnings, (path, policy.warnings)
+
+
+@pytest.mark.parametrize("action,udp,direct", [
+    ("direct", "", True), ("direct", "refuse", False), ("chain:c", "", False),
+    ("chain:c", "direct", True), ("block", "", False), ("block", "direct", False)])
+def test_udp_per_rule(action: str, udp: str, direct: bool) -> None:
+    key = f'udp = "{udp}"\n' if udp else ""
+    p = Policy.parse('[chains.c]\nhops = ["socks5://10.0.0.1:1080"]\n'
+                     f'[[rules]]\nport = [53]\naction = "{action}"\n{key}', "p.toml")
+    assert p.decide(None, ip("192.0.2.53"), 53).udp_direct is direct
+
+
+def test_udp_bad_value() -> None:
+    with pytest.raises(ConfigError) as info:
+        Policy.parse('[[rules]]\naction = "direct"\nudp = "tunnel"\n', "p.toml")
+    assert str(info.value).startswith("p.toml:3: ") and "refuse | direct" in str(info.value)
