@@ -15,7 +15,7 @@
 #define SOCKSIFY_EXPORT __attribute__((visibility("default")))
 
 #define SOCKSIFY_WIRE_VERSION      1   /* docs/wire.md, "version" byte */
-#define SOCKSIFY_SHIM_ABI_VERSION  3   /* the exported functions and structs below */
+#define SOCKSIFY_SHIM_ABI_VERSION  4   /* the exported functions and structs below */
 
 #define SOCKSIFY_MAGIC        "SKFY"
 #define SOCKSIFY_MAGIC_SIZE   4
@@ -24,12 +24,13 @@
 #define SOCKSIFY_ADDR_SIZE    16
 #define SOCKSIFY_SESSION_SIZE 8
 #define SOCKSIFY_TOKEN_SIZE   16
-#define SOCKSIFY_MAX_NAME     255  /* RESOLVE: the longest name (body_len) */
+#define SOCKSIFY_MAX_NAME     255  /* RESOLVE, NAME: the longest name (body_len) */
 
 /* Request "op". */
 #define SOCKSIFY_OP_CONNECT  1
 #define SOCKSIFY_OP_PEERNAME 2
 #define SOCKSIFY_OP_RESOLVE  3  /* a name follows the header: socksify_wire_encode_resolve() */
+#define SOCKSIFY_OP_NAMEOF   4  /* what is addr called? socksify_wire_encode_request() */
 
 /* Request "family" (wire values, not AF_*). */
 #define SOCKSIFY_FAMILY_ANY   0  /* RESOLVE only: either family */
@@ -45,6 +46,7 @@
 #define SOCKSIFY_VERDICT_DIRECT 1
 #define SOCKSIFY_VERDICT_FAIL   2
 #define SOCKSIFY_VERDICT_PEER   3  /* answer to PEERNAME: socksify_wire_decode_peer() */
+#define SOCKSIFY_VERDICT_NAME   4  /* answer to NAMEOF, a name follows: _decode_name() */
 
 /* Reply "code": portable error numbers, see socksify_wire_errno(). */
 #define SOCKSIFY_CODE_NONE         0
@@ -80,7 +82,10 @@
 #define SOCKSIFY_PEER_OFF_PORT    8
 #define SOCKSIFY_PEER_OFF_ADDR    12
 
-/* A CONNECT or PEERNAME request before encoding (the op is given to the encoder).
+/* Offsets inside a NAME reply (same head as any reply; body_len bytes of name follow). */
+#define SOCKSIFY_NAME_OFF_BODY_LEN 10
+
+/* A CONNECT, PEERNAME or NAMEOF request before encoding (the op is given to the encoder).
  * For family 4 only addr[0..3] is used. */
 struct socksify_connect_req {
     uint8_t family;    /* SOCKSIFY_FAMILY_* */
@@ -110,13 +115,14 @@ struct socksify_peer {
 /* 1: the wire version this library speaks. */
 SOCKSIFY_EXPORT unsigned socksify_wire_version(void);
 
-/* 3: the version of the exported functions and structs. */
+/* 4: the version of the exported functions and structs. */
 SOCKSIFY_EXPORT unsigned socksify_shim_abi_version(void);
 
-/* Write the 48-byte request header with the given op (CONNECT or PEERNAME) for req into
- * out. Returns SOCKSIFY_REQUEST_SIZE, or -EINVAL for a NULL pointer, outlen < 48, or an
- * unknown op (RESOLVE included: it has a body, see socksify_wire_encode_resolve()),
- * family or socktype. */
+/* Write the 48-byte request header with the given op (CONNECT, PEERNAME or NAMEOF) for
+ * req into out (NAMEOF: the caller sets port 0 and socktype stream). Returns
+ * SOCKSIFY_REQUEST_SIZE, or -EINVAL for a NULL pointer, outlen < 48, or an unknown op
+ * (RESOLVE included: it has a body, see socksify_wire_encode_resolve()), family or
+ * socktype. */
 SOCKSIFY_EXPORT int socksify_wire_encode_request(unsigned op,
                                                  const struct socksify_connect_req *req,
                                                  uint8_t *out, size_t outlen);
@@ -147,6 +153,15 @@ SOCKSIFY_EXPORT int socksify_wire_decode_reply(const uint8_t *in, size_t len,
  * (out is then left untouched). */
 SOCKSIFY_EXPORT int socksify_wire_decode_peer(const uint8_t *in, size_t len,
                                               struct socksify_peer *out);
+
+/* Parse one NAME reply: the 32-byte head (verdict NAME, body_len in bytes 10-11) and
+ * exactly body_len bytes of name (len must be 32 + body_len). Writes the name and a NUL
+ * into out and returns its length (1..SOCKSIFY_MAX_NAME). -EPROTO for a wrong length,
+ * magic or version, a verdict other than NAME, a body_len outside 1..255, or a name
+ * that is not printable ASCII without space (33..126); -ERANGE if outlen cannot hold
+ * the name and its NUL; -EINVAL for a NULL out. out is left untouched on error. */
+SOCKSIFY_EXPORT int socksify_wire_decode_name(const uint8_t *in, size_t len, char *out,
+                                              size_t outlen);
 
 /* The local errno for a reply code: 0 for SOCKSIFY_CODE_NONE, EPROTO for unknown codes. */
 SOCKSIFY_EXPORT int socksify_wire_errno(unsigned code);

@@ -71,6 +71,8 @@ async def _shim_request(daemon: Daemon, data: bytes, reader: asyncio.StreamReade
                                         pid, uid))
         elif head.op is wire.Op.PEERNAME:
             writer.write(daemon.peername(wire.ConnectRequest.from_header(head)))
+        elif head.op is wire.Op.NAMEOF:
+            writer.write(daemon.name_of(wire.ConnectRequest.from_header(head), pid, uid))
         else:
             request = wire.ConnectRequest.from_header(head)
             writer.write((await daemon.connect(request, pid, uid)).dumps())

@@ -482,6 +482,36 @@ class Daemon:
         log.debug("%s: lookup of %s -> stand-in %s [%s]", app, name, addr, decision.rule)
         return wire.PeerReply(addr, 0).dumps()
 
+    def name_of(self, request: wire.ConnectRequest, pid: int, uid: int) -> bytes:
+        """NAMEOF: what is this address called? A stand-in address this daemon handed
+        out is the name it stands for; a loopback address, or one the policy sends
+        direct on every port, may be looked up locally (DIRECT); anything else (proxied
+        or blocked) must not be, since the reverse query would name the destination to
+        the local resolver (FAIL: the program gets the numeric form)."""
+        addr = request.addr
+        if self.fake.is_fake(addr):
+            name = self.fake.name_for(addr)
+            if name is not None:
+                return wire.NameReply(name).dumps()
+            log.debug("reverse lookup of %s refused: a stand-in address this daemon "
+                      "never handed out", addr)
+            return wire.Reply(wire.Verdict.FAIL).dumps()
+        if addr.is_loopback:
+            return wire.Reply(wire.Verdict.DIRECT).dumps()
+        app = self.procs.identify(pid, uid)
+        _, policy, why = self._policy_for(request.session, uid)
+        if policy is None:
+            log.debug("%s: reverse lookup of %s refused: %s", app, addr, why)
+            return wire.Reply(wire.Verdict.FAIL).dumps()
+        decision = policy.decide_address(app, addr)
+        if decision.action.kind == "direct":
+            log.debug("%s: reverse lookup of %s resolves locally [%s]", app, addr,
+                      decision.rule)
+            return wire.Reply(wire.Verdict.DIRECT).dumps()
+        log.debug("%s: reverse lookup of %s refused: %s [%s]", app, addr,
+                  decision.action, decision.rule)
+        return wire.Reply(wire.Verdict.FAIL).dumps()
+
     async def connect(self, request: wire.ConnectRequest, pid: int,
                       uid: int) -> wire.Reply:
         """A shim's CONNECT: decide how the connection leaves and, for a chain, build

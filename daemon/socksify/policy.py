@@ -99,6 +99,15 @@ class Rule:
             return any(fnmatch.fnmatch(name, h) for h in self.hosts)
         return True
 
+    def may_match_address(self, app: AppInfo | None, addr: IPAddress) -> bool:
+        """Could a connection to `addr` (port not known: a reverse lookup) match this
+        rule?"""
+        if not self.matches_app(app):
+            return False
+        if self.networks or self.hosts:
+            return any(_in_network(addr, n) for n in self.networks)
+        return True
+
     def matches(self, app: AppInfo | None, addr: IPAddress | None, port: int,
                 host: str | None = None) -> bool:
         """addr is None when only a host name is known (a SOCKS front-door request)."""
@@ -192,6 +201,22 @@ class Policy:
             if rule.matches(app, addr, port, host):
                 return Decision(rule.action, rule.label, rule.udp)
         return Decision(self.default, "default")
+
+    def decide_address(self, app: AppInfo | None, addr: IPAddress) -> Decision:
+        """How a reverse lookup of addr is decided. The port is not known, so every
+        rule that could match a connection to addr counts, up to the first that would
+        match on any port: the answer is direct only if all of them are, else the first
+        that is not (a PTR query for an address any port sends through a chain would
+        name that destination to the local resolver)."""
+        seen: list[Decision] = []
+        for rule in self.rules:
+            if rule.may_match_address(app, addr):
+                seen.append(Decision(rule.action, rule.label, rule.udp))
+                if not rule.ports:
+                    break
+        else:
+            seen.append(Decision(self.default, "default"))
+        return next((d for d in seen if d.action.kind != "direct"), seen[0])
 
     def decide_name(self, app: AppInfo | None, name: str) -> NameDecision:
         """How a name lookup is answered. The port is not known yet, so every rule

@@ -6,6 +6,7 @@ pure wire functions through cffi, so the daemon can check it speaks the same wir
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -15,7 +16,7 @@ from typing import Any, TypedDict, cast
 from .protocol.control import VERSION as WIRE_VERSION
 from .protocol.control import WireError
 
-SHIM_ABI_VERSION = 3
+SHIM_ABI_VERSION = 4
 """The shim's exported-ABI version (socksify_shim_abi_version()) this package expects."""
 
 REQUEST_SIZE = 48
@@ -43,6 +44,7 @@ int socksify_wire_encode_resolve(const char *name, unsigned family, const uint8_
                                  uint8_t *out, size_t outlen);
 int socksify_wire_decode_reply(const uint8_t *in, size_t len, struct socksify_reply *out);
 int socksify_wire_decode_peer(const uint8_t *in, size_t len, struct socksify_peer *out);
+int socksify_wire_decode_name(const uint8_t *in, size_t len, char *out, size_t outlen);
 int socksify_wire_errno(unsigned code);
 int socksify_addr_is_loopback(const void *sa, unsigned len);
 """
@@ -103,8 +105,8 @@ class Shim:
 
     def encode_request(self, op: int, family: int, socktype: int, port: int, addr: bytes,
                        session: bytes = bytes(8)) -> bytes:
-        """The 48-byte request header; op 1 CONNECT / 2 PEERNAME, family 4/6, socktype
-        1/2 (wire values)."""
+        """The 48-byte request header; op 1 CONNECT / 2 PEERNAME / 4 NAMEOF, family 4/6,
+        socktype 1/2 (wire values)."""
         if len(addr) > 16 or len(session) != 8 or not 0 <= port <= 0xFFFF:
             raise ValueError("addr is at most 16 bytes, session 8, port 0..65535")
         req = self._ffi.new("struct socksify_connect_req *")
@@ -153,6 +155,18 @@ class Shim:
         return PeerFields(family=family, port=int(peer.port),
                           addr=cast(bytes, self._ffi.buffer(peer.addr,
                                                             4 if family == 4 else 16)[:]))
+
+    def decode_name(self, data: bytes, outlen: int = MAX_NAME + 1) -> str:
+        """A NAME reply's name (data: the 32-byte head and the name); raise WireError if
+        the shim rejects the bytes, ValueError if outlen cannot hold the name and its
+        NUL."""
+        out = self._ffi.new("char[]", max(outlen, 1))
+        n = int(self._lib.socksify_wire_decode_name(data, len(data), out, outlen))
+        if n == -errno.ERANGE:
+            raise ValueError(f"the name does not fit in {outlen} bytes with its NUL")
+        if n < 0:
+            raise WireError(f"the shim rejects the NAME reply: {os.strerror(-n)}")
+        return cast(bytes, self._ffi.buffer(out, n)[:]).decode("ascii")
 
     def errno_for(self, code: int) -> int:
         return int(self._lib.socksify_wire_errno(code))

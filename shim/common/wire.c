@@ -35,6 +35,12 @@ static size_t family_addr_len(uint8_t family)
     return 0;
 }
 
+/* A host name byte on the wire: printable ASCII without space. */
+static int name_byte_ok(unsigned char c)
+{
+    return c >= 33 && c <= 126;
+}
+
 SOCKSIFY_EXPORT int socksify_wire_encode_request(unsigned op,
                                                  const struct socksify_connect_req *req,
                                                  uint8_t *out, size_t outlen)
@@ -43,7 +49,7 @@ SOCKSIFY_EXPORT int socksify_wire_encode_request(unsigned op,
 
     if (req == NULL || out == NULL || outlen < SOCKSIFY_REQUEST_SIZE)
         return -EINVAL;
-    if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME)
+    if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME && op != SOCKSIFY_OP_NAMEOF)
         return -EINVAL;
     if ((addr_len = family_addr_len(req->family)) == 0)
         return -EINVAL;
@@ -83,7 +89,7 @@ SOCKSIFY_EXPORT int socksify_wire_encode_resolve(const char *name, unsigned fami
     /* Printable ASCII without space, and at most SOCKSIFY_MAX_NAME bytes (the loop stops
      * at the first byte past that limit, so an overlong name is never read in full). */
     for (; len <= SOCKSIFY_MAX_NAME && name[len] != '\0'; len++)
-        if ((unsigned char)name[len] < 33 || (unsigned char)name[len] > 126)
+        if (!name_byte_ok((unsigned char)name[len]))
             return -EINVAL;
     if (len == 0 || len > SOCKSIFY_MAX_NAME || outlen < SOCKSIFY_REQUEST_SIZE + len)
         return -EINVAL;
@@ -149,6 +155,30 @@ SOCKSIFY_EXPORT int socksify_wire_decode_peer(const uint8_t *in, size_t len,
     out->port = get_be16(in + SOCKSIFY_PEER_OFF_PORT);
     memcpy(out->addr, in + SOCKSIFY_PEER_OFF_ADDR, addr_len);
     return 0;
+}
+
+SOCKSIFY_EXPORT int socksify_wire_decode_name(const uint8_t *in, size_t len, char *out,
+                                              size_t outlen)
+{
+    size_t body_len;
+
+    if (in == NULL || len < SOCKSIFY_REPLY_SIZE
+        || check_reply_head(in, SOCKSIFY_REPLY_SIZE) < 0
+        || in[SOCKSIFY_REP_OFF_VERDICT] != SOCKSIFY_VERDICT_NAME)
+        return -EPROTO;
+    body_len = get_be16(in + SOCKSIFY_NAME_OFF_BODY_LEN);
+    if (body_len == 0 || body_len > SOCKSIFY_MAX_NAME || len != SOCKSIFY_REPLY_SIZE + body_len)
+        return -EPROTO;
+    for (size_t i = 0; i < body_len; i++)
+        if (!name_byte_ok(in[SOCKSIFY_REPLY_SIZE + i]))
+            return -EPROTO;
+    if (out == NULL)
+        return -EINVAL;
+    if (outlen < body_len + 1)
+        return -ERANGE;
+    memcpy(out, in + SOCKSIFY_REPLY_SIZE, body_len);
+    out[body_len] = '\0';
+    return (int)body_len;
 }
 
 SOCKSIFY_EXPORT int socksify_wire_errno(unsigned code)

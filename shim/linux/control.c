@@ -17,8 +17,8 @@
 /* How long to wait between retries when the daemon's listen backlog is full. */
 #define BACKLOG_RETRY_MS 10
 
-/* A PEERNAME query is local bookkeeping in the daemon: it never needs the long
- * SOCKSIFY_TIMEOUT a CONNECT may need to build a chain. */
+/* A PEERNAME or NAMEOF query is local bookkeeping in the daemon: it never needs the
+ * long SOCKSIFY_TIMEOUT a CONNECT may need to build a chain. */
 #define PEERNAME_TIMEOUT_MS 5000
 
 /* relay_port4 << 16 | relay_port6 of the last RELAY reply, 0 if none. */
@@ -141,9 +141,33 @@ static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline, int leve
     return 0;
 }
 
+/* The name that follows a NAME reply's head, when the caller has room for one: read
+ * body_len more bytes after the head. Returns the reply's whole length, or -errno. */
+static int recv_body(int fd, uint8_t *reply, size_t replymax, int64_t deadline, int level)
+{
+    size_t body_len;
+    int r;
+
+    if (replymax <= SOCKSIFY_REPLY_SIZE
+        || memcmp(reply, SOCKSIFY_MAGIC, SOCKSIFY_MAGIC_SIZE) != 0
+        || reply[SOCKSIFY_REP_OFF_VERSION] != SOCKSIFY_WIRE_VERSION
+        || reply[SOCKSIFY_REP_OFF_VERDICT] != SOCKSIFY_VERDICT_NAME)
+        return SOCKSIFY_REPLY_SIZE;  /* no body: the caller decodes (and judges) the head */
+    body_len = (size_t)reply[SOCKSIFY_NAME_OFF_BODY_LEN] << 8
+               | reply[SOCKSIFY_NAME_OFF_BODY_LEN + 1];
+    if (body_len > replymax - SOCKSIFY_REPLY_SIZE) {
+        SOCKSIFY_LOG_AT(level, "the daemon announces a %zu-byte name, more than the %zu "
+                        "a reply may carry", body_len, replymax - SOCKSIFY_REPLY_SIZE);
+        return -EPROTO;
+    }
+    if ((r = recv_all(fd, reply + SOCKSIFY_REPLY_SIZE, body_len, deadline, level)) < 0)
+        return r;
+    return (int)(SOCKSIFY_REPLY_SIZE + body_len);
+}
+
 static int exchange_on(socksify_connect_fn real_connect, int fd, const char *path,
-                       const uint8_t *request, size_t len,
-                       uint8_t reply[SOCKSIFY_REPLY_SIZE], int64_t deadline, int level)
+                       const uint8_t *request, size_t len, uint8_t *reply,
+                       size_t replymax, int64_t deadline, int level)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     int r;
@@ -159,17 +183,18 @@ static int exchange_on(socksify_connect_fn real_connect, int fd, const char *pat
                         socksify_strerror(-r));
         return r;
     }
-    if ((r = recv_all(fd, reply, SOCKSIFY_REPLY_SIZE, deadline, level)) < 0) {
+    if ((r = recv_all(fd, reply, SOCKSIFY_REPLY_SIZE, deadline, level)) < 0
+        || (r = recv_body(fd, reply, replymax, deadline, level)) < 0) {
         if (r != -EPROTO)
             SOCKSIFY_LOG_AT(level, "no reply from the daemon at %s: %s", path,
                             socksify_strerror(-r));
         return r;
     }
-    return 0;
+    return r;
 }
 
-int socksify_control_send(socksify_connect_fn real_connect, const uint8_t *request,
-                          size_t len, uint8_t reply[SOCKSIFY_REPLY_SIZE])
+int socksify_control_send_reply(socksify_connect_fn real_connect, const uint8_t *request,
+                                size_t len, uint8_t *reply, size_t replymax)
 {
     const struct socksify_config *cfg = socksify_config();
     unsigned op = len > SOCKSIFY_REQ_OFF_OP ? request[SOCKSIFY_REQ_OFF_OP] : 0;
@@ -178,9 +203,10 @@ int socksify_control_send(socksify_connect_fn real_connect, const uint8_t *reque
     int64_t deadline;
     int fd, r;
 
-    if (len < SOCKSIFY_REQUEST_SIZE)
+    if (len < SOCKSIFY_REQUEST_SIZE || replymax < SOCKSIFY_REPLY_SIZE)
         return -EINVAL;
-    if (op == SOCKSIFY_OP_PEERNAME && timeout_ms > PEERNAME_TIMEOUT_MS)
+    if ((op == SOCKSIFY_OP_PEERNAME || op == SOCKSIFY_OP_NAMEOF)
+        && timeout_ms > PEERNAME_TIMEOUT_MS)
         timeout_ms = PEERNAME_TIMEOUT_MS;
     deadline = socksify_now_ms() + timeout_ms;
     if (cfg->socket_path_error < 0)
@@ -194,9 +220,19 @@ int socksify_control_send(socksify_connect_fn real_connect, const uint8_t *reque
         SOCKSIFY_LOG_AT(level, "cannot create the control socket: %s", socksify_strerror(-r));
         return r;
     }
-    r = exchange_on(real_connect, fd, cfg->socket_path, request, len, reply, deadline, level);
+    r = exchange_on(real_connect, fd, cfg->socket_path, request, len, reply, replymax,
+                    deadline, level);
     close(fd);
     return r;
+}
+
+int socksify_control_send(socksify_connect_fn real_connect, const uint8_t *request,
+                          size_t len, uint8_t reply[SOCKSIFY_REPLY_SIZE])
+{
+    int r = socksify_control_send_reply(real_connect, request, len, reply,
+                                        SOCKSIFY_REPLY_SIZE);
+
+    return r < 0 ? r : 0;
 }
 
 int socksify_control_request(socksify_connect_fn real_connect, unsigned op,

@@ -34,6 +34,14 @@ int socksify_control_request(socksify_connect_fn real_connect, unsigned op,
 int socksify_control_send(socksify_connect_fn real_connect, const uint8_t *request,
                           size_t len, uint8_t reply[SOCKSIFY_REPLY_SIZE]);
 
+/* As socksify_control_send(), for a request whose reply may carry a body (NAMEOF): the
+ * reply (up to replymax bytes, at least 32) is read into reply, a NAME reply's head and
+ * then its body_len bytes of name; every other reply is its 32 bytes. The timeout is at
+ * most 5 s for NAMEOF, as for PEERNAME. Returns the reply's length, or -errno (-EPROTO
+ * also for a name longer than replymax allows). */
+int socksify_control_send_reply(socksify_connect_fn real_connect, const uint8_t *request,
+                                size_t len, uint8_t *reply, size_t replymax);
+
 /* A CONNECT request for req, its reply decoded into rep: as socksify_control_request(),
  * and -EPROTO (logged) for a malformed reply. */
 int socksify_control_exchange(socksify_connect_fn real_connect,

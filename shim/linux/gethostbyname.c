@@ -6,11 +6,11 @@
  * answer: TRY_AGAIN, never a local query. */
 #include <errno.h>
 #include <netdb.h>
-#include <stdalign.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "hostent.h"
 #include "init.h"
 #include "log.h"
 #include "name.h"
@@ -38,19 +38,12 @@ void socksify_gethostbyname_resolve(void)
     real_gethostbyname2_r = (gethostbyname2_r_fn)socksify_real_symbol("gethostbyname2_r");
 }
 
-/* What a hostent with one address and no alias needs: the two pointer lists, the
- * address, the name and its NUL. */
-#define HOSTENT_BUF_SIZE(name_len) \
-    (alignof(char *) + 3 * sizeof(char *) + SOCKSIFY_ADDR_SIZE + (name_len) + 1)
-
 /* The non-_r functions' result, one per thread (as glibc's is one per process). */
 static __thread struct hostent tls_host;
 static __thread char tls_buf[HOSTENT_BUF_SIZE(SOCKSIFY_MAX_NAME)];
 
-/* Fill ret for peer's address in buf: h_name a copy of name, no alias, one address.
- * 0, or -ERANGE if buflen is too small. */
-static int fill_hostent(const char *name, const struct socksify_peer *peer,
-                        struct hostent *ret, char *buf, size_t buflen)
+int socksify_fill_hostent(const char *name, const struct socksify_peer *peer,
+                          struct hostent *ret, char *buf, size_t buflen)
 {
     size_t name_len = strlen(name), skip = -(uintptr_t)buf & (alignof(char *) - 1);
     size_t addr_len = peer->family == SOCKSIFY_FAMILY_INET ? 4 : 16;
@@ -107,23 +100,21 @@ static int lookup(const char *name, int af, struct hostent *ret, char *buf, size
         *herr = TRY_AGAIN;
         return -EAGAIN;
     }
-    if ((r = fill_hostent(name, &peer, ret, buf, buflen)) < 0) {
+    if ((r = socksify_fill_hostent(name, &peer, ret, buf, buflen)) < 0) {
         *herr = NETDB_INTERNAL;
         return r;
     }
     return 0;
 }
 
-/* The _r functions' return value, *result and *h_errnop for the logic's answer r (not
- * 1), as glibc has them: not found is 0 with a NULL *result; the others return the
- * errno value, also left in errno. */
-static int r_result(int r, int herr, struct hostent *ret, struct hostent **result,
-                    int *h_errnop)
+int socksify_hostent_r_result(int r, int herr, struct hostent *ret,
+                              struct hostent **result, int *h_errnop)
 {
     *result = r == 0 ? ret : NULL;
     if (r == 0)
         return 0;
     *h_errnop = herr;
+    h_errno = herr;  /* as glibc's resolver leaves it: some callers read it (CPython) */
     if (r == -ENOENT)
         return 0;
     errno = -r;
@@ -177,7 +168,7 @@ SOCKSIFY_EXPORT int gethostbyname2_r(const char *name, int af, struct hostent *r
     if (r == 1)
         return real_gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
     errno = saved_errno;
-    return r_result(r, herr, ret, result, h_errnop);
+    return socksify_hostent_r_result(r, herr, ret, result, h_errnop);
 }
 
 SOCKSIFY_EXPORT int gethostbyname_r(const char *name, struct hostent *ret, char *buf,
@@ -190,5 +181,5 @@ SOCKSIFY_EXPORT int gethostbyname_r(const char *name, struct hostent *ret, char 
     if (r == 1)
         return real_gethostbyname_r(name, ret, buf, buflen, result, h_errnop);
     errno = saved_errno;
-    return r_result(r, herr, ret, result, h_errnop);
+    return socksify_hostent_r_result(r, herr, ret, result, h_errnop);
 }

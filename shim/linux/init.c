@@ -119,6 +119,8 @@ static void init_once_body(void)
     socksify_getpeername_resolve();
     socksify_getaddrinfo_resolve();
     socksify_gethostbyname_resolve();
+    socksify_getnameinfo_resolve();
+    socksify_gethostbyaddr_resolve();
     socksify_sendto_resolve();
     socksify_sendmsg_resolve();
     socksify_sendmmsg_resolve();

@@ -35,6 +35,8 @@ void socksify_connect_resolve(void);
 void socksify_getpeername_resolve(void);
 void socksify_getaddrinfo_resolve(void);
 void socksify_gethostbyname_resolve(void);
+void socksify_getnameinfo_resolve(void);
+void socksify_gethostbyaddr_resolve(void);
 void socksify_sendto_resolve(void);
 void socksify_sendmsg_resolve(void);
 void socksify_sendmmsg_resolve(void);

@@ -3,8 +3,8 @@
  *   cc -std=gnu11 -D_GNU_SOURCE -Ishim -Ishim/common tests/c/test_wire.c shim/common/wire.c shim/common/addr.c
  *   ./a.out tests/vectors/control.txt
  *
- * Every `request`, `resolve`, `reply`, `peer-reply` and `bad-reply` line of the vectors
- * file is one case, and so is every entry of the loopback, name and API tables below
+ * Every `request`, `resolve`, `reply`, `peer-reply`, `name-reply`, `bad-reply` and
+ * `bad-name-reply` line of the vectors file is one case, and so is every entry of the loopback, name and API tables below
  * (tests/unit/test_shim_c.py checks the passed count against those numbers). The last
  * line is "N passed, M failed".
  */
@@ -91,7 +91,7 @@ static void check_request(const char *name, char **f, int n)
     req.family = (uint8_t)number(f, n, "family");
     req.socktype = (uint8_t)number(f, n, "socktype");
     req.port = (uint16_t)number(f, n, "port");
-    if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME)
+    if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME && op != SOCKSIFY_OP_NAMEOF)
         return result(0, "request", name, "bad op field");
     if (!addr || inet_pton(req.family == 6 ? AF_INET6 : AF_INET, addr, req.addr) != 1)
         return result(0, "request", name, "bad addr field");
@@ -211,6 +211,50 @@ static void check_bad_reply(const char *name, char **f, int n)
            "bad-reply", name, "decode_peer did not reject it with -EPROTO");
 }
 
+static void check_name_reply(const char *name, char **f, int n)
+{
+    struct socksify_reply rep, untouched;
+    struct socksify_peer peer;
+    uint8_t raw[SOCKSIFY_REPLY_SIZE + SOCKSIFY_MAX_NAME];
+    char out[SOCKSIFY_MAX_NAME + 1];
+    const char *host = field(f, n, "host");
+    int len = unhex(field(f, n, "hex"), raw, sizeof raw), want;
+
+    if (!host || len < 0)
+        return result(0, "name-reply", name, "bad host or hex field");
+    want = (int)strlen(host);
+    memset(out, 0xee, sizeof out);
+    if (socksify_wire_decode_name(raw, (size_t)len, out, sizeof out) != want
+        || strcmp(out, host) != 0)
+        return result(0, "name-reply", name, "decode_name failed or the name differs");
+    /* Room for the name and its NUL is enough; one byte less is not. */
+    if (socksify_wire_decode_name(raw, (size_t)len, out, (size_t)want + 1) != want
+        || socksify_wire_decode_name(raw, (size_t)len, out, (size_t)want) != -ERANGE)
+        return result(0, "name-reply", name, "outlen not checked exactly");
+    memset(&rep, 0xee, sizeof rep);
+    untouched = rep;
+    if (socksify_wire_decode_reply(raw, SOCKSIFY_REPLY_SIZE, &rep) != -EPROTO
+        || memcmp(&rep, &untouched, sizeof rep) != 0)
+        return result(0, "name-reply", name, "decode_reply accepted a NAME reply's head");
+    result(socksify_wire_decode_peer(raw, SOCKSIFY_REPLY_SIZE, &peer) == -EPROTO,
+           "name-reply", name, "decode_peer accepted a NAME reply's head");
+}
+
+static void check_bad_name_reply(const char *name, char **f, int n)
+{
+    uint8_t raw[SOCKSIFY_REPLY_SIZE + SOCKSIFY_MAX_NAME + 8];
+    char out[SOCKSIFY_MAX_NAME + 1], untouched[SOCKSIFY_MAX_NAME + 1];
+    int len = unhex(field(f, n, "hex"), raw, sizeof raw);
+
+    memset(out, 0xee, sizeof out);
+    memcpy(untouched, out, sizeof out);
+    if (len < 0)
+        return result(0, "bad-name-reply", name, "bad hex field");
+    result(socksify_wire_decode_name(raw, (size_t)len, out, sizeof out) == -EPROTO
+           && memcmp(out, untouched, sizeof out) == 0,
+           "bad-name-reply", name, "decode_name did not reject it with -EPROTO");
+}
+
 static void run_vectors(const char *path)
 {
     char line[1024];
@@ -241,6 +285,10 @@ static void run_vectors(const char *path)
             check_peer_reply(fields[1], fields + 2, n - 2);
         else if (strcmp(fields[0], "bad-reply") == 0)
             check_bad_reply(fields[1], fields + 2, n - 2);
+        else if (strcmp(fields[0], "name-reply") == 0)
+            check_name_reply(fields[1], fields + 2, n - 2);
+        else if (strcmp(fields[0], "bad-name-reply") == 0)
+            check_bad_name_reply(fields[1], fields + 2, n - 2);
         else
             result(0, fields[0], fields[1], "unknown kind");
     }
@@ -294,7 +342,7 @@ static void run_names(void)
                cases[i].name[0] ? cases[i].name : "(empty)", "wrong answer");
 }
 
-/* API edge cases: 13 checks. */
+/* API edge cases: 15 checks. */
 static void run_api(void)
 {
     struct socksify_connect_req req = {.family = 4, .socktype = 1, .port = 1};
@@ -313,8 +361,19 @@ static void run_api(void)
     char long_name[SOCKSIFY_MAX_NAME + 2];
     uint8_t big[SOCKSIFY_REQUEST_SIZE + SOCKSIFY_MAX_NAME + 1];
 
-    result(socksify_wire_version() == 1 && socksify_shim_abi_version() == 3,
-           "api", "versions", "not 1 and 3");
+    /* A NAME reply for "ab" (34 bytes; the array has room for the literal's NUL). */
+    static const uint8_t name_reply[SOCKSIFY_REPLY_SIZE + 3] =
+        "SKFY\x01\x04\0\0\0\0\0\x02\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0ab";
+    char name_out[4];
+
+    result(socksify_wire_version() == 1 && socksify_shim_abi_version() == 4,
+           "api", "versions", "not 1 and 4");
+    result(socksify_wire_decode_name(name_reply, 34, name_out, sizeof name_out) == 2
+           && strcmp(name_out, "ab") == 0
+           && socksify_wire_decode_name(name_reply, 34, NULL, 4) == -EINVAL
+           && socksify_wire_decode_name(NULL, 34, name_out, 4) == -EPROTO
+           && socksify_wire_decode_name(name_reply, 34, name_out, 2) == -ERANGE,
+           "api", "decode-name", "wrong answer for a good reply or a NULL or short buffer");
     memset(long_name, 'a', sizeof long_name - 1);
     long_name[sizeof long_name - 1] = '\0';  /* 256 bytes */
     result(socksify_wire_encode_resolve("", 0, zero_session, big, sizeof big) == -EINVAL
@@ -342,8 +401,12 @@ static void run_api(void)
               == SOCKSIFY_REQUEST_SIZE + 2,
            "api", "resolve-limits", "255 bytes or printable edges refused");
     result(socksify_wire_encode_request(3, &req, buf, sizeof buf) == -EINVAL
-           && socksify_wire_encode_request(0, &req, buf, sizeof buf) == -EINVAL,
+           && socksify_wire_encode_request(0, &req, buf, sizeof buf) == -EINVAL
+           && socksify_wire_encode_request(5, &req, buf, sizeof buf) == -EINVAL,
            "api", "encode-bad-op", "not -EINVAL");
+    result(socksify_wire_encode_request(SOCKSIFY_OP_NAMEOF, &req, buf, sizeof buf)
+           == SOCKSIFY_REQUEST_SIZE && buf[SOCKSIFY_REQ_OFF_OP] == 4,
+           "api", "encode-nameof", "op 4 refused");
     memset(&peer, 0xee, sizeof peer);
     result(socksify_wire_decode_peer(peer_reply, sizeof peer_reply, &peer) == 0
            && peer.family == 4 && peer.port == 443

@@ -5,9 +5,12 @@ receives, the far host's name is known only in the proxy zone, and the near witn
 from __future__ import annotations
 
 import errno
+import json
 import os
+import socket
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,62 @@ def test_children_stay_socksified(lab: lablib.Lab, sk, tmp_path: Path,
     assert res.returncode == 0 and res.stdout.endswith("200"), sk.describe(res)
     assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
     assert lab.dns.seen() == before
+
+
+REVERSE_PROXIED = "198.51.100.7"          # a real address the chain would carry
+REVERSE_PTR = "7.100.51.198.in-addr.arpa"  # what a local reverse lookup would ask
+
+
+def _ptr_queries(names: list[str]) -> list[str]:
+    return [n for n in names if n.lower().endswith((".in-addr.arpa", ".ip6.arpa"))]
+
+
+def test_the_recorder_sees_an_unprotected_reverse_lookup(lab: lablib.Lab) -> None:
+    """Control: without socksify, getnameinfo() of an address in the client zone sends
+    a PTR query the recorder sees, so an empty record below means something."""
+    code = (f"import socket; print(socket.getnameinfo(({REVERSE_PROXIED!r}, 80), "
+            "socket.NI_NUMERICSERV))")
+    res = lab.client_run([sys.executable, "-c", code], timeout=30)
+    assert res.returncode == 0 and REVERSE_PROXIED in res.stdout, res.stdout + res.stderr
+    lablib.wait_until(lambda: REVERSE_PTR in lab.dns.seen(), 10, "the recorded PTR query")
+
+
+def test_reverse_lookups_answer_without_a_query(lab: lablib.Lab, sk) -> None:
+    """Under a chain (SOCKS4 hop, SOCKS5 last hop): a stand-in address is named by the
+    daemon (getnameinfo, gethostbyaddr), a proxied real address gets its numeric form
+    (NI_NAMEREQD: an error), and no PTR query reaches the recorder."""
+    code = textwrap.dedent(f"""\
+        import json, socket
+        out = {{}}
+        fake = socket.getaddrinfo({lablib.FAR_NAME!r}, 80, socket.AF_INET,
+                                  socket.SOCK_STREAM)[0][4][0]
+        out["fake"] = fake
+        out["ni"] = socket.getnameinfo((fake, 80), 0)
+        out["ni_numserv"] = socket.getnameinfo((fake, 80), socket.NI_NUMERICSERV)
+        out["hba"] = socket.gethostbyaddr(fake)
+        out["real"] = socket.getnameinfo(({REVERSE_PROXIED!r}, 80), 0)
+        try:
+            socket.getnameinfo(({REVERSE_PROXIED!r}, 80), socket.NI_NAMEREQD)
+            out["namereqd"] = None
+        except OSError as exc:
+            out["namereqd"] = exc.errno
+        try:
+            socket.gethostbyaddr({REVERSE_PROXIED!r})
+            out["hba_real"] = None
+        except OSError as exc:
+            out["hba_real"] = exc.errno
+        print(json.dumps(out))
+        """)
+    before = len(lab.dns.seen())
+    res = sk.run([sys.executable, "-c", code], via=[lab.hops[0].url, s5(lab.hops[1])])
+    assert res.returncode == 0, sk.describe(res)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["fake"].startswith("240."), out
+    assert out["ni"][0] == lablib.FAR_NAME, out
+    assert out["ni_numserv"] == [lablib.FAR_NAME, "80"], out
+    assert out["hba"] == [lablib.FAR_NAME, [], [out["fake"]]], out
+    assert out["real"][0] == REVERSE_PROXIED, out
+    assert out["namereqd"] == socket.EAI_NONAME, out
+    assert out["hba_real"] == 1, out                 # HOST_NOT_FOUND (socket.herror)
+    time.sleep(0.5)                                  # a stray query would be in by now
+    assert _ptr_queries(lab.dns.seen()[before:]) == [], lab.dns.seen()[before:]

@@ -30,6 +30,9 @@ def test_vectors_present() -> None:
     assert len(_load("reply")) >= 10
     assert len(_load("bad-reply")) >= 3
     assert len(_load("peer-reply")) >= 2
+    assert len(_load("name-reply")) >= 2
+    assert len(_load("bad-name-reply")) >= 5
+    assert any(v["op"] == str(int(wire.Op.NAMEOF)) for v in _load("request"))
 
 
 @pytest.mark.parametrize("v", _load("request"), ids=lambda v: v["name"])
@@ -94,6 +97,40 @@ def test_peer_reply_vector(v: dict[str, str]) -> None:
 def test_bad_reply_vector(v: dict[str, str]) -> None:
     with pytest.raises(wire.WireError):
         wire.Reply.loads(bytes.fromhex(v["hex"]))
+
+
+@pytest.mark.parametrize("v", _load("name-reply"), ids=lambda v: v["name"])
+def test_name_reply_vector(v: dict[str, str]) -> None:
+    raw = bytes.fromhex(v["hex"])
+    rep = wire.NameReply.loads(raw)
+    assert rep == wire.NameReply(v["host"])
+    assert rep.dumps() == raw
+    assert wire.NameReply.body_len(raw[:wire.REPLY_SIZE]) == len(v["host"])
+    assert raw[5] == wire.Verdict.NAME
+    with pytest.raises(wire.WireError):   # never taken for another reply
+        wire.Reply.loads(raw[:wire.REPLY_SIZE])
+    with pytest.raises(wire.WireError):
+        wire.PeerReply.loads(raw[:wire.REPLY_SIZE])
+
+
+@pytest.mark.parametrize("v", _load("bad-name-reply"), ids=lambda v: v["name"])
+def test_bad_name_reply_vector(v: dict[str, str]) -> None:
+    with pytest.raises(wire.WireError):
+        wire.NameReply.loads(bytes.fromhex(v["hex"]))
+
+
+@pytest.mark.parametrize("name", ["", "a" * 256, "a b", "caf\u00e9.test", "a\0b"])
+def test_name_reply_refuses_bad_names(name: str) -> None:
+    with pytest.raises(wire.WireError):
+        wire.NameReply(name).dumps()
+
+
+def test_nameof_request_has_no_body() -> None:
+    req = wire.ConnectRequest(ipaddress.ip_address("240.0.0.9"), 0, op=wire.Op.NAMEOF)
+    raw = req.dumps()
+    assert raw[5] == 4 and wire.ConnectRequest.loads(raw) == req
+    with pytest.raises(wire.WireError):
+        wire.Header.loads(raw[:10] + b"\x00\x01" + raw[12:])
 
 
 def test_request_rejects_bad_headers() -> None:

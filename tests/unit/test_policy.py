@@ -228,3 +228,43 @@ def test_udp_bad_value() -> None:
     with pytest.raises(ConfigError) as info:
         Policy.parse('[[rules]]\naction = "direct"\nudp = "tunnel"\n', "p.toml")
     assert str(info.value).startswith("p.toml:3: ") and "refuse | direct" in str(info.value)
+
+
+REVERSE = """\
+[chains.c]
+hops = ["socks5://10.0.0.1:1080"]
+
+[[rules]]
+dest = ["192.0.2.0/24"]
+port = [443]
+action = "chain:c"
+
+[[rules]]
+dest = ["192.0.2.0/24", "198.51.100.0/24"]
+action = "direct"
+
+[[rules]]
+app = ["ssh"]
+dest = ["203.0.113.0/24"]
+action = "block"
+
+[default]
+action = "direct"
+"""
+
+
+@pytest.mark.parametrize("who,addr,kind,rule", [
+    # a chain on one port of the address makes its reverse lookup not direct
+    ("curl", "192.0.2.9", "chain", "rule 1 (line 4)"),
+    ("curl", "198.51.100.9", "direct", "rule 2 (line 9)"),
+    ("ssh", "203.0.113.5", "block", "rule 3 (line 13)"),
+    ("curl", "203.0.113.5", "direct", "default"),
+    ("curl", "::ffff:198.51.100.9", "direct", "rule 2 (line 9)"),
+])
+def test_decide_address_counts_every_port(who: str, addr: str, kind: str,
+                                          rule: str) -> None:
+    p = Policy.parse(REVERSE, "p.toml")
+    d = p.decide_address(app(who, f"/usr/bin/{who}"), ip(addr))
+    assert (d.action.kind, d.rule) == (kind, rule)
+    # decide() on port 0, which no port rule matches, would have said direct
+    assert p.decide(app(who, f"/usr/bin/{who}"), ip("192.0.2.9"), 0).action.kind == "direct"

@@ -14,13 +14,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors" / "control.txt"
 # Cases test_wire.c runs besides the vector lines: its loopback table (10), its name
-# table (16) and its API edge cases (13). Keep in step with run_loopback(), run_names()
+# table (16) and its API edge cases (15). Keep in step with run_loopback(), run_names()
 # and run_api() there.
 LOOPBACK_CASES = 10
 NAME_CASES = 16
-API_CASES = 13
+API_CASES = 15
 # Every kind of vector line; each must be present, and each line of it must pass.
-KINDS = ("request", "resolve", "reply", "peer-reply", "bad-reply")
+KINDS = ("request", "resolve", "reply", "peer-reply", "bad-reply", "name-reply",
+         "bad-name-reply")
 # Cases of test_env.c: its LD_PRELOAD list table (8), its merge table (11) and its edge
 # cases (5). Keep in step with run_preload_has(), run_merge() and run_limits() there.
 ENV_CASES = {"preload": 8, "merge": 11, "limits": 5}

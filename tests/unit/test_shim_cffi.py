@@ -18,13 +18,14 @@ from socksify.protocol.control import WireError
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors" / "control.txt"
 EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyname2",
-           "gethostbyname_r", "gethostbyname2_r", "sendto", "sendmsg", "sendmmsg",
+           "gethostbyname_r", "gethostbyname2_r", "getnameinfo", "gethostbyaddr",
+           "gethostbyaddr_r", "sendto", "sendmsg", "sendmmsg",
            "execve", "execv", "execl", "execle", "execvp", "execvpe", "execlp", "fexecve",
            "posix_spawn", "posix_spawnp",
            "socksify_wire_version", "socksify_shim_abi_version",
            "socksify_wire_encode_request", "socksify_wire_encode_connect",
            "socksify_wire_encode_resolve", "socksify_wire_decode_reply",
-           "socksify_wire_decode_peer", "socksify_wire_errno", "socksify_addr_is_loopback"}
+           "socksify_wire_decode_peer", "socksify_wire_decode_name", "socksify_wire_errno", "socksify_addr_is_loopback"}
 
 
 def vectors(kind: str) -> list[tuple[str, dict[str, str]]]:
@@ -106,6 +107,26 @@ def test_decode_peer(shim: shimlib.Shim, name: str, f: dict[str, str]) -> None:
                                      "addr": ipaddress.ip_address(f["addr"]).packed}
     with pytest.raises(WireError):
         shim.decode_reply(raw)
+
+
+@pytest.mark.parametrize("name,f", vectors("name-reply"))
+def test_decode_name(shim: shimlib.Shim, name: str, f: dict[str, str]) -> None:
+    raw = bytes.fromhex(f["hex"])
+    assert shim.decode_name(raw) == f["host"]
+    assert shim.decode_name(raw, len(f["host"]) + 1) == f["host"]
+    with pytest.raises(ValueError):     # no room for the NUL
+        shim.decode_name(raw, len(f["host"]))
+    assert raw == wire.NameReply(f["host"]).dumps()
+    with pytest.raises(WireError):
+        shim.decode_reply(raw[:32])
+    with pytest.raises(WireError):
+        shim.decode_peer(raw[:32])
+
+
+@pytest.mark.parametrize("name,f", vectors("bad-name-reply"))
+def test_bad_name_reply(shim: shimlib.Shim, name: str, f: dict[str, str]) -> None:
+    with pytest.raises(WireError):
+        shim.decode_name(bytes.fromhex(f["hex"]))
 
 
 @pytest.mark.parametrize("name,f", vectors("bad-reply"))

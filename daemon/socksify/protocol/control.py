@@ -28,6 +28,7 @@ class Op(enum.IntEnum):
     CONNECT = 1    # how do I reach addr:port?
     PEERNAME = 2   # addr:port is my socket's local end: what did it connect to?
     RESOLVE = 3    # the body is a host name: resolve it myself, or which address?
+    NAMEOF = 4     # addr is an address the app looks up: what is it called?
 
 
 MAX_NAME = 255
@@ -43,6 +44,7 @@ class Verdict(enum.IntEnum):
     DIRECT = 1
     FAIL = 2
     PEER = 3       # an address: answers PEERNAME and RESOLVE (see PeerReply)
+    NAME = 4       # a host name: answers NAMEOF (see NameReply)
 
 
 class Code(enum.IntEnum):
@@ -97,8 +99,9 @@ def _unpack_addr(family: int, raw: bytes) -> IPAddress:
 
 @dataclass(frozen=True)
 class ConnectRequest:
-    """CONNECT (addr:port is where the app connects) or PEERNAME (addr:port is the
-    local end of a relayed socket)."""
+    """CONNECT (addr:port is where the app connects), PEERNAME (addr:port is the
+    local end of a relayed socket) or NAMEOF (addr is the address the app asks the
+    name of; port 0)."""
 
     addr: IPAddress
     port: int
@@ -113,7 +116,7 @@ class ConnectRequest:
 
     @classmethod
     def loads(cls, data: bytes) -> ConnectRequest:
-        """Parse a CONNECT or PEERNAME request header; raise WireError."""
+        """Parse a CONNECT, PEERNAME or NAMEOF request header; raise WireError."""
         return cls.from_header(Header.loads(data))
 
     @classmethod
@@ -212,6 +215,8 @@ class Reply:
             raise WireError(f"unknown verdict {verdict}") from None
         if v is Verdict.PEER:
             raise WireError("a PEER reply is read with PeerReply.loads")
+        if v is Verdict.NAME:
+            raise WireError("a NAME reply is read with NameReply.loads")
         try:
             c = Code(code)
         except ValueError:
@@ -246,3 +251,54 @@ class PeerReply:
         if magic != MAGIC or version != VERSION or verdict != Verdict.PEER:
             raise WireError("not a PEER reply")
         return cls(_unpack_addr(family, raw), port)
+
+
+_NAME_HEAD = struct.Struct("!4sBB4xH20x")  # the 32-byte head of a NAME reply
+assert _NAME_HEAD.size == REPLY_SIZE
+
+
+def _check_name(raw: bytes) -> None:
+    if not 1 <= len(raw) <= MAX_NAME:
+        raise WireError(f"a name is 1..{MAX_NAME} bytes, got {len(raw)}")
+    if not all(33 <= b < 127 for b in raw):
+        raise WireError("a host name is printable ASCII without spaces")
+
+
+@dataclass(frozen=True)
+class NameReply:
+    """Answer to NAMEOF (verdict NAME): the 32-byte head with body_len in bytes 10-11,
+    then that many bytes of the name the address stands for."""
+
+    name: str
+
+    def dumps(self) -> bytes:
+        try:
+            raw = self.name.encode("ascii")
+        except UnicodeEncodeError:
+            raise WireError("a host name is printable ASCII without spaces") from None
+        _check_name(raw)
+        return _NAME_HEAD.pack(MAGIC, VERSION, Verdict.NAME, len(raw)) + raw
+
+    @staticmethod
+    def body_len(head: bytes) -> int:
+        """How many bytes of name follow this 32-byte NAME reply head; raise
+        WireError if it is not one."""
+        if len(head) != REPLY_SIZE:
+            raise WireError(f"reply is {len(head)} bytes, expected {REPLY_SIZE}")
+        magic, version, verdict, body_len = _NAME_HEAD.unpack(head)
+        if magic != MAGIC or version != VERSION or verdict != Verdict.NAME:
+            raise WireError("not a NAME reply")
+        if not 1 <= body_len <= MAX_NAME:
+            raise WireError(f"a NAME reply carries a 1..{MAX_NAME} byte name, got "
+                            f"body_len {body_len}")
+        return int(body_len)
+
+    @classmethod
+    def loads(cls, data: bytes) -> NameReply:
+        """Parse a whole NAME reply: the head, then exactly body_len bytes of name."""
+        body_len = cls.body_len(data[:REPLY_SIZE])
+        body = data[REPLY_SIZE:]
+        if len(body) != body_len:
+            raise WireError(f"a NAME reply's name is {body_len} bytes, got {len(body)}")
+        _check_name(body)
+        return cls(body.decode("ascii"))
