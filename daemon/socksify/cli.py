@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="run COMMAND even if the shim cannot load into it (statically "
                    "linked, Go, setuid, another architecture), and let it start such "
                    "programs: their connections will NOT be socksified")
+    p.add_argument("--proxy-loopback", action="store_true",
+                   help="send connections to loopback addresses through the policy "
+                   "too (normally they go direct): to try a chain of local proxies on "
+                   "one machine")
     p.add_argument("--isolate", action="store_true",
                    help="run COMMAND in its own network namespace with no route out "
                    "but the daemon, so nothing can go around the chain; static and Go "
@@ -154,10 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     env["SOCKSIFY_LOG"] = "0" if args.quiet else env.get("SOCKSIFY_LOG", "1")
     # The shim then lets children it cannot load into run too: unprotected with
     # --allow-unprotected; harmless in isolation, where they cannot get out.
-    if args.allow_unprotected or args.isolate:
-        env["SOCKSIFY_ALLOW_UNPROTECTED"] = "1"
-    else:
-        env.pop("SOCKSIFY_ALLOW_UNPROTECTED", None)
+    for name, wanted in (("SOCKSIFY_ALLOW_UNPROTECTED",
+                          args.allow_unprotected or args.isolate),
+                         ("SOCKSIFY_PROXY_LOOPBACK", args.proxy_loopback)):
+        if wanted:
+            env[name] = "1"
+        else:
+            env.pop(name, None)
     printer = threading.Thread(target=_print_events, args=(stream, args.quiet),
                                daemon=True)
     printer.start()

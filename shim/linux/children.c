@@ -19,7 +19,7 @@
 /* The variables the shim reads, put back when a child's environment lacks them. */
 static const char *const var_names[] = {
     "SOCKSIFY_SOCKET", "SOCKSIFY_SESSION", "SOCKSIFY_LOG", "SOCKSIFY_TIMEOUT",
-    "SOCKSIFY_RUNTIME_DIR", "SOCKSIFY_ALLOW_UNPROTECTED",
+    "SOCKSIFY_RUNTIME_DIR", "SOCKSIFY_ALLOW_UNPROTECTED", "SOCKSIFY_PROXY_LOOPBACK",
 };
 #define N_VARS (sizeof var_names / sizeof var_names[0])
 

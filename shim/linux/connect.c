@@ -107,7 +107,7 @@ int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len)
     optlen = sizeof domain;
     if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &optlen) < 0 || domain != family)
         return connect_direct(fd, addr, len);  /* the kernel rejects the mismatch */
-    if (socksify_addr_is_loopback(addr, len)) {
+    if (socksify_addr_is_loopback(addr, len) && !socksify_config()->proxy_loopback) {
         LOG_DEBUG("fd %d: loopback destination, connecting directly", fd);
         return connect_direct(fd, addr, len);
     }

@@ -130,6 +130,8 @@ static void init_once_body(void)
     socksify_posix_spawn_resolve();
     read_session();
     read_timeout();
+    config.proxy_loopback = socksify_getenv("SOCKSIFY_PROXY_LOOPBACK") != NULL &&
+                            strcmp(socksify_getenv("SOCKSIFY_PROXY_LOOPBACK"), "1") == 0;
     config.socket_path_error = socksify_control_find_path(config.socket_path,
                                                           sizeof config.socket_path);
     if (config.socket_path_error == 0)

@@ -16,6 +16,8 @@ struct socksify_config {
     uint8_t session[SOCKSIFY_SESSION_SIZE];  /* SOCKSIFY_SESSION, zero if unset/invalid */
     char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int socket_path_error;                   /* 0, or -errno if no usable path */
+    int proxy_loopback;                      /* SOCKSIFY_PROXY_LOOPBACK=1: loopback TCP
+                                                destinations are the daemon's too */
 };
 
 /* Run the initialisation once (pthread_once); cheap after the first call. */
