@@ -224,3 +224,36 @@ def test_front_door_is_loopback_only(tmp_path: Path) -> None:
         Policy.parse('[frontdoor]\nlisten = "0.0.0.0:1080"\n', "p.toml")
     assert "not a loopback address" in str(info.value)
     assert socket  # the module is used above; keeps linters quiet
+
+
+def test_danted_chains_through_a_front_door(lab: lablib.Lab, sk, tmp_path: Path) -> None:
+    """A daemon in the proxy zone serves its front door on that zone's loopback; the
+    client's chain asks danted (hop 1) to connect to it, and it carries the request
+    on directly: danted -> front door -> far server."""
+    rt = tmp_path / "proxyzone"
+    rt.mkdir(mode=0o700)
+    pol = rt / "direct.toml"
+    pol.write_text('[default]\naction = "direct"\n[frontdoor]\nlisten = "127.0.0.1:0"\n')
+    env = lablib.clean_env({"SOCKSIFY_RUNTIME_DIR": str(rt)})
+    res = lab.ns_run(lab.proxy_ns, ["socksifyd", "start", "-c", str(pol)], env=env,
+                     timeout=30)
+    assert res.returncode == 0, res.describe()
+    try:
+        code = ("import json; from socksify import client; from socksify.paths import "
+                "Paths; print(client.request(Paths.from_env(), {'op': 'status'})"
+                "['frontdoor'])")
+        door = lab.ns_run(lab.proxy_ns, [sys.executable, "-c", code], env=env,
+                          timeout=30).stdout.strip()
+        port = int(door.rsplit(":", 1)[1])
+        m = f"dante-fd-{os.urandom(4).hex()}"
+        before = lab.hop_connects()
+        c = sk.client("rawfetch", lab.far_ip, str(lab.http_port), f"/small.bin?m={m}",
+                      via=[lab.hops[0].url, f"socks5://127.0.0.1:{port}"])
+        assert c.ok and c["sha256"] == lab.small_sha256, c.describe()
+        targets = lab.hop_targets_since(before)
+        assert any(f"127.0.0.1.{port}" in t for t in targets[0]), targets
+        assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
+        log = (rt / "socksifyd.log").read_text()
+        assert f"-> {lab.far_ip}:{lab.http_port} via direct" in log, log
+    finally:
+        lab.ns_run(lab.proxy_ns, ["socksifyd", "stop"], env=env, timeout=30)
