@@ -70,10 +70,17 @@ class Connection:
     counters: Counters = field(default_factory=Counters)
     session: Session | None = None
 
+    @property
+    def target(self) -> str:
+        """The destination as the program named it: the host name when there is one."""
+        if self.host or self.dst is None:
+            return f"{self.host}:{self.port}"
+        return _endpoint(self.dst, self.port)
+
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "app": self.app.name, "pid": self.app.pid,
-                "user": self.app.user, "uid": self.app.uid, "target": _endpoint(self.dst, self.port) if self.dst else
-                f"{self.host}:{self.port}",
+                "user": self.app.user, "uid": self.app.uid,
+                "target": _endpoint(self.dst, self.port) if self.dst else self.target,
                 "host": self.host, "rule": self.rule, "chain": self.chain,
                 "route": self.route, "up": self.counters.up,
                 "down": self.counters.down,
@@ -95,7 +102,7 @@ class Daemon:
         self.connections_total = 0
         self.policy: Policy | None = None
         self.sessions: dict[bytes, Session] = {}
-        self.pending: dict[bytes, tuple[Connection, Any, asyncio.TimerHandle]] = {}
+        self.pending: dict[bytes, tuple[Connection, Tunnel, asyncio.TimerHandle]] = {}
         self.live: dict[str, Connection] = {}
         # relay connections by the app side's address, for PEERNAME
         self.by_app_end: dict[tuple[wire.IPAddress, int], Connection] = {}
@@ -249,9 +256,9 @@ class Daemon:
             task.cancel()
         if self.frontdoor is not None:
             self.frontdoor.close()
-        for conn, writer, timer in self.pending.values():
+        for _conn, tunnel, timer in self.pending.values():
             timer.cancel()
-            writer.close()
+            tunnel.writer.close()
         self.pending.clear()
         if self._tasks:
             _, still = await asyncio.wait(set(self._tasks), timeout=self.grace)
@@ -663,9 +670,7 @@ class Daemon:
         rule = f" [{conn.rule}{', chain ' + conn.chain if conn.chain else ''}]" \
             if conn.rule else ""
         took = (time.monotonic() - conn.started) * 1000
-        target = f"{conn.host}:{conn.port}" if conn.host or conn.dst is None \
-            else _endpoint(conn.dst, conn.port)
-        text = f"{conn.app} -> {target}{via}: {result}"
+        text = f"{conn.app} -> {conn.target}{via}: {result}"
         log.log(logging.INFO if ok else logging.WARNING, "[%s] %s%s (%.1f ms)",
                 conn.id, text, rule, took)
         self._notify(conn.session, {"event": "connection", "id": conn.id, "ok": ok,
