@@ -27,12 +27,14 @@ chain of SOCKS proxies. Connections to loopback go direct; nothing else ever doe
 unless the policy says so. If no daemon is running, one is started."""
 EPILOG = """\
 examples:
-  socksify --via socks4://10.0.0.5:1080 curl https://example.org/
-  socksify --via socks4://10.0.0.5:1080 --via socks4://10.1.0.7:1080 git fetch
+  socksify --via socks5://10.0.0.5:1080 curl https://example.org/
+  socksify --via socks4://10.0.0.5:1080 --via socks4a://10.1.0.7:1080 git fetch
   socksify -c ~/anon.toml -v python3 client.py
 
 Hops are asked in order: hop 1 connects to hop 2, hop 2 to hop 3, the last to the
-target. Hop URLs: socks4://[USER@]HOST:PORT, socks4a://[USER@]HOST:PORT.
+target. Hop URLs: socks4://[USER@]HOST:PORT, socks4a://[USER@]HOST:PORT,
+socks5://[USER[:PASSWORD]@]HOST:PORT. Host names are resolved by the last hop, which
+must then speak SOCKS4a or SOCKS5 (or choose --dns local).
 Without --via or -c the daemon's policy file applies (socksifyd --help).
 With --isolate, COMMAND runs in its own network namespace whose only interface is
 loopback: the only way out is the daemon. A program the shim cannot load into (static,
