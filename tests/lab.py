@@ -31,6 +31,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -330,6 +331,122 @@ class EchoHashServer(_Server):
             h.update(chunk)
             n += len(chunk)
         conn.sendall(f"{h.hexdigest()} {n}\n".encode())
+
+
+# --- a SOCKS hop that misbehaves on purpose ---------------------------------------------
+#
+# Written from the protocol descriptions, independently of socksify's own parsers, so a
+# shared misreading cannot hide a bug. A script gets the accepted connection after the
+# server has read the client's whole SOCKS4/4a request (or SOCKS5 greeting) and does
+# whatever the test wants: a bad reply, a late one, none at all, a reset.
+
+Script = Callable[[socket.socket], None]
+
+
+def recv_exact(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"peer closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def recv_until_nul(conn: socket.socket, limit: int = 1024) -> bytes:
+    data = b""
+    while not data.endswith(b"\0"):
+        if len(data) > limit:
+            raise ConnectionError("no NUL within the limit")
+        data += recv_exact(conn, 1)
+    return data
+
+
+def recv_socks4_request(conn: socket.socket) -> bytes:
+    """VN CD DSTPORT DSTIP USERID NUL [HOSTNAME NUL] (SOCKS4a when DSTIP is 0.0.0.x)."""
+    head = recv_exact(conn, 8)
+    if head[0] != 4:
+        raise ConnectionError(f"not a SOCKS4 request: {head!r}")
+    data = head + recv_until_nul(conn)
+    if head[4:7] == b"\0\0\0" and head[7] != 0:
+        data += recv_until_nul(conn)
+    return data
+
+
+def recv_socks5_greeting(conn: socket.socket) -> bytes:
+    head = recv_exact(conn, 2)
+    return head + recv_exact(conn, head[1])
+
+
+def recv_socks5_request(conn: socket.socket) -> bytes:
+    """VER CMD RSV ATYP DST.ADDR DST.PORT."""
+    head = recv_exact(conn, 4)
+    atyp = head[3]
+    if atyp == 1:
+        return head + recv_exact(conn, 4 + 2)
+    if atyp == 4:
+        return head + recv_exact(conn, 16 + 2)
+    n = recv_exact(conn, 1)
+    return head + n + recv_exact(conn, n[0] + 2)
+
+
+def echo_hash(conn: socket.socket) -> None:
+    """Act as the target: read until EOF, answer "<sha256 hex> <count>\\n" and close
+    (like EchoHashServer)."""
+    h = hashlib.sha256()
+    n = 0
+    while True:
+        chunk = conn.recv(262144)
+        if not chunk:
+            break
+        h.update(chunk)
+        n += len(chunk)
+    conn.sendall(f"{h.hexdigest()} {n}\n".encode())
+
+
+def reset(conn: socket.socket) -> None:
+    """Make the close that follows a TCP reset (SO_LINGER on, 0 seconds)."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def linger_until_eof(conn: socket.socket) -> None:
+    """Stop sending (FIN) and read until the peer closes, so the close is clean."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass
+
+
+class HostileSocksServer(_Server):
+    """A SOCKS4 (or SOCKS5: socks5=True) hop that reads the client's request (SOCKS5:
+    only the greeting) and hands the connection to `script`. Every request read is
+    kept in `requests`; a script that raises is recorded in `errors`."""
+
+    def __init__(self, sock: socket.socket, name: str, script: Script,
+                 socks5: bool = False) -> None:
+        self.script = script
+        self.socks5 = socks5
+        self.requests: list[bytes] = []
+        self.errors: list[BaseException] = []
+        super().__init__(sock, name)
+
+    @property
+    def url(self) -> str:
+        return f"{'socks5' if self.socks5 else 'socks4'}://{PROXY_NEAR_IP}:{self.port}"
+
+    def handle(self, conn: socket.socket, addr: tuple[str, int]) -> None:
+        conn.settimeout(30)
+        try:
+            first = recv_socks5_greeting(conn) if self.socks5 else recv_socks4_request(conn)
+            with self._lock:
+                self.requests.append(first)
+            self.script(conn)
+        except Exception as exc:
+            with self._lock:
+                self.errors.append(exc)
+            raise
 
 
 class DnsRecorder:
@@ -675,6 +792,10 @@ class Lab:
             s.bind((CLIENT_IP, 53))
             return s
         self.dns = DnsRecorder(in_netns(self.client_ns, udp))  # type: ignore[arg-type]
+
+    def hostile_hop(self, script: Script, socks5: bool = False) -> HostileSocksServer:
+        """A new misbehaving SOCKS hop in the proxy zone (close it after the test)."""
+        return HostileSocksServer(listener_in(self.proxy_ns), "hostile-hop", script, socks5)
 
     def far_url(self, name: str = "big.bin", marker: str | None = None) -> str:
         """The far HTTP server by host name: only the proxy zone can resolve it."""

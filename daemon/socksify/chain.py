@@ -46,7 +46,7 @@ class ChainSpec:
         if self.chain_len is not None and not 1 <= self.chain_len <= len(self.hops):
             raise ValueError(f"chain {self.name!r}: chain_len {self.chain_len} must be "
                              f"between 1 and the number of hops ({len(self.hops)})")
-        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+        if not (self.connect_timeout > 0 and self.read_timeout > 0):   # NaN too
             raise ValueError(f"chain {self.name!r}: connect_timeout and read_timeout "
                              "must be positive")
 
@@ -364,9 +364,15 @@ class _Step:
     def broken(self, exc: Exception) -> HopProtocolError:
         return HopProtocolError(f"{self.me}: {exc}", hop=self.index)
 
+    def encode(self, request: socks4.ConnectRequest | socks5.ConnectRequest) -> bytes:
+        try:
+            return request.dumps()
+        except ValueError as exc:
+            raise Unsupported(f"{self.me}: cannot ask for {self.what}: {exc}") from None
+
     async def socks4(self) -> None:
-        await self.send(socks4.ConnectRequest(self.host, self.port,
-                                              self.hop.user).dumps())
+        await self.send(self.encode(socks4.ConnectRequest(self.host, self.port,
+                                                          self.hop.user)))
         data = await self.read(socks4.REPLY_SIZE, f"CONNECT {self.what}")
         try:
             reply = socks4.Reply.loads(data)
@@ -398,7 +404,7 @@ class _Step:
         elif choice.method != socks5.METHOD_NO_AUTH:
             raise HopRefused(f"{self.me}: accepts none of our authentication methods "
                              f"(answered {choice.method:#x})", hop=self.index)
-        await self.send(socks5.ConnectRequest(self.host, self.port).dumps())
+        await self.send(self.encode(socks5.ConnectRequest(self.host, self.port)))
         try:
             head = await self.read(socks5.Reply.head_size, f"CONNECT {self.what}")
             rest = await self.read(socks5.Reply.rest_size(head), f"CONNECT {self.what}")

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import stat
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
@@ -84,8 +85,13 @@ async def _shim_request(daemon: Daemon, data: bytes, reader: asyncio.StreamReade
 
 async def _json_client(daemon: Daemon, head: bytes, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter, pid: int, uid: int) -> None:
-    line = head + await asyncio.wait_for(reader.readline(), HANDSHAKE_TIMEOUT)
-    if len(line) > MAX_JSON:
+    try:
+        line = head + await asyncio.wait_for(reader.readline(), HANDSHAKE_TIMEOUT)
+    except ValueError:      # asyncio: no newline within the stream's limit
+        line = b""
+    if not line or len(line) > MAX_JSON:
+        log.warning("control connection from pid %d: no JSON line within %d bytes; "
+                    "closed", pid, MAX_JSON)
         return
     try:
         msg = json.loads(line)
@@ -120,9 +126,13 @@ async def _session(daemon: Daemon, msg: dict[str, Any], reader: asyncio.StreamRe
     """A `socksify` command's session: its chain or policy file, and (with -v) a stream
     of one event line per connection. It lasts as long as this connection."""
     try:
+        _check_config_file(msg)
         session = daemon.open_session(msg, writer, pid, uid)
     except (ConfigError, ValueError) as exc:
         _send(writer, {"ok": False, "error": str(exc)})
+        return
+    except TypeError as exc:    # a field of the wrong JSON type ("via": 5)
+        _send(writer, {"ok": False, "error": f"malformed session request: {exc}"})
         return
     try:
         _send(writer, {"ok": True, "session": session.id.hex(),
@@ -132,6 +142,21 @@ async def _session(daemon: Daemon, msg: dict[str, Any], reader: asyncio.StreamRe
             pass  # the client says nothing more; EOF ends the session
     finally:
         daemon.close_session(session)
+
+
+def _check_config_file(msg: dict[str, Any]) -> None:
+    """The daemon reads a session's policy file in its event loop: a FIFO or a
+    device (/dev/zero) there would stall every connection of every program (or fill
+    the memory). Only a regular file is read."""
+    config = msg.get("config")
+    if not config or msg.get("via"):
+        return
+    try:
+        mode = os.stat(str(config)).st_mode
+    except (OSError, ValueError):
+        return                      # Policy.load reports it with the reason
+    if not stat.S_ISREG(mode):
+        raise ConfigError("cannot read policy: not a regular file", str(config))
 
 
 def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:

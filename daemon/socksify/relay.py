@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 from dataclasses import dataclass
 
 log = logging.getLogger("socksify.relay")
@@ -66,7 +68,20 @@ async def relay(app_reader: asyncio.StreamReader, app_writer: asyncio.StreamWrit
         far_writer.close()
 
 
+_LINGER_RESET = struct.pack("ii", 1, 0)   # SO_LINGER on, 0 s: close() sends a RST
+
+
 def _abort(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset. transport.abort() alone only closes the socket, which
+    the kernel ends with a clean FIN: the peer would take a cut transfer for a
+    complete one."""
     transport = writer.transport
-    if not transport.is_closing():
-        transport.abort()
+    if transport.is_closing():
+        return
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass
+    transport.abort()
