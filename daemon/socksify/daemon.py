@@ -419,6 +419,10 @@ class Daemon:
                                                    timeout, str(msg.get("dns") or
                                                                 "remote")))
         else:
+            if msg.get("config") and uid != os.getuid():
+                # A root daemon serving other users must not read files for them.
+                raise ConfigError("only the daemon's own user may name a policy file; "
+                                  "use --via, or the daemon's policy")
             policy = Policy.load(Path(str(msg["config"]))) if msg.get("config") \
                 else self.policy
             if policy is None:

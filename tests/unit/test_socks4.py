@@ -64,3 +64,10 @@ def test_reply_fields_roundtrip() -> None:
 def test_reply_rejects_garbage(raw: str) -> None:
     with pytest.raises(socks4.ProtocolError):
         socks4.Reply.loads(bytes.fromhex(raw.replace(" ", "")))
+
+
+def test_socks4a_marker_addresses_cannot_be_sent() -> None:
+    """0.0.0.1-0.0.0.255 would tell a SOCKS4a server that a host name follows."""
+    with pytest.raises(ValueError, match="SOCKS4a"):
+        socks4.ConnectRequest("0.0.0.7", 80).dumps()
+    assert socks4.ConnectRequest("0.0.0.0", 80).dumps()[4:8] == bytes(4)

@@ -68,6 +68,8 @@ class ConnectRequest:
                 raise ValueError("SOCKS4 cannot carry an IPv6 address") from None
             return (head + _SOCKS4A_MARKER + _field(self.userid, "user id")
                     + _field(self.host, "host name"))
+        if addr.packed[:3] == b"\0\0\0" and addr.packed[3]:
+            raise ValueError(f"{addr} cannot be sent in SOCKS4: 0.0.0.x means SOCKS4a")
         return head + addr.packed + _field(self.userid, "user id")
 
 
