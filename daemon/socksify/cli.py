@@ -134,14 +134,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.verbose:
                 print(f"socksify: started socksifyd (pid {pid}), log {paths.logfile}",
                       file=sys.stderr)
-        session = _open_session(paths, args)
+        session = Session(paths, _session_request(args), args.quiet,
+                          reattach=not args.isolate)
     except client.DaemonUnavailable as exc:
         print(f"socksify: {exc}", file=sys.stderr)
         return 1
     except SessionRefused as exc:
         print(f"socksify: {exc}", file=sys.stderr)
         return 2
-    sock, stream, session_id = session
     bridge = None
     if args.isolate:  # before any thread: unshare(CLONE_NEWUSER) needs a single thread
         from . import isolate
@@ -150,13 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         except isolate.IsolationUnavailable as exc:
             print(f"socksify: cannot isolate {command[0]}, not running it: {exc}",
                   file=sys.stderr)
-            sock.close()
+            session.close()
             return 126
     env = dict(os.environ)
     preload = env.get("LD_PRELOAD", "")
     env["LD_PRELOAD"] = f"{shim} {preload}".strip()
     env["SOCKSIFY_SOCKET"] = str(paths.socket.absolute())
-    env["SOCKSIFY_SESSION"] = session_id
+    env["SOCKSIFY_SESSION"] = session.id
     env["SOCKSIFY_LOG"] = "0" if args.quiet else env.get("SOCKSIFY_LOG", "1")
     # The shim then lets children it cannot load into run too: unprotected with
     # --allow-unprotected; harmless in isolation, where they cannot get out.
@@ -167,18 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             env[name] = "1"
         else:
             env.pop(name, None)
-    printer = threading.Thread(target=_print_events, args=(stream, args.quiet),
-                               daemon=True)
-    printer.start()
+    session.start()
     try:
         return _run(command, env)
     finally:
-        try:
-            sock.shutdown(socket.SHUT_WR)  # the daemon ends the session, then closes
-        except OSError:
-            pass
-        printer.join(timeout=2.0)
-        sock.close()
+        session.close()
         if bridge is not None:
             bridge.close()
 
@@ -187,10 +180,85 @@ class SessionRefused(RuntimeError):
     pass
 
 
-def _open_session(paths: Paths, args: argparse.Namespace) -> tuple[socket.socket, Any, str]:
-    sock = client.connect(paths)
-    stream = sock.makefile("rb")
-    client.send(sock, {
+REATTACH_INTERVAL = 0.5
+
+
+class Session:
+    """This command's session with the daemon: its chain or policy, and the daemon's
+    lines about its connections. If the daemon goes away (a crash, a restart), the
+    command's connections fail closed meanwhile, and the session is re-registered
+    under the same id as soon as a daemon answers again, so the programs need no
+    restart. (Not for --isolate: its relay listeners belong to the old daemon.)"""
+
+    def __init__(self, paths: Paths, request: dict[str, Any], quiet: bool,
+                 reattach: bool) -> None:
+        self.paths = paths
+        self.request = request
+        self.quiet = quiet
+        self.reattach = reattach
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.sock, self.stream, self.id = self._open(None)
+        self.thread = threading.Thread(target=self._keep, daemon=True)
+
+    def _open(self, session_id: str | None) -> tuple[socket.socket, Any, str]:
+        sock = client.connect(self.paths)
+        stream = sock.makefile("rb")
+        client.send(sock, {**self.request, "session": session_id})
+        reply = client.read_message(stream)
+        if not reply.get("ok"):
+            sock.close()
+            raise SessionRefused(str(reply.get("error")))
+        sock.settimeout(None)
+        return sock, stream, str(reply["session"])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"socksify: {text}", file=sys.stderr, flush=True)
+
+    def _keep(self) -> None:
+        while True:
+            try:
+                _print_events(self.stream, self.quiet)
+            except OSError:
+                pass
+            if self.done.is_set() or not self.reattach:
+                return
+            self._say("the daemon went away: connections are refused until a daemon "
+                      "is back (socksifyd start)")
+            while not self.done.wait(REATTACH_INTERVAL):
+                try:
+                    opened = self._open(self.id)
+                except (client.DaemonUnavailable, SessionRefused, OSError, ValueError):
+                    continue
+                with self.lock:
+                    if self.done.is_set():
+                        opened[0].close()
+                        return
+                    self.sock, self.stream, _ = opened
+                self._say("reattached to the daemon; connections go through again")
+                break
+            else:
+                return
+
+    def close(self) -> None:
+        """The command has ended: end the session (the daemon then closes)."""
+        with self.lock:
+            self.done.set()
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        if self.thread.is_alive():
+            self.thread.join(timeout=2.0)
+        self.sock.close()
+
+
+def _session_request(args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "op": "session",
         "via": args.via,
         "strategy": args.strategy,
@@ -200,18 +268,12 @@ def _open_session(paths: Paths, args: argparse.Namespace) -> tuple[socket.socket
         "chain": args.chain,
         "verbose": bool(args.verbose),
         "isolate": bool(args.isolate),
-    })
-    reply = client.read_message(stream)
-    if not reply.get("ok"):
-        sock.close()
-        raise SessionRefused(str(reply.get("error")))
-    sock.settimeout(None)
-    return sock, stream, str(reply["session"])
+    }
 
 
 def _print_events(stream: Any, quiet: bool) -> None:
     """The daemon's lines about this command's connections and lookups (successes
-    only with -v, which the daemon knows); nothing with -q."""
+    only with -v, which the daemon knows); nothing with -q. Returns at EOF."""
     import json
     for line in stream:
         try:

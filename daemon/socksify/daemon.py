@@ -438,13 +438,26 @@ class Daemon:
                 policy = Policy.single_chain(policy.chains[name],
                                              f"chain {name} of {policy.source}")
         own = None if policy is self.policy else policy  # follow reloads
-        session = Session(secrets.token_bytes(wire.SESSION_SIZE), own, writer,
+        session = Session(self._session_id(msg.get("session")), own, writer,
                           bool(msg.get("verbose")), owner, uid,
                           isolated=bool(msg.get("isolate")))
         self.sessions[session.id] = session
         log.info("session %s opened by pid %d: %s", session.id.hex(), owner,
                  policy.source)
         return session
+
+    def _session_id(self, wanted: Any) -> bytes:
+        """A new session's id: the one a socksify command asks for when it re-attaches
+        after a daemon restart (so its running programs keep working), if it is well
+        formed and free; else a fresh random one."""
+        if isinstance(wanted, str) and len(wanted) == 2 * wire.SESSION_SIZE:
+            try:
+                sid = bytes.fromhex(wanted)
+            except ValueError:
+                sid = b""
+            if sid and sid != bytes(wire.SESSION_SIZE) and sid not in self.sessions:
+                return sid
+        return secrets.token_bytes(wire.SESSION_SIZE)
 
     def session_source(self, session: Session) -> str:
         policy = session.policy or self.policy
