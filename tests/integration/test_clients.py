@@ -1,0 +1,103 @@
+"""Real clients through the lab chain: wget, node (http.get and a raw net.Socket on
+libuv's non-blocking connect), and git cloning over HTTP from the far zone. Each
+download is checked, and the far server must have seen the proxy zone's address."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import lab as lablib
+
+pytestmark = pytest.mark.lab
+
+
+def need(tool: str) -> None:
+    if shutil.which(tool) is None:
+        if lablib.in_ci():
+            pytest.fail(f"{tool} is not installed (.ci/run installs it)")
+        pytest.skip(f"{tool} is not installed")
+
+
+def via(lab: lablib.Lab) -> list[str]:
+    return [lab.hops[0].url, lab.hops[1].url, f"socks5://{lab.hops[2].host}:"
+                                              f"{lab.hops[2].port}"]
+
+
+def test_wget(lab: lablib.Lab, sk, tmp_path: Path) -> None:
+    need("wget")
+    m = f"wget-{os.urandom(4).hex()}"
+    out = tmp_path / "big.bin"
+    res = sk.run(["wget", "-q", "-O", str(out), lab.far_url("big.bin", m)], via=via(lab))
+    assert res.returncode == 0, sk.describe(res)
+    assert lablib.sha256_file(out) == lab.big_sha256
+    assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
+
+
+@pytest.mark.parametrize("api", ["http.get", "net.Socket"])
+def test_node(lab: lablib.Lab, sk, tmp_path: Path, api: str) -> None:
+    need("node")
+    m = f"node-{os.urandom(4).hex()}"
+    if api == "http.get":
+        code = f"""
+            const http = require('http'), crypto = require('crypto');
+            http.get('{lab.far_url("small.bin", m)}', res => {{
+              const h = crypto.createHash('sha256');
+              res.on('data', d => h.update(d));
+              res.on('end', () => console.log(h.digest('hex')));
+            }}).on('error', e => {{ console.log('error ' + e.code); process.exit(1); }});
+            """
+    else:
+        code = f"""
+            const net = require('net'), crypto = require('crypto');
+            const chunks = [];
+            const s = net.connect({lab.http_port}, '{lab.far_ip}', () => s.write(
+              'GET /small.bin?m={m} HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n'));
+            s.on('data', d => chunks.push(d));
+            s.on('end', () => {{
+              const all = Buffer.concat(chunks);
+              const body = all.subarray(all.indexOf('\\r\\n\\r\\n') + 4);
+              console.log(crypto.createHash('sha256').update(body).digest('hex'));
+            }});
+            s.on('error', e => {{ console.log('error ' + e.code); process.exit(1); }});
+            """
+    script = tmp_path / "client.js"
+    script.write_text(textwrap.dedent(code))
+    res = sk.run(["node", str(script)], via=via(lab))
+    assert res.returncode == 0 and res.stdout.strip() == lab.small_sha256, sk.describe(res)
+    assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
+
+
+def test_git_clone_over_http(lab: lablib.Lab, sk, tmp_path: Path) -> None:
+    """A repository served by the far zone's HTTP server (git's "dumb" HTTP protocol),
+    cloned by name through the chain; the clone has the commit."""
+    need("git")
+    repo = lab.workdir / "www" / f"repo-{os.urandom(3).hex()}.git"
+    src = tmp_path / "src"
+    env = {**lablib.clean_env(), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def git(*args: str, cwd: Path | None = None) -> None:
+        subprocess.run(["git", *args], cwd=cwd, env=env, check=True, timeout=60,
+                       capture_output=True)
+    git("init", "-q", str(src))
+    (src / "hello.txt").write_text("through the chain\n")
+    git("add", "hello.txt", cwd=src)
+    git("commit", "-q", "-m", "first", cwd=src)
+    git("clone", "-q", "--bare", str(src), str(repo))
+    git("update-server-info", cwd=repo)
+    out = tmp_path / "clone"
+    try:
+        res = sk.run(["git", "clone", "-q", f"http://{lablib.FAR_NAME}:{lab.http_port}/"
+                      f"{repo.name}", str(out)], via=via(lab), timeout=120)
+        assert res.returncode == 0, sk.describe(res)
+        assert (out / "hello.txt").read_text() == "through the chain\n"
+        assert {r.client for r in lab.http.requests_for(repo.name)} == \
+            {lab.proxy_far_ip}
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
