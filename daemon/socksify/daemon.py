@@ -121,6 +121,7 @@ class Daemon:
 
     # ----- lifecycle -------------------------------------------------------------
     async def run(self) -> None:
+        _raise_fd_limit()
         self._lock_pidfile()
         try:
             self.policy = self._load_policy()
@@ -782,6 +783,25 @@ def _sockets(fds: list[int]) -> list[socket.socket]:
             os.close(fd)
         raise
     return out
+
+
+FD_LIMIT_WANTED = 65536
+
+
+def _raise_fd_limit() -> None:
+    """Each relayed connection holds two descriptors in the daemon; the usual soft
+    limit of 1024 would cap it near 500 connections. Raise the soft limit towards the
+    hard one (the daemon's children, if any, inherit it too)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = FD_LIMIT_WANTED if hard == resource.RLIM_INFINITY else min(hard,
+                                                                       FD_LIMIT_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            log.info("raised the open-file limit from %d to %d", soft, want)
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
 
 
 def _app_end(peer: Any) -> tuple[wire.IPAddress, int] | None:
