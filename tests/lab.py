@@ -322,15 +322,7 @@ class EchoHashServer(_Server):
 
     def handle(self, conn: socket.socket, addr: tuple[str, int]) -> None:
         conn.settimeout(60)
-        h = hashlib.sha256()
-        n = 0
-        while True:
-            chunk = conn.recv(262144)
-            if not chunk:
-                break
-            h.update(chunk)
-            n += len(chunk)
-        conn.sendall(f"{h.hexdigest()} {n}\n".encode())
+        echo_hash(conn)
 
 
 # --- a SOCKS hop that misbehaves on purpose ---------------------------------------------
