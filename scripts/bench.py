@@ -2,17 +2,29 @@
 """Benchmark socksify against proxychains4 on the same danted chain, in one run.
 
 Builds the test lab (tests/lab.py: client zone, proxy zone with three danted SOCKS4
-hops, far zone), then runs the same Python client three ways:
+hops, far zone), then runs the same Python client under each contender:
 
-  direct        from the proxy zone straight to the far host (no proxy at all)
-  proxychains4  from the client zone under `proxychains4 -f CONF` (strict_chain)
-  socksify      from the client zone under `socksify --via ...`
+  direct            from the proxy zone straight to the far host (no proxy at all)
+  proxychains4      from the client zone under `proxychains4 -f CONF` (strict_chain)
+  socksify          `socksify --via ...`: the program's own socket is handed to the
+                    daemon, which builds the chain on it and steps out (handoff)
+  socksify relay    the same with `--data-path relay`: the daemon copies every byte
+  socksify prebuilt handoff with `--prebuilt 8`: tunnels wait, built up to the last hop
 
-and prints connect+first-byte latency (p50/p99 over sequential connections) through
-1 and 3 hops and bulk throughput through 3 hops, with socksify's figures as ratios to
-proxychains4's. Needs root, dante-server, proxychains4 and socksify installed.
+and prints, with socksify's figures as ratios to proxychains4's:
+
+  - connect + first-byte latency, p50 and p99 over sequential connections, 1 and 3 hops
+  - throughput of one large transfer through 3 hops
+  - 1,000 connections held open at once through 3 hops with data moving on every one
+    (each echoed and compared), and the daemon's RSS and descriptors per connection
+  - 20,000 connections of churn through 1 hop, and the daemon's RSS and descriptors
+    before and after
+  - the added cost of a connect the policy sends direct (p50, against no socksify)
+
+Needs root, dante-server, proxychains4 and socksify installed.
 
     sudo python3 scripts/bench.py [--connections 300] [--bulk-mib 512]
+                                  [--concurrent 1000] [--churn 20000]
 """
 
 from __future__ import annotations
@@ -24,11 +36,12 @@ import platform
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -36,8 +49,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 import lab as labmod  # noqa: E402
 
 CLIENT = r'''
-import json, socket, sys, time
+import json, os, resource, socket, sys, threading, time
 mode, host, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 if mode == "latency":
     for _ in range(5):                       # warm-up, not counted
         s = socket.create_connection((host, port)); s.recv(1); s.close()
@@ -50,7 +65,18 @@ if mode == "latency":
         out.append(time.perf_counter() - t0)
         s.close()
     print(json.dumps({"latency": out}))
-else:
+elif mode == "connect":                      # connect only (a direct destination)
+    for _ in range(20):
+        socket.create_connection((host, port)).close()
+    out = []
+    for _ in range(count):
+        s = socket.socket()
+        t0 = time.perf_counter()
+        s.connect((host, port))
+        out.append(time.perf_counter() - t0)
+        s.close()
+    print(json.dumps({"latency": out}))
+elif mode == "bulk":
     buf = bytearray(1 << 20); got = 0
     t0 = time.perf_counter()
     s = socket.create_connection((host, port))
@@ -63,6 +89,56 @@ else:
     if got != count:
         sys.exit(f"short transfer: {got} of {count} bytes")
     print(json.dumps({"bytes": got, "seconds": elapsed}))
+elif mode == "hold":                         # count connections open at once, echoing
+    marker, go = sys.argv[5], sys.argv[6]
+    socks = []
+    t0 = time.perf_counter()
+    for i in range(count):
+        socks.append(socket.create_connection((host, port), timeout=60))
+    opened = time.perf_counter() - t0
+    def echo_round(tag):
+        for i, s in enumerate(socks):        # data moving on every connection
+            s.sendall(b"%s %06d " % (tag, i) + os.urandom(1000).hex().encode())
+        for i, s in enumerate(socks):
+            want = 2012
+            got = b""
+            while len(got) < want:
+                chunk = s.recv(want - len(got))
+                if not chunk:
+                    sys.exit(f"connection {i} closed early")
+                got += chunk
+            if not got.startswith(b"%s %06d " % (tag, i)):
+                sys.exit(f"connection {i}: wrong echo")
+    echo_round(b"r1")
+    open(marker, "w").close()                # all open: the bench samples the daemon
+    deadline = time.time() + 120
+    while not os.path.exists(go) and time.time() < deadline:
+        time.sleep(0.05)
+    echo_round(b"r2")
+    for s in socks:
+        s.close()
+    print(json.dumps({"opened": count, "open_seconds": opened}))
+elif mode == "churn":
+    threads, done, errors = 16, [0], []
+    lock = threading.Lock()
+    def worker(n):
+        for _ in range(n):
+            try:
+                s = socket.create_connection((host, port), timeout=30)
+                if s.recv(1) != b"!":
+                    raise OSError("bad first byte")
+                s.close()
+            except OSError as exc:
+                with lock:
+                    errors.append(str(exc))
+            with lock:
+                done[0] += 1
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=worker, args=(count // threads,)) for _ in range(threads)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    print(json.dumps({"done": done[0], "errors": len(errors), "first_error": errors[:1],
+                      "seconds": time.perf_counter() - t0}))
 '''
 
 
@@ -89,9 +165,51 @@ class Source(labmod._Server):
             left -= n
 
 
+class Echo(labmod._Server):
+    """Echoes every byte until the client closes."""
+
+    def handle(self, conn: socket.socket, addr: tuple[str, int]) -> None:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            conn.sendall(data)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class DaemonProbe:
+    """RSS and open descriptors of the socksifyd that serves runtime dir `rt`."""
+
+    def __init__(self, rt: Path) -> None:
+        self.rt = rt
+
+    def pid(self) -> int:
+        return int((self.rt / "socksifyd.pid").read_text().split()[0])
+
+    def sample(self) -> tuple[float, int]:
+        pid = self.pid()
+        rss_kib = next(int(line.split()[1]) for line in
+                       Path(f"/proc/{pid}/status").read_text().splitlines()
+                       if line.startswith("VmRSS:"))
+        return rss_kib / 1024, len(os.listdir(f"/proc/{pid}/fd"))
+
+    def settled(self, want_fds: int | None = None, timeout: float = 20.0
+                ) -> tuple[float, int]:
+        """A sample once the descriptor count stops changing (or reaches want_fds)."""
+        deadline = time.monotonic() + timeout
+        last = self.sample()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.sample()
+            if (want_fds is not None and now[1] <= want_fds) or \
+                    (want_fds is None and now[1] == last[1]):
+                return now
+            last = now
+        return last
 
 
 def main() -> int:
@@ -101,6 +219,10 @@ def main() -> int:
                     help="sequential connections per latency run (default 300)")
     ap.add_argument("--bulk-mib", type=int, default=512,
                     help="MiB per throughput run (default 512)")
+    ap.add_argument("--concurrent", type=int, default=1000,
+                    help="connections held open at once (default 1000; 0 skips)")
+    ap.add_argument("--churn", type=int, default=20000,
+                    help="connections of churn (default 20000; 0 skips)")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     args = ap.parse_args()
     missing = labmod.missing_prerequisites()
@@ -116,20 +238,29 @@ def main() -> int:
     client.write_text(CLIENT)
     rt = work / "rt"
     rt.mkdir(mode=0o700)
+    probe = DaemonProbe(rt)
     lab = labmod.build_lab()
     servers: list[labmod._Server] = []
+    results: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
     try:
         fb = FirstByte(labmod.listener_in(lab.far_ns), "first-byte")
         Source.size = args.bulk_mib << 20
         src = Source(labmod.listener_in(lab.far_ns), "source")
-        servers += [fb, src]
+        echo = Echo(labmod.listener_in(lab.far_ns), "echo")
+        near = FirstByte(labmod.listener_in(lab.client_ns, labmod.CLIENT_IP), "near")
+        servers += [fb, src, echo, near]
         env = labmod.clean_env({"SOCKSIFY_RUNTIME_DIR": str(rt)})
-        results: dict[str, dict[str, float]] = {}
 
-        def run(ns: str, prefix: list[str], mode: str, port: int, count: int,
-                timeout: float = 600) -> dict[str, object]:
-            res = lab.ns_run(ns, [*prefix, sys.executable, str(client), mode, lab.far_ip,
-                                  str(port), str(count)], env=env, timeout=timeout)
+        def run(ns: str, prefix: list[str], mode: str, host: str, port: int,
+                count: int, *extra: str, timeout: float = 900) -> dict[str, object]:
+            res = lab.ns_run(ns, [*prefix, sys.executable, str(client), mode, host,
+                                  str(port), str(count), *extra], env=env,
+                             timeout=timeout)
             if res.returncode != 0:
                 raise SystemExit("bench: a client run failed\n" + res.describe())
             return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -142,35 +273,109 @@ def main() -> int:
             conf.write_text("\n".join(lines) + "\n")
             return ["proxychains4", "-q", "-f", str(conf)]
 
-        def sfy(hops: int) -> list[str]:
-            via = [a for h in lab.hops[:hops] for a in ("--via", h.url)]
-            return ["socksify", "-q", *via, "--"]
+        def sfy(*flags: str) -> Callable[[int], list[str]]:
+            def prefix(hops: int) -> list[str]:
+                via = [a for h in lab.hops[:hops] for a in ("--via", h.url)]
+                return ["socksify", "-q", *flags, *via, "--"]
+            return prefix
 
-        ways = {
-            "direct": lambda hops: (lab.proxy_ns, []),
-            "proxychains4": lambda hops: (lab.client_ns, pc4(hops)),
-            "socksify": lambda hops: (lab.client_ns, sfy(hops)),
+        contenders: dict[str, tuple[str, Callable[[int], list[str]]]] = {
+            "direct": (lab.proxy_ns, lambda hops: []),
+            "proxychains4": (lab.client_ns, pc4),
+            "socksify": (lab.client_ns, sfy()),
+            "socksify relay": (lab.client_ns, sfy("--data-path", "relay")),
+            "socksify prebuilt": (lab.client_ns, sfy("--prebuilt", "8")),
         }
         for hops in (1, 3):
-            for way, how in ways.items():
+            for way, (ns, prefix) in contenders.items():
                 if way == "direct" and hops == 3:
                     continue
-                ns, prefix = how(hops)
-                lat = run(ns, prefix, "latency", fb.port, args.connections)["latency"]
+                lat = run(ns, prefix(hops), "latency", lab.far_ip, fb.port,
+                          args.connections)["latency"]
                 assert isinstance(lat, list)
                 results.setdefault(f"latency {hops} hop p50 (ms)", {})[way] = \
                     statistics.median(lat) * 1000
                 results.setdefault(f"latency {hops} hop p99 (ms)", {})[way] = \
                     pct(lat, 0.99) * 1000
-                print(f"  {way:>12} {hops} hop(s): latency p50 "
-                      f"{statistics.median(lat) * 1000:.2f} ms", file=sys.stderr)
-        for way, how in ways.items():
-            ns, prefix = how(3)
-            out = run(ns, prefix, "bulk", src.port, Source.size)
+                say(f"  {way:>17} {hops} hop(s): latency p50 "
+                    f"{statistics.median(lat) * 1000:.2f} ms")
+        for way, (ns, prefix) in contenders.items():
+            if way == "socksify prebuilt":
+                continue            # the same data path as socksify (handoff)
+            out = run(ns, prefix(3), "bulk", lab.far_ip, src.port, Source.size)
             mbps = float(out["bytes"]) / float(out["seconds"]) / 1e6  # type: ignore[arg-type]
             results.setdefault("throughput 3 hops (MB/s)", {})[way] = mbps
-            print(f"  {way:>12} bulk: {mbps:.0f} MB/s", file=sys.stderr)
-        rss = daemon_rss(rt)
+            say(f"  {way:>17} bulk: {mbps:.0f} MB/s")
+
+        if args.concurrent:
+            for way in ("proxychains4", "socksify", "socksify relay"):
+                ns, prefix = contenders[way]
+                marker, go = work / f"held-{len(notes)}", work / f"go-{len(notes)}"
+                before = probe.settled() if way != "proxychains4" else None
+                proc = subprocess.Popen(
+                    ["ip", "netns", "exec", ns, *prefix(3), sys.executable, str(client),
+                     "hold", lab.far_ip, str(echo.port), str(args.concurrent),
+                     str(marker), str(go)], env=env, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE)
+                labmod.wait_until(lambda: marker.exists() or proc.poll() is not None,
+                                  600, f"{way}: {args.concurrent} connections open")
+                held = probe.sample() if way != "proxychains4" else None
+                go.touch()
+                out_b, err_b = proc.communicate(timeout=300)
+                if proc.returncode != 0:
+                    raise SystemExit(f"bench: {way} hold run failed: "
+                                     f"{err_b.decode(errors='replace')[-2000:]}")
+                opened = json.loads(out_b.decode().strip().splitlines()[-1])
+                results.setdefault(f"{args.concurrent} concurrent: open all (s)", {})[way] \
+                    = float(opened["open_seconds"])
+                if before is not None and held is not None:
+                    per_fd = (held[1] - before[1]) / args.concurrent
+                    per_kib = (held[0] - before[0]) * 1024 / args.concurrent
+                    notes.append(f"{args.concurrent} concurrent, {way}: daemon "
+                                 f"{per_fd:.2f} fds and {per_kib:.1f} KiB RSS per "
+                                 f"connection ({before[1]} -> {held[1]} fds, "
+                                 f"{before[0]:.1f} -> {held[0]:.1f} MiB)")
+                    after = probe.settled(want_fds=before[1])
+                    notes.append(f"  after they closed: {after[1]} fds, "
+                                 f"{after[0]:.1f} MiB")
+                say(f"  {way:>17} {args.concurrent} concurrent: ok")
+
+        if args.churn:
+            baseline = probe.settled()
+            for way in ("socksify", "socksify relay"):
+                ns, prefix = contenders[way]
+                out = run(ns, prefix(1), "churn", lab.far_ip, fb.port, args.churn)
+                if int(out["errors"]):  # type: ignore[call-overload]
+                    raise SystemExit(f"bench: churn under {way}: {out['errors']} "
+                                     f"errors, first {out['first_error']}")
+                after = probe.settled(want_fds=baseline[1])
+                rate = float(out["done"]) / float(out["seconds"])  # type: ignore[arg-type]
+                notes.append(f"{out['done']} connections of churn, {way}, 1 hop, 16 "
+                             f"at a time ({rate:.0f}/s): daemon {baseline[1]} -> "
+                             f"{after[1]} fds, {baseline[0]:.1f} -> {after[0]:.1f} MiB "
+                             f"RSS ({(after[0] / baseline[0] - 1) * 100:+.1f}%)")
+                say(f"  {way:>17} churn: {rate:.0f} connections/s")
+
+        # the added cost of a connect the policy sends direct
+        policy = work / "direct.toml"
+        policy.write_text(
+            f'[chains.out]\nhops = ["{lab.hops[0].url}"]\n\n'
+            f'[[rules]]\nname = "near"\ndest = ["{labmod.CLIENT_IP}/32"]\n'
+            'action = "direct"\n\n[default]\naction = "chain:out"\n')
+        plain = run(lab.client_ns, [], "connect", labmod.CLIENT_IP, near.port,
+                    args.connections * 10)["latency"]
+        under = run(lab.client_ns, ["socksify", "-q", "-c", str(policy), "--"],
+                    "connect", labmod.CLIENT_IP, near.port,
+                    args.connections * 10)["latency"]
+        assert isinstance(plain, list) and isinstance(under, list)
+        results["direct connect p50 (us)"] = {
+            "no socksify": statistics.median(plain) * 1e6,
+            "socksify": statistics.median(under) * 1e6}
+        notes.append(f"a connect the policy sends direct costs "
+                     f"{(statistics.median(under) - statistics.median(plain)) * 1e6:.1f}"
+                     f" us more at p50 ({len(plain)} connects each; the first asks the "
+                     "daemon, the rest use the shim's cached answer)")
+        rss = probe.sample()[0]
     finally:
         for s in servers:
             s.close()
@@ -179,41 +384,49 @@ def main() -> int:
         lab.close()
         shutil.rmtree(work, ignore_errors=True)
 
-    print_table(results, args, rss)
+    print_table(results, args, notes, rss)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"results": results, "notes": notes}, indent=2))
     return 0
 
 
-def daemon_rss(rt: Path) -> float | None:
-    try:
-        import psutil
-        pid = int((rt / "socksifyd.pid").read_text().split()[0])
-        return float(psutil.Process(pid).memory_info().rss) / (1 << 20)
-    except Exception:
-        return None
+COLUMNS = ("direct", "proxychains4", "socksify", "socksify relay", "socksify prebuilt")
 
 
 def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace,
-                rss: float | None) -> None:
+                notes: list[str], rss: float) -> None:
     print(f"\nsocksify vs proxychains4, {time.strftime('%Y-%m-%d')}, "
           f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()}, "
           f"Linux {platform.release()}), {args.connections} sequential connections, "
           f"{args.bulk_mib} MiB bulk")
-    header = f"{'metric':<26} {'direct':>9} {'proxychains4':>13} {'socksify':>9} " \
-             f"{'socksify/pc4':>13}"
+    header = f"{'metric':<32}" + "".join(f"{c:>13}" for c in
+                                          ("direct", "pc4", "handoff", "relay",
+                                           "prebuilt"))
     print(header)
     print("-" * len(header))
     for metric, row in results.items():
-        direct = f"{row['direct']:.2f}" if "direct" in row else "-"
-        ratio = row["socksify"] / row["proxychains4"]
-        better = "lower is better" if "latency" in metric else "higher is better"
-        print(f"{metric:<26} {direct:>9} {row['proxychains4']:>13.2f} "
-              f"{row['socksify']:>9.2f} {ratio:>12.2f}x  ({better})")
+        if "no socksify" in row:
+            continue
+        cells = "".join(f"{row[c]:>13.2f}" if c in row else f"{'-':>13}"
+                        for c in COLUMNS)
+        print(f"{metric:<32}{cells}")
+    print("\nratios to proxychains4 (latency: lower is better; throughput: higher)")
+    for metric, row in results.items():
+        if "proxychains4" not in row:
+            continue
+        ratios = ", ".join(f"{c.replace('socksify ', '') if c != 'socksify' else 'handoff'}"
+                           f" {row[c] / row['proxychains4']:.2f}x"
+                           for c in COLUMNS[2:] if c in row)
+        print(f"  {metric:<32} {ratios}")
+    direct = results.get("direct connect p50 (us)")
+    if direct:
+        print(f"\ndirect connect p50: {direct['no socksify']:.1f} us without socksify, "
+              f"{direct['socksify']:.1f} us under it")
+    for note in notes:
+        print(note)
     print("direct = the same client in the proxy zone, straight to the far host "
           "(no proxy at all)")
-    if rss is not None:
-        print(f"socksifyd RSS after the run: {rss:.1f} MiB")
+    print(f"socksifyd RSS after the run: {rss:.1f} MiB")
 
 
 if __name__ == "__main__":

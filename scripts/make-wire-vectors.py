@@ -17,7 +17,7 @@ from socksify.protocol.control import (  # noqa: E402
 
 lines = [
     "# Control wire vectors (docs/wire.md). One vector a line: KIND NAME key=value...",
-    "# request: the header the shim sends (op 1 CONNECT, 2 PEERNAME, 4 NAMEOF); resolve: an",
+    "# request: the header the shim sends (op 1 CONNECT, 2 PEERNAME, 4 NAMEOF, 5 HANDOFF); resolve: an",
     "# op 3 RESOLVE request, header and name; reply: a valid reply",
     "# and the errno it maps to; peer-reply: a PEER answer to PEERNAME; name-reply: a NAME",
     "# answer to NAMEOF, head and name; bad-reply: bytes a reader must reject;",
@@ -25,7 +25,7 @@ lines = [
     "# scripts/make-wire-vectors.py.",
 ]
 HEADER_LINES = len(lines)
-C, P, N = Op.CONNECT, Op.PEERNAME, Op.NAMEOF
+C, P, N, H = Op.CONNECT, Op.PEERNAME, Op.NAMEOF, Op.HANDOFF
 reqs = [
     ("connect-v4-http", C, "192.0.2.7", 80, SockType.STREAM, "0000000000000000"),
     ("connect-v4-session", C, "198.51.100.200", 8443, SockType.STREAM, "0011223344556677"),
@@ -36,6 +36,8 @@ reqs = [
     ("peername-v6", P, "::1", 40000, SockType.STREAM, "0000000000000000"),
     ("nameof-v4-fake", N, "240.0.0.9", 0, SockType.STREAM, "0011223344556677"),
     ("nameof-v6", N, "2001:db8::1:2", 0, SockType.STREAM, "0000000000000000"),
+    ("handoff-v4", H, "192.0.2.7", 443, SockType.STREAM, "0011223344556677"),
+    ("handoff-v6", H, "2001:db8::1:2", 22, SockType.STREAM, "0000000000000000"),
 ]
 for name, op, addr, port, kind, session in reqs:
     ip = ipaddress.ip_address(addr)
@@ -54,6 +56,9 @@ replies = [
     ("relay-both", Reply(Verdict.RELAY, Code.NONE, 40001, 40002, token), "0"),
     ("relay-v4-only", Reply(Verdict.RELAY, Code.NONE, 1080, 0, bytes(range(16))), "0"),
     ("direct", Reply(Verdict.DIRECT), "0"),
+    ("direct-cache", Reply.cached_direct(0x0102030405060708), "0"),
+    ("ready", Reply(Verdict.READY), "0"),
+    ("swap", Reply(Verdict.SWAP), "0"),
 ]
 errnames = {Code.CONNREFUSED: "ECONNREFUSED", Code.TIMEDOUT: "ETIMEDOUT",
             Code.ACCES: "EACCES", Code.NETUNREACH: "ENETUNREACH",
@@ -63,12 +68,13 @@ for code, name in errnames.items():
     replies.append((f"fail-{name.lower()}", Reply(Verdict.FAIL, code), name))
 for name, rep, err in replies:
     lines.append(f"reply {name} verdict={int(rep.verdict)} code={int(rep.code)} "
+                 f"flags={rep.flags} "
                  f"port4={rep.relay_port4} port6={rep.relay_port6} token={rep.token.hex()} "
                  f"errno={err} hex={rep.dumps().hex()}")
 # A FAIL with a code this version does not know maps to EPROTO.
 unknown = bytearray(Reply(Verdict.FAIL, Code.CONNREFUSED).dumps())
 unknown[6] = 200
-lines.append(f"reply fail-unknown-code verdict=2 code=200 port4=0 port6=0 "
+lines.append(f"reply fail-unknown-code verdict=2 code=200 flags=0 port4=0 port6=0 "
              f"token={'00' * 16} errno=EPROTO hex={bytes(unknown).hex()}")
 for name, addr, port in (("peer-v4", "192.0.2.7", 443),
                          ("peer-v6", "2001:db8::1:2", 8080),

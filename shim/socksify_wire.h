@@ -15,7 +15,7 @@
 #define SOCKSIFY_EXPORT __attribute__((visibility("default")))
 
 #define SOCKSIFY_WIRE_VERSION      1   /* docs/wire.md, "version" byte */
-#define SOCKSIFY_SHIM_ABI_VERSION  4   /* the exported functions and structs below */
+#define SOCKSIFY_SHIM_ABI_VERSION  5   /* the exported functions and structs below */
 
 #define SOCKSIFY_MAGIC        "SKFY"
 #define SOCKSIFY_MAGIC_SIZE   4
@@ -31,6 +31,7 @@
 #define SOCKSIFY_OP_PEERNAME 2
 #define SOCKSIFY_OP_RESOLVE  3  /* a name follows the header: socksify_wire_encode_resolve() */
 #define SOCKSIFY_OP_NAMEOF   4  /* what is addr called? socksify_wire_encode_request() */
+#define SOCKSIFY_OP_HANDOFF  5  /* CONNECT, with the app's socket attached (SCM_RIGHTS) */
 
 /* Request "family" (wire values, not AF_*). */
 #define SOCKSIFY_FAMILY_ANY   0  /* RESOLVE only: either family */
@@ -47,6 +48,11 @@
 #define SOCKSIFY_VERDICT_FAIL   2
 #define SOCKSIFY_VERDICT_PEER   3  /* answer to PEERNAME: socksify_wire_decode_peer() */
 #define SOCKSIFY_VERDICT_NAME   4  /* answer to NAMEOF, a name follows: _decode_name() */
+#define SOCKSIFY_VERDICT_READY  5  /* HANDOFF: the daemon connected your socket through the chain */
+#define SOCKSIFY_VERDICT_SWAP   6  /* HANDOFF: put the attached, connected socket in place of yours */
+
+/* Reply flags (byte 7) */
+#define SOCKSIFY_FLAG_CACHE 0x01  /* DIRECT: holds until the policy generation changes */
 
 /* Reply "code": portable error numbers, see socksify_wire_errno(). */
 #define SOCKSIFY_CODE_NONE         0
@@ -73,6 +79,7 @@
 #define SOCKSIFY_REP_OFF_VERSION  4
 #define SOCKSIFY_REP_OFF_VERDICT  5
 #define SOCKSIFY_REP_OFF_CODE     6
+#define SOCKSIFY_REP_OFF_FLAGS    7
 #define SOCKSIFY_REP_OFF_PORT4    8
 #define SOCKSIFY_REP_OFF_PORT6    10
 #define SOCKSIFY_REP_OFF_TOKEN    12
@@ -99,6 +106,7 @@ struct socksify_connect_req {
 struct socksify_reply {
     uint8_t verdict;   /* SOCKSIFY_VERDICT_* */
     uint8_t code;      /* SOCKSIFY_CODE_* (or an unknown value) */
+    uint8_t flags;     /* SOCKSIFY_FLAG_* (unknown bits are ignored) */
     uint16_t relay_port4;
     uint16_t relay_port6;  /* host order */
     uint8_t token[16];
@@ -115,7 +123,7 @@ struct socksify_peer {
 /* 1: the wire version this library speaks. */
 SOCKSIFY_EXPORT unsigned socksify_wire_version(void);
 
-/* 4: the version of the exported functions and structs. */
+/* 5: the version of the exported functions and structs. */
 SOCKSIFY_EXPORT unsigned socksify_shim_abi_version(void);
 
 /* Write the 48-byte request header with the given op (CONNECT, PEERNAME or NAMEOF) for

@@ -4,6 +4,7 @@ at a time (ask hop 1 for hop 2, ask hop 2 for hop 3 through that tunnel, ...).""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import enum
 import errno
 import ipaddress
@@ -13,13 +14,27 @@ import random
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import (ChainError, HopProtocolError, HopRefused, HopTimeout,
                      HopUnreachable, Unsupported)
 from .protocol import socks4, socks5
 from .proxies import Proxy
+from .sockstream import ByteReader, ByteWriter, RawStream
+
+if TYPE_CHECKING:
+    from .pool import Prebuilt, TunnelPool
 
 log = logging.getLogger("socksify.chain")
+
+
+DATA_PATHS = ("handoff", "relay")
+MAX_PREBUILT = 64
+
+
+class HandoffImpossible(Exception):
+    """The program's socket cannot be connected to hop 1 (another address family, or
+    IPV6_V6ONLY against an IPv4 hop): carry this connection on the relay instead."""
 
 
 class Strategy(str, enum.Enum):
@@ -39,6 +54,9 @@ class ChainSpec:
     read_timeout: float = 10.0        # seconds for each hop's SOCKS reply (the hop
                                       # connects onwards before it replies)
     dns: str = "remote"               # a target name: remote | local | block
+    data_path: str = "handoff"        # handoff (the program's own socket) | relay
+    prebuilt: int = 0                 # tunnels kept ready up to the last hop (strict)
+    prebuilt_max_age: float = 20.0    # seconds a ready tunnel may wait for a request
 
     def __post_init__(self) -> None:
         if not self.hops:
@@ -49,6 +67,14 @@ class ChainSpec:
         if not (self.connect_timeout > 0 and self.read_timeout > 0):   # NaN too
             raise ValueError(f"chain {self.name!r}: connect_timeout and read_timeout "
                              "must be positive")
+        if self.data_path not in DATA_PATHS:
+            raise ValueError(f"chain {self.name!r}: data_path {self.data_path!r} must be "
+                             f"one of {', '.join(DATA_PATHS)}")
+        if not 0 <= self.prebuilt <= MAX_PREBUILT:
+            raise ValueError(f"chain {self.name!r}: prebuilt {self.prebuilt} must be "
+                             f"between 0 (off) and {MAX_PREBUILT}")
+        if not self.prebuilt_max_age > 0:
+            raise ValueError(f"chain {self.name!r}: prebuilt_max_age must be positive")
 
     def describe(self) -> str:
         return " -> ".join(str(h) for h in self.hops)
@@ -107,6 +133,18 @@ class Tunnel:
     route: tuple[Proxy, ...]
     setup_seconds: float = 0.0
     skipped: tuple[Proxy, ...] = field(default_factory=tuple)
+    prebuilt: bool = False      # hops 1..n-1 came from the pool
+
+
+@dataclass
+class Handed:
+    """A chain built on the program's own socket (handoff): nothing for the daemon to
+    carry. `swap` is a pre-built tunnel's socket to put in place of the program's."""
+
+    route: tuple[Proxy, ...]
+    setup_seconds: float = 0.0
+    skipped: tuple[Proxy, ...] = field(default_factory=tuple)
+    swap: socket.socket | None = None
 
 
 class Selector:
@@ -118,6 +156,7 @@ class Selector:
         self.health = health
         self._rng = rng or random.Random()
         self._rr = itertools.count()
+        self.pool: TunnelPool | None = None    # pre-built tunnels (strict chains)
 
     def next_route(self, excluded: set[Proxy]) -> tuple[Proxy, ...] | None:
         spec = self.spec
@@ -137,6 +176,130 @@ class Selector:
         return tuple((pool * 2)[start:start + want])
 
 
+async def open_direct(host: str, port: int, timeout: float = 10.0) -> Tunnel:
+    """A plain TCP connection (for a `direct` rule on a name the program looked up
+    through the daemon: only the daemon knows the real address)."""
+    started = time.monotonic()
+    reader, writer = await _tcp_connect(host, port, timeout, f"{host}:{port}")
+    return Tunnel(reader, writer, (), time.monotonic() - started)
+
+
+async def hand_direct(app_sock: socket.socket, host: str, port: int,
+                      timeout: float = 10.0) -> Handed:
+    """open_direct on the program's own socket."""
+    started = time.monotonic()
+    await sock_connect(app_sock, host, port, timeout, f"{host}:{port}")
+    return Handed((), time.monotonic() - started)
+
+
+async def open_tunnel(selector: Selector, host: str, port: int,
+                      conn: str = "-", dns: str = "remote") -> Tunnel:
+    """Build a tunnel to host:port through the selector's chain; retry per strategy.
+    A host name goes to the last hop if it carries names; else dns = "local" resolves
+    it here first, and anything else refuses. A pre-built tunnel from the selector's
+    pool is used when there is one.
+
+    Raises a ChainError (or Unsupported) whose errno is what the application sees."""
+    started = time.monotonic()
+    reader, writer, route, skipped, prebuilt = await _establish(
+        selector, host, port, conn, dns, None, selector.pool)
+    if isinstance(writer, RawStream):      # a pre-built tunnel: now the daemon's
+        sock = writer.sock
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 18)
+        except BaseException:
+            sock.close()
+            raise
+    assert isinstance(reader, asyncio.StreamReader)
+    assert isinstance(writer, asyncio.StreamWriter)
+    return Tunnel(reader, writer, route, time.monotonic() - started, skipped, prebuilt)
+
+
+async def hand_tunnel(selector: Selector, host: str, port: int, app_sock: socket.socket,
+                      conn: str = "-", dns: str = "remote",
+                      swappable: bool = False) -> Handed:
+    """open_tunnel on the program's own socket (handoff): connect it to hop 1 and
+    negotiate the whole chain on it, reading exactly the replies. With `swappable`, a
+    pre-built tunnel from the pool may be finished instead and returned as `swap`.
+    On failure the program's socket is disconnected again (as after a failed
+    connect) and the ChainError raised; HandoffImpossible if it cannot reach hop 1."""
+    started = time.monotonic()
+    _, writer, route, skipped, prebuilt = await _establish(
+        selector, host, port, conn, dns, app_sock,
+        selector.pool if swappable else None)
+    swap = writer.sock if prebuilt and isinstance(writer, RawStream) else None
+    return Handed(route, time.monotonic() - started, skipped, swap)
+
+
+async def _establish(selector: Selector, host: str, port: int, conn: str, dns: str,
+                     app_sock: socket.socket | None, pool: TunnelPool | None
+                     ) -> tuple[ByteReader, ByteWriter, tuple[Proxy, ...],
+                                tuple[Proxy, ...], bool]:
+    """The route-trying loop behind open_tunnel and hand_tunnel: (reader, writer,
+    route, skipped hops, whether a pre-built tunnel was used)."""
+    spec = selector.spec
+    target = _target_addr(host)
+    excluded: set[Proxy] = set()
+    skipped: list[Proxy] = []
+    ready = pool.take() if pool is not None else None
+    if ready is not None:
+        try:
+            await _build(ready.route, target, port, spec, conn, dns, start=ready)
+        except ChainError as exc:
+            ready.stream.close()
+            if exc.hop >= len(ready.route):       # the target failed, not a hop
+                raise
+            log.info("[%s] pre-built tunnel failed (%s); building a new one", conn, exc)
+        except BaseException:
+            ready.stream.close()
+            raise
+        else:
+            log.debug("[%s] used a pre-built tunnel", conn)
+            return ready.stream, ready.stream, ready.route, (), True
+    while True:
+        route = selector.next_route(excluded)
+        if not route:
+            raise HopUnreachable(f"chain {spec.name!r}: no usable hop left "
+                                 f"(skipped {', '.join(map(str, skipped))})",
+                                 hop=0, err=errno.ECONNREFUSED)
+        try:
+            reader, writer = await _build(route, target, port, spec, conn, dns,
+                                          app_sock=app_sock)
+        except ChainError as exc:
+            if app_sock is not None:
+                disconnect(app_sock)
+            if exc.hop >= len(route):       # the target failed, not a hop
+                raise
+            bad = route[exc.hop]
+            selector.health.mark_down(bad)
+            log.warning("[%s] hop %s failed: %s", conn, bad, exc)
+            if spec.strategy is Strategy.STRICT:
+                raise
+            excluded.add(bad)
+            skipped.append(bad)
+            continue
+        except BaseException:
+            if app_sock is not None:
+                disconnect(app_sock)
+            raise
+        for hop in route:
+            selector.health.mark_up(hop)
+        return reader, writer, route, tuple(skipped), False
+
+
+_AF_UNSPEC_ADDR = bytes(16)   # struct sockaddr with sa_family AF_UNSPEC
+
+
+def disconnect(sock: socket.socket) -> None:
+    """Dissolve a TCP socket's association (connect() to AF_UNSPEC): a connection the
+    daemon made on the program's socket and could not finish is reset, and the socket
+    can be connected again, as after a failed connect()."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.connect(sock.fileno(), _AF_UNSPEC_ADDR, len(_AF_UNSPEC_ADDR)) != 0:
+        log.debug("disconnect fd %d: %s", sock.fileno(), errno.errorcode.get(
+            ctypes.get_errno(), ctypes.get_errno()))
+
+
 async def _tcp_connect(host: str, port: int, timeout: float, what: str
                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A TCP connection from the daemon (to hop 1, or to a direct target), with the
@@ -152,48 +315,48 @@ async def _tcp_connect(host: str, port: int, timeout: float, what: str
                              err=exc.errno or errno.ECONNREFUSED) from None
 
 
-async def open_direct(host: str, port: int, timeout: float = 10.0) -> Tunnel:
-    """A plain TCP connection (for a `direct` rule on a name the program looked up
-    through the daemon: only the daemon knows the real address)."""
-    started = time.monotonic()
-    reader, writer = await _tcp_connect(host, port, timeout, f"{host}:{port}")
-    return Tunnel(reader, writer, (), time.monotonic() - started)
+async def sock_connect(sock: socket.socket, host: str, port: int, timeout: float,
+                        what: str) -> None:
+    """Connect a given socket (the program's, or one for the pool) to host:port, with
+    _tcp_connect's errors."""
+    address = await sockaddr_for(sock, host, port)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, address),
+                               timeout)
+    except asyncio.TimeoutError:
+        raise HopTimeout(f"{what}: no TCP connection within {timeout:g}s",
+                         hop=0) from None
+    except OSError as exc:
+        raise HopUnreachable(f"{what}: {exc.strerror or exc}", hop=0,
+                             err=exc.errno or errno.ECONNREFUSED) from None
 
 
-async def open_tunnel(selector: Selector, host: str, port: int,
-                      conn: str = "-", dns: str = "remote") -> Tunnel:
-    """Build a tunnel to host:port through the selector's chain; retry per strategy.
-    A host name goes to the last hop if it carries names; else dns = "local" resolves
-    it here first, and anything else refuses.
-
-    Raises a ChainError (or Unsupported) whose errno is what the application sees."""
-    spec = selector.spec
-    target = _target_addr(host)
-    excluded: set[Proxy] = set()
-    skipped: list[Proxy] = []
-    started = time.monotonic()
-    while True:
-        route = selector.next_route(excluded)
-        if not route:
-            raise HopUnreachable(f"chain {spec.name!r}: no usable hop left "
-                                 f"(skipped {', '.join(map(str, skipped))})",
-                                 hop=0, err=errno.ECONNREFUSED)
+async def sockaddr_for(sock: socket.socket, host: str, port: int
+                       ) -> tuple[str, int] | tuple[str, int, int, int]:
+    """host:port as an address `sock`'s family can connect to: an IPv4 address on an
+    IPv6 socket as ::ffff:a.b.c.d. HandoffImpossible if it has none."""
+    if _is_address(host):
+        addrs = [ipaddress.ip_address(host)]
+    else:
         try:
-            reader, writer = await _build(route, target, port, spec, conn, dns)
-        except ChainError as exc:
-            if exc.hop >= len(route):       # the target failed, not a hop
-                raise
-            bad = route[exc.hop]
-            selector.health.mark_down(bad)
-            log.warning("[%s] hop %s failed: %s", conn, bad, exc)
-            if spec.strategy is Strategy.STRICT:
-                raise
-            excluded.add(bad)
-            skipped.append(bad)
-            continue
-        for hop in route:
-            selector.health.mark_up(hop)
-        return Tunnel(reader, writer, route, time.monotonic() - started, tuple(skipped))
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise HopUnreachable(f"{host}: cannot resolve ({exc})", hop=0,
+                                 err=errno.EHOSTUNREACH) from None
+        addrs = [ipaddress.ip_address(info[4][0]) for info in infos]
+    if sock.family == socket.AF_INET:
+        for addr in addrs:
+            if addr.version == 4:
+                return (str(addr), port)
+    elif sock.family == socket.AF_INET6:
+        for addr in addrs:
+            if addr.version == 6:
+                return (str(addr), port, 0, 0)
+        if addrs and not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY):
+            return (f"::ffff:{addrs[0]}", port, 0, 0)
+    raise HandoffImpossible(f"a {sock.family.name} socket cannot reach {host}")
 
 
 def _target_addr(host: str) -> str:
@@ -222,10 +385,9 @@ def _check_carriable(asker: Proxy, host: str, what: str) -> None:
                           "IPv4")
 
 
-async def _build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
-                 conn: str, dns: str = "remote"
-                 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    last = route[-1]
+async def final_target(last: Proxy, host: str, port: int, dns: str) -> str:
+    """The target as `last` will be asked for it (resolved here for dns = "local" on
+    a hop that carries no names); Unsupported if it cannot be asked."""
     if dns == "local" and not last.carries_names and not _is_address(host):
         host = await _resolve_here(host, port, last)
     elif not last.carries_names and not _is_address(host):
@@ -233,31 +395,61 @@ async def _build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec
                           "(SOCKS4): use a socks4a:// or socks5:// last hop, or set "
                           'dns = "local" to resolve names here')
     _check_carriable(last, host, f"{host}:{port}")
+    return host
+
+
+async def _build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
+                 conn: str, dns: str = "remote", app_sock: socket.socket | None = None,
+                 start: Prebuilt | None = None) -> tuple[ByteReader, ByteWriter]:
+    """Connect to hop 1 (on app_sock, if given) and ask each hop for the next, the last
+    for host:port. With `start`, a pre-built tunnel already reaches the last hop: only
+    the last request is left."""
+    host = await final_target(route[-1], host, port, dns)
     first = route[0]
-    reader, writer = await _tcp_connect(first.host, first.port, spec.connect_timeout,
-                                        f"hop 1 {first}")
-    try:
+    reader: ByteReader
+    writer: ByteWriter
+    if start is not None:
+        reader = writer = start.stream
+    elif app_sock is not None:
+        await sock_connect(app_sock, first.host, first.port, spec.connect_timeout,
+                            f"hop 1 {first}")
+        reader = writer = RawStream(app_sock, owned=False)
+    else:
+        reader, writer = await _tcp_connect(first.host, first.port,
+                                            spec.connect_timeout, f"hop 1 {first}")
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for i, hop in enumerate(route):
-            if i + 1 < len(route):
-                nxt = route[i + 1]
-                want_host, want_port = await _hop_address(hop, nxt), nxt.port
-            else:
-                want_host, want_port = host, port
-            step = _Step(reader, writer, hop, i, want_host, want_port,
-                         spec.read_timeout, len(route))
-            if hop.scheme == "socks5":
-                await step.socks5()
-            else:
-                await step.socks4()
-            log.debug("[%s] hop %d %s -> %s:%d granted", conn, i + 1, hop,
-                      want_host, want_port)
+    try:
+        await negotiate(reader, writer, route, len(route) - 1 if start else 0,
+                        len(route), host, port, spec, conn)
     except BaseException:
         writer.close()
         raise
     return reader, writer
+
+
+async def negotiate(reader: ByteReader, writer: ByteWriter, route: tuple[Proxy, ...],
+                    begin: int, end: int, host: str, port: int, spec: ChainSpec,
+                    conn: str) -> None:
+    """Send the SOCKS requests of route[begin:end] on a stream that already reaches
+    route[begin]: each hop is asked for the next, the last hop of the route for
+    host:port."""
+    for i in range(begin, end):
+        hop = route[i]
+        if i + 1 < len(route):
+            nxt = route[i + 1]
+            want_host, want_port = await _hop_address(hop, nxt), nxt.port
+        else:
+            want_host, want_port = host, port
+        step = _Step(reader, writer, hop, i, want_host, want_port,
+                     spec.read_timeout, len(route))
+        if hop.scheme == "socks5":
+            await step.socks5()
+        else:
+            await step.socks4()
+        log.debug("[%s] hop %d %s -> %s:%d granted", conn, i + 1, hop,
+                  want_host, want_port)
 
 
 def _is_address(host: str) -> bool:
@@ -312,8 +504,8 @@ class _Step:
     host:port. A refusal is blamed on the next hop (index + 1), or on the target when
     index is the last hop; a hop that breaks the protocol is blamed itself."""
 
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    reader: ByteReader
+    writer: ByteWriter
     hop: Proxy
     index: int
     host: str

@@ -19,7 +19,8 @@ from .errors import ConfigError
 from .paths import Paths
 from .proxies import Proxy
 
-USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--isolate] [-q|-v] [--] "
+USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] [--isolate] "
+         "[-q|-v] [--] "
          "COMMAND [ARGS...]")
 DESCRIPTION = """\
 Run COMMAND so that each TCP connection it (and its children) makes leaves through a
@@ -63,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
                    "(remote, default; needs a socks4a:// or socks5:// last hop), here "
                    "before the chain (local: the lookup leaves this machine), or not "
                    "at all (block)")
+    p.add_argument("--data-path", choices=["handoff", "relay"], default="handoff",
+                   help="for --via: after the chain is built, the program's own socket "
+                   "carries the bytes kernel to kernel (handoff, default), or the "
+                   "daemon copies them (relay: byte counts in `socksifyd connections`)")
+    p.add_argument("--prebuilt", type=int, default=0, metavar="N",
+                   help="for --via with --strategy strict: keep N tunnels built up to "
+                   "the last hop, so a connect costs one SOCKS exchange (default 0: "
+                   "no idle connections to the proxies)")
     p.add_argument("-c", "--config", type=Path, metavar="FILE",
                    help="policy file for this command (default: the daemon's policy)")
     p.add_argument("--chain", metavar="NAME",
@@ -264,6 +273,8 @@ def _session_request(args: argparse.Namespace) -> dict[str, Any]:
         "strategy": args.strategy,
         "timeout": args.timeout,
         "dns": args.dns,
+        "data_path": args.data_path,
+        "prebuilt": args.prebuilt,
         "config": str(args.config.absolute()) if args.config else None,
         "chain": args.chain,
         "verbose": bool(args.verbose),

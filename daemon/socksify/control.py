@@ -8,10 +8,12 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import stat
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .fdpass import recv_with_fds
 from .procinfo import peer_credentials
 from .protocol import control as wire
 
@@ -24,63 +26,149 @@ HANDSHAKE_TIMEOUT = 10.0
 MAX_JSON = 64 * 1024
 
 
-async def handle(daemon: Daemon, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
-    """Serve one control connection, whatever it turns out to be."""
+async def serve(daemon: Daemon, conn: socket.socket) -> None:
+    """Serve one accepted control connection, whatever it turns out to be. A shim's
+    request (SKFY) is read and answered on the raw socket: its first bytes may carry
+    a descriptor (HANDOFF: the program's socket) and its reply one (SWAP). A command
+    line tool's JSON is served through asyncio streams."""
     task = asyncio.current_task()
     if task is not None:
         daemon.control_tasks.add(task)
+    fds: list[int] = []
+    streams = False
     try:
-        sock = writer.get_extra_info("socket")
-        pid, uid = peer_credentials(sock)
-        head = await asyncio.wait_for(reader.readexactly(len(wire.MAGIC)),
-                                      HANDSHAKE_TIMEOUT)
-        if not daemon.allows(uid):
-            log.warning("refused control connection from uid %d (pid %d): this "
-                        "daemon serves uid %d and the users in [daemon] allow_users "
-                        "only", uid, pid, os.getuid())
-            if head == wire.MAGIC:
-                writer.write(wire.Reply.fail(13).dumps())  # EACCES
-            return
-        if head == wire.MAGIC:
-            rest = await asyncio.wait_for(
-                reader.readexactly(wire.REQUEST_SIZE - len(head)), HANDSHAKE_TIMEOUT)
-            await _shim_request(daemon, head + rest, reader, pid, uid, writer)
-        elif head.startswith(b"{"):
-            await _json_client(daemon, head, reader, writer, pid, uid)
-        else:
-            log.warning("control connection from pid %d sent %r: neither a shim "
-                        "request (SKFY) nor JSON", pid, head)
-    except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError) as exc:
+        conn.setblocking(False)
+        pid, uid = peer_credentials(conn)
+        first, fds = await recv_with_fds(conn, wire.REQUEST_SIZE, 1, HANDSHAKE_TIMEOUT)
+        if first[:1] == b"{":
+            streams = True
+            await _json_streams(daemon, conn, first, pid, uid)
+        elif first:
+            await _shim(daemon, conn, first, fds, pid, uid)
+    except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError) as exc:
         log.debug("control connection ended early: %r", exc)
     except asyncio.CancelledError:
         log.debug("control connection cancelled at shutdown")
     finally:
-        writer.close()
+        for fd in fds:        # whatever was not taken
+            os.close(fd)
+        if not streams:
+            conn.close()
         if task is not None:
             daemon.control_tasks.discard(task)
 
 
-async def _shim_request(daemon: Daemon, data: bytes, reader: asyncio.StreamReader,
-                        pid: int, uid: int, writer: asyncio.StreamWriter) -> None:
+def _allowed(daemon: Daemon, pid: int, uid: int) -> bool:
+    if daemon.allows(uid):
+        return True
+    log.warning("refused control connection from uid %d (pid %d): this daemon serves "
+                "uid %d and the users in [daemon] allow_users only", uid, pid,
+                os.getuid())
+    return False
+
+
+async def _recv_exactly(conn: socket.socket, n: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    buf = b""
+    while len(buf) < n:
+        chunk = await asyncio.wait_for(loop.sock_recv(conn, n - len(buf)),
+                                       HANDSHAKE_TIMEOUT)
+        if not chunk:
+            raise asyncio.IncompleteReadError(buf, n)
+        buf += chunk
+    return buf
+
+
+async def _shim(daemon: Daemon, conn: socket.socket, data: bytes, fds: list[int],
+                pid: int, uid: int) -> None:
+    loop = asyncio.get_running_loop()
+    if len(data) < len(wire.MAGIC):
+        data += await _recv_exactly(conn, len(wire.MAGIC) - len(data))
+    head = data[:len(wire.MAGIC)]
+    if not _allowed(daemon, pid, uid):
+        if head == wire.MAGIC:
+            await loop.sock_sendall(conn, wire.Reply.fail(13).dumps())  # EACCES
+        return
+    if head != wire.MAGIC:
+        log.warning("control connection from pid %d sent %r: neither a shim "
+                    "request (SKFY) nor JSON", pid, head)
+        return
+    data += await _recv_exactly(conn, wire.REQUEST_SIZE - len(data))
+    swap: socket.socket | None = None
+    try:
+        reply, swap = await _answer(daemon, conn, data, fds, pid, uid)
+        if swap is not None:
+            socket.send_fds(conn, [reply], [swap.fileno()])
+        else:
+            await loop.sock_sendall(conn, reply)
+    finally:
+        if swap is not None:
+            swap.close()
+
+
+async def _answer(daemon: Daemon, conn: socket.socket, data: bytes, fds: list[int],
+                  pid: int, uid: int) -> tuple[bytes, socket.socket | None]:
+    """The reply to one shim request, and a socket to pass with it (SWAP)."""
     try:
         head = wire.Header.loads(data)
+        if head.op is wire.Op.HANDOFF:
+            reply, swap = await _handoff(daemon, wire.ConnectRequest.from_header(head),
+                                         pid, uid, fds)
+            return reply.dumps(), swap
         if head.op is wire.Op.RESOLVE:
-            body = await asyncio.wait_for(reader.readexactly(head.body_len),
-                                          HANDSHAKE_TIMEOUT)
-            writer.write(daemon.resolve(wire.ResolveRequest.from_header(head, body),
-                                        pid, uid))
-        elif head.op is wire.Op.PEERNAME:
-            writer.write(daemon.peername(wire.ConnectRequest.from_header(head)))
-        elif head.op is wire.Op.NAMEOF:
-            writer.write(daemon.name_of(wire.ConnectRequest.from_header(head), pid, uid))
-        else:
-            request = wire.ConnectRequest.from_header(head)
-            writer.write((await daemon.connect(request, pid, uid)).dumps())
+            body = await _recv_exactly(conn, head.body_len)
+            return daemon.resolve(wire.ResolveRequest.from_header(head, body), pid,
+                                  uid), None
+        if head.op is wire.Op.PEERNAME:
+            return daemon.peername(wire.ConnectRequest.from_header(head)), None
+        if head.op is wire.Op.NAMEOF:
+            return daemon.name_of(wire.ConnectRequest.from_header(head), pid, uid), None
+        request = wire.ConnectRequest.from_header(head)
+        return (await daemon.connect(request, pid, uid))[0].dumps(), None
     except wire.WireError as exc:
         log.warning("bad request from pid %d: %s", pid, exc)
-        writer.write(wire.Reply(wire.Verdict.FAIL, wire.Code.PROTO).dumps())
-    await writer.drain()
+        return wire.Reply(wire.Verdict.FAIL, wire.Code.PROTO).dumps(), None
+
+
+async def _handoff(daemon: Daemon, request: wire.ConnectRequest, pid: int, uid: int,
+                   fds: list[int]) -> tuple[wire.Reply, socket.socket | None]:
+    """HANDOFF: CONNECT with the program's socket attached. The daemon's copy of it is
+    closed before the reply goes out, so the program holds the only one again."""
+    if len(fds) != 1 or request.socktype is not wire.SockType.STREAM:
+        raise wire.WireError(f"a HANDOFF carries one stream socket, got {len(fds)} "
+                             "descriptor(s)")
+    try:
+        app_sock = socket.socket(fileno=fds[0])
+    except OSError as exc:
+        raise wire.WireError(f"a HANDOFF carries a socket: {exc}") from None
+    fds.pop()
+    try:
+        if app_sock.type != socket.SOCK_STREAM or app_sock.family not in (
+                socket.AF_INET, socket.AF_INET6):
+            raise wire.WireError("a HANDOFF carries a TCP socket")
+        return await daemon.connect(request, pid, uid, app_sock)
+    finally:
+        app_sock.close()
+
+
+async def _json_streams(daemon: Daemon, conn: socket.socket, first: bytes, pid: int,
+                        uid: int) -> None:
+    """A command line tool's JSON lines, through asyncio streams (`first` already
+    read)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_JSON, loop=loop)
+    reader.feed_data(first)
+    transport, protocol = await loop.connect_accepted_socket(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), sock=conn)
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    try:
+        if not _allowed(daemon, pid, uid):
+            return
+        await _json_client(daemon, b"", reader, writer, pid, uid)
+    except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError) as exc:
+        log.debug("control connection ended early: %r", exc)
+    finally:
+        writer.close()
 
 
 async def _json_client(daemon: Daemon, head: bytes, reader: asyncio.StreamReader,

@@ -21,13 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, control
-from .chain import (ChainSpec, HopHealth, Selector, Strategy, Tunnel, open_direct,
-                    open_tunnel)
+from .chain import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
+                    Strategy, Tunnel, hand_direct, hand_tunnel, open_direct, open_tunnel)
 from .dns import FakeNames, hosts_file_names, normalize
 from .errors import ConfigError, PolicyBlocked, SocksifyError
+from .fdpass import recv_with_fds
 from .frontdoor import FrontDoor
+from .generation import GenerationFile
 from .paths import Paths, config_candidates
-from .policy import Policy
+from .policy import Action, Policy
+from .pool import TunnelPool
 from .procinfo import AppInfo, ProcessTable, peer_credentials
 from .protocol import control as wire
 from .proxies import Proxy
@@ -118,6 +121,10 @@ class Daemon:
         self._relay_unix: socket.socket | None = None   # relay.sock (--isolate)
         self._handoffs: set[asyncio.Task[None]] = set()
         self._pid_fd: int | None = None
+        self._control: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self.generation = GenerationFile(paths.generation_file)
+        self.handed_off = 0           # connections carried by the kernel (handoff)
 
     # ----- lifecycle -------------------------------------------------------------
     async def run(self) -> None:
@@ -151,11 +158,15 @@ class Daemon:
             self.paths.socket.unlink()  # stale: the pidfile lock says nobody owns it
         except FileNotFoundError:
             pass
-        server = await asyncio.start_unix_server(
-            lambda r, w: control.handle(self, r, w), path=str(self.paths.socket))
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.paths.socket))
+        listener.listen(512)
+        listener.setblocking(False)
+        self._control = listener
+        self._accepting = asyncio.ensure_future(self._accept_control(listener))
         self._listen_relay_unix()
         self._socket_permissions()
-        self._servers.append(server)
+        self.generation.publish()
         relay4 = await asyncio.start_server(self._relay_accept, "127.0.0.1", 0,
                                             limit=1 << 18)
         self._servers.append(relay4)
@@ -168,6 +179,19 @@ class Daemon:
         else:
             self._servers.append(relay6)
             self.relay_port6 = relay6.sockets[0].getsockname()[1]
+
+    async def _accept_control(self, listener: socket.socket) -> None:
+        """Accept control connections; each is served by control.serve, which reads
+        the first bytes with any descriptor attached (HANDOFF)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:     # EMFILE and friends: let the others finish
+                log.warning("control socket accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            asyncio.ensure_future(control.serve(self, conn))
 
     def _listen_relay_unix(self) -> None:
         """relay.sock beside the control socket, for `socksify --isolate`: the
@@ -212,7 +236,7 @@ class Daemon:
             if not self.allows(uid):
                 log.warning("relay socket: refused uid %d (pid %d)", uid, pid)
                 return
-            listeners = _sockets(await _receive_fds(conn, HANDOFF_TIMEOUT))
+            listeners = _sockets((await recv_with_fds(conn, 16, 4, HANDOFF_TIMEOUT))[1])
             try:
                 for s in listeners:
                     if s.family not in (socket.AF_INET, socket.AF_INET6) or \
@@ -249,6 +273,16 @@ class Daemon:
                  len(self.live), self.grace)
         for server in self._servers:
             server.close()
+        self.generation.withdraw()
+        if self._accepting is not None:
+            self._accepting.cancel()
+            self._accepting = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        for selector in self._all_selectors():
+            if selector.pool is not None:
+                selector.pool.close()
         if self._relay_unix is not None:
             asyncio.get_running_loop().remove_reader(self._relay_unix.fileno())
             self._relay_unix.close()
@@ -383,7 +417,10 @@ class Daemon:
             log.error("reload failed, keeping the old policy: %s", exc)
             raise
         self.policy = policy
+        self._close_pools(self._selectors.values())
         self._selectors.clear()
+        if self._control is not None:
+            self.generation.publish()     # every shim's cached DIRECT answer is void
         self._dns_ranges()
         self.hosts_names = hosts_file_names()
         if self._servers:
@@ -416,9 +453,16 @@ class Daemon:
             hops = tuple(Proxy.parse(str(u)) for u in msg["via"])
             strategy = Strategy(msg.get("strategy") or "strict")
             timeout = float(msg.get("timeout") or 5.0)
-            policy = Policy.single_chain(ChainSpec("via", hops, strategy, None, timeout,
-                                                   timeout, str(msg.get("dns") or
-                                                                "remote")))
+            try:
+                spec = ChainSpec("via", hops, strategy, None, timeout, timeout,
+                                 str(msg.get("dns") or "remote"),
+                                 str(msg.get("data_path") or "handoff"),
+                                 int(msg.get("prebuilt") or 0))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            if spec.prebuilt and strategy is not Strategy.STRICT:
+                raise ConfigError("--prebuilt needs a fixed route: --strategy strict")
+            policy = Policy.single_chain(spec)
         else:
             if msg.get("config") and uid != os.getuid():
                 # A root daemon serving other users must not read files for them.
@@ -466,6 +510,7 @@ class Daemon:
 
     def close_session(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        self._close_pools(session.selectors.values())
         log.info("session %s closed", session.id.hex())
 
     # ----- connections -----------------------------------------------------------
@@ -537,43 +582,67 @@ class Daemon:
                   decision.action, decision.rule)
         return wire.Reply(wire.Verdict.FAIL).dumps()
 
-    async def connect(self, request: wire.ConnectRequest, pid: int,
-                      uid: int) -> wire.Reply:
-        """A shim's CONNECT: decide how the connection leaves and, for a chain, build
-        it now; the program then attaches to the relay with the token."""
+    async def connect(self, request: wire.ConnectRequest, pid: int, uid: int,
+                      app_sock: socket.socket | None = None
+                      ) -> tuple[wire.Reply, socket.socket | None]:
+        """A shim's CONNECT or HANDOFF: decide how the connection leaves and, for a
+        chain, build it now. With the program's socket (HANDOFF, `app_sock`), the
+        chain is built on it (READY) or a pre-built tunnel is finished and returned to
+        be put in its place (SWAP, the socket to send back); else, or when the chain
+        says relay, the program attaches to the relay with the token (RELAY)."""
         conn = self.new_connection(self.procs.identify(pid, uid), request.addr,
                                    request.port)
         session, policy, why = self._policy_for(request.session, uid)
         conn.session = session
         if policy is None:
-            return self._refuse(conn, errno.EACCES, why)
+            return self._refuse(conn, errno.EACCES, why), None
         if self.fake.is_fake(request.addr):
             conn.host = self.fake.name_for(request.addr)
             if conn.host is None:
                 return self._refuse(conn, errno.EHOSTUNREACH, "a stand-in address this "
-                                    "daemon never handed out (was it restarted?)")
+                                    "daemon never handed out (was it restarted?)"), None
         if request.socktype is wire.SockType.DGRAM:
             decision = policy.decide(conn.app, request.addr, request.port, conn.host)
             conn.rule = decision.rule
             if decision.udp_direct and conn.host is None:
                 self._event(conn, "UDP direct", ok=True)
-                return wire.Reply(wire.Verdict.DIRECT)
+                return self._direct(), None
             return self._refuse(conn, errno.EACCES, f"UDP refused ({decision.action}: "
                                 "a SOCKS chain carries TCP only; udp = \"direct\" in "
-                                "a rule lets it out)")
+                                "a rule lets it out)"), None
+        # an isolated program cannot connect directly: the daemon does it for it; and
+        # its sockets live in its own network namespace, so only the relay reaches it
+        isolated = session is not None and session.isolated
         try:
-            # an isolated program cannot connect directly: the daemon does it for it
-            tunnel = await self.open_route(conn, policy, kernel_direct=not (
-                session is not None and session.isolated))
+            action = self._decide(conn, policy)
+            if action.kind == "direct" and not isolated and conn.host is None:
+                self._event(conn, "direct", ok=True)
+                return self._direct(), None
+            if app_sock is not None and not isolated and (
+                    action.chain is None or action.chain.data_path == "handoff"):
+                try:
+                    handed = await self._hand_route(conn, action, app_sock)
+                except HandoffImpossible as exc:
+                    log.debug("[%s] no handoff (%s): relay", conn.id, exc)
+                else:
+                    self.handed_off += 1
+                    if handed.swap is not None:
+                        return wire.Reply(wire.Verdict.SWAP), handed.swap
+                    return wire.Reply(wire.Verdict.READY), None
+            tunnel = await self._open_route(conn, action)
         except SocksifyError as exc:
-            return self._refuse(conn, exc.errno or errno.ECONNREFUSED, str(exc))
-        if tunnel is None:
-            return wire.Reply(wire.Verdict.DIRECT)
+            return self._refuse(conn, exc.errno or errno.ECONNREFUSED, str(exc)), None
         token = secrets.token_bytes(wire.TOKEN_SIZE)
         timer = asyncio.get_running_loop().call_later(TOKEN_TTL, self._expire, token)
         self.pending[token] = (conn, tunnel, timer)
         return wire.Reply(wire.Verdict.RELAY, wire.Code.NONE, self.relay_port4,
-                          self.relay_port6, token)
+                          self.relay_port6, token), None
+
+    def _direct(self) -> wire.Reply:
+        """DIRECT for a real address: the shim may cache it while the policy holds."""
+        if self.generation.value:
+            return wire.Reply.cached_direct(self.generation.value)
+        return wire.Reply(wire.Verdict.DIRECT)
 
     def new_connection(self, app: AppInfo, addr: wire.IPAddress | None, port: int,
                        host: str | None = None) -> Connection:
@@ -587,31 +656,72 @@ class Daemon:
         or a direct connection. None means "direct, and the caller can connect by
         itself" (only when kernel_direct and the real address is known). Raises a
         SocksifyError (PolicyBlocked for a block) and logs the outcome either way."""
-        decision = policy.decide(conn.app, conn.dst, conn.port, conn.host)
-        action = decision.action
-        conn.rule = decision.rule
-        target = conn.host or str(conn.dst)
-        if action.kind == "block":
-            raise PolicyBlocked("blocked")
+        action = self._decide(conn, policy)
         if action.kind == "direct" and kernel_direct and conn.host is None:
             self._event(conn, "direct", ok=True)
             return None
+        return await self._open_route(conn, action)
+
+    def _decide(self, conn: Connection, policy: Policy) -> Action:
+        decision = policy.decide(conn.app, conn.dst, conn.port, conn.host)
+        conn.rule = decision.rule
+        if decision.action.kind == "block":
+            raise PolicyBlocked("blocked")
+        if decision.action.chain is not None:
+            conn.chain = decision.action.chain.name
+        return decision.action
+
+    def _selector(self, conn: Connection, chain: ChainSpec) -> Selector:
+        selectors = conn.session.selectors if conn.session else self._selectors
+        selector = selectors.get(chain.name)
+        if selector is None:
+            selector = selectors[chain.name] = Selector(chain, self.health)
+            if chain.prebuilt and chain.strategy is Strategy.STRICT:
+                selector.pool = TunnelPool(chain, self.health)
+        return selector
+
+    async def _open_route(self, conn: Connection, action: Action) -> Tunnel:
+        target = conn.host or str(conn.dst)
         if action.chain is None:
             tunnel = await open_direct(target, conn.port)
         else:
-            conn.chain = action.chain.name
-            selectors = conn.session.selectors if conn.session else self._selectors
-            selector = selectors.get(action.chain.name)
-            if selector is None:
-                selector = selectors[action.chain.name] = Selector(action.chain,
-                                                                   self.health)
-            tunnel = await open_tunnel(selector, target, conn.port, conn.id, action.dns)
-        conn.route = " > ".join(str(h) for h in tunnel.route) or "direct"
-        note = (f" (skipped {', '.join(map(str, tunnel.skipped))})"
-                if tunnel.skipped else "")
-        self._event(conn, f"connected in {tunnel.setup_seconds * 1000:.0f} ms{note}",
-                    ok=True)
+            tunnel = await open_tunnel(self._selector(conn, action.chain), target,
+                                       conn.port, conn.id, action.dns)
+        self._connected(conn, tunnel.route, tunnel.skipped, tunnel.setup_seconds,
+                        " (pre-built)" if tunnel.prebuilt else "")
         return tunnel
+
+    async def _hand_route(self, conn: Connection, action: Action,
+                          app_sock: socket.socket) -> Handed:
+        target = conn.host or str(conn.dst)
+        if action.chain is None:
+            handed = await hand_direct(app_sock, target, conn.port)
+        else:
+            selector = self._selector(conn, action.chain)
+            pool = selector.pool
+            handed = await hand_tunnel(
+                selector, target, conn.port, app_sock, conn.id, action.dns,
+                swappable=pool is not None and _swappable(app_sock, pool))
+        self._connected(conn, handed.route, handed.skipped, handed.setup_seconds,
+                        ", handed off" + (" (pre-built)" if handed.swap else ""))
+        return handed
+
+    def _connected(self, conn: Connection, route: tuple[Proxy, ...],
+                   skipped: tuple[Proxy, ...], seconds: float, how: str) -> None:
+        conn.route = " > ".join(str(h) for h in route) or "direct"
+        note = f" (skipped {', '.join(map(str, skipped))})" if skipped else ""
+        self._event(conn, f"connected in {seconds * 1000:.0f} ms{how}{note}", ok=True)
+
+    def _all_selectors(self) -> list[Selector]:
+        return [*self._selectors.values(),
+                *(sel for session in self.sessions.values()
+                  for sel in session.selectors.values())]
+
+    @staticmethod
+    def _close_pools(selectors: Any) -> None:
+        for selector in selectors:
+            if selector.pool is not None:
+                selector.pool.close()
 
     def refused(self, conn: Connection, exc: SocksifyError) -> None:
         """Log and report a connection that open_route refused."""
@@ -746,30 +856,6 @@ class Daemon:
         return [conn.describe() for conn in self.live.values()]
 
 
-async def _receive_fds(conn: socket.socket, timeout: float) -> list[int]:
-    """The descriptors sent (SCM_RIGHTS) with the first byte on conn (non-blocking)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[list[int]] = loop.create_future()
-
-    def ready() -> None:
-        if done.done():
-            return
-        try:
-            _, fds, _, _ = socket.recv_fds(conn, 16, 4)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            done.set_exception(exc)
-        else:
-            done.set_result(fds)
-
-    loop.add_reader(conn.fileno(), ready)
-    try:
-        return await asyncio.wait_for(done, timeout)
-    finally:
-        loop.remove_reader(conn.fileno())
-
-
 def _sockets(fds: list[int]) -> list[socket.socket]:
     """Socket objects for received descriptors; all closed if one is not a socket."""
     out: list[socket.socket] = []
@@ -802,6 +888,18 @@ def _raise_fd_limit() -> None:
             log.info("raised the open-file limit from %d to %d", soft, want)
         except (ValueError, OSError) as exc:
             log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+
+
+def _swappable(app_sock: socket.socket, pool: TunnelPool) -> bool:
+    """May a pre-built tunnel's socket replace the program's? Only one of the same
+    family that the program has not bound to an address or port of its choosing."""
+    if pool.family is not None and app_sock.family != pool.family:
+        return False
+    try:
+        local = app_sock.getsockname()
+    except OSError:
+        return False
+    return local[1] == 0 and ipaddress.ip_address(local[0]).is_unspecified
 
 
 def _app_end(peer: Any) -> tuple[wire.IPAddress, int] | None:

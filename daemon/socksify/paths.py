@@ -44,6 +44,15 @@ class Paths:
             else self.socket.name + ".relay"
         return self.socket.with_name(name)
 
+    @property
+    def generation_file(self) -> Path:
+        """The policy generation the shims read to trust their cached DIRECT answers
+        (docs/wire.md, "Caching"): policy.gen beside control.sock, or
+        CONTROL-NAME.gen."""
+        name = "policy.gen" if self.socket.name == "control.sock" \
+            else self.socket.name + ".gen"
+        return self.socket.with_name(name)
+
     def ensure_dirs(self) -> None:
         """Create the runtime dir 0700 (and the log's dir); refuse one owned by someone
         else or open to others, since the control socket's safety rests on it."""

@@ -2,7 +2,8 @@
 not at all — from ordered rules on the application and the destination.
 
     [proxies]      name = "socks4://host:port"              (optional)
-    [chains.NAME]  hops, strategy, chain_len, connect_timeout, read_timeout, dns
+    [chains.NAME]  hops, strategy, chain_len, connect_timeout, read_timeout, dns,
+                   data_path, prebuilt, prebuilt_max_age
     [[rules]]      name, app, user, parent, dest, port, action, dns, udp
                    (first match wins)
     [default]      action                                   (default: block)
@@ -40,7 +41,8 @@ else:  # pragma: no cover
 
 TOP_KEYS = {"proxies", "chains", "rules", "default", "dns", "daemon", "frontdoor"}
 FRONTDOOR_KEYS = {"listen", "users", "unidentified"}
-CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout", "dns"}
+CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout", "dns",
+              "data_path", "prebuilt", "prebuilt_max_age"}
 RULE_KEYS = {"name", "app", "user", "parent", "dest", "port", "action", "dns", "udp"}
 UDP_MODES = ("refuse", "direct")
 DAEMON_KEYS = {"allow_users"}
@@ -441,12 +443,27 @@ class _Parser:
                              f"chains.{name}.strategy {body.get('strategy')!r} is not "
                              "known", "strict | dynamic | random | round_robin") from None
         dns = self.dns_mode(body, self.key_line(tline, "dns"), f"chains.{name}")
+        prebuilt = body.get("prebuilt", 0)
+        if isinstance(prebuilt, bool) or not isinstance(prebuilt, int):
+            raise self.error(self.key_line(tline, "prebuilt"),
+                             f"chains.{name}.prebuilt must be a whole number of tunnels",
+                             "prebuilt = 2 keeps two tunnels ready; 0 (the default) "
+                             "keeps none")
+        if prebuilt and strategy is not Strategy.STRICT:
+            raise self.error(self.key_line(tline, "prebuilt"),
+                             f"chains.{name}: prebuilt tunnels need a fixed route",
+                             'use strategy = "strict", or remove prebuilt')
         try:
             return ChainSpec(name, tuple(hops), strategy, body.get("chain_len"),
                              float(body.get("connect_timeout", 5.0)),
-                             float(body.get("read_timeout", 10.0)), dns)
+                             float(body.get("read_timeout", 10.0)), dns,
+                             str(body.get("data_path", "handoff")), prebuilt,
+                             float(body.get("prebuilt_max_age", 20.0)))
         except (TypeError, ValueError) as exc:
-            raise self.error(tline, str(exc)) from None
+            line = next((self.key_line(tline, k) for k in ("data_path", "prebuilt",
+                                                             "prebuilt_max_age")
+                         if k in str(exc)), tline)
+            raise self.error(line, str(exc)) from None
 
     def rule(self, index: int, body: Any, chains: dict[str, ChainSpec]) -> Rule:
         tline = self.table_line("rules", index)

@@ -16,7 +16,7 @@ from typing import Any, TypedDict, cast
 from .protocol.control import VERSION as WIRE_VERSION
 from .protocol.control import WireError
 
-SHIM_ABI_VERSION = 4
+SHIM_ABI_VERSION = 5
 """The shim's exported-ABI version (socksify_shim_abi_version()) this package expects."""
 
 REQUEST_SIZE = 48
@@ -28,7 +28,7 @@ struct socksify_connect_req {
     uint8_t family; uint8_t socktype; uint16_t port; uint8_t addr[16]; uint8_t session[8];
 };
 struct socksify_reply {
-    uint8_t verdict; uint8_t code; uint16_t relay_port4; uint16_t relay_port6;
+    uint8_t verdict; uint8_t code; uint8_t flags; uint16_t relay_port4; uint16_t relay_port6;
     uint8_t token[16];
 };
 struct socksify_peer {
@@ -57,6 +57,7 @@ class ShimMismatch(RuntimeError):
 class ReplyFields(TypedDict):
     verdict: int
     code: int
+    flags: int
     relay_port4: int
     relay_port6: int
     token: bytes
@@ -141,6 +142,7 @@ class Shim:
         if r < 0:
             raise WireError(f"the shim rejects the reply: {os.strerror(-r)}")
         return ReplyFields(verdict=int(rep.verdict), code=int(rep.code),
+                           flags=int(rep.flags),
                            relay_port4=int(rep.relay_port4),
                            relay_port6=int(rep.relay_port6),
                            token=cast(bytes, self._ffi.buffer(rep.token, 16)[:]))

@@ -49,7 +49,8 @@ SOCKSIFY_EXPORT int socksify_wire_encode_request(unsigned op,
 
     if (req == NULL || out == NULL || outlen < SOCKSIFY_REQUEST_SIZE)
         return -EINVAL;
-    if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME && op != SOCKSIFY_OP_NAMEOF)
+    if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME && op != SOCKSIFY_OP_NAMEOF
+        && op != SOCKSIFY_OP_HANDOFF)
         return -EINVAL;
     if ((addr_len = family_addr_len(req->family)) == 0)
         return -EINVAL;
@@ -126,11 +127,13 @@ SOCKSIFY_EXPORT int socksify_wire_decode_reply(const uint8_t *in, size_t len,
         return -EPROTO;
     verdict = in[SOCKSIFY_REP_OFF_VERDICT];
     if (verdict != SOCKSIFY_VERDICT_RELAY && verdict != SOCKSIFY_VERDICT_DIRECT
-        && verdict != SOCKSIFY_VERDICT_FAIL)
+        && verdict != SOCKSIFY_VERDICT_FAIL && verdict != SOCKSIFY_VERDICT_READY
+        && verdict != SOCKSIFY_VERDICT_SWAP)
         return -EPROTO;
 
     out->verdict = verdict;
     out->code = in[SOCKSIFY_REP_OFF_CODE];
+    out->flags = in[SOCKSIFY_REP_OFF_FLAGS];
     out->relay_port4 = get_be16(in + SOCKSIFY_REP_OFF_PORT4);
     out->relay_port6 = get_be16(in + SOCKSIFY_REP_OFF_PORT6);
     memcpy(out->token, in + SOCKSIFY_REP_OFF_TOKEN, SOCKSIFY_TOKEN_SIZE);

@@ -1,8 +1,10 @@
-/* The connect() hook: ask the daemon about every IPv4/IPv6 stream connection that
- * leaves the host, then go direct, fail, or connect the app's socket to the daemon's
- * relay, as the verdict says (docs/wire.md). A datagram socket's connect() is asked
- * about too (socktype 2), and only DIRECT lets it connect. Fails closed: never a direct
- * connection the daemon did not allow. */
+/* The connect() hook: hand every IPv4/IPv6 stream socket that connects off the host to
+ * the daemon with the question (HANDOFF), then go direct, fail, take the socket back
+ * connected through the chain (READY), put a pre-built tunnel in its place (SWAP), or
+ * connect it to the daemon's relay, as the verdict says (docs/wire.md). A datagram
+ * socket's connect() is asked about too (socktype 2), and only DIRECT lets it connect.
+ * A cached DIRECT answer (cache.h) is used without asking. Fails closed: never a
+ * direct connection the daemon did not allow. */
 
 /* glibc declares connect() with a transparent-union argument under _GNU_SOURCE; this
  * file defines it with the plain POSIX prototype, so it is built without _GNU_SOURCE. */
@@ -10,17 +12,24 @@
 #define _DEFAULT_SOURCE 1
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include "addr.h"
+#include "cache.h"
 #include "control.h"
 #include "datagram.h"
 #include "init.h"
 #include "io.h"
 #include "log.h"
+#include "peers.h"
 #include "socksify_wire.h"
 
 /* How long a non-blocking connect to the local relay may take. */
@@ -80,6 +89,80 @@ static int connect_relay(int fd, int domain, const struct socksify_reply *rep,
     return 0;
 }
 
+/* The options a program may have set on its socket before connect(), carried over to a
+ * pre-built tunnel's socket that takes its place (SWAP). Values are copied only where
+ * they differ, so the kernel's defaults (and buffer autotuning) stay untouched. */
+static const struct {
+    int level, name, family;   /* family 0: either */
+} carried[] = {
+    {SOL_SOCKET, SO_KEEPALIVE, 0}, {SOL_SOCKET, SO_PRIORITY, 0},
+    {SOL_SOCKET, SO_OOBINLINE, 0}, {SOL_SOCKET, SO_MARK, 0},
+    {SOL_SOCKET, SO_RCVBUF, 0}, {SOL_SOCKET, SO_SNDBUF, 0},
+    {SOL_SOCKET, SO_LINGER, 0}, {SOL_SOCKET, SO_RCVTIMEO, 0}, {SOL_SOCKET, SO_SNDTIMEO, 0},
+    {IPPROTO_TCP, TCP_NODELAY, 0}, {IPPROTO_TCP, TCP_KEEPIDLE, 0},
+    {IPPROTO_TCP, TCP_KEEPINTVL, 0}, {IPPROTO_TCP, TCP_KEEPCNT, 0},
+    {IPPROTO_TCP, TCP_USER_TIMEOUT, 0},
+    {IPPROTO_IP, IP_TOS, AF_INET}, {IPPROTO_IPV6, IPV6_TCLASS, AF_INET6},
+};
+
+static void carry_options(int from, int to, int domain, const char *dest)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof carried / sizeof carried[0]; i++) {
+        union {
+            int i;
+            struct linger l;
+            struct timeval t;
+        } want, have;
+        socklen_t wlen = sizeof want, hlen = sizeof have;
+        int level = carried[i].level, name = carried[i].name;
+
+        if (carried[i].family != 0 && carried[i].family != domain)
+            continue;
+        memset(&want, 0, sizeof want);
+        memset(&have, 0, sizeof have);
+        if (getsockopt(from, level, name, &want, &wlen) < 0
+            || getsockopt(to, level, name, &have, &hlen) < 0
+            || (wlen == hlen && memcmp(&want, &have, wlen) == 0))
+            continue;
+        /* The kernel reports buffer sizes doubled (bookkeeping) and doubles what it
+         * is given. */
+        if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF))
+            want.i /= 2;
+        if (setsockopt(to, level, name, &want, wlen) < 0)
+            LOG_DEBUG("%s: option %d/%d not carried to the pre-built tunnel: %s", dest,
+                      level, name, socksify_strerror(errno));
+    }
+}
+
+/* SWAP: put the pre-built tunnel's socket `passed` in place of the program's fd, with
+ * the program's options, file status flags and close-on-exec flag; passed is closed. */
+static int swap_in(int fd, int passed, int domain, int flags, const char *dest)
+{
+    int fdflags = fcntl(fd, F_GETFD), r = 0;
+
+    carry_options(fd, passed, domain, dest);
+    if (fdflags < 0 || fcntl(passed, F_SETFL, flags) < 0
+        || dup2(passed, fd) < 0 || fcntl(fd, F_SETFD, fdflags) < 0) {
+        r = -errno;
+        LOG_WARN("%s: cannot put the pre-built tunnel in place of fd %d: %s", dest, fd,
+                 socksify_strerror(-r));
+    }
+    close(passed);
+    return r;
+}
+
+/* The daemon had the program's socket (HANDOFF) and may have made it non-blocking:
+ * give it back its file status flags exactly as they were. */
+static void restore_flags(int fd, int flags)
+{
+    int now = fcntl(fd, F_GETFL);
+
+    if (now >= 0 && now != flags)
+        fcntl(fd, F_SETFL, flags);
+}
+
 /* The hook's logic; returns 0 or -errno. */
 int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len)
 {
@@ -87,7 +170,7 @@ int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len)
     struct socksify_reply rep;
     struct sockaddr_storage peer;
     socklen_t optlen, peer_len = sizeof peer;
-    int family, type, domain, r, err;
+    int family, type, domain, flags, passed, r, err;
     char dest[SOCKSIFY_ADDR_TEXT_SIZE];
 
     family = socksify_addr_family(addr, len);
@@ -119,8 +202,15 @@ int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len)
                                    &req);
     if (r < 0)
         return -ECONNREFUSED;
+    if (socksify_cache_direct(&req)) {
+        LOG_DEBUG("fd %d: DIRECT (cached)", fd);
+        return connect_direct(fd, addr, len);
+    }
     socksify_addr_format(&req, dest, sizeof dest);
-    r = socksify_control_exchange(real_connect, &req, &rep);
+    if ((flags = fcntl(fd, F_GETFL)) < 0)
+        return -errno;
+    r = socksify_control_handoff(real_connect, &req, fd, &rep, &passed);
+    restore_flags(fd, flags);
     if (r < 0) {
         LOG_WARN("%s: no verdict from the socksify daemon (%s); refusing the connection",
                  dest, socksify_strerror(-r));
@@ -129,7 +219,22 @@ int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len)
     switch (rep.verdict) {
     case SOCKSIFY_VERDICT_DIRECT:
         LOG_INFO("%s: DIRECT", dest);
+        socksify_cache_note(&req, &rep);
         return connect_direct(fd, addr, len);
+    case SOCKSIFY_VERDICT_READY:
+        LOG_INFO("%s: READY (connected through the chain on fd %d)", dest, fd);
+        socksify_peer_note(fd, addr, len);
+        return 0;
+    case SOCKSIFY_VERDICT_SWAP:
+        if (passed < 0) {
+            LOG_WARN("%s: SWAP without a socket; refusing the connection", dest);
+            return -ECONNREFUSED;
+        }
+        LOG_INFO("%s: SWAP (a pre-built tunnel takes fd %d's place)", dest, fd);
+        if (swap_in(fd, passed, domain, flags, dest) < 0)
+            return -ECONNREFUSED;
+        socksify_peer_note(fd, addr, len);
+        return 0;
     case SOCKSIFY_VERDICT_FAIL:
         err = socksify_wire_errno(rep.code);
         LOG_INFO("%s: FAIL code %u (%s)", dest, rep.code, socksify_strerror(err));

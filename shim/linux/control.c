@@ -117,12 +117,52 @@ static int connect_control(socksify_connect_fn real_connect, int fd,
     }
 }
 
-static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline, int level)
+/* One recvmsg() that keeps a descriptor passed with the bytes in *passed (the first
+ * one; any other is closed), or a plain recv() when passed is NULL. */
+static ssize_t recv_some(int fd, uint8_t *buf, size_t len, int *passed)
+{
+    union {
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    struct cmsghdr *cmsg;
+    ssize_t n;
+
+    if (passed == NULL)
+        return recv(fd, buf, len, 0);
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return n;
+    for (cmsg = CMSG_FIRSTHDR(&msg); cmsg != NULL; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+        size_t i, count;
+
+        if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS)
+            continue;
+        count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (i = 0; i < count; i++) {
+            int got;
+
+            memcpy(&got, CMSG_DATA(cmsg) + i * sizeof(int), sizeof got);
+            if (*passed < 0)
+                *passed = got;
+            else
+                close(got);
+        }
+    }
+    return n;
+}
+
+static int recv_all_fd(int fd, uint8_t *buf, size_t len, int64_t deadline, int level,
+                       int *passed)
 {
     size_t got = 0;
 
     while (got < len) {
-        ssize_t n = recv(fd, buf + got, len - got, 0);
+        ssize_t n = recv_some(fd, buf + got, len - got, passed);
 
         if (n > 0) {
             got += (size_t)n;
@@ -139,6 +179,47 @@ static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline, int leve
         }
     }
     return 0;
+}
+
+static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline, int level)
+{
+    return recv_all_fd(fd, buf, len, deadline, level, NULL);
+}
+
+/* Send the request with app_fd attached (SCM_RIGHTS) with the first byte. */
+static int send_with_fd(int fd, const uint8_t *request, size_t len, int app_fd,
+                        int64_t deadline)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = (void *)request, .iov_len = len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    struct cmsghdr *cmsg;
+
+    memset(&control, 0, sizeof control);
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &app_fd, sizeof app_fd);
+    for (;;) {
+        ssize_t n = socksify_real_sendmsg(fd, &msg, MSG_NOSIGNAL);
+        int r;
+
+        if (n >= 0)
+            return (size_t)n == len ? 0
+                : socksify_send_all(fd, request + n, len - (size_t)n, deadline);
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        if ((r = socksify_wait_fd(fd, POLLOUT, deadline)) < 0)
+            return r;
+    }
 }
 
 /* The name that follows a NAME reply's head, when the caller has room for one: read
@@ -167,7 +248,8 @@ static int recv_body(int fd, uint8_t *reply, size_t replymax, int64_t deadline, 
 
 static int exchange_on(socksify_connect_fn real_connect, int fd, const char *path,
                        const uint8_t *request, size_t len, uint8_t *reply,
-                       size_t replymax, int64_t deadline, int level)
+                       size_t replymax, int64_t deadline, int level, int app_fd,
+                       int *passed)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     int r;
@@ -178,12 +260,14 @@ static int exchange_on(socksify_connect_fn real_connect, int fd, const char *pat
                         socksify_strerror(-r));
         return r;
     }
-    if ((r = socksify_send_all(fd, request, len, deadline)) < 0) {
+    r = app_fd >= 0 ? send_with_fd(fd, request, len, app_fd, deadline)
+                    : socksify_send_all(fd, request, len, deadline);
+    if (r < 0) {
         SOCKSIFY_LOG_AT(level, "cannot send the request to %s: %s", path,
                         socksify_strerror(-r));
         return r;
     }
-    if ((r = recv_all(fd, reply, SOCKSIFY_REPLY_SIZE, deadline, level)) < 0
+    if ((r = recv_all_fd(fd, reply, SOCKSIFY_REPLY_SIZE, deadline, level, passed)) < 0
         || (r = recv_body(fd, reply, replymax, deadline, level)) < 0) {
         if (r != -EPROTO)
             SOCKSIFY_LOG_AT(level, "no reply from the daemon at %s: %s", path,
@@ -193,8 +277,9 @@ static int exchange_on(socksify_connect_fn real_connect, int fd, const char *pat
     return r;
 }
 
-int socksify_control_send_reply(socksify_connect_fn real_connect, const uint8_t *request,
-                                size_t len, uint8_t *reply, size_t replymax)
+static int send_reply_fd(socksify_connect_fn real_connect, const uint8_t *request,
+                         size_t len, uint8_t *reply, size_t replymax, int app_fd,
+                         int *passed)
 {
     const struct socksify_config *cfg = socksify_config();
     unsigned op = len > SOCKSIFY_REQ_OFF_OP ? request[SOCKSIFY_REQ_OFF_OP] : 0;
@@ -221,9 +306,15 @@ int socksify_control_send_reply(socksify_connect_fn real_connect, const uint8_t 
         return r;
     }
     r = exchange_on(real_connect, fd, cfg->socket_path, request, len, reply, replymax,
-                    deadline, level);
+                    deadline, level, app_fd, passed);
     close(fd);
     return r;
+}
+
+int socksify_control_send_reply(socksify_connect_fn real_connect, const uint8_t *request,
+                                size_t len, uint8_t *reply, size_t replymax)
+{
+    return send_reply_fd(real_connect, request, len, reply, replymax, -1, NULL);
 }
 
 int socksify_control_send(socksify_connect_fn real_connect, const uint8_t *request,
@@ -249,6 +340,19 @@ int socksify_control_request(socksify_connect_fn real_connect, unsigned op,
     return socksify_control_send(real_connect, request, sizeof request, reply);
 }
 
+static int decode(const uint8_t reply[SOCKSIFY_REPLY_SIZE], struct socksify_reply *rep)
+{
+    int r;
+
+    if ((r = socksify_wire_decode_reply(reply, SOCKSIFY_REPLY_SIZE, rep)) < 0) {
+        LOG_WARN("malformed reply from the daemon: wrong magic, version or verdict "
+                 "(starts %02x%02x%02x%02x %02x %02x)", reply[0], reply[1], reply[2],
+                 reply[3], reply[SOCKSIFY_REP_OFF_VERSION], reply[SOCKSIFY_REP_OFF_VERDICT]);
+        return r;
+    }
+    return 0;
+}
+
 int socksify_control_exchange(socksify_connect_fn real_connect,
                               const struct socksify_connect_req *req,
                               struct socksify_reply *rep)
@@ -258,11 +362,34 @@ int socksify_control_exchange(socksify_connect_fn real_connect,
 
     if ((r = socksify_control_request(real_connect, SOCKSIFY_OP_CONNECT, req, reply)) < 0)
         return r;
-    if ((r = socksify_wire_decode_reply(reply, sizeof reply, rep)) < 0) {
-        LOG_WARN("malformed reply from the daemon: wrong magic, version or verdict "
-                 "(starts %02x%02x%02x%02x %02x %02x)", reply[0], reply[1], reply[2],
-                 reply[3], reply[SOCKSIFY_REP_OFF_VERSION], reply[SOCKSIFY_REP_OFF_VERDICT]);
+    return decode(reply, rep);
+}
+
+int socksify_control_handoff(socksify_connect_fn real_connect,
+                             const struct socksify_connect_req *req, int app_fd,
+                             struct socksify_reply *rep, int *passed_fd)
+{
+    uint8_t request[SOCKSIFY_REQUEST_SIZE], reply[SOCKSIFY_REPLY_SIZE];
+    int r;
+
+    *passed_fd = -1;
+    if ((r = socksify_wire_encode_request(SOCKSIFY_OP_HANDOFF, req, request,
+                                          sizeof request)) < 0) {
+        LOG_WARN("cannot encode the request: %s", socksify_strerror(-r));
         return r;
     }
-    return 0;
+    r = send_reply_fd(real_connect, request, sizeof request, reply, sizeof reply, app_fd,
+                      passed_fd);
+    if (r >= 0)
+        r = decode(reply, rep);
+    if (r >= 0 && rep->verdict != SOCKSIFY_VERDICT_SWAP && *passed_fd >= 0) {
+        LOG_WARN("the daemon passed a descriptor with verdict %u; closed", rep->verdict);
+        close(*passed_fd);
+        *passed_fd = -1;
+    }
+    if (r < 0 && *passed_fd >= 0) {
+        close(*passed_fd);
+        *passed_fd = -1;
+    }
+    return r < 0 ? r : 0;
 }

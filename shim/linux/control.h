@@ -48,6 +48,13 @@ int socksify_control_exchange(socksify_connect_fn real_connect,
                               const struct socksify_connect_req *req,
                               struct socksify_reply *rep);
 
+/* A HANDOFF request for req with the program's socket app_fd attached (SCM_RIGHTS),
+ * its reply decoded into rep; a descriptor that came with the reply (SWAP) is stored
+ * close-on-exec in *passed_fd, else -1. Otherwise as socksify_control_exchange(). */
+int socksify_control_handoff(socksify_connect_fn real_connect,
+                             const struct socksify_connect_req *req, int app_fd,
+                             struct socksify_reply *rep, int *passed_fd);
+
 /* Remember the relay ports of a RELAY reply (atomically; any thread). */
 void socksify_relay_ports_note(uint16_t port4, uint16_t port6);
 

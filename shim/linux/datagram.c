@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include "addr.h"
+#include "cache.h"
 #include "control.h"
 #include "datagram.h"
 #include "init.h"
@@ -22,6 +23,8 @@ int socksify_dgram_check(int fd, const struct sockaddr *dest, socklen_t len)
                                    socksify_config()->session, &req);
     if (r < 0)
         return -ECONNREFUSED;
+    if (socksify_cache_direct(&req))
+        return 0;
     socksify_addr_format(&req, where, sizeof where);
     r = socksify_control_exchange(socksify_real_connect, &req, &rep);
     if (r < 0) {
@@ -32,6 +35,7 @@ int socksify_dgram_check(int fd, const struct sockaddr *dest, socklen_t len)
     switch (rep.verdict) {
     case SOCKSIFY_VERDICT_DIRECT:
         LOG_DEBUG("fd %d: UDP to %s: DIRECT", fd, where);
+        socksify_cache_note(&req, &rep);
         return 0;
     case SOCKSIFY_VERDICT_FAIL:
         err = socksify_wire_errno(rep.code);

@@ -1,4 +1,5 @@
-/* The getpeername() hook: a relayed socket's kernel peer is the daemon's relay listener,
+/* The getpeername() hook: a handed-off socket's kernel peer is hop 1 (peers.h), and a
+ * relayed socket's kernel peer is the daemon's relay listener,
  * so for a stream socket with a loopback peer ask the daemon (PEERNAME, docs/wire.md)
  * what the program connected to, and report that. A read-only query that fails open:
  * for a socket the daemon does not know, or when it cannot be asked, the kernel's
@@ -19,6 +20,7 @@
 #include "control.h"
 #include "init.h"
 #include "log.h"
+#include "peers.h"
 #include "socksify_wire.h"
 
 static int (*real_getpeername)(int fd, struct sockaddr *addr, socklen_t *len);
@@ -100,6 +102,11 @@ static int socksify_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
     in_len = *len;
     if (real_getpeername(fd, addr, len) < 0)
         return -errno;
+    kernel_len = in_len;
+    if (socksify_peer_lookup(fd, addr, &kernel_len) == 0) {
+        *len = kernel_len;  /* a handed-off socket: the destination it asked for */
+        return 0;
+    }
     /* The kernel's peer in full: the caller's buffer may hold a truncated copy. */
     kernel_len = *len;
     if (kernel_len <= in_len && kernel_len <= sizeof kernel) {

@@ -4,6 +4,7 @@
 #define SOCKSIFY_INIT_H
 
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -51,6 +52,7 @@ void socksify_posix_spawn_resolve(void);
  * the daemon). Valid after socksify_init(). */
 int socksify_real_connect(int fd, const struct sockaddr *addr, socklen_t len);
 int socksify_real_getpeername(int fd, struct sockaddr *addr, socklen_t *len);
+ssize_t socksify_real_sendmsg(int fd, const struct msghdr *msg, int flags);
 
 /* The connect() hook's logic (0 or -errno), for sendto()/sendmsg() with MSG_FASTOPEN on
  * a stream socket: the destination is judged as connect() would judge it. */

@@ -15,6 +15,11 @@ void socksify_sendmsg_resolve(void)
         socksify_real_symbol("sendmsg");
 }
 
+ssize_t socksify_real_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    return real_sendmsg(fd, msg, flags);
+}
+
 /* The hook's logic; returns the bytes sent or -errno. */
 static ssize_t socksify_sendmsg(int fd, const struct msghdr *msg, int flags)
 {

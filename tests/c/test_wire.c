@@ -91,7 +91,8 @@ static void check_request(const char *name, char **f, int n)
     req.family = (uint8_t)number(f, n, "family");
     req.socktype = (uint8_t)number(f, n, "socktype");
     req.port = (uint16_t)number(f, n, "port");
-    if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME && op != SOCKSIFY_OP_NAMEOF)
+    if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME && op != SOCKSIFY_OP_NAMEOF
+        && op != SOCKSIFY_OP_HANDOFF)
         return result(0, "request", name, "bad op field");
     if (!addr || inet_pton(req.family == 6 ? AF_INET6 : AF_INET, addr, req.addr) != 1)
         return result(0, "request", name, "bad addr field");
@@ -152,8 +153,9 @@ static void check_reply(const char *name, char **f, int n)
     memset(&rep, 0xee, sizeof rep);
     if (len < 0 || socksify_wire_decode_reply(raw, (size_t)len, &rep) != 0)
         return result(0, "reply", name, "decode failed");
-    if (rep.verdict != number(f, n, "verdict") || rep.code != number(f, n, "code"))
-        return result(0, "reply", name, "verdict or code differs");
+    if (rep.verdict != number(f, n, "verdict") || rep.code != number(f, n, "code")
+        || rep.flags != number(f, n, "flags"))
+        return result(0, "reply", name, "verdict, code or flags differ");
     if (rep.relay_port4 != number(f, n, "port4") || rep.relay_port6 != number(f, n, "port6"))
         return result(0, "reply", name, "relay ports differ");
     if (memcmp(rep.token, token, sizeof token) != 0)
@@ -366,8 +368,8 @@ static void run_api(void)
         "SKFY\x01\x04\0\0\0\0\0\x02\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0ab";
     char name_out[4];
 
-    result(socksify_wire_version() == 1 && socksify_shim_abi_version() == 4,
-           "api", "versions", "not 1 and 4");
+    result(socksify_wire_version() == 1 && socksify_shim_abi_version() == 5,
+           "api", "versions", "not 1 and 5");
     result(socksify_wire_decode_name(name_reply, 34, name_out, sizeof name_out) == 2
            && strcmp(name_out, "ab") == 0
            && socksify_wire_decode_name(name_reply, 34, NULL, 4) == -EINVAL
@@ -402,7 +404,7 @@ static void run_api(void)
            "api", "resolve-limits", "255 bytes or printable edges refused");
     result(socksify_wire_encode_request(3, &req, buf, sizeof buf) == -EINVAL
            && socksify_wire_encode_request(0, &req, buf, sizeof buf) == -EINVAL
-           && socksify_wire_encode_request(5, &req, buf, sizeof buf) == -EINVAL,
+           && socksify_wire_encode_request(6, &req, buf, sizeof buf) == -EINVAL,
            "api", "encode-bad-op", "not -EINVAL");
     result(socksify_wire_encode_request(SOCKSIFY_OP_NAMEOF, &req, buf, sizeof buf)
            == SOCKSIFY_REQUEST_SIZE && buf[SOCKSIFY_REQ_OFF_OP] == 4,

@@ -197,9 +197,13 @@ def test_chain_back_into_own_front_door_is_a_loop(lab: lablib.Lab, sk,
     assert "loop" in sk.daemon_log()
 
 
+@pytest.mark.parametrize("data_path,seen", [("relay", "python"), ("handoff", "curl")])
 def test_shim_chains_through_another_daemons_front_door(lab: lablib.Lab, sk,
-                                                        tmp_path: Path) -> None:
-    """socksify's daemon uses a second daemon's front door as its hop."""
+                                                        tmp_path: Path, data_path: str,
+                                                        seen: str) -> None:
+    """socksify's daemon uses a second daemon's front door as its hop. With the relay
+    the front door's client is the second daemon (a python process); with handoff it
+    is curl itself, whose own socket was connected to the hop."""
     port = start(sk, policy(lab, tmp_path))
     other = tmp_path / "rt2"
     other.mkdir(mode=0o700)
@@ -208,11 +212,13 @@ def test_shim_chains_through_another_daemons_front_door(lab: lablib.Lab, sk,
     try:
         res = sk.run(["curl", "-q", "-sS", "--max-time", "60", "-o", "/dev/null",
                       "-w", "%{http_code}", lab.url("small.bin", m)],
-                     via=[f"socks5://127.0.0.1:{port}"], env=env, opts=["-v"])
+                     via=[f"socks5://127.0.0.1:{port}"], env=env,
+                     opts=["-v", "--data-path", data_path])
         assert res.returncode == 0 and res.stdout == "200", sk.describe(res)
         assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
-        # the front door saw the second daemon (a python process), not curl
-        assert "python" in sk.daemon_log()
+        log = sk.daemon_log()   # the front door's daemon: who connected to it
+        other = "curl" if seen == "python" else "python"
+        assert f"{seen}" in log and f"] {other}" not in log, log
     finally:
         lab.client_run(["socksifyd", "stop"], env={**sk.env, **env}, timeout=30)
 

@@ -177,21 +177,24 @@ def test_socks4_reply_followed_by_a_flood(lab: lablib.Lab, sk, hostile) -> None:
     still_serves(lab, sk, sk.daemon_pid())
 
 
-def test_socks4_reset_mid_stream(lab: lablib.Lab, sk, hostile) -> None:
+@pytest.mark.parametrize("data_path", ["relay", "handoff"])
+def test_socks4_reset_mid_stream(lab: lablib.Lab, sk, hostile, data_path: str) -> None:
     """The hop grants, sends 1000 bytes, then resets the connection: the program sees
     ECONNRESET (docs/data-path.md: a dying hop resets the program's connection, so a
-    truncated transfer is not taken for a complete one), promptly."""
+    truncated transfer is not taken for a complete one), promptly. Relayed, the daemon
+    passes the reset on; handed off, the program's own socket receives it."""
     def grant_then_reset(conn: socket.socket) -> None:
         conn.sendall(GRANT4 + b"x" * 1000)
         time.sleep(0.2)
         reset(conn)
     srv = hostile(grant_then_reset)
     c = sk.client("halfclose", lab.far_ip, str(lab.http_port), "0", via=[srv.url],
-                  env=FAST, timeout=30)
+                  env=FAST, timeout=30, opts=("-v", "--data-path", data_path))
     assert_errno(c, errno.ECONNRESET)
     assert c.res.elapsed < 6, c.describe()
-    lablib.wait_until(lambda: "relay ended" in sk.daemon_log(20000), 5,
-                      "the daemon to log the end of the relay")
+    if data_path == "relay":
+        lablib.wait_until(lambda: "relay ended" in sk.daemon_log(20000), 5,
+                          "the daemon to log the end of the relay")
     assert_log_names(sk, srv)
     still_serves(lab, sk, sk.daemon_pid())
 
@@ -423,15 +426,17 @@ def test_control_socket_survives_hostile_clients(lab: lablib.Lab, sk,
 
 # --- a hop dying mid-transfer -----------------------------------------------------------
 
-def test_hop_dies_mid_transfer(lab: lablib.Lab, sk, tmp_path: Path) -> None:
+@pytest.mark.parametrize("data_path", ["relay", "handoff"])
+def test_hop_dies_mid_transfer(lab: lablib.Lab, sk, tmp_path: Path,
+                               data_path: str) -> None:
     """A 16 MiB download at 2 MiB/s through hop 1; hop 1 is killed once data flows.
     curl ends with an error promptly (it does not hang, nor report success: 18, partial
-    file, or 56, receive error); the daemon logs the connection's end; after the hop is
-    back, the daemon serves again."""
+    file, or 56, receive error); relayed, the daemon logs the connection's end; after
+    the hop is back, the daemon serves again."""
     out = tmp_path / "big.bin"
     argv = sk.argv(["curl", "-q", "-sS", "--max-time", "60", "--limit-rate", "2M",
                     "-o", str(out), lab.url("big.bin", marker("dies"))],
-                   via=[lab.hops[0].url], opts=["-v"])
+                   via=[lab.hops[0].url], opts=["-v", "--data-path", data_path])
     try:
         with lab.small_client_buffers():
             bg = sk.spawn(argv)
@@ -440,6 +445,8 @@ def test_hop_dies_mid_transfer(lab: lablib.Lab, sk, tmp_path: Path) -> None:
                 if not bg.running():
                     raise AssertionError("the transfer ended early\n"
                                          f"{bg.result().describe()}\n{sk.daemon_log()}")
+                if data_path == "handoff":     # curl's own socket: watch its file
+                    return out.exists() and out.stat().st_size > 0
                 try:
                     conns = sk.control({"op": "connections"})["connections"]
                 except (OSError, ValueError, RuntimeError):   # DaemonUnavailable
@@ -457,6 +464,7 @@ def test_hop_dies_mid_transfer(lab: lablib.Lab, sk, tmp_path: Path) -> None:
     assert res.returncode in (18, 56), f"{res.describe()}\n{sk.daemon_log()}"
     assert took < 10, f"curl took {took:.1f}s to notice\n{res.describe()}"
     assert not out.exists() or out.stat().st_size < lablib.BIG_SIZE
-    lablib.wait_until(lambda: " closed after " in sk.daemon_log(20000), 5,
-                      "the daemon to log the connection's end")
+    if data_path == "relay":
+        lablib.wait_until(lambda: " closed after " in sk.daemon_log(20000), 5,
+                          "the daemon to log the connection's end")
     still_serves(lab, sk, sk.daemon_pid())

@@ -32,14 +32,15 @@ def curl(out: Path, url: str, *extra: str) -> list[str]:
             "-o", str(out), url]
 
 
-def chain3(lab: lablib.Lab) -> str:
+def chain3(lab: lablib.Lab, data_path: str = "handoff") -> str:
     hops = ", ".join(f'"{h.url}"' for h in lab.hops)
-    return f"[chains.c3]\nhops = [{hops}]\n"
+    return f'[chains.c3]\nhops = [{hops}]\ndata_path = "{data_path}"\n'
 
 
-def write_policy(path: Path, lab: lablib.Lab, body: str) -> Path:
+def write_policy(path: Path, lab: lablib.Lab, body: str,
+                 data_path: str = "handoff") -> Path:
     """path := the 3-hop chain c3, then body (rules, [default])."""
-    path.write_text(chain3(lab) + "\n" + textwrap.dedent(body))
+    path.write_text(chain3(lab, data_path) + "\n" + textwrap.dedent(body))
     return path
 
 
@@ -188,7 +189,8 @@ BLOCK_EVERYTHING = """\
 
 
 def reload_during_transfer(lab: lablib.Lab, sk, tmp_path: Path, how: str) -> None:
-    pol = write_policy(tmp_path / "daemon.toml", lab, EVERYTHING_THROUGH_C3)
+    # relayed: the daemon's table shows the transfer in progress
+    pol = write_policy(tmp_path / "daemon.toml", lab, EVERYTHING_THROUGH_C3, "relay")
     pid = start_daemon(sk, pol)
     m = marker(f"reload{how}")
     out = tmp_path / "big.bin"

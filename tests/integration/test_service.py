@@ -35,10 +35,11 @@ def curl(out: Path, url: str, *extra: str) -> list[str]:
             "-o", str(out), url]
 
 
-def write_policy(path: Path, hops: list[str], body: str, strategy: str = "strict") -> Path:
+def write_policy(path: Path, hops: list[str], body: str, strategy: str = "strict",
+                 data_path: str = "handoff") -> Path:
     quoted = ", ".join(f'"{h}"' for h in hops)
-    path.write_text(f'[chains.c3]\nhops = [{quoted}]\nstrategy = "{strategy}"\n\n'
-                    + textwrap.dedent(body))
+    path.write_text(f'[chains.c3]\nhops = [{quoted}]\nstrategy = "{strategy}"\n'
+                    f'data_path = "{data_path}"\n\n' + textwrap.dedent(body))
     return path
 
 
@@ -115,7 +116,8 @@ def test_stop_with_a_live_transfer(lab: lablib.Lab, sk, tmp_path: Path) -> None:
     """A chained download at 2 MiB/s (about 8 s) is running: `socksifyd stop` gives it
     the grace period (5 s), then cuts it and returns; the daemon is gone, and curl ends
     with an error (partial file) instead of hanging or reporting success."""
-    pol = write_policy(tmp_path / "daemon.toml", sk.hops(3), EVERYTHING_THROUGH_C3)
+    pol = write_policy(tmp_path / "daemon.toml", sk.hops(3), EVERYTHING_THROUGH_C3,
+                       data_path="relay")  # the daemon carries the bytes
     pid = start_daemon(sk, pol)
     out = tmp_path / "big.bin"
     with lab.small_client_buffers():
@@ -146,7 +148,8 @@ def test_connections_json_shows_a_live_transfer(lab: lablib.Lab, sk,
     """`socksifyd connections --json` during a chained curl download at 4 MiB/s: one
     connection, curl's, to the far server on chain c3, its bytes down growing; the
     table is empty once curl is done."""
-    pol = write_policy(tmp_path / "daemon.toml", sk.hops(3), EVERYTHING_THROUGH_C3)
+    pol = write_policy(tmp_path / "daemon.toml", sk.hops(3), EVERYTHING_THROUGH_C3,
+                       data_path="relay")  # the daemon carries the bytes
     start_daemon(sk, pol)
     out = tmp_path / "big.bin"
     with lab.small_client_buffers():

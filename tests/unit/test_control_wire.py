@@ -53,6 +53,8 @@ def test_reply_vector(v: dict[str, str]) -> None:
     assert rep.relay_port4 == int(v["port4"])
     assert rep.relay_port6 == int(v["port6"])
     assert rep.token == bytes.fromhex(v["token"])
+    assert rep.flags == int(v["flags"])
+    assert rep.dumps() == bytes.fromhex(v["hex"]) or v["name"] == "fail-unknown-code"
     expected = 0 if v["errno"] == "0" else getattr(errno, v["errno"])
     assert rep.code.to_errno() == expected
 

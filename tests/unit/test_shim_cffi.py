@@ -92,6 +92,7 @@ def test_encode_resolve_limits(shim: shimlib.Shim) -> None:
 def test_decode_reply(shim: shimlib.Shim, name: str, f: dict[str, str]) -> None:
     rep = shim.decode_reply(bytes.fromhex(f["hex"]))
     assert rep == {"verdict": int(f["verdict"]), "code": int(f["code"]),
+                   "flags": int(f["flags"]),
                    "relay_port4": int(f["port4"]), "relay_port6": int(f["port6"]),
                    "token": bytes.fromhex(f["token"])}
     want = 0 if f["errno"] == "0" else getattr(errno, f["errno"])

@@ -16,7 +16,7 @@ TOKEN_SIZE = 16
 SESSION_SIZE = 8
 
 _REQUEST = struct.Struct("!4sBBBBHH16s8s12x")
-_REPLY = struct.Struct("!4sBBBxHH16s4x")
+_REPLY = struct.Struct("!4sBBBBHH16s4x")
 assert _REQUEST.size == REQUEST_SIZE and _REPLY.size == REPLY_SIZE
 
 
@@ -29,6 +29,7 @@ class Op(enum.IntEnum):
     PEERNAME = 2   # addr:port is my socket's local end: what did it connect to?
     RESOLVE = 3    # the body is a host name: resolve it myself, or which address?
     NAMEOF = 4     # addr is an address the app looks up: what is it called?
+    HANDOFF = 5    # CONNECT, with the app's own socket attached (SCM_RIGHTS)
 
 
 MAX_NAME = 255
@@ -45,6 +46,13 @@ class Verdict(enum.IntEnum):
     FAIL = 2
     PEER = 3       # an address: answers PEERNAME and RESOLVE (see PeerReply)
     NAME = 4       # a host name: answers NAMEOF (see NameReply)
+    READY = 5      # HANDOFF: the app's socket is connected through the chain
+    SWAP = 6       # HANDOFF: the attached socket is, put it in place of the app's
+
+
+FLAG_CACHE = 0x01
+"""Reply flag: a DIRECT answer the shim may reuse for the same destination until the
+policy generation (the first 8 token bytes) changes (docs/wire.md, "Caching")."""
 
 
 class Code(enum.IntEnum):
@@ -197,16 +205,23 @@ class Reply:
     relay_port4: int = 0
     relay_port6: int = 0
     token: bytes = bytes(TOKEN_SIZE)
+    flags: int = 0
 
     def dumps(self) -> bytes:
-        return _REPLY.pack(MAGIC, VERSION, self.verdict, self.code,
+        return _REPLY.pack(MAGIC, VERSION, self.verdict, self.code, self.flags,
                            self.relay_port4, self.relay_port6, self.token)
+
+    @classmethod
+    def cached_direct(cls, generation: int) -> Reply:
+        """DIRECT, and the shim may remember it while the policy generation holds."""
+        return cls(Verdict.DIRECT, token=generation.to_bytes(8, "big") + bytes(8),
+                   flags=FLAG_CACHE)
 
     @classmethod
     def loads(cls, data: bytes) -> Reply:
         if len(data) != REPLY_SIZE:
             raise WireError(f"reply is {len(data)} bytes, expected {REPLY_SIZE}")
-        magic, version, verdict, code, port4, port6, token = _REPLY.unpack(data)
+        magic, version, verdict, code, flags, port4, port6, token = _REPLY.unpack(data)
         if magic != MAGIC or version != VERSION:
             raise WireError("bad magic or version in reply")
         try:
@@ -221,7 +236,7 @@ class Reply:
             c = Code(code)
         except ValueError:
             c = Code.PROTO
-        return cls(v, c, port4, port6, token)
+        return cls(v, c, port4, port6, token, flags)
 
     @classmethod
     def fail(cls, err: int) -> Reply:

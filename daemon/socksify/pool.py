@@ -1,0 +1,180 @@
+"""Pre-built tunnels: a strict chain's hops 1..n-1 do not depend on the target, so a
+few tunnels that already reach the last hop can wait, ready, and a connect then costs
+one SOCKS exchange instead of n (docs/performance.md).
+
+A pool belongs to one chain (one Selector). It starts filling at the chain's first
+connection, keeps `prebuilt` tunnels ready, replaces each one older than
+`prebuilt_max_age` (a hop closes a connection that sends no request for its own
+negotiation timeout: danted's timeout.negotiate is 30 s by default), hands each
+tunnel out once, and stops (closing what it holds) after IDLE_STOP seconds without a
+connection, on reload and at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import select
+import socket
+import time
+from dataclasses import dataclass
+
+from .chain import ChainSpec, HopHealth, sock_connect, negotiate, sockaddr_for
+from .errors import ChainError
+from .proxies import Proxy
+from .sockstream import RawStream
+
+log = logging.getLogger("socksify.pool")
+
+IDLE_STOP = 300.0        # seconds without a connection before a pool empties itself
+RETRY_MIN, RETRY_MAX = 1.0, 30.0   # back-off after a failed pre-build
+
+
+@dataclass
+class Prebuilt:
+    """A tunnel through route[:-1] that reaches route[-1], which waits for a request."""
+
+    stream: RawStream
+    route: tuple[Proxy, ...]
+    born: float
+
+
+def usable(sock: socket.socket) -> bool:
+    """A waiting tunnel must have nothing to read: readable means the hop closed it,
+    reset it or sent something unasked."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)
+
+
+class TunnelPool:
+    def __init__(self, spec: ChainSpec, health: HopHealth) -> None:
+        self.spec = spec
+        self.health = health
+        self.route = spec.hops
+        self._ready: collections.deque[Prebuilt] = collections.deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_use = time.monotonic()
+        self._closed = False
+        self.built = self.used = self.discarded = 0
+
+    @property
+    def family(self) -> int | None:
+        """The address family of the ready tunnels' sockets (None while empty)."""
+        return self._ready[0].stream.sock.family if self._ready else None
+
+    def take(self, family: int | None = None) -> Prebuilt | None:
+        """A fresh, healthy tunnel of that socket family (any if None), never handed
+        out before; None if there is none ready. Starts or wakes the filling."""
+        self._last_use = time.monotonic()
+        self._start()
+        now = time.monotonic()
+        while self._ready:
+            ready = self._ready.popleft()
+            if now - ready.born < self.spec.prebuilt_max_age and usable(ready.stream.sock) \
+                    and (family is None or ready.stream.sock.family == family):
+                self.used += 1
+                self._wake.set()
+                return ready
+            self._discard(ready)
+        self._wake.set()
+        return None
+
+    def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        while self._ready:
+            self._ready.popleft().stream.close()
+
+    def describe(self) -> dict[str, int]:
+        return {"ready": len(self._ready), "size": self.spec.prebuilt,
+                "built": self.built, "used": self.used, "discarded": self.discarded}
+
+    def _discard(self, ready: Prebuilt) -> None:
+        self.discarded += 1
+        ready.stream.close()
+
+    def _start(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        retry = RETRY_MIN
+        try:
+            while not self._closed:
+                now = time.monotonic()
+                if now - self._last_use > IDLE_STOP:
+                    log.info("chain %s: no connection for %.0fs; %d pre-built "
+                             "tunnel(s) closed", self.spec.name, IDLE_STOP,
+                             len(self._ready))
+                    while self._ready:
+                        self._ready.popleft().stream.close()
+                    return
+                while self._ready and (now - self._ready[0].born
+                                       >= self.spec.prebuilt_max_age
+                                       or not usable(self._ready[0].stream.sock)):
+                    self._discard(self._ready.popleft())
+                deficit = self.spec.prebuilt - len(self._ready)
+                if deficit > 0:
+                    # all missing tunnels at once: a burst of connections drains
+                    # the pool faster than one build at a time refills it
+                    results = await asyncio.gather(
+                        *(self._build() for _ in range(deficit)), return_exceptions=True)
+                    failed: BaseException | None = None
+                    for result in results:
+                        if isinstance(result, Prebuilt):
+                            self._ready.append(result)
+                            self.built += 1
+                        elif isinstance(result, (ChainError, OSError)):
+                            failed = result
+                        else:
+                            raise result
+                    if failed is None:
+                        retry = RETRY_MIN
+                        continue
+                    log.warning("chain %s: cannot pre-build a tunnel: %s; again in "
+                                "%.0fs", self.spec.name, failed, retry)
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, RETRY_MAX)
+                    continue
+                self._wake.clear()
+                oldest = self._ready[0].born if self._ready else now
+                wait = max(0.05, oldest + self.spec.prebuilt_max_age - now)
+                try:
+                    await asyncio.wait_for(self._wake.wait(), min(wait, IDLE_STOP))
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+
+    async def _build(self) -> Prebuilt:
+        route = self.route
+        first = route[0]
+        probe = socket.socket(socket.AF_INET6 if ":" in first.host else socket.AF_INET,
+                              socket.SOCK_STREAM)
+        try:
+            address = await sockaddr_for(probe, first.host, first.port)
+        except Exception:
+            probe.close()
+            raise
+        if len(address) == 2 and probe.family != socket.AF_INET:
+            probe.close()
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stream = RawStream(probe, owned=True)
+        try:
+            probe.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await sock_connect(probe, first.host, first.port, self.spec.connect_timeout,
+                                f"hop 1 {first}")
+            await negotiate(stream, stream, route, 0, len(route) - 1, "", 0, self.spec,
+                            "pool")
+        except BaseException:
+            stream.close()
+            raise
+        for hop in route[:-1]:
+            self.health.mark_up(hop)
+        return Prebuilt(stream, route, time.monotonic())

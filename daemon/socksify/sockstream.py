@@ -1,0 +1,65 @@
+"""A byte stream over a raw non-blocking socket that never reads ahead.
+
+The chain engine negotiates on asyncio streams when the daemon owns the connection
+(relay). When it negotiates on a socket it will hand away (the program's own socket,
+or a pre-built tunnel given to the program), it must read exactly the SOCKS replies and
+nothing after them: whatever the target sends next belongs to the program, in the
+kernel's receive queue. RawStream offers the part of the StreamReader/StreamWriter
+interface the chain engine uses, with exact reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any, Protocol
+
+
+class ByteReader(Protocol):
+    async def readexactly(self, n: int) -> bytes: ...
+
+
+class ByteWriter(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+class RawStream:
+    """readexactly/write/drain on `sock` (made non-blocking; the caller restores or
+    owns its flags). close() closes the socket only if `owned`."""
+
+    def __init__(self, sock: socket.socket, owned: bool) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.owned = owned
+        self._loop = asyncio.get_running_loop()
+        self._out = bytearray()
+
+    async def readexactly(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = await self._loop.sock_recv(self.sock, n - len(buf))
+            if not chunk:
+                raise asyncio.IncompleteReadError(bytes(buf), n)
+            buf += chunk
+        return bytes(buf)
+
+    def write(self, data: bytes) -> None:
+        self._out += data
+
+    async def drain(self) -> None:
+        data, self._out = bytes(self._out), bytearray()
+        if data:
+            await self._loop.sock_sendall(self.sock, data)
+
+    def close(self) -> None:
+        if self.owned:
+            self.sock.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.sock if name == "socket" else default
