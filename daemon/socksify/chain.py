@@ -246,9 +246,9 @@ async def _establish(selector: Selector, host: str, port: int, conn: str, dns: s
         try:
             await _build(ready.route, target, port, spec, conn, dns, start=ready)
         except ChainError as exc:
+            # A tunnel that died while it waited looks like a refusal of the target
+            # (closed without a reply); a fresh chain tells the two apart.
             ready.stream.close()
-            if exc.hop >= len(ready.route):       # the target failed, not a hop
-                raise
             log.info("[%s] pre-built tunnel failed (%s); building a new one", conn, exc)
         except BaseException:
             ready.stream.close()

@@ -120,7 +120,7 @@ async def _answer(daemon: Daemon, conn: socket.socket, data: bytes, fds: list[in
             return daemon.resolve(wire.ResolveRequest.from_header(head, body), pid,
                                   uid), None
         if head.op is wire.Op.PEERNAME:
-            return daemon.peername(wire.ConnectRequest.from_header(head)), None
+            return await daemon.peername(wire.ConnectRequest.from_header(head)), None
         if head.op is wire.Op.NAMEOF:
             return daemon.name_of(wire.ConnectRequest.from_header(head), pid, uid), None
         request = wire.ConnectRequest.from_header(head)

@@ -39,6 +39,7 @@ from .relay import Counters, relay
 log = logging.getLogger("socksify.daemon")
 
 TOKEN_TTL = 10.0
+PEERNAME_WAIT = 2.0      # seconds a PEERNAME may wait for its relay to be attached
 HANDOFF_TIMEOUT = 10.0   # for socksify --isolate to pass its relay listeners
 
 
@@ -125,6 +126,7 @@ class Daemon:
         self._accepting: asyncio.Task[None] | None = None
         self.generation = GenerationFile(paths.generation_file)
         self.handed_off = 0           # connections carried by the kernel (handoff)
+        self._attached = asyncio.Event()   # a relay connection was attached
 
     # ----- lifecycle -------------------------------------------------------------
     async def run(self) -> None:
@@ -672,7 +674,10 @@ class Daemon:
         return decision.action
 
     def _selector(self, conn: Connection, chain: ChainSpec) -> Selector:
-        selectors = conn.session.selectors if conn.session else self._selectors
+        # a session with its own chain (--via, -c, --chain) has its own selectors (and
+        # pools); one that follows the daemon's policy shares the daemon's
+        own = conn.session is not None and conn.session.policy is not None
+        selectors = conn.session.selectors if own and conn.session else self._selectors
         selector = selectors.get(chain.name)
         if selector is None:
             selector = selectors[chain.name] = Selector(chain, self.health)
@@ -728,10 +733,21 @@ class Daemon:
         self._event(conn, f"{os.strerror(exc.errno or errno.ECONNREFUSED)}: {exc}",
                     ok=False)
 
-    def peername(self, request: wire.ConnectRequest) -> bytes:
+    async def peername(self, request: wire.ConnectRequest) -> bytes:
         """PEERNAME: the destination of the relayed connection whose app end is
-        request's address, so getpeername() reports what the program asked for."""
-        conn = self.by_app_end.get((request.addr, request.port))
+        request's address, so getpeername() reports what the program asked for. A
+        program may ask before its relay connection is accepted here (it sent the
+        token and went on): while tokens are pending, wait for it a little."""
+        key = (request.addr, request.port)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PEERNAME_WAIT
+        while key not in self.by_app_end and self.pending and loop.time() < deadline:
+            self._attached.clear()
+            try:
+                await asyncio.wait_for(self._attached.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
+        conn = self.by_app_end.get(key)
         if conn is None or conn.dst is None:
             return wire.Reply(wire.Verdict.FAIL).dumps()
         return wire.PeerReply(conn.dst, conn.port).dumps()
@@ -779,6 +795,7 @@ class Daemon:
         app_end = _app_end(writer.get_extra_info("peername"))
         if app_end is not None:
             self.by_app_end[app_end] = conn
+            self._attached.set()
         try:
             await relay(reader, writer, tunnel.reader, tunnel.writer, conn.counters,
                         conn.id)
@@ -825,6 +842,7 @@ class Daemon:
             "live": len(self.live),
             "pending": len(self.pending),
             "connections_total": self.connections_total,
+            "handed_off": self.handed_off,
             "hops_down": self.health.snapshot(),
             "chains": self._chains_status(),
             "frontdoor": f"{self.frontdoor.host}:{self.frontdoor.port}"
@@ -835,21 +853,25 @@ class Daemon:
         }
 
     def _chains_status(self) -> list[dict[str, Any]]:
-        chains: list[tuple[ChainSpec, str]] = []
+        chains: list[tuple[ChainSpec, str, Selector | None]] = []
         if self.policy is not None:
-            chains += [(c, "policy") for c in self.policy.chains.values()]
+            chains += [(c, "policy", self._selectors.get(c.name))
+                       for c in self.policy.chains.values()]
         for session in self.sessions.values():
             if session.policy is not None:
-                chains += [(c, "session") for c in session.policy.chains.values()]
+                chains += [(c, "session", session.selectors.get(c.name))
+                           for c in session.policy.chains.values()]
         out = []
-        for spec, origin in chains:
+        for spec, origin, selector in chains:
             hops = []
             for hop in spec.hops:
                 retry = self.health.retry_in(hop)
                 hops.append({"url": str(hop), "state": "down" if retry else "up",
                              "retry_in": retry})
+            pool = selector.pool if selector is not None else None
             out.append({"name": spec.name, "strategy": spec.strategy.value,
-                        "origin": origin, "hops": hops})
+                        "origin": origin, "hops": hops, "data_path": spec.data_path,
+                        "prebuilt": pool.describe() if pool is not None else None})
         return out
 
     def connections(self) -> list[dict[str, Any]]:

@@ -177,7 +177,9 @@ def status_lines(st: dict[str, Any]) -> list[str]:
     if "sessions" in st:
         rows.append(("sessions", str(st["sessions"])))
     if "live" in st:
-        conns = f"{st['live']} live, {st.get('pending', 0)} being attached"
+        conns = f"{st['live']} relayed, {st.get('pending', 0)} being attached"
+        if st.get("handed_off") is not None:
+            conns += f", {st['handed_off']} handed off"
         if st.get("connections_total") is not None:
             conns += f", {st['connections_total']} since start"
         rows.append(("connections", conns))
@@ -209,7 +211,13 @@ def chain_lines(chains: Sequence[dict[str, Any]]) -> list[str]:
     lines = ["chains"]
     name_width = max(len(str(c.get("name", "?"))) for c in chains)
     for c in chains:
-        about = ", ".join(str(c[k]) for k in ("strategy", "origin") if c.get(k))
+        about = ", ".join(str(c[k]) for k in ("strategy", "origin", "data_path")
+                          if c.get(k))
+        pool = c.get("prebuilt")
+        if pool:
+            about += (f", pre-built {pool.get('ready', 0)}/{pool.get('size', 0)} ready "
+                      f"({pool.get('used', 0)} used, {pool.get('discarded', 0)} "
+                      "expired)")
         lines.append(f"  {str(c.get('name', '?')):<{name_width}}  {about}".rstrip())
         hops = c.get("hops") or []
         url_width = max((len(str(h.get("url", "?"))) for h in hops), default=0)

@@ -111,7 +111,7 @@ def test_status_block_and_chains() -> None:
     text = "\n".join(lines)
     assert "   pid  4321" in text and "uptime  1h02m05s" in text
     assert "policy  /home/alice/.config/socksify/socksify.toml (3 rules)" in text
-    assert "connections  3 live, 0 being attached, 57 since start" in text
+    assert "connections  3 relayed, 0 being attached, 57 since start" in text
     chains = lines[lines.index("chains"):]
     assert chains == [
         "chains",
@@ -128,7 +128,7 @@ def test_status_of_an_older_daemon_without_the_new_keys() -> None:
     old = {k: v for k, v in STATUS.items()
            if k not in ("chains", "rules", "connections_total")}
     text = "\n".join(render.status_lines(old))
-    assert "connections  3 live, 0 being attached" in text
+    assert "connections  3 relayed, 0 being attached" in text
     assert "since start" not in text and "rules" not in text and "chains" not in text
     assert "hops down  socks4://10.0.0.5:1080 (retry in 12s)" in text
 
@@ -209,3 +209,16 @@ def test_example_policy_parses_and_has_a_default(path: Path) -> None:
     action = doc["default"]["action"]
     assert action in ("direct", "block") or \
         action.removeprefix("chain:") in doc.get("chains", {})
+
+
+def test_status_shows_handoff_and_prebuilt_tunnels() -> None:
+    from socksify.render import chain_lines, status_lines
+    chain = {"name": "c3", "strategy": "strict", "origin": "policy",
+             "data_path": "handoff", "hops": [{"url": "socks4://10.0.0.5:1080",
+                                               "state": "up"}],
+             "prebuilt": {"ready": 2, "size": 3, "built": 9, "used": 6, "discarded": 1}}
+    text = "\n".join(chain_lines([chain]))
+    assert "c3  strict, policy, handoff, pre-built 2/3 ready (6 used, 1 expired)" \
+        in text, text
+    text = "\n".join(status_lines({"live": 1, "pending": 0, "handed_off": 41}))
+    assert "1 relayed, 0 being attached, 41 handed off" in text, text
