@@ -218,7 +218,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=300,
                     help="sequential connections per latency run (default 300)")
     ap.add_argument("--bulk-mib", type=int, default=512,
-                    help="MiB per throughput run (default 512)")
+                    help="MiB per throughput run (default 512; 0 skips)")
     ap.add_argument("--concurrent", type=int, default=1000,
                     help="connections held open at once (default 1000; 0 skips)")
     ap.add_argument("--churn", type=int, default=20000,
@@ -300,8 +300,8 @@ def main() -> int:
                 say(f"  {way:>17} {hops} hop(s): latency p50 "
                     f"{statistics.median(lat) * 1000:.2f} ms")
         for way, (ns, prefix) in contenders.items():
-            if way == "socksify prebuilt":
-                continue            # the same data path as socksify (handoff)
+            if way == "socksify prebuilt" or not args.bulk_mib:
+                continue            # prebuilt: the same data path as socksify (handoff)
             out = run(ns, prefix(3), "bulk", lab.far_ip, src.port, Source.size)
             mbps = float(out["bytes"]) / float(out["seconds"]) / 1e6  # type: ignore[arg-type]
             results.setdefault("throughput 3 hops (MB/s)", {})[way] = mbps

@@ -10,7 +10,8 @@ import logging
 import os
 import socket
 import stat
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .errors import ConfigError
 from .fdpass import recv_with_fds
@@ -96,7 +97,8 @@ async def _shim(daemon: Daemon, conn: socket.socket, data: bytes, fds: list[int]
     data += await _recv_exactly(conn, wire.REQUEST_SIZE - len(data))
     swap: socket.socket | None = None
     try:
-        reply, swap = await _answer(daemon, conn, data, fds, pid, uid)
+        reply, swap = await _answer(daemon, data, partial(_recv_exactly, conn), fds,
+                                    pid, uid)
         if swap is not None:
             socket.send_fds(conn, [reply], [swap.fileno()])
         else:
@@ -106,9 +108,22 @@ async def _shim(daemon: Daemon, conn: socket.socket, data: bytes, fds: list[int]
             swap.close()
 
 
-async def _answer(daemon: Daemon, conn: socket.socket, data: bytes, fds: list[int],
-                  pid: int, uid: int) -> tuple[bytes, socket.socket | None]:
-    """The reply to one shim request, and a socket to pass with it (SWAP)."""
+async def _shim_request(daemon: Daemon, data: bytes, reader: asyncio.StreamReader,
+                        pid: int, uid: int, writer: asyncio.StreamWriter) -> None:
+    """A shim request on asyncio streams (the TCP control listener, tcpcontrol.py):
+    no descriptor can come with it, so no HANDOFF."""
+    async def read(n: int) -> bytes:
+        return await asyncio.wait_for(reader.readexactly(n), HANDSHAKE_TIMEOUT)
+    reply, _ = await _answer(daemon, data, read, [], pid, uid)
+    writer.write(reply)
+    await writer.drain()
+
+
+async def _answer(daemon: Daemon, data: bytes, read: Callable[[int], Awaitable[bytes]],
+                  fds: list[int], pid: int, uid: int
+                  ) -> tuple[bytes, socket.socket | None]:
+    """The reply to one shim request (its header in data, read() for a body), and a
+    socket to pass with it (SWAP)."""
     try:
         head = wire.Header.loads(data)
         if head.op is wire.Op.HANDOFF:
@@ -116,7 +131,7 @@ async def _answer(daemon: Daemon, conn: socket.socket, data: bytes, fds: list[in
                                          pid, uid, fds)
             return reply.dumps(), swap
         if head.op is wire.Op.RESOLVE:
-            body = await _recv_exactly(conn, head.body_len)
+            body = await read(head.body_len)
             return daemon.resolve(wire.ResolveRequest.from_header(head, body), pid,
                                   uid), None
         if head.op is wire.Op.PEERNAME:
