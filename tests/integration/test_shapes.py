@@ -12,7 +12,6 @@ direct would show there with the client's own address."""
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import os
@@ -22,7 +21,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -303,3 +302,191 @@ def test_exec_chain_in_one_process(lab: lablib.Lab, sk, progs) -> None:
     witness, = lines_starting(res.stdout, "witness")
     assert witness["rc"] == "OK", sk.describe(res)
     assert_witness_via_hop(lab, witness_before, 1)
+
+
+# --- signals during connect() ---------------------------------------------------------------
+
+@pytest.fixture
+def slow_hop(lab: lablib.Lab) -> Iterator[lablib.HostileSocksServer]:
+    """A SOCKS4 hop that takes 0.3 s to grant, then plays the echo-and-hash target."""
+    def script(conn: socket.socket) -> None:
+        time.sleep(0.3)
+        conn.sendall(GRANT4)
+        lablib.echo_hash(conn)
+    srv = lab.hostile_hop(script)
+    yield srv
+    srv.close()
+
+
+def _signal_lines(res: lablib.Result) -> tuple[list[dict[str, str]], int]:
+    total = [int(ln.split()[1]) for ln in res.stdout.splitlines() if ln.startswith("signals ")]
+    return lines_starting(res.stdout, "c"), (total[0] if total else -1)
+
+
+@pytest.mark.parametrize("flags", ["norestart", "restart"])
+def test_signals_during_a_slow_chain(lab: lablib.Lab, sk, progs, slow_hop,
+                                     flags: str) -> None:
+    """SIGALRM every millisecond, its handler installed with or without SA_RESTART,
+    while connect() waits 0.3 s or more for a 3-hop chain (2 danted hops, then a hop
+    that grants late): the handler runs hundreds of times during each connect(), and
+    connect() still returns 0 with the chain complete -- the shim does not return
+    EINTR for a proxied destination (docs/data-path.md) -- and the bytes arrive intact."""
+    n, nbytes = 6, 200_000
+    res = sk.run([progs["sigconnect"], flags, str(n), *echo_target(lab), str(nbytes)],
+                 via=[lab.hops[0].url, lab.hops[1].url, slow_hop.url], timeout=120)
+    assert res.returncode == 0, sk.describe(res)
+    done, total = _signal_lines(res)
+    assert len(done) == n, sk.describe(res)
+    for d in done:
+        assert d["rc"] == "OK" and d["again"] == "-", sk.describe(res)
+        assert d["reply"] == expected_reply(nbytes, int(d["c"])), sk.describe(res)
+        # the chain takes at least 0.3 s: the 1 ms timer fired during the connect
+        assert int(d["signals"]) > 0, sk.describe(res)
+    assert total > n, sk.describe(res)
+    assert len(slow_hop.requests) == n and slow_hop.errors == []
+
+
+def test_signals_during_many_quick_connects(lab: lablib.Lab, sk, progs) -> None:
+    """300 connects through one danted hop under the same 1 ms SIGALRM (no SA_RESTART):
+    signals also land in the short steps (the control exchange, the loopback connect to
+    the relay, the token); every connect succeeds and every exchange is intact."""
+    n, nbytes = 300, 2000
+    res = sk.run([progs["sigconnect"], "norestart", str(n), *echo_target(lab),
+                  str(nbytes)], via=sk.hops(1), timeout=180)
+    assert res.returncode == 0, sk.describe(res)
+    done, total = _signal_lines(res)
+    assert len(done) == n, sk.describe(res)
+    bad = [d for d in done if d["rc"] != "OK"
+           or d["reply"] != expected_reply(nbytes, int(d["c"]))]
+    assert bad == [], f"{bad[:5]}\n{sk.describe(res)}"
+    assert sum(int(d["signals"]) for d in done) > 0 and total > 0, sk.describe(res)
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["no-shim", "shim"])
+@pytest.mark.parametrize("flags", ["norestart", "restart"])
+def test_signal_during_a_real_connect(lab: lablib.Lab, sk, progs, flags: str,
+                                      preload: bool) -> None:
+    """What Linux itself does, as the reference for the test above, on a loopback
+    connect (which the shim leaves to the kernel): a listener whose accept queue is
+    full drops the SYN, so connect() waits for the retransmission (about 1 s). Without
+    SA_RESTART the handler's signal makes it fail with EINTR, the connection goes on in
+    the background (a second connect() on the blocking socket waits again), and poll()
+    + SO_ERROR then complete it; with SA_RESTART it just succeeds. The same with the
+    shim preloaded."""
+    def make() -> socket.socket:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(0)
+        return s
+    listener: socket.socket = lablib.in_netns(lab.client_ns, make)  # type: ignore[assignment]
+    port = listener.getsockname()[1]
+    filler = lablib.socket_in(lab.client_ns)
+    filler.connect(("127.0.0.1", port))          # fills the accept queue (backlog 0)
+    served: list[socket.socket] = []
+
+    def echo(conn: socket.socket) -> None:
+        try:
+            lablib.echo_hash(conn)
+        except OSError:                          # the filler, closed by now
+            pass
+        finally:
+            conn.close()
+
+    def serve() -> None:
+        time.sleep(0.3)                          # the program's first SYN is dropped
+        filler.close()
+        listener.settimeout(30)
+        try:
+            while True:
+                conn, _ = listener.accept()
+                served.append(conn)
+                threading.Thread(target=echo, args=(conn,), daemon=True).start()
+        except OSError:
+            return
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    env = dict(sk.env)
+    if preload:
+        env["LD_PRELOAD"] = sk.shim
+    nbytes = 5000
+    try:
+        res = lab.client_run([progs["sigconnect"], flags, "2", "127.0.0.1", str(port),
+                              str(nbytes)], env=env, timeout=60)
+    finally:
+        try:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        except OSError:
+            pass
+        listener.close()
+        t.join(40)
+        filler.close()
+        for c in served:
+            c.close()
+    assert res.returncode == 0, res.describe()
+    done, _ = _signal_lines(res)
+    assert [d["reply"] for d in done] == [expected_reply(nbytes, 0),
+                                          expected_reply(nbytes, 1)], res.describe()
+    first = done[0]
+    if flags == "norestart":
+        # a blocking socket's second connect() waits again: interrupted again (EINTR),
+        # or done meanwhile (0); EALREADY is what a non-blocking one would get
+        assert first["rc"] == "EINTR" and first["again"] in ("EINTR", "OK", "EALREADY"), \
+            res.describe()
+    else:
+        assert (first["rc"], first["again"]) == ("OK", "-"), res.describe()
+        assert int(first["signals"]) > 0, res.describe()
+
+
+# --- fd hygiene ---------------------------------------------------------------------------
+
+def _fd_table(text: str, when: str) -> dict[int, str]:
+    """'before fd 3 -> socket:[123]' lines -> {3: 'socket:[123]'}."""
+    table = {}
+    for ln in text.splitlines():
+        w = ln.split(" ", 4)
+        if w[:2] == [when, "fd"] and len(w) == 5 and w[3] == "->":
+            table[int(w[2])] = w[4]
+    return table
+
+
+def _kinds(table: dict[int, str]) -> dict[int, str]:
+    """fd -> what it is, without inode numbers: pipe:[123] -> pipe, /dev/null stays."""
+    return {fd: re.sub(r":\[\d+\]$", "", target) for fd, target in table.items()}
+
+
+def test_fds_after_a_thousand_connects(lab: lablib.Lab, sk, progs) -> None:
+    """1,000 connects through one hop -- blocking, O_NONBLOCK, with getpeername(), and
+    one in four refused by the far end -- leave the program holding exactly the fds it
+    started with, and the same fds as the same program without socksify (run against a
+    loopback echo server in the client zone)."""
+    n, nbytes = 1000, 2000
+    refused_port = "9"            # nothing listens there in the far zone
+    res = sk.run([progs["fdhygiene"], str(n), *echo_target(lab), refused_port,
+                  str(nbytes)], via=sk.hops(1), timeout=300)
+    assert res.returncode == 0, sk.describe(res)
+    done = lines_starting(res.stdout, "c")
+    assert len(done) == n, sk.describe(res)
+    bad = [d for d in done if (d["rc"], d["reply"]) != (
+        ("ECONNREFUSED", "-") if int(d["c"]) % 4 == 3
+        else ("OK", expected_reply(nbytes, int(d["c"]))))]
+    assert bad == [], f"{len(bad)} wrong, e.g. {bad[:5]}\n{sk.describe(res)}"
+    before, after = _fd_table(res.stdout, "before"), _fd_table(res.stdout, "after")
+    assert before and after == before, res.stdout[-3000:]
+
+    # the same program without the shim, against a loopback echo server
+    local = lablib.EchoHashServer(lablib.listener_in(lab.client_ns, "127.0.0.1"),
+                                  "local-echo")
+    try:
+        closed = lablib.listener_in(lab.client_ns, "127.0.0.1")
+        closed_port = closed.getsockname()[1]
+        closed.close()            # a port where nothing listens (this namespace is ours)
+        plain = lab.client_run([progs["fdhygiene"], "40", "127.0.0.1", str(local.port),
+                                str(closed_port), str(nbytes)], env=sk.env, timeout=60)
+    finally:
+        local.close()
+    assert plain.returncode == 0, plain.describe()
+    plain_done = lines_starting(plain.stdout, "c")
+    assert [d["rc"] for d in plain_done] == \
+        ["ECONNREFUSED" if i % 4 == 3 else "OK" for i in range(40)], plain.describe()
+    assert _kinds(after) == _kinds(_fd_table(plain.stdout, "after")), \
+        f"with socksify: {after}\nwithout: {_fd_table(plain.stdout, 'after')}"
