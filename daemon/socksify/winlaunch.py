@@ -143,6 +143,7 @@ class TcpSession:
             self.sock.close()
             raise LaunchError(f"session refused: {reply.get('error')}", 2)
         self.id = str(reply["session"])
+        self.closing = threading.Event()
         self.sock.settimeout(None)
         self.thread = threading.Thread(target=self._events, daemon=True)
         self.thread.start()
@@ -158,11 +159,12 @@ class TcpSession:
                     print(f"socksify: {event['text']}", file=sys.stderr, flush=True)
         except OSError:
             pass
-        if not self.quiet:
+        if not self.quiet and not self.closing.is_set():
             print("socksify: the daemon went away: connections are refused",
                   file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        self.closing.set()
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:

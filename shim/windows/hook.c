@@ -97,9 +97,14 @@ void socksify_hooks_resolve(void)
             continue;
         }
         if (kernelbase != NULL && wcscmp(hooks[i].module, L"kernel32.dll") == 0) {
-            void *alt = (void *)GetProcAddress(kernelbase, hooks[i].name);
-            if (alt != real)
-                hooks[i].alt = alt;
+            /* kernel32's function may be a stub that calls kernelbase's through
+             * kernel32's own import table, which we patch too: call kernelbase's
+             * (the implementation), and catch both addresses. */
+            void *impl = (void *)GetProcAddress(kernelbase, hooks[i].name);
+            if (impl != NULL && impl != real) {
+                *hooks[i].real = impl;
+                hooks[i].alt = real;
+            }
         }
     }
 }

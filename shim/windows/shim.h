@@ -54,7 +54,7 @@ struct socksify_hook {
     const char *name;
     void *hook;              /* ours */
     void **real;             /* where the real address is stored */
-    void *alt;               /* the same function's address in kernelbase, if different */
+    void *alt;               /* kernel32's stub when *real is kernelbase's function */
 };
 void socksify_hooks_resolve(void);
 void socksify_hooks_patch_all(void);

@@ -102,3 +102,43 @@ def test_missing_program(lab: lablib.Lab, win: Win) -> None:
     win.start_daemon()
     res = win.run("does-not-exist", [], via=win.sk.hops(1))
     assert res.returncode == 127 and "not found" in res.stderr, res.describe()
+
+
+@pytest.mark.parametrize("mode", ["select", "event"])
+def test_nonblocking_connect_crosses_the_chain(lab: lablib.Lab, win: Win, mode: str) -> None:
+    """ioctlsocket(FIONBIO) + select(), and WSAEventSelect + FD_CONNECT."""
+    win.start_daemon()
+    through_chain(lab, win, "nonblocking", env={"NONBLOCK": mode})
+
+
+def test_overlapped_connectex_with_iocp(lab: lablib.Lab, win: Win) -> None:
+    """ConnectEx from WSAIoctl, the request as its send buffer, completed on an IOCP
+    with the right key, OVERLAPPED and byte count."""
+    win.start_daemon()
+    through_chain(lab, win, "overlapped")
+
+
+@pytest.mark.parametrize("how", ["getaddrinfo", "GetAddrInfoW", "gethostbyname"])
+def test_name_lookup_goes_to_the_last_hop(lab: lablib.Lab, win: Win, how: str) -> None:
+    """far.socksify.test is known only in the proxy zone: the program gets a stand-in
+    address, the last hop (SOCKS4a) resolves the name, and the client zone's resolver
+    sees no query."""
+    if lab.socks4a_url is None:
+        pytest.skip("no SOCKS4a hop (pip install tiny-proxy)")
+    assert lab.dns is not None
+    win.start_daemon()
+    marker = "n" + secrets.token_hex(6)
+    res = win.run("resolve", [lablib.FAR_NAME, str(lab.http_port), marker],
+                  via=[lab.hops[0].url, lab.socks4a_url], env={"RESOLVE": how})
+    assert res.result_line()[:2] == ["RESULT", "ok"], res.describe()
+    assert lab.http is not None and len(lab.http.requests_for(marker)) == 1
+    assert lablib.FAR_NAME not in lab.dns.seen(), "the name leaked to the local resolver"
+
+
+@pytest.mark.parametrize("how", ["W", "A", "env"])
+def test_child_process_is_socksified(lab: lablib.Lab, win: Win, how: str) -> None:
+    """spawn.exe starts blocking.exe (CreateProcessW, CreateProcessA, or with an
+    environment block without the SOCKSIFY_* variables): the child's connection
+    crosses the chain too."""
+    win.start_daemon()
+    through_chain(lab, win, "spawn", env={"SPAWN": how})
