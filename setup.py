@@ -26,8 +26,25 @@ LDFLAGS = ["-shared", "-Wl,-z,defs"]
 LIBS = ["-ldl", "-lpthread"]
 
 
+WINDOWS_DLL = "socksify.dll"
+
+
+def ship_windows_dll(output: Path) -> None:
+    """Windows: the DLL is cross-built by scripts/build-windows.sh (mingw-w64, or MSVC
+    by hand); the wheel ships it. $SOCKSIFY_WINDOWS_DLL names another build."""
+    built = Path(os.environ.get("SOCKSIFY_WINDOWS_DLL")
+                 or SHIM / "build" / "windows" / WINDOWS_DLL)
+    if not built.is_file():
+        sys.exit(f"socksify: no Windows DLL at {built}: run scripts/build-windows.sh "
+                 "first (or set SOCKSIFY_WINDOWS_DLL)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(built, output)
+
+
 def build_shim(output: Path) -> None:
     """Compile shim/common/*.c and shim/linux/*.c into output (as in shim/Makefile)."""
+    if sys.platform == "win32":
+        return ship_windows_dll(output.with_name(WINDOWS_DLL))
     if not sys.platform.startswith("linux"):
         sys.exit("socksify: the shim is Linux-only for now")
     cc = shlex.split(os.environ.get("CC") or "cc")
@@ -57,7 +74,8 @@ class BuildPyWithShim(build_py):
     def get_outputs(self, include_bytecode: bool = True) -> list:
         outputs = super().get_outputs(include_bytecode)
         if not getattr(self, "editable_mode", False):
-            outputs.append(str(Path(self.build_lib) / "socksify" / "_shim" / LIBRARY))
+            library = WINDOWS_DLL if sys.platform == "win32" else LIBRARY
+            outputs.append(str(Path(self.build_lib) / "socksify" / "_shim" / library))
         return outputs
 
 

@@ -11,8 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The few functions the library exports; everything else is -fvisibility=hidden. */
+/* The few functions the library exports; everything else is -fvisibility=hidden (on
+ * Windows: not exported from the DLL). */
+#ifdef _WIN32
+#define SOCKSIFY_EXPORT __declspec(dllexport)
+#else
 #define SOCKSIFY_EXPORT __attribute__((visibility("default")))
+#endif
 
 #define SOCKSIFY_WIRE_VERSION      1   /* docs/wire.md, "version" byte */
 #define SOCKSIFY_SHIM_ABI_VERSION  5   /* the exported functions and structs below */

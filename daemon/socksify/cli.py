@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"socksify: bad --via: {exc}", file=sys.stderr)
         return 2
+    if sys.platform == "win32":  # DLL injection instead of LD_PRELOAD
+        from . import winlaunch
+        return winlaunch.main(args, command, _session_request(args))
     from .shimlib import library_path
     shim = library_path()
     if not shim.is_file():

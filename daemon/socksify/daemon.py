@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, control
+from . import __version__, control, tcpcontrol
 from .chain import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
                     Strategy, Tunnel, hand_direct, hand_tunnel, open_direct, open_tunnel)
 from .dns import FakeNames, hosts_file_names, normalize
@@ -136,6 +136,7 @@ class Daemon:
             self.policy = self._load_policy()
             self._dns_ranges()
             await self._listen()
+            self._servers += await tcpcontrol.listen(self)  # Windows programs
             await self._frontdoor()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -314,6 +315,7 @@ class Daemon:
                 path.unlink()
             except FileNotFoundError:
                 pass
+        tcpcontrol.forget(self.paths)
         log.info("stopped")
 
     async def _frontdoor(self) -> None:

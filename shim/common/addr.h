@@ -4,10 +4,16 @@
 #ifndef SOCKSIFY_ADDR_H
 #define SOCKSIFY_ADDR_H
 
-#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+typedef ADDRESS_FAMILY sa_family_t;
+#else
+#include <netinet/in.h>
 #include <sys/socket.h>
+#endif
 
 #include "socksify_wire.h"
 

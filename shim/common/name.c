@@ -1,10 +1,32 @@
 /* Pure helpers on host names (see name.h). */
+#include <string.h>
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#define strncasecmp _strnicmp
+#else
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <string.h>
 #include <strings.h>
+#endif
 
 #include "name.h"
+
+#ifdef _WIN32
+/* Windows has no inet_aton(); inet_addr() takes the same forms (decimal, octal and
+ * 0x-hex parts, 1 to 4 of them) and fails with INADDR_NONE, which is also the value
+ * of the valid "255.255.255.255". */
+static int inet_aton(const char *name, struct in_addr *a)
+{
+    unsigned long v = inet_addr(name);
+
+    if (v == INADDR_NONE && strcmp(name, "255.255.255.255") != 0
+        && strcmp(name, "0xffffffff") != 0 && strcmp(name, "4294967295") != 0)
+        return 0;
+    a->s_addr = v;
+    return 1;
+}
+#endif
 
 /* inet_aton() takes "a", "a.b", "a.b.c" and "a.b.c.d" with decimal, octal or 0x-hex
  * parts, and stops at whitespace; libc's resolver takes the exact forms as numeric.

@@ -1,0 +1,138 @@
+"""The loopback TCP control listener, for programs that cannot reach the Unix control
+socket: Windows programs (the injected DLL and the Windows launcher), natively or under
+Wine (docs/windows.md).
+
+It listens on 127.0.0.1 (kernel-chosen port) and is guarded by a per-daemon random
+secret: the port and the secret are written to `control.tcp` in the runtime directory
+(mode 0600, inside the 0700 directory), one line:
+
+    tcp 127.0.0.1:PORT SECRETHEX
+
+A client sends the 16 secret bytes first, then exactly what it would send on the Unix
+control socket: a v1 wire request (docs/wire.md) or a JSON line. Who is asking comes
+from the kernel's TCP table (the process owning the other end), not from the request;
+the uid is the daemon's own, since only its user can read the secret.
+
+Enabled when the daemon runs on Windows, or when SOCKSIFY_TCP_CONTROL=1 (a Linux
+daemon serving Windows programs under Wine). The file is removed at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .protocol import control as wire
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+    from .paths import Paths
+
+log = logging.getLogger("socksify.tcpcontrol")
+
+FILE_NAME = "control.tcp"
+SECRET_SIZE = 16
+HANDSHAKE_TIMEOUT = 10.0
+
+
+def wanted(env: dict[str, str] | None = None) -> bool:
+    env = dict(os.environ) if env is None else env
+    return sys.platform == "win32" or env.get("SOCKSIFY_TCP_CONTROL", "") == "1"
+
+
+def file_path(paths: Paths) -> Path:
+    """control.tcp beside the control socket."""
+    return paths.socket.with_name(FILE_NAME)
+
+
+def format_line(port: int, secret: bytes) -> str:
+    return f"tcp 127.0.0.1:{port} {secret.hex()}\n"
+
+
+def parse_line(text: str) -> tuple[int, bytes]:
+    """(port, secret) from a control file's line; ValueError if it is not one."""
+    parts = text.split()
+    if len(parts) != 3 or parts[0] != "tcp" or not parts[1].startswith("127.0.0.1:"):
+        raise ValueError(f"not a socksify control file line: {text[:80]!r}")
+    port = int(parts[1].split(":", 1)[1])
+    secret = bytes.fromhex(parts[2])
+    if not 0 < port < 65536 or len(secret) != SECRET_SIZE:
+        raise ValueError(f"bad port or secret in control file line: {text[:80]!r}")
+    return port, secret
+
+
+async def listen(daemon: Daemon) -> list[asyncio.AbstractServer]:
+    """Start the listener and write control.tcp if wanted; the servers to close at
+    shutdown (none when not wanted)."""
+    if not wanted():
+        return []
+    secret = secrets.token_bytes(SECRET_SIZE)
+    server = await asyncio.start_server(
+        lambda r, w: handle(daemon, secret, r, w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    path = file_path(daemon.paths)
+    tmp = path.with_name(f".{FILE_NAME}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, format_line(port, secret).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    log.info("TCP control on 127.0.0.1:%d (secret in %s)", port, path)
+    return [server]
+
+
+def forget(paths: Paths) -> None:
+    """Remove control.tcp (shutdown): a client then fails closed at once."""
+    try:
+        file_path(paths).unlink()
+    except FileNotFoundError:
+        pass
+
+
+async def handle(daemon: Daemon, secret: bytes, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+    # here, not at the top: the Windows launcher imports this module for
+    # parse_line(), and control/procinfo need Linux-only modules (pwd)
+    from . import control
+    from .procinfo import tcp_peer_owner
+
+    task = asyncio.current_task()
+    if task is not None:
+        daemon.control_tasks.add(task)
+    try:
+        given = await asyncio.wait_for(reader.readexactly(SECRET_SIZE), HANDSHAKE_TIMEOUT)
+        peer = writer.get_extra_info("peername")
+        if not hmac.compare_digest(given, secret):
+            log.warning("TCP control connection from %s without the secret; closed", peer)
+            return
+        ours = writer.get_extra_info("sockname")
+        pid = await asyncio.get_running_loop().run_in_executor(
+            None, tcp_peer_owner, (peer[0], peer[1]), (ours[0], ours[1]))
+        pid = pid or 0
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        head = await asyncio.wait_for(reader.readexactly(len(wire.MAGIC)),
+                                      HANDSHAKE_TIMEOUT)
+        if head == wire.MAGIC:
+            rest = await asyncio.wait_for(
+                reader.readexactly(wire.REQUEST_SIZE - len(head)), HANDSHAKE_TIMEOUT)
+            await control._shim_request(daemon, head + rest, reader, pid, uid, writer)
+        elif head.startswith(b"{"):
+            await control._json_client(daemon, head, reader, writer, pid, uid)
+        else:
+            log.warning("TCP control connection from pid %d sent %r: neither a shim "
+                        "request (SKFY) nor JSON", pid, head)
+    except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError) as exc:
+        log.debug("TCP control connection ended early: %r", exc)
+    except asyncio.CancelledError:
+        log.debug("TCP control connection cancelled at shutdown")
+    finally:
+        writer.close()
+        if task is not None:
+            daemon.control_tasks.discard(task)

@@ -1,0 +1,122 @@
+/* The Windows DLL's internal declarations: settings, logging, the real functions it
+ * hooks, and the pieces the hook files share. One file per hooked call, as in
+ * shim/linux; the wire format is shim/common's. */
+#ifndef SOCKSIFY_WIN_SHIM_H
+#define SOCKSIFY_WIN_SHIM_H
+
+#ifndef _WIN32_WINNT
+#define _WIN32_WINNT 0x0601
+#endif
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <mswsock.h>
+#include <windows.h>
+#include <stdint.h>
+
+#include "socksify_wire.h"
+
+#ifdef _MSC_VER
+#define SOCKSIFY_TLS __declspec(thread)
+#else
+#define SOCKSIFY_TLS __thread
+#endif
+
+#define SOCKSIFY_LOG_ERROR 0
+#define SOCKSIFY_LOG_WARN  1
+#define SOCKSIFY_LOG_INFO  2
+#define SOCKSIFY_LOG_DEBUG 3
+
+/* What the DLL read at load time (dllmain.c). */
+struct socksify_win_config {
+    int log_level;
+    int timeout_ms;                /* SOCKSIFY_TIMEOUT: how long a CONNECT may take */
+    int proxy_loopback;            /* SOCKSIFY_PROXY_LOOPBACK=1 */
+    uint8_t session[SOCKSIFY_SESSION_SIZE];
+    wchar_t control_file[MAX_PATH]; /* where the daemon writes its port and secret */
+    wchar_t dll_path[MAX_PATH];    /* this DLL, injected into children */
+};
+
+extern struct socksify_win_config socksify_cfg;
+
+/* log.c: one line on stderr, "socksify[pid] func: message", if level is enabled. */
+void socksify_log(int level, const char *func, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+#define LOG_WARN(...)  socksify_log(SOCKSIFY_LOG_WARN, __func__, __VA_ARGS__)
+#define LOG_INFO(...)  socksify_log(SOCKSIFY_LOG_INFO, __func__, __VA_ARGS__)
+#define LOG_DEBUG(...) socksify_log(SOCKSIFY_LOG_DEBUG, __func__, __VA_ARGS__)
+
+/* hook.c: the table of hooked functions and the import-table patcher. */
+struct socksify_hook {
+    const wchar_t *module;   /* where the real function lives */
+    const char *name;
+    void *hook;              /* ours */
+    void **real;             /* where the real address is stored */
+    void *alt;               /* kernel32's stub when *real is kernelbase's function */
+};
+void socksify_hooks_resolve(void);
+void socksify_hooks_patch_all(void);
+/* The hook for a real function's address (for GetProcAddress), or NULL. */
+void *socksify_hooks_lookup(void *real);
+
+/* The real functions (set by socksify_hooks_resolve before any hook can run). */
+extern int (WSAAPI *real_connect)(SOCKET, const struct sockaddr *, int);
+extern int (WSAAPI *real_WSAConnect)(SOCKET, const struct sockaddr *, int, LPWSABUF,
+                                     LPWSABUF, LPQOS, LPQOS);
+extern int (WSAAPI *real_WSAIoctl)(SOCKET, DWORD, LPVOID, DWORD, LPVOID, DWORD, LPDWORD,
+                                   LPWSAOVERLAPPED, LPWSAOVERLAPPED_COMPLETION_ROUTINE);
+extern INT (WSAAPI *real_getaddrinfo)(PCSTR, PCSTR, const ADDRINFOA *, PADDRINFOA *);
+extern INT (WSAAPI *real_GetAddrInfoW)(PCWSTR, PCWSTR, const ADDRINFOW *, PADDRINFOW *);
+extern FARPROC (WINAPI *real_GetProcAddress)(HMODULE, LPCSTR);
+
+/* control.c: one request/reply exchange with the daemon over its loopback TCP control
+ * listener. Returns the reply's length (32, or more for a NAME reply), or a negative
+ * WSA/Win32 error: -WSAECONNREFUSED when the daemon cannot be reached. */
+int socksify_control_send(const uint8_t *request, size_t len, uint8_t *reply,
+                          size_t replymax);
+
+/* connect.c: the decision shared by connect, WSAConnect, WSAConnectByName and
+ * ConnectEx. */
+enum socksify_verdict { SOCKSIFY_GO_DIRECT, SOCKSIFY_GO_FAIL, SOCKSIFY_GO_RELAY };
+/* Cheap local checks only: 1 if the daemon must be asked about this connect, 0 if it
+ * is not ours (loopback, not TCP/UDP over IPv4/IPv6, already connected). */
+int socksify_connect_needs_daemon(SOCKET s, const struct sockaddr *addr, int len);
+/* Ask the daemon. *err is the WSA error for SOCKSIFY_GO_FAIL; rep is filled for RELAY. */
+enum socksify_verdict socksify_connect_ask(SOCKET s, const struct sockaddr *addr, int len,
+                                          struct socksify_reply *rep, int *err);
+/* Connect s to the daemon's relay and hand over the token; 0 or a WSA error. Works on
+ * blocking and non-blocking sockets (it waits for the loopback connect). */
+int socksify_connect_attach(SOCKET s, const struct sockaddr *addr,
+                            const struct socksify_reply *rep);
+/* The whole of connect(): ask, then attach or fail; direct() is the caller's real call
+ * for DIRECT (its own return value and error are passed through). Returns 0 or
+ * SOCKET_ERROR with WSASetLastError. */
+int socksify_connect_run(SOCKET s, const struct sockaddr *addr, int len,
+                         int (*direct)(void *ctx), void *ctx);
+
+/* The WSA error for a wire reply code. */
+int socksify_code_to_wsa(unsigned code);
+
+/* resolve.c: RESOLVE name with the daemon. Returns 1 (use the real resolver), 0 with
+ * the stand-in address in *peer, or a negative WSA error (-WSAHOST_NOT_FOUND for a
+ * refused name, -WSATRY_AGAIN when the daemon cannot be reached). */
+int socksify_resolve(const char *name, int af, struct socksify_peer *peer);
+/* The stand-in address as text for a numeric lookup ("10.x.y.z" or "fdxx::..."). */
+void socksify_peer_text(const struct socksify_peer *peer, char *buf, size_t len);
+/* A wide name as ASCII (printable, no space); 0, or -1 if it is not such a name. */
+int socksify_name_ascii(const wchar_t *name, char *out, size_t outlen);
+
+/* connectex.c: the IOCP a socket was bound to (CreateIoCompletionPort hook). */
+void socksify_iocp_note(HANDLE file, HANDLE port, ULONG_PTR key);
+int socksify_iocp_find(HANDLE file, HANDLE *port, ULONG_PTR *key);
+
+/* inject.c: load this DLL into a (suspended) process; 0 or a Win32 error. */
+DWORD socksify_inject(HANDLE process);
+/* createprocess.c: the environment block a child gets, with the SOCKSIFY_* values
+ * put back; NULL when env is NULL (the child inherits ours). Free with HeapFree. */
+wchar_t *socksify_child_env(const void *env, int unicode);
+void socksify_child_env_capture(void);
+
+#endif

@@ -1,0 +1,92 @@
+"""The loopback TCP control listener (tcpcontrol.py) that Windows programs use, and
+the Windows launcher's pure helpers (winlaunch.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from socksify import tcpcontrol, winlaunch
+from socksify.protocol import control as wire
+
+
+def test_control_line_round_trip() -> None:
+    secret = bytes(range(16))
+    line = tcpcontrol.format_line(40123, secret)
+    assert line == f"tcp 127.0.0.1:40123 {secret.hex()}\n"
+    assert tcpcontrol.parse_line(line) == (40123, secret)
+
+
+@pytest.mark.parametrize("text", ["", "tcp 127.0.0.1:0 " + "00" * 16,
+                                  "tcp 10.0.0.1:80 " + "00" * 16,
+                                  "tcp 127.0.0.1:80 abcd", "udp 127.0.0.1:80 " + "00" * 16])
+def test_control_line_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        tcpcontrol.parse_line(text)
+
+
+def test_wanted_only_when_asked() -> None:
+    if sys.platform != "win32":
+        assert not tcpcontrol.wanted({})
+    assert tcpcontrol.wanted({"SOCKSIFY_TCP_CONTROL": "1"})
+
+
+def test_launcher_paths() -> None:
+    env = {"SOCKSIFY_RUNTIME_DIR": "/r"}
+    assert winlaunch.control_file(env) == Path("/r/control.tcp")
+    assert winlaunch.control_file({**env, "SOCKSIFY_CONTROL_FILE": "/x/c"}) == Path("/x/c")
+    assert winlaunch.dll_path({"SOCKSIFY_DLL": "/d.dll"}) == Path("/d.dll")
+    assert winlaunch.dll_path({}).name == "socksify.dll"
+
+
+def test_env_block_is_sorted_and_double_nul_terminated() -> None:
+    assert winlaunch.env_block({"b": "2", "A": "1"}) == "A=1\0b=2\0\0"
+
+
+def test_daemon_serves_json_and_wire_after_the_secret() -> None:
+    """A real socksifyd with SOCKSIFY_TCP_CONTROL=1: the file is 0600, a wrong secret
+    is closed, the right one gets JSON status and a v1 RESOLVE answered, and the file
+    goes away at stop."""
+    rt = Path(tempfile.mkdtemp(prefix="sktcp-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKSIFY_")}
+    env.update(SOCKSIFY_RUNTIME_DIR=str(rt), SOCKSIFY_TCP_CONTROL="1",
+               XDG_CONFIG_HOME=str(rt / "cfg"))
+    proc = subprocess.Popen([sys.executable, "-m", "socksify.service", "run"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    path = rt / tcpcontrol.FILE_NAME
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "no control.tcp"
+            time.sleep(0.05)
+        assert path.stat().st_mode & 0o777 == 0o600
+        port, secret = tcpcontrol.parse_line(path.read_text())
+        with socket.create_connection(("127.0.0.1", port), 5) as s:
+            s.settimeout(10)
+            s.sendall(bytes(16) + b'{"op": "status"}\n')
+            assert s.recv(100) == b""           # closed: wrong secret
+        with socket.create_connection(("127.0.0.1", port), 5) as s:
+            s.settimeout(10)
+            s.sendall(secret + b'{"op": "status"}\n')
+            reply = json.loads(s.makefile("rb").readline())
+            assert reply["ok"] and reply["pid"] == proc.pid
+        with socket.create_connection(("127.0.0.1", port), 5) as s:
+            s.settimeout(10)
+            s.sendall(secret + wire.ResolveRequest("example.org", 0,
+                                                   bytes(8)).dumps())
+            head = s.makefile("rb").read(wire.REPLY_SIZE)
+            # no policy and no session: refused, as on the Unix socket
+            assert wire.Reply.loads(head).verdict is wire.Verdict.FAIL
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert not path.exists()

