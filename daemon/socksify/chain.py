@@ -20,7 +20,7 @@ from .errors import (ChainError, HopProtocolError, HopRefused, HopTimeout,
                      HopUnreachable, Unsupported)
 from .protocol import socks4, socks5
 from .proxies import Proxy
-from .sockstream import ByteReader, ByteWriter, RawStream
+from .sockstream import ByteReader, ByteWriter, RawStream, within
 
 if TYPE_CHECKING:
     from .pool import Prebuilt, TunnelPool
@@ -322,8 +322,7 @@ async def sock_connect(sock: socket.socket, host: str, port: int, timeout: float
     address = await sockaddr_for(sock, host, port)
     sock.setblocking(False)
     try:
-        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, address),
-                               timeout)
+        await within(asyncio.get_running_loop().sock_connect(sock, address), timeout)
     except asyncio.TimeoutError:
         raise HopTimeout(f"{what}: no TCP connection within {timeout:g}s",
                          hop=0) from None
@@ -542,7 +541,7 @@ class _Step:
         Before that (greeting, authentication), the hop itself is at fault."""
         blame = self.blame if request else self.index
         try:
-            return await asyncio.wait_for(self.reader.readexactly(size), self.timeout)
+            return await within(self.reader.readexactly(size), self.timeout)
         except asyncio.TimeoutError:
             raise HopTimeout(f"{self.me}: no reply within {self.timeout:g}s to "
                              f"{during}", hop=blame) from None

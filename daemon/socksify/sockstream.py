@@ -12,7 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, Protocol
+import sys
+from typing import Any, Awaitable, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+async def within(aw: Awaitable[T], timeout: float) -> T:
+    """asyncio.wait_for without its extra task where asyncio.timeout exists (3.11+):
+    the chain engine awaits one of these per hop reply."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout):
+            return await aw
+    return await asyncio.wait_for(aw, timeout)
 
 
 class ByteReader(Protocol):
