@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "init.h"
@@ -24,6 +25,20 @@ const char *socksify_strerror(int err)
     return desc != NULL ? desc : "unknown error";
 }
 
+/* stderr is the program's fd 2. A program that closed it (a daemon) may have a socket
+ * of its own there: writing our line would inject it into the program's stream, or
+ * kill the program with SIGPIPE on a socket not connected yet. Only a Unix socket (a
+ * journal's stream) is stderr-like; an IPv4/IPv6 socket on fd 2 gets nothing. */
+static int stderr_is_ours_to_write(void)
+{
+    int domain;
+    socklen_t len = sizeof domain;
+
+    if (getsockopt(STDERR_FILENO, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
+        return 1;  /* not a socket (ENOTSOCK), or closed (EBADF: the write fails) */
+    return domain == AF_UNIX;
+}
+
 void socksify_log(int level, const char *func, const char *file, int line,
                   const char *fmt, ...)
 {
@@ -33,7 +48,7 @@ void socksify_log(int level, const char *func, const char *file, int line,
     int n, saved_errno = errno;
     va_list ap;
 
-    if (level > socksify_config()->log_level)
+    if (level > socksify_config()->log_level || !stderr_is_ours_to_write())
         return;
     base = strrchr(file, '/');
     base = base ? base + 1 : file;
