@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import enum
+import functools
 import errno
 import ipaddress
 import itertools
@@ -237,25 +238,40 @@ async def _establish(selector: Selector, host: str, port: int, conn: str, dns: s
                                 tuple[Proxy, ...], bool]:
     """The route-trying loop behind open_tunnel and hand_tunnel: (reader, writer,
     route, skipped hops, whether a pre-built tunnel was used)."""
+    ready = pool.take() if pool is not None else None
+    try:
+        if ready is not None:
+            try:
+                await _build(ready.route, _target_addr(host), port, selector.spec, conn,
+                             dns, start=ready)
+            except ChainError as exc:
+                # A tunnel that died while it waited looks like a refusal of the target
+                # (closed without a reply); a fresh chain tells the two apart.
+                ready.stream.close()
+                log.info("[%s] pre-built tunnel failed (%s); building a new one", conn,
+                         exc)
+            except BaseException:
+                ready.stream.close()
+                raise
+            else:
+                log.debug("[%s] used a pre-built tunnel", conn)
+                return ready.stream, ready.stream, ready.route, (), True
+        return (*await _try_routes(selector, host, port, conn, dns, app_sock), False)
+    finally:
+        # the replacement is built once this connection is through: building it at
+        # the same time would slow this one down (the hops are busy with both)
+        if pool is not None:
+            pool.refill()
+
+
+async def _try_routes(selector: Selector, host: str, port: int, conn: str, dns: str,
+                      app_sock: socket.socket | None
+                      ) -> tuple[ByteReader, ByteWriter, tuple[Proxy, ...],
+                                 tuple[Proxy, ...]]:
     spec = selector.spec
     target = _target_addr(host)
     excluded: set[Proxy] = set()
     skipped: list[Proxy] = []
-    ready = pool.take() if pool is not None else None
-    if ready is not None:
-        try:
-            await _build(ready.route, target, port, spec, conn, dns, start=ready)
-        except ChainError as exc:
-            # A tunnel that died while it waited looks like a refusal of the target
-            # (closed without a reply); a fresh chain tells the two apart.
-            ready.stream.close()
-            log.info("[%s] pre-built tunnel failed (%s); building a new one", conn, exc)
-        except BaseException:
-            ready.stream.close()
-            raise
-        else:
-            log.debug("[%s] used a pre-built tunnel", conn)
-            return ready.stream, ready.stream, ready.route, (), True
     while True:
         route = selector.next_route(excluded)
         if not route:
@@ -284,7 +300,7 @@ async def _establish(selector: Selector, host: str, port: int, conn: str, dns: s
             raise
         for hop in route:
             selector.health.mark_up(hop)
-        return reader, writer, route, tuple(skipped), False
+        return reader, writer, route, tuple(skipped)
 
 
 _AF_UNSPEC_ADDR = bytes(16)   # struct sockaddr with sa_family AF_UNSPEC
@@ -335,8 +351,9 @@ async def sockaddr_for(sock: socket.socket, host: str, port: int
                        ) -> tuple[str, int] | tuple[str, int, int, int]:
     """host:port as an address `sock`'s family can connect to: an IPv4 address on an
     IPv6 socket as ::ffff:a.b.c.d. HandoffImpossible if it has none."""
-    if _is_address(host):
-        addrs = [ipaddress.ip_address(host)]
+    parsed = _parse(host)
+    if parsed is not None:
+        addrs = [parsed]
     else:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
@@ -360,9 +377,8 @@ async def sockaddr_for(sock: socket.socket, host: str, port: int
 
 def _target_addr(host: str) -> str:
     """The target as the last hop is asked for it: IPv4-mapped IPv6 unwrapped."""
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
+    addr = _parse(host)
+    if addr is None:
         return host
     if addr.version == 6 and addr.ipv4_mapped is not None:
         return str(addr.ipv4_mapped)
@@ -371,15 +387,14 @@ def _target_addr(host: str) -> str:
 
 def _check_carriable(asker: Proxy, host: str, what: str) -> None:
     """Raise Unsupported (ENETUNREACH) if `asker` cannot be asked for host."""
-    try:
-        version = ipaddress.ip_address(host).version
-    except ValueError:
+    parsed = _parse(host)
+    if parsed is None:
         if not asker.carries_names:
             raise Unsupported(f"{asker} cannot be asked for the host name {what} "
                               "(SOCKS4 carries only IPv4 addresses; use socks4a:// "
                               "or socks5://)") from None
         return
-    if version == 6 and not asker.carries_ipv6:
+    if parsed.version == 6 and not asker.carries_ipv6:
         raise Unsupported(f"{what} is IPv6 and {asker} ({asker.scheme}) carries only "
                           "IPv4")
 
@@ -451,12 +466,18 @@ async def negotiate(reader: ByteReader, writer: ByteWriter, route: tuple[Proxy, 
                   want_host, want_port)
 
 
-def _is_address(host: str) -> bool:
+@functools.lru_cache(maxsize=1024)
+def _parse(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """host as an address, None for a name (cached: every connection asks this of its
+    target and its hops several times)."""
     try:
-        ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _is_address(host: str) -> bool:
+    return _parse(host) is not None
 
 
 async def _resolve_here(host: str, port: int, last: Proxy) -> str:
@@ -473,11 +494,7 @@ async def _resolve_here(host: str, port: int, last: Proxy) -> str:
 async def _hop_address(asker: Proxy, hop: Proxy) -> str:
     """The address to ask `asker` for, to reach `hop`: its name if the asker carries
     names, else its IPv4 address (resolved here: it is a proxy, not the target)."""
-    try:
-        ipaddress.ip_address(hop.host)
-    except ValueError:
-        pass
-    else:
+    if _parse(hop.host) is not None:
         _check_carriable(asker, hop.host, f"hop {hop}")
         return hop.host
     if asker.carries_names:

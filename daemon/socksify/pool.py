@@ -67,7 +67,9 @@ class TunnelPool:
 
     def take(self, family: int | None = None) -> Prebuilt | None:
         """A fresh, healthy tunnel of that socket family (any if None), never handed
-        out before; None if there is none ready. Starts or wakes the filling."""
+        out before; None if there is none ready. The caller calls refill() once its
+        connection is through: building the replacement at the same moment would slow
+        that connection down (the hops are busy with both)."""
         self._last_use = time.monotonic()
         self._start()
         now = time.monotonic()
@@ -76,11 +78,13 @@ class TunnelPool:
             if now - ready.born < self.spec.prebuilt_max_age and usable(ready.stream.sock) \
                     and (family is None or ready.stream.sock.family == family):
                 self.used += 1
-                self._wake.set()
                 return ready
             self._discard(ready)
-        self._wake.set()
         return None
+
+    def refill(self) -> None:
+        """Build what is missing now."""
+        self._wake.set()
 
     def close(self) -> None:
         self._closed = True
