@@ -56,9 +56,10 @@ def report(res: lablib.Result) -> dict[str, Any]:
 
 
 def churn_argv(sk, lab: lablib.Lab, total: int, inflight: int, nbytes: int,
-               hops: int) -> list[str]:
+               hops: int, data_path: str) -> list[str]:
     return sk.argv([sys.executable, str(LOADCLIENT), "churn", str(total), str(inflight),
-                    str(nbytes), lab.far_ip, str(lab.echo.port)], via=sk.hops(hops))
+                    str(nbytes), lab.far_ip, str(lab.echo.port)], via=sk.hops(hops),
+                   opts=["--data-path", data_path])
 
 
 def settle_fds(pid: int, want: list[str], within: float, sk) -> None:
@@ -72,7 +73,8 @@ def settle_fds(pid: int, want: list[str], within: float, sk) -> None:
                              f"{sk.daemon_log()}") from None
 
 
-def warmed_daemon(sk, lab: lablib.Lab, hops: int) -> tuple[int, list[str], int]:
+def warmed_daemon(sk, lab: lablib.Lab, hops: int,
+                  data_path: str) -> tuple[int, list[str], int]:
     """Start this test's daemon, warm it up with 1,000 connections of churn on the same
     chain, and return (pid, its fds, its RSS in KiB) once they are back at rest."""
     res = sk.run(["true"], via=sk.hops(hops))
@@ -80,8 +82,8 @@ def warmed_daemon(sk, lab: lablib.Lab, hops: int) -> tuple[int, list[str], int]:
     pid = sk.daemon_pid()
     assert pid is not None, sk.describe(res)
     at_rest = daemon_fds(pid)
-    res = lab.client_run(churn_argv(sk, lab, 1000, 16, 4096, hops), env=sk.env,
-                         timeout=180)
+    res = lab.client_run(churn_argv(sk, lab, 1000, 16, 4096, hops, data_path),
+                         env=sk.env, timeout=180)
     assert res.returncode == 0 and report(res).get("ok"), sk.describe(res)
     settle_fds(pid, at_rest, 30, sk)
     return pid, at_rest, daemon_rss_kib(pid)
@@ -99,7 +101,7 @@ def rss_back(pid: int, base_rss: int, within: float) -> int:
 
 
 def hold_round(sk, lab: lablib.Lab, pid: int, workdir: Path, n: int, nbytes: int,
-               hops: int) -> dict[str, Any]:
+               hops: int, data_path: str) -> dict[str, Any]:
     """One run of `loadclient.py hold`: n connections open at once, every reply
     checked. Returns what was seen while all n were open, and the client's report."""
     workdir.mkdir()
@@ -107,18 +109,19 @@ def hold_round(sk, lab: lablib.Lab, pid: int, workdir: Path, n: int, nbytes: int
     echo_before, hops_before = lab.echo.count(), lab.hop_connects()
     bg = sk.spawn(sk.argv([sys.executable, str(LOADCLIENT), "hold", str(n), str(nbytes),
                            lab.far_ip, str(lab.echo.port), str(ready), str(go)],
-                          via=sk.hops(hops)))
+                          via=sk.hops(hops), opts=["--data-path", data_path]))
     try:
         lablib.wait_until(lambda: ready.exists() or not bg.running(), 300,
                           "all connections to be open")
         assert ready.exists(), sk.describe(bg.result())
         # the daemon may not have accepted the last relay connections yet: they wait
         # in its listen backlog, their first bytes in the kernel (bounded wait)
-        try:
-            lablib.wait_until(lambda: len(daemon_fds(pid)) >= 2 * n, 30,
-                              "the daemon to hold every relay and chain socket")
-        except TimeoutError:
-            pass
+        if data_path == "relay":
+            try:
+                lablib.wait_until(lambda: len(daemon_fds(pid)) >= 2 * n, 30,
+                                  "the daemon to hold every relay and chain socket")
+            except TimeoutError:
+                pass
         seen = {"held": int(ready.read_text()), "peak_fds": len(daemon_fds(pid)),
                 "peak_rss": daemon_rss_kib(pid),
                 "echo_open": lab.echo.count() - echo_before,
@@ -131,29 +134,33 @@ def hold_round(sk, lab: lablib.Lab, pid: int, workdir: Path, n: int, nbytes: int
     return {**seen, "client": rep}
 
 
-@pytest.mark.parametrize("hops", [3])
+@pytest.mark.parametrize("data_path", ["relay", "handoff"])
 def test_thousand_connections_held_open(lab: lablib.Lab, sk, tmp_path: Path,
-                                        hops: int) -> None:
+                                        data_path: str) -> None:
     """1,000 connections through the chain, all open at the same time, each with data
     sent before and after the moment all are open; every reply hash-checked; a
     warm-up round and two measured rounds. While all are open the daemon holds a relay
-    socket and a chain socket for each; after each round its fds are exactly the
+    socket and a chain socket for each (relay) or nothing at all (handoff: the
+    program's own sockets reach hop 1); after each round its fds are exactly the
     baseline's, and after the last its RSS is within the slack of the reference (see
     RSS_SLACK_KIB)."""
-    n, nbytes, rounds = 1000, 64 * 1024, 2
-    pid, base_fds, rest_rss = warmed_daemon(sk, lab, hops)
-    warm = hold_round(sk, lab, pid, tmp_path / "warm-up", n, nbytes, hops)
+    n, nbytes, rounds, hops = 1000, 64 * 1024, 2, 3
+    pid, base_fds, rest_rss = warmed_daemon(sk, lab, hops, data_path)
+    warm = hold_round(sk, lab, pid, tmp_path / "warm-up", n, nbytes, hops, data_path)
     settle_fds(pid, base_fds, 60, sk)
     ref_rss = max(daemon_rss_kib(pid), warm["peak_rss"])
     seen_rounds = []
     for r in range(rounds):
-        seen = hold_round(sk, lab, pid, tmp_path / f"load-{r}", n, nbytes, hops)
+        seen = hold_round(sk, lab, pid, tmp_path / f"load-{r}", n, nbytes, hops,
+                          data_path)
         seen_rounds.append(seen)
         assert seen["held"] == n, seen
         assert seen["echo_open"] == n, f"the far echo server saw {seen['echo_open']}"
         assert seen["hop_deltas"][:hops] == [n] * hops, seen
-        # a relay socket and a chain socket for each connection
-        assert seen["peak_fds"] >= len(base_fds) + 2 * n, (seen, len(base_fds))
+        if data_path == "relay":   # a relay socket and a chain socket for each
+            assert seen["peak_fds"] >= len(base_fds) + 2 * n, (seen, len(base_fds))
+        else:                      # nothing: the kernel carries them
+            assert seen["peak_fds"] == len(base_fds), (seen, len(base_fds))
         settle_fds(pid, base_fds, 60, sk)
     after_rss = rss_back(pid, ref_rss, 30)
     print(f"\nload hold {n} x {hops} hops, {rounds} rounds after a warm-up: "
@@ -166,16 +173,17 @@ def test_thousand_connections_held_open(lab: lablib.Lab, sk, tmp_path: Path,
         f"{after_rss} after"
 
 
-def test_twenty_thousand_connections_of_churn(lab: lablib.Lab, sk) -> None:
+@pytest.mark.parametrize("data_path", ["relay", "handoff"])
+def test_twenty_thousand_connections_of_churn(lab: lablib.Lab, sk, data_path: str) -> None:
     """20,000 connections, 16 in flight, through one hop, each hash-checked: all
     succeed, and afterwards the daemon's fds are exactly the baseline's and its RSS is
     back within the slack."""
     total, inflight, nbytes, hops = 20_000, 16, 1024, 1
-    pid, base_fds, base_rss = warmed_daemon(sk, lab, hops)
+    pid, base_fds, base_rss = warmed_daemon(sk, lab, hops, data_path)
     hops_before = lab.hop_connects()
     started = time.monotonic()
-    res = lab.client_run(churn_argv(sk, lab, total, inflight, nbytes, hops), env=sk.env,
-                         timeout=600)
+    res = lab.client_run(churn_argv(sk, lab, total, inflight, nbytes, hops, data_path),
+                         env=sk.env, timeout=600)
     took = time.monotonic() - started
     rep = report(res)
     assert res.returncode == 0 and rep.get("ok") and rep["done"] == total, sk.describe(res)
