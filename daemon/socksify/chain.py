@@ -127,14 +127,22 @@ class HopHealth:
 
 @dataclass
 class Tunnel:
-    """A byte stream that reaches the target through `route`."""
+    """A socket of the daemon's (non-blocking) that reaches the target through `route`:
+    the chain was negotiated on it with exact reads, so nothing the target sent is
+    held anywhere but in the socket."""
 
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    sock: socket.socket
     route: tuple[Proxy, ...]
     setup_seconds: float = 0.0
     skipped: tuple[Proxy, ...] = field(default_factory=tuple)
     prebuilt: bool = False      # hops 1..n-1 came from the pool
+
+    async def streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The tunnel as asyncio streams (for a relay to another stream)."""
+        return await asyncio.open_connection(sock=self.sock, limit=1 << 18)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 @dataclass
@@ -181,8 +189,8 @@ async def open_direct(host: str, port: int, timeout: float = 10.0) -> Tunnel:
     """A plain TCP connection (for a `direct` rule on a name the program looked up
     through the daemon: only the daemon knows the real address)."""
     started = time.monotonic()
-    reader, writer = await _tcp_connect(host, port, timeout, f"{host}:{port}")
-    return Tunnel(reader, writer, (), time.monotonic() - started)
+    sock = await open_socket(host, port, timeout, f"{host}:{port}")
+    return Tunnel(sock, (), time.monotonic() - started)
 
 
 async def hand_direct(app_sock: socket.socket, host: str, port: int,
@@ -202,18 +210,9 @@ async def open_tunnel(selector: Selector, host: str, port: int,
 
     Raises a ChainError (or Unsupported) whose errno is what the application sees."""
     started = time.monotonic()
-    reader, writer, route, skipped, prebuilt = await _establish(
+    stream, route, skipped, prebuilt = await _establish(
         selector, host, port, conn, dns, None, selector.pool)
-    if isinstance(writer, RawStream):      # a pre-built tunnel: now the daemon's
-        sock = writer.sock
-        try:
-            reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 18)
-        except BaseException:
-            sock.close()
-            raise
-    assert isinstance(reader, asyncio.StreamReader)
-    assert isinstance(writer, asyncio.StreamWriter)
-    return Tunnel(reader, writer, route, time.monotonic() - started, skipped, prebuilt)
+    return Tunnel(stream.sock, route, time.monotonic() - started, skipped, prebuilt)
 
 
 async def hand_tunnel(selector: Selector, host: str, port: int, app_sock: socket.socket,
@@ -225,19 +224,18 @@ async def hand_tunnel(selector: Selector, host: str, port: int, app_sock: socket
     On failure the program's socket is disconnected again (as after a failed
     connect) and the ChainError raised; HandoffImpossible if it cannot reach hop 1."""
     started = time.monotonic()
-    _, writer, route, skipped, prebuilt = await _establish(
+    stream, route, skipped, prebuilt = await _establish(
         selector, host, port, conn, dns, app_sock,
         selector.pool if swappable else None)
-    swap = writer.sock if prebuilt and isinstance(writer, RawStream) else None
-    return Handed(route, time.monotonic() - started, skipped, swap)
+    return Handed(route, time.monotonic() - started, skipped,
+                  stream.sock if prebuilt else None)
 
 
 async def _establish(selector: Selector, host: str, port: int, conn: str, dns: str,
                      app_sock: socket.socket | None, pool: TunnelPool | None
-                     ) -> tuple[ByteReader, ByteWriter, tuple[Proxy, ...],
-                                tuple[Proxy, ...], bool]:
-    """The route-trying loop behind open_tunnel and hand_tunnel: (reader, writer,
-    route, skipped hops, whether a pre-built tunnel was used)."""
+                     ) -> tuple[RawStream, tuple[Proxy, ...], tuple[Proxy, ...], bool]:
+    """The route-trying loop behind open_tunnel and hand_tunnel: (the stream, route,
+    skipped hops, whether a pre-built tunnel was used)."""
     ready = pool.take() if pool is not None else None
     try:
         if ready is not None:
@@ -255,7 +253,7 @@ async def _establish(selector: Selector, host: str, port: int, conn: str, dns: s
                 raise
             else:
                 log.debug("[%s] used a pre-built tunnel", conn)
-                return ready.stream, ready.stream, ready.route, (), True
+                return ready.stream, ready.route, (), True
         return (*await _try_routes(selector, host, port, conn, dns, app_sock), False)
     finally:
         # the replacement is built once this connection is through: building it at
@@ -266,8 +264,7 @@ async def _establish(selector: Selector, host: str, port: int, conn: str, dns: s
 
 async def _try_routes(selector: Selector, host: str, port: int, conn: str, dns: str,
                       app_sock: socket.socket | None
-                      ) -> tuple[ByteReader, ByteWriter, tuple[Proxy, ...],
-                                 tuple[Proxy, ...]]:
+                      ) -> tuple[RawStream, tuple[Proxy, ...], tuple[Proxy, ...]]:
     spec = selector.spec
     target = _target_addr(host)
     excluded: set[Proxy] = set()
@@ -279,8 +276,8 @@ async def _try_routes(selector: Selector, host: str, port: int, conn: str, dns: 
                                  f"(skipped {', '.join(map(str, skipped))})",
                                  hop=0, err=errno.ECONNREFUSED)
         try:
-            reader, writer = await _build(route, target, port, spec, conn, dns,
-                                          app_sock=app_sock)
+            stream = await _build(route, target, port, spec, conn, dns,
+                                  app_sock=app_sock)
         except ChainError as exc:
             if app_sock is not None:
                 disconnect(app_sock)
@@ -300,7 +297,7 @@ async def _try_routes(selector: Selector, host: str, port: int, conn: str, dns: 
             raise
         for hop in route:
             selector.health.mark_up(hop)
-        return reader, writer, route, tuple(skipped)
+        return stream, route, tuple(skipped)
 
 
 _AF_UNSPEC_ADDR = bytes(16)   # struct sockaddr with sa_family AF_UNSPEC
@@ -316,25 +313,35 @@ def disconnect(sock: socket.socket) -> None:
             ctypes.get_errno(), ctypes.get_errno()))
 
 
-async def _tcp_connect(host: str, port: int, timeout: float, what: str
-                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A TCP connection from the daemon (to hop 1, or to a direct target), with the
-    errors a program should see: ETIMEDOUT, or the kernel's errno."""
+async def open_socket(host: str, port: int, timeout: float, what: str) -> socket.socket:
+    """A new TCP socket of the daemon's, connected to host:port (to hop 1, or to a
+    direct target), with the errors a program should see: ETIMEDOUT, or the kernel's
+    errno."""
+    parsed = _parse(host)
+    family = socket.AF_INET6 if parsed is not None and parsed.version == 6 \
+        else socket.AF_INET
+    if parsed is None:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise HopUnreachable(f"{what}: cannot resolve {host} ({exc})", hop=0,
+                                 err=errno.EHOSTUNREACH) from None
+        family = infos[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        return await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=1 << 18), timeout)
-    except asyncio.TimeoutError:
-        raise HopTimeout(f"{what}: no TCP connection within {timeout:g}s",
-                         hop=0) from None
-    except OSError as exc:
-        raise HopUnreachable(f"{what}: {exc.strerror or exc}", hop=0,
-                             err=exc.errno or errno.ECONNREFUSED) from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await sock_connect(sock, host, port, timeout, what)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def sock_connect(sock: socket.socket, host: str, port: int, timeout: float,
                         what: str) -> None:
-    """Connect a given socket (the program's, or one for the pool) to host:port, with
-    _tcp_connect's errors."""
+    """Connect a given socket (the program's, or one of the daemon's) to host:port,
+    with open_socket's errors."""
     address = await sockaddr_for(sock, host, port)
     sock.setblocking(False)
     try:
@@ -414,33 +421,30 @@ async def final_target(last: Proxy, host: str, port: int, dns: str) -> str:
 
 async def _build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
                  conn: str, dns: str = "remote", app_sock: socket.socket | None = None,
-                 start: Prebuilt | None = None) -> tuple[ByteReader, ByteWriter]:
-    """Connect to hop 1 (on app_sock, if given) and ask each hop for the next, the last
-    for host:port. With `start`, a pre-built tunnel already reaches the last hop: only
-    the last request is left."""
+                 start: Prebuilt | None = None) -> RawStream:
+    """Connect to hop 1 (on app_sock, if given; else on a new socket of the daemon's)
+    and ask each hop for the next, the last for host:port, reading exactly the
+    replies. With `start`, a pre-built tunnel already reaches the last hop: only the
+    last request is left."""
     host = await final_target(route[-1], host, port, dns)
     first = route[0]
-    reader: ByteReader
-    writer: ByteWriter
     if start is not None:
-        reader = writer = start.stream
+        stream = start.stream
     elif app_sock is not None:
         await sock_connect(app_sock, first.host, first.port, spec.connect_timeout,
-                            f"hop 1 {first}")
-        reader = writer = RawStream(app_sock, owned=False)
+                           f"hop 1 {first}")
+        stream = RawStream(app_sock, owned=False)
     else:
-        reader, writer = await _tcp_connect(first.host, first.port,
-                                            spec.connect_timeout, f"hop 1 {first}")
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stream = RawStream(await open_socket(first.host, first.port,
+                                             spec.connect_timeout, f"hop 1 {first}"),
+                           owned=True)
     try:
-        await negotiate(reader, writer, route, len(route) - 1 if start else 0,
+        await negotiate(stream, stream, route, len(route) - 1 if start else 0,
                         len(route), host, port, spec, conn)
     except BaseException:
-        writer.close()
+        stream.close()
         raise
-    return reader, writer
+    return stream
 
 
 async def negotiate(reader: ByteReader, writer: ByteWriter, route: tuple[Proxy, ...],

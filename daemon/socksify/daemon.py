@@ -18,7 +18,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from . import __version__, control, tcpcontrol
 from .chain import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
@@ -34,7 +34,8 @@ from .pool import TunnelPool
 from .procinfo import AppInfo, ProcessTable, peer_credentials
 from .protocol import control as wire
 from .proxies import Proxy
-from .relay import Counters, relay
+from .relay import Counters, relay, relay_sockets
+from .sockstream import within
 
 log = logging.getLogger("socksify.daemon")
 
@@ -123,6 +124,7 @@ class Daemon:
         self._handoffs: set[asyncio.Task[None]] = set()
         self._pid_fd: int | None = None
         self._control: socket.socket | None = None
+        self._relays: list[_RelayListener] = []
         self._accepting: asyncio.Task[None] | None = None
         self.generation = GenerationFile(paths.generation_file)
         self.handed_off = 0           # connections carried by the kernel (handoff)
@@ -170,18 +172,16 @@ class Daemon:
         self._listen_relay_unix()
         self._socket_permissions()
         self.generation.publish()
-        relay4 = await asyncio.start_server(self._relay_accept, "127.0.0.1", 0,
-                                            limit=1 << 18)
-        self._servers.append(relay4)
-        self.relay_port4 = relay4.sockets[0].getsockname()[1]
+        relay4 = _RelayListener.bind(socket.AF_INET, "127.0.0.1", self._relay_conn)
+        self._relays.append(relay4)
+        self.relay_port4 = relay4.port
         try:
-            relay6 = await asyncio.start_server(self._relay_accept, "::1", 0,
-                                                limit=1 << 18)
+            relay6 = _RelayListener.bind(socket.AF_INET6, "::1", self._relay_conn)
         except OSError:
             log.info("no IPv6 loopback: IPv6 sockets relay through ::ffff:127.0.0.1")
         else:
-            self._servers.append(relay6)
-            self.relay_port6 = relay6.sockets[0].getsockname()[1]
+            self._relays.append(relay6)
+            self.relay_port6 = relay6.port
 
     async def _accept_control(self, listener: socket.socket) -> None:
         """Accept control connections; each is served by control.serve, which reads
@@ -232,7 +232,7 @@ class Daemon:
         """Serve the listening TCP sockets a socksify --isolate of an allowed uid
         passed on conn, until conn ends."""
         loop = asyncio.get_running_loop()
-        servers: list[asyncio.AbstractServer] = []
+        servers: list[_RelayListener] = []
         try:
             conn.setblocking(False)
             pid, uid = peer_credentials(conn)
@@ -249,9 +249,7 @@ class Daemon:
                                     "listening TCP socket; refused", pid)
                         return
                 for s in listeners:
-                    s.setblocking(False)
-                    servers.append(await asyncio.start_server(
-                        self._relay_accept, sock=s, limit=1 << 18))
+                    servers.append(_RelayListener(s, self._relay_conn))
             finally:
                 if len(servers) < len(listeners):
                     for s in listeners:
@@ -276,6 +274,9 @@ class Daemon:
                  len(self.live), self.grace)
         for server in self._servers:
             server.close()
+        for listener in self._relays:
+            listener.close()
+        self._relays.clear()
         self.generation.withdraw()
         if self._accepting is not None:
             self._accepting.cancel()
@@ -296,7 +297,7 @@ class Daemon:
             self.frontdoor.close()
         for _conn, tunnel, timer in self.pending.values():
             timer.cancel()
-            tunnel.writer.close()
+            tunnel.close()
         self.pending.clear()
         if self._tasks:
             _, still = await asyncio.wait(set(self._tasks), timeout=self.grace)
@@ -763,45 +764,57 @@ class Daemon:
         if entry:
             conn, tunnel, _ = entry
             log.warning("[%s] the app never attached to its tunnel; closed", conn.id)
-            tunnel.writer.close()
+            tunnel.close()
 
-    async def _relay_accept(self, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> None:
+    async def _relay_conn(self, sock: socket.socket) -> None:
+        """A connection to a relay listener: exactly 16 token bytes, then, for a known
+        unexpired token, its tunnel's bytes."""
         try:
-            token = await asyncio.wait_for(reader.readexactly(wire.TOKEN_SIZE),
-                                           TOKEN_TTL)
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
-            writer.close()
+            token = await within(_recv_exactly(sock, wire.TOKEN_SIZE), TOKEN_TTL)
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
+            sock.close()
             return
         entry = self.pending.pop(token, None)
         if entry is None:
             log.warning("relay connection from %s with an unknown token; closed",
-                        writer.get_extra_info("peername"))
-            writer.close()
+                        _peer_of(sock))
+            sock.close()
             return
         conn, tunnel, timer = entry
         timer.cancel()
-        await self.serve_relay(conn, reader, writer, tunnel)
+        await self.serve_relay(conn, tunnel, app_sock=sock)
 
-    async def serve_relay(self, conn: Connection, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter, tunnel: Tunnel) -> None:
-        """Carry conn's bytes between the program's stream and its tunnel, as a live
-        connection (the connections table, PEERNAME, graceful stop)."""
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    async def serve_relay(self, conn: Connection, tunnel: Tunnel,
+                          app_sock: socket.socket | None = None,
+                          app_streams: tuple[asyncio.StreamReader,
+                                             asyncio.StreamWriter] | None = None) -> None:
+        """Carry conn's bytes between the program and its tunnel, as a live connection
+        (the connections table, PEERNAME, graceful stop): splice(2) between two
+        sockets, or the stream relay for a program's asyncio streams (the front
+        door's clients)."""
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         self.live[conn.id] = conn
-        app_end = _app_end(writer.get_extra_info("peername"))
+        app_end = _app_end(_peer_of(app_sock) if app_sock is not None else
+                           app_streams[1].get_extra_info("peername")
+                           if app_streams is not None else None)
         if app_end is not None:
             self.by_app_end[app_end] = conn
             self._attached.set()
         try:
-            await relay(reader, writer, tunnel.reader, tunnel.writer, conn.counters,
-                        conn.id)
+            if app_sock is not None:
+                app_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await relay_sockets(app_sock, tunnel.sock, conn.counters, conn.id)
+            elif app_streams is not None:
+                sock = app_streams[1].get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                far_reader, far_writer = await tunnel.streams()
+                await relay(*app_streams, far_reader, far_writer, conn.counters,
+                            conn.id)
         finally:
+            tunnel.close()
             self.live.pop(conn.id, None)
             if app_end is not None:
                 self.by_app_end.pop(app_end, None)
@@ -912,6 +925,65 @@ def _raise_fd_limit() -> None:
             log.info("raised the open-file limit from %d to %d", soft, want)
         except (ValueError, OSError) as exc:
             log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+
+
+class _RelayListener:
+    """A listening TCP socket whose connections are handed, raw, to `serve` (the relay:
+    it reads exactly the token, so nothing the program sent is buffered here)."""
+
+    def __init__(self, sock: socket.socket,
+                 serve: Callable[[socket.socket], Awaitable[None]]) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.port = int(sock.getsockname()[1])
+        self._serve = serve
+        self._task = asyncio.ensure_future(self._accept())
+
+    @classmethod
+    def bind(cls, family: int, host: str,
+             serve: Callable[[socket.socket], Awaitable[None]]) -> _RelayListener:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.bind((host, 0))
+            sock.listen(512)
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock, serve)
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self.sock)
+            except OSError as exc:     # EMFILE and friends: let the others finish
+                log.warning("relay accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            asyncio.ensure_future(self._serve(conn))
+
+    def close(self) -> None:
+        self._task.cancel()
+        self.sock.close()
+
+
+async def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    buf = b""
+    while len(buf) < n:
+        chunk = await loop.sock_recv(sock, n - len(buf))
+        if not chunk:
+            raise asyncio.IncompleteReadError(buf, n)
+        buf += chunk
+    return buf
+
+
+def _peer_of(sock: socket.socket) -> Any:
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
 
 
 def _swappable(app_sock: socket.socket, pool: TunnelPool) -> bool:

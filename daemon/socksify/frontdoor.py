@@ -240,11 +240,12 @@ class FrontDoor:
             raise
         assert tunnel is not None
         if client.buf:                      # pipelined bytes go first, in order
-            tunnel.writer.write(client.buf)
+            await asyncio.get_running_loop().sock_sendall(tunnel.sock, client.buf)
             client.buf = b""
 
         async def relay() -> None:
-            await daemon.serve_relay(conn, client.reader, client.writer, tunnel)
+            await daemon.serve_relay(conn, tunnel,
+                                     app_streams=(client.reader, client.writer))
         return relay
 
     def _policy_for(self, app: AppInfo | None) -> Policy | None:

@@ -20,7 +20,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from .chain import ChainSpec, HopHealth, sock_connect, negotiate, sockaddr_for
+from .chain import ChainSpec, HopHealth, negotiate, open_socket
 from .errors import ChainError
 from .proxies import Proxy
 from .sockstream import RawStream
@@ -159,21 +159,10 @@ class TunnelPool:
     async def _build(self) -> Prebuilt:
         route = self.route
         first = route[0]
-        probe = socket.socket(socket.AF_INET6 if ":" in first.host else socket.AF_INET,
-                              socket.SOCK_STREAM)
+        stream = RawStream(await open_socket(first.host, first.port,
+                                             self.spec.connect_timeout,
+                                             f"hop 1 {first}"), owned=True)
         try:
-            address = await sockaddr_for(probe, first.host, first.port)
-        except Exception:
-            probe.close()
-            raise
-        if len(address) == 2 and probe.family != socket.AF_INET:
-            probe.close()
-            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        stream = RawStream(probe, owned=True)
-        try:
-            probe.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await sock_connect(probe, first.host, first.port, self.spec.connect_timeout,
-                                f"hop 1 {first}")
             await negotiate(stream, stream, route, 0, len(route) - 1, "", 0, self.spec,
                             "pool")
         except BaseException:
