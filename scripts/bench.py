@@ -10,6 +10,8 @@ hops, far zone), then runs the same Python client under each contender:
                     daemon, which builds the chain on it and steps out (handoff)
   socksify relay    the same with `--data-path relay`: the daemon copies every byte
   socksify prebuilt handoff with `--prebuilt 8`: tunnels wait, built up to the last hop
+  in-process        (floor) the client speaks SOCKS4 to the hops itself, no socksify
+  ideal prebuilt    (floor) only its last request, on a tunnel it built beforehand
 
 and prints, with socksify's figures as ratios to proxychains4's:
 
@@ -63,6 +65,37 @@ if mode == "latency":
         if s.recv(1) != b"!":
             sys.exit("bad first byte")
         out.append(time.perf_counter() - t0)
+        s.close()
+    print(json.dumps({"latency": out}))
+elif mode in ("inproc", "ideal"):            # the client speaks SOCKS4 itself
+    import struct
+    hops = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in sys.argv[5].split(",")]
+    def request(s, h, p):
+        s.sendall(b"\x04\x01" + struct.pack("!H", p) + socket.inet_aton(h) + b"\0")
+        r = b""
+        while len(r) < 8:
+            r += s.recv(8 - len(r))
+        if r[1] != 90:
+            sys.exit(f"refused: {r!r}")
+    def tunnel_to_last():
+        s = socket.create_connection(hops[0])
+        for h, p in hops[1:]:
+            request(s, h, p)
+        return s
+    out = []
+    for i in range(count + 5):
+        if mode == "ideal":                  # built beforehand: only the last request
+            s = tunnel_to_last()
+            time.sleep(0.002)
+            t0 = time.perf_counter()
+        else:
+            t0 = time.perf_counter()
+            s = tunnel_to_last()
+        request(s, host, port)
+        if s.recv(1) != b"!":
+            sys.exit("bad first byte")
+        if i >= 5:
+            out.append(time.perf_counter() - t0)
         s.close()
     print(json.dumps({"latency": out}))
 elif mode == "connect":                      # connect only (a direct destination)
@@ -291,12 +324,22 @@ def main() -> int:
             "socksify relay": (lab.client_ns, sfy("--data-path", "relay")),
             "socksify prebuilt": (lab.client_ns, sfy("--prebuilt", "8")),
         }
+        # floors, no socksify: the same Python client doing the SOCKS4 requests itself
+        # (the whole chain; or only the last request, on a tunnel built beforehand:
+        # what a pre-built tunnel could give at best)
+        floors: dict[str, tuple[str, Callable[[int], list[str]]]] = {
+            "in-process": (lab.client_ns, lambda hops: []),
+            "ideal prebuilt": (lab.client_ns, lambda hops: []),
+        }
         for hops in (1, 3):
-            for way, (ns, prefix) in contenders.items():
+            for way, (ns, prefix) in [*contenders.items(), *floors.items()]:
                 if way == "direct" and hops == 3:
                     continue
-                lat = run(ns, prefix(hops), "latency", lab.far_ip, fb.port,
-                          args.connections)["latency"]
+                mode = {"in-process": "inproc", "ideal prebuilt": "ideal"}.get(
+                    way, "latency")
+                hop_list = ",".join(f"{h.host}:{h.port}" for h in lab.hops[:hops])
+                lat = run(ns, prefix(hops), mode, lab.far_ip, fb.port,
+                          args.connections, hop_list)["latency"]
                 assert isinstance(lat, list)
                 results.setdefault(f"latency {hops} hop p50 (ms)", {})[way] = \
                     statistics.median(lat) * 1000
@@ -400,7 +443,8 @@ def main() -> int:
     return 0
 
 
-COLUMNS = ("direct", "proxychains4", "socksify", "socksify relay", "socksify prebuilt")
+COLUMNS = ("direct", "proxychains4", "socksify", "socksify relay", "socksify prebuilt",
+           "in-process", "ideal prebuilt")
 
 
 def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace,
@@ -411,7 +455,7 @@ def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace,
           f"{args.bulk_mib} MiB bulk (median of {args.bulk_runs})")
     header = f"{'metric':<32}" + "".join(f"{c:>13}" for c in
                                           ("direct", "pc4", "handoff", "relay",
-                                           "prebuilt"))
+                                           "prebuilt", "in-process", "ideal"))
     print(header)
     print("-" * len(header))
     for metric, row in results.items():
@@ -435,7 +479,8 @@ def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace,
     for note in notes:
         print(note)
     print("direct = the same client in the proxy zone, straight to the far host "
-          "(no proxy at all)")
+          "(no proxy at all); in-process = the client speaks SOCKS4 to the hops itself; "
+          "ideal = only its last request, on a tunnel it built beforehand")
     print(f"socksifyd RSS after the run: {rss:.1f} MiB")
 
 

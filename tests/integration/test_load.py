@@ -157,7 +157,7 @@ def test_thousand_connections_held_open(lab: lablib.Lab, sk, tmp_path: Path,
         assert seen["held"] == n, seen
         assert seen["echo_open"] == n, f"the far echo server saw {seen['echo_open']}"
         assert seen["hop_deltas"][:hops] == [n] * hops, seen
-        if data_path == "relay":   # a relay socket and a chain socket for each
+        if data_path == "relay":   # a relay and a chain socket for each (and pipes)
             assert seen["peak_fds"] >= len(base_fds) + 2 * n, (seen, len(base_fds))
         else:   # nothing but the socksify command's session: the kernel carries them
             assert seen["peak_fds"] == len(base_fds) + 1, (seen, len(base_fds))
