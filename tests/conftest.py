@@ -248,15 +248,7 @@ class Background:
         return self.result()
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
+        lablib.kill_group(self.proc)
 
 
 def _is_socksifyd(pid: int) -> bool:
@@ -273,6 +265,20 @@ def assert_errno(c: "ClientResult", expected: int) -> None:
     import errno
     assert not c.ok and c["errno"] == expected, \
         f"expected {errno.errorcode[expected]}, client reported {c.report}\n{c.describe()}"
+
+
+def need(tool: str) -> None:
+    """Skip a test whose program is not installed; under CI that is a failure."""
+    if shutil.which(tool) is None:
+        if lablib.in_ci():
+            pytest.fail(f"{tool} is not installed (.ci/run installs it)")
+        pytest.skip(f"{tool} is not installed")
+
+
+def names_via(lab: lablib.Lab) -> list[str]:
+    """socks4, socks4, then a SOCKS5 last hop (which carries host names)."""
+    return [lab.hops[0].url, lab.hops[1].url, f"socks5://{lab.hops[2].host}:"
+                                              f"{lab.hops[2].port}"]
 
 
 def start_daemon(sk: Socksify, pol: Path) -> int:

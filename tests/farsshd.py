@@ -131,14 +131,7 @@ class FarSshd:
         """Kill sshd, every session it forked (they live in the far namespace, where
         nothing else of this run has a process of its own), and remove the directory."""
         if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+            lablib.kill_group(self.proc)
             self.proc = None
         for pid in self.lab.ns_pids(self.lab.far_ns):
             if pid != os.getpid():

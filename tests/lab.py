@@ -158,6 +158,17 @@ def _killpg(pid: int, sig: int) -> None:
         pass
 
 
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started with start_new_session=True and everything in its
+    process group, then reap it (bounded)."""
+    if proc.poll() is None:
+        _killpg(proc.pid, signal.SIGKILL)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if check and r.returncode != 0:

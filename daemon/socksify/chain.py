@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("socksify.chain")
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DATA_PATHS = ("handoff", "relay")
 MAX_PREBUILT = 64
 
@@ -317,21 +318,12 @@ async def open_socket(host: str, port: int, timeout: float, what: str) -> socket
     """A new TCP socket of the daemon's, connected to host:port (to hop 1, or to a
     direct target), with the errors a program should see: ETIMEDOUT, or the kernel's
     errno."""
-    parsed = _parse(host)
-    family = socket.AF_INET6 if parsed is not None and parsed.version == 6 \
-        else socket.AF_INET
-    if parsed is None:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise HopUnreachable(f"{what}: cannot resolve {host} ({exc})", hop=0,
-                                 err=errno.EHOSTUNREACH) from None
-        family = infos[0][0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    addrs = await _addresses(host, port)
+    sock = socket.socket(socket.AF_INET6 if addrs[0].version == 6 else socket.AF_INET,
+                         socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await sock_connect(sock, host, port, timeout, what)
+        await sock_connect(sock, host, port, timeout, what, addrs)
     except BaseException:
         sock.close()
         raise
@@ -339,10 +331,11 @@ async def open_socket(host: str, port: int, timeout: float, what: str) -> socket
 
 
 async def sock_connect(sock: socket.socket, host: str, port: int, timeout: float,
-                        what: str) -> None:
-    """Connect a given socket (the program's, or one of the daemon's) to host:port,
-    with open_socket's errors."""
-    address = await sockaddr_for(sock, host, port)
+                       what: str, addrs: list[IPAddress] | None = None) -> None:
+    """Connect a given socket (the program's, or one of the daemon's) to host:port
+    (whose addresses may be known already), with open_socket's errors."""
+    address = sockaddr_for(sock, host, port,
+                           addrs if addrs is not None else await _addresses(host, port))
     sock.setblocking(False)
     try:
         await within(asyncio.get_running_loop().sock_connect(sock, address), timeout)
@@ -354,21 +347,24 @@ async def sock_connect(sock: socket.socket, host: str, port: int, timeout: float
                              err=exc.errno or errno.ECONNREFUSED) from None
 
 
-async def sockaddr_for(sock: socket.socket, host: str, port: int
-                       ) -> tuple[str, int] | tuple[str, int, int, int]:
-    """host:port as an address `sock`'s family can connect to: an IPv4 address on an
-    IPv6 socket as ::ffff:a.b.c.d. HandoffImpossible if it has none."""
+async def _addresses(host: str, port: int) -> list[IPAddress]:
+    """host's addresses: itself if it is one, else what the resolver says."""
     parsed = _parse(host)
     if parsed is not None:
-        addrs = [parsed]
-    else:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise HopUnreachable(f"{host}: cannot resolve ({exc})", hop=0,
-                                 err=errno.EHOSTUNREACH) from None
-        addrs = [ipaddress.ip_address(info[4][0]) for info in infos]
+        return [parsed]
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise HopUnreachable(f"{host}: cannot resolve ({exc})", hop=0,
+                             err=errno.EHOSTUNREACH) from None
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+def sockaddr_for(sock: socket.socket, host: str, port: int, addrs: list[IPAddress]
+                 ) -> tuple[str, int] | tuple[str, int, int, int]:
+    """An address of host's (addrs) as `sock`'s family can connect to it: an IPv4
+    address on an IPv6 socket as ::ffff:a.b.c.d. HandoffImpossible if it has none."""
     if sock.family == socket.AF_INET:
         for addr in addrs:
             if addr.version == 4:
@@ -471,7 +467,7 @@ async def negotiate(reader: ByteReader, writer: ByteWriter, route: tuple[Proxy, 
 
 
 @functools.lru_cache(maxsize=1024)
-def _parse(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _parse(host: str) -> IPAddress | None:
     """host as an address, None for a name (cached: every connection asks this of its
     target and its hops several times)."""
     try:

@@ -16,20 +16,26 @@ from pathlib import Path
 import pytest
 
 import lab as lablib
+from conftest import names_via as via, need
 
 pytestmark = pytest.mark.lab
 
-
-def need(tool: str) -> None:
-    if shutil.which(tool) is None:
-        if lablib.in_ci():
-            pytest.fail(f"{tool} is not installed (.ci/run installs it)")
-        pytest.skip(f"{tool} is not installed")
+GIT_ENV = {**lablib.clean_env(), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
 
-def via(lab: lablib.Lab) -> list[str]:
-    return [lab.hops[0].url, lab.hops[1].url, f"socks5://{lab.hops[2].host}:"
-                                              f"{lab.hops[2].port}"]
+def git(*args: str, cwd: Path | None = None) -> None:
+    subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, timeout=60,
+                   capture_output=True)
+
+
+def bare_repo(src: Path, bare: Path, text: str) -> None:
+    """A one-commit repository (hello.txt holds text), cloned bare to `bare`."""
+    git("init", "-q", str(src))
+    (src / "hello.txt").write_text(text)
+    git("add", "hello.txt", cwd=src)
+    git("commit", "-q", "-m", "first", cwd=src)
+    git("clone", "-q", "--bare", str(src), str(bare))
 
 
 def test_wget(lab: lablib.Lab, sk, tmp_path: Path) -> None:
@@ -81,18 +87,7 @@ def test_git_clone_over_http(lab: lablib.Lab, sk, tmp_path: Path) -> None:
     cloned by name through the chain; the clone has the commit."""
     need("git")
     repo = lab.workdir / "www" / f"repo-{os.urandom(3).hex()}.git"
-    src = tmp_path / "src"
-    env = {**lablib.clean_env(), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-
-    def git(*args: str, cwd: Path | None = None) -> None:
-        subprocess.run(["git", *args], cwd=cwd, env=env, check=True, timeout=60,
-                       capture_output=True)
-    git("init", "-q", str(src))
-    (src / "hello.txt").write_text("through the chain\n")
-    git("add", "hello.txt", cwd=src)
-    git("commit", "-q", "-m", "first", cwd=src)
-    git("clone", "-q", "--bare", str(src), str(repo))
+    bare_repo(tmp_path / "src", repo, "through the chain\n")
     git("update-server-info", cwd=repo)
     out = tmp_path / "clone"
     try:
@@ -137,26 +132,15 @@ def test_git_clone_over_git_protocol(lab: lablib.Lab, sk, tmp_path: Path) -> Non
     chain, and the daemon's log shows the connection came from the proxy zone."""
     need("git")
     base = tmp_path / "served"
-    src = tmp_path / "src"
-    env = {**lablib.clean_env(), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-
-    def git(*args: str, cwd: Path | None = None) -> None:
-        subprocess.run(["git", *args], cwd=cwd, env=env, check=True, timeout=60,
-                       capture_output=True)
-    git("init", "-q", str(src))
-    (src / "hello.txt").write_text("over git://\n")
-    git("add", "hello.txt", cwd=src)
-    git("commit", "-q", "-m", "first", cwd=src)
     base.mkdir()
-    git("clone", "-q", "--bare", str(src), str(base / "repo.git"))
+    bare_repo(tmp_path / "src", base / "repo.git", "over git://\n")
     log = tmp_path / "git-daemon.log"
     with open(log, "wb") as logf:
         daemon = subprocess.Popen(
             ["ip", "netns", "exec", lab.far_ns, "git", "daemon", "--export-all",
              "--reuseaddr", "--verbose", f"--base-path={base}", f"--listen={lab.far_ip}",
              "--port=9418", "--log-destination=stderr", str(base)],
-            env=env, stdout=subprocess.DEVNULL, stderr=logf, start_new_session=True)
+            env=GIT_ENV, stdout=subprocess.DEVNULL, stderr=logf, start_new_session=True)
     try:
         lablib.wait_until(lambda: lablib.try_connect(lab.proxy_ns, lab.far_ip, 9418) == 0
                           or daemon.poll() is not None, 20, "git daemon to listen")
@@ -174,5 +158,4 @@ def test_git_clone_over_git_protocol(lab: lablib.Lab, sk, tmp_path: Path) -> Non
                           log.read_text()[seen:], 10, "git daemon to log the clone")
         assert f"Connection from {lablib.CLIENT_IP}" not in log.read_text()
     finally:
-        os.killpg(daemon.pid, 9)
-        daemon.wait(10)
+        lablib.kill_group(daemon)

@@ -18,21 +18,9 @@ import pytest
 
 import farsshd
 import lab as lablib
+from conftest import names_via as via, need
 
 pytestmark = pytest.mark.lab
-
-
-def need(tool: str) -> None:
-    if shutil.which(tool) is None:
-        if lablib.in_ci():
-            pytest.fail(f"{tool} is not installed (.ci/run installs it)")
-        pytest.skip(f"{tool} is not installed")
-
-
-def via(lab: lablib.Lab) -> list[str]:
-    """socks4, socks4, then a SOCKS5 last hop (which carries host names)."""
-    return [lab.hops[0].url, lab.hops[1].url, f"socks5://{lab.hops[2].host}:"
-                                              f"{lab.hops[2].port}"]
 
 
 def run_with_input(lab: lablib.Lab, sk, cmd: Sequence[str], data: bytes,

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import lab as lablib
+
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = Path(__file__).resolve().parent / "clients"
 CLIENT_NAMES = ("blocking", "wsaconnect", "nonblocking", "overlapped", "resolve", "spawn")
@@ -143,15 +145,7 @@ class WineProcess:
                           b"".join(self._err).decode(errors="replace"))
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+        lablib.kill_group(self.proc)
 
 
 class Wine:
