@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .errors import ConfigError
 from .fdpass import recv_with_fds
+from .sockstream import recv_exactly, within
 from .procinfo import peer_credentials
 from .protocol import control as wire
 
@@ -69,15 +70,7 @@ def _allowed(daemon: Daemon, pid: int, uid: int) -> bool:
 
 
 async def _recv_exactly(conn: socket.socket, n: int) -> bytes:
-    loop = asyncio.get_running_loop()
-    buf = b""
-    while len(buf) < n:
-        chunk = await asyncio.wait_for(loop.sock_recv(conn, n - len(buf)),
-                                       HANDSHAKE_TIMEOUT)
-        if not chunk:
-            raise asyncio.IncompleteReadError(buf, n)
-        buf += chunk
-    return buf
+    return await within(recv_exactly(conn, n), HANDSHAKE_TIMEOUT)
 
 
 async def _shim(daemon: Daemon, conn: socket.socket, data: bytes, fds: list[int],

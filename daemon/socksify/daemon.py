@@ -35,7 +35,7 @@ from .procinfo import AppInfo, ProcessTable, peer_credentials
 from .protocol import control as wire
 from .proxies import Proxy
 from .relay import Counters, relay, relay_sockets
-from .sockstream import within
+from .sockstream import recv_exactly, within
 
 log = logging.getLogger("socksify.daemon")
 
@@ -770,7 +770,7 @@ class Daemon:
         """A connection to a relay listener: exactly 16 token bytes, then, for a known
         unexpired token, its tunnel's bytes."""
         try:
-            token = await within(_recv_exactly(sock, wire.TOKEN_SIZE), TOKEN_TTL)
+            token = await within(recv_exactly(sock, wire.TOKEN_SIZE), TOKEN_TTL)
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
             sock.close()
             return
@@ -966,17 +966,6 @@ class _RelayListener:
     def close(self) -> None:
         self._task.cancel()
         self.sock.close()
-
-
-async def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    loop = asyncio.get_running_loop()
-    buf = b""
-    while len(buf) < n:
-        chunk = await loop.sock_recv(sock, n - len(buf))
-        if not chunk:
-            raise asyncio.IncompleteReadError(buf, n)
-        buf += chunk
-    return buf
 
 
 def _peer_of(sock: socket.socket) -> Any:

@@ -65,9 +65,9 @@ class TunnelPool:
         """The address family of the ready tunnels' sockets (None while empty)."""
         return self._ready[0].stream.sock.family if self._ready else None
 
-    def take(self, family: int | None = None) -> Prebuilt | None:
-        """A fresh, healthy tunnel of that socket family (any if None), never handed
-        out before; None if there is none ready. The caller calls refill() once its
+    def take(self) -> Prebuilt | None:
+        """A fresh, healthy tunnel, never handed out before; None if there is none
+        ready. The caller calls refill() once its
         connection is through: building the replacement at the same moment would slow
         that connection down (the hops are busy with both)."""
         self._last_use = time.monotonic()
@@ -75,8 +75,7 @@ class TunnelPool:
         now = time.monotonic()
         while self._ready:
             ready = self._ready.popleft()
-            if now - ready.born < self.spec.prebuilt_max_age and usable(ready.stream.sock) \
-                    and (family is None or ready.stream.sock.family == family):
+            if now - ready.born < self.spec.prebuilt_max_age and usable(ready.stream.sock):
                 self.used += 1
                 return ready
             self._discard(ready)

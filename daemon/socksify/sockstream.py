@@ -27,6 +27,19 @@ async def within(aw: Awaitable[T], timeout: float) -> T:
     return await asyncio.wait_for(aw, timeout)
 
 
+async def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """Exactly n bytes from a non-blocking socket, and not one more; IncompleteReadError
+    at EOF."""
+    loop = asyncio.get_running_loop()
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await loop.sock_recv(sock, n - len(buf))
+        if not chunk:
+            raise asyncio.IncompleteReadError(bytes(buf), n)
+        buf += chunk
+    return bytes(buf)
+
+
 class ByteReader(Protocol):
     async def readexactly(self, n: int) -> bytes: ...
 
@@ -53,13 +66,7 @@ class RawStream:
         self._out = bytearray()
 
     async def readexactly(self, n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = await self._loop.sock_recv(self.sock, n - len(buf))
-            if not chunk:
-                raise asyncio.IncompleteReadError(bytes(buf), n)
-            buf += chunk
-        return bytes(buf)
+        return await recv_exactly(self.sock, n)
 
     def write(self, data: bytes) -> None:
         self._out += data
