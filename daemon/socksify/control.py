@@ -41,7 +41,9 @@ async def serve(daemon: Daemon, conn: socket.socket) -> None:
     try:
         conn.setblocking(False)
         pid, uid = peer_credentials(conn)
-        first, fds = await recv_with_fds(conn, wire.REQUEST_SIZE, 1, HANDSHAKE_TIMEOUT)
+        # room for two descriptors, so that a request carrying more than one is seen
+        # (and refused) rather than silently cut to one by the kernel
+        first, fds = await recv_with_fds(conn, wire.REQUEST_SIZE, 2, HANDSHAKE_TIMEOUT)
         if first[:1] == b"{":
             streams = True
             await _json_streams(daemon, conn, first, pid, uid)

@@ -317,3 +317,48 @@ def test_policy_keys_are_checked(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as info:
             Policy.load(pol)
         assert message in str(info.value) and f"{pol}:3" in str(info.value), info.value
+
+
+def test_bad_handoffs_are_refused_and_leave_nothing(lab: lablib.Lab, sk) -> None:
+    """HANDOFF requests a broken or hostile local client might send: none, two, or the
+    wrong kind of descriptor (a pipe, a UDP socket, a Unix socket). Each gets FAIL
+    code 7 (EPROTO), the daemon keeps serving, and it holds no descriptor of theirs
+    afterwards."""
+    import ipaddress
+    import socket as so
+    from socksify.protocol import control as wire
+
+    res = sk.run(["true"], via=sk.hops(1))
+    assert res.returncode == 0, sk.describe(res)
+    pid = sk.daemon_pid()
+    assert pid is not None
+    base = sorted(os.listdir(f"/proc/{pid}/fd"))
+    request = wire.ConnectRequest(ipaddress.ip_address(lab.far_ip), lab.http_port,
+                                  op=wire.Op.HANDOFF).dumps()
+    r, w = os.pipe()
+    udp = so.socket(so.AF_INET, so.SOCK_DGRAM)
+    unix_a, unix_b = so.socketpair()
+    tcp1, tcp2 = so.socket(), so.socket()
+    try:
+        for fds in ([], [tcp1.fileno(), tcp2.fileno()], [r], [udp.fileno()],
+                    [unix_a.fileno()]):
+            c = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+            c.settimeout(10)
+            c.connect(str(sk.runtime_dir / "control.sock"))
+            so.send_fds(c, [request], fds)
+            reply = wire.Reply.loads(lablib.recv_exact(c, wire.REPLY_SIZE))
+            c.close()
+            assert reply.verdict is wire.Verdict.FAIL and reply.code is wire.Code.PROTO, \
+                (fds, reply)
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        for s in (udp, unix_a, unix_b, tcp1, tcp2):
+            s.close()
+    lablib.wait_until(lambda: sorted(os.listdir(f"/proc/{pid}/fd")) == base, 10,
+                      "the daemon's fds to be back where they were")
+    m = f"after-{os.urandom(4).hex()}"
+    c = sk.client("rawfetch", lab.far_ip, str(lab.http_port), f"/small.bin?m={m}",
+                  via=sk.hops(1))
+    assert c.ok and c["sha256"] == lab.small_sha256, c.describe()
+    assert sk.daemon_pid() == pid
