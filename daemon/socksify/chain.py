@@ -21,7 +21,7 @@ from .errors import (ChainError, HopProtocolError, HopRefused, HopTimeout,
                      HopUnreachable, Unsupported)
 from .protocol import socks4, socks5
 from .proxies import Proxy
-from .sockstream import ByteReader, ByteWriter, RawStream, within
+from .sockstream import RawStream, within
 
 if TYPE_CHECKING:
     from .pool import Prebuilt, TunnelPool
@@ -435,7 +435,7 @@ async def _build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec
                                              spec.connect_timeout, f"hop 1 {first}"),
                            owned=True)
     try:
-        await negotiate(stream, stream, route, len(route) - 1 if start else 0,
+        await negotiate(stream, route, len(route) - 1 if start else 0,
                         len(route), host, port, spec, conn)
     except BaseException:
         stream.close()
@@ -443,7 +443,7 @@ async def _build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec
     return stream
 
 
-async def negotiate(reader: ByteReader, writer: ByteWriter, route: tuple[Proxy, ...],
+async def negotiate(stream: RawStream, route: tuple[Proxy, ...],
                     begin: int, end: int, host: str, port: int, spec: ChainSpec,
                     conn: str) -> None:
     """Send the SOCKS requests of route[begin:end] on a stream that already reaches
@@ -456,7 +456,7 @@ async def negotiate(reader: ByteReader, writer: ByteWriter, route: tuple[Proxy, 
             want_host, want_port = await _hop_address(hop, nxt), nxt.port
         else:
             want_host, want_port = host, port
-        step = _Step(reader, writer, hop, i, want_host, want_port,
+        step = _Step(stream, hop, i, want_host, want_port,
                      spec.read_timeout, len(route))
         if hop.scheme == "socks5":
             await step.socks5()
@@ -520,8 +520,7 @@ class _Step:
     host:port. A refusal is blamed on the next hop (index + 1), or on the target when
     index is the last hop; a hop that breaks the protocol is blamed itself."""
 
-    reader: ByteReader
-    writer: ByteWriter
+    stream: RawStream
     hop: Proxy
     index: int
     host: str
@@ -543,9 +542,9 @@ class _Step:
         return f"hop {self.index + 1} {self.hop}"
 
     async def send(self, data: bytes) -> None:
-        self.writer.write(data)
+        self.stream.write(data)
         try:
-            await self.writer.drain()
+            await self.stream.drain()
         except OSError as exc:
             raise HopUnreachable(f"{self.me}: {exc.strerror or exc}", hop=self.index,
                                  err=exc.errno or errno.ECONNRESET) from None
@@ -558,7 +557,7 @@ class _Step:
         Before that (greeting, authentication), the hop itself is at fault."""
         blame = self.blame if request else self.index
         try:
-            return await within(self.reader.readexactly(size), self.timeout)
+            return await within(self.stream.readexactly(size), self.timeout)
         except asyncio.TimeoutError:
             raise HopTimeout(f"{self.me}: no reply within {self.timeout:g}s to "
                              f"{during}", hop=blame) from None

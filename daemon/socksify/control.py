@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .errors import ConfigError
 from .fdpass import recv_with_fds
-from .sockstream import recv_exactly, within
 from .procinfo import peer_credentials
 from .protocol import control as wire
+from .sockstream import recv_exactly, within
 
 if TYPE_CHECKING:
     from .daemon import Daemon

@@ -162,8 +162,7 @@ class TunnelPool:
                                              self.spec.connect_timeout,
                                              f"hop 1 {first}"), owned=True)
         try:
-            await negotiate(stream, stream, route, 0, len(route) - 1, "", 0, self.spec,
-                            "pool")
+            await negotiate(stream, route, 0, len(route) - 1, "", 0, self.spec, "pool")
         except BaseException:
             stream.close()
             raise

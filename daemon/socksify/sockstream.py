@@ -1,11 +1,11 @@
 """A byte stream over a raw non-blocking socket that never reads ahead.
 
-The chain engine negotiates on asyncio streams when the daemon owns the connection
-(relay). When it negotiates on a socket it will hand away (the program's own socket,
-or a pre-built tunnel given to the program), it must read exactly the SOCKS replies and
-nothing after them: whatever the target sends next belongs to the program, in the
-kernel's receive queue. RawStream offers the part of the StreamReader/StreamWriter
-interface the chain engine uses, with exact reads.
+The chain engine negotiates on sockets it hands on afterwards: the program's own
+socket (handoff), a pre-built tunnel given to the program (SWAP), or the daemon's
+tunnel socket whose bytes the relay then splices. So it must read exactly the SOCKS
+replies and nothing after them: whatever the target sends next stays in the kernel's
+receive queue, for whoever carries the connection on. RawStream offers what the
+chain engine needs (write, drain, readexactly) with exact reads.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-from typing import Any, Awaitable, Protocol, TypeVar
+from typing import Awaitable, TypeVar
 
 T = TypeVar("T")
 
@@ -38,20 +38,6 @@ async def recv_exactly(sock: socket.socket, n: int) -> bytes:
             raise asyncio.IncompleteReadError(bytes(buf), n)
         buf += chunk
     return bytes(buf)
-
-
-class ByteReader(Protocol):
-    async def readexactly(self, n: int) -> bytes: ...
-
-
-class ByteWriter(Protocol):
-    def write(self, data: bytes) -> None: ...
-
-    async def drain(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
 
 class RawStream:
@@ -79,6 +65,3 @@ class RawStream:
     def close(self) -> None:
         if self.owned:
             self.sock.close()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.sock if name == "socket" else default
