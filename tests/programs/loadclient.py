@@ -47,6 +47,14 @@ def recv_reply(s: socket.socket) -> str:
     return b"".join(chunks).decode(errors="replace").strip()
 
 
+def check_reply(s: socket.socket, data: bytes) -> None:
+    """After SHUT_WR: the echo server's "<sha256> <count>" must match what was sent."""
+    reply = recv_reply(s)
+    want = f"{hashlib.sha256(data).hexdigest()} {len(data)}"
+    if reply != want:
+        raise ValueError(f"reply {reply!r}, expected {want!r}")
+
+
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -77,10 +85,7 @@ def cmd_hold(n_s: str, nbytes_s: str, host: str, port_s: str, ready: str, go: st
                 raise TimeoutError("never told to go on")
             s.sendall(data[half:])
             s.shutdown(socket.SHUT_WR)
-            reply = recv_reply(s)
-            want = f"{hashlib.sha256(data).hexdigest()} {nbytes}"
-            if reply != want:
-                raise ValueError(f"reply {reply!r}, expected {want!r}")
+            check_reply(s, data)
             with lock:
                 ok[0] += 1
         except Exception as exc:   # reported, and counted as a failure
@@ -138,10 +143,7 @@ def cmd_churn(total_s: str, inflight_s: str, nbytes_s: str, host: str, port_s: s
                 with socket.create_connection((host, port), timeout=TIMEOUT) as s:
                     s.sendall(data)
                     s.shutdown(socket.SHUT_WR)
-                    reply = recv_reply(s)
-                want = f"{hashlib.sha256(data).hexdigest()} {nbytes}"
-                if reply != want:
-                    raise ValueError(f"reply {reply!r}, expected {want!r}")
+                    check_reply(s, data)
                 with lock:
                     ok[0] += 1
             except Exception as exc:   # reported, and counted as a failure
