@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .errors import ConfigError
 from .fdpass import recv_with_fds
-from .procinfo import peer_credentials
+from .procinfo import own_uid, peer_credentials
 from .protocol import control as wire
 from .sockstream import recv_exactly, within
 
@@ -67,7 +67,7 @@ def _allowed(daemon: Daemon, pid: int, uid: int) -> bool:
         return True
     log.warning("refused control connection from uid %d (pid %d): this daemon serves "
                 "uid %d and the users in [daemon] allow_users only", uid, pid,
-                os.getuid())
+                own_uid())
     return False
 
 
@@ -201,12 +201,15 @@ async def _json_client(daemon: Daemon, head: bytes, reader: asyncio.StreamReader
         _send(writer, {"ok": True, **daemon.status()})
     elif op == "connections":
         mine = [c for c in daemon.connections()
-                if uid in (os.getuid(), 0) or c["uid"] == uid]
+                if uid in (own_uid(), 0) or c["uid"] == uid]
         _send(writer, {"ok": True, "connections": mine})
     elif op == "session":
         await _session(daemon, msg, reader, writer, pid, uid)
-    elif op == "reload" and uid not in (os.getuid(), 0):
-        _send(writer, {"ok": False, "error": "only the daemon's own user may reload it"})
+    elif op in ("reload", "stop") and uid not in (own_uid(), 0):
+        _send(writer, {"ok": False, "error": f"only the daemon's own user may {op} it"})
+    elif op == "stop":      # Windows' `socksifyd stop` (there is no SIGTERM to send)
+        daemon.stop()
+        _send(writer, {"ok": True, "pid": os.getpid()})
     elif op == "reload":
         try:
             source = daemon.reload()

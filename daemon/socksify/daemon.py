@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import ipaddress
 import itertools
 import json
@@ -15,6 +14,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from .generation import GenerationFile
 from .paths import Paths, config_candidates
 from .policy import Action, Policy
 from .pool import TunnelPool
-from .procinfo import AppInfo, ProcessTable, peer_credentials
+from .procinfo import AppInfo, ProcessTable, own_uid, peer_credentials
 from .protocol import control as wire
 from .proxies import Proxy
 from .relay import Counters, relay, relay_sockets
@@ -140,12 +140,9 @@ class Daemon:
             await self._listen()
             self._servers += await tcpcontrol.listen(self)  # Windows programs
             await self._frontdoor()
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-            loop.add_signal_handler(signal.SIGINT, self._stop.set)
-            loop.add_signal_handler(signal.SIGHUP, self._reload_from_signal)
+            self._signals()
             log.info("socksifyd %s ready: pid %d, control %s, relay 127.0.0.1:%d%s, "
-                     "policy %s", __version__, os.getpid(), self.paths.socket,
+                     "policy %s", __version__, os.getpid(), self._control_where(),
                      self.relay_port4,
                      f" and [::1]:{self.relay_port6}" if self.relay_port6 else "",
                      self.policy.source if self.policy else "none (sessions only)")
@@ -157,8 +154,43 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
+    def _signals(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads. Windows has neither SIGTERM nor SIGHUP
+        for a detached process: Ctrl+C/Ctrl+Break stop a daemon run in a console, and
+        `socksifyd stop`/`reload` ask over the control listener."""
+        loop = asyncio.get_running_loop()
+        if sys.platform != "win32":
+            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+            loop.add_signal_handler(signal.SIGINT, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self._reload_from_signal)
+            return
+        for name in ("SIGINT", "SIGBREAK"):
+            signal.signal(getattr(signal, name),
+                          lambda *_: loop.call_soon_threadsafe(self._stop.set))
+
+    def _control_where(self) -> str:
+        if sys.platform == "win32":
+            return str(tcpcontrol.file_path(self.paths))
+        return str(self.paths.socket)
+
     async def _listen(self) -> None:
         self.paths.ensure_dirs()
+        if sys.platform != "win32":   # Windows: the TCP control listener only
+            self._listen_unix()
+        self.generation.publish()
+        relay4 = _RelayListener.bind(socket.AF_INET, "127.0.0.1", self._relay_conn)
+        self._relays.append(relay4)
+        self.relay_port4 = relay4.port
+        try:
+            relay6 = _RelayListener.bind(socket.AF_INET6, "::1", self._relay_conn)
+        except OSError:
+            log.info("no IPv6 loopback: IPv6 sockets relay through ::ffff:127.0.0.1")
+        else:
+            self._relays.append(relay6)
+            self.relay_port6 = relay6.port
+
+    def _listen_unix(self) -> None:
+        """The Unix control socket (shims, command line tools) and relay.sock."""
         try:
             self.paths.socket.unlink()  # stale: the pidfile lock says nobody owns it
         except FileNotFoundError:
@@ -171,17 +203,6 @@ class Daemon:
         self._accepting = asyncio.ensure_future(self._accept_control(listener))
         self._listen_relay_unix()
         self._socket_permissions()
-        self.generation.publish()
-        relay4 = _RelayListener.bind(socket.AF_INET, "127.0.0.1", self._relay_conn)
-        self._relays.append(relay4)
-        self.relay_port4 = relay4.port
-        try:
-            relay6 = _RelayListener.bind(socket.AF_INET6, "::1", self._relay_conn)
-        except OSError:
-            log.info("no IPv6 loopback: IPv6 sockets relay through ::ffff:127.0.0.1")
-        else:
-            self._relays.append(relay6)
-            self.relay_port6 = relay6.port
 
     async def _accept_control(self, listener: socket.socket) -> None:
         """Accept control connections; each is served by control.serve, which reads
@@ -360,9 +381,9 @@ class Daemon:
     def allows(self, uid: int) -> bool:
         """May a process of this uid use the daemon? Its own user always; others only
         for a root daemon whose policy names them in [daemon] allow_users."""
-        if uid == os.getuid():
+        if uid == own_uid():
             return True
-        if os.getuid() != 0 or self.policy is None:
+        if own_uid() != 0 or self.policy is None:
             return False
         allowed = self.policy.allow_users
         if uid in allowed:
@@ -377,15 +398,17 @@ class Daemon:
         """Hold an exclusive lock on the pidfile for the daemon's life: a second daemon
         for the same runtime dir fails here, and a stale file from a crash is reused."""
         self.paths.ensure_dirs()
-        fd = os.open(self.paths.pidfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.paths.pidfile, os.O_RDWR | os.O_CREAT
+                     | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOINHERIT", 0), 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            _lock(fd)
+        except OSError:
             owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise AlreadyRunning(f"socksifyd is already running (pid {owner}, "
                                  f"pidfile {self.paths.pidfile})") from None
         os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._pid_fd = fd
 
@@ -393,12 +416,20 @@ class Daemon:
         if self._pid_fd is None:
             return
         try:
-            if self.paths.pidfile.read_text().strip() == str(os.getpid()):
-                self.paths.pidfile.unlink()
+            ours = self.paths.pidfile.read_text().strip() == str(os.getpid())
         except OSError:
-            pass
-        os.close(self._pid_fd)
-        self._pid_fd = None
+            ours = False
+        if sys.platform == "win32":   # an open file cannot be removed there
+            os.close(self._pid_fd)
+            self._pid_fd = None
+        if ours:
+            try:
+                self.paths.pidfile.unlink()
+            except OSError:
+                pass
+        if self._pid_fd is not None:
+            os.close(self._pid_fd)
+            self._pid_fd = None
 
     # ----- policy ----------------------------------------------------------------
     def _load_policy(self) -> Policy | None:
@@ -469,7 +500,7 @@ class Daemon:
                 raise ConfigError("--prebuilt needs a fixed route: --strategy strict")
             policy = Policy.single_chain(spec)
         else:
-            if msg.get("config") and uid != os.getuid():
+            if msg.get("config") and uid != own_uid():
                 # A root daemon serving other users must not read files for them.
                 raise ConfigError("only the daemon's own user may name a policy file; "
                                   "use --via, or the daemon's policy")
@@ -850,7 +881,7 @@ class Daemon:
             "version": __version__,
             "pid": os.getpid(),
             "uptime": round(time.time() - self._started, 1),
-            "socket": str(self.paths.socket),
+            "socket": self._control_where(),
             "policy": self.policy.source if self.policy else None,
             "rules": len(self.policy.rules) if self.policy else 0,
             "sessions": len(self.sessions),
@@ -884,8 +915,10 @@ class Daemon:
                 hops.append({"url": str(hop), "state": "down" if retry else "up",
                              "retry_in": retry})
             pool = selector.pool if selector is not None else None
+            # the Windows DLL has no handoff: every connection is relayed there
+            data_path = "relay" if sys.platform == "win32" else spec.data_path
             out.append({"name": spec.name, "strategy": spec.strategy.value,
-                        "origin": origin, "hops": hops, "data_path": spec.data_path,
+                        "origin": origin, "hops": hops, "data_path": data_path,
                         "prebuilt": pool.describe() if pool is not None else None})
         return out
 
@@ -908,14 +941,36 @@ def _sockets(fds: list[int]) -> list[socket.socket]:
     return out
 
 
+# Windows locks are mandatory: lock one byte far past the pid, which others still read
+_WINDOWS_LOCK_OFFSET = 1 << 20
+
+
+def _lock(fd: int) -> None:
+    """An exclusive lock for the process's life, or OSError if another holds it."""
+    if sys.platform == "win32":
+        import msvcrt
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        finally:
+            os.lseek(fd, 0, os.SEEK_SET)
+        return
+    import fcntl
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 FD_LIMIT_WANTED = 65536
 
 
 def _raise_fd_limit() -> None:
     """Each relayed connection holds two descriptors in the daemon; the usual soft
     limit of 1024 would cap it near 500 connections. Raise the soft limit towards the
-    hard one (the daemon's children, if any, inherit it too)."""
-    import resource
+    hard one (the daemon's children, if any, inherit it too). Windows has no such
+    limit."""
+    try:
+        import resource
+    except ImportError:
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = FD_LIMIT_WANTED if hard == resource.RLIM_INFINITY else min(hard,
                                                                        FD_LIMIT_WANTED)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import os
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -69,8 +71,17 @@ class FakeNames:
         return len(self._by_addr)
 
 
-def hosts_file_names(path: Path = Path("/etc/hosts")) -> frozenset[str]:
+def hosts_path() -> Path:
+    """/etc/hosts, or Windows' own (%SystemRoot%\\System32\\drivers\\etc\\hosts)."""
+    if sys.platform == "win32":
+        root = os.environ.get("SystemRoot") or "C:\\Windows"
+        return Path(root) / "System32" / "drivers" / "etc" / "hosts"
+    return Path("/etc/hosts")
+
+
+def hosts_file_names(path: Path | None = None) -> frozenset[str]:
     """Names the local hosts file defines: looking them up leaks nothing."""
+    path = hosts_path() if path is None else path
     names: set[str] = set()
     try:
         text = path.read_text(errors="replace")

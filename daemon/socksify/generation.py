@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from pathlib import Path
 
 log = logging.getLogger("socksify.generation")
@@ -27,13 +28,19 @@ class GenerationFile:
         self.value = 0
 
     def publish(self) -> int:
-        """A new generation: every cached answer of every shim is void."""
+        """A new generation: every cached answer of every shim is void. None on
+        Windows: the DLL caches nothing, and a 0 generation makes no answer
+        cacheable."""
+        if sys.platform == "win32":
+            return 0
         self.value = secrets.randbits(63) | 1
         self._write(self.value, os.getpid())
         return self.value
 
     def withdraw(self) -> None:
         """Nothing may be cached any more (the daemon stops)."""
+        if sys.platform == "win32":
+            return
         self.value = 0
         self._write(0, 0)
 

@@ -2,12 +2,15 @@
 
 Control socket (the shim finds it the same way, docs/wire.md): $SOCKSIFY_SOCKET, else
 $SOCKSIFY_RUNTIME_DIR/control.sock, else $XDG_RUNTIME_DIR/socksify/control.sock, else
-/tmp/socksify-UID/control.sock."""
+/tmp/socksify-UID/control.sock. On Windows the runtime and state directory is
+%SOCKSIFY_RUNTIME_DIR%, else %LOCALAPPDATA%\\socksify, and the daemon is reached through
+control.tcp there (tcpcontrol.py; the DLL looks in the same place)."""
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +25,10 @@ class Paths:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Paths:
         env = dict(os.environ) if env is None else env
-        if env.get("SOCKSIFY_RUNTIME_DIR"):
+        if sys.platform == "win32":
+            runtime = windows_runtime_dir(env)
+            state = Path(env.get("SOCKSIFY_STATE_DIR") or runtime)
+        elif env.get("SOCKSIFY_RUNTIME_DIR"):
             runtime = Path(env["SOCKSIFY_RUNTIME_DIR"])
             state = Path(env.get("SOCKSIFY_STATE_DIR") or runtime)
         else:
@@ -55,9 +61,13 @@ class Paths:
 
     def ensure_dirs(self) -> None:
         """Create the runtime dir 0700 (and the log's dir); refuse one owned by someone
-        else or open to others, since the control socket's safety rests on it."""
+        else or open to others, since the control socket's safety rests on it. On
+        Windows the directory is the user's own (%LOCALAPPDATA%: its ACL keeps others
+        out) and modes mean nothing, so it is only created."""
         for d in {self.runtime_dir, self.socket.parent}:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if sys.platform == "win32":
+                continue
             st = d.lstat()
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
                 raise PermissionError(f"{d} is not a directory owned by uid "
@@ -65,6 +75,15 @@ class Paths:
             if st.st_mode & 0o077:
                 os.chmod(d, 0o700)
         self.logfile.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def windows_runtime_dir(env: dict[str, str]) -> Path:
+    """%SOCKSIFY_RUNTIME_DIR%, else %LOCALAPPDATA%\\socksify: where a Windows daemon keeps
+    control.tcp, its pidfile and log (the DLL and the launcher look there too)."""
+    if env.get("SOCKSIFY_RUNTIME_DIR"):
+        return Path(env["SOCKSIFY_RUNTIME_DIR"])
+    base = env.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+    return Path(base) / "socksify"
 
 
 def _state_home(env: dict[str, str]) -> Path:

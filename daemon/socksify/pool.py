@@ -43,6 +43,9 @@ class Prebuilt:
 def usable(sock: socket.socket) -> bool:
     """A waiting tunnel must have nothing to read: readable means the hop closed it,
     reset it or sent something unasked."""
+    if not hasattr(select, "poll"):     # Windows
+        readable, _, errored = select.select([sock], [], [sock], 0)
+        return not readable and not errored
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
     return not poller.poll(0)

@@ -1,5 +1,6 @@
 """Who is asking: the process behind a control connection, from the kernel's word
-(SO_PEERCRED), described with psutil: name, executable, user, ancestry.
+(SO_PEERCRED on Linux, the TCP table on Windows), described with psutil: name,
+executable, user, ancestry.
 
 Descriptions are cached by (pid, start time), so a recycled pid is never mistaken for
 the process that had it before."""
@@ -7,9 +8,9 @@ the process that had it before."""
 from __future__ import annotations
 
 import os
-import pwd
 import socket
 import struct
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -31,6 +32,12 @@ class AppInfo:
 
     def __str__(self) -> str:
         return f"{self.name}[{self.pid}]"
+
+
+def own_uid() -> int:
+    """The daemon's uid; 0 on Windows, where the daemon serves its own user only (the
+    control file's secret is the gate) and every process is described with uid 0."""
+    return os.getuid() if hasattr(os, "getuid") else 0
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int]:
@@ -106,11 +113,30 @@ def _name_exe(proc: psutil.Process) -> tuple[str, str]:
     try:
         exe = proc.exe()
     except (psutil.Error, OSError):
-        exe = ""
+        exe = _exe_from_cmdline(proc)
+        if exe and name == f"pid {proc.pid}":
+            name = exe.replace("\\", "/").rsplit("/", 1)[-1]
     return name, exe
 
 
+def _exe_from_cmdline(proc: psutil.Process) -> str:
+    """Wine's psutil cannot read a process's image path (NtQuerySystemInformation
+    refuses the query) but reads its command line: its first word then stands for the
+    executable, on Windows only."""
+    if sys.platform != "win32":
+        return ""
+    try:
+        argv = proc.cmdline()
+    except (psutil.Error, OSError):
+        return ""
+    return argv[0] if argv else ""
+
+
 def _user_name(uid: int) -> str:
+    if sys.platform == "win32":
+        import getpass
+        return getpass.getuser()
+    import pwd
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -133,6 +159,8 @@ def tcp_peer_owner(peer: tuple[str, int], ours: tuple[str, int]) -> int | None:
 
 
 def process_uid(pid: int) -> int | None:
+    if sys.platform == "win32":   # psutil has no uids() there; see own_uid()
+        return own_uid() if psutil.pid_exists(pid) else None
     try:
         return int(psutil.Process(pid).uids().real)
     except (psutil.Error, OSError):

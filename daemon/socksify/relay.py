@@ -2,14 +2,14 @@
 and the chain's tunnel, carrying half-close (EOF) each way.
 
 relay_sockets() is the daemon's own relay (two raw sockets, splice(2): the bytes stay
-in the kernel); relay() does the same for asyncio streams (the SOCKS front door, whose
+in the kernel; on Windows, which has no splice, it copies through streams); relay()
+does the same for asyncio streams (the SOCKS front door, whose
 client may have pipelined bytes the stream already read). The handoff data path
 (docs/data-path.md) needs neither: the program's own socket reaches hop 1."""
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import socket
@@ -20,7 +20,7 @@ from typing import Callable
 log = logging.getLogger("socksify.relay")
 
 CHUNK = 1 << 18
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+F_SETPIPE_SZ = 1031            # fcntl.F_SETPIPE_SZ (Linux), named there since 3.10
 
 
 @dataclass
@@ -112,6 +112,7 @@ class _Direction:
         self.count, self.failed, self.finished = count, failed, finished
         self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
+            import fcntl     # here: the module is imported on Windows too
             fcntl.fcntl(self.pipe_w, F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass                       # the default 64 KiB pipe still works
@@ -196,6 +197,9 @@ async def relay_sockets(app: socket.socket, far: socket.socket, counters: Counte
     """relay() for two raw non-blocking sockets, with splice(2): the bytes never
     enter the daemon. Same contract: half-close carried, a reset or error on either
     side resets both, both sockets closed at the end (also when cancelled)."""
+    if not hasattr(os, "splice"):     # Windows
+        await _relay_copy(app, far, counters, conn)
+        return
     loop = asyncio.get_running_loop()
     ended: asyncio.Future[BaseException | None] = loop.create_future()
     open_directions = [2]
@@ -234,3 +238,16 @@ async def relay_sockets(app: socket.socket, far: socket.socket, counters: Counte
             d.stop()
         app.close()
         far.close()
+
+
+async def _relay_copy(app: socket.socket, far: socket.socket, counters: Counters,
+                      conn: str) -> None:
+    """relay_sockets() where there is no splice(2): the stream relay over both."""
+    try:
+        app_reader, app_writer = await asyncio.open_connection(sock=app, limit=CHUNK)
+        far_reader, far_writer = await asyncio.open_connection(sock=far, limit=CHUNK)
+    except BaseException:
+        app.close()
+        far.close()
+        raise
+    await relay(app_reader, app_writer, far_reader, far_writer, counters, conn)
