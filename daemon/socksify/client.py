@@ -1,5 +1,6 @@
 """The command-line side of the control socket: JSON requests to a running daemon,
-and starting one in the background when none answers."""
+and starting one in the background when none answers. On Windows the daemon is
+reached through its loopback TCP control listener (tcpcontrol.py)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,52 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import tcpcontrol
 from .paths import Paths
 
 START_TIMEOUT = 15.0
+# DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
+WINDOWS_DETACHED = 0x00000008 | 0x00000200
 
 
 class DaemonUnavailable(RuntimeError):
     pass
 
 
+def control_file(paths: Paths, env: dict[str, str] | None = None) -> Path:
+    """The TCP control file to use: %SOCKSIFY_CONTROL_FILE% (a daemon elsewhere, such
+    as a Linux daemon serving Windows programs under Wine), else the daemon's own,
+    control.tcp in the runtime directory."""
+    env = dict(os.environ) if env is None else env
+    if env.get("SOCKSIFY_CONTROL_FILE"):
+        return Path(env["SOCKSIFY_CONTROL_FILE"])
+    return tcpcontrol.file_path(paths)
+
+
+def connect_tcp(path: Path, timeout: float = 5.0) -> socket.socket:
+    """A connection to the TCP control listener that control file `path` names, its
+    secret already sent."""
+    try:
+        port, secret = tcpcontrol.parse_line(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DaemonUnavailable(f"cannot read the daemon's control file {path} "
+                                f"({exc})") from None
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout)
+    except OSError as exc:
+        raise DaemonUnavailable(f"nothing answers on 127.0.0.1:{port} (from {path}): "
+                                f"{exc}") from None
+    try:
+        sock.sendall(secret)
+    except OSError as exc:
+        sock.close()
+        raise DaemonUnavailable(f"the daemon at 127.0.0.1:{port} closed: {exc}") from None
+    return sock
+
+
 def connect(paths: Paths, timeout: float = 5.0) -> socket.socket:
+    if sys.platform == "win32":
+        return connect_tcp(control_file(paths), timeout)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -64,13 +101,17 @@ def start_daemon(paths: Paths, config: Path | None = None,
     Returns its pid. Another daemon winning a start race is fine: it answers too."""
     paths.ensure_dirs()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LD_PRELOAD")}
-    cmd = [sys.executable, "-m", "socksify.service", "run"]
+    cmd = [*daemon_command(), "run"]
     if config is not None:
         cmd += ["-c", str(config)]
     cmd += extra or []
     with open(paths.logfile, "ab") as log, open(os.devnull, "rb") as null:
-        proc = subprocess.Popen(cmd, stdin=null, stdout=log, stderr=log, env=env,
-                                start_new_session=True, close_fds=True)
+        if sys.platform == "win32":   # no console, no Ctrl+C from this one
+            proc = subprocess.Popen(cmd, stdin=null, stdout=log, stderr=log, env=env,
+                                    close_fds=True, creationflags=WINDOWS_DETACHED)
+        else:
+            proc = subprocess.Popen(cmd, stdin=null, stdout=log, stderr=log, env=env,
+                                    start_new_session=True, close_fds=True)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if is_running(paths):
@@ -83,6 +124,17 @@ def start_daemon(paths: Paths, config: Path | None = None,
     proc.kill()
     raise DaemonUnavailable(f"socksifyd did not answer within {START_TIMEOUT:.0f}s; "
                             f"see {paths.logfile}")
+
+
+def daemon_command() -> list[str]:
+    """How to run this socksifyd: `python -m socksify.service`; on Windows with this
+    package's directory put first on the path, since an embeddable Python ignores
+    PYTHONPATH and must still find the same socksify as the command starting it."""
+    if sys.platform != "win32":
+        return [sys.executable, "-m", "socksify.service"]
+    top = str(Path(__file__).resolve().parent.parent)
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {top!r}); "
+            "from socksify.service import main; sys.exit(main())"]
 
 
 def tail(path: Path, lines: int = 5) -> str:

@@ -621,12 +621,23 @@ def _header(line: str) -> str | None:
     return ".".join(part.strip().strip('"\'') for part in m.group(1).split("."))
 
 
-def _app_match(pattern: str, name: str, exe: str) -> bool:
+def _app_match(pattern: str, name: str, exe: str,
+               windows: bool = sys.platform == "win32") -> bool:
+    if windows:
+        pattern, name, exe = _windows_form(pattern), _windows_form(name), \
+            _windows_form(exe)
     if "/" in pattern:
         return bool(exe) and fnmatch.fnmatchcase(exe, pattern)
     base = exe.rsplit("/", 1)[-1] if exe else ""
     return fnmatch.fnmatchcase(name, pattern) or (bool(base) and
                                                   fnmatch.fnmatchcase(base, pattern))
+
+
+def _windows_form(text: str) -> str:
+    """Windows names compare as Windows does: case-insensitively, either slash, and
+    with or without ".exe" (`apps = ["curl"]` matches curl.exe)."""
+    text = text.replace("\\", "/").lower()
+    return text[:-4] if text.endswith(".exe") else text
 
 
 def _in_network(addr: IPAddress, net: Network) -> bool:

@@ -41,7 +41,9 @@ commands:
 
 environment:
   SOCKSIFY_RUNTIME_DIR   directory of the control socket and pidfile
-                         (default $XDG_RUNTIME_DIR/socksify or /tmp/socksify-UID)
+                         (default $XDG_RUNTIME_DIR/socksify or /tmp/socksify-UID;
+                         on Windows %LOCALAPPDATA%\\socksify, which holds control.tcp
+                         and the log too)
   SOCKSIFY_CONFIG        policy file (default ~/.config/socksify/socksify.toml,
                          then /etc/socksify/socksify.toml)
 """
@@ -111,7 +113,8 @@ def _run(paths: Paths, config: Path | None, verbose: bool,
                         getattr(logging, level, logging.INFO) if level else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        check_versions()
+        if sys.platform != "win32":   # the Linux shim; the DLL is checked by its build
+            check_versions()
         asyncio.run(Daemon(paths, config, socks_listen=socks).run())
     except (AlreadyRunning, ConfigError, ShimMismatch, OSError, ValueError) as exc:
         print(f"socksifyd: {exc}", file=sys.stderr)
@@ -143,12 +146,13 @@ def _stop(paths: Paths) -> int:
     if pid is None or not client.is_running(paths):
         print("socksifyd: not running", file=sys.stderr)
         return 1
-    os.kill(pid, signal.SIGTERM)
+    if sys.platform == "win32":   # no SIGTERM there: ask over the control listener
+        client.request(paths, {"op": "stop"})
+    else:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             print(f"socksifyd stopped (pid {pid})")
             return 0
         if not paths.pidfile.exists():
@@ -158,6 +162,17 @@ def _stop(paths: Paths) -> int:
     print(f"socksifyd: pid {pid} still running after {STOP_TIMEOUT:.0f}s",
           file=sys.stderr)
     return 1
+
+
+def _alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        import psutil
+        return bool(psutil.pid_exists(pid))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _reload(paths: Paths) -> int:
@@ -174,18 +189,23 @@ def _status(paths: Paths) -> int:
     try:
         st = client.request(paths, {"op": "status"})
     except client.DaemonUnavailable:
-        print(f"socksifyd: not running (no daemon at {paths.socket})")
+        print(f"socksifyd: not running (no daemon at {_where(paths)})")
         return 3
     from . import render  # rich: imported only by the commands that print with it
     print("\n".join(render.status_lines(st)))
     return 0
 
 
+def _where(paths: Paths) -> str:
+    """Where the daemon is looked for: its control socket, or control file."""
+    return str(client.control_file(paths) if sys.platform == "win32" else paths.socket)
+
+
 def _connections(paths: Paths, as_json: bool) -> int:
     try:
         reply = client.request(paths, {"op": "connections"})
     except client.DaemonUnavailable:
-        print(f"socksifyd: not running (no daemon at {paths.socket})", file=sys.stderr)
+        print(f"socksifyd: not running (no daemon at {_where(paths)})", file=sys.stderr)
         return 3
     if not reply.get("ok"):
         print(f"socksifyd: the daemon cannot list connections: {reply.get('error')}",
@@ -225,6 +245,11 @@ def unit_path(env: dict[str, str] | None = None) -> Path:
 
 
 def _install_service(config: Path | None, print_only: bool) -> int:
+    if sys.platform == "win32":
+        print("socksifyd: install-service writes a systemd unit; on Windows, `socksify` "
+              "starts the daemon when needed, or run `socksifyd start` at logon (a Task "
+              "Scheduler task)", file=sys.stderr)
+        return 2
     from . import render
     unit = render.unit_file(_socksifyd_command(),
                             str(config.resolve()) if config is not None else None)

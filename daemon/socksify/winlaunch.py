@@ -1,6 +1,7 @@
 """The Windows launcher: `socksify COMMAND` on Windows (docs/windows.md).
 
-It registers a session with the daemon over the loopback TCP control listener
+It starts the user's daemon if none answers (unless SOCKSIFY_CONTROL_FILE names one
+elsewhere), registers a session with it over the loopback TCP control listener
 (tcpcontrol.py: the control file gives the port and the secret), creates COMMAND
 suspended with CreateProcessW, injects the socksify DLL (VirtualAllocEx,
 WriteProcessMemory, CreateRemoteThread on LoadLibraryW), resumes it, waits, and returns
@@ -24,7 +25,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .tcpcontrol import FILE_NAME, parse_line
+from . import client
+from .paths import Paths
 
 CREATE_SUSPENDED = 0x4
 CREATE_UNICODE_ENVIRONMENT = 0x400
@@ -85,20 +87,10 @@ class LaunchError(RuntimeError):
         self.exit_code = exit_code
 
 
-def runtime_dir(env: dict[str, str]) -> Path:
-    """SOCKSIFY_RUNTIME_DIR, else %LOCALAPPDATA%\\socksify."""
-    if env.get("SOCKSIFY_RUNTIME_DIR"):
-        return Path(env["SOCKSIFY_RUNTIME_DIR"])
-    base = env.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-    return Path(base) / "socksify"
-
-
 def control_file(env: dict[str, str]) -> Path:
     """The daemon's control file: SOCKSIFY_CONTROL_FILE, else RUNTIME_DIR\\control.tcp
     (the DLL looks in the same places)."""
-    if env.get("SOCKSIFY_CONTROL_FILE"):
-        return Path(env["SOCKSIFY_CONTROL_FILE"])
-    return runtime_dir(env) / FILE_NAME
+    return client.control_file(Paths.from_env(env), env)
 
 
 def dll_path(env: dict[str, str]) -> Path:
@@ -111,18 +103,9 @@ def dll_path(env: dict[str, str]) -> Path:
 def open_control(path: Path, timeout: float = 5.0) -> socket.socket:
     """A connection to the daemon's TCP control listener, the secret already sent."""
     try:
-        port, secret = parse_line(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise LaunchError(f"no socksify daemon: cannot read its control file {path} "
-                          f"({exc}). Start one: `socksifyd run` with "
-                          "SOCKSIFY_TCP_CONTROL=1 (docs/windows.md)", 1) from None
-    try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout)
-        sock.sendall(secret)
-    except OSError as exc:
-        raise LaunchError(f"no socksify daemon answers on 127.0.0.1:{port} (from "
-                          f"{path}): {exc}", 1) from None
-    return sock
+        return client.connect_tcp(path, timeout)
+    except client.DaemonUnavailable as exc:
+        raise LaunchError(f"no socksify daemon: {exc}", 1) from None
 
 
 class TcpSession:
@@ -271,6 +254,17 @@ def run(command: list[str], env: dict[str, str], dll: Path) -> int:
         k32.CloseHandle(pi.hProcess)
 
 
+def _ensure_daemon(paths: Paths, verbose: bool) -> None:
+    """Start this user's daemon if none answers, as on Linux. Not when
+    SOCKSIFY_CONTROL_FILE names a daemon elsewhere (a Linux one under Wine)."""
+    if client.is_running(paths):
+        return
+    pid = client.start_daemon(paths)
+    if verbose:
+        print(f"socksify: started socksifyd (pid {pid}), log {paths.logfile}",
+              file=sys.stderr)
+
+
 def main(args: argparse.Namespace, command: list[str],
          session_request: dict[str, Any]) -> int:
     """`socksify [options] COMMAND` on Windows (called by cli.main)."""
@@ -286,10 +280,15 @@ def main(args: argparse.Namespace, command: list[str],
         return 1
     cfile = control_file(env)
     try:
+        if not env.get("SOCKSIFY_CONTROL_FILE"):
+            _ensure_daemon(Paths.from_env(env), args.verbose)
         session = TcpSession(cfile, session_request, args.quiet)
     except LaunchError as exc:
         print(f"socksify: {exc}", file=sys.stderr)
         return exc.exit_code
+    except client.DaemonUnavailable as exc:
+        print(f"socksify: {exc}", file=sys.stderr)
+        return 1
     env["SOCKSIFY_SESSION"] = session.id
     env["SOCKSIFY_CONTROL_FILE"] = str(cfile.absolute())
     env["SOCKSIFY_LOG"] = "0" if args.quiet else env.get("SOCKSIFY_LOG", "1")
