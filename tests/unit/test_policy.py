@@ -268,3 +268,18 @@ def test_decide_address_counts_every_port(who: str, addr: str, kind: str,
     assert (d.action.kind, d.rule) == (kind, rule)
     # decide() on port 0, which no port rule matches, would have said direct
     assert p.decide(app(who, f"/usr/bin/{who}"), ip("192.0.2.9"), 0).action.kind == "direct"
+
+
+@pytest.mark.parametrize("pattern,name,exe,windows,matched", [
+    ("curl", "curl.exe", r"C:\Tools\curl.exe", True, True),       # no .exe needed
+    ("CURL.EXE", "curl.exe", r"C:\Tools\curl.exe", True, True),   # any case
+    ("C:/tools/*", "curl.exe", r"C:\Tools\curl.exe", True, True),  # either slash
+    (r"C:\Tools\git*", "curl.exe", r"C:\Tools\curl.exe", True, False),
+    ("curl", "curl.exe", "/opt/curl.exe", False, False),          # Linux: exact
+    ("curl", "curl", "/usr/bin/curl", False, True),
+])
+def test_windows_program_names(pattern: str, name: str, exe: str, windows: bool,
+                               matched: bool) -> None:
+    """On Windows, app patterns compare as Windows names do; elsewhere exactly."""
+    from socksify.policy import _app_match
+    assert _app_match(pattern, name, exe, windows=windows) is matched

