@@ -3,6 +3,11 @@
 The metadata lives in pyproject.toml; this file only adds the shim to build_py (so it
 is built by `pip install .`, wheels and editable installs) and marks the distribution
 as platform-specific.
+
+For Windows the package ships socksify.dll instead (cross-built by
+scripts/build-windows.sh). That happens when building on Windows, or on Linux with
+SOCKSIFY_TARGET=windows (`scripts/build-windows.sh --wheel`): a py3-none-win_amd64
+wheel, since the package holds no Python extension, only the DLL.
 """
 
 import os
@@ -27,6 +32,7 @@ LIBS = ["-ldl", "-lpthread"]
 
 
 WINDOWS_DLL = "socksify.dll"
+FOR_WINDOWS = sys.platform == "win32" or os.environ.get("SOCKSIFY_TARGET") == "windows"
 
 
 def ship_windows_dll(output: Path) -> None:
@@ -43,7 +49,7 @@ def ship_windows_dll(output: Path) -> None:
 
 def build_shim(output: Path) -> None:
     """Compile shim/common/*.c and shim/linux/*.c into output (as in shim/Makefile)."""
-    if sys.platform == "win32":
+    if FOR_WINDOWS:
         return ship_windows_dll(output.with_name(WINDOWS_DLL))
     if not sys.platform.startswith("linux"):
         sys.exit("socksify: the shim is Linux-only for now")
@@ -74,7 +80,7 @@ class BuildPyWithShim(build_py):
     def get_outputs(self, include_bytecode: bool = True) -> list:
         outputs = super().get_outputs(include_bytecode)
         if not getattr(self, "editable_mode", False):
-            library = WINDOWS_DLL if sys.platform == "win32" else LIBRARY
+            library = WINDOWS_DLL if FOR_WINDOWS else LIBRARY
             outputs.append(str(Path(self.build_lib) / "socksify" / "_shim" / library))
         return outputs
 
@@ -86,4 +92,19 @@ class BinaryDistribution(Distribution):
         return True
 
 
-setup(cmdclass={"build_py": BuildPyWithShim}, distclass=BinaryDistribution)
+commands: dict = {"build_py": BuildPyWithShim}
+if FOR_WINDOWS:
+    try:
+        from setuptools.command.bdist_wheel import bdist_wheel
+    except ImportError:            # setuptools < 70.1
+        from wheel.bdist_wheel import bdist_wheel
+
+    class WindowsWheel(bdist_wheel):
+        """Any Python 3 on 64-bit Windows: the DLL is the only native part."""
+
+        def get_tag(self) -> tuple:
+            return "py3", "none", "win_amd64"
+
+    commands["bdist_wheel"] = WindowsWheel
+
+setup(cmdclass=commands, distclass=BinaryDistribution)

@@ -56,6 +56,22 @@ def wine(lab: lablib.Lab, wine_build: Path) -> Iterator[winelab.Wine]:
         w.close()
 
 
+def assert_crossed(lab: lablib.Lab, launcher: "Launcher", res: winelab.WineResult,
+                   marker: str, before: list[int], hops: int = 3) -> None:
+    """A test client's fetch crossed the chain: it read the far file, the far server
+    saw the request from the proxy zone, and each of the first `hops` hops logged a
+    tunnel since `before` (lab.hop_connects())."""
+    line = res.result_line()
+    assert res.returncode == 0 and line[:2] == ["RESULT", "ok"], launcher.describe(res)
+    assert int(line[2]) > lablib.SMALL_SIZE and line[3].endswith("200_OK"), \
+        launcher.describe(res)
+    seen = lab.http.requests_for(marker) if lab.http else []
+    assert [r.client for r in seen] == [lab.proxy_far_ip], \
+        f"the far server saw {seen}, expected one request from the proxy zone"
+    deltas = lab.wait_hop_connects(before, [1] * hops)
+    assert all(d >= 1 for d in deltas), f"hop log lines {deltas}\n{launcher.describe(res)}"
+
+
 class Launcher:
     """The Windows launcher (socksify.cli) run by python.exe under Wine."""
 
@@ -69,13 +85,18 @@ class Launcher:
     def exe(self, name: str) -> str:
         return winelab.winpath(self.build / f"{name}.exe")
 
-    def python(self, module: str, args: Sequence[str],
-               env: dict[str, str] | None = None) -> winelab.WineProcess:
-        """python.exe running socksify.MODULE's main(args)."""
+    def entry(self, module: str) -> list[str]:
+        """The command that runs socksify.MODULE's main(): python.exe on this
+        checkout's code."""
         code = RUN_MODULE.format(daemon=winelab.winpath(winelab.REPO / "daemon"),
                                  module=module)
-        return self.wine.spawn([self.wine.wine64, str(winelab.python_dir() / "python.exe"),
-                                "-c", code, *args], {**self.env, **(env or {})})
+        return [str(winelab.python_dir() / "python.exe"), "-c", code]
+
+    def python(self, module: str, args: Sequence[str],
+               env: dict[str, str] | None = None) -> winelab.WineProcess:
+        """socksify.MODULE's main(args) under Wine."""
+        return self.wine.spawn([self.wine.wine64, *self.entry(module), *args],
+                               {**self.env, **(env or {})})
 
     def spawn(self, client: str, args: Sequence[str], via: Sequence[str] = (),
               opts: Sequence[str] = ("-v",), env: dict[str, str] | None = None,
@@ -89,6 +110,9 @@ class Launcher:
             opts: Sequence[str] = ("-v",), env: dict[str, str] | None = None,
             timeout: float = 120) -> winelab.WineResult:
         return self.spawn(client, args, via, opts, env).wait(timeout)
+
+    def describe(self, res: winelab.WineResult) -> str:
+        return res.describe()
 
     def go_file(self) -> tuple[Path, str]:
         p = self.workdir / f"go-{time.monotonic_ns()}"
@@ -107,6 +131,9 @@ class Win(Launcher):
         self.sk = sk
         sk.env["SOCKSIFY_TCP_CONTROL"] = "1"
 
+    def describe(self, res: winelab.WineResult) -> str:
+        return res.describe() + "\n" + self.sk.daemon_log()
+
     def start_daemon(self) -> None:
         res = self.sk.socksifyd("start")
         assert res.returncode == 0, self.sk.describe(res)
@@ -118,10 +145,11 @@ class Native(Launcher):
     """The launcher and socksifyd both on Windows (under Wine), in this test's own
     runtime directory, which also holds the daemon's log."""
 
-    def __init__(self, wine: winelab.Wine, build: Path) -> None:
+    def __init__(self, wine: winelab.Wine, build: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="skwd-"))
-        super().__init__(wine, build,
-                         {"SOCKSIFY_RUNTIME_DIR": winelab.winpath(self.runtime_dir)})
+        super().__init__(wine, build, {
+            "SOCKSIFY_RUNTIME_DIR": winelab.winpath(self.runtime_dir), **(env or {})})
 
     def socksifyd(self, *args: str, env: dict[str, str] | None = None,
                   timeout: float = 120) -> winelab.WineResult:
@@ -146,6 +174,20 @@ class Native(Launcher):
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
 
+class Installed(Native):
+    """socksify.exe and socksifyd.exe as pip installed them from the Windows wheel
+    into a Windows Python: the DLL is the one the wheel ships (no SOCKSIFY_DLL)."""
+
+    def __init__(self, wine: winelab.Wine, build: Path, python: Path) -> None:
+        super().__init__(wine, build)
+        del self.env["SOCKSIFY_DLL"]
+        self.scripts = python / "Scripts"
+
+    def entry(self, module: str) -> list[str]:
+        name = {"cli": "socksify", "service": "socksifyd"}[module]
+        return [str(self.scripts / f"{name}.exe")]
+
+
 @pytest.fixture
 def win(sk: Socksify, wine: winelab.Wine, wine_build: Path) -> Iterator[Win]:
     w = Win(sk, wine, wine_build)
@@ -158,6 +200,27 @@ def win(sk: Socksify, wine: winelab.Wine, wine_build: Path) -> Iterator[Win]:
 @pytest.fixture
 def native(wine: winelab.Wine, wine_build: Path) -> Iterator[Native]:
     n = Native(wine, wine_build)
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+@pytest.fixture(scope="session")
+def installed_python(wine: winelab.Wine, wine_build: Path) -> Iterator[Path]:
+    """A Windows Python into which pip (under Wine, offline) installed socksify's
+    Windows wheel (scripts/build-windows.sh --wheel) and its dependencies."""
+    where = Path(tempfile.mkdtemp(prefix="skwinpy-"))
+    try:
+        yield winelab.pip_install_wheel(wine, where)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+@pytest.fixture
+def installed(wine: winelab.Wine, wine_build: Path,
+              installed_python: Path) -> Iterator[Installed]:
+    n = Installed(wine, wine_build, installed_python)
     try:
         yield n
     finally:

@@ -13,7 +13,7 @@ import pytest
 import lab as lablib
 
 from . import winelab
-from .conftest import Native
+from .conftest import Native, assert_crossed
 
 pytestmark = pytest.mark.lab
 
@@ -37,20 +37,6 @@ def fetch(lab: lablib.Lab, native: Native, client: str, *, via: tuple[str, ...] 
     res = native.run(client, [lab.far_ip, str(lab.http_port), marker], via=via,
                      opts=opts)
     return res, marker
-
-
-def assert_crossed(lab: lablib.Lab, native: Native, res: winelab.WineResult,
-                   marker: str, before: list[int]) -> None:
-    """The far server saw the request from the proxy zone, and every hop logged it."""
-    line = res.result_line()
-    assert res.returncode == 0 and line[:2] == ["RESULT", "ok"], native.describe(res)
-    assert int(line[2]) > lablib.SMALL_SIZE and line[3].endswith("200_OK"), \
-        native.describe(res)
-    seen = lab.http.requests_for(marker) if lab.http else []
-    assert [r.client for r in seen] == [lab.proxy_far_ip], \
-        f"the far server saw {seen}, expected one request from the proxy zone"
-    deltas = lab.wait_hop_connects(before, [1, 1, 1])
-    assert all(d >= 1 for d in deltas), f"hop log lines {deltas}\n{native.describe(res)}"
 
 
 def test_policy_routes_windows_programs_by_name(lab: lablib.Lab, native: Native) -> None:

