@@ -134,6 +134,7 @@ int socksify_connect_attach(SOCKET s, const struct sockaddr *addr,
         LOG_WARN("RELAY reply without a relay port for this socket");
         return WSAECONNREFUSED;
     }
+    socksify_relay_ports_note(rep->relay_port4, rep->relay_port6);  /* for getpeername */
     if (real_connect(s, (const struct sockaddr *)&relay, relay_len) == SOCKET_ERROR) {
         r = WSAGetLastError();
         /* A non-blocking socket (FIONBIO, WSAEventSelect): wait for the loopback

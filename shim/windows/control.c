@@ -12,6 +12,20 @@
 #define QUICK_TIMEOUT_MS 5000
 
 static INIT_ONCE wsa_once = INIT_ONCE_STATIC_INIT;
+static volatile LONG relay_ports;  /* port4 << 16 | port6 */
+
+void socksify_relay_ports_note(uint16_t port4, uint16_t port6)
+{
+    InterlockedExchange(&relay_ports, (LONG)((uint32_t)port4 << 16 | port6));
+}
+
+void socksify_relay_ports(uint16_t *port4, uint16_t *port6)
+{
+    uint32_t v = (uint32_t)InterlockedCompareExchange(&relay_ports, 0, 0);
+
+    *port4 = (uint16_t)(v >> 16);
+    *port6 = (uint16_t)(v & 0xffff);
+}
 
 static BOOL CALLBACK wsa_start(PINIT_ONCE once, PVOID param, PVOID *ctx)
 {

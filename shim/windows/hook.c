@@ -27,6 +27,7 @@ INT WSAAPI socksify_hook_GetAddrInfoExW(PCWSTR, PCWSTR, DWORD, LPGUID,
                                         struct timeval *, LPOVERLAPPED,
                                         LPLOOKUPSERVICE_COMPLETION_ROUTINE, LPHANDLE);
 struct hostent *WSAAPI socksify_hook_gethostbyname(const char *);
+int WSAAPI socksify_hook_getpeername(SOCKET, struct sockaddr *, int *);
 FARPROC WINAPI socksify_hook_GetProcAddress(HMODULE, LPCSTR);
 HMODULE WINAPI socksify_hook_LoadLibraryA(LPCSTR);
 HMODULE WINAPI socksify_hook_LoadLibraryW(LPCWSTR);
@@ -66,6 +67,7 @@ static struct socksify_hook hooks[] = {
     HOOK(L"ws2_32.dll", GetAddrInfoW),
     HOOK(L"ws2_32.dll", GetAddrInfoExW),
     HOOK(L"ws2_32.dll", gethostbyname),
+    HOOK(L"ws2_32.dll", getpeername),
     HOOK(L"kernel32.dll", GetProcAddress),
     HOOK(L"kernel32.dll", LoadLibraryA),
     HOOK(L"kernel32.dll", LoadLibraryW),

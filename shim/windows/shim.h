@@ -69,6 +69,7 @@ extern int (WSAAPI *real_WSAIoctl)(SOCKET, DWORD, LPVOID, DWORD, LPVOID, DWORD, 
                                    LPWSAOVERLAPPED, LPWSAOVERLAPPED_COMPLETION_ROUTINE);
 extern INT (WSAAPI *real_getaddrinfo)(PCSTR, PCSTR, const ADDRINFOA *, PADDRINFOA *);
 extern INT (WSAAPI *real_GetAddrInfoW)(PCWSTR, PCWSTR, const ADDRINFOW *, PADDRINFOW *);
+extern int (WSAAPI *real_getpeername)(SOCKET, struct sockaddr *, int *);
 extern FARPROC (WINAPI *real_GetProcAddress)(HMODULE, LPCSTR);
 
 /* control.c: one request/reply exchange with the daemon over its loopback TCP control
@@ -76,6 +77,10 @@ extern FARPROC (WINAPI *real_GetProcAddress)(HMODULE, LPCSTR);
  * WSA/Win32 error: -WSAECONNREFUSED when the daemon cannot be reached. */
 int socksify_control_send(const uint8_t *request, size_t len, uint8_t *reply,
                           size_t replymax);
+/* The daemon's relay ports from the last RELAY reply (0, 0 before the first), so that
+ * getpeername asks the daemon only about sockets connected to one of them. */
+void socksify_relay_ports_note(uint16_t port4, uint16_t port6);
+void socksify_relay_ports(uint16_t *port4, uint16_t *port6);
 
 /* connect.c: the decision shared by connect, WSAConnect, WSAConnectByName and
  * ConnectEx. */

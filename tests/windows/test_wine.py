@@ -13,6 +13,7 @@ import pytest
 
 import lab as lablib
 
+from . import winelab
 from .conftest import Win
 
 pytestmark = pytest.mark.lab
@@ -23,7 +24,8 @@ ERROR_CONNECTION_REFUSED = 1225
 
 
 def through_chain(lab: lablib.Lab, win: Win, client: str, *, host: str | None = None,
-                  env: dict[str, str] | None = None, hops: int = 3) -> None:
+                  env: dict[str, str] | None = None, hops: int = 3
+                  ) -> winelab.WineResult:
     marker = "w" + secrets.token_hex(6)
     before = lab.hop_connects()
     via = win.sk.hops(hops)
@@ -38,12 +40,35 @@ def through_chain(lab: lablib.Lab, win: Win, client: str, *, host: str | None = 
         f"the far server saw {seen}, expected one request from the proxy zone"
     deltas = lab.wait_hop_connects(before, [1] * hops)
     assert all(d >= 1 for d in deltas), f"hop log lines {deltas}\n{res.describe()}"
+    return res
+
+
+def output_line(res: winelab.WineResult, key: str) -> list[str]:
+    """The words after KEY on the client's last line starting with it ([] if none)."""
+    for line in reversed(res.stdout.splitlines()):
+        if line.startswith(key + " "):
+            return line.split()[1:]
+    return []
 
 
 @pytest.mark.parametrize("client", ["blocking", "wsaconnect"])
 def test_blocking_connect_crosses_the_chain(lab: lablib.Lab, win: Win, client: str) -> None:
     win.start_daemon()
     through_chain(lab, win, client)
+
+
+def test_getpeername_reports_the_destination(lab: lablib.Lab, win: Win) -> None:
+    """A relayed socket's getpeername() reports the far destination the program
+    connected to, not the daemon's relay listener on 127.0.0.1 (PEERNAME). A socket
+    connected to a loopback listener of the program's own, before any relayed
+    connection, is asked about too: the daemon answers FAIL and the real peer stands."""
+    win.start_daemon()
+    res = through_chain(lab, win, "blocking", env={"LOCALPEER": "1", "SOCKSIFY_LOG": "3"})
+    assert output_line(res, "PEER") == [f"{lab.far_ip}:{lab.http_port}"], res.describe()
+    local = output_line(res, "LOCALPEER")
+    assert len(local) == 2 and local[0] == local[1], res.describe()
+    assert "not a relayed socket (FAIL" in res.stderr, \
+        "the daemon was not asked about the loopback socket\n" + res.describe()
 
 
 # client -> the error its RESULT line must report when the daemon is down
