@@ -1,4 +1,5 @@
-/* getaddrinfo, GetAddrInfoW, GetAddrInfoExW: names go to the daemon (RESOLVE). A
+/* getaddrinfo, GetAddrInfoW, GetAddrInfoExW, GetAddrInfoExA: names go to the daemon
+ * (RESOLVE). A
  * stand-in address is returned by the real function itself, asked for the numeric
  * address (AI_NUMERICHOST), so the result is freed by the program's own freeaddrinfo
  * as usual. Numeric addresses and localhost are not asked about. */
@@ -7,7 +8,7 @@
 #include "name.h"
 #include "shim.h"
 
-extern void *real_GetAddrInfoExW;
+extern void *real_GetAddrInfoExW, *real_GetAddrInfoExA;
 
 /* 1: use the real function with the program's name; 0: use the numeric text; <0: fail
  * with that WSA error. */
@@ -105,6 +106,40 @@ INT WSAAPI socksify_hook_GetAddrInfoExW(PCWSTR node, PCWSTR service, DWORD ns, L
         return real(node, service, ns, id, hints, res, timeout, ov, done, handle);
     r = decide_w(node, hints != NULL ? hints->ai_family : AF_UNSPEC, numeric,
                  INET6_ADDRSTRLEN);
+    if (r == 1)
+        return real(node, service, ns, id, hints, res, timeout, ov, done, handle);
+    if (r < 0) {
+        WSASetLastError(-r);
+        return -r;
+    }
+    memset(&h, 0, sizeof h);
+    if (hints != NULL)
+        h = *hints;
+    h.ai_flags |= AI_NUMERICHOST;
+    return real(numeric, service, ns, id, &h, res, timeout, ov, done, handle);
+}
+
+typedef INT (WSAAPI *getaddrinfoexa_fn)(PCSTR, PCSTR, DWORD, LPGUID, const ADDRINFOEXA *,
+                                        PADDRINFOEXA *, struct timeval *, LPOVERLAPPED,
+                                        LPLOOKUPSERVICE_COMPLETION_ROUTINE, LPHANDLE);
+
+/* As GetAddrInfoExW, with the name as getaddrinfo takes it. Not in Wine 8's ws2_32
+ * (then not hooked: socksify_hooks_resolve finds no real function). */
+INT WSAAPI socksify_hook_GetAddrInfoExA(PCSTR node, PCSTR service, DWORD ns, LPGUID id,
+                                        const ADDRINFOEXA *hints, PADDRINFOEXA *res,
+                                        struct timeval *timeout, LPOVERLAPPED ov,
+                                        LPLOOKUPSERVICE_COMPLETION_ROUTINE done,
+                                        LPHANDLE handle)
+{
+    getaddrinfoexa_fn real = (getaddrinfoexa_fn)real_GetAddrInfoExA;
+    char numeric[INET6_ADDRSTRLEN];
+    ADDRINFOEXA h;
+    int r;
+
+    if (ns != NS_ALL && ns != NS_DNS)  /* other name spaces are not host lookups */
+        return real(node, service, ns, id, hints, res, timeout, ov, done, handle);
+    r = decide(node, hints != NULL ? hints->ai_family : AF_UNSPEC, numeric,
+               sizeof numeric);
     if (r == 1)
         return real(node, service, ns, id, hints, res, timeout, ov, done, handle);
     if (r < 0) {

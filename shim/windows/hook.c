@@ -26,6 +26,10 @@ INT WSAAPI socksify_hook_GetAddrInfoExW(PCWSTR, PCWSTR, DWORD, LPGUID,
                                         const ADDRINFOEXW *, PADDRINFOEXW *,
                                         struct timeval *, LPOVERLAPPED,
                                         LPLOOKUPSERVICE_COMPLETION_ROUTINE, LPHANDLE);
+INT WSAAPI socksify_hook_GetAddrInfoExA(PCSTR, PCSTR, DWORD, LPGUID,
+                                        const ADDRINFOEXA *, PADDRINFOEXA *,
+                                        struct timeval *, LPOVERLAPPED,
+                                        LPLOOKUPSERVICE_COMPLETION_ROUTINE, LPHANDLE);
 struct hostent *WSAAPI socksify_hook_gethostbyname(const char *);
 int WSAAPI socksify_hook_getpeername(SOCKET, struct sockaddr *, int *);
 FARPROC WINAPI socksify_hook_GetProcAddress(HMODULE, LPCSTR);
@@ -46,9 +50,9 @@ int (WSAAPI *real_connect)(SOCKET, const struct sockaddr *, int);
 int (WSAAPI *real_WSAConnect)(SOCKET, const struct sockaddr *, int, LPWSABUF, LPWSABUF,
                               LPQOS, LPQOS);
 void *real_WSAConnectByNameW, *real_WSAConnectByNameA, *real_GetAddrInfoExW,
-    *real_gethostbyname, *real_LoadLibraryA, *real_LoadLibraryW, *real_LoadLibraryExA,
-    *real_LoadLibraryExW, *real_CreateProcessW, *real_CreateProcessA,
-    *real_CreateIoCompletionPort;
+    *real_GetAddrInfoExA, *real_gethostbyname, *real_LoadLibraryA, *real_LoadLibraryW,
+    *real_LoadLibraryExA, *real_LoadLibraryExW, *real_CreateProcessW,
+    *real_CreateProcessA, *real_CreateIoCompletionPort;
 int (WSAAPI *real_WSAIoctl)(SOCKET, DWORD, LPVOID, DWORD, LPVOID, DWORD, LPDWORD,
                             LPWSAOVERLAPPED, LPWSAOVERLAPPED_COMPLETION_ROUTINE);
 INT (WSAAPI *real_getaddrinfo)(PCSTR, PCSTR, const ADDRINFOA *, PADDRINFOA *);
@@ -66,6 +70,7 @@ static struct socksify_hook hooks[] = {
     HOOK(L"ws2_32.dll", getaddrinfo),
     HOOK(L"ws2_32.dll", GetAddrInfoW),
     HOOK(L"ws2_32.dll", GetAddrInfoExW),
+    HOOK(L"ws2_32.dll", GetAddrInfoExA),
     HOOK(L"ws2_32.dll", gethostbyname),
     HOOK(L"ws2_32.dll", getpeername),
     HOOK(L"kernel32.dll", GetProcAddress),
