@@ -143,7 +143,8 @@ def test_overlapped_connectex_with_iocp(lab: lablib.Lab, win: Win) -> None:
     through_chain(lab, win, "overlapped")
 
 
-@pytest.mark.parametrize("how", ["getaddrinfo", "GetAddrInfoW", "gethostbyname"])
+@pytest.mark.parametrize("how", ["getaddrinfo", "GetAddrInfoW", "GetAddrInfoExW",
+                                 "GetAddrInfoExA", "gethostbyname"])
 def test_name_lookup_goes_to_the_last_hop(lab: lablib.Lab, win: Win, how: str) -> None:
     """far.socksify.test is known only in the proxy zone: the program gets a stand-in
     address, the last hop (SOCKS4a) resolves the name, and the client zone's resolver
@@ -158,6 +159,11 @@ def test_name_lookup_goes_to_the_last_hop(lab: lablib.Lab, win: Win, how: str) -
     before = len(lab.dns.seen())
     res = win.run("resolve", [lablib.FAR_NAME, str(lab.http_port), marker],
                   via=[lab.hops[0].url, lab.socks4a_url], env={"RESOLVE": how})
+    skip = output_line(res, "SKIP")
+    if res.returncode == 3 and skip:
+        # GetAddrInfoExA: not exported by Wine 8's ws2_32 (the DLL's hook is then
+        # inert); it needs a Windows (or a newer Wine) to be tested
+        pytest.skip(" ".join(skip) + " (Wine 8 does not export it)")
     assert res.result_line()[:2] == ["RESULT", "ok"], res.describe()
     assert lab.http is not None and len(lab.http.requests_for(marker)) == 1
     assert lablib.FAR_NAME not in lab.dns.seen()[before:], \

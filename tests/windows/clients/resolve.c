@@ -1,6 +1,15 @@
-/* Looks a host name up (RESOLVE=getaddrinfo, the default; GetAddrInfoW; gethostbyname)
- * and connects to the first IPv4 address. Arguments: NAME PORT MARKER [GOFILE]. */
+/* Looks a host name up (RESOLVE=getaddrinfo, the default; GetAddrInfoW;
+ * GetAddrInfoExW; GetAddrInfoExA; gethostbyname) and connects to the first IPv4
+ * address. Arguments: NAME PORT MARKER [GOFILE]. GetAddrInfoExA is looked up with
+ * GetProcAddress (Wine 8's ws2_32 lacks it): when absent the client prints
+ *     SKIP ws2_32 has no GetAddrInfoExA
+ * and exits 3. */
 #include "client.h"
+
+typedef INT (WSAAPI *getaddrinfoexa_fn)(PCSTR, PCSTR, DWORD, LPGUID, const ADDRINFOEXA *,
+                                        PADDRINFOEXA *, struct timeval *, LPOVERLAPPED,
+                                        LPLOOKUPSERVICE_COMPLETION_ROUTINE, LPHANDLE);
+typedef void (WSAAPI *freeaddrinfoexa_fn)(PADDRINFOEXA);
 
 int main(int argc, char **argv)
 {
@@ -17,6 +26,39 @@ int main(int argc, char **argv)
             return fail(WSAGetLastError(), "gethostbyname");
         sin.sin_family = AF_INET;
         memcpy(&sin.sin_addr, h->h_addr_list[0], 4);
+    } else if (how != NULL && strcmp(how, "GetAddrInfoExW") == 0) {
+        wchar_t name[256];
+        ADDRINFOEXW hints, *res = NULL;
+        MultiByteToWideChar(CP_ACP, 0, argv[1], -1, name, 256);
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_INET;
+        hints.ai_socktype = SOCK_STREAM;
+        if ((r = GetAddrInfoExW(name, NULL, NS_ALL, NULL, &hints, &res, NULL, NULL, NULL,
+                                NULL)) != 0)
+            return fail(r, "GetAddrInfoExW");
+        memcpy(&sin, res->ai_addr, sizeof sin);
+        FreeAddrInfoExW(res);
+    } else if (how != NULL && strcmp(how, "GetAddrInfoExA") == 0) {
+        HMODULE ws2 = GetModuleHandleA("ws2_32.dll");
+        getaddrinfoexa_fn lookup = (getaddrinfoexa_fn)(void *)GetProcAddress(
+            ws2, "GetAddrInfoExA");
+        freeaddrinfoexa_fn release = (freeaddrinfoexa_fn)(void *)GetProcAddress(
+            ws2, "FreeAddrInfoEx");
+        ADDRINFOEXA hints, *res = NULL;
+        if (lookup == NULL || release == NULL) {
+            printf("SKIP ws2_32 has no %s\n",
+                   lookup == NULL ? "GetAddrInfoExA" : "FreeAddrInfoEx");
+            fflush(stdout);
+            return 3;
+        }
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_INET;
+        hints.ai_socktype = SOCK_STREAM;
+        if ((r = lookup(argv[1], NULL, NS_ALL, NULL, &hints, &res, NULL, NULL, NULL,
+                        NULL)) != 0)
+            return fail(r, "GetAddrInfoExA");
+        memcpy(&sin, res->ai_addr, sizeof sin);
+        release(res);
     } else if (how != NULL && strcmp(how, "GetAddrInfoW") == 0) {
         wchar_t name[256];
         ADDRINFOW hints, *res = NULL;
