@@ -14,7 +14,7 @@ import pytest
 import lab as lablib
 
 from . import winelab
-from .conftest import Win
+from .conftest import Win, assert_crossed
 
 pytestmark = pytest.mark.lab
 
@@ -31,15 +31,7 @@ def through_chain(lab: lablib.Lab, win: Win, client: str, *, host: str | None = 
     via = win.sk.hops(hops)
     res = win.run(client, [host or lab.far_ip, str(lab.http_port), marker], via=via,
                   env=env)
-    line = res.result_line()
-    assert res.returncode == 0 and line[:2] == ["RESULT", "ok"], \
-        res.describe() + "\n" + win.sk.daemon_log()
-    assert int(line[2]) > lablib.SMALL_SIZE and line[3].endswith("200_OK"), res.describe()
-    seen = lab.http.requests_for(marker) if lab.http else []
-    assert [r.client for r in seen] == [lab.proxy_far_ip], \
-        f"the far server saw {seen}, expected one request from the proxy zone"
-    deltas = lab.wait_hop_connects(before, [1] * hops)
-    assert all(d >= 1 for d in deltas), f"hop log lines {deltas}\n{res.describe()}"
+    assert_crossed(lab, win, res, marker, before, hops)
     return res
 
 
