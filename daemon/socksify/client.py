@@ -105,13 +105,12 @@ def start_daemon(paths: Paths, config: Path | None = None,
     if config is not None:
         cmd += ["-c", str(config)]
     cmd += extra or []
+    # detached: no console (Windows) or session (Linux) whose end or Ctrl+C reaches it
+    detach: dict[str, Any] = {"creationflags": WINDOWS_DETACHED} \
+        if sys.platform == "win32" else {"start_new_session": True}
     with open(paths.logfile, "ab") as log, open(os.devnull, "rb") as null:
-        if sys.platform == "win32":   # no console, no Ctrl+C from this one
-            proc = subprocess.Popen(cmd, stdin=null, stdout=log, stderr=log, env=env,
-                                    close_fds=True, creationflags=WINDOWS_DETACHED)
-        else:
-            proc = subprocess.Popen(cmd, stdin=null, stdout=log, stderr=log, env=env,
-                                    start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(cmd, stdin=null, stdout=log, stderr=log, env=env,
+                                close_fds=True, **detach)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if is_running(paths):

@@ -254,10 +254,11 @@ def run(command: list[str], env: dict[str, str], dll: Path) -> int:
         k32.CloseHandle(pi.hProcess)
 
 
-def _ensure_daemon(paths: Paths, verbose: bool) -> None:
+def _ensure_daemon(env: dict[str, str], verbose: bool) -> None:
     """Start this user's daemon if none answers, as on Linux. Not when
     SOCKSIFY_CONTROL_FILE names a daemon elsewhere (a Linux one under Wine)."""
-    if client.is_running(paths):
+    paths = Paths.from_env(env)
+    if env.get("SOCKSIFY_CONTROL_FILE") or client.is_running(paths):
         return
     pid = client.start_daemon(paths)
     if verbose:
@@ -280,8 +281,7 @@ def main(args: argparse.Namespace, command: list[str],
         return 1
     cfile = control_file(env)
     try:
-        if not env.get("SOCKSIFY_CONTROL_FILE"):
-            _ensure_daemon(Paths.from_env(env), args.verbose)
+        _ensure_daemon(env, args.verbose)
         session = TcpSession(cfile, session_request, args.quiet)
     except LaunchError as exc:
         print(f"socksify: {exc}", file=sys.stderr)
