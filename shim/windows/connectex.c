@@ -11,7 +11,10 @@
  *  - failure: the OVERLAPPED gets the NTSTATUS of the error, the completion packet goes
  *    to the socket's completion port with that status (NtSetIoCompletion: the program's
  *    GetQueuedCompletionStatus returns FALSE with the matching error), and its event is
- *    set;
+ *    set. A socket bound to a port socksify never saw (thread-pool I/O binds it with
+ *    NtSetInformationFile, not CreateIoCompletionPort) gets a real ConnectEx to a
+ *    loopback port where nothing listens: the kernel completes it wherever the
+ *    program's completions go, always as ERROR_CONNECTION_REFUSED;
  *  - DIRECT: the real ConnectEx with the program's arguments. */
 #include <string.h>
 
@@ -94,6 +97,39 @@ static DWORD wsa_to_status(int err)
     }
 }
 
+/* The program's completion goes somewhere socksify does not know: have the kernel
+ * deliver a refusal there, by a real ConnectEx of the (unconnected, bound) socket to a
+ * loopback port held bound, not listening, by a socket of ours. 0 if under way. */
+static int refuse_through_kernel(SOCKET s, LPOVERLAPPED ov)
+{
+    struct sockaddr_storage local, closed_addr;
+    int local_len = sizeof local, closed_len = sizeof closed_addr, err = 0;
+    SOCKET closed;
+    DWORD sent = 0;
+
+    if (real_ConnectEx == NULL
+        || getsockname(s, (struct sockaddr *)&local, &local_len) != 0)
+        return -1;
+    closed = socket(local.ss_family, SOCK_STREAM, IPPROTO_TCP);
+    if (closed == INVALID_SOCKET)
+        return -1;
+    memset(&closed_addr, 0, sizeof closed_addr);
+    closed_addr.ss_family = local.ss_family;
+    if (local.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&closed_addr)->sin6_addr = in6addr_loopback;
+    else
+        ((struct sockaddr_in *)&closed_addr)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(closed, (struct sockaddr *)&closed_addr, local.ss_family == AF_INET6
+             ? (int)sizeof(struct sockaddr_in6) : (int)sizeof(struct sockaddr_in)) != 0
+        || getsockname(closed, (struct sockaddr *)&closed_addr, &closed_len) != 0)
+        err = -1;
+    else if (!real_ConnectEx(s, (struct sockaddr *)&closed_addr, closed_len, NULL, 0,
+                             &sent, ov) && WSAGetLastError() != WSA_IO_PENDING)
+        err = -1;
+    closesocket(closed);   /* its port stays one where nothing listens */
+    return err;
+}
+
 typedef LONG (NTAPI *set_io_completion_fn)(HANDLE, ULONG_PTR, ULONG_PTR, LONG, ULONG_PTR);
 
 static void complete_failed(SOCKET s, LPOVERLAPPED ov, int err)
@@ -118,10 +154,16 @@ static void complete_failed(SOCKET s, LPOVERLAPPED ov, int err)
         SetEvent(event);
         delivered = 1;
     }
-    if (!delivered)
-        LOG_WARN("socket %llu: ConnectEx failed (error %d) but its completion port is "
-                 "unknown to socksify (thread-pool I/O?); the program is not told",
+    if (delivered)
+        return;
+    if (refuse_through_kernel(s, ov) == 0) {
+        LOG_INFO("socket %llu: ConnectEx failed (error %d); its completion port is not "
+                 "known (thread-pool I/O?), so it completes as refused",
                  (unsigned long long)s, err);
+        return;
+    }
+    LOG_WARN("socket %llu: ConnectEx failed (error %d) and its completion cannot be "
+             "delivered; the program is not told", (unsigned long long)s, err);
 }
 
 static void complete_connected(SOCKET s, LPOVERLAPPED ov, PVOID buf, DWORD len)

@@ -63,27 +63,31 @@ def test_getpeername_reports_the_destination(lab: lablib.Lab, win: Win) -> None:
         "the daemon was not asked about the loopback socket\n" + res.describe()
 
 
-# client -> the error its RESULT line must report when the daemon is down
+# case -> (client, its environment, the error its RESULT line must report when the
+# daemon is down)
 FAIL_CLOSED = {
-    "blocking": WSAECONNREFUSED,
-    "wsaconnect": WSAECONNREFUSED,
-    "nonblocking": WSAECONNREFUSED,
-    "overlapped": ERROR_CONNECTION_REFUSED,
-    "spawn": WSAECONNREFUSED,
+    "blocking": ("blocking", {}, WSAECONNREFUSED),
+    "wsaconnect": ("wsaconnect", {}, WSAECONNREFUSED),
+    "nonblocking": ("nonblocking", {}, WSAECONNREFUSED),
+    "overlapped": ("overlapped", {}, ERROR_CONNECTION_REFUSED),
+    "threadpool": ("overlapped", {"COMPLETION": "threadpool"}, ERROR_CONNECTION_REFUSED),
+    "spawn": ("spawn", {}, WSAECONNREFUSED),
 }
 
 
-@pytest.mark.parametrize("client", sorted(FAIL_CLOSED))
-def test_daemon_down_fails_closed(lab: lablib.Lab, win: Win, client: str) -> None:
+@pytest.mark.parametrize("case", sorted(FAIL_CLOSED))
+def test_daemon_down_fails_closed(lab: lablib.Lab, win: Win, case: str) -> None:
     """The program starts under a live daemon, which then stops: its connect to a host
     it could reach directly (the witness in the proxy zone) fails, and the witness
-    sees no connection."""
+    sees no connection. A ConnectEx on thread-pool I/O (whose completion port the DLL
+    never saw) is told too, through the kernel."""
     assert lab.witness is not None
+    client, env, error = FAIL_CLOSED[case]
     win.start_daemon()
     go, go_win = win.go_file()
     before = lab.witness.count()
     proc = win.spawn(client, [lab.proxy_near_ip, str(lab.witness.port), "down", go_win],
-                     via=win.sk.hops(1))
+                     via=win.sk.hops(1), env=env)
     try:
         lablib.wait_until(lambda: win.sk.control({"op": "status"}).get("sessions"), 60,
                           "the launcher's session")
@@ -93,8 +97,7 @@ def test_daemon_down_fails_closed(lab: lablib.Lab, win: Win, client: str) -> Non
         res = proc.wait(120)
     finally:
         proc.kill()
-    assert res.result_line()[:3] == ["RESULT", "fail", str(FAIL_CLOSED[client])], \
-        res.describe()
+    assert res.result_line()[:3] == ["RESULT", "fail", str(error)], res.describe()
     assert res.returncode == 2, res.describe()
     assert lab.witness.count() == before, "a connection went around the stopped daemon"
 
@@ -128,11 +131,13 @@ def test_nonblocking_connect_crosses_the_chain(lab: lablib.Lab, win: Win, mode: 
     through_chain(lab, win, "nonblocking", env={"NONBLOCK": mode})
 
 
-def test_overlapped_connectex_with_iocp(lab: lablib.Lab, win: Win) -> None:
-    """ConnectEx from WSAIoctl, the request as its send buffer, completed on an IOCP
-    with the right key, OVERLAPPED and byte count."""
+@pytest.mark.parametrize("completion", ["iocp", "threadpool"])
+def test_overlapped_connectex(lab: lablib.Lab, win: Win, completion: str) -> None:
+    """ConnectEx from WSAIoctl, the request as its send buffer, completed on the
+    program's IOCP with the right key, OVERLAPPED and byte count, or through the
+    thread pool (CreateThreadpoolIo) with the right OVERLAPPED and byte count."""
     win.start_daemon()
-    through_chain(lab, win, "overlapped")
+    through_chain(lab, win, "overlapped", env={"COMPLETION": completion})
 
 
 @pytest.mark.parametrize("how", ["getaddrinfo", "GetAddrInfoW", "GetAddrInfoExW",
