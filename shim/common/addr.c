@@ -140,3 +140,32 @@ int socksify_addr_relay(int domain, const struct socksify_reply *rep,
     }
     return -EAFNOSUPPORT;
 }
+
+int socksify_addr_of_peer(int domain, const struct socksify_peer *peer,
+                          struct sockaddr_storage *out, socklen_t *outlen)
+{
+    struct sockaddr_in *in4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+
+    memset(out, 0, sizeof *out);
+    if (domain == AF_INET && peer->family == SOCKSIFY_FAMILY_INET) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons(peer->port);
+        memcpy(&in4->sin_addr, peer->addr, 4);
+        *outlen = sizeof *in4;
+        return 0;
+    }
+    if (domain == AF_INET6) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(peer->port);
+        if (peer->family == SOCKSIFY_FAMILY_INET) {
+            memcpy(in6->sin6_addr.s6_addr, v4_mapped_prefix, sizeof v4_mapped_prefix);
+            memcpy(in6->sin6_addr.s6_addr + 12, peer->addr, 4);
+        } else {
+            memcpy(in6->sin6_addr.s6_addr, peer->addr, 16);
+        }
+        *outlen = sizeof *in6;
+        return 0;
+    }
+    return -EAFNOSUPPORT;
+}

@@ -48,4 +48,11 @@ void socksify_addr_format(const struct socksify_connect_req *req, char *buf, siz
 int socksify_addr_relay(int domain, const struct socksify_reply *rep,
                         struct sockaddr_storage *out, socklen_t *outlen);
 
+/* The daemon's PEERNAME answer as an address of a socket of the given domain (an
+ * AF_INET6 socket reports an IPv4 destination as ::ffff:a.b.c.d). Writes out and
+ * *outlen; returns 0, or -EAFNOSUPPORT if the domain cannot express it (an IPv6
+ * destination on an AF_INET socket). */
+int socksify_addr_of_peer(int domain, const struct socksify_peer *peer,
+                          struct sockaddr_storage *out, socklen_t *outlen);
+
 #endif

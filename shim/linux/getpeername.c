@@ -47,38 +47,18 @@ static uint16_t addr_port(const struct sockaddr_storage *ss, int family)
     return ntohs(port_be);
 }
 
-/* Write the daemon's answer into the caller's buffer in the socket's family (an AF_INET6
- * socket reports an IPv4 destination as ::ffff:a.b.c.d), truncated to in_len as the
- * kernel does, and the full size into *len. -EAFNOSUPPORT if the socket's family cannot
- * express the answer (an IPv6 destination on an AF_INET socket). */
+/* Write the daemon's answer into the caller's buffer in the socket's family, truncated
+ * to in_len as the kernel does, and the full size into *len. -EAFNOSUPPORT if the
+ * socket's family cannot express it. */
 static int write_peer(int domain, const struct socksify_peer *peer, struct sockaddr *addr,
                       socklen_t in_len, socklen_t *len)
 {
     struct sockaddr_storage ss;
-    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
     socklen_t full;
+    int r = socksify_addr_of_peer(domain, peer, &ss, &full);
 
-    memset(&ss, 0, sizeof ss);
-    if (domain == AF_INET && peer->family == SOCKSIFY_FAMILY_INET) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons(peer->port);
-        memcpy(&in4->sin_addr, peer->addr, 4);
-        full = sizeof *in4;
-    } else if (domain == AF_INET6) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons(peer->port);
-        if (peer->family == SOCKSIFY_FAMILY_INET) {
-            in6->sin6_addr.s6_addr[10] = 0xff;
-            in6->sin6_addr.s6_addr[11] = 0xff;
-            memcpy(in6->sin6_addr.s6_addr + 12, peer->addr, 4);
-        } else {
-            memcpy(in6->sin6_addr.s6_addr, peer->addr, 16);
-        }
-        full = sizeof *in6;
-    } else {
-        return -EAFNOSUPPORT;
-    }
+    if (r < 0)
+        return r;
     memcpy(addr, &ss, in_len < full ? in_len : full);
     *len = full;
     return 0;

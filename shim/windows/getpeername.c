@@ -20,39 +20,18 @@ static uint16_t addr_port(const struct sockaddr_storage *ss)
     return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
 }
 
-/* Write the daemon's answer into the caller's buffer in the socket's family (an
- * AF_INET6 socket reports an IPv4 destination as ::ffff:a.b.c.d) and its size into
- * *len. -WSAEAFNOSUPPORT if the socket's family cannot express the answer (an IPv6
- * destination on an AF_INET socket), -WSAEFAULT if the buffer is too small (Winsock
- * does not truncate). */
+/* Write the daemon's answer into the caller's buffer in the socket's family and its
+ * size into *len. -WSAEAFNOSUPPORT if the socket's family cannot express the answer
+ * (an IPv6 destination on an AF_INET socket), -WSAEFAULT if the buffer is too small
+ * (Winsock does not truncate). */
 static int write_peer(int domain, const struct socksify_peer *peer, struct sockaddr *addr,
                       int in_len, int *len)
 {
     struct sockaddr_storage ss;
-    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    int full;
+    socklen_t full;
 
-    memset(&ss, 0, sizeof ss);
-    if (domain == AF_INET && peer->family == SOCKSIFY_FAMILY_INET) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons(peer->port);
-        memcpy(&in4->sin_addr, peer->addr, 4);
-        full = (int)sizeof *in4;
-    } else if (domain == AF_INET6) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons(peer->port);
-        if (peer->family == SOCKSIFY_FAMILY_INET) {
-            in6->sin6_addr.s6_addr[10] = 0xff;
-            in6->sin6_addr.s6_addr[11] = 0xff;
-            memcpy(in6->sin6_addr.s6_addr + 12, peer->addr, 4);
-        } else {
-            memcpy(in6->sin6_addr.s6_addr, peer->addr, 16);
-        }
-        full = (int)sizeof *in6;
-    } else {
+    if (socksify_addr_of_peer(domain, peer, &ss, &full) < 0)
         return -WSAEAFNOSUPPORT;
-    }
     if (in_len < full)
         return -WSAEFAULT;
     memcpy(addr, &ss, (size_t)full);
