@@ -255,7 +255,7 @@ static BOOL PASCAL socksify_hook_ConnectEx(SOCKET s, const struct sockaddr *name
     return FALSE;
 }
 
-/* ---- WSAIoctl: hand out our ConnectEx ------------------------------------------- */
+/* ---- WSAIoctl: hand out our ConnectEx and WSASendMsg ---------------------------- */
 
 int WSAAPI socksify_hook_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD inlen, LPVOID out,
                                   DWORD outlen, LPDWORD returned, LPWSAOVERLAPPED ov,
@@ -273,5 +273,7 @@ int WSAAPI socksify_hook_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD inlen, 
             memcpy(out, &ours, sizeof ours);
         }
     }
+    if (r == 0 && code == SIO_GET_EXTENSION_FUNCTION_POINTER)
+        socksify_wsaioctl_sendmsg(in, inlen, out, outlen);  /* wsasendmsg.c */
     return r;
 }

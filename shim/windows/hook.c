@@ -32,6 +32,13 @@ INT WSAAPI socksify_hook_GetAddrInfoExA(PCSTR, PCSTR, DWORD, LPGUID,
                                         LPLOOKUPSERVICE_COMPLETION_ROUTINE, LPHANDLE);
 struct hostent *WSAAPI socksify_hook_gethostbyname(const char *);
 int WSAAPI socksify_hook_getpeername(SOCKET, struct sockaddr *, int *);
+int WSAAPI socksify_hook_sendto(SOCKET, const char *, int, int, const struct sockaddr *,
+                                int);
+int WSAAPI socksify_hook_WSASendTo(SOCKET, LPWSABUF, DWORD, LPDWORD, DWORD,
+                                   const struct sockaddr *, int, LPWSAOVERLAPPED,
+                                   LPWSAOVERLAPPED_COMPLETION_ROUTINE);
+int WSAAPI socksify_hook_WSASendMsg(SOCKET, LPWSAMSG, DWORD, LPDWORD, LPWSAOVERLAPPED,
+                                    LPWSAOVERLAPPED_COMPLETION_ROUTINE);
 FARPROC WINAPI socksify_hook_GetProcAddress(HMODULE, LPCSTR);
 HMODULE WINAPI socksify_hook_LoadLibraryA(LPCSTR);
 HMODULE WINAPI socksify_hook_LoadLibraryW(LPCWSTR);
@@ -73,6 +80,9 @@ static struct socksify_hook hooks[] = {
     HOOK(L"ws2_32.dll", GetAddrInfoExA),
     HOOK(L"ws2_32.dll", gethostbyname),
     HOOK(L"ws2_32.dll", getpeername),
+    HOOK(L"ws2_32.dll", sendto),
+    HOOK(L"ws2_32.dll", WSASendTo),
+    HOOK(L"ws2_32.dll", WSASendMsg),
     HOOK(L"kernel32.dll", GetProcAddress),
     HOOK(L"kernel32.dll", LoadLibraryA),
     HOOK(L"kernel32.dll", LoadLibraryW),

@@ -70,6 +70,12 @@ extern int (WSAAPI *real_WSAIoctl)(SOCKET, DWORD, LPVOID, DWORD, LPVOID, DWORD, 
 extern INT (WSAAPI *real_getaddrinfo)(PCSTR, PCSTR, const ADDRINFOA *, PADDRINFOA *);
 extern INT (WSAAPI *real_GetAddrInfoW)(PCWSTR, PCWSTR, const ADDRINFOW *, PADDRINFOW *);
 extern int (WSAAPI *real_getpeername)(SOCKET, struct sockaddr *, int *);
+extern int (WSAAPI *real_sendto)(SOCKET, const char *, int, int, const struct sockaddr *,
+                                 int);
+extern int (WSAAPI *real_WSASendTo)(SOCKET, LPWSABUF, DWORD, LPDWORD, DWORD,
+                                    const struct sockaddr *, int, LPWSAOVERLAPPED,
+                                    LPWSAOVERLAPPED_COMPLETION_ROUTINE);
+extern LPFN_WSASENDMSG real_WSASendMsg;
 extern FARPROC (WINAPI *real_GetProcAddress)(HMODULE, LPCSTR);
 
 /* control.c: one request/reply exchange with the daemon over its loopback TCP control
@@ -100,6 +106,16 @@ int socksify_connect_attach(SOCKET s, const struct sockaddr *addr,
  * SOCKET_ERROR with WSASetLastError. */
 int socksify_connect_run(SOCKET s, const struct sockaddr *addr, int len,
                          int (*direct)(void *ctx), void *ctx);
+
+/* datagram.c: may a datagram from s go to `to`? 0 (send it) without asking for no
+ * destination, one that is not IPv4/IPv6, a socket that is not SOCK_DGRAM or a
+ * loopback destination; else the daemon decides (socksify_connect_ask, socktype 2):
+ * 0 for DIRECT, else a negative WSA error (-WSAEACCES under a chain or block rule,
+ * -WSAECONNREFUSED or -WSAETIMEDOUT when the daemon cannot be asked). Fails closed. */
+int socksify_datagram_check(SOCKET s, const struct sockaddr *to, int tolen);
+/* wsasendmsg.c: after a successful WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER),
+ * put our WSASendMsg in out if in is WSAID_WSASENDMSG. */
+void socksify_wsaioctl_sendmsg(const void *in, DWORD inlen, void *out, DWORD outlen);
 
 /* The WSA error for a wire reply code. */
 int socksify_code_to_wsa(unsigned code);
