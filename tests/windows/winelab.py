@@ -29,7 +29,8 @@ import lab as lablib
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = Path(__file__).resolve().parent / "clients"
-CLIENT_NAMES = ("blocking", "wsaconnect", "nonblocking", "overlapped", "resolve", "spawn")
+CLIENT_NAMES = ("blocking", "wsaconnect", "nonblocking", "overlapped", "resolve", "spawn",
+                "udp")
 MINGW = "x86_64-w64-mingw32-gcc"
 WINE_QUIET = {"WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml="}
 
