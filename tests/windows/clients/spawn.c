@@ -1,6 +1,7 @@
 /* Starts blocking.exe (beside this program) with the same arguments through
  * CreateProcessW (SPAWN=A: CreateProcessA; SPAWN=env: with an environment block
- * that lacks the SOCKSIFY_* variables) and exits with the child's exit code. */
+ * that lacks the SOCKSIFY_* variables; SPAWN=32: tiny32.exe, a 32-bit program, through
+ * CreateProcessW) and exits with the child's exit code. */
 #include "client.h"
 
 int main(int argc, char **argv)
@@ -20,7 +21,8 @@ int main(int argc, char **argv)
     }
     GetModuleFileNameA(NULL, exe, sizeof exe);
     slash = strrchr(exe, '\\');
-    strcpy(slash != NULL ? slash + 1 : exe, "blocking.exe");
+    strcpy(slash != NULL ? slash + 1 : exe,
+           how != NULL && strcmp(how, "32") == 0 ? "tiny32.exe" : "blocking.exe");
     snprintf(cmd, sizeof cmd, "\"%s\" %s %s %s %s", exe, argv[1], argv[2], argv[3],
              argc > 4 ? argv[4] : "");
     memset(&si, 0, sizeof si);
