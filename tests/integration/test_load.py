@@ -122,6 +122,13 @@ def hold_round(sk, lab: lablib.Lab, pid: int, workdir: Path, n: int, nbytes: int
                                   "the daemon to hold every relay and chain socket")
             except TimeoutError:
                 pass
+        # nor the far echo server its last ones: the last hop's connect completes in
+        # the kernel, before the server's accept() (bounded wait)
+        try:
+            lablib.wait_until(lambda: lab.echo.count() - echo_before >= n, 30,
+                              "the far echo server to accept every connection")
+        except TimeoutError:
+            pass
         seen = {"held": int(ready.read_text()), "peak_fds": len(daemon_fds(pid)),
                 "peak_rss": daemon_rss_kib(pid),
                 "echo_open": lab.echo.count() - echo_before,
