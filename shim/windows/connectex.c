@@ -97,6 +97,10 @@ static DWORD wsa_to_status(int err)
     }
 }
 
+/* How long the refusing port stays bound: Windows retries a refused loopback SYN for
+ * about 2 s before it completes the ConnectEx. */
+#define REFUSE_HOLD_MS 10000
+
 /* The program's completion goes somewhere socksify does not know: have the kernel
  * deliver a refusal there, by a real ConnectEx of the (unconnected, bound) socket to a
  * loopback port held bound, not listening, by a socket of ours. 0 if under way. */
@@ -126,7 +130,11 @@ static int refuse_through_kernel(SOCKET s, LPOVERLAPPED ov)
     else if (!real_ConnectEx(s, (struct sockaddr *)&closed_addr, closed_len, NULL, 0,
                              &sent, ov) && WSAGetLastError() != WSA_IO_PENDING)
         err = -1;
-    closesocket(closed);   /* its port stays one where nothing listens */
+    else
+        Sleep(REFUSE_HOLD_MS);  /* (the worker's own thread) nobody may listen there
+                                 * while Windows retries the refused SYN; ov may be
+                                 * the program's again already, so it is not polled */
+    closesocket(closed);
     return err;
 }
 
