@@ -140,6 +140,23 @@ class Win(Launcher):
         lablib.wait_until(lambda: (self.sk.runtime_dir / "control.tcp").exists(), 10,
                           "the daemon's control.tcp")
 
+    def run_past_stop(self, client: str, args: Sequence[str], via: Sequence[str],
+                      env: dict[str, str] | None = None) -> winelab.WineResult:
+        """client, given a go file as its last argument, waits on it while the daemon
+        is stopped under it (once the launcher's session is open), then goes on: its
+        result."""
+        go, go_win = self.go_file()
+        proc = self.spawn(client, [*args, go_win], via=via, env=env)
+        try:
+            lablib.wait_until(lambda: self.sk.control({"op": "status"}).get("sessions"),
+                              60, "the launcher's session")
+            res = self.sk.socksifyd("stop")
+            assert res.returncode == 0, self.sk.describe(res)
+            go.touch()
+            return proc.wait(120)
+        finally:
+            proc.kill()
+
 
 class Native(Launcher):
     """The launcher and socksifyd both on Windows (under Wine), in this test's own

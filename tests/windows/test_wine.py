@@ -84,19 +84,9 @@ def test_daemon_down_fails_closed(lab: lablib.Lab, win: Win, case: str) -> None:
     assert lab.witness is not None
     client, env, error = FAIL_CLOSED[case]
     win.start_daemon()
-    go, go_win = win.go_file()
     before = lab.witness.count()
-    proc = win.spawn(client, [lab.proxy_near_ip, str(lab.witness.port), "down", go_win],
-                     via=win.sk.hops(1), env=env)
-    try:
-        lablib.wait_until(lambda: win.sk.control({"op": "status"}).get("sessions"), 60,
-                          "the launcher's session")
-        res = win.sk.socksifyd("stop")
-        assert res.returncode == 0, win.sk.describe(res)
-        go.touch()
-        res = proc.wait(120)
-    finally:
-        proc.kill()
+    res = win.run_past_stop(client, [lab.proxy_near_ip, str(lab.witness.port), "down"],
+                            via=win.sk.hops(1), env=env)
     assert res.result_line()[:3] == ["RESULT", "fail", str(error)], res.describe()
     assert res.returncode == 2, res.describe()
     assert lab.witness.count() == before, "a connection went around the stopped daemon"

@@ -78,18 +78,8 @@ def test_daemon_down_refuses_the_datagram(lab: lablib.Lab, win: Win) -> None:
     closed (WSAECONNREFUSED, as a UDP connect would) and nothing reaches the
     resolver."""
     win.start_daemon()
-    go, go_win = win.go_file()
     name = qname()
-    proc = win.spawn("udp", [lab.client_ip, DNS_PORT, name, go_win], via=win.sk.hops(1))
-    try:
-        lablib.wait_until(lambda: win.sk.control({"op": "status"}).get("sessions"), 60,
-                          "the launcher's session")
-        res = win.sk.socksifyd("stop")
-        assert res.returncode == 0, win.sk.describe(res)
-        go.touch()
-        res = proc.wait(120)
-    finally:
-        proc.kill()
+    res = win.run_past_stop("udp", [lab.client_ip, DNS_PORT, name], via=win.sk.hops(1))
     assert res.result_line()[:3] == ["RESULT", "fail", str(WSAECONNREFUSED)], \
         res.describe()
     assert res.returncode == 2, res.describe()
