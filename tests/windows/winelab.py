@@ -119,8 +119,12 @@ def pip_install_wheel(wine: "Wine", where: Path) -> Path:
         raise RuntimeError(f"build-windows.sh --wheel failed:\n{r.stdout}\n{r.stderr}")
     py = where / "python"
     shutil.copytree(python_dir(), py, ignore=shutil.ignore_patterns("site"))
-    # site-packages on, as in a regular install (the embeddable build's ._pth)
-    next(py.glob("python3*._pth")).write_text("python313.zip\n.\nimport site\n")
+    # site-packages on, as in a regular install: the embeddable build's ._pth keeps its
+    # own entries (its stdlib zip, "."), loses our "site" dir and gains `import site`
+    pth = next(py.glob("python3*._pth"))
+    keep = [line for line in pth.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#") and line != "site"]
+    pth.write_text("\n".join([*keep, "import site"]) + "\n")
     # Wine 8 lacks propsys' VariantToString, which Python 3.13's platform module
     # reaches through _wmi (pip asks it); without _wmi it asks `ver` instead
     (py / "_wmi.pyd").unlink(missing_ok=True)
