@@ -31,6 +31,7 @@ from .generation import GenerationFile
 from .paths import Paths, config_candidates
 from .policy import Action, Policy
 from .pool import TunnelPool
+from .printable import printable
 from .procinfo import AppInfo, ProcessTable, own_uid, peer_credentials
 from .protocol import control as wire
 from .proxies import Proxy
@@ -398,12 +399,15 @@ class Daemon:
         """Hold an exclusive lock on the pidfile for the daemon's life: a second daemon
         for the same runtime dir fails here, and a stale file from a crash is reused."""
         self.paths.ensure_dirs()
+        # ensure_dirs checked the directory is ours alone; O_NOFOLLOW all the same,
+        # so a symlink left there can never make the daemon truncate another file
         fd = os.open(self.paths.pidfile, os.O_RDWR | os.O_CREAT
-                     | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOINHERIT", 0), 0o600)
+                     | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NOINHERIT", 0), 0o600)
         try:
             _lock(fd)
         except OSError:
-            owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            owner = printable(os.read(fd, 32).decode(errors="replace").strip() or "?")
             os.close(fd)
             raise AlreadyRunning(f"socksifyd is already running (pid {owner}, "
                                  f"pidfile {self.paths.pidfile})") from None

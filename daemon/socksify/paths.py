@@ -60,21 +60,69 @@ class Paths:
         return self.socket.with_name(name)
 
     def ensure_dirs(self) -> None:
-        """Create the runtime dir 0700 (and the log's dir); refuse one owned by someone
-        else or open to others, since the control socket's safety rests on it. On
-        Windows the directory is the user's own (%LOCALAPPDATA%: its ACL keeps others
-        out) and modes mean nothing, so it is only created."""
+        """Create the runtime dir 0700 (and the log's dir), then check it as every tool
+        does (check_private_dir): one another user made first, or one others could
+        write into, is refused, never adopted, since the control socket's and the
+        pidfile's safety rest on it. On Windows the directory is the user's own
+        (%LOCALAPPDATA%: its ACL keeps others out) and modes mean nothing, so it is
+        only created."""
         for d in {self.runtime_dir, self.socket.parent}:
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
             if sys.platform == "win32":
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
                 continue
-            st = d.lstat()
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-                raise PermissionError(f"{d} is not a directory owned by uid "
-                                      f"{os.getuid()}; refusing to put the socket there")
-            if st.st_mode & 0o077:
-                os.chmod(d, 0o700)
+            if d.parent != d:
+                d.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(mode=0o700)
+            except FileExistsError:
+                pass
+            check_private_dir(d)   # lstat after mkdir: whoever won a race is seen
         self.logfile.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def check_dirs(self) -> None:
+        """Before a tool talks to the daemon or reads its pidfile: the control socket's
+        directory (and the runtime dir) must pass check_private_dir. A missing one
+        raises FileNotFoundError (no daemon there). Nothing to check on Windows."""
+        if sys.platform == "win32":
+            return
+        for d in dict.fromkeys((self.socket.parent, self.runtime_dir)):
+            check_private_dir(d)
+
+
+class UnsafeRuntimeDir(PermissionError):
+    """The control socket's directory is not safely ours; the message names it."""
+
+
+# Modes a runtime directory may have: 0700, or 0711 for root's shared daemon (a root
+# daemon whose policy has allow_users opens it to traversal, docs/wire.md). The shim
+# applies the same rule (shim/linux/control.c, check_directory).
+PRIVATE_MODE = 0o700
+ROOT_SHARED_MODE = 0o711
+
+
+def check_private_dir(path: Path) -> None:
+    """Refuse a runtime directory anyone but us (or root) could have made or could
+    write into: lstat (a symlink is refused, not followed) must show a directory owned
+    by our uid or root, with mode exactly 0700 (or 0711 if root owns it). Raises
+    UnsafeRuntimeDir naming the path, or FileNotFoundError if it is missing."""
+    me = os.getuid()
+    st = os.lstat(path)
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+        raise UnsafeRuntimeDir(f"refusing the runtime directory {path}: it is {what}; "
+                               f"remove it (a daemon makes it again, mode 0700)")
+    if st.st_uid not in (me, 0):
+        raise UnsafeRuntimeDir(
+            f"refusing the runtime directory {path}: it is owned by uid {st.st_uid}, "
+            f"not by you (uid {me}) or root: another user made it and could answer "
+            f"in the daemon's place; remove it (as root or that user) and try again")
+    allowed = (PRIVATE_MODE, ROOT_SHARED_MODE) if st.st_uid == 0 else (PRIVATE_MODE,)
+    if mode not in allowed:
+        raise UnsafeRuntimeDir(
+            f"refusing the runtime directory {path}: its mode is {mode:04o}, not 0700, "
+            f"so others may have put a socket or pidfile in it; remove it and try "
+            f"again")
 
 
 def windows_runtime_dir(env: dict[str, str]) -> Path:

@@ -64,6 +64,7 @@ static int check_directory(const char *path, int level)
     char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
     const char *slash = strrchr(path, '/');
     struct stat st;
+    mode_t mode;
 
     if (slash == NULL) {
         strcpy(dir, ".");
@@ -89,6 +90,14 @@ static int check_directory(const char *path, int level)
         SOCKSIFY_LOG_AT(level, "the control socket's directory %s is owned by uid %u, not "
                         "%u or root; refusing", dir, (unsigned)st.st_uid,
                         (unsigned)getuid());
+        return -EPERM;
+    }
+    /* Mode 0700, or 0711 for root's shared daemon: a directory others may write into
+     * could hold their socket (the same rule as paths.check_private_dir). */
+    mode = st.st_mode & 07777;
+    if (mode != 0700 && !(st.st_uid == 0 && mode == 0711)) {
+        SOCKSIFY_LOG_AT(level, "the control socket's directory %s has mode %04o, not "
+                        "0700; refusing", dir, (unsigned)mode);
         return -EPERM;
     }
     return 0;
