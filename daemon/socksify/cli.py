@@ -17,6 +17,7 @@ from . import __version__, client, programs
 from .chain import Strategy
 from .errors import ConfigError
 from .paths import Paths
+from .printable import printable
 from .proxies import Proxy
 
 USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] [--isolate] "
@@ -151,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     except client.DaemonUnavailable as exc:
         print(f"socksify: {exc}", file=sys.stderr)
         return 1
+    except client.UnsafeDaemon as exc:
+        print(f"socksify: {exc}; not running {command[0]}", file=sys.stderr)
+        return 1
     except SessionRefused as exc:
         print(f"socksify: {exc}", file=sys.stderr)
         return 2
@@ -220,7 +224,7 @@ class Session:
         reply = client.read_message(stream)
         if not reply.get("ok"):
             sock.close()
-            raise SessionRefused(str(reply.get("error")))
+            raise SessionRefused(printable(reply.get("error")))
         sock.settimeout(None)
         return sock, stream, str(reply["session"])
 
@@ -244,7 +248,8 @@ class Session:
             while not self.done.wait(REATTACH_INTERVAL):
                 try:
                     opened = self._open(self.id)
-                except (client.DaemonUnavailable, SessionRefused, OSError, ValueError):
+                except (client.DaemonUnavailable, client.UnsafeDaemon, SessionRefused,
+                        OSError, ValueError):
                     continue
                 with self.lock:
                     if self.done.is_set():
@@ -295,7 +300,8 @@ def _print_events(stream: Any, quiet: bool) -> None:
         except ValueError:
             continue
         if event.get("event") in ("connection", "lookup") and not quiet:
-            print(f"socksify: {event['text']}", file=sys.stderr, flush=True)
+            print(f"socksify: {printable(event.get('text'))}", file=sys.stderr,
+                  flush=True)
 
 
 def _run(command: list[str], env: dict[str, str]) -> int:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from . import tcpcontrol
-from .paths import Paths
+from .paths import Paths, UnsafeRuntimeDir
+from .printable import printable
+from .procinfo import peer_credentials
 
 START_TIMEOUT = 15.0
 # DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
@@ -23,6 +25,11 @@ WINDOWS_DETACHED = 0x00000008 | 0x00000200
 
 class DaemonUnavailable(RuntimeError):
     pass
+
+
+class UnsafeDaemon(RuntimeError):
+    """The control socket is not safely ours: its directory is another user's (or open
+    to others), or another user's process answers on it. Nothing was sent."""
 
 
 def control_file(paths: Paths, env: dict[str, str] | None = None) -> Path:
@@ -57,16 +64,57 @@ def connect_tcp(path: Path, timeout: float = 5.0) -> socket.socket:
 
 
 def connect(paths: Paths, timeout: float = 5.0) -> socket.socket:
+    """A connection to the daemon, checked before a byte is sent: on Linux the
+    socket's directory must be ours (paths.check_private_dir) and the process that
+    accepted must run as our uid or root (check_peer). UnsafeDaemon otherwise."""
     if sys.platform == "win32":
         return connect_tcp(control_file(paths), timeout)
+    try:
+        paths.check_dirs()
+    except FileNotFoundError:
+        raise DaemonUnavailable(f"no daemon at {paths.socket}: no directory "
+                                f"{paths.socket.parent}") from None
+    except UnsafeRuntimeDir as exc:
+        raise UnsafeDaemon(str(exc)) from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(str(paths.socket))
+        check_peer(sock, str(paths.socket))
     except OSError as exc:
         sock.close()
         raise DaemonUnavailable(f"no daemon at {paths.socket}: {exc.strerror}") from None
+    except UnsafeDaemon:
+        sock.close()
+        raise
     return sock
+
+
+def check_peer(sock: socket.socket, where: str) -> int:
+    """The pid of the process serving this Unix socket, after checking that it runs as
+    our own uid or as root (a root daemon serving the users of its allow_users):
+    anyone else could be a fake daemon collecting the session's proxy passwords."""
+    pid, uid = peer_credentials(sock)
+    if uid not in (os.getuid(), 0):
+        raise UnsafeDaemon(f"refusing the daemon at {where}: it runs as uid {uid}, not "
+                           f"as you (uid {os.getuid()}) or root; another user's "
+                           f"process answers there")
+    return pid
+
+
+def daemon_pid(paths: Paths) -> int | None:
+    """The pid of the daemon answering on the checked control socket, as the kernel
+    and the daemon both report it (None when no daemon answers, or when they
+    disagree). Never read from the pidfile alone."""
+    try:
+        reply, peer = exchange(paths, {"op": "status"}, timeout=2.0)
+    except (DaemonUnavailable, OSError, ValueError):
+        return None
+    pid = reply.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or not reply.get("ok") \
+            or (peer is not None and pid != peer):
+        return None
+    return pid
 
 
 def send(sock: socket.socket, obj: dict[str, Any]) -> None:
@@ -83,12 +131,22 @@ def read_message(stream: Any) -> dict[str, Any]:
 
 def request(paths: Paths, obj: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
     """One request, one reply."""
+    return exchange(paths, obj, timeout)[0]
+
+
+def exchange(paths: Paths, obj: dict[str, Any],
+             timeout: float = 5.0) -> tuple[dict[str, Any], int | None]:
+    """One request, one reply, and the pid of the process that answered as the kernel
+    reports it (None on Windows, where the TCP listener's secret is the check)."""
     with connect(paths, timeout) as sock, sock.makefile("rb") as stream:
+        peer = None if sys.platform == "win32" else peer_credentials(sock)[0]
         send(sock, obj)
-        return read_message(stream)
+        return read_message(stream), peer
 
 
 def is_running(paths: Paths) -> bool:
+    """Does a daemon answer? UnsafeDaemon (a directory or a daemon that is not ours)
+    is raised, not taken for "no": starting another daemon would not make it safe."""
     try:
         return bool(request(paths, {"op": "status"}, timeout=2.0).get("ok"))
     except (DaemonUnavailable, OSError, ValueError):
@@ -99,7 +157,10 @@ def start_daemon(paths: Paths, config: Path | None = None,
                  extra: list[str] | None = None) -> int:
     """Start `socksifyd run` detached, logging to paths.logfile; wait until it answers.
     Returns its pid. Another daemon winning a start race is fine: it answers too."""
-    paths.ensure_dirs()
+    try:
+        paths.ensure_dirs()
+    except UnsafeRuntimeDir as exc:
+        raise UnsafeDaemon(str(exc)) from None
     env = {k: v for k, v in os.environ.items() if not k.startswith("LD_PRELOAD")}
     cmd = [*daemon_command(), "run"]
     if config is not None:
@@ -138,6 +199,7 @@ def daemon_command() -> list[str]:
 
 def tail(path: Path, lines: int = 5) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(printable(line) for line in
+                         path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"

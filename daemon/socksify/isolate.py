@@ -33,6 +33,7 @@ from typing import Any
 
 from . import client
 from .paths import Paths
+from .printable import printable
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -210,14 +211,16 @@ def relay_info(paths: Paths) -> tuple[str, int, int]:
     """The daemon's relay socket and ports, from its status."""
     try:
         status: dict[str, Any] = client.request(paths, {"op": "status"})
-    except (client.DaemonUnavailable, OSError, ValueError) as exc:
+    except (client.DaemonUnavailable, client.UnsafeDaemon, OSError,
+            ValueError) as exc:
         raise IsolationUnavailable(f"cannot ask the daemon for its relay: {exc}") \
             from None
     relay = status.get("relay")
     if not isinstance(relay, dict) or not relay.get("socket") \
             or not relay.get("port4"):
         raise IsolationUnavailable(
-            f"the running socksifyd (version {status.get('version', '?')}) has no "
+            f"the running socksifyd (version {printable(status.get('version', '?'))})"
+            " has no "
             "relay socket for --isolate; restart it (socksifyd restart)")
     return str(relay["socket"]), int(relay["port4"]), int(relay.get("port6") or 0)
 

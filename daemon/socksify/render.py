@@ -12,6 +12,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from .printable import printable
+
 # Width used when stdout is not a terminal: wide enough that no row wraps.
 PIPE_WIDTH = 1000
 
@@ -110,20 +112,27 @@ def connections_table(conns: Sequence[dict[str, Any]], route_column: bool) -> Ta
     table.add_column("↑", justify="right", no_wrap=True, min_width=7)
     table.add_column("↓", justify="right", no_wrap=True, min_width=7)
     table.add_column("AGE", justify="right", no_wrap=True, min_width=5)
+    # Every cell is a Text of printable(): what the daemon reports (app names, host
+    # names) is neither rich markup nor terminal control sequences.
     for c in conns:
-        chain = Text(_chain(c))
+        chain = _text(_chain(c))
         route = str(c.get("route") or "")
-        cells: list[Text | str] = [str(c.get("id", "?")), _app(c), _user(c), _target(c)]
+        cells: list[Text] = [_text(c.get("id", "?")), _text(_app(c)), _text(_user(c)),
+                             _text(_target(c))]
         if route_column:
-            cells += [chain, route]
+            cells += [chain, _text(route)]
         else:
             for hop in _hops(c, short=True):
-                chain.append("\n" + hop, style="dim")
+                chain.append("\n" + printable(hop), style="dim")
             cells.append(chain)
-        cells += [human_size(c.get("up")), human_size(c.get("down")),
-                  human_age(c.get("age"))]
+        cells += [_text(human_size(c.get("up"))), _text(human_size(c.get("down"))),
+                  _text(human_age(c.get("age")))]
         table.add_row(*cells)
     return table
+
+
+def _text(value: object) -> Text:
+    return Text(printable(value))
 
 
 def print_connections(conns: Sequence[dict[str, Any]], console: Console) -> None:

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from . import __version__, client
 from .errors import ConfigError
 from .paths import Paths
+from .printable import printable
 from .policy import Policy
 
 STOP_TIMEOUT = 15.0
@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except client.DaemonUnavailable as exc:
         print(f"socksifyd: {exc}", file=sys.stderr)
         return 1
+    except client.UnsafeDaemon as exc:
+        print(f"socksifyd: {exc}", file=sys.stderr)
+        return 1
 
 
 def _listen_arg(text: str) -> tuple[str, int]:
@@ -125,8 +128,8 @@ def _run(paths: Paths, config: Path | None, verbose: bool,
 def _start(paths: Paths, config: Path | None,
            socks: tuple[str, int] | None = None) -> int:
     if client.is_running(paths):
-        print(f"socksifyd: already running ({_pid(paths) or '?'}); not starting another",
-              file=sys.stderr)
+        print(f"socksifyd: already running (pid {client.daemon_pid(paths) or '?'}); "
+              "not starting another", file=sys.stderr)
         return 1
     extra = ["--socks", f"{socks[0]}:{socks[1]}"] if socks else []
     pid = client.start_daemon(paths, config, extra)
@@ -134,22 +137,27 @@ def _start(paths: Paths, config: Path | None,
     return 0
 
 
-def _pid(paths: Paths) -> int | None:
-    try:
-        return int(paths.pidfile.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _stop(paths: Paths) -> int:
-    pid = _pid(paths)
-    if pid is None or not client.is_running(paths):
+    """Ask the daemon on the checked control socket to stop (client.connect checks the
+    directory and the peer), then wait for the pid it reported -- which must be the
+    one the kernel gives for the socket's peer -- to end. No signal is sent: a pid
+    read from a file could name any process of ours."""
+    try:
+        reply, peer = client.exchange(paths, {"op": "stop"})
+    except client.DaemonUnavailable:
         print("socksifyd: not running", file=sys.stderr)
         return 1
-    if sys.platform == "win32":   # no SIGTERM there: ask over the control listener
-        client.request(paths, {"op": "stop"})
-    else:
-        os.kill(pid, signal.SIGTERM)
+    if not reply.get("ok"):
+        print(f"socksifyd: the daemon refused to stop: {printable(reply.get('error'))}",
+              file=sys.stderr)
+        return 1
+    pid = reply.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) \
+            or (peer is not None and pid != peer):
+        print(f"socksifyd: the daemon at {_where(paths)} reported pid "
+              f"{printable(pid)}, but pid {peer} answered; not waiting for it",
+              file=sys.stderr)
+        return 1
     deadline = time.monotonic() + STOP_TIMEOUT
     while time.monotonic() < deadline:
         if not _alive(pid):
@@ -178,10 +186,10 @@ def _alive(pid: int) -> bool:
 def _reload(paths: Paths) -> int:
     reply = client.request(paths, {"op": "reload"})
     if not reply.get("ok"):
-        print(f"socksifyd: reload failed, the old policy stays: {reply.get('error')}",
-              file=sys.stderr)
+        print("socksifyd: reload failed, the old policy stays: "
+              f"{printable(reply.get('error'))}", file=sys.stderr)
         return 1
-    print(f"policy reloaded from {reply.get('policy')}")
+    print(f"policy reloaded from {printable(reply.get('policy'))}")
     return 0
 
 
@@ -192,7 +200,7 @@ def _status(paths: Paths) -> int:
         print(f"socksifyd: not running (no daemon at {_where(paths)})")
         return 3
     from . import render  # rich: imported only by the commands that print with it
-    print("\n".join(render.status_lines(st)))
+    print("\n".join(printable(line) for line in render.status_lines(st)))
     return 0
 
 
@@ -208,8 +216,8 @@ def _connections(paths: Paths, as_json: bool) -> int:
         print(f"socksifyd: not running (no daemon at {_where(paths)})", file=sys.stderr)
         return 3
     if not reply.get("ok"):
-        print(f"socksifyd: the daemon cannot list connections: {reply.get('error')}",
-              file=sys.stderr)
+        print("socksifyd: the daemon cannot list connections: "
+              f"{printable(reply.get('error'))}", file=sys.stderr)
         return 1
     conns = list(reply.get("connections") or [])
     from . import render
@@ -264,8 +272,11 @@ def _install_service(config: Path | None, print_only: bool) -> int:
     print("now run:")
     print("  systemctl --user daemon-reload && systemctl --user enable --now socksifyd")
     paths = Paths.from_env()
-    pid = _pid(paths)
-    if pid is not None and client.is_running(paths) and not _under_systemd(pid):
+    try:
+        pid = client.daemon_pid(paths)
+    except client.UnsafeDaemon:
+        pid = None
+    if pid is not None and not _under_systemd(pid):
         print(f"(socksifyd pid {pid} is running outside systemd: `socksifyd stop` it "
               "first, or the unit cannot start)")
     return 0

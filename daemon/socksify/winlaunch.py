@@ -27,6 +27,7 @@ from typing import Any
 
 from . import client
 from .paths import Paths
+from .printable import printable
 
 CREATE_SUSPENDED = 0x4
 CREATE_UNICODE_ENVIRONMENT = 0x400
@@ -124,7 +125,7 @@ class TcpSession:
             reply = {"error": f"unexpected reply {line[:80]!r}"}
         if not reply.get("ok"):
             self.sock.close()
-            raise LaunchError(f"session refused: {reply.get('error')}", 2)
+            raise LaunchError(f"session refused: {printable(reply.get('error'))}", 2)
         self.id = str(reply["session"])
         self.closing = threading.Event()
         self.sock.settimeout(None)
@@ -139,7 +140,8 @@ class TcpSession:
                 except ValueError:
                     continue
                 if event.get("event") in ("connection", "lookup") and not self.quiet:
-                    print(f"socksify: {event['text']}", file=sys.stderr, flush=True)
+                    print(f"socksify: {printable(event.get('text'))}",
+                          file=sys.stderr, flush=True)
         except OSError:
             pass
         if not self.quiet and not self.closing.is_set():
