@@ -255,6 +255,29 @@ static int recv_body(int fd, uint8_t *reply, size_t replymax, int64_t deadline, 
     return (int)(SOCKSIFY_REPLY_SIZE + body_len);
 }
 
+/* The process that accepted must run as us or as root (a root daemon serving its
+ * allow_users): the directory check already keeps others out, this also catches a
+ * symlink in it to someone else's socket -- before the request, and the program's own
+ * socket with it, is sent. */
+static int check_peer(int fd, const char *path, int level)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        int err = errno;
+        SOCKSIFY_LOG_AT(level, "cannot learn who serves %s: %s", path,
+                        socksify_strerror(err));
+        return -err;
+    }
+    if (cred.uid != getuid() && cred.uid != 0) {
+        SOCKSIFY_LOG_AT(level, "the daemon at %s runs as uid %u, not %u or root; "
+                        "refusing", path, (unsigned)cred.uid, (unsigned)getuid());
+        return -EPERM;
+    }
+    return 0;
+}
+
 static int exchange_on(socksify_connect_fn real_connect, int fd, const char *path,
                        const uint8_t *request, size_t len, uint8_t *reply,
                        size_t replymax, int64_t deadline, int level, int app_fd,
@@ -269,6 +292,8 @@ static int exchange_on(socksify_connect_fn real_connect, int fd, const char *pat
                         socksify_strerror(-r));
         return r;
     }
+    if ((r = check_peer(fd, path, level)) < 0)
+        return r;
     r = app_fd >= 0 ? send_with_fd(fd, request, len, app_fd, deadline)
                     : socksify_send_all(fd, request, len, deadline);
     if (r < 0) {

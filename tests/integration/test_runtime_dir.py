@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -270,7 +271,8 @@ def test_a_directory_another_user_made_is_refused(strangers: Strangers) -> None:
 def test_a_socket_served_by_another_uid_is_refused(strangers: Strangers) -> None:
     """The victim's own 0700 /tmp/socksify-<victim> whose control.sock is a symlink to
     the attacker's socket (so the directory check passes): SO_PEERCRED shows the
-    attacker's uid, and nothing is sent. socksifyd stop, with the victim's pidfile
+    attacker's uid, and nothing is sent, by the tools nor by the shim in the victim's
+    program (which would send its request and its socket). socksifyd stop, with the victim's pidfile
     naming the victim's sleep, signals nothing."""
     s = strangers
     rt = s.runtime_dir()
@@ -290,8 +292,11 @@ def test_a_socket_served_by_another_uid_is_refused(strangers: Strangers) -> None
                             f"socks5://user:{SECRET}@127.0.0.1:1", "true")
         status = s.victim_runs("socksify.service", "status")
         stopped = s.victim_runs("socksify.service", "stop")
+        shimmed = shimmed_connect(s)
         got = record.read_bytes() if record.exists() else b""
         problems = harm(got, sleeper, (run, status, stopped))
+        if shimmed:
+            problems.append(shimmed)
         # it sees the connections (that is how its uid is learnt), but not one byte
         if not set(got.split(b"\n")) <= {b"<connection>", b""}:
             problems.append(f"the fake daemon received bytes: {got!r}")
@@ -306,6 +311,43 @@ def test_a_socket_served_by_another_uid_is_refused(strangers: Strangers) -> None
             stop(fake)
         stop(sleeper)
         shutil.rmtree(work, ignore_errors=True)
+
+
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10).close()
+    print("connected")
+except OSError as exc:
+    print("refused", exc.errno)
+"""
+
+
+def shimmed_connect(s: Strangers) -> str:
+    """The victim's program with the shim (SOCKSIFY_PROXY_LOOPBACK: the daemon is asked
+    even for loopback) connects to a listener: it must fail closed, and the listener
+    see nothing. Returns what went wrong, or ""."""
+    target = socket.create_server(("127.0.0.1", 0))
+    target.settimeout(0.2)
+    try:
+        env = {**s.env(), "SOCKSIFY_PROXY_LOOPBACK": "1",
+               "LD_PRELOAD": str(s.site / "socksify" / "_shim" / "libsocksify.so")}
+        res = subprocess.run([*s.as_user(s.victim), SYSTEM_PY, "-c", CONNECT,
+                              str(target.getsockname()[1])], env=env,
+                             capture_output=True, text=True, timeout=60)
+        try:
+            target.accept()[0].close()
+            return f"the shimmed program reached its target: {res.stdout!r}"
+        except OSError:
+            pass
+        if "refused" not in res.stdout:
+            return f"the shimmed program did not fail closed: {res.stdout!r} " \
+                f"{res.stderr!r}"
+        if f"runs as uid {s.attacker.pw_uid}" not in res.stderr:
+            return f"the shim did not refuse the peer: {res.stdout!r} {res.stderr!r}"
+        return ""
+    finally:
+        target.close()
 
 
 def _own_env(rt: Path) -> dict[str, str]:
