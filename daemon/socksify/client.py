@@ -70,7 +70,7 @@ def connect(paths: Paths, timeout: float = 5.0) -> socket.socket:
     if sys.platform == "win32":
         return connect_tcp(control_file(paths), timeout)
     try:
-        paths.check_dirs()
+        paths.check_socket_dir()
     except FileNotFoundError:
         raise DaemonUnavailable(f"no daemon at {paths.socket}: no directory "
                                 f"{paths.socket.parent}") from None

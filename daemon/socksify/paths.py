@@ -79,14 +79,12 @@ class Paths:
             check_private_dir(d)   # lstat after mkdir: whoever won a race is seen
         self.logfile.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def check_dirs(self) -> None:
-        """Before a tool talks to the daemon or reads its pidfile: the control socket's
-        directory (and the runtime dir) must pass check_private_dir. A missing one
-        raises FileNotFoundError (no daemon there). Nothing to check on Windows."""
-        if sys.platform == "win32":
-            return
-        for d in dict.fromkeys((self.socket.parent, self.runtime_dir)):
-            check_private_dir(d)
+    def check_socket_dir(self) -> None:
+        """Before a tool connects to the control socket: its directory must pass
+        check_private_dir (FileNotFoundError if it is missing: no daemon there).
+        Nothing to check on Windows."""
+        if sys.platform != "win32":
+            check_private_dir(self.socket.parent)
 
 
 class UnsafeRuntimeDir(PermissionError):

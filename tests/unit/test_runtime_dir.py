@@ -204,3 +204,17 @@ def test_status_reply_is_printed_escaped(tmp_path: Path, monkeypatch: pytest.Mon
     assert ESC not in out and "\x07" not in out
     assert "\\x1b]0;PWNED\\x07" in out and "\\x1b[31mred" in out \
         and "socks4://\\x1b[Kh:1" in out
+
+
+def test_only_the_sockets_directory_is_needed(tmp_path: Path) -> None:
+    """SOCKSIFY_SOCKET in a good directory (root's /run/socksify, say) is reached even
+    when this user's own runtime directory does not exist."""
+    d = private(tmp_path / "elsewhere")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(d / "control.sock"))
+    listener.listen(1)
+    with listener:
+        paths = Paths.from_env({"SOCKSIFY_SOCKET": str(d / "control.sock"),
+                                "SOCKSIFY_RUNTIME_DIR": str(tmp_path / "missing")})
+        with client.connect(paths):
+            pass
