@@ -152,3 +152,38 @@ def test_names_under_localhost_are_the_daemons(lab: lablib.Lab, sk) -> None:
                   f"http://{curl_name}:{lab.http_port}/"], via=via)
     assert res.returncode != 0, sk.describe(res)     # nothing serves it
     assert_not_asked(lab, before, "secret-")
+
+
+def test_res_search_judges_every_name_of_the_search_list(lab: lablib.Lab, sk,
+                                                         dnscalls: Path,
+                                                         tmp_path: Path) -> None:
+    """A direct rule for a single-label name lets res_query() ask about it (the
+    control), but res_search() of it would also ask about it under the search domain
+    (LOCALDOMAIN), which the policy chains: the whole call is refused, and neither
+    name reaches the resolver."""
+    label = f"plain-{os.urandom(3).hex()}"
+    pol = tmp_path / "policy.toml"
+    pol.write_text(textwrap.dedent(f"""\
+        [chains.c]
+        hops = ["{lab.hops[0].url}", "{s5(lab.hops[1])}"]
+
+        [[rules]]
+        dest = ["{label}"]
+        action = "direct"
+
+        [default]
+        action = "chain:c"
+        """))
+    env = {"LOCALDOMAIN": "corp.example"}
+    before = len(lab.dns.seen())
+    res = sk.run([str(dnscalls), "search", label], opts=["-c", str(pol)], env=env)
+    assert res.returncode == 0, sk.describe(res)
+    assert result_line(res.stdout, "search")[1:] == [
+        "rc", "-1", "h_errno", str(NO_RECOVERY), "errno", str(EACCES)], sk.describe(res)
+    assert f"res_search({label}.corp.example) refused" in res.stderr, res.stderr
+    assert_not_asked(lab, before, label)
+    res = sk.run([str(dnscalls), "query", label], opts=["-c", str(pol)], env=env)
+    assert result_line(res.stdout, "query")[1:5] == [
+        "rc", "-1", "h_errno", str(HOST_NOT_FOUND)], sk.describe(res)
+    lablib.wait_until(lambda: label in lab.dns.seen(), 10, "the direct rule's query")
+    assert f"{label}.corp.example" not in lab.dns.seen()
