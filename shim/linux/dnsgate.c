@@ -17,6 +17,17 @@ int socksify_dns_refuse(res_state statp, int err)
     return -1;
 }
 
+/* 1 when name can be printed in a log line as it is (what RESOLVE can carry). */
+static int printable(const char *name)
+{
+    size_t n = 0;
+
+    for (; name[n] != '\0'; n++)
+        if (name[n] < 0x21 || name[n] > 0x7e || n >= SOCKSIFY_MAX_NAME)
+            return 0;
+    return n > 0;
+}
+
 int socksify_dns_gate(res_state statp, const char *call, const char *name)
 {
     struct socksify_peer peer;
@@ -31,8 +42,12 @@ int socksify_dns_gate(res_state statp, const char *call, const char *name)
                  "resolves it; a local DNS query would leak it", call, name);
         return socksify_dns_refuse(statp, EACCES);
     case -ENOENT:
-        /* resolve.c has logged whether the policy refused it or the wire cannot carry it */
-        LOG_WARN("%s: refused: the policy does not let this name be looked up here", call);
+        if (printable(name))
+            LOG_WARN("%s(%s) refused: the policy does not let this name be looked up "
+                     "(the daemon's log says why)", call, name);
+        else  /* not printed: it may hold anything, control characters included */
+            LOG_WARN("%s refused: the name is empty, longer than %d bytes or not "
+                     "printable ASCII", call, SOCKSIFY_MAX_NAME);
         return socksify_dns_refuse(statp, EACCES);
     default:
         LOG_WARN("%s(%s) refused: the socksify daemon did not answer, and a DNS query "

@@ -23,21 +23,6 @@ void socksify_res_query_resolve(void)
                      __ATOMIC_RELEASE);
 }
 
-/* The real function, looked up again if libresolv was loaded after start-up. */
-static query_fn the_query(void)
-{
-    if (__atomic_load_n(&real_query, __ATOMIC_ACQUIRE) == NULL)
-        socksify_res_query_resolve();
-    return __atomic_load_n(&real_query, __ATOMIC_ACQUIRE);
-}
-
-static nquery_fn the_nquery(void)
-{
-    if (__atomic_load_n(&real_nquery, __ATOMIC_ACQUIRE) == NULL)
-        socksify_res_query_resolve();
-    return __atomic_load_n(&real_nquery, __ATOMIC_ACQUIRE);
-}
-
 static int socksify_res_query(const char *name, int class, int type, unsigned char *answer,
                               int anslen)
 {
@@ -48,8 +33,11 @@ static int socksify_res_query(const char *name, int class, int type, unsigned ch
         return socksify_dns_refuse(&_res, EINVAL);
     if (socksify_dns_gate(&_res, "res_query", name) < 0)
         return -1;
-    if ((real = the_query()) == NULL)
-        return socksify_dns_refuse(&_res, ENOSYS);
+    if ((real = __atomic_load_n(&real_query, __ATOMIC_ACQUIRE)) == NULL) {
+        socksify_res_query_resolve();  /* libresolv loaded after start-up? */
+        if ((real = __atomic_load_n(&real_query, __ATOMIC_ACQUIRE)) == NULL)
+            return socksify_dns_refuse(&_res, ENOSYS);
+    }
     return real(name, class, type, answer, anslen);
 }
 
@@ -63,8 +51,11 @@ static int socksify_res_nquery(res_state statp, const char *name, int class, int
         return socksify_dns_refuse(statp, EINVAL);
     if (socksify_dns_gate(statp, "res_nquery", name) < 0)
         return -1;
-    if ((real = the_nquery()) == NULL)
-        return socksify_dns_refuse(statp, ENOSYS);
+    if ((real = __atomic_load_n(&real_nquery, __ATOMIC_ACQUIRE)) == NULL) {
+        socksify_res_query_resolve();
+        if ((real = __atomic_load_n(&real_nquery, __ATOMIC_ACQUIRE)) == NULL)
+            return socksify_dns_refuse(statp, ENOSYS);
+    }
     return real(statp, name, class, type, answer, anslen);
 }
 
