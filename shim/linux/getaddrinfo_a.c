@@ -231,7 +231,7 @@ SOCKSIFY_EXPORT int gai_suspend(const struct gaicb *const list[], int nitems,
         }
     }
     pthread_mutex_lock(&status_lock);
-    for (;;) {
+    for (int waited = 0;; waited = 1) {
         int pending = 0, done = 0;
 
         for (int i = 0; i < nitems; i++) {
@@ -242,12 +242,12 @@ SOCKSIFY_EXPORT int gai_suspend(const struct gaicb *const list[], int nitems,
             else
                 done = 1;
         }
-        if (done) {
-            r = 0;
+        if (!pending && !waited) {
+            r = EAI_ALLDONE;  /* as glibc: nothing listed was in progress */
             break;
         }
-        if (!pending) {
-            r = EAI_ALLDONE;
+        if (done || !pending) {
+            r = 0;
             break;
         }
         if (timeout == NULL)
