@@ -57,9 +57,23 @@ def shim_env(runtime_dir: Path, **extra: str) -> dict[str, str]:
             **extra}
 
 
+# Every program runs in a network namespace of its own with nothing but a loopback that
+# is down (unshare -rn: a user namespace, so no root needed): a query that got out by
+# mistake would reach no resolver at all, the machine's included.
+ISOLATE = ["unshare", "-rn"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolation() -> None:
+    if shutil.which("unshare") is None or subprocess.run(
+            [*ISOLATE, "true"], capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("cannot make a network namespace (unshare -rn) to run these in")
+
+
 def run(argv: list[str], env: dict[str, str] | None = None,
         timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*ISOLATE, *argv], env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 # What gaicheck rounds prints under glibc 2.36's own getaddrinfo_a (read by hand from
