@@ -57,6 +57,9 @@ static int is_numeric_v6(const char *name)
     return inet_pton(AF_INET6, buf, &a) == 1;
 }
 
+/* "localhost" itself only: a name under ".localhost" goes to DNS with glibc's "hosts:
+ * files dns" unless the hosts file names it, so it is the daemon's to decide (it
+ * answers DIRECT for hosts-file names). */
 static int is_localhost(const char *name)
 {
     static const char local[] = "localhost";
@@ -64,9 +67,7 @@ static int is_localhost(const char *name)
 
     if (len > 0 && name[len - 1] == '.')
         len--;  /* the root: "localhost." */
-    if (len < n || strncasecmp(name + len - n, local, n) != 0)
-        return 0;
-    return len == n || name[len - n - 1] == '.';
+    return len == n && strncasecmp(name, local, n) == 0;
 }
 
 int socksify_name_is_local(const char *name)

@@ -128,6 +128,10 @@ static void init_once_body(void)
     socksify_execvp_resolve();
     socksify_fexecve_resolve();
     socksify_posix_spawn_resolve();
+    socksify_res_query_resolve();       /* these four never abort: libresolv may be */
+    socksify_res_search_resolve();      /* missing (glibc < 2.34 without -lresolv) */
+    socksify_res_querydomain_resolve();
+    socksify_res_send_resolve();
     read_session();
     read_timeout();
     config.proxy_loopback = socksify_getenv("SOCKSIFY_PROXY_LOOPBACK") != NULL &&

@@ -47,6 +47,10 @@ void socksify_execve_resolve(void);
 void socksify_execvp_resolve(void);
 void socksify_fexecve_resolve(void);
 void socksify_posix_spawn_resolve(void);
+void socksify_res_query_resolve(void);
+void socksify_res_search_resolve(void);
+void socksify_res_querydomain_resolve(void);
+void socksify_res_send_resolve(void);
 
 /* libc's connect() and getpeername(), for the shim's own use (the exported ones may ask
  * the daemon). Valid after socksify_init(). */

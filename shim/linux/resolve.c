@@ -14,15 +14,20 @@
 
 int socksify_resolve_name(const char *name, unsigned family, struct socksify_peer *peer)
 {
+    if (socksify_name_is_local(name)) {
+        LOG_DEBUG("%s: numeric or localhost, resolving locally", name);
+        return SOCKSIFY_NAME_REAL;
+    }
+    return socksify_resolve_ask(name, family, peer);
+}
+
+int socksify_resolve_ask(const char *name, unsigned family, struct socksify_peer *peer)
+{
     uint8_t request[SOCKSIFY_REQUEST_SIZE + SOCKSIFY_MAX_NAME];
     uint8_t reply[SOCKSIFY_REPLY_SIZE];
     struct socksify_reply rep;
     int len, r;
 
-    if (socksify_name_is_local(name)) {
-        LOG_DEBUG("%s: numeric or localhost, resolving locally", name);
-        return SOCKSIFY_NAME_REAL;
-    }
     len = socksify_wire_encode_resolve(name, family, socksify_config()->session, request,
                                        sizeof request);
     if (len < 0) {

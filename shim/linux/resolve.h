@@ -20,6 +20,11 @@
  * a warning). Never a local lookup the daemon did not allow. */
 int socksify_resolve_name(const char *name, unsigned family, struct socksify_peer *peer);
 
+/* As socksify_resolve_name(), but always asks the daemon, numeric names and localhost
+ * included: for the res_* hooks, whose every call is a DNS query (no hosts file, no
+ * numeric shortcut), so only the daemon's DIRECT lets the name out. */
+int socksify_resolve_ask(const char *name, unsigned family, struct socksify_peer *peer);
+
 /* Decide a reverse lookup of sa (getnameinfo, gethostbyaddr): SOCKSIFY_NAME_REAL (0)
  * without asking for an address that is not a complete AF_INET/AF_INET6 one or is
  * loopback (socksify_addr_is_loopback()), and for a DIRECT verdict; the name's length

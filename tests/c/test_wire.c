@@ -335,7 +335,7 @@ static void run_names(void)
         {"192.0.2.1", 1},      {"127.1", 1},            {"0x7f000001", 1},
         {"2130706433", 1},     {"2001:db8::1", 1},      {"fe80::1%eth0", 1},
         {"::ffff:1.2.3.4", 1}, {"localhost", 1},        {"LocalHost.", 1},
-        {"a.b.localhost", 1},  {"example.org", 0},      {"notlocalhost", 0},
+        {"a.b.localhost", 0},  {"example.org", 0},      {"notlocalhost", 0},
         {"localhost.org", 0},  {"1.2.3.4.example", 0},  {"1e100.net", 0},
         {"", 0},
     };

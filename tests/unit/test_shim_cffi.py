@@ -26,6 +26,11 @@ EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyn
            "socksify_wire_encode_request", "socksify_wire_encode_connect",
            "socksify_wire_encode_resolve", "socksify_wire_decode_reply",
            "socksify_wire_decode_peer", "socksify_wire_decode_name", "socksify_wire_errno", "socksify_addr_is_loopback"}
+EXPORTS |= {"res_query", "res_search", "res_querydomain", "res_send", "res_nquery",
+            "res_nsearch", "res_nquerydomain", "res_nsend", "__res_query", "__res_search",
+            "__res_querydomain", "__res_send", "__res_nquery", "__res_nsearch",
+            "__res_nquerydomain", "__res_nsend",
+            "getaddrinfo_a", "gai_suspend", "gai_cancel", "gai_error"}  # DNS calls
 
 
 def vectors(kind: str) -> list[tuple[str, dict[str, str]]]:
