@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable
 from . import __version__, control, tcpcontrol
 from .chain import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
                     Strategy, Tunnel, hand_direct, hand_tunnel, open_direct, open_tunnel)
-from .dns import FakeNames, hosts_file_names, normalize
+from .dns import Exhausted, FakeNames, StandIn, hosts_file_names, normalize
 from .errors import ConfigError, PolicyBlocked, SocksifyError
 from .fdpass import recv_with_fds
 from .frontdoor import FrontDoor
@@ -74,6 +74,7 @@ class Connection:
     route: str = ""                # the hops actually used
     counters: Counters = field(default_factory=Counters)
     session: Session | None = None
+    stand_in: StandIn | None = None  # the stand-in address it was made to, if any
 
     @property
     def target(self) -> str:
@@ -360,12 +361,17 @@ class Daemon:
 
     def _dns_ranges(self) -> None:
         """Stand-in addresses come from the daemon policy's [dns] ranges; a change of
-        ranges starts a new table."""
+        ranges starts a new table, a change of max_names or min_age applies to the
+        table in place."""
         if self.policy is None:
             return
-        r4, r6 = self.policy.dns_range4, self.policy.dns_range6
-        if (str(self.fake.nets[4]), str(self.fake.nets[6])) != (r4, r6):
-            self.fake = FakeNames(r4, r6)
+        p = self.policy
+        if (str(self.fake.nets[4]), str(self.fake.nets[6])) != (p.dns_range4,
+                                                                p.dns_range6):
+            self.fake = FakeNames(p.dns_range4, p.dns_range6, p.dns_max_names,
+                                  p.dns_min_age)
+        else:
+            self.fake.configure(p.dns_max_names, p.dns_min_age)
 
     def _socket_permissions(self) -> None:
         """0700 directory and 0600 socket: only this user reaches the daemon. A root
@@ -584,7 +590,13 @@ class Daemon:
             log.warning("%s [%s]", text, decision.rule)
             self._notify(session, {"event": "lookup", "ok": False, "text": text})
             return wire.Reply.fail(errno.EACCES).dumps()
-        addr = self.fake.address_for(name, 6 if request.family == 6 else 4)
+        try:
+            addr = self.fake.address_for(name, 6 if request.family == 6 else 4, uid)
+        except Exhausted as exc:
+            text = f"{app} lookup of {name} refused: {exc}"
+            log.warning("%s", text)
+            self._notify(session, {"event": "lookup", "ok": False, "text": text})
+            return wire.Reply.fail(errno.ETIMEDOUT).dumps()   # EAI_AGAIN: try later
         log.debug("%s: lookup of %s -> stand-in %s [%s]", app, name, addr, decision.rule)
         return wire.PeerReply(addr, 0).dumps()
 
@@ -596,11 +608,11 @@ class Daemon:
         the local resolver (FAIL: the program gets the numeric form)."""
         addr = request.addr
         if self.fake.is_fake(addr):
-            name = self.fake.name_for(addr)
+            name = self.fake.name_for(addr, uid)
             if name is not None:
                 return wire.NameReply(name).dumps()
             log.debug("reverse lookup of %s refused: a stand-in address this daemon "
-                      "never handed out", addr)
+                      "never handed out to uid %d", addr, uid)
             return wire.Reply(wire.Verdict.FAIL).dumps()
         if addr.is_loopback:
             return wire.Reply(wire.Verdict.DIRECT).dumps()
@@ -633,10 +645,12 @@ class Daemon:
         if policy is None:
             return self._refuse(conn, errno.EACCES, why), None
         if self.fake.is_fake(request.addr):
-            conn.host = self.fake.name_for(request.addr)
-            if conn.host is None:
+            conn.stand_in = self.fake.use(request.addr, uid)
+            if conn.stand_in is None:
                 return self._refuse(conn, errno.EHOSTUNREACH, "a stand-in address this "
-                                    "daemon never handed out (was it restarted?)"), None
+                                    "daemon never handed out to this user (was it "
+                                    "restarted?)"), None
+            conn.host = conn.stand_in.name
         if request.socktype is wire.SockType.DGRAM:
             decision = policy.decide(conn.app, request.addr, request.port, conn.host)
             conn.rule = decision.rule
@@ -671,6 +685,8 @@ class Daemon:
         token = secrets.token_bytes(wire.TOKEN_SIZE)
         timer = asyncio.get_running_loop().call_later(TOKEN_TTL, self._expire, token)
         self.pending[token] = (conn, tunnel, timer)
+        if conn.stand_in is not None:    # held until the relayed connection ends
+            self.fake.hold(conn.stand_in)
         return wire.Reply(wire.Verdict.RELAY, wire.Code.NONE, self.relay_port4,
                           self.relay_port6, token), None
 
@@ -796,6 +812,8 @@ class Daemon:
             conn, tunnel, _ = entry
             log.warning("[%s] the app never attached to its tunnel; closed", conn.id)
             tunnel.close()
+            if conn.stand_in is not None:
+                self.fake.release(conn.stand_in)
 
     async def _relay_conn(self, sock: socket.socket) -> None:
         """A connection to a relay listener: exactly 16 token bytes, then, for a known
@@ -846,6 +864,8 @@ class Daemon:
                             conn.id)
         finally:
             tunnel.close()
+            if conn.stand_in is not None:
+                self.fake.release(conn.stand_in)
             self.live.pop(conn.id, None)
             if app_end is not None:
                 self.by_app_end.pop(app_end, None)

@@ -7,7 +7,7 @@ not at all — from ordered rules on the application and the destination.
     [[rules]]      name, app, user, parent, dest, port, action, dns, udp
                    (first match wins)
     [default]      action                                   (default: block)
-    [dns]          range4, range6                           (the fake address ranges)
+    [dns]          range4, range6, max_names, min_age       (the stand-in addresses)
     [daemon]       allow_users                              (root's daemon only)
 
 dns = "remote" (default: a proxied name is resolved by the last hop), "local" (resolved
@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .chain import ChainSpec, Strategy
+from .dns import CAPACITY as DNS_MAX_NAMES
 from .dns import DEFAULT_RANGE4, DEFAULT_RANGE6
+from .dns import MIN_AGE as DNS_MIN_AGE
 from .errors import ConfigError
 from .procinfo import AppInfo
 from .proxies import Proxy
@@ -46,7 +48,7 @@ CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout"
 RULE_KEYS = {"name", "app", "user", "parent", "dest", "port", "action", "dns", "udp"}
 UDP_MODES = ("refuse", "direct")
 DAEMON_KEYS = {"allow_users"}
-DNS_KEYS = {"range4", "range6"}
+DNS_KEYS = {"range4", "range6", "max_names", "min_age"}
 DNS_MODES = ("remote", "local", "block")
 ACTION_HINT = 'action is "direct", "block" or "chain:NAME"'
 
@@ -186,6 +188,8 @@ class Policy:
     frontdoor_users: tuple[tuple[str, str], ...] = ()
     unidentified: Action = Action("block")          # for front-door requests whose
                                                     # program cannot be identified
+    dns_max_names: int = DNS_MAX_NAMES              # stand-ins per user and family
+    dns_min_age: float = DNS_MIN_AGE                # seconds reserved after last use
 
     def for_unidentified(self) -> Policy:
         """The policy for a request whose program is unknown: rules on the program
@@ -337,6 +341,8 @@ class _Parser:
                 raise self.error(self.key_line(dns_line, key),
                                  f"unknown key {key!r} in [dns]",
                                  f"accepted keys: {', '.join(sorted(DNS_KEYS))}")
+            if key in ("max_names", "min_age"):
+                continue
             version = 4 if key == "range4" else 6
             try:
                 net = ipaddress.ip_network(str(value))
@@ -347,6 +353,7 @@ class _Parser:
                                  f"dns.{key} {value!r} is not an IPv{version} network "
                                  "of at least 256 addresses",
                                  f'{key} = "{DEFAULT_RANGE4 if version == 4 else DEFAULT_RANGE6}"') from None
+        max_names, min_age = self.dns_limits(dns, dns_line)
         daemon = self.table(doc, "daemon")
         for key in daemon:
             if key not in DAEMON_KEYS:
@@ -365,7 +372,31 @@ class _Parser:
         return Policy(chains, default, self.source, rules, allow, tuple(warnings),
                       str(dns.get("range4", DEFAULT_RANGE4)),
                       str(dns.get("range6", DEFAULT_RANGE6)), listen, users,
-                      unidentified)
+                      unidentified, max_names, min_age)
+
+    def dns_limits(self, dns: dict[str, Any], dns_line: int | None) -> tuple[int, float]:
+        """[dns] max_names (at least 16, and no more than range4 and range6 hold) and
+        min_age (seconds, >= 0)."""
+        max_names = dns.get("max_names", DNS_MAX_NAMES)
+        line = self.key_line(dns_line, "max_names")
+        if isinstance(max_names, bool) or not isinstance(max_names, int) \
+                or max_names < 16:
+            raise self.error(line, f"dns.max_names {max_names!r} is not a whole number "
+                             "of at least 16", f"max_names = {DNS_MAX_NAMES}")
+        for key, default in (("range4", DEFAULT_RANGE4), ("range6", DEFAULT_RANGE6)):
+            room = ipaddress.ip_network(str(dns.get(key, default))).num_addresses - 2
+            if max_names > room:
+                raise self.error(line, f"dns.max_names {max_names} is more than the "
+                                 f"{room} stand-in addresses dns.{key} "
+                                 f"{dns.get(key, default)!r} holds",
+                                 f"max_names = {room}, or a larger {key}")
+        min_age = dns.get("min_age", DNS_MIN_AGE)
+        if isinstance(min_age, bool) or not isinstance(min_age, (int, float)) \
+                or not 0 <= min_age < float("inf"):
+            raise self.error(self.key_line(dns_line, "min_age"),
+                             f"dns.min_age {min_age!r} is not a number of seconds >= 0",
+                             f"min_age = {DNS_MIN_AGE:.0f}")
+        return max_names, float(min_age)
 
     def frontdoor(self, table: dict[str, Any], chains: dict[str, ChainSpec]
                   ) -> tuple[tuple[str, int] | None, tuple[tuple[str, str], ...], Action]:
