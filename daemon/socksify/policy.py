@@ -375,8 +375,8 @@ class _Parser:
                       unidentified, max_names, min_age)
 
     def dns_limits(self, dns: dict[str, Any], dns_line: int | None) -> tuple[int, float]:
-        """[dns] max_names (at least 16, and no more than range4 and range6 hold) and
-        min_age (seconds, >= 0)."""
+        """[dns] max_names (at least 16, and no more than range4 and range6 hold; when
+        absent, the default or what the ranges hold) and min_age (seconds, >= 0)."""
         max_names = dns.get("max_names", DNS_MAX_NAMES)
         line = self.key_line(dns_line, "max_names")
         if isinstance(max_names, bool) or not isinstance(max_names, int) \
@@ -385,7 +385,7 @@ class _Parser:
                              "of at least 16", f"max_names = {DNS_MAX_NAMES}")
         for key, default in (("range4", DEFAULT_RANGE4), ("range6", DEFAULT_RANGE6)):
             room = ipaddress.ip_network(str(dns.get(key, default))).num_addresses - 2
-            if max_names > room:
+            if max_names > room and "max_names" in dns:
                 raise self.error(line, f"dns.max_names {max_names} is more than the "
                                  f"{room} stand-in addresses dns.{key} "
                                  f"{dns.get(key, default)!r} holds",
