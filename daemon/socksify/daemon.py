@@ -783,9 +783,10 @@ class Daemon:
         self._event(conn, f"{os.strerror(exc.errno or errno.ECONNREFUSED)}: {exc}",
                     ok=False)
 
-    async def peername(self, request: wire.ConnectRequest) -> bytes:
-        """PEERNAME: the destination of the relayed connection whose app end is
-        request's address, so getpeername() reports what the program asked for. A
+    async def peername(self, request: wire.ConnectRequest, uid: int) -> bytes:
+        """PEERNAME: the destination of uid's relayed connection whose app end is
+        request's address, so getpeername() reports what the program asked for;
+        another user's connection is answered as an unknown one (FAIL). A
         program may ask before its relay connection is accepted here (it sent the
         token and went on): while tokens are pending, wait for it a little."""
         key = (request.addr, request.port)
@@ -798,7 +799,7 @@ class Daemon:
             except asyncio.TimeoutError:
                 break
         conn = self.by_app_end.get(key)
-        if conn is None or conn.dst is None:
+        if conn is None or conn.dst is None or conn.app.uid != uid:
             return wire.Reply(wire.Verdict.FAIL).dumps()
         return wire.PeerReply(conn.dst, conn.port).dumps()
 
@@ -896,7 +897,16 @@ class Daemon:
             return
         session.writer.write(json.dumps(event).encode() + b"\n")
 
-    def status(self) -> dict[str, Any]:
+    def sees_all(self, uid: int | None) -> bool:
+        """Does a command of this uid see every user's sessions and connections? The
+        daemon's own user and root do; any other user sees only their own."""
+        return uid is None or uid in (own_uid(), 0)
+
+    def status(self, uid: int | None = None) -> dict[str, Any]:
+        """The daemon's state as uid may see it: another user than the daemon's own
+        (or root) gets counts, sessions' chains and down hops of their own only."""
+        if not self.sees_all(uid):
+            return self._status_of(uid)
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -918,12 +928,41 @@ class Daemon:
                       if self._relay_unix is not None else None},
         }
 
-    def _chains_status(self) -> list[dict[str, Any]]:
+    def _status_of(self, uid: int | None) -> dict[str, Any]:
+        specs = [*(self.policy.chains.values() if self.policy else ()),
+                 *(c for s in self.sessions.values() if s.uid == uid and s.policy
+                   for c in s.policy.chains.values())]
+        hops = {f"{hop.host}:{hop.port}" for spec in specs for hop in spec.hops}
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self._started, 1),
+            "socket": self._control_where(),
+            "policy": self.policy.source if self.policy else None,
+            "rules": len(self.policy.rules) if self.policy else 0,
+            "sessions": sum(s.uid == uid for s in self.sessions.values()),
+            "live": sum(c.app.uid == uid for c in self.live.values()),
+            "pending": sum(c.app.uid == uid for c, _, _ in self.pending.values()),
+            "connections_total": None,
+            "handed_off": None,
+            "hops_down": {h: t for h, t in self.health.snapshot().items()
+                          if h in hops},
+            "chains": self._chains_status(uid),
+            "frontdoor": f"{self.frontdoor.host}:{self.frontdoor.port}"
+            if self.frontdoor else None,
+            "relay": {"port4": self.relay_port4, "port6": self.relay_port6,
+                      "socket": str(self.paths.relay_socket)
+                      if self._relay_unix is not None else None},
+        }
+
+    def _chains_status(self, uid: int | None = None) -> list[dict[str, Any]]:
         chains: list[tuple[ChainSpec, str, Selector | None]] = []
         if self.policy is not None:
             chains += [(c, "policy", self._selectors.get(c.name))
                        for c in self.policy.chains.values()]
         for session in self.sessions.values():
+            if not self.sees_all(uid) and session.uid != uid:
+                continue
             if session.policy is not None:
                 chains += [(c, "session", session.selectors.get(c.name))
                            for c in session.policy.chains.values()]
@@ -942,8 +981,11 @@ class Daemon:
                         "prebuilt": pool.describe() if pool is not None else None})
         return out
 
-    def connections(self) -> list[dict[str, Any]]:
-        return [conn.describe() for conn in self.live.values()]
+    def connections(self, uid: int | None = None) -> list[dict[str, Any]]:
+        """The live connections uid may see: all for the daemon's own user and root,
+        else that user's own."""
+        return [conn.describe() for conn in self.live.values()
+                if self.sees_all(uid) or conn.app.uid == uid]
 
 
 def _sockets(fds: list[int]) -> list[socket.socket]:
