@@ -172,6 +172,8 @@ def test_other_users_learn_nothing_of_a_users_names_and_connections(
         assert status_b["sessions"] == 0 and status_b["live"] == 0, status_b
         assert [c["origin"] for c in status_b["chains"]] == ["policy"], status_b
         assert json.loads(b["connections"])["connections"] == [], b
+        # the log names every user's destinations: the daemon's user reads it, no other
+        assert sk.logfile.stat().st_mode & 0o077 == 0, oct(sk.logfile.stat().st_mode)
         # root, the daemon's own user, sees A's session chain and connection
         r = probe(None)
         assert user_a.pw_name in r["status"] and lablib.FAR_NAME in r["connections"], r
