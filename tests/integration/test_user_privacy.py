@@ -172,6 +172,15 @@ def test_other_users_learn_nothing_of_a_users_names_and_connections(
         assert status_b["sessions"] == 0 and status_b["live"] == 0, status_b
         assert [c["origin"] for c in status_b["chains"]] == ["policy"], status_b
         assert json.loads(b["connections"])["connections"] == [], b
+        # A asking: its own session, connection, name and relay
+        mine = probe(user_a)
+        assert mine["nameof"] == lablib.FAR_NAME, mine
+        assert mine["peername"] == a["standin"], mine
+        status_a = json.loads(mine["status"])
+        assert status_a["sessions"] == 1 and status_a["live"] == 1, status_a
+        assert "session" in [c["origin"] for c in status_a["chains"]], status_a
+        conns = json.loads(mine["connections"])["connections"]
+        assert [c["host"] for c in conns] == [lablib.FAR_NAME], conns
         # the log names every user's destinations: the daemon's user reads it, no other
         assert sk.logfile.stat().st_mode & 0o077 == 0, oct(sk.logfile.stat().st_mode)
         # root, the daemon's own user, sees A's session chain and connection
