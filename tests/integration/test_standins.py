@@ -6,6 +6,7 @@ host through the chain (the far server sees the request come from the last hop).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -75,7 +76,6 @@ def test_a_full_table_refuses_rather_than_recycle(lab: lablib.Lab, sk,
                           str(lab.http_port), m1, m2, "300"],
                          env={**sk.env, "LD_PRELOAD": sk.shim}, timeout=120)
     assert res.returncode == 0, sk.describe(res)
-    import json
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["far"].startswith("240.77.0."), out
     assert out["first"].endswith("200 OK"), out
@@ -87,6 +87,11 @@ def test_a_full_table_refuses_rather_than_recycle(lab: lablib.Lab, sk,
     assert out["far_reused_for"] == [], out
     assert out["name_of_far"] == lablib.FAR_NAME, out
     assert out["second"].endswith("200 OK"), out
+    # a socksify command is told why its program's lookup failed
+    res = sk.run(["getent", "ahostsv4", "one-more.attacker.example"], opts=["-v"])
+    assert res.returncode != 0, sk.describe(res)
+    assert "lookup of one-more.attacker.example refused: all 254 stand-in addresses" \
+        in res.stderr, sk.describe(res)
     for m in (m1, m2):
         assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
     assert lab.dns.seen() == before, f"DNS leak: {lab.dns.seen()[len(before):]}"
