@@ -169,7 +169,13 @@ def start_daemon(paths: Paths, config: Path | None = None,
     # detached: no console (Windows) or session (Linux) whose end or Ctrl+C reaches it
     detach: dict[str, Any] = {"creationflags": WINDOWS_DETACHED} \
         if sys.platform == "win32" else {"start_new_session": True}
-    with open(paths.logfile, "ab") as log, open(os.devnull, "rb") as null:
+    # 0600: the log names every user's destinations and host names, and a root
+    # daemon serving other users keeps it in a directory they may traverse (0711)
+    fd = os.open(paths.logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                 | getattr(os, "O_BINARY", 0), 0o600)
+    if sys.platform != "win32":
+        os.fchmod(fd, 0o600)
+    with open(fd, "ab") as log, open(os.devnull, "rb") as null:
         proc = subprocess.Popen(cmd, stdin=null, stdout=log, stderr=log, env=env,
                                 close_fds=True, **detach)
     deadline = time.monotonic() + START_TIMEOUT

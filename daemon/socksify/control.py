@@ -130,7 +130,8 @@ async def _answer(daemon: Daemon, data: bytes, read: Callable[[int], Awaitable[b
             return daemon.resolve(wire.ResolveRequest.from_header(head, body), pid,
                                   uid), None
         if head.op is wire.Op.PEERNAME:
-            return await daemon.peername(wire.ConnectRequest.from_header(head)), None
+            return await daemon.peername(wire.ConnectRequest.from_header(head),
+                                        uid), None
         if head.op is wire.Op.NAMEOF:
             return daemon.name_of(wire.ConnectRequest.from_header(head), pid, uid), None
         request = wire.ConnectRequest.from_header(head)
@@ -198,11 +199,9 @@ async def _json_client(daemon: Daemon, head: bytes, reader: asyncio.StreamReader
         _send(writer, {"ok": False, "error": "expected a JSON object with an 'op'"})
         return
     if op == "status":
-        _send(writer, {"ok": True, **daemon.status()})
+        _send(writer, {"ok": True, **daemon.status(uid)})
     elif op == "connections":
-        mine = [c for c in daemon.connections()
-                if uid in (own_uid(), 0) or c["uid"] == uid]
-        _send(writer, {"ok": True, "connections": mine})
+        _send(writer, {"ok": True, "connections": daemon.connections(uid)})
     elif op == "session":
         await _session(daemon, msg, reader, writer, pid, uid)
     elif op in ("reload", "stop") and uid not in (own_uid(), 0):

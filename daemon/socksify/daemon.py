@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable
 from . import __version__, control, tcpcontrol
 from .chain import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
                     Strategy, Tunnel, hand_direct, hand_tunnel, open_direct, open_tunnel)
-from .dns import FakeNames, hosts_file_names, normalize
+from .dns import Exhausted, FakeNames, StandIn, hosts_file_names, normalize
 from .errors import ConfigError, PolicyBlocked, SocksifyError
 from .fdpass import recv_with_fds
 from .frontdoor import FrontDoor
@@ -75,6 +75,7 @@ class Connection:
     route: str = ""                # the hops actually used
     counters: Counters = field(default_factory=Counters)
     session: Session | None = None
+    stand_in: StandIn | None = None  # the stand-in address it was made to, if any
 
     @property
     def target(self) -> str:
@@ -361,12 +362,17 @@ class Daemon:
 
     def _dns_ranges(self) -> None:
         """Stand-in addresses come from the daemon policy's [dns] ranges; a change of
-        ranges starts a new table."""
+        ranges starts a new table, a change of max_names or min_age applies to the
+        table in place."""
         if self.policy is None:
             return
-        r4, r6 = self.policy.dns_range4, self.policy.dns_range6
-        if (str(self.fake.nets[4]), str(self.fake.nets[6])) != (r4, r6):
-            self.fake = FakeNames(r4, r6)
+        p = self.policy
+        if (str(self.fake.nets[4]), str(self.fake.nets[6])) != (p.dns_range4,
+                                                                p.dns_range6):
+            self.fake = FakeNames(p.dns_range4, p.dns_range6, p.dns_max_names,
+                                  p.dns_min_age)
+        else:
+            self.fake.configure(p.dns_max_names, p.dns_min_age)
 
     def _socket_permissions(self) -> None:
         """0700 directory and 0600 socket: only this user reaches the daemon. A root
@@ -588,7 +594,13 @@ class Daemon:
             log.warning("%s [%s]", text, decision.rule)
             self._notify(session, {"event": "lookup", "ok": False, "text": text})
             return wire.Reply.fail(errno.EACCES).dumps()
-        addr = self.fake.address_for(name, 6 if request.family == 6 else 4)
+        try:
+            addr = self.fake.address_for(name, 6 if request.family == 6 else 4, uid)
+        except Exhausted as exc:
+            text = f"{app} lookup of {name} refused: {exc}"
+            log.warning("%s", text)
+            self._notify(session, {"event": "lookup", "ok": False, "text": text})
+            return wire.Reply.fail(errno.ETIMEDOUT).dumps()   # EAI_AGAIN: try later
         log.debug("%s: lookup of %s -> stand-in %s [%s]", app, name, addr, decision.rule)
         return wire.PeerReply(addr, 0).dumps()
 
@@ -600,11 +612,11 @@ class Daemon:
         the local resolver (FAIL: the program gets the numeric form)."""
         addr = request.addr
         if self.fake.is_fake(addr):
-            name = self.fake.name_for(addr)
+            name = self.fake.name_for(addr, uid)
             if name is not None:
                 return wire.NameReply(name).dumps()
             log.debug("reverse lookup of %s refused: a stand-in address this daemon "
-                      "never handed out", addr)
+                      "never handed out to uid %d", addr, uid)
             return wire.Reply(wire.Verdict.FAIL).dumps()
         if addr.is_loopback:
             return wire.Reply(wire.Verdict.DIRECT).dumps()
@@ -637,10 +649,12 @@ class Daemon:
         if policy is None:
             return self._refuse(conn, errno.EACCES, why), None
         if self.fake.is_fake(request.addr):
-            conn.host = self.fake.name_for(request.addr)
-            if conn.host is None:
+            conn.stand_in = self.fake.use(request.addr, uid)
+            if conn.stand_in is None:
                 return self._refuse(conn, errno.EHOSTUNREACH, "a stand-in address this "
-                                    "daemon never handed out (was it restarted?)"), None
+                                    "daemon never handed out to this user (was it "
+                                    "restarted?)"), None
+            conn.host = conn.stand_in.name
         if request.socktype is wire.SockType.DGRAM:
             decision = policy.decide(conn.app, request.addr, request.port, conn.host)
             conn.rule = decision.rule
@@ -675,6 +689,8 @@ class Daemon:
         token = secrets.token_bytes(wire.TOKEN_SIZE)
         timer = asyncio.get_running_loop().call_later(TOKEN_TTL, self._expire, token)
         self.pending[token] = (conn, tunnel, timer)
+        if conn.stand_in is not None:    # held until the relayed connection ends
+            self.fake.hold(conn.stand_in)
         return wire.Reply(wire.Verdict.RELAY, wire.Code.NONE, self.relay_port4,
                           self.relay_port6, token), None
 
@@ -771,9 +787,10 @@ class Daemon:
         self._event(conn, f"{os.strerror(exc.errno or errno.ECONNREFUSED)}: {exc}",
                     ok=False)
 
-    async def peername(self, request: wire.ConnectRequest) -> bytes:
-        """PEERNAME: the destination of the relayed connection whose app end is
-        request's address, so getpeername() reports what the program asked for. A
+    async def peername(self, request: wire.ConnectRequest, uid: int) -> bytes:
+        """PEERNAME: the destination of uid's relayed connection whose app end is
+        request's address, so getpeername() reports what the program asked for;
+        another user's connection is answered as an unknown one (FAIL). A
         program may ask before its relay connection is accepted here (it sent the
         token and went on): while tokens are pending, wait for it a little."""
         key = (request.addr, request.port)
@@ -786,7 +803,7 @@ class Daemon:
             except asyncio.TimeoutError:
                 break
         conn = self.by_app_end.get(key)
-        if conn is None or conn.dst is None:
+        if conn is None or conn.dst is None or conn.app.uid != uid:
             return wire.Reply(wire.Verdict.FAIL).dumps()
         return wire.PeerReply(conn.dst, conn.port).dumps()
 
@@ -800,6 +817,8 @@ class Daemon:
             conn, tunnel, _ = entry
             log.warning("[%s] the app never attached to its tunnel; closed", conn.id)
             tunnel.close()
+            if conn.stand_in is not None:
+                self.fake.release(conn.stand_in)
 
     async def _relay_conn(self, sock: socket.socket) -> None:
         """A connection to a relay listener: exactly 16 token bytes, then, for a known
@@ -850,6 +869,8 @@ class Daemon:
                             conn.id)
         finally:
             tunnel.close()
+            if conn.stand_in is not None:
+                self.fake.release(conn.stand_in)
             self.live.pop(conn.id, None)
             if app_end is not None:
                 self.by_app_end.pop(app_end, None)
@@ -880,7 +901,16 @@ class Daemon:
             return
         session.writer.write(json.dumps(event).encode() + b"\n")
 
-    def status(self) -> dict[str, Any]:
+    def sees_all(self, uid: int | None) -> bool:
+        """Does a command of this uid see every user's sessions and connections? The
+        daemon's own user and root do; any other user sees only their own."""
+        return uid is None or uid in (own_uid(), 0)
+
+    def status(self, uid: int | None = None) -> dict[str, Any]:
+        """The daemon's state as uid may see it: another user than the daemon's own
+        (or root) gets counts, sessions' chains and down hops of their own only."""
+        if not self.sees_all(uid):
+            return self._status_of(uid)
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -902,12 +932,41 @@ class Daemon:
                       if self._relay_unix is not None else None},
         }
 
-    def _chains_status(self) -> list[dict[str, Any]]:
+    def _status_of(self, uid: int | None) -> dict[str, Any]:
+        specs = [*(self.policy.chains.values() if self.policy else ()),
+                 *(c for s in self.sessions.values() if s.uid == uid and s.policy
+                   for c in s.policy.chains.values())]
+        hops = {f"{hop.host}:{hop.port}" for spec in specs for hop in spec.hops}
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self._started, 1),
+            "socket": self._control_where(),
+            "policy": self.policy.source if self.policy else None,
+            "rules": len(self.policy.rules) if self.policy else 0,
+            "sessions": sum(s.uid == uid for s in self.sessions.values()),
+            "live": sum(c.app.uid == uid for c in self.live.values()),
+            "pending": sum(c.app.uid == uid for c, _, _ in self.pending.values()),
+            "connections_total": None,
+            "handed_off": None,
+            "hops_down": {h: t for h, t in self.health.snapshot().items()
+                          if h in hops},
+            "chains": self._chains_status(uid),
+            "frontdoor": f"{self.frontdoor.host}:{self.frontdoor.port}"
+            if self.frontdoor else None,
+            "relay": {"port4": self.relay_port4, "port6": self.relay_port6,
+                      "socket": str(self.paths.relay_socket)
+                      if self._relay_unix is not None else None},
+        }
+
+    def _chains_status(self, uid: int | None = None) -> list[dict[str, Any]]:
         chains: list[tuple[ChainSpec, str, Selector | None]] = []
         if self.policy is not None:
             chains += [(c, "policy", self._selectors.get(c.name))
                        for c in self.policy.chains.values()]
         for session in self.sessions.values():
+            if not self.sees_all(uid) and session.uid != uid:
+                continue
             if session.policy is not None:
                 chains += [(c, "session", session.selectors.get(c.name))
                            for c in session.policy.chains.values()]
@@ -926,8 +985,11 @@ class Daemon:
                         "prebuilt": pool.describe() if pool is not None else None})
         return out
 
-    def connections(self) -> list[dict[str, Any]]:
-        return [conn.describe() for conn in self.live.values()]
+    def connections(self, uid: int | None = None) -> list[dict[str, Any]]:
+        """The live connections uid may see: all for the daemon's own user and root,
+        else that user's own."""
+        return [conn.describe() for conn in self.live.values()
+                if self.sees_all(uid) or conn.app.uid == uid]
 
 
 def _sockets(fds: list[int]) -> list[socket.socket]:

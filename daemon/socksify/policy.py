@@ -4,10 +4,15 @@ not at all — from ordered rules on the application and the destination.
     [proxies]      name = "socks4://host:port"              (optional)
     [chains.NAME]  hops, strategy, chain_len, connect_timeout, read_timeout, dns,
                    data_path, prebuilt, prebuilt_max_age
-    [[rules]]      name, app, user, parent, dest, port, action, dns, udp
+    [[rules]]      name, app, comm, user, parent, dest, port, action, dns, udp
                    (first match wins)
+
+app and parent match the executable (/proc/PID/exe on Linux: its base name, or its
+path when the pattern has a '/'), which a program cannot change about itself; comm
+matches the name a program reports for itself (prctl(PR_SET_NAME), argv[0]), which it
+can, and is only for rules where that does not matter.
     [default]      action                                   (default: block)
-    [dns]          range4, range6                           (the fake address ranges)
+    [dns]          range4, range6, max_names, min_age       (the stand-in addresses)
     [daemon]       allow_users                              (root's daemon only)
 
 dns = "remote" (default: a proxied name is resolved by the last hop), "local" (resolved
@@ -29,7 +34,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .chain import ChainSpec, Strategy
+from .dns import CAPACITY as DNS_MAX_NAMES
 from .dns import DEFAULT_RANGE4, DEFAULT_RANGE6
+from .dns import MIN_AGE as DNS_MIN_AGE
 from .errors import ConfigError
 from .procinfo import AppInfo
 from .proxies import Proxy
@@ -43,10 +50,11 @@ TOP_KEYS = {"proxies", "chains", "rules", "default", "dns", "daemon", "frontdoor
 FRONTDOOR_KEYS = {"listen", "users", "unidentified"}
 CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout", "dns",
               "data_path", "prebuilt", "prebuilt_max_age"}
-RULE_KEYS = {"name", "app", "user", "parent", "dest", "port", "action", "dns", "udp"}
+RULE_KEYS = {"name", "app", "comm", "user", "parent", "dest", "port", "action", "dns",
+             "udp"}
 UDP_MODES = ("refuse", "direct")
 DAEMON_KEYS = {"allow_users"}
-DNS_KEYS = {"range4", "range6"}
+DNS_KEYS = {"range4", "range6", "max_names", "min_age"}
 DNS_MODES = ("remote", "local", "block")
 ACTION_HINT = 'action is "direct", "block" or "chain:NAME"'
 
@@ -70,6 +78,7 @@ class Rule:
     line: int | None
     action: Action
     apps: tuple[str, ...] = ()
+    comms: tuple[str, ...] = ()     # self-reported process names (spoofable)
     users: tuple[str | int, ...] = ()
     parents: tuple[str, ...] = ()
     networks: tuple[Network, ...] = ()
@@ -79,7 +88,7 @@ class Rule:
 
     @property
     def needs_app(self) -> bool:
-        return bool(self.apps or self.users or self.parents)
+        return bool(self.apps or self.comms or self.users or self.parents)
 
     def matches_app(self, app: AppInfo | None) -> bool:
         if not self.needs_app:
@@ -87,6 +96,8 @@ class Rule:
         if app is None:
             return False
         if self.apps and not any(_app_match(p, app.name, app.exe) for p in self.apps):
+            return False
+        if self.comms and not any(_comm_match(p, app.name) for p in self.comms):
             return False
         if self.users and not any(u in (app.uid, app.user) for u in self.users):
             return False
@@ -130,7 +141,8 @@ class Rule:
         test: False when unsure), so `other` after self can never match."""
         def sub(mine: Sequence[object], theirs: Sequence[object]) -> bool:
             return not mine or (bool(theirs) and set(theirs) <= set(mine))
-        if not (sub(self.apps, other.apps) and sub(self.users, other.users)
+        if not (sub(self.apps, other.apps) and sub(self.comms, other.comms)
+                and sub(self.users, other.users)
                 and sub(self.parents, other.parents) and sub(self.hosts, other.hosts)):
             return False
         if self.networks or self.hosts:
@@ -186,6 +198,8 @@ class Policy:
     frontdoor_users: tuple[tuple[str, str], ...] = ()
     unidentified: Action = Action("block")          # for front-door requests whose
                                                     # program cannot be identified
+    dns_max_names: int = DNS_MAX_NAMES              # stand-ins per user and family
+    dns_min_age: float = DNS_MIN_AGE                # seconds reserved after last use
 
     def for_unidentified(self) -> Policy:
         """The policy for a request whose program is unknown: rules on the program
@@ -337,6 +351,8 @@ class _Parser:
                 raise self.error(self.key_line(dns_line, key),
                                  f"unknown key {key!r} in [dns]",
                                  f"accepted keys: {', '.join(sorted(DNS_KEYS))}")
+            if key in ("max_names", "min_age"):
+                continue
             version = 4 if key == "range4" else 6
             try:
                 net = ipaddress.ip_network(str(value))
@@ -347,6 +363,7 @@ class _Parser:
                                  f"dns.{key} {value!r} is not an IPv{version} network "
                                  "of at least 256 addresses",
                                  f'{key} = "{DEFAULT_RANGE4 if version == 4 else DEFAULT_RANGE6}"') from None
+        max_names, min_age = self.dns_limits(dns, dns_line)
         daemon = self.table(doc, "daemon")
         for key in daemon:
             if key not in DAEMON_KEYS:
@@ -356,7 +373,7 @@ class _Parser:
         allow = tuple(self.users(daemon.get("allow_users", []),
                                  self.key_line(self.table_line("daemon"), "allow_users"),
                                  "daemon.allow_users"))
-        warnings = self.shadowed(rules) + [
+        warnings = self.shadowed(rules) + self.name_warnings(rules) + [
             f"{self.source}:{self.table_line('chains.' + c.name) or '?'}: "
             + _NO_NAMES.format(chain=c.name) + "; host names looked up under it will "
             "not resolve"
@@ -365,7 +382,31 @@ class _Parser:
         return Policy(chains, default, self.source, rules, allow, tuple(warnings),
                       str(dns.get("range4", DEFAULT_RANGE4)),
                       str(dns.get("range6", DEFAULT_RANGE6)), listen, users,
-                      unidentified)
+                      unidentified, max_names, min_age)
+
+    def dns_limits(self, dns: dict[str, Any], dns_line: int | None) -> tuple[int, float]:
+        """[dns] max_names (at least 16, and no more than range4 and range6 hold; when
+        absent, the default or what the ranges hold) and min_age (seconds, >= 0)."""
+        max_names = dns.get("max_names", DNS_MAX_NAMES)
+        line = self.key_line(dns_line, "max_names")
+        if isinstance(max_names, bool) or not isinstance(max_names, int) \
+                or max_names < 16:
+            raise self.error(line, f"dns.max_names {max_names!r} is not a whole number "
+                             "of at least 16", f"max_names = {DNS_MAX_NAMES}")
+        for key, default in (("range4", DEFAULT_RANGE4), ("range6", DEFAULT_RANGE6)):
+            room = ipaddress.ip_network(str(dns.get(key, default))).num_addresses - 2
+            if max_names > room and "max_names" in dns:
+                raise self.error(line, f"dns.max_names {max_names} is more than the "
+                                 f"{room} stand-in addresses dns.{key} "
+                                 f"{dns.get(key, default)!r} holds",
+                                 f"max_names = {room}, or a larger {key}")
+        min_age = dns.get("min_age", DNS_MIN_AGE)
+        if isinstance(min_age, bool) or not isinstance(min_age, (int, float)) \
+                or not 0 <= min_age < float("inf"):
+            raise self.error(self.key_line(dns_line, "min_age"),
+                             f"dns.min_age {min_age!r} is not a number of seconds >= 0",
+                             f"min_age = {DNS_MIN_AGE:.0f}")
+        return max_names, float(min_age)
 
     def frontdoor(self, table: dict[str, Any], chains: dict[str, ChainSpec]
                   ) -> tuple[tuple[str, int] | None, tuple[tuple[str, str], ...], Action]:
@@ -492,6 +533,8 @@ class _Parser:
             label=label, line=tline,
             action=action,
             apps=tuple(self.strings(body.get("app", []), line_of("app"), f"{where}.app")),
+            comms=tuple(self.strings(body.get("comm", []), line_of("comm"),
+                                     f"{where}.comm")),
             users=tuple(self.users(body.get("user", []), line_of("user"),
                                    f"{where}.user")),
             parents=tuple(self.strings(body.get("parent", []), line_of("parent"),
@@ -580,6 +623,25 @@ class _Parser:
             out.append((lo, hi))
         return out
 
+    def name_warnings(self, rules: Sequence[Rule]) -> list[str]:
+        """Warnings for program patterns that do not do what they seem to: comm (the
+        program's own say), and app names of scripts (a script's executable is its
+        interpreter)."""
+        out = []
+        for rule in rules:
+            where = f"{self.source}:{rule.line or '?'}: {rule.label}"
+            if rule.comms:
+                out.append(f"{where}: comm matches the name a program gives itself "
+                           "(prctl, argv[0]): any program can take it or drop it; "
+                           "match app (the executable) where that matters")
+            for p in (*rule.apps, *rule.parents):
+                if "/" not in p and p.rsplit(".", 1)[-1] in _SCRIPT_SUFFIXES:
+                    out.append(f"{where}: {p!r} looks like a script, but app and parent "
+                               "match the executable, which for a script is its "
+                               "interpreter; match the interpreter (with user or "
+                               "parent), or comm (spoofable)")
+        return out
+
     def shadowed(self, rules: Sequence[Rule]) -> list[str]:
         """Warnings for rules an earlier rule makes unreachable."""
         out = []
@@ -593,6 +655,7 @@ class _Parser:
         return out
 
 
+_SCRIPT_SUFFIXES = {"py", "sh", "pl", "rb", "js", "bash", "php", "lua", "tcl"}
 _NO_NAMES = ("chain {chain} cannot carry host names (its last hop speaks SOCKS4): use "
              "a socks4a:// or socks5:// last hop, or dns = \"local\" to resolve here")
 
@@ -623,14 +686,26 @@ def _header(line: str) -> str | None:
 
 def _app_match(pattern: str, name: str, exe: str,
                windows: bool = sys.platform == "win32") -> bool:
+    """app and parent: the executable's path (a pattern with '/') or base name. On
+    Linux the name a process reports (comm, argv[0]) is never consulted: any program
+    can set it. On Windows the image name from the process list counts too (it is the
+    executable file's name, not the program's say)."""
     if windows:
         pattern, name, exe = _windows_form(pattern), _windows_form(name), \
             _windows_form(exe)
     if "/" in pattern:
         return bool(exe) and fnmatch.fnmatchcase(exe, pattern)
     base = exe.rsplit("/", 1)[-1] if exe else ""
-    return fnmatch.fnmatchcase(name, pattern) or (bool(base) and
-                                                  fnmatch.fnmatchcase(base, pattern))
+    return (windows and fnmatch.fnmatchcase(name, pattern)) or (
+        bool(base) and fnmatch.fnmatchcase(base, pattern))
+
+
+def _comm_match(pattern: str, name: str,
+                windows: bool = sys.platform == "win32") -> bool:
+    """comm: the name the process reports for itself."""
+    if windows:
+        pattern, name = _windows_form(pattern), _windows_form(name)
+    return fnmatch.fnmatchcase(name, pattern)
 
 
 def _windows_form(text: str) -> str:

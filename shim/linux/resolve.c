@@ -51,6 +51,11 @@ int socksify_resolve_ask(const char *name, unsigned family, struct socksify_peer
             LOG_INFO("%s: DIRECT, resolving locally", name);
             return SOCKSIFY_NAME_REAL;
         }
+        if (rep.verdict == SOCKSIFY_VERDICT_FAIL && rep.code == SOCKSIFY_CODE_TIMEDOUT) {
+            /* no stand-in address is free now (docs/wire.md "RESOLVE") */
+            LOG_INFO("%s: the daemon has no stand-in address free; try again later", name);
+            return -EAGAIN;
+        }
         if (rep.verdict == SOCKSIFY_VERDICT_FAIL) {
             LOG_INFO("%s: FAIL code %u, the lookup is refused", name, rep.code);
             return -ENOENT;

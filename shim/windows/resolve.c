@@ -29,10 +29,17 @@ int socksify_resolve(const char *name, int af, struct socksify_peer *peer)
         LOG_DEBUG("lookup of %s: stand-in address", name);
         return 0;
     }
-    if (socksify_wire_decode_reply(reply, sizeof reply, &rep) == 0
-        && rep.verdict == SOCKSIFY_VERDICT_DIRECT) {
+    if (socksify_wire_decode_reply(reply, sizeof reply, &rep) != 0) {
+        LOG_WARN("lookup of %s: malformed answer from the daemon; failing it", name);
+        return -WSATRY_AGAIN;
+    }
+    if (rep.verdict == SOCKSIFY_VERDICT_DIRECT) {
         LOG_DEBUG("lookup of %s: DIRECT", name);
         return 1;
+    }
+    if (rep.verdict == SOCKSIFY_VERDICT_FAIL && rep.code == SOCKSIFY_CODE_TIMEDOUT) {
+        LOG_INFO("lookup of %s: the daemon has no stand-in address free", name);
+        return -WSATRY_AGAIN;
     }
     LOG_INFO("lookup of %s refused by the daemon", name);
     return -WSAHOST_NOT_FOUND;

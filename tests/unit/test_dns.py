@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from socksify.dns import FakeNames, hosts_file_names, normalize
+from socksify.dns import Exhausted, FakeNames, hosts_file_names, normalize
 from socksify.errors import ConfigError
 from socksify.policy import Policy
 from socksify.procinfo import AppInfo
@@ -27,14 +27,94 @@ def test_same_name_same_address_and_back() -> None:
     assert fake.name_for(ipaddress.ip_address("240.0.0.200")) is None
 
 
-def test_full_table_recycles_the_least_recently_used() -> None:
-    fake = FakeNames("10.99.0.0/24", capacity=3)
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_full_table_recycles_the_least_recently_used_once_old_enough() -> None:
+    clock = Clock()
+    fake = FakeNames("10.99.0.0/24", capacity=3, min_age=60, clock=clock)
     a, b, c = (fake.address_for(n) for n in ("a.test", "b.test", "c.test"))
+    clock.now += 61
     fake.address_for("a.test")                  # a is now the most recent
     d = fake.address_for("d.test")              # b, the oldest, makes room
     assert d == b and fake.name_for(d) == "d.test"
     assert fake.name_for(a) == "a.test" and fake.name_for(c) == "c.test"
     assert len(fake) == 3
+
+
+def test_a_recent_lookup_is_never_recycled() -> None:
+    """The attack of issue 13 item 5: a full table must not give bank.example's
+    address to the next name while a program may still hold it."""
+    clock = Clock()
+    fake = FakeNames("10.99.0.0/24", capacity=16, min_age=3600, clock=clock)
+    bank = fake.address_for("bank.example")
+    for i in range(15):
+        fake.address_for(f"x{i}.attacker.example")
+    clock.now += 3599
+    with pytest.raises(Exhausted, match="16 stand-in addresses .* in use"):
+        fake.address_for("x15.attacker.example")
+    assert fake.name_for(bank) == "bank.example"
+    assert fake.name_for(fake.address_for("x3.attacker.example")) == \
+        "x3.attacker.example"
+
+
+def test_a_connect_is_a_use_and_a_live_connection_holds() -> None:
+    clock = Clock()
+    fake = FakeNames("10.99.0.0/24", capacity=16, min_age=100, clock=clock)
+    bank = fake.address_for("bank.example")
+    others = [fake.address_for(f"x{i}.test") for i in range(15)]
+    clock.now += 90
+    entry = fake.use(bank)                      # connected (e.g. handed off)
+    assert entry is not None and entry.name == "bank.example"
+    clock.now += 20                             # the x* are 110 s old, bank 20 s
+    first = fake.address_for("new1.test")
+    assert first == others[0] and first != bank
+    fake.hold(entry)                            # a relayed connection holds it
+    clock.now += 1000                           # everything is old now
+    taken = {fake.address_for(f"new{i}.test") for i in range(2, 17)}
+    assert bank not in taken and fake.name_for(bank) == "bank.example"
+    with pytest.raises(Exhausted, match="1 by live connections"):
+        fake.address_for("one.more.test")
+    fake.release(entry)                         # its end is a use: min_age from now
+    with pytest.raises(Exhausted):
+        fake.address_for("one.more.test")
+    clock.now += 101                            # all old, bank the most recent
+    assert fake.address_for("one.more.test") != bank
+    assert fake.name_for(bank) == "bank.example"
+
+
+def test_each_user_has_a_table_of_their_own() -> None:
+    fake = FakeNames()
+    a = fake.address_for("bank.example", 4, uid=1001)
+    assert fake.name_for(a, 1001) == "bank.example"
+    assert fake.name_for(a, 1002) is None and fake.use(a, 1002) is None
+    b = fake.address_for("other.example", 4, uid=1002)
+    assert b == a and fake.name_for(b, 1002) == "other.example"
+    assert fake.name_for(a, 1001) == "bank.example"
+    # the same name looked up by another user tells nothing of the first lookup
+    fresh = FakeNames()
+    assert fake.address_for("bank.example", 4, uid=1003) == \
+        fresh.address_for("bank.example", 4, uid=1003)
+
+
+def test_limits_in_dns_table() -> None:
+    p = Policy.parse('[dns]\nrange4 = "10.99.0.0/24"\nmax_names = 200\n'
+                     'min_age = 30\n', "p.toml")
+    assert (p.dns_max_names, p.dns_min_age) == (200, 30.0)
+    d = Policy.parse("", "p.toml")
+    assert (d.dns_max_names, d.dns_min_age) == (65536, 3600.0)
+    with pytest.raises(ConfigError, match=r"p.toml:3: dns.max_names 300 is more than "
+                       r"the 254 stand-in addresses dns.range4"):
+        Policy.parse('[dns]\nrange4 = "10.99.0.0/24"\nmax_names = 300\n', "p.toml")
+    with pytest.raises(ConfigError, match=r"p.toml:2: dns.max_names 'many'"):
+        Policy.parse('[dns]\nmax_names = "many"\n', "p.toml")
+    with pytest.raises(ConfigError, match=r"p.toml:2: dns.min_age -1"):
+        Policy.parse('[dns]\nmin_age = -1\n', "p.toml")
 
 
 def test_hosts_file(tmp_path: Path) -> None:

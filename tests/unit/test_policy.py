@@ -283,3 +283,67 @@ def test_windows_program_names(pattern: str, name: str, exe: str, windows: bool,
     """On Windows, app patterns compare as Windows names do; elsewhere exactly."""
     from socksify.policy import _app_match
     assert _app_match(pattern, name, exe, windows=windows) is matched
+
+
+RENAMED = """\
+[chains.c]
+hops = ["socks5://10.0.0.1:1080"]
+
+[[rules]]
+app = ["ssh"]
+action = "direct"
+
+[[rules]]
+comm = ["backup-agent"]
+action = "direct"
+
+[[rules]]
+parent = ["sshd"]
+action = "chain:c"
+
+[default]
+action = "block"
+"""
+
+
+def test_app_matches_the_executable_not_the_name_a_program_gives_itself() -> None:
+    """Issue 13 item 10: a program that calls itself "ssh" (prctl(PR_SET_NAME),
+    argv[0]) does not get the ssh rule; the real ssh (or a file named ssh) does."""
+    p = Policy.parse(RENAMED, "p.toml")
+    dst = ip("198.51.100.1")
+    liar = app("ssh", "/usr/bin/python3.11")
+    assert p.decide(liar, dst, 22).rule == "default"
+    assert p.decide(app("ssh", "/usr/bin/ssh"), dst, 22).rule == "rule 1 (line 4)"
+    assert p.decide(app("anything", "/usr/bin/ssh"), dst, 22).rule == "rule 1 (line 4)"
+    # comm is matched only where a rule asks for it, and is what the program says
+    assert p.decide(app("backup-agent", "/usr/bin/python3.11"), dst, 22).rule == \
+        "rule 2 (line 8)"
+    # parent: the ancestor's executable, not its name
+    fake_parent = app("curl", "/usr/bin/curl",
+                      ancestors=(("sshd", "/usr/bin/python3.11"),))
+    assert p.decide(fake_parent, dst, 22).rule == "default"
+    real_parent = app("curl", "/usr/bin/curl", ancestors=(("sshd", "/usr/sbin/sshd"),))
+    assert p.decide(real_parent, dst, 22).rule == "rule 3 (line 12)"
+    # an unreadable executable matches no app rule
+    assert p.decide(app("ssh", ""), dst, 22).rule == "default"
+
+
+@pytest.mark.parametrize("pattern,name,exe,windows,matched", [
+    ("ssh", "ssh", "/usr/bin/python3.11", False, False),   # Linux: never the name
+    ("ssh", "ssh", "/usr/bin/python3.11", True, True),     # Windows: the image name
+])
+def test_the_name_counts_on_windows_only(pattern: str, name: str, exe: str,
+                                         windows: bool, matched: bool) -> None:
+    from socksify.policy import _app_match
+    assert _app_match(pattern, name, exe, windows=windows) is matched
+
+
+def test_comm_and_script_names_are_warned_about() -> None:
+    p = Policy.parse(RENAMED + '\n[[rules]]\napp = ["tool.py"]\naction = "block"\n',
+                     "p.toml")
+    text = "\n".join(p.warnings)
+    assert "p.toml:8: rule 2 (line 8): comm matches the name a program gives itself" \
+        in text
+    assert "'tool.py' looks like a script" in text
+    with pytest.raises(ConfigError, match="rule 1.comm"):
+        Policy.parse('[[rules]]\ncomm = 5\naction = "block"\n', "p.toml")
