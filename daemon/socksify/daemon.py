@@ -215,7 +215,10 @@ class Daemon:
 
     async def _accept_control(self, listener: socket.socket) -> None:
         """Accept control connections; each is served by control.serve, which reads
-        the first bytes with any descriptor attached (HANDOFF)."""
+        the first bytes with any descriptor attached (HANDOFF). On root's shared
+        socket, connections of uids it does not serve (answered with a refusal once
+        their request is read) wait under the admission caps, so they cannot use up
+        the descriptors its users need."""
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -224,7 +227,29 @@ class Daemon:
                 _ACCEPT_ERRORS.warn("control", f"control socket accept failed: {exc}")
                 await asyncio.sleep(0.1)
                 continue
-            asyncio.ensure_future(control.serve(self, conn))
+            try:
+                uid = peer_credentials(conn)[1]
+            except OSError:
+                conn.close()
+                continue
+            if self.allows(uid):
+                asyncio.ensure_future(control.serve(self, conn))
+            else:
+                ticket = self.gate.admit(uid)
+                if ticket is None:
+                    self.burst.warn(("control-cap", uid), f"control: closed connections "
+                                    f"from uid {uid}, which this daemon does not serve: "
+                                    f"too many waiting ({self.gate.total} waiting)")
+                    conn.close()
+                else:
+                    asyncio.ensure_future(self._serve_refused(conn, ticket))
+            await asyncio.sleep(0)     # a steady flood must not starve the others
+
+    async def _serve_refused(self, conn: socket.socket, ticket: Ticket) -> None:
+        try:
+            await control.serve(self, conn)
+        finally:
+            ticket.release()
 
     def _listen_relay_unix(self) -> None:
         """relay.sock beside the control socket, for `socksify --isolate`: the

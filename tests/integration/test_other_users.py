@@ -340,3 +340,89 @@ def test_another_users_flood_leaves_the_owner_served(lab: lablib.Lab,
               if f"front door: closed connections from uid {b}:" in ln]
     assert 1 <= len(foreign) <= 3 and 1 <= len(capped) <= 3, log[-3000:]
     assert "EMFILE" not in log and "Too many open files" not in log, log[-3000:]
+
+
+UNIX_FLOOD = """\
+import socket, sys
+held = []
+for _ in range(600):
+    s = socket.socket(socket.AF_UNIX)
+    s.setblocking(False)
+    try:
+        s.connect(sys.argv[1])
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+print(len(held), flush=True)
+sys.stdin.read()             # hold them until told to stop
+"""
+
+
+def test_flood_of_roots_shared_control_socket(lab: lablib.Lab, users: Users,
+                                              sk) -> None:
+    """Root's daemon with allow_users = [A] opens its control socket to everyone
+    (0666); B, not allowed, holds 600 idle connections to it while the daemon is at
+    512 open files. A's program (the shim, relay data path) still goes through the
+    chain, and B's connections are capped and closed at once beyond the cap."""
+    h = lab.hops
+    rt = users.root / "rootrt"
+    rt.mkdir(mode=0o700)
+    pol = users.root / "root.toml"
+    pol.write_text(textwrap.dedent(f"""\
+        [chains.lab]
+        hops = ["{h[0].url}", "{h[1].url}", "{h[2].url}"]
+        data_path = "relay"
+
+        [default]
+        action = "chain:lab"
+
+        [daemon]
+        allow_users = ["{users.a.pw_name}"]
+        """))
+    env = {**sk.env, "SOCKSIFY_RUNTIME_DIR": str(rt)}
+    res = lab.client_run(["prlimit", "--nofile=512:512", sk.install.socksifyd, "start",
+                          "-c", str(pol)], env=env, timeout=30)
+    assert res.returncode == 0, res.describe()
+    pid = int((rt / "socksifyd.pid").read_text().split()[0])
+    shim = users.site / "socksify" / "_shim" / "libsocksify.so"
+    assert shim.is_file(), shim
+    baseline = _fds(pid)
+    flood = subprocess.Popen(
+        ["ip", "netns", "exec", lab.client_ns,
+         *users.argv(users.b, SYSTEM_PY, "-c", UNIX_FLOOD, str(rt / "control.sock"),
+                     nofile=4096)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=users.env, start_new_session=True)
+    try:
+        assert flood.stdout is not None
+        line = flood.stdout.readline().strip()
+        assert line and int(line) >= 500, line
+        time.sleep(1.0)
+        peak = _fds(pid)
+        m = f"rootflood-{os.urandom(4).hex()}"
+        res = lab.client_run(
+            users.argv(users.a, "env", "-i", f"SOCKSIFY_RUNTIME_DIR={rt}",
+                       f"LD_PRELOAD={shim}", "PATH=/usr/bin:/bin", "curl", "-q", "-sS",
+                       "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}",
+                       lab.url("small.bin", m)), env=lablib.clean_env(), timeout=60)
+        log = (rt / "socksifyd.log").read_text(errors="replace")
+        assert res.returncode == 0 and res.stdout == "200", res.describe() + log[-3000:]
+        assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
+        peak = max(peak, _fds(pid))
+        assert flood.poll() is None, "the flood ended early"
+    finally:
+        if flood.stdin is not None:
+            flood.stdin.close()
+        try:
+            flood.wait(20)
+        except subprocess.TimeoutExpired:
+            lablib.kill_group(flood)   # type: ignore[arg-type]
+        lab.client_run([sk.install.socksifyd, "stop"], env=env, timeout=30)
+    print(f"root daemon fds: baseline {baseline}, peak during the flood {peak}")
+    assert peak - baseline <= 40, (baseline, peak)
+    log = (rt / "socksifyd.log").read_text(errors="replace")
+    capped = [ln for ln in log.splitlines()
+              if f"control: closed connections from uid {users.b.pw_uid}," in ln]
+    assert 1 <= len(capped) <= 3, log[-3000:]
+    assert "Too many open files" not in log, log[-3000:]
