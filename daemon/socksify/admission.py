@@ -78,10 +78,6 @@ class Gate:
         if uid != self.owner:
             self.others -= 1
 
-    def describe(self) -> dict[str, int]:
-        return {"waiting": self.total, "cap": self.total_cap,
-                "per_uid_cap": self.per_uid_cap, "others_cap": self.others_cap}
-
 
 class BurstLog:
     """A warning per key at most every `every` seconds; the next one says how many

@@ -227,6 +227,18 @@ def test_another_user_cannot_ride_the_front_door(lab: lablib.Lab, users: Users) 
         mb = f"userb-{os.urandom(4).hex()}"
         res = curl(users, lab, users.b, port, lab.url("small.bin", mb))
         assert res.returncode != 0 and res.stdout != "200", res.describe()
+        # the same by hand: the refusal is SOCKS5's "connection not allowed" (2)
+        code = textwrap.dedent(f"""\
+            import socket
+            s = socket.create_connection(("127.0.0.1", {port}), timeout=20)
+            s.sendall(bytes([5, 1, 0]))
+            assert s.recv(2) == bytes([5, 0])
+            s.sendall(bytes([5, 1, 0, 1]) + socket.inet_aton("{lab.far_ip}")
+                      + ({lab.http_port}).to_bytes(2, "big"))
+            print(list(s.recv(10)[:2]))
+            """)
+        res = users.run(lab, users.b, SYSTEM_PY, "-c", code)
+        assert res.returncode == 0 and res.stdout.strip() == "[5, 2]", res.describe()
         assert hop.requests == [] and logins == [], (hop.requests, logins)
         assert lab.http.requests_for(mb) == []
         log = users.log()
