@@ -350,7 +350,8 @@ def test_another_users_flood_leaves_the_owner_served(lab: lablib.Lab,
                if f"relay: closed connections from uid {b}," in ln]
     capped = [ln for ln in log.splitlines()
               if f"front door: closed connections from uid {b}:" in ln]
-    assert 1 <= len(foreign) <= 3 and 1 <= len(capped) <= 3, log[-3000:]
+    # once per burst (every 10 s at most), not once per connection (600 each)
+    assert 1 <= len(foreign) <= 10 and 1 <= len(capped) <= 10, log[-3000:]
     assert "EMFILE" not in log and "Too many open files" not in log, log[-3000:]
 
 
@@ -436,5 +437,5 @@ def test_flood_of_roots_shared_control_socket(lab: lablib.Lab, users: Users,
     log = (rt / "socksifyd.log").read_text(errors="replace")
     capped = [ln for ln in log.splitlines()
               if f"control: closed connections from uid {users.b.pw_uid}," in ln]
-    assert 1 <= len(capped) <= 3, log[-3000:]
+    assert 1 <= len(capped) <= 10, log[-3000:]     # once per burst, not per connection
     assert "Too many open files" not in log, log[-3000:]
