@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import itertools
 import json
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from . import __version__, control, tcpcontrol
+from . import __version__, control, socktable, tcpcontrol
+from .admission import BurstLog, Gate, Ticket
 from .chain import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
                     Strategy, Tunnel, hand_direct, hand_tunnel, open_direct, open_tunnel)
 from .dns import Exhausted, FakeNames, StandIn, hosts_file_names, normalize
@@ -40,7 +42,9 @@ from .sockstream import recv_exactly, within
 
 log = logging.getLogger("socksify.daemon")
 
-TOKEN_TTL = 10.0
+TOKEN_TTL = 10.0         # seconds a relayed tunnel waits for its program to attach
+TOKEN_WAIT = 3.0         # seconds a relay connection may take to send its token
+_ACCEPT_ERRORS = BurstLog(log)   # EMFILE on accept: one line per burst, not per retry
 PEERNAME_WAIT = 2.0      # seconds a PEERNAME may wait for its relay to be attached
 HANDOFF_TIMEOUT = 10.0   # for socksify --isolate to pass its relay listeners
 
@@ -131,10 +135,15 @@ class Daemon:
         self.generation = GenerationFile(paths.generation_file)
         self.handed_off = 0           # connections carried by the kernel (handoff)
         self._attached = asyncio.Event()   # a relay connection was attached
+        # caps on connections not yet proven (relay before its token, front door
+        # before its request), sized from the open-file limit in run()
+        self.gate = Gate(own_uid())
+        self.burst = BurstLog(log)
 
     # ----- lifecycle -------------------------------------------------------------
     async def run(self) -> None:
         _raise_fd_limit()
+        self.gate = Gate(own_uid())
         self._lock_pidfile()
         try:
             self.policy = self._load_policy()
@@ -180,11 +189,11 @@ class Daemon:
         if sys.platform != "win32":   # Windows: the TCP control listener only
             self._listen_unix()
         self.generation.publish()
-        relay4 = _RelayListener.bind(socket.AF_INET, "127.0.0.1", self._relay_conn)
+        relay4 = _RelayListener.bind(socket.AF_INET, "127.0.0.1", self._relay_accepted)
         self._relays.append(relay4)
         self.relay_port4 = relay4.port
         try:
-            relay6 = _RelayListener.bind(socket.AF_INET6, "::1", self._relay_conn)
+            relay6 = _RelayListener.bind(socket.AF_INET6, "::1", self._relay_accepted)
         except OSError:
             log.info("no IPv6 loopback: IPv6 sockets relay through ::ffff:127.0.0.1")
         else:
@@ -208,16 +217,41 @@ class Daemon:
 
     async def _accept_control(self, listener: socket.socket) -> None:
         """Accept control connections; each is served by control.serve, which reads
-        the first bytes with any descriptor attached (HANDOFF)."""
+        the first bytes with any descriptor attached (HANDOFF). On root's shared
+        socket, connections of uids it does not serve (answered with a refusal once
+        their request is read) wait under the admission caps, so they cannot use up
+        the descriptors its users need."""
         loop = asyncio.get_running_loop()
         while True:
             try:
                 conn, _ = await loop.sock_accept(listener)
             except OSError as exc:     # EMFILE and friends: let the others finish
-                log.warning("control socket accept failed: %s", exc)
+                _ACCEPT_ERRORS.warn("control", f"control socket accept failed: {exc}")
                 await asyncio.sleep(0.1)
                 continue
-            asyncio.ensure_future(control.serve(self, conn))
+            try:
+                uid = peer_credentials(conn)[1]
+            except OSError:
+                conn.close()
+                continue
+            if self.allows(uid):
+                asyncio.ensure_future(control.serve(self, conn))
+            else:
+                ticket = self.gate.admit(uid)
+                if ticket is None:
+                    self.burst.warn(("control-cap", uid), f"control: closed connections "
+                                    f"from uid {uid}, which this daemon does not serve: "
+                                    f"too many waiting ({self.gate.total} waiting)")
+                    conn.close()
+                else:
+                    asyncio.ensure_future(self._serve_refused(conn, ticket))
+            await asyncio.sleep(0)     # a steady flood must not starve the others
+
+    async def _serve_refused(self, conn: socket.socket, ticket: Ticket) -> None:
+        try:
+            await control.serve(self, conn)
+        finally:
+            ticket.release()
 
     def _listen_relay_unix(self) -> None:
         """relay.sock beside the control socket, for `socksify --isolate`: the
@@ -272,7 +306,10 @@ class Daemon:
                                     "listening TCP socket; refused", pid)
                         return
                 for s in listeners:
-                    servers.append(_RelayListener(s, self._relay_conn))
+                    # connections there come from the isolated program's own
+                    # network namespace: they count as the uid that passed it
+                    servers.append(_RelayListener(s, functools.partial(
+                        self._relay_accepted, owner=uid)))
             finally:
                 if len(servers) < len(listeners):
                     for s in listeners:
@@ -820,14 +857,48 @@ class Daemon:
             if conn.stand_in is not None:
                 self.fake.release(conn.stand_in)
 
-    async def _relay_conn(self, sock: socket.socket) -> None:
-        """A connection to a relay listener: exactly 16 token bytes, then, for a known
-        unexpired token, its tunnel's bytes."""
+    def peer_uid(self, sock: socket.socket) -> int | None:
+        """The uid owning the other end of a loopback TCP connection we accepted, from
+        the kernel's socket table; None if it is not there (another network
+        namespace, already gone). Windows has no such table here: the owner's."""
+        if not socktable.supported():
+            return own_uid()
         try:
-            token = await within(recv_exactly(sock, wire.TOKEN_SIZE), TOKEN_TTL)
+            peer, ours = sock.getpeername(), sock.getsockname()
+            return socktable.peer_uid((peer[0], peer[1]), (ours[0], ours[1]))
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _relay_accepted(self, sock: socket.socket, owner: int | None = None) -> None:
+        """A new connection to a relay listener, decided before the next is accepted
+        (so a flood never holds more than the caps allow). Tokens go to the programs
+        of allowed uids only: another uid's connection is closed at once; the others
+        wait for their token under the gate's caps."""
+        uid = owner if owner is not None else self.peer_uid(sock)
+        if uid is not None and not self.allows(uid):
+            self.burst.warn(("relay-foreign", uid), f"relay: closed connections from "
+                            f"uid {uid}, which may not use this daemon")
+            sock.close()
+            return
+        ticket = self.gate.admit(uid)
+        if ticket is None:
+            self.burst.warn(("relay-cap", uid), f"relay: closed connections from uid "
+                            f"{'?' if uid is None else uid}: too many waiting for their "
+                            f"token ({self.gate.total} waiting)")
+            sock.close()
+            return
+        asyncio.ensure_future(self._relay_conn(sock, ticket))
+
+    async def _relay_conn(self, sock: socket.socket, ticket: Ticket) -> None:
+        """An admitted relay connection: exactly 16 token bytes within TOKEN_WAIT,
+        then, for a known unexpired token, its tunnel's bytes."""
+        try:
+            token = await within(recv_exactly(sock, wire.TOKEN_SIZE), TOKEN_WAIT)
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
             sock.close()
             return
+        finally:
+            ticket.release()
         entry = self.pending.pop(token, None)
         if entry is None:
             log.warning("relay connection from %s with an unknown token; closed",
@@ -1049,20 +1120,21 @@ def _raise_fd_limit() -> None:
 
 
 class _RelayListener:
-    """A listening TCP socket whose connections are handed, raw, to `serve` (the relay:
-    it reads exactly the token, so nothing the program sent is buffered here)."""
+    """A listening TCP socket whose connections are handed, raw, to `accepted` (the
+    relay: it reads exactly the token, so nothing the program sent is buffered here),
+    one at a time: `accepted` decides on each before the next is accepted."""
 
     def __init__(self, sock: socket.socket,
-                 serve: Callable[[socket.socket], Awaitable[None]]) -> None:
+                 accepted: Callable[[socket.socket], None]) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.port = int(sock.getsockname()[1])
-        self._serve = serve
+        self._accepted = accepted
         self._task = asyncio.ensure_future(self._accept())
 
     @classmethod
     def bind(cls, family: int, host: str,
-             serve: Callable[[socket.socket], Awaitable[None]]) -> _RelayListener:
+             accepted: Callable[[socket.socket], None]) -> _RelayListener:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.bind((host, 0))
@@ -1070,7 +1142,7 @@ class _RelayListener:
         except OSError:
             sock.close()
             raise
-        return cls(sock, serve)
+        return cls(sock, accepted)
 
     async def _accept(self) -> None:
         loop = asyncio.get_running_loop()
@@ -1078,11 +1150,12 @@ class _RelayListener:
             try:
                 conn, _ = await loop.sock_accept(self.sock)
             except OSError as exc:     # EMFILE and friends: let the others finish
-                log.warning("relay accept failed: %s", exc)
+                _ACCEPT_ERRORS.warn("relay", f"relay accept failed: {exc}")
                 await asyncio.sleep(0.1)
                 continue
             conn.setblocking(False)
-            asyncio.ensure_future(self._serve(conn))
+            self._accepted(conn)
+            await asyncio.sleep(0)     # a steady flood must not starve the others
 
     def close(self) -> None:
         self._task.cancel()

@@ -1,8 +1,14 @@
 """The SOCKS front door: the daemon as a SOCKS4/4a/5 server on loopback, so programs
 that already speak SOCKS (browsers, curl --socks5-hostname, git's proxy settings)
-reach the same policy and chains without the shim. The program behind each request is
-found in the kernel's socket table, so per-application rules apply; a request whose
-owner cannot be identified falls to the `unidentified` action."""
+reach the same policy and chains without the shim.
+
+Who is asking comes from the kernel's socket table: the uid owning the client's end
+(socktable), and, for an allowed uid, the program behind it, so per-application rules
+apply. A request from a uid that may not use this daemon, or whose uid cannot be found
+(another network namespace), is decided by the `unidentified` action alone, before any
+rule: a rule on ports or destinations only must never lend the owner's chains (and
+the credentials in their hops) to another user. Until its request is read, a client
+waits under the daemon's admission caps (admission.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +17,14 @@ import errno
 import ipaddress
 import logging
 import os
+import socket
+import sys
 from typing import TYPE_CHECKING, Awaitable, Callable
 
+from . import socktable
+from .admission import Ticket
 from .errors import PolicyBlocked, SocksifyError
-from .procinfo import AppInfo, process_uid, tcp_peer_owner
+from .procinfo import AppInfo, tcp_peer_owner, uid_only
 from .protocol import socks4, socks5
 
 if TYPE_CHECKING:
@@ -49,8 +59,10 @@ class _Client:
     sends right after its request (pipelined) stay in order for the target."""
 
     def __init__(self, door: FrontDoor, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+                 writer: asyncio.StreamWriter, uid: int | None) -> None:
         self.door = door
+        self.uid = uid                   # the kernel's word; None: not in its table
+        self.ticket: Ticket | None = None
         self.reader = reader
         self.writer = writer
         self.buf = b""
@@ -167,25 +179,77 @@ class FrontDoor:
         self.requested_port = port
         self.port = port                  # the bound port, once started
         self.users = users or {}
-        self.server: asyncio.AbstractServer | None = None
+        self.sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if not ipaddress.ip_address(self.host).is_loopback:
             raise ValueError(f"the SOCKS front door listens on loopback only, not "
                              f"{self.host}")
-        self.server = await asyncio.start_server(self._handle, self.host, self.port,
-                                                 limit=1 << 18)
-        self.port = self.server.sockets[0].getsockname()[1]
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if sys.platform != "win32":   # there it would let others share the port
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(512)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+        self._accepting = asyncio.ensure_future(self._accept(sock))
         log.info("SOCKS front door on %s:%d (SOCKS4, SOCKS4a, SOCKS5%s)", self.host,
                  self.port, ", user/password required" if self.users else "")
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+            self._accepting = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
-    async def _handle(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        client = _Client(self, reader, writer)
+    async def _accept(self, listener: socket.socket) -> None:
+        """Accept clients one at a time, each admitted (or closed) under the daemon's
+        caps before the next, so a flood never holds more descriptors than they
+        allow."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:     # EMFILE and friends: let the others finish
+                self.daemon.burst.warn("frontdoor-accept",
+                                       f"front door accept failed: {exc}")
+                await asyncio.sleep(0.1)
+                continue
+            uid = self.daemon.peer_uid(conn)
+            ticket = self.daemon.gate.admit(uid)
+            if ticket is None:
+                self.daemon.burst.warn(("frontdoor-cap", uid), f"front door: closed "
+                                       f"connections from uid "
+                                       f"{'?' if uid is None else uid}: too many "
+                                       f"waiting for their request "
+                                       f"({self.daemon.gate.total} waiting)")
+                conn.close()
+            else:
+                asyncio.ensure_future(self._serve(conn, uid, ticket))
+            await asyncio.sleep(0)     # a steady flood must not starve the others
+
+    async def _serve(self, conn: socket.socket, uid: int | None, ticket: Ticket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn, limit=1 << 18)
+        except OSError:
+            ticket.release()
+            conn.close()
+            return
+        await self._handle(reader, writer, uid, ticket)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      uid: int | None, ticket: Ticket) -> None:
+        client = _Client(self, reader, writer, uid)
+        client.ticket = ticket
         try:
             relay = await client.handshake()
             await relay()
@@ -196,27 +260,35 @@ class FrontDoor:
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             log.info("front door: %s went away: %r", client.label, exc)
         finally:
+            ticket.release()
             if not writer.is_closing():
                 writer.close()
 
     async def identify(self, client: _Client) -> AppInfo | None:
-        """The program behind a front-door connection, from the kernel's socket
-        table; None if it cannot be seen."""
+        """The program behind a front-door connection of an allowed uid; None for
+        another uid's or one whose uid is unknown. A program of an allowed uid that
+        cannot be seen (it is not dumpable, or already gone) is that uid with no
+        program: rules on users match it, rules on programs do not."""
+        uid = client.uid
+        if uid is None or not self.daemon.allows(uid):
+            return None
         ours = client.writer.get_extra_info("sockname")
-        if not client.peer or not ours:
+        pid = None
+        if client.peer and ours:
+            pid = await asyncio.to_thread(tcp_peer_owner,
+                                          (client.peer[0], client.peer[1]),
+                                          (ours[0], ours[1]))
+        if pid is not None:
+            return self.daemon.procs.identify(pid, uid)
+        if not socktable.supported():   # Windows: no uid of its own to go by
             return None
-        pid = await asyncio.to_thread(tcp_peer_owner, (client.peer[0], client.peer[1]),
-                                      (ours[0], ours[1]))
-        if pid is None:
-            return None
-        uid = process_uid(pid)
-        if uid is None:
-            return None
-        return self.daemon.procs.identify(pid, uid)
+        return uid_only(uid, f"program not found ({client.label})")
 
     async def connect(self, client: _Client, host: str, port: int) -> Relay:
         """Open the route for a request; return a coroutine function that relays
         once the client has been told it succeeded. Raises SocksifyError."""
+        if client.ticket is not None:    # the request is read: no longer waiting
+            client.ticket.release()
         app = await self.identify(client)
         daemon = self.daemon
         try:
@@ -224,14 +296,12 @@ class FrontDoor:
             name = None
         except ValueError:
             addr, name = None, host.rstrip(".").lower()
-        conn = daemon.new_connection(app or _unknown(client.label), addr, port, name)
+        conn = daemon.new_connection(app or _unknown(client), addr, port, name)
         policy = self._policy_for(app)
         try:
             if app is not None and app.pid == os.getpid():
                 raise SocksifyError("a chain leads back into this daemon's own front "
                                     "door (a loop)", errno.ELOOP)
-            if app is not None and not daemon.allows(app.uid):
-                raise PolicyBlocked(f"uid {app.uid} may not use this daemon")
             if policy is None:
                 raise PolicyBlocked("the daemon has no policy for its front door")
             tunnel = await daemon.open_route(conn, policy, kernel_direct=False)
@@ -255,5 +325,8 @@ class FrontDoor:
         return policy.for_unidentified()
 
 
-def _unknown(label: str) -> AppInfo:
-    return AppInfo(0, f"unidentified ({label})", "", -1, "?", ())
+def _unknown(client: _Client) -> AppInfo:
+    """What a request of another uid, or of no uid found, is logged as."""
+    if client.uid is None:
+        return AppInfo(0, f"unidentified ({client.label})", "", -1, "?", ())
+    return uid_only(client.uid, f"uid {client.uid} ({client.label})")

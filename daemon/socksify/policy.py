@@ -196,15 +196,18 @@ class Policy:
     dns_range6: str = DEFAULT_RANGE6
     frontdoor: tuple[str, int] | None = None       # where the SOCKS front door listens
     frontdoor_users: tuple[tuple[str, str], ...] = ()
-    unidentified: Action = Action("block")          # for front-door requests whose
-                                                    # program cannot be identified
+    unidentified: Action = Action("block")          # for front-door requests of
+                                                    # other uids, or of no uid found
     dns_max_names: int = DNS_MAX_NAMES              # stand-ins per user and family
     dns_min_age: float = DNS_MIN_AGE                # seconds reserved after last use
 
     def for_unidentified(self) -> Policy:
-        """The policy for a request whose program is unknown: rules on the program
-        cannot match it, and the front door's `unidentified` action is the default."""
-        return dataclasses.replace(self, default=self.unidentified)
+        """The policy for a front-door request of a uid that may not use this daemon,
+        or whose uid cannot be found: the `unidentified` action decides alone, before
+        any rule (a rule on ports or destinations must not serve another user)."""
+        return dataclasses.replace(self, rules=(Rule("unidentified", None,
+                                                     self.unidentified),),
+                                   default=self.unidentified)
 
     @property
     def needs_app(self) -> bool:

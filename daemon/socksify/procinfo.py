@@ -90,6 +90,12 @@ class ProcessTable:
         return info
 
 
+def uid_only(uid: int, name: str) -> AppInfo:
+    """A connection known by its uid only (the kernel's socket table), its program
+    unseen: rules on users can match it, rules on programs cannot."""
+    return AppInfo(0, name, "", uid, _user_name(uid), ())
+
+
 def _describe(proc: psutil.Process, uid: int) -> AppInfo:
     name, exe = _name_exe(proc)
     ancestors: list[tuple[str, str]] = []
