@@ -47,6 +47,11 @@ void *socksify_real_symbol(const char *name)
     return sym;
 }
 
+void *socksify_real_symbol_optional(const char *name)
+{
+    return dlsym(RTLD_NEXT, name);
+}
+
 static void read_log_level(void)
 {
     const char *value = socksify_getenv("SOCKSIFY_LOG");
@@ -127,6 +132,7 @@ static void init_once_body(void)
     socksify_execve_resolve();
     socksify_execvp_resolve();
     socksify_fexecve_resolve();
+    socksify_execveat_resolve();
     socksify_posix_spawn_resolve();
     read_session();
     read_timeout();

@@ -33,6 +33,9 @@ const char *socksify_getenv(const char *name);
 /* dlsym(RTLD_NEXT, name); aborts with a message if the symbol is missing. */
 void *socksify_real_symbol(const char *name);
 
+/* dlsym(RTLD_NEXT, name), or NULL if this libc lacks it (a call its hook then refuses). */
+void *socksify_real_symbol_optional(const char *name);
+
 /* Per-hook resolvers of the real symbols, called by the initialisation. */
 void socksify_connect_resolve(void);
 void socksify_getpeername_resolve(void);
@@ -46,6 +49,7 @@ void socksify_sendmmsg_resolve(void);
 void socksify_execve_resolve(void);
 void socksify_execvp_resolve(void);
 void socksify_fexecve_resolve(void);
+void socksify_execveat_resolve(void);
 void socksify_posix_spawn_resolve(void);
 
 /* libc's connect() and getpeername(), for the shim's own use (the exported ones may ask

@@ -21,6 +21,7 @@ EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyn
            "gethostbyname_r", "gethostbyname2_r", "getnameinfo", "gethostbyaddr",
            "gethostbyaddr_r", "sendto", "sendmsg", "sendmmsg",
            "execve", "execv", "execl", "execle", "execvp", "execvpe", "execlp", "fexecve",
+           "execveat",
            "posix_spawn", "posix_spawnp",
            "socksify_wire_version", "socksify_shim_abi_version",
            "socksify_wire_encode_request", "socksify_wire_encode_connect",
