@@ -35,7 +35,7 @@ const char *socksify_getenv(const char *name)
 void *socksify_real_symbol(const char *name)
 {
     static const char msg[] = "socksify: the real symbol is missing from libc: ";
-    void *sym = dlsym(RTLD_NEXT, name);
+    void *sym = socksify_real_dlsym(RTLD_NEXT, name);
 
     if (sym == NULL) {
         /* Cannot forward calls to anything: stop loudly rather than misbehave. */
@@ -49,7 +49,7 @@ void *socksify_real_symbol(const char *name)
 
 void *socksify_real_symbol_optional(const char *name)
 {
-    return dlsym(RTLD_NEXT, name);
+    return socksify_real_dlsym(RTLD_NEXT, name);
 }
 
 static void read_log_level(void)

@@ -30,6 +30,10 @@ const struct socksify_config *socksify_config(void);
 /* An environment variable, or NULL if unset, empty, or the process is setuid/setgid. */
 const char *socksify_getenv(const char *name);
 
+/* libc's own dlsym(), never the shim's hook (linux/dlsym.c): with RTLD_NEXT, the next
+ * definition after the shim. */
+void *socksify_real_dlsym(void *handle, const char *name);
+
 /* dlsym(RTLD_NEXT, name); aborts with a message if the symbol is missing. */
 void *socksify_real_symbol(const char *name);
 

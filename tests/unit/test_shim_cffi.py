@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -27,6 +28,9 @@ EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyn
            "socksify_wire_encode_request", "socksify_wire_encode_connect",
            "socksify_wire_encode_resolve", "socksify_wire_decode_reply",
            "socksify_wire_decode_peer", "socksify_wire_decode_name", "socksify_wire_errno", "socksify_addr_is_loopback"}
+# x86-64 only (shim/linux/dlsym.c: the hooks are assembly stubs)
+if platform.machine() == "x86_64":
+    EXPORTS |= {"dlsym", "dlvsym"}
 
 
 def vectors(kind: str) -> list[tuple[str, dict[str, str]]]:
