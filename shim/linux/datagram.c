@@ -70,15 +70,19 @@ int socksify_fd_kind(int fd, int *domain)
 int socksify_refuse_kind(int fd, const struct sockaddr *dest, unsigned len)
 {
     struct socksify_connect_req req;
-    char where[SOCKSIFY_ADDR_TEXT_SIZE] = "an address it cannot judge";
+    char where[SOCKSIFY_ADDR_TEXT_SIZE];
     int type = -1, protocol = -1;
     socklen_t optlen = sizeof type;
 
     getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen);
     optlen = sizeof protocol;
     getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &optlen);
-    if (socksify_addr_fill_request(dest, len, 0, socksify_config()->session, &req) == 0)
-        socksify_addr_format(&req, where, sizeof where);
+    if (socksify_addr_fill_request(dest, len, 0, socksify_config()->session, &req) != 0) {
+        LOG_WARN("fd %d: refusing an address the shim cannot read as the kernel will "
+                 "(socket type %d, protocol %d)", fd, type, protocol);
+        return -EACCES;
+    }
+    socksify_addr_format(&req, where, sizeof where);
     LOG_WARN("fd %d: refusing to reach %s from a socket of type %d, protocol %d: only "
              "TCP and UDP go through the socksify daemon", fd, where, type, protocol);
     return -EACCES;
