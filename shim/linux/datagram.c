@@ -96,6 +96,11 @@ int socksify_send_check(int fd, const struct sockaddr *dest, socklen_t len, int 
 
     if (dest == NULL || len == 0)
         return SOCKSIFY_SEND_PASS;
+    /* An AF_INET/AF_INET6 loopback address stays on the host whatever the socket (or
+     * the kernel refuses it): no system call for it (MSG_FASTOPEN connects: judged
+     * below, for SOCKSIFY_PROXY_LOOPBACK). */
+    if (!(flags & MSG_FASTOPEN) && socksify_addr_is_loopback(dest, len))
+        return SOCKSIFY_SEND_PASS;
     kind = socksify_fd_kind(fd, &domain);
     if (kind < 0 || kind == SOCKSIFY_KIND_NOT_IP)
         return SOCKSIFY_SEND_PASS;  /* EBADF/ENOTSOCK: the real call reports it */

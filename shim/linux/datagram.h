@@ -34,7 +34,8 @@ int socksify_refuse_kind(int fd, const struct sockaddr *dest, unsigned len);
  * without the flag, so the data cannot bypass the chain in the SYN); -EACCES for any
  * other socket kind (SCTP, DCCP, raw, ICMP, ...) to a non-loopback address, or an
  * address the shim cannot judge; or the -errno of a refused datagram. No system call
- * without a destination. */
+ * without a destination or for an AF_INET/AF_INET6 loopback one (without
+ * MSG_FASTOPEN). */
 int socksify_send_check(int fd, const struct sockaddr *dest, socklen_t len, int flags);
 
 #endif

@@ -37,9 +37,7 @@ typedef void *(*dlvsym_fn)(void *handle, const char *name, const char *version);
 __attribute__((visibility("hidden"))) dlsym_fn socksify_libc_dlsym;
 __attribute__((visibility("hidden"))) dlvsym_fn socksify_libc_dlvsym;
 static pthread_once_t dl_once = PTHREAD_ONCE_INIT;
-static void *self_handle;      /* this library, for finding its own hooks */
-static uintptr_t self_base;    /* its load address (dladdr's dli_fbase) */
-static struct link_map *self_map;
+static struct link_map *self_map;  /* this library: its hooks, its place in the list */
 
 /* A defined function `name` in the dynamic symbol table of the object loaded at base
  * with dynamic section dyn, or NULL. */
@@ -122,11 +120,8 @@ static void find_once(void)
         (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
         abort();
     }
-    if (dladdr1((void *)&find_once, &info, (void **)&self_map, RTLD_DL_LINKMAP) != 0
-        && info.dli_fname != NULL) {
-        self_base = (uintptr_t)info.dli_fbase;
-        self_handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
-    }
+    if (dladdr1((void *)&find_once, &info, (void **)&self_map, RTLD_DL_LINKMAP) == 0)
+        self_map = NULL;  /* then no lookup is answered with a hook */
 }
 
 void *socksify_real_dlsym(void *handle, const char *name)
@@ -168,11 +163,11 @@ void *socksify_dl_substitute(void *handle, const char *name, const char *version
     int saved_errno = errno, after;
 
     pthread_once(&dl_once, find_once);
-    if (self_handle == NULL || name == NULL)
+    if (self_map == NULL || name == NULL)
         return NULL;
-    hook = socksify_libc_dlsym(self_handle, name);
-    if (hook == NULL || dladdr(hook, &info) == 0 || (uintptr_t)info.dli_fbase != self_base)
-        goto out;  /* not one of the shim's hooks */
+    hook = elf_lookup(self_map->l_addr, self_map->l_ld, name);
+    if (hook == NULL)
+        goto out;  /* not one of the shim's functions */
     if (dladdr1(caller, &info, (void **)&caller_map, RTLD_DL_LINKMAP) == 0)
         caller_map = NULL;
     after = after_shim(caller_map);
