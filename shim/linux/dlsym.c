@@ -92,10 +92,10 @@ static void *elf_lookup(uintptr_t base, const ElfW(Dyn) *dyn, const char *name)
 static int find_dl_functions(struct dl_phdr_info *info, size_t size, void *data)
 {
     const char *base = strrchr(info->dlpi_name, '/');
+    const ElfW(Dyn) *dyn = NULL;
 
     (void)size;
     (void)data;
-    const ElfW(Dyn) *dyn = NULL;
 
     base = base != NULL ? base + 1 : info->dlpi_name;
     if (strncmp(base, "libc.so.", 8) != 0 && strncmp(base, "libdl.so.", 9) != 0)
