@@ -11,6 +11,7 @@ import errno
 import ipaddress
 import itertools
 import logging
+import os
 import random
 import socket
 import time
@@ -338,13 +339,41 @@ async def sock_connect(sock: socket.socket, host: str, port: int, timeout: float
                            addrs if addrs is not None else await _addresses(host, port))
     sock.setblocking(False)
     try:
-        await within(asyncio.get_running_loop().sock_connect(sock, address), timeout)
+        await within(_connect_to(sock, address), timeout)
     except asyncio.TimeoutError:
         raise HopTimeout(f"{what}: no TCP connection within {timeout:g}s",
                          hop=0) from None
     except OSError as exc:
         raise HopUnreachable(f"{what}: {exc.strerror or exc}", hop=0,
                              err=exc.errno or errno.ECONNREFUSED) from None
+
+
+async def _connect_to(sock: socket.socket,
+                      address: tuple[str, int] | tuple[str, int, int, int]) -> None:
+    """loop.sock_connect() to a numeric address. An MPTCP socket (protocol 262, a TCP
+    connection to hop 1 as far as the chain is concerned) is connected without it:
+    asyncio looks even a numeric address up again with the socket's protocol, which
+    getaddrinfo() rejects (EAI_SOCKTYPE)."""
+    loop = asyncio.get_running_loop()
+    if sock.proto in (0, socket.IPPROTO_TCP):
+        await loop.sock_connect(sock, address)
+        return
+    err = sock.connect_ex(address)
+    if err in (errno.EINPROGRESS, errno.EAGAIN):
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def writable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_writer(sock.fileno(), writable)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(sock.fileno())
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err != 0:
+        raise OSError(err, os.strerror(err))
 
 
 async def _addresses(host: str, port: int) -> list[IPAddress]:

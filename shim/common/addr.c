@@ -14,6 +14,13 @@
  * addresses (without sin6_scope_id) in connect(). */
 #define IN6_MIN_LEN (offsetof(struct sockaddr_in6, sin6_addr) + sizeof(struct in6_addr))
 
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262
+#endif
+#ifndef IPPROTO_UDPLITE
+#define IPPROTO_UDPLITE 136
+#endif
+
 static const uint8_t v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
 int socksify_addr_family(const struct sockaddr *sa, unsigned len)
@@ -168,4 +175,49 @@ int socksify_addr_of_peer(int domain, const struct socksify_peer *peer,
         return 0;
     }
     return -EAFNOSUPPORT;
+}
+
+int socksify_sock_kind(int domain, int type, int protocol)
+{
+    if (domain != AF_INET && domain != AF_INET6)
+        return SOCKSIFY_KIND_NOT_IP;
+    if (type == SOCK_STREAM
+        && (protocol == 0 || protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP))
+        return SOCKSIFY_KIND_STREAM;
+    if (type == SOCK_DGRAM
+        && (protocol == 0 || protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE))
+        return SOCKSIFY_KIND_DGRAM;
+    return SOCKSIFY_KIND_OTHER;
+}
+
+int socksify_addr_dest(int domain, int op, const struct sockaddr *sa, unsigned len,
+                       struct sockaddr_storage *out, unsigned *outlen)
+{
+    sa_family_t family;
+
+    if (sa == NULL || len == 0)
+        return SOCKSIFY_DEST_NONE;
+    if (len < sizeof(sa_family_t))
+        return SOCKSIFY_DEST_UNKNOWN;
+    memcpy(&family, (const char *)sa + offsetof(struct sockaddr, sa_family), sizeof family);
+    if (family == AF_UNSPEC) {
+        if (op == SOCKSIFY_DEST_CONNECT || domain == AF_INET6)
+            return SOCKSIFY_DEST_NONE;
+        if (domain != AF_INET || len < sizeof(struct sockaddr_in))
+            return SOCKSIFY_DEST_UNKNOWN;
+        family = AF_INET;  /* udp_sendmsg(), raw_sendmsg(): AF_UNSPEC is AF_INET */
+    }
+    memset(out, 0, sizeof *out);
+    if (family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        memcpy(out, sa, sizeof(struct sockaddr_in));
+        ((struct sockaddr_in *)out)->sin_family = AF_INET;
+        *outlen = sizeof(struct sockaddr_in);
+        return SOCKSIFY_DEST_ADDR;
+    }
+    if (family == AF_INET6 && len >= IN6_MIN_LEN) {
+        *outlen = len < sizeof(struct sockaddr_in6) ? len : sizeof(struct sockaddr_in6);
+        memcpy(out, sa, *outlen);
+        return SOCKSIFY_DEST_ADDR;
+    }
+    return SOCKSIFY_DEST_UNKNOWN;
 }

@@ -35,6 +35,34 @@ int socksify_addr_fill_request(const struct sockaddr *sa, unsigned len, uint8_t 
                                const uint8_t session[SOCKSIFY_SESSION_SIZE],
                                struct socksify_connect_req *req);
 
+/* What a socket of this SO_DOMAIN, SO_TYPE and SO_PROTOCOL is to the shim. */
+#define SOCKSIFY_KIND_NOT_IP 0  /* not AF_INET/AF_INET6: none of the shim's business */
+#define SOCKSIFY_KIND_STREAM 1  /* TCP or MPTCP (a TCP connection to hop 1 for the
+                                   daemon): handed to the daemon */
+#define SOCKSIFY_KIND_DGRAM  2  /* UDP or UDP-Lite: the daemon allows (DIRECT) or not */
+#define SOCKSIFY_KIND_OTHER  3  /* anything else (SCTP, DCCP, raw, ICMP "ping",
+                                   SEQPACKET, RDM, ...): the daemon cannot carry it; it
+                                   may reach loopback only */
+int socksify_sock_kind(int domain, int type, int protocol);
+
+/* What destination the kernel takes from (sa, len) on a socket of this domain. */
+#define SOCKSIFY_DEST_NONE    0  /* none: no address (a send goes to the connected
+                                    peer), AF_UNSPEC in connect() (disconnects), or
+                                    AF_UNSPEC in a send on an AF_INET6 socket (UDP: the
+                                    connected peer; other protocols reject it) */
+#define SOCKSIFY_DEST_ADDR    1  /* *out: the IPv4 or IPv6 address the kernel uses */
+#define SOCKSIFY_DEST_UNKNOWN 2  /* anything else: cannot be judged, refused */
+#define SOCKSIFY_DEST_SEND    0  /* op: sendto(), sendmsg(), sendmmsg() */
+#define SOCKSIFY_DEST_CONNECT 1  /* op: connect() */
+
+/* Classify (sa, len) as the kernel reads it for op on a socket of domain
+ * (AF_INET/AF_INET6): an AF_INET address (on either domain: an AF_INET6 UDP socket
+ * sends to it over IPv4) or an AF_INET6 one is copied to *out; AF_UNSPEC in a send on an
+ * AF_INET socket is copied as the AF_INET address the kernel makes of it (udp_sendmsg
+ * and raw_sendmsg read it as one). *out and *outlen are written for DEST_ADDR only. */
+int socksify_addr_dest(int domain, int op, const struct sockaddr *sa, unsigned len,
+                       struct sockaddr_storage *out, unsigned *outlen);
+
 /* Room for socksify_addr_format(): "[" INET6_ADDRSTRLEN "]:65535". */
 #define SOCKSIFY_ADDR_TEXT_SIZE (INET6_ADDRSTRLEN + 8)
 

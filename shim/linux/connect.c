@@ -1,10 +1,14 @@
 /* The connect() hook: hand every IPv4/IPv6 stream socket that connects off the host to
  * the daemon with the question (HANDOFF), then go direct, fail, take the socket back
  * connected through the chain (READY), put a pre-built tunnel in its place (SWAP), or
- * connect it to the daemon's relay, as the verdict says (docs/wire.md). A datagram
- * socket's connect() is asked about too (socktype 2), and only DIRECT lets it connect.
- * A cached DIRECT answer (cache.h) is used without asking. Fails closed: never a
- * direct connection the daemon did not allow. */
+ * connect it to the daemon's relay, as the verdict says (docs/wire.md). A TCP or MPTCP
+ * socket is a stream socket here (MPTCP reaches hop 1 as TCP does). A UDP socket's
+ * connect() is asked about too (socktype 2), and only DIRECT lets it connect. Any other
+ * IPv4/IPv6 socket (SCTP, DCCP, raw, ICMP, SEQPACKET) may connect to loopback only
+ * (EACCES otherwise), and an address the shim cannot read as the kernel will is refused
+ * (EACCES); AF_UNSPEC, which dissolves an association, passes. A cached DIRECT answer
+ * (cache.h) is used without asking. Fails closed: never a direct connection the daemon
+ * did not allow. */
 
 /* glibc declares connect() with a transparent-union argument under _GNU_SOURCE; this
  * file defines it with the plain POSIX prototype, so it is built without _GNU_SOURCE. */
@@ -169,28 +173,39 @@ int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len)
     struct socksify_connect_req req;
     struct socksify_reply rep;
     struct sockaddr_storage peer;
-    socklen_t optlen, peer_len = sizeof peer;
-    int family, type, domain, flags, passed, r, err;
+    struct sockaddr_storage to;
+    socklen_t peer_len = sizeof peer;
+    unsigned tolen;
+    int family, kind, domain, loopback, flags, passed, r, err;
     char dest[SOCKSIFY_ADDR_TEXT_SIZE];
 
-    family = socksify_addr_family(addr, len);
-    if (family == 0)
-        return connect_direct(fd, addr, len);  /* not IPv4/IPv6, or malformed */
-    optlen = sizeof type;
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen) < 0)
-        return connect_direct(fd, addr, len);  /* EBADF/ENOTSOCK */
-    if (type == SOCK_DGRAM) {
+    kind = socksify_fd_kind(fd, &domain);
+    if (kind < 0 || kind == SOCKSIFY_KIND_NOT_IP)
+        return connect_direct(fd, addr, len);  /* EBADF/ENOTSOCK, or not IPv4/IPv6 */
+    switch (socksify_addr_dest(domain, SOCKSIFY_DEST_CONNECT, addr, len, &to, &tolen)) {
+    case SOCKSIFY_DEST_NONE:
+        return connect_direct(fd, addr, len);  /* AF_UNSPEC: dissolves the association */
+    case SOCKSIFY_DEST_ADDR:
+        break;
+    default:
+        return socksify_refuse_kind(fd, NULL, 0);
+    }
+    family = to.ss_family;
+    loopback = socksify_addr_is_loopback((const struct sockaddr *)&to, tolen);
+    if (kind == SOCKSIFY_KIND_DGRAM) {
         /* No domain check: an AF_INET6 UDP socket may connect to an AF_INET address. A
          * connected UDP socket may connect again, to another address: asked again. */
-        r = socksify_dgram_check(fd, addr, len);
+        r = socksify_dgram_check(fd, (const struct sockaddr *)&to, tolen);
         return r < 0 ? r : connect_direct(fd, addr, len);
     }
-    if (type != SOCK_STREAM)
-        return connect_direct(fd, addr, len);  /* raw, seqpacket: not ours to judge */
-    optlen = sizeof domain;
-    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &optlen) < 0 || domain != family)
-        return connect_direct(fd, addr, len);  /* the kernel rejects the mismatch */
-    if (socksify_addr_is_loopback(addr, len) && !socksify_config()->proxy_loopback) {
+    if (kind != SOCKSIFY_KIND_STREAM) {
+        /* SCTP, DCCP, raw, ICMP, SEQPACKET...: the daemon cannot carry them. */
+        return loopback ? connect_direct(fd, addr, len)
+                        : socksify_refuse_kind(fd, (const struct sockaddr *)&to, tolen);
+    }
+    if (domain != family)
+        return -EAFNOSUPPORT;  /* as tcp_v4_connect()/tcp_v6_connect() answer it */
+    if (loopback && !socksify_config()->proxy_loopback) {
         LOG_DEBUG("fd %d: loopback destination, connecting directly", fd);
         return connect_direct(fd, addr, len);
     }

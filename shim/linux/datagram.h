@@ -12,15 +12,30 @@
  * be asked. Fails closed. */
 int socksify_dgram_check(int fd, const struct sockaddr *dest, socklen_t len);
 
+/* The socket's SOCKSIFY_KIND_* (addr.h) from SO_DOMAIN, SO_TYPE and SO_PROTOCOL, with its
+ * domain in *domain; -errno if fd is not a socket (the real call reports it). */
+int socksify_fd_kind(int fd, int *domain);
+
+/* Log that fd (a socket of SOCKSIFY_KIND_OTHER, or one given an address the shim cannot
+ * judge) may not reach dest (len 0: unknown), and return -EACCES. */
+int socksify_refuse_kind(int fd, const struct sockaddr *dest, unsigned len);
+
 #define SOCKSIFY_SEND_PASS     0  /* send as the app asked */
 #define SOCKSIFY_SEND_FASTOPEN 1  /* a stream socket with MSG_FASTOPEN: connect first */
 
-/* What a send on fd with destination dest and flags needs: SOCKSIFY_SEND_PASS for no
- * destination, one that is not IPv4/IPv6, a datagram the daemon allows, or a socket of
- * another type; SOCKSIFY_SEND_FASTOPEN for MSG_FASTOPEN on a stream socket (the caller
- * connects through socksify_connect_checked() and sends without the flag, so the data
- * cannot bypass the chain in the SYN); or -errno for a refused datagram. No system call
- * unless dest is an IPv4/IPv6 address. */
+/* What a send on fd with destination (dest, len) and flags needs, judged by what the
+ * kernel will do with them (the socket's domain, type and protocol and the address's
+ * bytes, addr.h socksify_addr_dest(): AF_UNSPEC on an AF_INET socket is an IPv4
+ * address, an AF_INET address on an AF_INET6 UDP socket is sent over IPv4):
+ * SOCKSIFY_SEND_PASS for no destination, a socket that is not IPv4/IPv6, a loopback
+ * destination, a stream socket without MSG_FASTOPEN (the kernel ignores the address), or
+ * a datagram the daemon allows; SOCKSIFY_SEND_FASTOPEN for MSG_FASTOPEN with an address
+ * on a stream socket (the caller connects through socksify_connect_checked() and sends
+ * without the flag, so the data cannot bypass the chain in the SYN); -EACCES for any
+ * other socket kind (SCTP, DCCP, raw, ICMP, ...) to a non-loopback address, or an
+ * address the shim cannot judge; or the -errno of a refused datagram. No system call
+ * without a destination or for an AF_INET/AF_INET6 loopback one (without
+ * MSG_FASTOPEN). */
 int socksify_send_check(int fd, const struct sockaddr *dest, socklen_t len, int flags);
 
 #endif

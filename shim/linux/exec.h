@@ -35,6 +35,12 @@ int socksify_exec_check(const char *path);
 /* As socksify_exec_check(), for fexecve()'s file descriptor. */
 int socksify_exec_check_fd(int fd);
 
+/* As socksify_exec_check(), for execveat()'s (dirfd, path, flags): path itself if
+ * absolute, dirfd itself for an empty path with AT_EMPTY_PATH, else path relative to
+ * dirfd (AT_FDCWD: the working directory), not followed if it is a symbolic link and
+ * flags has AT_SYMLINK_NOFOLLOW (exec then fails with ELOOP). */
+int socksify_exec_check_at(int dirfd, const char *path, int flags);
+
 /* As socksify_exec_check(), for the program execvp() would run for file: file itself if
  * it has a '/', else the first executable regular file named file in a $PATH directory
  * (default "/bin:/usr/bin", as glibc's). */

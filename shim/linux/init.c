@@ -35,7 +35,7 @@ const char *socksify_getenv(const char *name)
 void *socksify_real_symbol(const char *name)
 {
     static const char msg[] = "socksify: the real symbol is missing from libc: ";
-    void *sym = dlsym(RTLD_NEXT, name);
+    void *sym = socksify_real_dlsym(RTLD_NEXT, name);
 
     if (sym == NULL) {
         /* Cannot forward calls to anything: stop loudly rather than misbehave. */
@@ -45,6 +45,11 @@ void *socksify_real_symbol(const char *name)
         abort();
     }
     return sym;
+}
+
+void *socksify_real_symbol_optional(const char *name)
+{
+    return socksify_real_dlsym(RTLD_NEXT, name);
 }
 
 static void read_log_level(void)
@@ -127,6 +132,7 @@ static void init_once_body(void)
     socksify_execve_resolve();
     socksify_execvp_resolve();
     socksify_fexecve_resolve();
+    socksify_execveat_resolve();
     socksify_posix_spawn_resolve();
     socksify_res_query_resolve();       /* these four never abort: libresolv may be */
     socksify_res_search_resolve();      /* missing (glibc < 2.34 without -lresolv) */

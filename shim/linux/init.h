@@ -30,8 +30,15 @@ const struct socksify_config *socksify_config(void);
 /* An environment variable, or NULL if unset, empty, or the process is setuid/setgid. */
 const char *socksify_getenv(const char *name);
 
+/* libc's own dlsym(), never the shim's hook (linux/dlsym.c): with RTLD_NEXT, the next
+ * definition after the shim. */
+void *socksify_real_dlsym(void *handle, const char *name);
+
 /* dlsym(RTLD_NEXT, name); aborts with a message if the symbol is missing. */
 void *socksify_real_symbol(const char *name);
+
+/* dlsym(RTLD_NEXT, name), or NULL if this libc lacks it (a call its hook then refuses). */
+void *socksify_real_symbol_optional(const char *name);
 
 /* Per-hook resolvers of the real symbols, called by the initialisation. */
 void socksify_connect_resolve(void);
@@ -46,6 +53,7 @@ void socksify_sendmmsg_resolve(void);
 void socksify_execve_resolve(void);
 void socksify_execvp_resolve(void);
 void socksify_fexecve_resolve(void);
+void socksify_execveat_resolve(void);
 void socksify_posix_spawn_resolve(void);
 void socksify_res_query_resolve(void);
 void socksify_res_search_resolve(void);

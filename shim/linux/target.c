@@ -248,6 +248,27 @@ int socksify_exec_check_fd(int fd)
     return r;
 }
 
+int socksify_exec_check_at(int dirfd, const char *path, int flags)
+{
+    int fd, r;
+
+    if (targets.off || path == NULL)
+        return 0;
+    if (path[0] == '\0' && (flags & AT_EMPTY_PATH))
+        return socksify_exec_check_fd(dirfd);
+    if (path[0] == '/')
+        return check_path(path, 0);
+    /* O_PATH opens an execute-only program too; socksify_exec_check_fd() reads it
+     * through /proc/self/fd where it may. */
+    fd = openat(dirfd, path, O_PATH | O_CLOEXEC
+                | (flags & AT_SYMLINK_NOFOLLOW ? O_NOFOLLOW : 0));
+    if (fd < 0)
+        return 0;  /* exec says what is wrong with it */
+    r = socksify_exec_check_fd(fd);
+    close(fd);
+    return r;
+}
+
 int socksify_exec_check_search(const char *file)
 {
     const char *dirs = getenv("PATH");

@@ -1,5 +1,6 @@
-"""Compile and run the C wire tests (tests/c/test_wire.c) on the shared vectors, and the
-environment-merging tests of the exec hooks (tests/c/test_env.c)."""
+"""Compile and run the C wire tests (tests/c/test_wire.c) on the shared vectors, the
+environment-merging tests of the exec hooks (tests/c/test_env.c), and the socket-kind
+and destination tests of the send and connect hooks (tests/c/test_kinds.c)."""
 
 from __future__ import annotations
 
@@ -71,4 +72,17 @@ def test_c_env_merge(tmp_path: Path) -> None:
     assert passed == sum(ENV_CASES.values())
     oks = [line.split()[1] for line in stdout.splitlines() if line.startswith("ok ")]
     for kind, count in ENV_CASES.items():
+        assert oks.count(kind) == count, kind
+
+
+# Cases of test_kinds.c: its socket-kind table (16) and its destination table (15).
+# Keep in step with run_kinds() and run_dests() there.
+KINDS_CASES = {"kind": 16, "dest": 15}
+
+
+def test_c_socket_kinds_and_destinations(tmp_path: Path) -> None:
+    passed, stdout = run_c_test(tmp_path, "test_kinds")
+    assert passed == sum(KINDS_CASES.values())
+    oks = [line.split()[1] for line in stdout.splitlines() if line.startswith("ok ")]
+    for kind, count in KINDS_CASES.items():
         assert oks.count(kind) == count, kind

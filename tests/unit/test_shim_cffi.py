@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -21,6 +22,7 @@ EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyn
            "gethostbyname_r", "gethostbyname2_r", "getnameinfo", "gethostbyaddr",
            "gethostbyaddr_r", "sendto", "sendmsg", "sendmmsg",
            "execve", "execv", "execl", "execle", "execvp", "execvpe", "execlp", "fexecve",
+           "execveat",
            "posix_spawn", "posix_spawnp",
            "socksify_wire_version", "socksify_shim_abi_version",
            "socksify_wire_encode_request", "socksify_wire_encode_connect",
@@ -31,6 +33,9 @@ EXPORTS |= {"res_query", "res_search", "res_querydomain", "res_send", "res_nquer
             "__res_querydomain", "__res_send", "__res_nquery", "__res_nsearch",
             "__res_nquerydomain", "__res_nsend",
             "getaddrinfo_a", "gai_suspend", "gai_cancel", "gai_error"}  # DNS calls
+# x86-64 only (shim/linux/dlsym.c: the hooks are assembly stubs)
+if platform.machine() == "x86_64":
+    EXPORTS |= {"dlsym", "dlvsym"}
 
 
 def vectors(kind: str) -> list[tuple[str, dict[str, str]]]:

@@ -183,3 +183,40 @@ def test_fexecve(shim: str, tmp_path: Path, flag: str) -> None:
     res = run([sys.executable, "-c", code, str(exe)], shim_env(shim))
     assert res.returncode == 1 and "PermissionError" in res.stderr, res
     assert "statically linked programs do not load the socksify shim" in res.stderr
+
+
+EXECVEAT = Path(__file__).resolve().parents[1] / "programs" / "execveat.c"
+
+
+@pytest.mark.parametrize("mode", ["abs", "rel", "empty", "nofollow"])
+def test_execveat(shim: str, tmp_path: Path, mode: str) -> None:
+    """execveat() with an empty environment (by absolute path, relative to a directory
+    descriptor, through an O_PATH descriptor with AT_EMPTY_PATH, with
+    AT_SYMLINK_NOFOLLOW) gets the variables back and refuses a statically linked
+    program, once."""
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    prog = tmp_path / "execveat"
+    subprocess.run(["cc", "-O1", "-Wall", "-o", str(prog), str(EXECVEAT)], check=True,
+                   timeout=120)
+    static = build(tmp_path, "static", "int main(void) { return 0; }\n", "-static")
+    res = run([str(prog), mode, "/usr/bin/env"], shim_env(shim))
+    assert res.returncode == 0, res.stderr
+    env = env_lines(res.stdout)
+    assert (env["LD_PRELOAD"], env["SOCKSIFY_SOCKET"], env["SOCKSIFY_SESSION"]) == (
+        shim, SOCKET, SESSION), res.stdout
+    res = run([str(prog), mode, str(static)], shim_env(shim))
+    assert res.returncode == 126 and "execveat EPERM" in res.stdout, res
+    assert res.stderr.count("statically linked programs do not load the socksify "
+                            "shim") == 1, res.stderr
+
+
+def test_fexecve_is_checked_once(shim: str, tmp_path: Path) -> None:
+    """glibc's fexecve() makes the execveat system call itself: the fexecve hook checks
+    the program, and the execveat hook does not see it again."""
+    exe = build(tmp_path, "static", "int main(void) { return 0; }\n", "-static")
+    code = ("import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+            "os.execve(fd, [sys.argv[1]], {})")
+    res = run([sys.executable, "-c", code, str(exe)], shim_env(shim))
+    assert res.returncode == 1 and "PermissionError" in res.stderr, res
+    assert res.stderr.count("refusing to exec") == 1, res.stderr
