@@ -86,12 +86,17 @@ async def listen(daemon: Daemon) -> tuple[list[asyncio.Server], bytes]:
 
 def publish(paths: Paths, server: asyncio.Server, secret: bytes) -> None:
     """Write control.tcp (0600, through a temporary file and a rename) naming the
-    listener's port and its key."""
+    listener's port and its key. On Windows the file and its directory first get an
+    ACL for the user only (winacl.py)."""
     port = server.sockets[0].getsockname()[1]
     path = file_path(paths)
     tmp = path.with_name(f".{FILE_NAME}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        if sys.platform == "win32":   # modes mean nothing there: an owner-only ACL
+            from . import winacl
+            winacl.restrict_to_owner(path.parent)
+            winacl.restrict_to_owner(tmp)
         os.write(fd, format_line(port, secret).encode())
     finally:
         os.close(fd)

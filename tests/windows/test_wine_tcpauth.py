@@ -19,7 +19,7 @@ import pytest
 import lab as lablib
 
 from . import winelab
-from .conftest import Win
+from .conftest import Native, Win
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from test_tcpcontrol_squat import kill_9, other_user, received, squat  # noqa: E402,F401
@@ -79,3 +79,27 @@ def test_dll_refuses_a_squatter_on_a_stale_port(lab: lablib.Lab, win: Win,
     print(f"the squatter received: {[g.hex() for g in got]}")
     assert got and all(len(g) == 20 and g[:4] == b"SKTC" for g in got), got
     assert all(key not in g and key.hex().encode() not in g for g in got)
+
+
+def test_native_control_file_is_owner_only(native: Native) -> None:
+    """The Windows daemon (python.exe under Wine) gives control.tcp and its runtime
+    directory an ACL for SYSTEM, Administrators and the user only: no Everyone,
+    Users or Authenticated Users entry (Wine keeps ACLs as Unix mode bits, so what
+    this shows is Wine's rendering of them)."""
+    res = native.socksifyd("start")
+    assert res.returncode == 0, native.describe(res)
+    path = native.runtime_dir / "control.tcp"
+    code = ("import sys; sys.path.insert(0, {daemon!r}); from pathlib import Path; "
+            "from socksify import winacl; "
+            "[print(winacl.describe(Path(p))) for p in sys.argv[1:]]").format(
+                daemon=winelab.winpath(winelab.REPO / "daemon"))
+    shown = native.wine.spawn([native.wine.wine64, str(winelab.python_dir() / "python.exe"),
+                               "-c", code, winelab.winpath(path),
+                               winelab.winpath(native.runtime_dir)]).wait(120)
+    print(shown.stdout)
+    lines = shown.stdout.split()
+    assert shown.returncode == 0 and len(lines) == 2, shown.describe()
+    for sddl in lines:
+        aces = re.findall(r"\(A;[^;]*;[^;]*;;;([^)]+)\)", sddl)
+        owner = sddl.split("D:")[0].removeprefix("O:")
+        assert aces and set(aces) <= {"SY", "BA", owner}, sddl
