@@ -36,8 +36,9 @@ class AppInfo:
 
 
 def own_uid() -> int:
-    """The daemon's uid; 0 on Windows, where the daemon serves its own user only (the
-    control file's secret is the gate) and every process is described with uid 0."""
+    """The daemon's uid; 0 on Windows, where the daemon serves its own user only: a
+    process of that user is described with uid 0, any other with OTHER_USER (see
+    process_uid()), which Daemon.allows() refuses."""
     return os.getuid() if hasattr(os, "getuid") else 0
 
 
