@@ -4,7 +4,8 @@ daemon was killed with -9 while another real user took over the port its stale
 control.tcp names (tests/integration/squatter.py, which would answer DIRECT): the
 program's connect fails with WSAECONNREFUSED, the near witness it asked for sees
 nothing, and the squatter receives only hellos (magic and a random nonce), never the
-key nor a request. The Windows `socksifyd status` (python.exe) refuses it too."""
+key nor a request. The Windows `socksifyd status` and `socksify` (python.exe) refuse
+it too, saying why."""
 
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ def test_dll_refuses_a_squatter_on_a_stale_port(lab: lablib.Lab, win: Win,
         go.touch()
         res = proc.wait(120)
         status = win.python("service", ["status"]).wait(120)
+        launch = win.run("blocking", [lab.proxy_near_ip, str(lab.witness.port), "squat2"],
+                         via=win.sk.hops(1))
     finally:
         proc.kill()
     bg.kill()  # type: ignore[attr-defined]
@@ -76,6 +79,9 @@ def test_dll_refuses_a_squatter_on_a_stale_port(lab: lablib.Lab, win: Win,
     assert lab.witness.count() == before, "a connection went around the dead daemon"
     assert status.returncode == 3 and "not running" in status.stdout \
         and "not this user's socksify daemon" in status.stderr, status.describe()
+    assert launch.returncode == 1 and "not this user's socksify daemon" in launch.stderr \
+        and "RESULT" not in launch.stdout, launch.describe()
+    assert lab.witness.count() == before
     print(f"the squatter received: {[g.hex() for g in got]}")
     assert got and all(len(g) == 20 and g[:4] == b"SKTC" for g in got), got
     assert all(key not in g and key.hex().encode() not in g for g in got)
