@@ -16,14 +16,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 import lab as lablib
-from conftest import Socksify
+from conftest import Background, Socksify
 
 pytestmark = pytest.mark.lab
 
@@ -79,24 +78,20 @@ def kill_9(sk: Socksify) -> None:
                       10, "the daemon's death")
 
 
-def squat(sk: Socksify, user: pwd.struct_passwd, port: int) -> "object":
-    """squatter.py as `user` in the client zone on 127.0.0.1:port, once listening."""
-    share = Path(tempfile.mkdtemp(prefix="sksquat-"))
-    share.chmod(0o755)
-    script = share / "squatter.py"
-    shutil.copy(SQUATTER, script)
-    script.chmod(0o644)
+def squat(sk: Socksify, user: pwd.struct_passwd, port: int) -> Background:
+    """squatter.py as `user` in the client zone on 127.0.0.1:port, once listening (its
+    code given with -c: no file the user must be able to read)."""
     bg = sk.spawn(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
                    "--clear-groups", "env", "-i", "PATH=/usr/bin:/bin",
-                   "/usr/bin/python3", str(script), str(port)])
+                   "/usr/bin/python3", "-c", SQUATTER.read_text(), str(port)])
     lablib.wait_until(lambda: "LISTENING" in bg.result().stdout or not bg.running(), 20,
                       "the squatter listening")
     assert bg.running(), bg.result().describe()
     return bg
 
 
-def received(bg: "object") -> list[bytes]:
-    res = bg.result()  # type: ignore[attr-defined]
+def received(bg: Background) -> list[bytes]:
+    res = bg.result()
     return [bytes.fromhex(json.loads(line)["got"]) for line in res.stdout.splitlines()
             if line.startswith("{")]
 
@@ -110,7 +105,7 @@ def test_owner_refuses_a_squatter_on_a_stale_port(lab: lablib.Lab, sk: Socksify,
     bg = squat(sk, other_user, port)
     res = lab.client_run([sys.executable, "-c", OWNER_CLIENT, str(stale)], env=sk.env,
                          timeout=60)
-    bg.kill()  # type: ignore[attr-defined]
+    bg.kill()
     got = received(bg)
     assert res.returncode == 3 and "REFUSED" in res.stdout \
         and "not this user's socksify daemon" in res.stdout, \

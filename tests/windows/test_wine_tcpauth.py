@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import lab as lablib
+from conftest import Background
 
 from . import winelab
 from .conftest import Native, Win
@@ -33,10 +34,11 @@ VECTORS = winelab.REPO / "tests" / "vectors" / "tcpauth.txt"
 
 def test_dll_handshake_vectors(wine: winelab.Wine, wine_build: Path) -> None:
     exe = wine_build / "test_tcpauth.exe"
+    repo = winelab.REPO
     r = subprocess.run([winelab.MINGW, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror",
-                        f"-I{winelab.REPO / 'shim'}", str(winelab.REPO / "tests/c/test_tcpauth.c"),
-                        str(winelab.REPO / "shim/windows/tcpauth.c"), "-lbcrypt",
-                        "-o", str(exe)], capture_output=True, text=True, timeout=120)
+                        f"-I{repo / 'shim'}", str(repo / "tests/c/test_tcpauth.c"),
+                        str(repo / "shim/windows/tcpauth.c"), "-lbcrypt", "-o", str(exe)],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     res = wine.spawn([wine.wine64, str(exe), winelab.winpath(VECTORS)]).wait(120)
     print(res.stdout)
@@ -58,6 +60,7 @@ def test_dll_refuses_a_squatter_on_a_stale_port(lab: lablib.Lab, win: Win,
     before = lab.witness.count()
     proc = win.spawn("blocking", [lab.proxy_near_ip, str(lab.witness.port), "squat",
                                   go_win], via=win.sk.hops(1))
+    bg: Background | None = None
     try:
         lablib.wait_until(lambda: win.sk.control({"op": "status"}).get("sessions"), 60,
                           "the launcher's session")
@@ -71,7 +74,8 @@ def test_dll_refuses_a_squatter_on_a_stale_port(lab: lablib.Lab, win: Win,
                          via=win.sk.hops(1))
     finally:
         proc.kill()
-    bg.kill()  # type: ignore[attr-defined]
+        if bg is not None:
+            bg.kill()
     got = received(bg)
     assert res.result_line()[:3] == ["RESULT", "fail", str(WSAECONNREFUSED)], \
         f"{res.describe()}\nthe squatter got {got}"
