@@ -3,8 +3,9 @@ owner's daemon is killed with -9, its control.tcp is left behind, and another re
 user listens on the port it names (tests/integration/squatter.py). The owner's
 client, the same code `socksifyd status` and the launcher run on Windows
 (client.connect_tcp), must refuse with a clear message, and the squatter must receive
-neither the key nor a request: only a hello (magic and a random nonce). And a daemon
-whose start fails leaves no control.tcp behind."""
+neither the key nor a request: only a hello (magic and a random nonce). A daemon
+whose start fails leaves no control.tcp behind. And another user's process that has
+the key is still refused, by the owner of its TCP socket."""
 
 from __future__ import annotations
 
@@ -136,3 +137,41 @@ def test_failed_start_leaves_no_control_file(lab: lablib.Lab, sk: Socksify) -> N
     assert not stale.exists(), \
         f"control.tcp survived a failed start: {stale.read_text()!r}\n{sk.describe(res)}"
     assert not list(sk.runtime_dir.glob(".control.tcp.*"))
+
+
+OTHER_CLIENT = """\
+import hashlib, hmac, os, socket, sys
+port, key = int(sys.argv[1]), bytes.fromhex(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port), 10)
+s.settimeout(10)
+nc = os.urandom(16)
+s.sendall(b"SKTC" + nc)
+answer = b""
+while len(answer) < 48:
+    chunk = s.recv(48 - len(answer))
+    if not chunk:
+        break
+    answer += chunk
+nd = answer[:16]
+ok = hmac.compare_digest(answer[16:], hmac.new(
+    key, b"socksify tcp control v1 daemon" + nc + nd, hashlib.sha256).digest())
+print("DAEMON-PROVED", ok, flush=True)
+s.sendall(hmac.new(key, b"socksify tcp control v1 client" + nd + nc, hashlib.sha256)
+          .digest() + b'{"op": "status"}\\n')
+print("REPLY", repr(s.recv(4096)), flush=True)
+"""
+
+
+def test_daemon_refuses_another_users_process(lab: lablib.Lab, sk: Socksify,
+                                              other_user: pwd.struct_passwd) -> None:
+    """Another user's process that holds the key (a leaked control file) completes
+    the handshake, but the daemon sees from the TCP table whose process it is and
+    closes the connection without an answer."""
+    port, key = start_tcp_daemon(sk)
+    res = lab.client_run(["setpriv", f"--reuid={other_user.pw_uid}",
+                          f"--regid={other_user.pw_gid}", "--clear-groups", "env", "-i",
+                          "PATH=/usr/bin:/bin", "/usr/bin/python3", "-c", OTHER_CLIENT,
+                          str(port), key.hex()], env=sk.env, timeout=60)
+    assert "DAEMON-PROVED True" in res.stdout and "REPLY b''" in res.stdout, \
+        sk.describe(res)
+    assert "of another user" in sk.daemon_log(), sk.daemon_log()
