@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from . import tcpcontrol
 from .paths import Paths, UnsafeRuntimeDir
 from .printable import printable
 from .procinfo import peer_credentials
+from .protocol import tcpauth
 
 START_TIMEOUT = 15.0
 # DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
@@ -43,10 +45,12 @@ def control_file(paths: Paths, env: dict[str, str] | None = None) -> Path:
 
 
 def connect_tcp(path: Path, timeout: float = 5.0) -> socket.socket:
-    """A connection to the TCP control listener that control file `path` names, its
-    secret already sent."""
+    """A connection to the TCP control listener that control file `path` names, the
+    listener proven to hold the file's key and we proven to it (protocol/tcpauth.py).
+    Anything else, such as another user's listener on a dead daemon's port, is
+    DaemonUnavailable: it got a random nonce from us and nothing more."""
     try:
-        port, secret = tcpcontrol.parse_line(path.read_text())
+        port, key = tcpcontrol.parse_line(path.read_text())
     except (OSError, ValueError) as exc:
         raise DaemonUnavailable(f"cannot read the daemon's control file {path} "
                                 f"({exc})") from None
@@ -56,11 +60,32 @@ def connect_tcp(path: Path, timeout: float = 5.0) -> socket.socket:
         raise DaemonUnavailable(f"nothing answers on 127.0.0.1:{port} (from {path}): "
                                 f"{exc}") from None
     try:
-        sock.sendall(secret)
+        sock.settimeout(min(timeout, tcpcontrol.PROOF_TIMEOUT))
+        nc = secrets.token_bytes(tcpauth.NONCE_SIZE)
+        sock.sendall(tcpauth.hello(nc))
+        nd = tcpauth.check_answer(key, nc, _recv_exactly(sock, tcpauth.ANSWER_SIZE))
+        sock.sendall(tcpauth.proof(key, nc, nd))
+        sock.settimeout(timeout)
+    except tcpauth.ProofError as exc:
+        sock.close()
+        raise DaemonUnavailable(
+            f"the listener on 127.0.0.1:{port} (from {path}) is not this user's "
+            f"socksify daemon ({exc}): a stale control file? refused") from None
     except OSError as exc:
         sock.close()
-        raise DaemonUnavailable(f"the daemon at 127.0.0.1:{port} closed: {exc}") from None
+        raise DaemonUnavailable(f"the daemon at 127.0.0.1:{port} (from {path}) did not "
+                                f"complete the handshake: {exc}") from None
     return sock
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    buf = b""
+    while len(buf) < size:
+        chunk = sock.recv(size - len(buf))
+        if not chunk:
+            raise tcpauth.ProofError(f"closed after {len(buf)} of {size} bytes")
+        buf += chunk
+    return buf
 
 
 def connect(paths: Paths, timeout: float = 5.0) -> socket.socket:

@@ -149,9 +149,12 @@ class Daemon:
             self.policy = self._load_policy()
             self._dns_ranges()
             await self._listen()
-            self._servers += await tcpcontrol.listen(self)  # Windows programs
+            tcp, key = await tcpcontrol.listen(self)  # Windows programs
+            self._servers += tcp
             await self._frontdoor()
             self._signals()
+            if tcp:   # named only once every listener is up (a failed start names none)
+                tcpcontrol.publish(self.paths, tcp[0], key)
             log.info("socksifyd %s ready: pid %d, control %s, relay 127.0.0.1:%d%s, "
                      "policy %s", __version__, os.getpid(), self._control_where(),
                      self.relay_port4,
@@ -160,6 +163,7 @@ class Daemon:
             await self._stop.wait()
             await self._shutdown()
         finally:
+            tcpcontrol.forget(self.paths)   # also after a failed start: no stale file
             self._release_pidfile()
 
     def stop(self) -> None:
@@ -427,8 +431,8 @@ class Daemon:
         for a root daemon whose policy names them in [daemon] allow_users."""
         if uid == own_uid():
             return True
-        if own_uid() != 0 or self.policy is None:
-            return False
+        if own_uid() != 0 or self.policy is None or sys.platform == "win32":
+            return False   # (Windows: own_uid() is 0 for the daemon's user alone)
         allowed = self.policy.allow_users
         if uid in allowed:
             return True

@@ -13,6 +13,7 @@ import struct
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 import psutil
 
@@ -35,8 +36,9 @@ class AppInfo:
 
 
 def own_uid() -> int:
-    """The daemon's uid; 0 on Windows, where the daemon serves its own user only (the
-    control file's secret is the gate) and every process is described with uid 0."""
+    """The daemon's uid; 0 on Windows, where the daemon serves its own user only: a
+    process of that user is described with uid 0, any other with OTHER_USER (see
+    process_uid()), which Daemon.allows() refuses."""
     return os.getuid() if hasattr(os, "getuid") else 0
 
 
@@ -164,9 +166,36 @@ def tcp_peer_owner(peer: tuple[str, int], ours: tuple[str, int]) -> int | None:
     return None
 
 
+OTHER_USER = -2
+"""process_uid() on Windows for a process of another user (or one whose user cannot be
+read): never own_uid(), so Daemon.allows() refuses it."""
+
+
+def windows_uid(pid: int, user_of: Callable[[int], str]) -> int | None:
+    """On Windows, where there are no uids: own_uid() for a process of the daemon's own
+    user (user_of(pid), e.g. "HOST\\name", equals the daemon's), OTHER_USER for any
+    other or unreadable one (psutil raises AccessDenied for another user's process),
+    None if it is gone."""
+    try:
+        theirs = user_of(pid)
+    except psutil.NoSuchProcess:
+        return None
+    except (psutil.Error, OSError):
+        return OTHER_USER
+    try:
+        ours = user_of(os.getpid())
+    except (psutil.Error, OSError):
+        return OTHER_USER
+    return own_uid() if theirs and theirs.lower() == ours.lower() else OTHER_USER
+
+
+def _psutil_user(pid: int) -> str:
+    return str(psutil.Process(pid).username())
+
+
 def process_uid(pid: int) -> int | None:
     if sys.platform == "win32":   # psutil has no uids() there; see own_uid()
-        return own_uid() if psutil.pid_exists(pid) else None
+        return windows_uid(pid, _psutil_user)
     try:
         return int(psutil.Process(pid).uids().real)
     except (psutil.Error, OSError):

@@ -196,8 +196,9 @@ def _reload(paths: Paths) -> int:
 def _status(paths: Paths) -> int:
     try:
         st = client.request(paths, {"op": "status"})
-    except client.DaemonUnavailable:
+    except client.DaemonUnavailable as exc:
         print(f"socksifyd: not running (no daemon at {_where(paths)})")
+        print(f"socksifyd: {exc}", file=sys.stderr)   # e.g. a squatter on a stale port
         return 3
     from . import render  # rich: imported only by the commands that print with it
     print("\n".join(printable(line) for line in render.status_lines(st)))

@@ -2,7 +2,7 @@
 
 It starts the user's daemon if none answers (unless SOCKSIFY_CONTROL_FILE names one
 elsewhere), registers a session with it over the loopback TCP control listener
-(tcpcontrol.py: the control file gives the port and the secret), creates COMMAND
+(tcpcontrol.py: the control file gives the port and the key), creates COMMAND
 suspended with CreateProcessW, injects the socksify DLL (VirtualAllocEx,
 WriteProcessMemory, CreateRemoteThread on LoadLibraryW), resumes it, waits, and returns
 its exit code. kernel32 is driven through cffi in ABI mode. Anything that goes wrong
@@ -102,7 +102,7 @@ def dll_path(env: dict[str, str]) -> Path:
 
 
 def open_control(path: Path, timeout: float = 5.0) -> socket.socket:
-    """A connection to the daemon's TCP control listener, the secret already sent."""
+    """A connection to the daemon's TCP control listener, the handshake done."""
     try:
         return client.connect_tcp(path, timeout)
     except client.DaemonUnavailable as exc:

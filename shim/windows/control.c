@@ -1,13 +1,19 @@
 /* One request/reply exchange with the daemon (docs/wire.md) over its loopback TCP
  * control listener (docs/windows.md): the control file names the port and a 16-byte
- * secret; the client sends the secret, then the unchanged v1 request. The file is read
- * for every request, so a restarted daemon (new port, new secret) is found again. */
+ * key; the daemon and the DLL prove to each other that they hold it (tcpauth.c, never
+ * sending it), then the DLL sends the unchanged v1 request. A listener that cannot
+ * prove it (another user's, on a dead daemon's port) gets a random nonce and nothing
+ * else, and the request fails closed. The file is read for every request, so a
+ * restarted daemon (new port, new key) is found again. */
 #include <stdio.h>
 #include <string.h>
 
 #include "shim.h"
+#include "socksify_tcpauth.h"
 
-#define SECRET_SIZE 16
+#define SECRET_SIZE SOCKSIFY_TCPAUTH_KEY_SIZE
+/* exchange(): the listener did not prove it holds the key */
+#define NOT_THE_DAEMON (-0x7fff)
 /* PEERNAME, NAMEOF and RESOLVE are bookkeeping in the daemon: no chain to build. */
 #define QUICK_TIMEOUT_MS 5000
 
@@ -151,6 +157,28 @@ static int recv_all(SOCKET s, uint8_t *buf, size_t len, ULONGLONG deadline)
     return 0;
 }
 
+/* The handshake (socksify_tcpauth.h): 0 once both sides proved they hold the key;
+ * NOT_THE_DAEMON, or a WSA error of the socket. */
+static int prove(SOCKET s, const uint8_t key[SECRET_SIZE], ULONGLONG deadline)
+{
+    uint8_t nc[SOCKSIFY_TCPAUTH_NONCE_SIZE], hello[SOCKSIFY_TCPAUTH_HELLO_SIZE];
+    uint8_t answer[SOCKSIFY_TCPAUTH_ANSWER_SIZE], proof[SOCKSIFY_TCPAUTH_PROOF_SIZE];
+    int r;
+
+    if (socksify_tcpauth_nonce(nc) != 0)
+        return WSAECONNREFUSED;
+    socksify_tcpauth_hello(nc, hello);
+    if ((r = send_all(s, hello, sizeof hello, deadline)) != 0)
+        return r;
+    if ((r = recv_all(s, answer, sizeof answer, deadline)) != 0)
+        return r == WSAECONNRESET ? NOT_THE_DAEMON : r;
+    if (socksify_tcpauth_check_answer(key, nc, answer, proof) != 0)
+        return NOT_THE_DAEMON;
+    r = send_all(s, proof, sizeof proof, deadline);
+    SecureZeroMemory(proof, sizeof proof);
+    return r;
+}
+
 static int exchange(SOCKET s, uint16_t port, const uint8_t secret[SECRET_SIZE],
                     const uint8_t *request, size_t len, uint8_t *reply, size_t replymax,
                     ULONGLONG deadline)
@@ -172,8 +200,9 @@ static int exchange(SOCKET s, uint16_t port, const uint8_t secret[SECRET_SIZE],
         if ((r = wait_socket(s, 1, deadline)) != 0)
             return r;
     }
-    if ((r = send_all(s, secret, SECRET_SIZE, deadline)) != 0
-        || (r = send_all(s, request, len, deadline)) != 0
+    if ((r = prove(s, secret, deadline)) != 0)
+        return r;
+    if ((r = send_all(s, request, len, deadline)) != 0
         || (r = recv_all(s, reply, SOCKSIFY_REPLY_SIZE, deadline)) != 0)
         return r;
     if (replymax <= SOCKSIFY_REPLY_SIZE || reply[SOCKSIFY_REP_OFF_VERDICT]
@@ -218,6 +247,12 @@ int socksify_control_send(const uint8_t *request, size_t len, uint8_t *reply,
     SecureZeroMemory(secret, sizeof secret);
     SetLastError(saved);
     WSASetLastError(saved_wsa);
+    if (r == NOT_THE_DAEMON) {
+        LOG_WARN("the listener on 127.0.0.1:%u (from %ls) did not prove it is the "
+                 "socksify daemon (a stale control file?): refused", (unsigned)port,
+                 socksify_cfg.control_file);
+        return -WSAECONNREFUSED;
+    }
     if (r > 0) {
         LOG_WARN("no reply from the socksify daemon at 127.0.0.1:%u: error %d",
                  (unsigned)port, r);

@@ -32,7 +32,7 @@ struct socksify_win_config {
     int timeout_ms;                /* SOCKSIFY_TIMEOUT: how long a CONNECT may take */
     int proxy_loopback;            /* SOCKSIFY_PROXY_LOOPBACK=1 */
     uint8_t session[SOCKSIFY_SESSION_SIZE];
-    wchar_t control_file[MAX_PATH]; /* where the daemon writes its port and secret */
+    wchar_t control_file[MAX_PATH]; /* where the daemon writes its port and key */
     wchar_t dll_path[MAX_PATH];    /* this DLL, injected into children */
 };
 

@@ -9,13 +9,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from socksify import tcpcontrol, winlaunch
+from socksify import client, tcpcontrol, winlaunch
 from socksify.protocol import control as wire
+from socksify.protocol import tcpauth
 
 
 def test_control_line_round_trip() -> None:
@@ -51,10 +53,11 @@ def test_env_block_is_sorted_and_double_nul_terminated() -> None:
     assert winlaunch.env_block({"b": "2", "A": "1"}) == "A=1\0b=2\0\0"
 
 
-def test_daemon_serves_json_and_wire_after_the_secret() -> None:
-    """A real socksifyd with SOCKSIFY_TCP_CONTROL=1: the file is 0600, a wrong secret
-    is closed, the right one gets JSON status and a v1 RESOLVE answered, and the file
-    goes away at stop."""
+def test_daemon_serves_json_and_wire_after_the_proof() -> None:
+    """A real socksifyd with SOCKSIFY_TCP_CONTROL=1: the file is 0600; the old way
+    (the raw key first) and a wrong client proof are closed without a request read;
+    a client that checked the daemon's proof and gave its own gets JSON status and a
+    v1 RESOLVE answered; the file goes away at stop."""
     rt = Path(tempfile.mkdtemp(prefix="sktcp-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKSIFY_")}
     env.update(SOCKSIFY_RUNTIME_DIR=str(rt), SOCKSIFY_TCP_CONTROL="1",
@@ -69,34 +72,74 @@ def test_daemon_serves_json_and_wire_after_the_secret() -> None:
             assert proc.poll() is None and time.monotonic() < deadline, "no control.tcp"
             time.sleep(0.05)
         assert path.stat().st_mode & 0o777 == 0o600
-        port, secret = tcpcontrol.parse_line(path.read_text())
+        port, key = tcpcontrol.parse_line(path.read_text())
         with socket.create_connection(("127.0.0.1", port), 5) as s:
             s.settimeout(10)
-            s.sendall(bytes(16) + b'{"op": "status"}\n')
-            assert s.recv(100) == b""           # closed: wrong secret
+            s.sendall(key + b'{"op": "status"}\n')
+            assert s.recv(100) == b""           # closed: not a hello
         with socket.create_connection(("127.0.0.1", port), 5) as s:
             s.settimeout(10)
-            s.sendall(secret + b'{"op": "status"}\n')
-            reply = json.loads(s.makefile("rb").readline())
-            assert reply["ok"] and reply["pid"] == proc.pid
-        with socket.create_connection(("127.0.0.1", port), 5) as s:
-            s.settimeout(10)
-            s.sendall(secret + wire.ResolveRequest("example.org", 0,
-                                                   bytes(8)).dumps())
-            head = s.makefile("rb").read(wire.REPLY_SIZE)
-            # no policy and no session: refused, as on the Unix socket
-            assert wire.Reply.loads(head).verdict is wire.Verdict.FAIL
+            nc = bytes(range(16))
+            s.sendall(tcpauth.hello(nc))
+            answer = s.makefile("rb").read(tcpauth.ANSWER_SIZE)
+            nd = tcpauth.check_answer(key, nc, answer)   # the daemon proved itself
+            s.sendall(tcpauth.proof(bytes(16), nc, nd) + b'{"op": "status"}\n')
+            assert s.recv(100) == b""           # closed: wrong proof
+        for send in (b'{"op": "status"}\n',
+                     wire.ResolveRequest("example.org", 0, bytes(8)).dumps()):
+            with client.connect_tcp(path) as s:
+                s.sendall(send)
+                if send.startswith(b"{"):
+                    reply = json.loads(s.makefile("rb").readline())
+                    assert reply["ok"] and reply["pid"] == proc.pid
+                else:
+                    head = s.makefile("rb").read(wire.REPLY_SIZE)
+                    # no policy and no session: refused, as on the Unix socket
+                    assert wire.Reply.loads(head).verdict is wire.Verdict.FAIL
     finally:
         proc.terminate()
         proc.wait(30)
     assert not path.exists()
 
 
+def test_client_refuses_a_listener_without_the_key(tmp_path: Path) -> None:
+    """A listener on the control file's port that does not hold the key (another
+    user's, on a dead daemon's port): connect_tcp refuses it, and all it received is
+    the 20-byte hello, never the key."""
+    key = bytes(range(16))
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        path = tmp_path / "control.tcp"
+        path.write_text(tcpcontrol.format_line(port, key))
+        got = bytearray()
+
+        def squat() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(5)
+                got.extend(conn.recv(100))
+                conn.sendall(bytes(tcpauth.ANSWER_SIZE))   # a guess
+                try:
+                    while chunk := conn.recv(100):
+                        got.extend(chunk)
+                except OSError:
+                    pass
+
+        t = threading.Thread(target=squat)
+        t.start()
+        with pytest.raises(client.DaemonUnavailable, match="not this user's socksify"):
+            client.connect_tcp(path)
+        t.join(10)
+    assert len(got) == tcpauth.HELLO_SIZE and got.startswith(tcpauth.MAGIC)
+    assert key not in bytes(got) and key.hex().encode() not in bytes(got)
+
+
 def test_windows_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     """On Windows the runtime, state and control file live in %LOCALAPPDATA%\\socksify
     unless SOCKSIFY_RUNTIME_DIR says otherwise; SOCKSIFY_CONTROL_FILE overrides the
     control file (a daemon elsewhere)."""
-    from socksify import client
     from socksify.paths import Paths
     monkeypatch.setattr(sys, "platform", "win32")
     paths = Paths.from_env({"LOCALAPPDATA": "/lad"})
