@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import lab as lablib
+import users as userslib
 from conftest import skip_or_fail
 
 pytestmark = pytest.mark.lab
@@ -226,7 +227,7 @@ def test_refuses_where_user_namespaces_are_not_allowed(socksify_install,
 
 # --- unprivileged ----------------------------------------------------------------------
 
-SYSTEM_PY = "/usr/bin/python3"
+SYSTEM_PY = userslib.SYSTEM_PY
 USER = "skisotest"
 
 
@@ -235,38 +236,18 @@ def unprivileged():
     """A throw-away system user, and a world-readable copy of the socksify package
     with the third-party packages the daemon imports (this test suite's Python lives
     under /root, which other users cannot read): run with /usr/bin/python3."""
-    if not Path(SYSTEM_PY).is_file():
-        pytest.skip(f"{SYSTEM_PY} missing")
-    want = subprocess.run([SYSTEM_PY, "-c", "import sys; print(sys.version_info[:2])"],
-                          capture_output=True, text=True).stdout.strip()
-    if want != str(tuple(sys.version_info[:2])):
-        pytest.skip(f"{SYSTEM_PY} is Python {want}, not this suite's "
-                    f"{tuple(sys.version_info[:2])}: cannot reuse its compiled packages")
+    differs = userslib.system_python_differs()
+    if differs:
+        pytest.skip(differs)
     if shutil.which("useradd") is None or shutil.which("setpriv") is None:
         pytest.skip("useradd or setpriv missing")
     if int(Path("/proc/sys/user/max_user_namespaces").read_text()) == 0:
         pytest.skip("user namespaces disabled (max_user_namespaces = 0)")
-    import socksify
     import tempfile
     root = Path(tempfile.mkdtemp(prefix="skiso-"))   # directly in /tmp: traversable
     os.chmod(root, 0o755)
     site = root / "site"
-    site.mkdir()
-    shutil.copytree(Path(socksify.__file__).parent, site / "socksify",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for mod in ("cffi", "pycparser", "psutil", "rich", "pygments", "markdown_it",
-                "mdurl", "_cffi_backend"):
-        try:
-            spec = __import__(mod)
-        except ImportError:
-            continue
-        src = Path(spec.__file__)
-        if src.name == "__init__.py":
-            shutil.copytree(src.parent, site / mod,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, site / src.name)
-    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    userslib.readable_site(site)
     subprocess.run(["userdel", USER], capture_output=True)   # a crashed run's leftover
     r = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
                         "/usr/sbin/nologin", USER], capture_output=True, text=True)

@@ -17,7 +17,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import textwrap
 import threading
@@ -28,10 +27,11 @@ from typing import Any, Iterator
 import pytest
 
 import lab as lablib
+import users as userslib
 
 pytestmark = pytest.mark.lab
 
-SYSTEM_PY = "/usr/bin/python3"
+SYSTEM_PY = userslib.SYSTEM_PY
 
 
 class Users:
@@ -85,62 +85,28 @@ class Users:
 
 @pytest.fixture
 def users(lab: lablib.Lab) -> Iterator[Users]:
-    if not Path(SYSTEM_PY).is_file():
-        pytest.skip(f"{SYSTEM_PY} missing")
-    want = subprocess.run([SYSTEM_PY, "-c", "import sys; print(sys.version_info[:2])"],
-                          capture_output=True, text=True).stdout.strip()
-    if want != str(tuple(sys.version_info[:2])):
-        pytest.skip(f"{SYSTEM_PY} is Python {want}, not this suite's "
-                    f"{tuple(sys.version_info[:2])}: cannot reuse its compiled packages")
+    differs = userslib.system_python_differs()
+    if differs:
+        pytest.skip(differs)
     for tool in ("useradd", "userdel", "setpriv", "prlimit", "curl"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} missing")
-    import socksify
     root = Path(tempfile.mkdtemp(prefix="skusers-"))   # in /tmp: traversable
     os.chmod(root, 0o755)
-    site = root / "site"
-    site.mkdir()
-    shutil.copytree(Path(socksify.__file__).parent, site / "socksify",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for mod in ("cffi", "pycparser", "psutil", "rich", "pygments", "markdown_it",
-                "mdurl", "_cffi_backend"):
-        try:
-            spec = __import__(mod)
-        except ImportError:
-            continue
-        src = Path(spec.__file__)
-        if src.name == "__init__.py":
-            shutil.copytree(src.parent, site / mod,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, site / src.name)
-    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
-    tag = os.urandom(3).hex()
-    created: list[str] = []
-    the_users = None
+    userslib.readable_site(root / "site")
     try:
-        for suffix in "ab":
-            name = f"sk{tag}{suffix}"
-            r = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                                "/usr/sbin/nologin", name], capture_output=True,
-                               text=True, timeout=30)
-            assert r.returncode == 0, f"useradd {name}: {r.stderr}"
-            created.append(name)
-        a, b = (pwd.getpwnam(n) for n in created)
-        the_users = Users(a, b, root)
-        the_users.rt.mkdir(mode=0o700)
-        os.chown(the_users.rt, a.pw_uid, a.pw_gid)
-        yield the_users
-    finally:
-        if the_users is not None:
+        with userslib.system_users("ab") as (a, b):
+            the_users = Users(a, b, root)
+            the_users.rt.mkdir(mode=0o700)
+            os.chown(the_users.rt, a.pw_uid, a.pw_gid)
             try:
-                the_users.socksifyd(lab, "stop")
-            except Exception:
-                pass
-        for name in created:
-            subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True,
-                           timeout=30)
-            subprocess.run(["userdel", name], capture_output=True, timeout=30)
+                yield the_users
+            finally:
+                try:
+                    the_users.socksifyd(lab, "stop")
+                except Exception:
+                    pass
+    finally:
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -26,9 +26,10 @@ from typing import Iterator
 import pytest
 
 import lab as lablib
+import users as userslib
 from conftest import skip_or_fail
 
-SYSTEM_PY = "/usr/bin/python3"
+SYSTEM_PY = userslib.SYSTEM_PY
 SECRET = "S3CRETpw" + os.urandom(4).hex()
 EVIL = "\x1b]0;PWNED\x07\x1b[2J"
 
@@ -123,24 +124,6 @@ class Strangers:
         return Path(f"/tmp/socksify-{self.victim.pw_uid}")
 
 
-def _copy_site(site: Path) -> None:
-    import socksify
-    shutil.copytree(Path(socksify.__file__).parent, site / "socksify",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for mod in ("cffi", "pycparser", "psutil", "rich", "pygments", "markdown_it",
-                "mdurl", "_cffi_backend"):
-        try:
-            spec = __import__(mod)
-        except ImportError:
-            continue
-        src = Path(str(spec.__file__))
-        if src.name == "__init__.py":
-            shutil.copytree(src.parent, site / mod,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, site / src.name)
-
-
 @pytest.fixture
 def strangers() -> Iterator[Strangers]:
     """An attacker and a victim (fresh system users), a world-readable copy of the
@@ -151,42 +134,25 @@ def strangers() -> Iterator[Strangers]:
     for tool in ("useradd", "userdel", "setpriv"):
         if shutil.which(tool) is None:
             skip_or_fail(f"{tool} is missing")
-    if not Path(SYSTEM_PY).exists():
-        skip_or_fail(f"{SYSTEM_PY} is missing")
-    want = subprocess.run([SYSTEM_PY, "-c", "import sys; print(sys.version_info[:2])"],
-                          capture_output=True, text=True).stdout.strip()
-    if want != str(tuple(sys.version_info[:2])):
-        pytest.skip(f"{SYSTEM_PY} is Python {want}, not this suite's "
-                    f"{tuple(sys.version_info[:2])}: cannot reuse its compiled packages")
+    differs = userslib.system_python_differs()
+    if differs:
+        pytest.skip(differs)
     top = Path(tempfile.mkdtemp(prefix="skrtdir-"))
-    tag = os.urandom(3).hex()
-    created: list[str] = []
+    os.chmod(top, 0o755)
+    users: list[pwd.struct_passwd] = []
     try:
-        os.chmod(top, 0o755)
-        _copy_site(top / "site")
-        subprocess.run(["chmod", "-R", "a+rX", str(top / "site")], check=True)
-        for suffix in "av":
-            name = f"sk{tag}{suffix}"
-            r = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                                "/usr/sbin/nologin", name], capture_output=True,
-                               text=True, timeout=30)
-            assert r.returncode == 0, f"useradd {name}: {r.stderr}"
-            created.append(name)
-        attacker, victim = (pwd.getpwnam(n) for n in created)
-        home = top / "home"
-        home.mkdir(mode=0o700)
-        os.chown(home, victim.pw_uid, victim.pw_gid)
-        for u in (attacker, victim):   # a deleted user's uid may come back
-            shutil.rmtree(f"/tmp/socksify-{u.pw_uid}", ignore_errors=True)
-        yield Strangers(attacker, victim, top / "site", home)
+        userslib.readable_site(top / "site")
+        with userslib.system_users("av") as users:
+            attacker, victim = users
+            home = top / "home"
+            home.mkdir(mode=0o700)
+            os.chown(home, victim.pw_uid, victim.pw_gid)
+            for u in users:   # a deleted user's uid may come back
+                shutil.rmtree(f"/tmp/socksify-{u.pw_uid}", ignore_errors=True)
+            yield Strangers(attacker, victim, top / "site", home)
     finally:
-        for name in created:
-            try:
-                uid = pwd.getpwnam(name).pw_uid
-            except KeyError:
-                continue
-            shutil.rmtree(f"/tmp/socksify-{uid}", ignore_errors=True)
-            subprocess.run(["userdel", name], capture_output=True, timeout=30)
+        for u in users:
+            shutil.rmtree(f"/tmp/socksify-{u.pw_uid}", ignore_errors=True)
         shutil.rmtree(top, ignore_errors=True)
 
 

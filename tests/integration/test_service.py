@@ -11,7 +11,6 @@ import pwd
 import re
 import shutil
 import stat
-import subprocess
 import tempfile
 import textwrap
 import time
@@ -21,6 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 import lab as lablib
+import users as userslib
 from conftest import ClientResult, assert_errno, start_daemon
 
 NETCLIENT = Path(__file__).parent / "netclient.py"
@@ -248,22 +248,9 @@ def _tool(name: str) -> str:
 @pytest.fixture
 def two_users(lab: lablib.Lab) -> Iterator[list[pwd.struct_passwd]]:
     """Two fresh system users (no home, no shell), deleted afterwards."""
-    useradd, userdel = _tool("useradd"), _tool("userdel")
-    _tool("setpriv")
-    tag = os.urandom(3).hex()
-    created: list[str] = []
-    try:
-        for suffix in "ab":
-            name = f"sk{tag}{suffix}"
-            r = subprocess.run([useradd, "--system", "--no-create-home", "--shell",
-                                "/usr/sbin/nologin", name], capture_output=True,
-                               text=True, timeout=30)
-            assert r.returncode == 0, f"useradd {name}: {r.stderr}"
-            created.append(name)
-        yield [pwd.getpwnam(n) for n in created]
-    finally:
-        for name in created:
-            subprocess.run([userdel, name], capture_output=True, timeout=30)
+    _tool("useradd"), _tool("userdel"), _tool("setpriv")
+    with userslib.system_users("ab") as users:
+        yield users
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +21,7 @@ from typing import Iterator
 import pytest
 
 import lab as lablib
+import users as userslib
 from conftest import Background, Socksify
 
 pytestmark = pytest.mark.lab
@@ -48,15 +47,8 @@ def other_user() -> Iterator[pwd.struct_passwd]:
     for tool in ("useradd", "userdel", "setpriv"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} not found")
-    name = f"sk{os.urandom(3).hex()}q"
-    r = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                        "/usr/sbin/nologin", name], capture_output=True, text=True,
-                       timeout=30)
-    assert r.returncode == 0, f"useradd {name}: {r.stderr}"
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", name], capture_output=True, timeout=30)
+    with userslib.system_users("q") as (user,):
+        yield user
 
 
 def start_tcp_daemon(sk: Socksify) -> tuple[int, bytes]:
