@@ -235,11 +235,14 @@ def test_front_door_is_loopback_only(tmp_path: Path) -> None:
 def test_danted_chains_through_a_front_door(lab: lablib.Lab, sk, tmp_path: Path) -> None:
     """A daemon in the proxy zone serves its front door on that zone's loopback; the
     client's chain asks danted (hop 1) to connect to it, and it carries the request
-    on directly: danted -> front door -> far server."""
+    on directly: danted -> front door -> far server. danted may open its sockets as its
+    unprivileged user (nobody), and the front door serves another uid only through
+    `unidentified`: this policy serves it on purpose."""
     rt = tmp_path / "proxyzone"
     rt.mkdir(mode=0o700)
     pol = rt / "direct.toml"
-    pol.write_text('[default]\naction = "direct"\n[frontdoor]\nlisten = "127.0.0.1:0"\n')
+    pol.write_text('[default]\naction = "direct"\n[frontdoor]\nlisten = "127.0.0.1:0"\n'
+                   'unidentified = "direct"\n')
     env = lablib.clean_env({"SOCKSIFY_RUNTIME_DIR": str(rt)})
     res = lab.ns_run(lab.proxy_ns, ["socksifyd", "start", "-c", str(pol)], env=env,
                      timeout=30)
