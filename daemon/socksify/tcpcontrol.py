@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .protocol import control as wire
+from . import socktable
 from .protocol import tcpauth
 
 if TYPE_CHECKING:
@@ -137,7 +138,17 @@ async def handle(daemon: Daemon, secret: bytes, reader: asyncio.StreamReader,
             None, tcp_peer_owner, (peer[0], peer[1]), (ours[0], ours[1]))
         pid = pid or 0
         uid = own_uid()
-        owner = process_uid(pid) if pid else None
+        if socktable.supported():
+            # the kernel knows the socket's owner even where its process cannot be
+            # read (another user's, when we are not root): not found is refused
+            owner = await asyncio.get_running_loop().run_in_executor(
+                None, socktable.peer_uid, (peer[0], peer[1]), (ours[0], ours[1]))
+            if owner is None:
+                log.warning("TCP control connection from %s refused: its owner is "
+                            "not in the kernel's socket table", peer)
+                return
+        else:
+            owner = process_uid(pid) if pid else None
         if owner is not None:
             if not daemon.allows(owner):
                 log.warning("TCP control connection from pid %d of another user "
