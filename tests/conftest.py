@@ -9,6 +9,10 @@
 
 Tests that need root, namespaces, danted or an installed socksify skip with the reason
 when something is missing -- except under CI (CI=true), where they fail instead.
+
+Markers (pyproject.toml): lab (root and namespaces), root (root only: the `root`
+marker's reason is the skip's, a failure under CI), slow (over ~30 s each). tests/unit
+is the fast lane: a lab or slow test collected there is an error.
 """
 
 from __future__ import annotations
@@ -34,9 +38,41 @@ NETCLIENT = Path(__file__).parent / "integration" / "netclient.py"
 
 def skip_or_fail(reason: str) -> None:
     """Skip with reason; under CI a missing prerequisite is a failure, never a skip."""
+    __tracebackhide__ = True   # the skip is reported at the caller's line
     if lablib.in_ci():
         pytest.fail(f"CI is set and a prerequisite is missing: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+UNIT = Path(__file__).parent / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the fast lane fast (no lab or slow test under tests/unit), and skip a
+    @pytest.mark.root("why") test without root, saying why (under CI it fails instead,
+    in pytest_runtest_setup)."""
+    for item in items:
+        if UNIT in item.path.parents and (item.get_closest_marker("lab")
+                                          or item.get_closest_marker("slow")
+                                          or {"lab", "sk"} & set(item.fixturenames)):
+            raise pytest.UsageError(f"{item.nodeid}: tests/unit is the fast lane (no root, "
+                                    "no namespaces, seconds): move it to tests/integration")
+        if _needs_root(item) and not lablib.in_ci():
+            item.add_marker(pytest.mark.skip(reason=_needs_root(item)))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    why = _needs_root(item)
+    if why and lablib.in_ci():
+        pytest.fail(f"CI is set and a prerequisite is missing: {why}", pytrace=False)
+
+
+def _needs_root(item: pytest.Item) -> str:
+    """Why a test marked root cannot run here ("" when it can)."""
+    mark = item.get_closest_marker("root")
+    if mark is None or os.geteuid() == 0:
+        return ""
+    return "needs root: " + (mark.args[0] if mark.args else item.name)
 
 
 @pytest.fixture(scope="session")

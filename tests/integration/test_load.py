@@ -16,7 +16,8 @@ import pytest
 
 import lab as lablib
 
-pytestmark = pytest.mark.lab
+# slow: 18-72 s each on a 2-core machine (-m "not slow" leaves them out)
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 LOADCLIENT = Path(__file__).resolve().parent.parent / "programs" / "loadclient.py"
 

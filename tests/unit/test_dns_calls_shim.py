@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 
 from socksify import shimlib
 
@@ -67,7 +68,8 @@ ISOLATE = ["unshare", "-rn"]
 def isolation() -> None:
     if shutil.which("unshare") is None or subprocess.run(
             [*ISOLATE, "true"], capture_output=True, timeout=30).returncode != 0:
-        pytest.skip("cannot make a network namespace (unshare -rn) to run these in")
+        skip_or_fail("cannot make a network namespace (unshare -rn: a user namespace, no "
+                     "root needed) to run these in")
 
 
 def run(argv: list[str], env: dict[str, str] | None = None,
@@ -123,6 +125,7 @@ def test_getaddrinfo_a_asks_the_daemon(built: dict[str, Path], runtime_dir: Path
         res = run([str(built["gaicheck"]), "pending", name],
                   env=shim_env(runtime_dir, SOCKSIFY_TIMEOUT="2"))
     finally:
+        listener.shutdown(socket.SHUT_RDWR)   # wakes serve()'s accept(); close() would not
         listener.close()
         for c in held:
             c.close()

@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
+from conftest import skip_or_fail
 
 
 def test_daemon_raises_its_soft_fd_limit(tmp_path: Path) -> None:
     if shutil.which("prlimit") is None:
-        pytest.skip("prlimit (util-linux) is not installed")
+        skip_or_fail("prlimit (util-linux) is not installed")
     rt = tmp_path / "rt"
     env = {**os.environ, "SOCKSIFY_RUNTIME_DIR": str(rt)}
     proc = subprocess.Popen(["prlimit", "--nofile=256:4096", sys.executable, "-m",

@@ -50,8 +50,8 @@ def verdict(raw: bytes) -> wire.Verdict:
 
 
 def test_stand_in_addresses_are_named(daemon: Daemon) -> None:
-    a4 = daemon.fake.address_for("far.example", 4)
-    a6 = daemon.fake.address_for("far6.example", 6)
+    a4 = daemon.fake.address_for("far.example", 4, os.getuid())
+    a6 = daemon.fake.address_for("far6.example", 6, os.getuid())
     assert wire.NameReply.loads(ask(daemon, str(a4))) == wire.NameReply("far.example")
     assert wire.NameReply.loads(ask(daemon, str(a6))).name == "far6.example"
     # in the range but never handed out: refused, never a local query

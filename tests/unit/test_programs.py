@@ -74,7 +74,7 @@ def test_other_architecture_is_refused(tmp_path: Path, shim: Path) -> None:
         programs.check(str(exe), shim)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to another user")
+@pytest.mark.root("chown to another user")
 def test_setuid_program_of_another_user_is_refused(tmp_path: Path, shim: Path) -> None:
     exe = build(tmp_path, "suid")
     os.chown(exe, 65534, 65534)

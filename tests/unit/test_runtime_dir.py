@@ -71,7 +71,7 @@ def test_a_file_is_refused_and_a_missing_dir_is_missing(tmp_path: Path) -> None:
         check_private_dir(tmp_path / "none")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+@pytest.mark.root("chown to another uid")
 def test_another_users_directory_is_refused(tmp_path: Path) -> None:
     d = private(tmp_path / "rt")
     os.chown(d, 65534, 65534)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 
 from socksify import shimlib
 
@@ -41,7 +42,7 @@ def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 def build(tmp_path: Path, name: str, source: str, *flags: str) -> Path:
     if shutil.which("cc") is None:
-        pytest.skip("no C compiler")
+        skip_or_fail("no C compiler (cc)")
     src = tmp_path / f"{name}.c"
     src.write_text(source)
     out = tmp_path / name
@@ -123,7 +124,7 @@ def test_execle_empty_env(shim: str, tmp_path: Path) -> None:
 def setuid_id(tmp_path: Path) -> Path:
     """A copy of id(1), setuid to nobody, in a directory everyone may traverse."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to chown a setuid copy to nobody")
+        skip_or_fail("needs root to chown a setuid copy to nobody")
     tmp_path.chmod(0o755)
     exe = tmp_path / "id"
     shutil.copy("/usr/bin/id", exe)
@@ -195,7 +196,7 @@ def test_execveat(shim: str, tmp_path: Path, mode: str) -> None:
     AT_SYMLINK_NOFOLLOW) gets the variables back and refuses a statically linked
     program, once."""
     if shutil.which("cc") is None:
-        pytest.skip("no C compiler")
+        skip_or_fail("no C compiler (cc)")
     prog = tmp_path / "execveat"
     subprocess.run(["cc", "-O1", "-Wall", "-o", str(prog), str(EXECVEAT)], check=True,
                    timeout=120)

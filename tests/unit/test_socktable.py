@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import skip_or_fail
 
 from socksify import socktable
 from socksify.admission import Gate
@@ -55,7 +56,7 @@ def test_another_users_connection() -> None:
     """The kernel names the other user's uid although its process is unreadable to
     that user's peers: here a nobody process connects to root's listener."""
     if os.getuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv")
+        skip_or_fail("needs root and setpriv")
     lst = socket.socket()
     lst.bind(("127.0.0.1", 0))
     lst.listen()

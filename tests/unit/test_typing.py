@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from conftest import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -15,7 +15,7 @@ def test_mypy_strict_clean() -> None:
         import mypy  # noqa: F401
     except ImportError:
         if shutil.which("mypy") is None:
-            pytest.skip("mypy is not installed (pip install '.[test]')")
+            skip_or_fail("mypy is not installed (pip install '.[test]')")
     out = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -13,7 +13,8 @@ import lab as lablib
 
 from .conftest import Installed, assert_crossed
 
-pytestmark = pytest.mark.lab
+# slow: about 55 s with its fixture (a pip install under Wine; -m "not slow" leaves it out)
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 
 def test_pip_installed_socksify_exe(lab: lablib.Lab, installed: Installed) -> None:
