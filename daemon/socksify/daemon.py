@@ -23,8 +23,8 @@ from typing import Any, Awaitable, Callable
 
 from . import __version__, control, socktable, tcpcontrol
 from .admission import BurstLog, Gate, Ticket
-from .chain import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
-                    Strategy, Tunnel, hand_direct, hand_tunnel, open_direct, open_tunnel)
+from .chains import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
+                    Strategy, Tunnel, TunnelPool, hand_direct, hand_tunnel, open_direct, open_tunnel)
 from .dns import Exhausted, FakeNames, StandIn, hosts_file_names, normalize
 from .errors import ConfigError, PolicyBlocked, SocksifyError
 from .fdpass import recv_with_fds
@@ -32,7 +32,7 @@ from .frontdoor import FrontDoor
 from .generation import GenerationFile
 from .paths import Paths, config_candidates
 from .policy import Action, Policy
-from .pool import TunnelPool
+
 from .printable import printable
 from .procinfo import AppInfo, ProcessTable, own_uid, peer_credentials
 from .protocol import control as wire

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .chain import ChainSpec, Strategy
+from .chains.spec import ChainSpec, Strategy
 from .dns import CAPACITY as DNS_MAX_NAMES
 from .dns import DEFAULT_RANGE4, DEFAULT_RANGE6
 from .dns import MIN_AGE as DNS_MIN_AGE

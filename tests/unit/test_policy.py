@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from socksify.chain import Strategy
+from socksify.chains import Strategy
 from socksify.errors import ConfigError
 from socksify.policy import Policy
 from socksify.procinfo import AppInfo
