@@ -12,8 +12,6 @@ PACKAGE = Path(__file__).resolve().parents[2] / "daemon" / "socksify"
 MAX_LINES = 450
 LONGER = {
     # name: why it may be longer than MAX_LINES
-    "policy.py": "the policy file's parser (errors name the line) beside the decisions "
-                 "it feeds; to be split into a policy/ package",
 }
 
 
