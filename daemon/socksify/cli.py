@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Any
 
 from . import __version__, client, programs
-from .chain import Strategy
+from .chains.spec import Strategy
 from .errors import ConfigError
 from .paths import Paths
 from .printable import printable

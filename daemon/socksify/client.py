@@ -1,6 +1,6 @@
 """The command-line side of the control socket: JSON requests to a running daemon,
 and starting one in the background when none answers. On Windows the daemon is
-reached through its loopback TCP control listener (tcpcontrol.py)."""
+reached through its loopback TCP control listener (listeners/tcpcontrol.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import tcpcontrol
+from . import controlfile
 from .paths import Paths, UnsafeRuntimeDir
 from .printable import printable
 from .procinfo import peer_credentials
@@ -41,7 +41,7 @@ def control_file(paths: Paths, env: dict[str, str] | None = None) -> Path:
     env = dict(os.environ) if env is None else env
     if env.get("SOCKSIFY_CONTROL_FILE"):
         return Path(env["SOCKSIFY_CONTROL_FILE"])
-    return tcpcontrol.file_path(paths)
+    return controlfile.file_path(paths)
 
 
 def connect_tcp(path: Path, timeout: float = 5.0) -> socket.socket:
@@ -50,7 +50,7 @@ def connect_tcp(path: Path, timeout: float = 5.0) -> socket.socket:
     Anything else, such as another user's listener on a dead daemon's port, is
     DaemonUnavailable: it got a random nonce from us and nothing more."""
     try:
-        port, key = tcpcontrol.parse_line(path.read_text())
+        port, key = controlfile.parse_line(path.read_text())
     except (OSError, ValueError) as exc:
         raise DaemonUnavailable(f"cannot read the daemon's control file {path} "
                                 f"({exc})") from None
@@ -60,7 +60,7 @@ def connect_tcp(path: Path, timeout: float = 5.0) -> socket.socket:
         raise DaemonUnavailable(f"nothing answers on 127.0.0.1:{port} (from {path}): "
                                 f"{exc}") from None
     try:
-        sock.settimeout(min(timeout, tcpcontrol.PROOF_TIMEOUT))
+        sock.settimeout(min(timeout, controlfile.PROOF_TIMEOUT))
         nc = secrets.token_bytes(tcpauth.NONCE_SIZE)
         sock.sendall(tcpauth.hello(nc))
         nd = tcpauth.check_answer(key, nc, _recv_exactly(sock, tcpauth.ANSWER_SIZE))

@@ -4,7 +4,7 @@ Control socket (the shim finds it the same way, docs/wire.md): $SOCKSIFY_SOCKET,
 $SOCKSIFY_RUNTIME_DIR/control.sock, else $XDG_RUNTIME_DIR/socksify/control.sock, else
 /tmp/socksify-UID/control.sock. On Windows the runtime and state directory is
 %SOCKSIFY_RUNTIME_DIR%, else %LOCALAPPDATA%\\socksify, and the daemon is reached through
-control.tcp there (tcpcontrol.py; the DLL looks in the same place)."""
+control.tcp there (controlfile.py; the DLL looks in the same place)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 It starts the user's daemon if none answers (unless SOCKSIFY_CONTROL_FILE names one
 elsewhere), registers a session with it over the loopback TCP control listener
-(tcpcontrol.py: the control file gives the port and the key), creates COMMAND
+(controlfile.py: the control file gives the port and the key), creates COMMAND
 suspended with CreateProcessW, injects the socksify DLL (VirtualAllocEx,
 WriteProcessMemory, CreateRemoteThread on LoadLibraryW), resumes it, waits, and returns
 its exit code. kernel32 is driven through cffi in ABI mode. Anything that goes wrong

@@ -53,13 +53,13 @@ def other_user() -> Iterator[pwd.struct_passwd]:
 
 def start_tcp_daemon(sk: Socksify) -> tuple[int, bytes]:
     """sk's daemon with the TCP control listener: (its port, its key)."""
-    from socksify import tcpcontrol
+    from socksify import controlfile
     sk.env["SOCKSIFY_TCP_CONTROL"] = "1"
     res = sk.socksifyd("start")
     assert res.returncode == 0, sk.describe(res)
     path = sk.runtime_dir / "control.tcp"
     lablib.wait_until(path.exists, 10, "control.tcp")
-    return tcpcontrol.parse_line(path.read_text())
+    return controlfile.parse_line(path.read_text())
 
 
 def kill_9(sk: Socksify) -> None:

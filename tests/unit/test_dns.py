@@ -185,7 +185,7 @@ def test_name_decisions(who: str, name: str, verdict: str) -> None:
 
 
 def test_via_chain_resolves_remotely() -> None:
-    from socksify.chain import ChainSpec
+    from socksify.chains import ChainSpec
     from socksify.proxies import Proxy
     spec = ChainSpec("via", (Proxy.parse("socks4a://10.0.0.1:1080"),))
     assert Policy.single_chain(spec).decide_name(None, "x.test").verdict == "remote"
@@ -205,7 +205,7 @@ def test_dns_errors(text: str, line: int, words: str) -> None:
 
 
 def test_socks4_only_chain_refuses_names_with_the_reason() -> None:
-    from socksify.chain import ChainSpec, Strategy
+    from socksify.chains import ChainSpec, Strategy
     from socksify.proxies import Proxy
     s4, s5 = Proxy.parse("socks4://10.0.0.1:1080"), Proxy.parse("socks5://10.0.0.2:1080")
     decision = Policy.single_chain(ChainSpec("via", (s5, s4))).decide_name(None, "x.test")

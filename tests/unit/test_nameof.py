@@ -1,16 +1,13 @@
-"""NAMEOF (docs/wire.md) in the daemon: a stand-in address is named, a loopback or
+"""NAMEOF (docs/wire.md) in the daemon's router: a stand-in address is named, a loopback or
 direct address may be reverse-resolved locally, anything else is refused."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from pathlib import Path
-
 import pytest
 
-from socksify.daemon import Daemon
-from socksify.paths import Paths
+from socksify.core.router import Router
 from socksify.policy import Policy
 from socksify.protocol import control as wire
 
@@ -32,14 +29,13 @@ action = "chain:c"
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Daemon:
-    d = Daemon(Paths(tmp_path, tmp_path / "control.sock", tmp_path / "pid",
-                     tmp_path / "log"))
+def daemon() -> Router:
+    d = Router()
     d.policy = Policy.parse(POLICY, "p.toml")
     return d
 
 
-def ask(d: Daemon, addr: str, session: bytes = bytes(8)) -> bytes:
+def ask(d: Router, addr: str, session: bytes = bytes(8)) -> bytes:
     req = wire.ConnectRequest.loads(wire.ConnectRequest(
         ipaddress.ip_address(addr), 0, session=session, op=wire.Op.NAMEOF).dumps())
     return d.name_of(req, os.getpid(), os.getuid())
@@ -49,7 +45,7 @@ def verdict(raw: bytes) -> wire.Verdict:
     return wire.Reply.loads(raw).verdict
 
 
-def test_stand_in_addresses_are_named(daemon: Daemon) -> None:
+def test_stand_in_addresses_are_named(daemon: Router) -> None:
     a4 = daemon.fake.address_for("far.example", 4, os.getuid())
     a6 = daemon.fake.address_for("far6.example", 6, os.getuid())
     assert wire.NameReply.loads(ask(daemon, str(a4))) == wire.NameReply("far.example")
@@ -65,12 +61,12 @@ def test_stand_in_addresses_are_named(daemon: Daemon) -> None:
     ("203.0.113.7", wire.Verdict.FAIL),       # blocked
     ("2001:db8::7", wire.Verdict.FAIL),
 ])
-def test_policy_decides_real_addresses(daemon: Daemon, addr: str,
+def test_policy_decides_real_addresses(daemon: Router, addr: str,
                                        want: wire.Verdict) -> None:
     assert verdict(ask(daemon, addr)) is want
 
 
-def test_no_policy_or_unknown_session_refuses(daemon: Daemon) -> None:
+def test_no_policy_or_unknown_session_refuses(daemon: Router) -> None:
     assert verdict(ask(daemon, "192.0.2.7", session=b"\x01" * 8)) is wire.Verdict.FAIL
     daemon.policy = None
     assert verdict(ask(daemon, "192.0.2.7")) is wire.Verdict.FAIL

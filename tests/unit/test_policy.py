@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from socksify.chain import Strategy
+from socksify.chains import Strategy
 from socksify.errors import ConfigError
 from socksify.policy import Policy
 from socksify.procinfo import AppInfo
@@ -281,7 +281,7 @@ def test_decide_address_counts_every_port(who: str, addr: str, kind: str,
 def test_windows_program_names(pattern: str, name: str, exe: str, windows: bool,
                                matched: bool) -> None:
     """On Windows, app patterns compare as Windows names do; elsewhere exactly."""
-    from socksify.policy import _app_match
+    from socksify.policy.rules import _app_match
     assert _app_match(pattern, name, exe, windows=windows) is matched
 
 
@@ -334,7 +334,7 @@ def test_app_matches_the_executable_not_the_name_a_program_gives_itself() -> Non
 ])
 def test_the_name_counts_on_windows_only(pattern: str, name: str, exe: str,
                                          windows: bool, matched: bool) -> None:
-    from socksify.policy import _app_match
+    from socksify.policy.rules import _app_match
     assert _app_match(pattern, name, exe, windows=windows) is matched
 
 

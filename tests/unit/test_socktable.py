@@ -14,8 +14,8 @@ import sys
 import pytest
 from conftest import skip_or_fail
 
-from socksify import socktable
-from socksify.admission import Gate
+from socksify.listeners import socktable
+from socksify.listeners.admission import Gate
 from socksify.policy import Policy
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")

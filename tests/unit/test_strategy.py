@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from socksify.chain import ChainSpec, HopHealth, Selector, Strategy
+from socksify.chains import ChainSpec, HopHealth, Selector, Strategy
 from socksify.proxies import Proxy
 
 HOPS = tuple(Proxy("socks4", f"10.0.0.{i}", 1080) for i in range(1, 5))

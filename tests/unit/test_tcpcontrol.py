@@ -1,4 +1,4 @@
-"""The loopback TCP control listener (tcpcontrol.py) that Windows programs use, and
+"""The loopback TCP control listener's file (controlfile.py) that Windows programs use, and
 the Windows launcher's pure helpers (winlaunch.py)."""
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from socksify import client, tcpcontrol, winlaunch
+from socksify import client, controlfile, winlaunch
 from socksify.protocol import control as wire
 from socksify.protocol import tcpauth
 
 
 def test_control_line_round_trip() -> None:
     secret = bytes(range(16))
-    line = tcpcontrol.format_line(40123, secret)
+    line = controlfile.format_line(40123, secret)
     assert line == f"tcp 127.0.0.1:40123 {secret.hex()}\n"
-    assert tcpcontrol.parse_line(line) == (40123, secret)
+    assert controlfile.parse_line(line) == (40123, secret)
 
 
 @pytest.mark.parametrize("text", ["", "tcp 127.0.0.1:0 " + "00" * 16,
@@ -32,13 +32,13 @@ def test_control_line_round_trip() -> None:
                                   "tcp 127.0.0.1:80 abcd", "udp 127.0.0.1:80 " + "00" * 16])
 def test_control_line_rejects(text: str) -> None:
     with pytest.raises(ValueError):
-        tcpcontrol.parse_line(text)
+        controlfile.parse_line(text)
 
 
 def test_wanted_only_when_asked() -> None:
     if sys.platform != "win32":
-        assert not tcpcontrol.wanted({})
-    assert tcpcontrol.wanted({"SOCKSIFY_TCP_CONTROL": "1"})
+        assert not controlfile.wanted({})
+    assert controlfile.wanted({"SOCKSIFY_TCP_CONTROL": "1"})
 
 
 def test_launcher_paths() -> None:
@@ -65,14 +65,14 @@ def test_daemon_serves_json_and_wire_after_the_proof() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "socksify.service", "run"], env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    path = rt / tcpcontrol.FILE_NAME
+    path = rt / controlfile.FILE_NAME
     try:
         deadline = time.monotonic() + 30
         while not path.exists():
             assert proc.poll() is None and time.monotonic() < deadline, "no control.tcp"
             time.sleep(0.05)
         assert path.stat().st_mode & 0o777 == 0o600
-        port, key = tcpcontrol.parse_line(path.read_text())
+        port, key = controlfile.parse_line(path.read_text())
         with socket.create_connection(("127.0.0.1", port), 5) as s:
             s.settimeout(10)
             s.sendall(key + b'{"op": "status"}\n')
@@ -112,7 +112,7 @@ def test_client_refuses_a_listener_without_the_key(tmp_path: Path) -> None:
         listener.listen(1)
         port = listener.getsockname()[1]
         path = tmp_path / "control.tcp"
-        path.write_text(tcpcontrol.format_line(port, key))
+        path.write_text(controlfile.format_line(port, key))
         got = bytearray()
 
         def squat() -> None:

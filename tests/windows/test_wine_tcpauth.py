@@ -51,11 +51,11 @@ def test_dll_handshake_vectors(wine: winelab.Wine, wine_build: Path) -> None:
 
 def test_dll_refuses_a_squatter_on_a_stale_port(lab: lablib.Lab, win: Win,
                                                 other_user: pwd.struct_passwd) -> None:
-    from socksify import tcpcontrol
+    from socksify import controlfile
     assert lab.witness is not None
     win.start_daemon()
     stale = win.sk.runtime_dir / "control.tcp"
-    port, key = tcpcontrol.parse_line(stale.read_text())
+    port, key = controlfile.parse_line(stale.read_text())
     go, go_win = win.go_file()
     before = lab.witness.count()
     proc = win.spawn("blocking", [lab.proxy_near_ip, str(lab.witness.port), "squat",

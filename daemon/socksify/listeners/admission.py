@@ -12,8 +12,12 @@ logged once per burst."""
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import Hashable
+
+from ..procinfo import own_uid
+from . import socktable
 
 log = logging.getLogger("socksify.admission")
 
@@ -100,3 +104,16 @@ class BurstLog:
         self._seen[key] = (now, 0)
         more = f" ({skipped} more like it since the last report)" if skipped else ""
         self.log.warning("%s%s", message, more)
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid owning the other end of a loopback TCP connection we accepted, from
+    the kernel's socket table; None if it is not there (another network
+    namespace, already gone). Windows has no such table here: the owner's."""
+    if not socktable.supported():
+        return own_uid()
+    try:
+        peer, ours = sock.getpeername(), sock.getsockname()
+        return socktable.peer_uid((peer[0], peer[1]), (ours[0], ours[1]))
+    except (OSError, ValueError, IndexError):
+        return None

@@ -19,17 +19,15 @@ import logging
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Awaitable, Callable
 
+from ..core.router import Router
+from ..errors import PolicyBlocked, SocksifyError
+from ..policy import Policy
+from ..procinfo import AppInfo, tcp_peer_owner, uid_only
+from ..protocol import socks4, socks5
 from . import socktable
-from .admission import Ticket
-from .errors import PolicyBlocked, SocksifyError
-from .procinfo import AppInfo, tcp_peer_owner, uid_only
-from .protocol import socks4, socks5
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
-    from .policy import Policy
+from .admission import BurstLog, Gate, Ticket, peer_uid
 
 log = logging.getLogger("socksify.frontdoor")
 
@@ -172,9 +170,11 @@ class _Client:
 
 
 class FrontDoor:
-    def __init__(self, daemon: Daemon, host: str, port: int,
-                 users: dict[str, str] | None = None) -> None:
-        self.daemon = daemon
+    def __init__(self, router: Router, gate: Gate, burst: BurstLog, host: str,
+                 port: int, users: dict[str, str] | None = None) -> None:
+        self.router = router
+        self.gate = gate
+        self.burst = burst
         self.host = host
         self.requested_port = port
         self.port = port                  # the bound port, once started
@@ -220,18 +220,16 @@ class FrontDoor:
             try:
                 conn, _ = await loop.sock_accept(listener)
             except OSError as exc:     # EMFILE and friends: let the others finish
-                self.daemon.burst.warn("frontdoor-accept",
-                                       f"front door accept failed: {exc}")
+                self.burst.warn("frontdoor-accept", f"front door accept failed: {exc}")
                 await asyncio.sleep(0.1)
                 continue
-            uid = self.daemon.peer_uid(conn)
-            ticket = self.daemon.gate.admit(uid)
+            uid = peer_uid(conn)
+            ticket = self.gate.admit(uid)
             if ticket is None:
-                self.daemon.burst.warn(("frontdoor-cap", uid), f"front door: closed "
-                                       f"connections from uid "
-                                       f"{'?' if uid is None else uid}: too many "
-                                       f"waiting for their request "
-                                       f"({self.daemon.gate.total} waiting)")
+                self.burst.warn(("frontdoor-cap", uid), f"front door: closed "
+                                f"connections from uid {'?' if uid is None else uid}: "
+                                f"too many waiting for their request "
+                                f"({self.gate.total} waiting)")
                 conn.close()
             else:
                 asyncio.ensure_future(self._serve(conn, uid, ticket))
@@ -256,7 +254,7 @@ class FrontDoor:
         except Refused as exc:
             log.warning("front door: %s refused: %s", client.label, exc)
         except SocksifyError:
-            pass                                  # logged by the daemon's refusal
+            pass                                  # logged by the router's refusal
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             log.info("front door: %s went away: %r", client.label, exc)
         finally:
@@ -270,7 +268,7 @@ class FrontDoor:
         cannot be seen (it is not dumpable, or already gone) is that uid with no
         program: rules on users match it, rules on programs do not."""
         uid = client.uid
-        if uid is None or not self.daemon.allows(uid):
+        if uid is None or not self.router.allows(uid):
             return None
         ours = client.writer.get_extra_info("sockname")
         pid = None
@@ -279,7 +277,7 @@ class FrontDoor:
                                           (client.peer[0], client.peer[1]),
                                           (ours[0], ours[1]))
         if pid is not None:
-            return self.daemon.procs.identify(pid, uid)
+            return self.router.procs.identify(pid, uid)
         if not socktable.supported():   # Windows: no uid of its own to go by
             return None
         return uid_only(uid, f"program not found ({client.label})")
@@ -290,13 +288,13 @@ class FrontDoor:
         if client.ticket is not None:    # the request is read: no longer waiting
             client.ticket.release()
         app = await self.identify(client)
-        daemon = self.daemon
+        router = self.router
         try:
             addr = ipaddress.ip_address(host)
             name = None
         except ValueError:
             addr, name = None, host.rstrip(".").lower()
-        conn = daemon.new_connection(app or _unknown(client), addr, port, name)
+        conn = router.new_connection(app or _unknown(client), addr, port, name)
         policy = self._policy_for(app)
         try:
             if app is not None and app.pid == os.getpid():
@@ -304,9 +302,9 @@ class FrontDoor:
                                     "door (a loop)", errno.ELOOP)
             if policy is None:
                 raise PolicyBlocked("the daemon has no policy for its front door")
-            tunnel = await daemon.open_route(conn, policy, kernel_direct=False)
+            tunnel = await router.open_route(conn, policy, kernel_direct=False)
         except SocksifyError as exc:
-            daemon.refused(conn, exc)
+            router.refused(conn, exc)
             raise
         assert tunnel is not None
         if client.buf:                      # pipelined bytes go first, in order
@@ -314,12 +312,12 @@ class FrontDoor:
             client.buf = b""
 
         async def relay() -> None:
-            await daemon.serve_relay(conn, tunnel,
+            await router.table.carry(conn, tunnel,
                                      app_streams=(client.reader, client.writer))
         return relay
 
     def _policy_for(self, app: AppInfo | None) -> Policy | None:
-        policy = self.daemon.policy
+        policy = self.router.policy
         if policy is None or app is not None:
             return policy
         return policy.for_unidentified()

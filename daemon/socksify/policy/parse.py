@@ -1,50 +1,21 @@
-"""The policy: which way each connection leaves — through a named chain, direct, or
-not at all — from ordered rules on the application and the destination.
-
-    [proxies]      name = "socks4://host:port"              (optional)
-    [chains.NAME]  hops, strategy, chain_len, connect_timeout, read_timeout, dns,
-                   data_path, prebuilt, prebuilt_max_age
-    [[rules]]      name, app, comm, user, parent, dest, port, action, dns, udp
-                   (first match wins)
-
-app and parent match the executable (/proc/PID/exe on Linux: its base name, or its
-path when the pattern has a '/'), which a program cannot change about itself; comm
-matches the name a program reports for itself (prctl(PR_SET_NAME), argv[0]), which it
-can, and is only for rules where that does not matter.
-    [default]      action                                   (default: block)
-    [dns]          range4, range6, max_names, min_age       (the stand-in addresses)
-    [daemon]       allow_users                              (root's daemon only)
-
-dns = "remote" (default: a proxied name is resolved by the last hop), "local" (resolved
-here, then its address goes through the chain) or "block" (the lookup fails).
-udp = "refuse" or "direct": whether datagrams the rule matches may go out directly
-(default: yes under a direct rule, no under a chain, which carries TCP only).
-
-Every error names the file, the line and what would be accepted."""
+"""The policy file: TOML in, the fields of a Policy out, with errors that name the
+file, the line and what would be accepted (tomllib keeps no line numbers: they are
+found in the text)."""
 
 from __future__ import annotations
 
-import dataclasses
-import fnmatch
 import ipaddress
 import re
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from .chain import ChainSpec, Strategy
-from .dns import CAPACITY as DNS_MAX_NAMES
-from .dns import DEFAULT_RANGE4, DEFAULT_RANGE6
-from .dns import MIN_AGE as DNS_MIN_AGE
-from .errors import ConfigError
-from .procinfo import AppInfo
-from .proxies import Proxy
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ..chains.spec import ChainSpec, Strategy
+from ..dns import CAPACITY as DNS_MAX_NAMES
+from ..dns import DEFAULT_RANGE4, DEFAULT_RANGE6
+from ..dns import MIN_AGE as DNS_MIN_AGE
+from ..errors import ConfigError
+from ..proxies import Proxy
+from .rules import NO_NAMES, Action, Network, Rule
 
 TOP_KEYS = {"proxies", "chains", "rules", "default", "dns", "daemon", "frontdoor"}
 FRONTDOOR_KEYS = {"listen", "users", "unidentified"}
@@ -58,140 +29,17 @@ DNS_KEYS = {"range4", "range6", "max_names", "min_age"}
 DNS_MODES = ("remote", "local", "block")
 ACTION_HINT = 'action is "direct", "block" or "chain:NAME"'
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 
 @dataclass(frozen=True)
-class Action:
-    kind: str                      # "chain" | "direct" | "block"
-    chain: ChainSpec | None = None
-    dns: str = "remote"            # for chains: how names are resolved (DNS_MODES)
+class Fields:
+    """What a policy file says: the fields of a Policy (__init__.py)."""
 
-    def __str__(self) -> str:
-        return f"chain:{self.chain.name}" if self.chain else self.kind
-
-
-@dataclass(frozen=True)
-class Rule:
-    label: str                      # "rule 2 (line 14)" or its name
-    line: int | None
-    action: Action
-    apps: tuple[str, ...] = ()
-    comms: tuple[str, ...] = ()     # self-reported process names (spoofable)
-    users: tuple[str | int, ...] = ()
-    parents: tuple[str, ...] = ()
-    networks: tuple[Network, ...] = ()
-    hosts: tuple[str, ...] = ()
-    ports: tuple[tuple[int, int], ...] = ()
-    udp: str = ""                   # "direct" | "refuse"; "" = as the action implies
-
-    @property
-    def needs_app(self) -> bool:
-        return bool(self.apps or self.comms or self.users or self.parents)
-
-    def matches_app(self, app: AppInfo | None) -> bool:
-        if not self.needs_app:
-            return True
-        if app is None:
-            return False
-        if self.apps and not any(_app_match(p, app.name, app.exe) for p in self.apps):
-            return False
-        if self.comms and not any(_comm_match(p, app.name) for p in self.comms):
-            return False
-        if self.users and not any(u in (app.uid, app.user) for u in self.users):
-            return False
-        return not self.parents or any(_app_match(p, name, exe) for p in self.parents
-                                       for name, exe in app.ancestors)
-
-    def may_match_name(self, app: AppInfo | None, name: str) -> bool:
-        """Could a connection to `name` (port not known yet) match this rule?"""
-        if not self.matches_app(app):
-            return False
-        if self.networks or self.hosts:
-            return any(fnmatch.fnmatch(name, h) for h in self.hosts)
-        return True
-
-    def may_match_address(self, app: AppInfo | None, addr: IPAddress) -> bool:
-        """Could a connection to `addr` (port not known: a reverse lookup) match this
-        rule?"""
-        if not self.matches_app(app):
-            return False
-        if self.networks or self.hosts:
-            return any(_in_network(addr, n) for n in self.networks)
-        return True
-
-    def matches(self, app: AppInfo | None, addr: IPAddress | None, port: int,
-                host: str | None = None) -> bool:
-        """addr is None when only a host name is known (a SOCKS front-door request)."""
-        if not self.matches_app(app):
-            return False
-        if self.networks or self.hosts:
-            by_ip = addr is not None and any(_in_network(addr, n) for n in self.networks)
-            by_name = host is not None and any(
-                fnmatch.fnmatch(host.lower(), h) for h in self.hosts)
-            if not (by_ip or by_name):
-                return False
-        if self.ports and not any(lo <= port <= hi for lo, hi in self.ports):
-            return False
-        return True
-
-    def covers(self, other: Rule) -> bool:
-        """True if every connection `other` matches is matched by self (a conservative
-        test: False when unsure), so `other` after self can never match."""
-        def sub(mine: Sequence[object], theirs: Sequence[object]) -> bool:
-            return not mine or (bool(theirs) and set(theirs) <= set(mine))
-        if not (sub(self.apps, other.apps) and sub(self.comms, other.comms)
-                and sub(self.users, other.users)
-                and sub(self.parents, other.parents) and sub(self.hosts, other.hosts)):
-            return False
-        if self.networks or self.hosts:
-            if other.hosts and not self.hosts:
-                return False
-            if not other.networks and not other.hosts:
-                return False
-            if not all(any(_subnet(n, m) for m in self.networks) for n in other.networks):
-                return False
-        if self.ports:
-            if not other.ports:
-                return False
-            if not all(any(a <= lo and hi <= b for a, b in self.ports)
-                       for lo, hi in other.ports):
-                return False
-        return True
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Action
-    rule: str                       # the label of the rule that matched, or "default"
-    udp: str = ""                   # the rule's udp key, if it has one
-
-    @property
-    def udp_direct(self) -> bool:
-        """May a datagram to this destination go out directly? For a direct rule,
-        yes unless it says udp = "refuse"; for a chain, only if it says udp = "direct"
-        (a SOCKS chain carries TCP only); for a block, never."""
-        if self.action.kind == "direct":
-            return self.udp != "refuse"
-        return self.action.kind == "chain" and self.udp == "direct"
-
-
-@dataclass(frozen=True)
-class NameDecision:
-    verdict: str                    # "remote" (fake address) | "local" | "block"
-    rule: str
-    why: str = ""                   # for a block: the reason, for logs and -v
-
-
-@dataclass(frozen=True)
-class Policy:
     chains: dict[str, ChainSpec]
     default: Action
     source: str
     rules: tuple[Rule, ...] = ()
     allow_users: tuple[str | int, ...] = ()
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
     dns_range4: str = DEFAULT_RANGE4
     dns_range6: str = DEFAULT_RANGE6
     frontdoor: tuple[str, int] | None = None       # where the SOCKS front door listens
@@ -201,96 +49,9 @@ class Policy:
     dns_max_names: int = DNS_MAX_NAMES              # stand-ins per user and family
     dns_min_age: float = DNS_MIN_AGE                # seconds reserved after last use
 
-    def for_unidentified(self) -> Policy:
-        """The policy for a front-door request of a uid that may not use this daemon,
-        or whose uid cannot be found: the `unidentified` action decides alone, before
-        any rule (a rule on ports or destinations must not serve another user)."""
-        return dataclasses.replace(self, rules=(Rule("unidentified", None,
-                                                     self.unidentified),),
-                                   default=self.unidentified)
 
-    @property
-    def needs_app(self) -> bool:
-        """Whether deciding needs the process's identity (psutil lookups)."""
-        return any(r.needs_app for r in self.rules)
-
-    def decide(self, app: AppInfo | None, addr: IPAddress | None, port: int,
-               host: str | None = None) -> Decision:
-        for rule in self.rules:
-            if rule.matches(app, addr, port, host):
-                return Decision(rule.action, rule.label, rule.udp)
-        return Decision(self.default, "default")
-
-    def decide_address(self, app: AppInfo | None, addr: IPAddress) -> Decision:
-        """How a reverse lookup of addr is decided. The port is not known, so every
-        rule that could match a connection to addr counts, up to the first that would
-        match on any port: the answer is direct only if all of them are, else the first
-        that is not (a PTR query for an address any port sends through a chain would
-        name that destination to the local resolver)."""
-        seen: list[Decision] = []
-        for rule in self.rules:
-            if rule.may_match_address(app, addr):
-                seen.append(Decision(rule.action, rule.label, rule.udp))
-                if not rule.ports:
-                    break
-        else:
-            seen.append(Decision(self.default, "default"))
-        return next((d for d in seen if d.action.kind != "direct"), seen[0])
-
-    def decide_name(self, app: AppInfo | None, name: str) -> NameDecision:
-        """How a name lookup is answered. The port is not known yet, so every rule
-        that could match a connection to the name counts, up to the first that would
-        match on any port: if any of them sends the name through a chain that resolves
-        remotely, the lookup gets a stand-in address (a local query would leak the
-        name); if all of them block, it fails; otherwise it resolves locally."""
-        name = name.rstrip(".").lower()
-        seen: list[tuple[Action, str]] = []
-        for rule in self.rules:
-            if rule.may_match_name(app, name):
-                seen.append((rule.action, rule.label))
-                if not rule.ports:
-                    break
-        else:
-            seen.append((self.default, "default"))
-        for action, label in seen:
-            if action.kind == "chain" and action.dns == "remote":
-                assert action.chain is not None
-                if not action.chain.carries_names:
-                    return NameDecision("block", label, _NO_NAMES.format(
-                        chain=action.chain.name))
-                return NameDecision("remote", label)
-        if all(a.kind == "block" or (a.kind == "chain" and a.dns == "block")
-               for a, _ in seen):
-            return NameDecision("block", seen[0][1], "blocked by policy")
-        label = next(lbl for a, lbl in seen if a.kind != "block")
-        return NameDecision("local", label)
-
-    @classmethod
-    def single_chain(cls, spec: ChainSpec, source: str = "--via") -> Policy:
-        """Every connection through one chain: what `socksify --via` asks for."""
-        return cls({spec.name: spec}, Action("chain", spec, spec.dns), source)
-
-    @classmethod
-    def load(cls, path: Path) -> Policy:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read policy: {exc.strerror}", str(path)) from None
-        return cls.parse(text, str(path))
-
-    @classmethod
-    def parse(cls, text: str, source: str) -> Policy:
-        try:
-            doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            m = re.search(r"line (\d+)", str(exc))
-            raise ConfigError(f"not valid TOML: {exc}", source,
-                              int(m.group(1)) if m else None) from None
-        return _Parser(text, source).policy(doc)
-
-
-class _Parser:
-    """Turns the parsed TOML into a Policy; finds line numbers in the text for errors
+class Parser:
+    """Turns the parsed TOML into a Policy's fields; finds line numbers in the text for errors
     (tomllib keeps none)."""
 
     def __init__(self, text: str, source: str) -> None:
@@ -323,7 +84,7 @@ class _Parser:
         return ConfigError(message, self.source, line, hint)
 
     # -- the document ----------------------------------------------------------------
-    def policy(self, doc: dict[str, Any]) -> Policy:
+    def policy(self, doc: dict[str, Any]) -> Fields:
         for key in doc:
             if key not in TOP_KEYS:
                 line = self.table_line(key) or self.key_line(None, key)
@@ -378,11 +139,11 @@ class _Parser:
                                  "daemon.allow_users"))
         warnings = self.shadowed(rules) + self.name_warnings(rules) + [
             f"{self.source}:{self.table_line('chains.' + c.name) or '?'}: "
-            + _NO_NAMES.format(chain=c.name) + "; host names looked up under it will "
+            + NO_NAMES.format(chain=c.name) + "; host names looked up under it will "
             "not resolve"
             for c in chains.values() if c.dns == "remote" and not c.carries_names]
         listen, users, unidentified = self.frontdoor(self.table(doc, "frontdoor"), chains)
-        return Policy(chains, default, self.source, rules, allow, tuple(warnings),
+        return Fields(chains, default, self.source, rules, allow, tuple(warnings),
                       str(dns.get("range4", DEFAULT_RANGE4)),
                       str(dns.get("range6", DEFAULT_RANGE6)), listen, users,
                       unidentified, max_names, min_age)
@@ -659,8 +420,6 @@ class _Parser:
 
 
 _SCRIPT_SUFFIXES = {"py", "sh", "pl", "rb", "js", "bash", "php", "lua", "tcl"}
-_NO_NAMES = ("chain {chain} cannot carry host names (its last hop speaks SOCKS4): use "
-             "a socks4a:// or socks5:// last hop, or dns = \"local\" to resolve here")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -685,45 +444,3 @@ def _header(line: str) -> str | None:
     if not m:
         return None
     return ".".join(part.strip().strip('"\'') for part in m.group(1).split("."))
-
-
-def _app_match(pattern: str, name: str, exe: str,
-               windows: bool = sys.platform == "win32") -> bool:
-    """app and parent: the executable's path (a pattern with '/') or base name. On
-    Linux the name a process reports (comm, argv[0]) is never consulted: any program
-    can set it. On Windows the image name from the process list counts too (it is the
-    executable file's name, not the program's say)."""
-    if windows:
-        pattern, name, exe = _windows_form(pattern), _windows_form(name), \
-            _windows_form(exe)
-    if "/" in pattern:
-        return bool(exe) and fnmatch.fnmatchcase(exe, pattern)
-    base = exe.rsplit("/", 1)[-1] if exe else ""
-    return (windows and fnmatch.fnmatchcase(name, pattern)) or (
-        bool(base) and fnmatch.fnmatchcase(base, pattern))
-
-
-def _comm_match(pattern: str, name: str,
-                windows: bool = sys.platform == "win32") -> bool:
-    """comm: the name the process reports for itself."""
-    if windows:
-        pattern, name = _windows_form(pattern), _windows_form(name)
-    return fnmatch.fnmatchcase(name, pattern)
-
-
-def _windows_form(text: str) -> str:
-    """Windows names compare as Windows does: case-insensitively, either slash, and
-    with or without ".exe" (`apps = ["curl"]` matches curl.exe)."""
-    text = text.replace("\\", "/").lower()
-    return text[:-4] if text.endswith(".exe") else text
-
-
-def _in_network(addr: IPAddress, net: Network) -> bool:
-    if addr.version != net.version:
-        mapped = getattr(addr, "ipv4_mapped", None)
-        return mapped is not None and mapped in net
-    return addr in net
-
-
-def _subnet(inner: Network, outer: Network) -> bool:
-    return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]

@@ -20,10 +20,13 @@ import socket
 import time
 from dataclasses import dataclass
 
-from .chain import ChainSpec, HopHealth, negotiate, open_socket
-from .errors import ChainError
-from .proxies import Proxy
-from .sockstream import RawStream
+from ..errors import ChainError
+from ..proxies import Proxy
+from ..sockstream import RawStream
+from .connect import open_socket
+from .health import HopHealth
+from .hops import negotiate
+from .spec import ChainSpec
 
 log = logging.getLogger("socksify.pool")
 

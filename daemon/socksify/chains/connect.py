@@ -1,0 +1,145 @@
+"""Dialling: a TCP connection to hop 1 (or a direct target) on a socket of the
+daemon's or on the program's own, with the errno a program should see; and undoing
+one that could not be finished."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import functools
+import ipaddress
+import logging
+import os
+import socket
+
+from ..errors import HopTimeout, HopUnreachable
+from ..sockstream import within
+
+log = logging.getLogger("socksify.chain")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class HandoffImpossible(Exception):
+    """The program's socket cannot be connected to hop 1 (another address family, or
+    IPV6_V6ONLY against an IPv4 hop): carry this connection on the relay instead."""
+
+
+_AF_UNSPEC_ADDR = bytes(16)   # struct sockaddr with sa_family AF_UNSPEC
+
+
+def disconnect(sock: socket.socket) -> None:
+    """Dissolve a TCP socket's association (connect() to AF_UNSPEC): a connection the
+    daemon made on the program's socket and could not finish is reset, and the socket
+    can be connected again, as after a failed connect()."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.connect(sock.fileno(), _AF_UNSPEC_ADDR, len(_AF_UNSPEC_ADDR)) != 0:
+        log.debug("disconnect fd %d: %s", sock.fileno(), errno.errorcode.get(
+            ctypes.get_errno(), ctypes.get_errno()))
+
+
+async def open_socket(host: str, port: int, timeout: float, what: str) -> socket.socket:
+    """A new TCP socket of the daemon's, connected to host:port (to hop 1, or to a
+    direct target), with the errors a program should see: ETIMEDOUT, or the kernel's
+    errno."""
+    addrs = await _addresses(host, port)
+    sock = socket.socket(socket.AF_INET6 if addrs[0].version == 6 else socket.AF_INET,
+                         socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await sock_connect(sock, host, port, timeout, what, addrs)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def sock_connect(sock: socket.socket, host: str, port: int, timeout: float,
+                       what: str, addrs: list[IPAddress] | None = None) -> None:
+    """Connect a given socket (the program's, or one of the daemon's) to host:port
+    (whose addresses may be known already), with open_socket's errors."""
+    address = sockaddr_for(sock, host, port,
+                           addrs if addrs is not None else await _addresses(host, port))
+    sock.setblocking(False)
+    try:
+        await within(_connect_to(sock, address), timeout)
+    except asyncio.TimeoutError:
+        raise HopTimeout(f"{what}: no TCP connection within {timeout:g}s",
+                         hop=0) from None
+    except OSError as exc:
+        raise HopUnreachable(f"{what}: {exc.strerror or exc}", hop=0,
+                             err=exc.errno or errno.ECONNREFUSED) from None
+
+
+async def _connect_to(sock: socket.socket,
+                      address: tuple[str, int] | tuple[str, int, int, int]) -> None:
+    """loop.sock_connect() to a numeric address. An MPTCP socket (protocol 262, a TCP
+    connection to hop 1 as far as the chain is concerned) is connected without it:
+    asyncio looks even a numeric address up again with the socket's protocol, which
+    getaddrinfo() rejects (EAI_SOCKTYPE)."""
+    loop = asyncio.get_running_loop()
+    if sock.proto in (0, socket.IPPROTO_TCP):
+        await loop.sock_connect(sock, address)
+        return
+    err = sock.connect_ex(address)
+    if err in (errno.EINPROGRESS, errno.EAGAIN):
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def writable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_writer(sock.fileno(), writable)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(sock.fileno())
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err != 0:
+        raise OSError(err, os.strerror(err))
+
+
+async def _addresses(host: str, port: int) -> list[IPAddress]:
+    """host's addresses: itself if it is one, else what the resolver says."""
+    parsed = parse_address(host)
+    if parsed is not None:
+        return [parsed]
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise HopUnreachable(f"{host}: cannot resolve ({exc})", hop=0,
+                             err=errno.EHOSTUNREACH) from None
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+def sockaddr_for(sock: socket.socket, host: str, port: int, addrs: list[IPAddress]
+                 ) -> tuple[str, int] | tuple[str, int, int, int]:
+    """An address of host's (addrs) as `sock`'s family can connect to it: an IPv4
+    address on an IPv6 socket as ::ffff:a.b.c.d. HandoffImpossible if it has none."""
+    if sock.family == socket.AF_INET:
+        for addr in addrs:
+            if addr.version == 4:
+                return (str(addr), port)
+    elif sock.family == socket.AF_INET6:
+        for addr in addrs:
+            if addr.version == 6:
+                return (str(addr), port, 0, 0)
+        if addrs and not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY):
+            return (f"::ffff:{addrs[0]}", port, 0, 0)
+    raise HandoffImpossible(f"a {sock.family.name} socket cannot reach {host}")
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_address(host: str) -> IPAddress | None:
+    """host as an address, None for a name (cached: every connection asks this of its
+    target and its hops several times)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def is_address(host: str) -> bool:
+    return parse_address(host) is not None

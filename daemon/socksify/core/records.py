@@ -1,0 +1,65 @@
+"""The plain records the core passes around: a `socksify` command's session and one
+connection, from its decision to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..chains import Selector
+from ..dns import StandIn
+from ..policy import Policy
+from ..procinfo import AppInfo
+from ..protocol import control as wire
+from .carry import Counters
+
+
+@dataclass
+class Session:
+    id: bytes
+    policy: Policy | None          # None: whatever the daemon's policy is right now
+    writer: asyncio.StreamWriter   # the socksify command's control connection
+    verbose: bool                  # send it one event line per connection
+    owner: int                     # pid of the socksify command
+    uid: int                       # its user: only that user's programs may use it
+    selectors: dict[str, Selector] = field(default_factory=dict)
+    isolated: bool = False         # socksify --isolate: the program has no way out but
+    #                                the relay, so "direct" is carried by the daemon too
+
+
+@dataclass
+class Connection:
+    id: str
+    app: AppInfo
+    dst: wire.IPAddress | None     # None: only a host name is known (front door)
+    port: int
+    started: float
+    host: str | None = None        # the name behind a stand-in address, or asked for
+    rule: str = ""                 # label of the rule that decided
+    chain: str = ""                # chain name, for chain actions
+    route: str = ""                # the hops actually used
+    counters: Counters = field(default_factory=Counters)
+    session: Session | None = None
+    stand_in: StandIn | None = None  # the stand-in address it was made to, if any
+
+    @property
+    def target(self) -> str:
+        """The destination as the program named it: the host name when there is one."""
+        if self.host or self.dst is None:
+            return f"{self.host}:{self.port}"
+        return endpoint(self.dst, self.port)
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "app": self.app.name, "pid": self.app.pid,
+                "user": self.app.user, "uid": self.app.uid,
+                "target": endpoint(self.dst, self.port) if self.dst else self.target,
+                "host": self.host, "rule": self.rule, "chain": self.chain,
+                "route": self.route, "up": self.counters.up,
+                "down": self.counters.down,
+                "age": round(time.monotonic() - self.started, 1)}
+
+
+def endpoint(addr: wire.IPAddress, port: int) -> str:
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"

@@ -1,0 +1,368 @@
+"""The router: every connection's decision and route. A listener hands it a
+request (a shim's CONNECT, HANDOFF, RESOLVE, NAMEOF or PEERNAME, a front-door
+client's target); it applies the policy of the request's session (or the daemon's),
+picks or refuses, and opens the route through chains/ -- then the listener answers.
+It knows nothing of sockets it did not get, of listeners or of the process."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import itertools
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from ..chains import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
+                      Tunnel, TunnelPool, hand_direct, hand_tunnel, open_direct,
+                      open_tunnel)
+from ..dns import Exhausted, FakeNames, hosts_file_names, normalize
+from ..errors import PolicyBlocked, SocksifyError
+from ..generation import GenerationFile
+from ..policy import Action, Policy
+from ..procinfo import AppInfo, ProcessTable, own_uid
+from ..protocol import control as wire
+from ..proxies import Proxy
+from .records import Connection, Session
+from .sessions import Sessions
+from .table import ConnectionTable
+
+log = logging.getLogger("socksify.daemon")
+
+
+class Router:
+    def __init__(self, generation: GenerationFile | None = None) -> None:
+        self.policy: Policy | None = None     # the daemon's; sessions may have their own
+        self.health = HopHealth()
+        self.procs = ProcessTable()
+        self.fake = FakeNames()
+        self.hosts_names = hosts_file_names()
+        self.sessions = Sessions(self.health)
+        self.table = ConnectionTable(lambda stand_in: self.fake.release(stand_in))
+        self.generation = generation   # DIRECT answers may be cached while it holds
+        self.relay_ports = (0, 0)      # loopback relay listeners: IPv4, IPv6 (0: none)
+        self.connections_total = 0
+        self.handed_off = 0            # connections carried by the kernel (handoff)
+        self._ids = itertools.count(1)
+
+    # ----- the policy --------------------------------------------------------------
+    def set_policy(self, policy: Policy | None) -> None:
+        """A new daemon policy (start, reload): new connections follow it, live ones
+        go on; its chains' selectors start afresh."""
+        self.policy = policy
+        self.sessions.forget_policy_selectors()
+        self._dns_ranges()
+        self.hosts_names = hosts_file_names()
+
+    def _dns_ranges(self) -> None:
+        """Stand-in addresses come from the daemon policy's [dns] ranges; a change of
+        ranges starts a new table, a change of max_names or min_age applies to the
+        table in place."""
+        if self.policy is None:
+            return
+        p = self.policy
+        if (str(self.fake.nets[4]), str(self.fake.nets[6])) != (p.dns_range4,
+                                                                p.dns_range6):
+            self.fake = FakeNames(p.dns_range4, p.dns_range6, p.dns_max_names,
+                                  p.dns_min_age)
+        else:
+            self.fake.configure(p.dns_max_names, p.dns_min_age)
+
+    def allows(self, uid: int) -> bool:
+        """May a process of this uid use the daemon? Its own user always; others only
+        for a root daemon whose policy names them in [daemon] allow_users."""
+        if uid == own_uid():
+            return True
+        if own_uid() != 0 or self.policy is None or sys.platform == "win32":
+            return False   # (Windows: own_uid() is 0 for the daemon's user alone)
+        allowed = self.policy.allow_users
+        if uid in allowed:
+            return True
+        try:
+            import pwd
+            return pwd.getpwuid(uid).pw_name in allowed
+        except KeyError:
+            return False
+
+    def sees_all(self, uid: int | None) -> bool:
+        """Does a command of this uid see every user's sessions and connections? The
+        daemon's own user and root do; any other user sees only their own."""
+        return uid is None or uid in (own_uid(), 0)
+
+    # ----- the shim's questions ----------------------------------------------------
+    def resolve(self, request: wire.ResolveRequest, pid: int, uid: int) -> bytes:
+        """RESOLVE: may the program look this name up itself, or does it get a
+        stand-in address so that the last hop resolves it?"""
+        app = self.procs.identify(pid, uid)
+        name = normalize(request.name)
+        session, policy, why = self.sessions.policy_for(request.session, uid,
+                                                        self.policy)
+        if policy is None:
+            log.info("%s: lookup of %s refused: %s", app, name, why)
+            return wire.Reply.fail(errno.EACCES).dumps()
+        if name in self.hosts_names:
+            return wire.Reply(wire.Verdict.DIRECT).dumps()
+        decision = policy.decide_name(app, name)
+        if decision.verdict == "local":
+            log.debug("%s: lookup of %s resolves locally [%s]", app, name, decision.rule)
+            return wire.Reply(wire.Verdict.DIRECT).dumps()
+        if decision.verdict == "block":
+            text = f"{app} lookup of {name} refused: {decision.why}"
+            log.warning("%s [%s]", text, decision.rule)
+            self._notify(session, {"event": "lookup", "ok": False, "text": text})
+            return wire.Reply.fail(errno.EACCES).dumps()
+        try:
+            addr = self.fake.address_for(name, 6 if request.family == 6 else 4, uid)
+        except Exhausted as exc:
+            text = f"{app} lookup of {name} refused: {exc}"
+            log.warning("%s", text)
+            self._notify(session, {"event": "lookup", "ok": False, "text": text})
+            return wire.Reply.fail(errno.ETIMEDOUT).dumps()   # EAI_AGAIN: try later
+        log.debug("%s: lookup of %s -> stand-in %s [%s]", app, name, addr, decision.rule)
+        return wire.PeerReply(addr, 0).dumps()
+
+    def name_of(self, request: wire.ConnectRequest, pid: int, uid: int) -> bytes:
+        """NAMEOF: what is this address called? A stand-in address this daemon handed
+        out is the name it stands for; a loopback address, or one the policy sends
+        direct on every port, may be looked up locally (DIRECT); anything else (proxied
+        or blocked) must not be, since the reverse query would name the destination to
+        the local resolver (FAIL: the program gets the numeric form)."""
+        addr = request.addr
+        if self.fake.is_fake(addr):
+            name = self.fake.name_for(addr, uid)
+            if name is not None:
+                return wire.NameReply(name).dumps()
+            log.debug("reverse lookup of %s refused: a stand-in address this daemon "
+                      "never handed out to uid %d", addr, uid)
+            return wire.Reply(wire.Verdict.FAIL).dumps()
+        if addr.is_loopback:
+            return wire.Reply(wire.Verdict.DIRECT).dumps()
+        app = self.procs.identify(pid, uid)
+        _, policy, why = self.sessions.policy_for(request.session, uid, self.policy)
+        if policy is None:
+            log.debug("%s: reverse lookup of %s refused: %s", app, addr, why)
+            return wire.Reply(wire.Verdict.FAIL).dumps()
+        decision = policy.decide_address(app, addr)
+        if decision.action.kind == "direct":
+            log.debug("%s: reverse lookup of %s resolves locally [%s]", app, addr,
+                      decision.rule)
+            return wire.Reply(wire.Verdict.DIRECT).dumps()
+        log.debug("%s: reverse lookup of %s refused: %s [%s]", app, addr,
+                  decision.action, decision.rule)
+        return wire.Reply(wire.Verdict.FAIL).dumps()
+
+    async def peername(self, request: wire.ConnectRequest, uid: int) -> bytes:
+        """PEERNAME: the destination of uid's relayed connection whose app end is
+        request's address, so getpeername() reports what the program asked for;
+        another user's connection is answered as an unknown one (FAIL)."""
+        conn = await self.table.by_app_address(request.addr, request.port)
+        if conn is None or conn.dst is None or conn.app.uid != uid:
+            return wire.Reply(wire.Verdict.FAIL).dumps()
+        return wire.PeerReply(conn.dst, conn.port).dumps()
+
+    async def connect(self, request: wire.ConnectRequest, pid: int, uid: int,
+                      app_sock: socket.socket | None = None
+                      ) -> tuple[wire.Reply, socket.socket | None]:
+        """A shim's CONNECT or HANDOFF: decide how the connection leaves and, for a
+        chain, build it now. With the program's socket (HANDOFF, `app_sock`), the
+        chain is built on it (READY) or a pre-built tunnel is finished and returned to
+        be put in its place (SWAP, the socket to send back); else, or when the chain
+        says relay, the program attaches to the relay with the token (RELAY)."""
+        conn = self.new_connection(self.procs.identify(pid, uid), request.addr,
+                                   request.port)
+        session, policy, why = self.sessions.policy_for(request.session, uid,
+                                                        self.policy)
+        conn.session = session
+        if policy is None:
+            return self._refuse(conn, errno.EACCES, why), None
+        if self.fake.is_fake(request.addr):
+            conn.stand_in = self.fake.use(request.addr, uid)
+            if conn.stand_in is None:
+                return self._refuse(conn, errno.EHOSTUNREACH, "a stand-in address this "
+                                    "daemon never handed out to this user (was it "
+                                    "restarted?)"), None
+            conn.host = conn.stand_in.name
+        if request.socktype is wire.SockType.DGRAM:
+            decision = policy.decide(conn.app, request.addr, request.port, conn.host)
+            conn.rule = decision.rule
+            if decision.udp_direct and conn.host is None:
+                self._event(conn, "UDP direct", ok=True)
+                return self._direct(), None
+            return self._refuse(conn, errno.EACCES, f"UDP refused ({decision.action}: "
+                                "a SOCKS chain carries TCP only; udp = \"direct\" in "
+                                "a rule lets it out)"), None
+        # an isolated program cannot connect directly: the daemon does it for it; and
+        # its sockets live in its own network namespace, so only the relay reaches it
+        isolated = session is not None and session.isolated
+        try:
+            action = self._decide(conn, policy)
+            if action.kind == "direct" and not isolated and conn.host is None:
+                self._event(conn, "direct", ok=True)
+                return self._direct(), None
+            if app_sock is not None and not isolated and (
+                    action.chain is None or action.chain.data_path == "handoff"):
+                try:
+                    handed = await self._hand_route(conn, action, app_sock)
+                except HandoffImpossible as exc:
+                    log.debug("[%s] no handoff (%s): relay", conn.id, exc)
+                else:
+                    self.handed_off += 1
+                    if handed.swap is not None:
+                        return wire.Reply(wire.Verdict.SWAP), handed.swap
+                    return wire.Reply(wire.Verdict.READY), None
+            tunnel = await self._open_route(conn, action)
+        except SocksifyError as exc:
+            return self._refuse(conn, exc.errno or errno.ECONNREFUSED, str(exc)), None
+        token = self.table.park(conn, tunnel)
+        if conn.stand_in is not None:    # held until the relayed connection ends
+            self.fake.hold(conn.stand_in)
+        return wire.Reply(wire.Verdict.RELAY, wire.Code.NONE, self.relay_ports[0],
+                          self.relay_ports[1], token), None
+
+    def _direct(self) -> wire.Reply:
+        """DIRECT for a real address: the shim may cache it while the policy holds."""
+        if self.generation is not None and self.generation.value:
+            return wire.Reply.cached_direct(self.generation.value)
+        return wire.Reply(wire.Verdict.DIRECT)
+
+    # ----- routes (the shim's CONNECT and the front door) ----------------------------
+    def new_connection(self, app: AppInfo, addr: wire.IPAddress | None, port: int,
+                       host: str | None = None) -> Connection:
+        self.connections_total += 1
+        return Connection(f"c{next(self._ids)}", app, addr, port, time.monotonic(),
+                          host)
+
+    async def open_route(self, conn: Connection, policy: Policy,
+                         kernel_direct: bool) -> Tunnel | None:
+        """Apply the policy to conn and open what it says: a tunnel through a chain,
+        or a direct connection. None means "direct, and the caller can connect by
+        itself" (only when kernel_direct and the real address is known). Raises a
+        SocksifyError (PolicyBlocked for a block) and logs the outcome either way."""
+        action = self._decide(conn, policy)
+        if action.kind == "direct" and kernel_direct and conn.host is None:
+            self._event(conn, "direct", ok=True)
+            return None
+        return await self._open_route(conn, action)
+
+    def _decide(self, conn: Connection, policy: Policy) -> Action:
+        decision = policy.decide(conn.app, conn.dst, conn.port, conn.host)
+        conn.rule = decision.rule
+        if decision.action.kind == "block":
+            raise PolicyBlocked("blocked")
+        if decision.action.chain is not None:
+            conn.chain = decision.action.chain.name
+        return decision.action
+
+    async def _open_route(self, conn: Connection, action: Action) -> Tunnel:
+        target = conn.host or str(conn.dst)
+        if action.chain is None:
+            tunnel = await open_direct(target, conn.port)
+        else:
+            tunnel = await open_tunnel(self.sessions.selector(conn, action.chain),
+                                       target, conn.port, conn.id, action.dns)
+        self._connected(conn, tunnel.route, tunnel.skipped, tunnel.setup_seconds,
+                        " (pre-built)" if tunnel.prebuilt else "")
+        return tunnel
+
+    async def _hand_route(self, conn: Connection, action: Action,
+                          app_sock: socket.socket) -> Handed:
+        target = conn.host or str(conn.dst)
+        if action.chain is None:
+            handed = await hand_direct(app_sock, target, conn.port)
+        else:
+            selector = self.sessions.selector(conn, action.chain)
+            pool = selector.pool
+            handed = await hand_tunnel(
+                selector, target, conn.port, app_sock, conn.id, action.dns,
+                swappable=pool is not None and _swappable(app_sock, pool))
+        self._connected(conn, handed.route, handed.skipped, handed.setup_seconds,
+                        ", handed off" + (" (pre-built)" if handed.swap else ""))
+        return handed
+
+    def _connected(self, conn: Connection, route: tuple[Proxy, ...],
+                   skipped: tuple[Proxy, ...], seconds: float, how: str) -> None:
+        conn.route = " > ".join(str(h) for h in route) or "direct"
+        note = f" (skipped {', '.join(map(str, skipped))})" if skipped else ""
+        self._event(conn, f"connected in {seconds * 1000:.0f} ms{how}{note}", ok=True)
+
+    def refused(self, conn: Connection, exc: SocksifyError) -> None:
+        """Log and report a connection that open_route refused."""
+        self._event(conn, f"{os.strerror(exc.errno or errno.ECONNREFUSED)}: {exc}",
+                    ok=False)
+
+    def _refuse(self, conn: Connection, err: int, why: str) -> wire.Reply:
+        self._event(conn, f"{os.strerror(err)}: {why}", ok=False)
+        return wire.Reply.fail(err)
+
+    # ----- reporting ---------------------------------------------------------------
+    def _event(self, conn: Connection, result: str, ok: bool) -> None:
+        """One line per connection decision: app, target, rule, chain and route, result
+        and how long it took."""
+        via = f" via {conn.route}" if conn.route else ""
+        rule = f" [{conn.rule}{', chain ' + conn.chain if conn.chain else ''}]" \
+            if conn.rule else ""
+        took = (time.monotonic() - conn.started) * 1000
+        text = f"{conn.app} -> {conn.target}{via}: {result}"
+        log.log(logging.INFO if ok else logging.WARNING, "[%s] %s%s (%.1f ms)",
+                conn.id, text, rule, took)
+        self._notify(conn.session, {"event": "connection", "id": conn.id, "ok": ok,
+                                    "text": text})
+
+    def _notify(self, session: Session | None, event: dict[str, Any]) -> None:
+        """Tell a socksify command about one of its connections: failures always (it
+        prints them unless -q), successes when it asked for -v."""
+        if session is None or session.writer.is_closing():
+            return
+        if event.get("ok") and not session.verbose:
+            return
+        session.writer.write(json.dumps(event).encode() + b"\n")
+
+    def connections(self, uid: int | None = None) -> list[dict[str, Any]]:
+        """The live connections uid may see: all for the daemon's own user and root,
+        else that user's own."""
+        return [conn.describe() for conn in self.table.live.values()
+                if self.sees_all(uid) or conn.app.uid == uid]
+
+    def chains_status(self, uid: int | None = None) -> list[dict[str, Any]]:
+        """The chains uid may see (the daemon policy's, and its own sessions'), with
+        each hop's state and each pool's."""
+        chains: list[tuple[ChainSpec, str, Selector | None]] = []
+        if self.policy is not None:
+            chains += [(c, "policy", self.sessions.selectors.get(c.name))
+                       for c in self.policy.chains.values()]
+        for session in self.sessions.open.values():
+            if not self.sees_all(uid) and session.uid != uid:
+                continue
+            if session.policy is not None:
+                chains += [(c, "session", session.selectors.get(c.name))
+                           for c in session.policy.chains.values()]
+        out = []
+        for spec, origin, selector in chains:
+            hops = []
+            for hop in spec.hops:
+                retry = self.health.retry_in(hop)
+                hops.append({"url": str(hop), "state": "down" if retry else "up",
+                             "retry_in": retry})
+            pool = selector.pool if selector is not None else None
+            # the Windows DLL has no handoff: every connection is relayed there
+            data_path = "relay" if sys.platform == "win32" else spec.data_path
+            out.append({"name": spec.name, "strategy": spec.strategy.value,
+                        "origin": origin, "hops": hops, "data_path": data_path,
+                        "prebuilt": pool.describe() if pool is not None else None})
+        return out
+
+
+def _swappable(app_sock: socket.socket, pool: TunnelPool) -> bool:
+    """May a pre-built tunnel's socket replace the program's? Only one of the same
+    family that the program has not bound to an address or port of its choosing."""
+    if pool.family is not None and app_sock.family != pool.family:
+        return False
+    try:
+        local = app_sock.getsockname()
+    except OSError:
+        return False
+    return local[1] == 0 and ipaddress.ip_address(local[0]).is_unspecified

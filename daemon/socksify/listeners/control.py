@@ -1,0 +1,251 @@
+"""The control socket: one Unix socket per user where the shim asks "how do I reach
+this address?" (binary, docs/wire.md) and the command line tools talk JSON lines
+(commands.py: start a session, ask for status)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from functools import partial
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from ..core.router import Router
+from ..procinfo import own_uid, peer_credentials
+from ..protocol import control as wire
+from ..sockstream import recv_exactly, within
+from . import commands
+from .admission import BurstLog, Gate, Ticket
+from .commands import HANDSHAKE_TIMEOUT, MAX_JSON, Admin
+from .fdpass import recv_with_fds
+
+log = logging.getLogger("socksify.control")
+_ACCEPT_ERRORS = BurstLog(logging.getLogger("socksify.daemon"))
+
+
+class Control:
+    """The Unix control listener. `tasks` holds the connections being served (the
+    TCP control listener adds its own), for the graceful stop."""
+
+    def __init__(self, router: Router, admin: Admin, gate: Gate,
+                 burst: BurstLog) -> None:
+        self.router = router
+        self.admin = admin
+        self.gate = gate
+        self.burst = burst
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+
+    def listen(self, path: Path) -> None:
+        try:
+            path.unlink()  # stale: the pidfile lock says nobody owns it
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(512)
+        listener.setblocking(False)
+        self.sock = listener
+        self._accepting = asyncio.ensure_future(self._accept(listener))
+
+    def close(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+            self._accepting = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    async def _accept(self, listener: socket.socket) -> None:
+        """Accept control connections; each is served by serve(), which reads the
+        first bytes with any descriptor attached (HANDOFF). On root's shared socket,
+        connections of uids it does not serve (answered with a refusal once their
+        request is read) wait under the admission caps, so they cannot use up the
+        descriptors its users need."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:     # EMFILE and friends: let the others finish
+                _ACCEPT_ERRORS.warn("control", f"control socket accept failed: {exc}")
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                uid = peer_credentials(conn)[1]
+            except OSError:
+                conn.close()
+                continue
+            if self.router.allows(uid):
+                asyncio.ensure_future(self.serve(conn))
+            else:
+                ticket = self.gate.admit(uid)
+                if ticket is None:
+                    self.burst.warn(("control-cap", uid), f"control: closed connections "
+                                    f"from uid {uid}, which this daemon does not serve: "
+                                    f"too many waiting ({self.gate.total} waiting)")
+                    conn.close()
+                else:
+                    asyncio.ensure_future(self._serve_refused(conn, ticket))
+            await asyncio.sleep(0)     # a steady flood must not starve the others
+
+    async def _serve_refused(self, conn: socket.socket, ticket: Ticket) -> None:
+        try:
+            await self.serve(conn)
+        finally:
+            ticket.release()
+
+    async def serve(self, conn: socket.socket) -> None:
+        """Serve one accepted control connection, whatever it turns out to be. A
+        shim's request (SKFY) is read and answered on the raw socket: its first bytes
+        may carry a descriptor (HANDOFF: the program's socket) and its reply one
+        (SWAP). A command line tool's JSON is served through asyncio streams."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        fds: list[int] = []
+        streams = False
+        try:
+            conn.setblocking(False)
+            pid, uid = peer_credentials(conn)
+            # room for two descriptors, so that a request carrying more than one is
+            # seen (and refused) rather than silently cut to one by the kernel
+            first, fds = await recv_with_fds(conn, wire.REQUEST_SIZE, 2,
+                                             HANDSHAKE_TIMEOUT)
+            if first[:1] == b"{":
+                streams = True
+                await self._json_streams(conn, first, pid, uid)
+            elif first:
+                await self._shim(conn, first, fds, pid, uid)
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError) as exc:
+            log.debug("control connection ended early: %r", exc)
+        except asyncio.CancelledError:
+            log.debug("control connection cancelled at shutdown")
+        finally:
+            for fd in fds:        # whatever was not taken
+                os.close(fd)
+            if not streams:
+                conn.close()
+            if task is not None:
+                self.tasks.discard(task)
+
+    async def _shim(self, conn: socket.socket, data: bytes, fds: list[int], pid: int,
+                    uid: int) -> None:
+        loop = asyncio.get_running_loop()
+        if len(data) < len(wire.MAGIC):
+            data += await _recv_exactly(conn, len(wire.MAGIC) - len(data))
+        head = data[:len(wire.MAGIC)]
+        if not allowed(self.router, pid, uid):
+            if head == wire.MAGIC:
+                await loop.sock_sendall(conn, wire.Reply.fail(13).dumps())  # EACCES
+            return
+        if head != wire.MAGIC:
+            log.warning("control connection from pid %d sent %r: neither a shim "
+                        "request (SKFY) nor JSON", pid, head)
+            return
+        data += await _recv_exactly(conn, wire.REQUEST_SIZE - len(data))
+        swap: socket.socket | None = None
+        try:
+            reply, swap = await answer(self.router, data, partial(_recv_exactly, conn),
+                                       fds, pid, uid)
+            if swap is not None:
+                socket.send_fds(conn, [reply], [swap.fileno()])
+            else:
+                await loop.sock_sendall(conn, reply)
+        finally:
+            if swap is not None:
+                swap.close()
+
+    async def _json_streams(self, conn: socket.socket, first: bytes, pid: int,
+                            uid: int) -> None:
+        """A command line tool's JSON lines, through asyncio streams (`first` already
+        read)."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_JSON, loop=loop)
+        reader.feed_data(first)
+        transport, protocol = await loop.connect_accepted_socket(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), sock=conn)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        try:
+            if not allowed(self.router, pid, uid):
+                return
+            await commands.serve(self.router, self.admin, b"", reader, writer, pid, uid)
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError,
+                ConnectionError) as exc:
+            log.debug("control connection ended early: %r", exc)
+        finally:
+            writer.close()
+
+
+def allowed(router: Router, pid: int, uid: int) -> bool:
+    if router.allows(uid):
+        return True
+    log.warning("refused control connection from uid %d (pid %d): this daemon serves "
+                "uid %d and the users in [daemon] allow_users only", uid, pid,
+                own_uid())
+    return False
+
+
+async def _recv_exactly(conn: socket.socket, n: int) -> bytes:
+    return await within(recv_exactly(conn, n), HANDSHAKE_TIMEOUT)
+
+
+async def answer_stream(router: Router, data: bytes, reader: asyncio.StreamReader,
+                        pid: int, uid: int, writer: asyncio.StreamWriter) -> None:
+    """A shim request on asyncio streams (the TCP control listener, tcpcontrol.py):
+    no descriptor can come with it, so no HANDOFF."""
+    async def read(n: int) -> bytes:
+        return await asyncio.wait_for(reader.readexactly(n), HANDSHAKE_TIMEOUT)
+    reply, _ = await answer(router, data, read, [], pid, uid)
+    writer.write(reply)
+    await writer.drain()
+
+
+async def answer(router: Router, data: bytes, read: Callable[[int], Awaitable[bytes]],
+                 fds: list[int], pid: int, uid: int
+                 ) -> tuple[bytes, socket.socket | None]:
+    """The reply to one shim request (its header in data, read() for a body), and a
+    socket to pass with it (SWAP)."""
+    try:
+        head = wire.Header.loads(data)
+        if head.op is wire.Op.HANDOFF:
+            reply, swap = await _handoff(router, wire.ConnectRequest.from_header(head),
+                                         pid, uid, fds)
+            return reply.dumps(), swap
+        if head.op is wire.Op.RESOLVE:
+            body = await read(head.body_len)
+            return router.resolve(wire.ResolveRequest.from_header(head, body), pid,
+                                  uid), None
+        if head.op is wire.Op.PEERNAME:
+            return await router.peername(wire.ConnectRequest.from_header(head),
+                                         uid), None
+        if head.op is wire.Op.NAMEOF:
+            return router.name_of(wire.ConnectRequest.from_header(head), pid, uid), None
+        request = wire.ConnectRequest.from_header(head)
+        return (await router.connect(request, pid, uid))[0].dumps(), None
+    except wire.WireError as exc:
+        log.warning("bad request from pid %d: %s", pid, exc)
+        return wire.Reply(wire.Verdict.FAIL, wire.Code.PROTO).dumps(), None
+
+
+async def _handoff(router: Router, request: wire.ConnectRequest, pid: int, uid: int,
+                   fds: list[int]) -> tuple[wire.Reply, socket.socket | None]:
+    """HANDOFF: CONNECT with the program's socket attached. The daemon's copy of it is
+    closed before the reply goes out, so the program holds the only one again."""
+    if len(fds) != 1 or request.socktype is not wire.SockType.STREAM:
+        raise wire.WireError(f"a HANDOFF carries one stream socket, got {len(fds)} "
+                             "descriptor(s)")
+    try:
+        app_sock = socket.socket(fileno=fds[0])
+    except OSError as exc:
+        raise wire.WireError(f"a HANDOFF carries a socket: {exc}") from None
+    fds.pop()
+    try:
+        if app_sock.type != socket.SOCK_STREAM or app_sock.family not in (
+                socket.AF_INET, socket.AF_INET6):
+            raise wire.WireError("a HANDOFF carries a TCP socket")
+        return await router.connect(request, pid, uid, app_sock)
+    finally:
+        app_sock.close()
