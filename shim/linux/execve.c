@@ -9,15 +9,8 @@
 
 #include "exec.h"
 #include "init.h"
+#include "real.h"
 #include "socksify_wire.h"
-
-static int (*real_execve)(const char *path, char *const argv[], char *const envp[]);
-
-void socksify_execve_resolve(void)
-{
-    real_execve = (int (*)(const char *, char *const[], char *const[]))
-        socksify_real_symbol("execve");
-}
 
 struct execve_args {
     const char *path;
@@ -28,7 +21,7 @@ static int call_execve(void *ctx, char *const envp[])
 {
     const struct execve_args *a = ctx;
 
-    real_execve(a->path, a->argv, envp);
+    socksify_real.execve(a->path, a->argv, envp);
     return -errno;
 }
 

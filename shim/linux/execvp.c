@@ -8,15 +8,8 @@
 
 #include "exec.h"
 #include "init.h"
+#include "real.h"
 #include "socksify_wire.h"
-
-static int (*real_execvpe)(const char *file, char *const argv[], char *const envp[]);
-
-void socksify_execvp_resolve(void)
-{
-    real_execvpe = (int (*)(const char *, char *const[], char *const[]))
-        socksify_real_symbol("execvpe");
-}
 
 struct execvpe_args {
     const char *file;
@@ -27,7 +20,7 @@ static int call_execvpe(void *ctx, char *const envp[])
 {
     const struct execvpe_args *a = ctx;
 
-    real_execvpe(a->file, a->argv, envp);
+    socksify_real.execvpe(a->file, a->argv, envp);
     return -errno;
 }
 

@@ -12,31 +12,11 @@
 
 #include "hostent.h"
 #include "init.h"
+#include "real.h"
 #include "log.h"
 #include "name.h"
 #include "resolve.h"
 #include "socksify_wire.h"
-
-typedef int (*gethostbyname_r_fn)(const char *name, struct hostent *ret, char *buf,
-                                  size_t buflen, struct hostent **result, int *h_errnop);
-typedef int (*gethostbyname2_r_fn)(const char *name, int af, struct hostent *ret,
-                                   char *buf, size_t buflen, struct hostent **result,
-                                   int *h_errnop);
-
-static struct hostent *(*real_gethostbyname)(const char *name);
-static struct hostent *(*real_gethostbyname2)(const char *name, int af);
-static gethostbyname_r_fn real_gethostbyname_r;
-static gethostbyname2_r_fn real_gethostbyname2_r;
-
-void socksify_gethostbyname_resolve(void)
-{
-    real_gethostbyname = (struct hostent *(*)(const char *))
-        socksify_real_symbol("gethostbyname");
-    real_gethostbyname2 = (struct hostent *(*)(const char *, int))
-        socksify_real_symbol("gethostbyname2");
-    real_gethostbyname_r = (gethostbyname_r_fn)socksify_real_symbol("gethostbyname_r");
-    real_gethostbyname2_r = (gethostbyname2_r_fn)socksify_real_symbol("gethostbyname2_r");
-}
 
 /* The non-_r functions' result, one per thread (as glibc's is one per process). */
 static __thread struct hostent tls_host;
@@ -140,7 +120,7 @@ SOCKSIFY_EXPORT struct hostent *gethostbyname2(const char *name, int af)
     socksify_init();
     r = lookup(name, af, &tls_host, tls_buf, sizeof tls_buf, &herr);
     if (r == 1)
-        return real_gethostbyname2(name, af);
+        return socksify_real.gethostbyname2(name, af);
     errno = saved_errno;
     return tls_result(r, herr);
 }
@@ -152,7 +132,7 @@ SOCKSIFY_EXPORT struct hostent *gethostbyname(const char *name)
     socksify_init();
     r = lookup(name, AF_INET, &tls_host, tls_buf, sizeof tls_buf, &herr);
     if (r == 1)
-        return real_gethostbyname(name);
+        return socksify_real.gethostbyname(name);
     errno = saved_errno;
     return tls_result(r, herr);
 }
@@ -166,7 +146,7 @@ SOCKSIFY_EXPORT int gethostbyname2_r(const char *name, int af, struct hostent *r
     socksify_init();
     r = lookup(name, af, ret, buf, buflen, &herr);
     if (r == 1)
-        return real_gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
+        return socksify_real.gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
     errno = saved_errno;
     return socksify_hostent_r_result(r, herr, ret, result, h_errnop);
 }
@@ -179,7 +159,7 @@ SOCKSIFY_EXPORT int gethostbyname_r(const char *name, struct hostent *ret, char 
     socksify_init();
     r = lookup(name, AF_INET, ret, buf, buflen, &herr);
     if (r == 1)
-        return real_gethostbyname_r(name, ret, buf, buflen, result, h_errnop);
+        return socksify_real.gethostbyname_r(name, ret, buf, buflen, result, h_errnop);
     errno = saved_errno;
     return socksify_hostent_r_result(r, herr, ret, result, h_errnop);
 }

@@ -1,6 +1,5 @@
 /* Once-only initialisation: logging level first, then the real symbols, then the rest
  * of the settings. The environment is not read in setuid/setgid processes. */
-#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -12,6 +11,7 @@
 #include "exec.h"
 #include "init.h"
 #include "log.h"
+#include "real.h"
 
 #define DEFAULT_TIMEOUT_S 120
 #define MAX_TIMEOUT_S     (24 * 3600)
@@ -30,26 +30,6 @@ const char *socksify_getenv(const char *name)
     const char *value = secure_getenv(name);  /* NULL when AT_SECURE (setuid/setgid) */
 
     return value != NULL && value[0] != '\0' ? value : NULL;
-}
-
-void *socksify_real_symbol(const char *name)
-{
-    static const char msg[] = "socksify: the real symbol is missing from libc: ";
-    void *sym = socksify_real_dlsym(RTLD_NEXT, name);
-
-    if (sym == NULL) {
-        /* Cannot forward calls to anything: stop loudly rather than misbehave. */
-        (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
-        (void)!write(STDERR_FILENO, name, strlen(name));
-        (void)!write(STDERR_FILENO, "\n", 1);
-        abort();
-    }
-    return sym;
-}
-
-void *socksify_real_symbol_optional(const char *name)
-{
-    return socksify_real_dlsym(RTLD_NEXT, name);
 }
 
 static void read_log_level(void)
@@ -120,24 +100,7 @@ static void init_once_body(void)
     int saved_errno = errno;
 
     read_log_level();
-    socksify_connect_resolve();
-    socksify_getpeername_resolve();
-    socksify_getaddrinfo_resolve();
-    socksify_gethostbyname_resolve();
-    socksify_getnameinfo_resolve();
-    socksify_gethostbyaddr_resolve();
-    socksify_sendto_resolve();
-    socksify_sendmsg_resolve();
-    socksify_sendmmsg_resolve();
-    socksify_execve_resolve();
-    socksify_execvp_resolve();
-    socksify_fexecve_resolve();
-    socksify_execveat_resolve();
-    socksify_posix_spawn_resolve();
-    socksify_res_query_resolve();       /* these four never abort: libresolv may be */
-    socksify_res_search_resolve();      /* missing (glibc < 2.34 without -lresolv) */
-    socksify_res_querydomain_resolve();
-    socksify_res_send_resolve();
+    socksify_real_resolve();
     read_session();
     read_timeout();
     config.proxy_loopback = socksify_getenv("SOCKSIFY_PROXY_LOOPBACK") != NULL &&

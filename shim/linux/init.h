@@ -30,44 +30,4 @@ const struct socksify_config *socksify_config(void);
 /* An environment variable, or NULL if unset, empty, or the process is setuid/setgid. */
 const char *socksify_getenv(const char *name);
 
-/* libc's own dlsym(), never the shim's hook (linux/dlsym.c): with RTLD_NEXT, the next
- * definition after the shim. */
-void *socksify_real_dlsym(void *handle, const char *name);
-
-/* dlsym(RTLD_NEXT, name); aborts with a message if the symbol is missing. */
-void *socksify_real_symbol(const char *name);
-
-/* dlsym(RTLD_NEXT, name), or NULL if this libc lacks it (a call its hook then refuses). */
-void *socksify_real_symbol_optional(const char *name);
-
-/* Per-hook resolvers of the real symbols, called by the initialisation. */
-void socksify_connect_resolve(void);
-void socksify_getpeername_resolve(void);
-void socksify_getaddrinfo_resolve(void);
-void socksify_gethostbyname_resolve(void);
-void socksify_getnameinfo_resolve(void);
-void socksify_gethostbyaddr_resolve(void);
-void socksify_sendto_resolve(void);
-void socksify_sendmsg_resolve(void);
-void socksify_sendmmsg_resolve(void);
-void socksify_execve_resolve(void);
-void socksify_execvp_resolve(void);
-void socksify_fexecve_resolve(void);
-void socksify_execveat_resolve(void);
-void socksify_posix_spawn_resolve(void);
-void socksify_res_query_resolve(void);
-void socksify_res_search_resolve(void);
-void socksify_res_querydomain_resolve(void);
-void socksify_res_send_resolve(void);
-
-/* libc's connect() and getpeername(), for the shim's own use (the exported ones may ask
- * the daemon). Valid after socksify_init(). */
-int socksify_real_connect(int fd, const struct sockaddr *addr, socklen_t len);
-int socksify_real_getpeername(int fd, struct sockaddr *addr, socklen_t *len);
-ssize_t socksify_real_sendmsg(int fd, const struct msghdr *msg, int flags);
-
-/* The connect() hook's logic (0 or -errno), for sendto()/sendmsg() with MSG_FASTOPEN on
- * a stream socket: the destination is judged as connect() would judge it. */
-int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len);
-
 #endif
