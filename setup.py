@@ -58,7 +58,7 @@ def build_shim(output: Path) -> None:
         sys.exit(f"socksify: no C compiler found ({cc[0]!r}); the LD_PRELOAD shim must be "
                  "compiled: install gcc or clang (e.g. apt install gcc) or set $CC")
     sources = sorted(str(p) for d in ("common", "linux") for p in (SHIM / d).glob("*.c"))
-    includes = [f"-I{SHIM / d}" for d in (".", "common", "linux")]
+    includes = [f"-I{SHIM / d}" for d in ("common", "linux")]
     output.parent.mkdir(parents=True, exist_ok=True)
     cmd = [*cc, *CFLAGS, *includes, *sources, *LDFLAGS, "-o", str(output), *LIBS]
     print(" ".join(cmd))

@@ -11,9 +11,9 @@
 #include <string.h>
 #include <sys/auxv.h>
 
+#include "config.h"
 #include "env.h"
 #include "exec.h"
-#include "init.h"
 #include "log.h"
 
 /* The variables the shim reads, put back when a child's environment lacks them. */

@@ -28,14 +28,15 @@
 
 #include "addr.h"
 #include "cache.h"
+#include "config.h"
 #include "connect.h"
 #include "control.h"
 #include "datagram.h"
 #include "init.h"
-#include "real.h"
 #include "io.h"
 #include "log.h"
 #include "peers.h"
+#include "real.h"
 #include "socksify_wire.h"
 
 /* How long a non-blocking connect to the local relay may take. */

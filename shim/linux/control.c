@@ -9,8 +9,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "control.h"
-#include "init.h"
 #include "io.h"
 #include "log.h"
 #include "real.h"
@@ -36,26 +36,6 @@ void socksify_relay_ports(uint16_t *port4, uint16_t *port6)
 
     *port4 = (uint16_t)(ports >> 16);
     *port6 = (uint16_t)ports;
-}
-
-int socksify_control_find_path(char *out, size_t outlen)
-{
-    const char *value;
-    int n;
-
-    if ((value = socksify_getenv("SOCKSIFY_SOCKET")) != NULL)
-        n = snprintf(out, outlen, "%s", value);
-    else if ((value = socksify_getenv("SOCKSIFY_RUNTIME_DIR")) != NULL)
-        n = snprintf(out, outlen, "%s/control.sock", value);
-    else if ((value = socksify_getenv("XDG_RUNTIME_DIR")) != NULL)
-        n = snprintf(out, outlen, "%s/socksify/control.sock", value);
-    else
-        n = snprintf(out, outlen, "/tmp/socksify-%u/control.sock", (unsigned)getuid());
-    if (n < 0 || (size_t)n >= outlen) {
-        out[0] = '\0';
-        return -ENAMETOOLONG;
-    }
-    return 0;
 }
 
 /* The socket's directory must be a real directory owned by us: anyone else could

@@ -9,11 +9,6 @@
 
 #include "socksify_wire.h"
 
-/* Write the control socket path (docs/wire.md: $SOCKSIFY_SOCKET, else
- * $SOCKSIFY_RUNTIME_DIR/control.sock, else $XDG_RUNTIME_DIR/socksify/control.sock, else
- * /tmp/socksify-UID/control.sock) into out. Returns 0 or -ENAMETOOLONG. */
-int socksify_control_find_path(char *out, size_t outlen);
-
 /* Send req with op (SOCKSIFY_OP_*) to the daemon at socksify_config()->socket_path
  * (whose directory must be owned by getuid()), and read the 32 reply bytes into reply,
  * undecoded, all within the configured timeout (at most 5 s for PEERNAME). Returns 0,

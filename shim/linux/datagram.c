@@ -4,9 +4,9 @@
 
 #include "addr.h"
 #include "cache.h"
+#include "config.h"
 #include "control.h"
 #include "datagram.h"
-#include "init.h"
 #include "log.h"
 #include "real.h"
 #include "socksify_wire.h"

@@ -11,8 +11,8 @@
 #include <sys/socket.h>
 
 #include "init.h"
-#include "real.h"
 #include "log.h"
+#include "real.h"
 #include "resolve.h"
 #include "socksify_wire.h"
 

@@ -12,8 +12,8 @@
 
 #include "hostent.h"
 #include "init.h"
-#include "real.h"
 #include "log.h"
+#include "real.h"
 #include "resolve.h"
 #include "socksify_wire.h"
 

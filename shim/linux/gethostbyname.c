@@ -12,40 +12,15 @@
 
 #include "hostent.h"
 #include "init.h"
-#include "real.h"
 #include "log.h"
 #include "name.h"
+#include "real.h"
 #include "resolve.h"
 #include "socksify_wire.h"
 
 /* The non-_r functions' result, one per thread (as glibc's is one per process). */
 static __thread struct hostent tls_host;
 static __thread char tls_buf[HOSTENT_BUF_SIZE(SOCKSIFY_MAX_NAME)];
-
-int socksify_fill_hostent(const char *name, const struct socksify_peer *peer,
-                          struct hostent *ret, char *buf, size_t buflen)
-{
-    size_t name_len = strlen(name), skip = -(uintptr_t)buf & (alignof(char *) - 1);
-    size_t addr_len = peer->family == SOCKSIFY_FAMILY_INET ? 4 : 16;
-    char **ptrs, *addr, *copy;
-
-    if (buflen < HOSTENT_BUF_SIZE(name_len))
-        return -ERANGE;
-    ptrs = (char **)(void *)(buf + skip);  /* aliases {NULL}, addresses {addr, NULL} */
-    addr = (char *)(ptrs + 3);
-    copy = addr + SOCKSIFY_ADDR_SIZE;
-    memcpy(addr, peer->addr, addr_len);
-    memcpy(copy, name, name_len + 1);
-    ptrs[0] = NULL;
-    ptrs[1] = addr;
-    ptrs[2] = NULL;
-    ret->h_name = copy;
-    ret->h_aliases = &ptrs[0];
-    ret->h_addrtype = peer->family == SOCKSIFY_FAMILY_INET ? AF_INET : AF_INET6;
-    ret->h_length = (int)addr_len;
-    ret->h_addr_list = &ptrs[1];
-    return 0;
-}
 
 /* The hooks' logic. 1: call the real function. 0: ret holds the stand-in address.
  * -errno with *herr set: -ENOENT (HOST_NOT_FOUND), -EAGAIN (TRY_AGAIN), -ERANGE or
@@ -85,20 +60,6 @@ static int lookup(const char *name, int af, struct hostent *ret, char *buf, size
         return r;
     }
     return 0;
-}
-
-int socksify_hostent_r_result(int r, int herr, struct hostent *ret,
-                              struct hostent **result, int *h_errnop)
-{
-    *result = r == 0 ? ret : NULL;
-    if (r == 0)
-        return 0;
-    *h_errnop = herr;
-    h_errno = herr;  /* as glibc's resolver leaves it: some callers read it (CPython) */
-    if (r == -ENOENT)
-        return 0;
-    errno = -r;
-    return -r;
 }
 
 /* The non-_r functions' value, and h_errno (and errno for NETDB_INTERNAL), for the

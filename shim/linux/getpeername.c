@@ -17,11 +17,12 @@
 #include <sys/socket.h>
 
 #include "addr.h"
+#include "config.h"
 #include "control.h"
 #include "init.h"
-#include "real.h"
 #include "log.h"
 #include "peers.h"
+#include "real.h"
 #include "socksify_wire.h"
 
 /* The port of an AF_INET/AF_INET6 address (host order). */

@@ -11,8 +11,8 @@
 
 #include "dnsgate.h"
 #include "init.h"
-#include "real.h"
 #include "log.h"
+#include "real.h"
 #include "socksify_wire.h"
 
 /* 0 when every name the search may query passes the gate; else -1, refusal set. */

@@ -10,8 +10,8 @@
 #include "dnsgate.h"
 #include "dnsquestion.h"
 #include "init.h"
-#include "real.h"
 #include "log.h"
+#include "real.h"
 #include "socksify_wire.h"
 
 /* 0 when the message's question may be sent; else -1 with the refusal set. */

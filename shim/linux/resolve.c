@@ -6,11 +6,11 @@
 #include <stdint.h>
 
 #include "addr.h"
+#include "config.h"
 #include "control.h"
-#include "init.h"
 #include "log.h"
-#include "real.h"
 #include "name.h"
+#include "real.h"
 #include "resolve.h"
 
 int socksify_resolve_name(const char *name, unsigned family, struct socksify_peer *peer)
