@@ -4,7 +4,7 @@
 #include <pthread.h>
 
 #include "config.h"
-#include "exec.h"
+#include "exec/exec.h"
 #include "init.h"
 #include "real.h"
 
