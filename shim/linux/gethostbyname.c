@@ -6,7 +6,6 @@
  * answer: TRY_AGAIN, never a local query. */
 #include <errno.h>
 #include <netdb.h>
-#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 
