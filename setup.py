@@ -48,7 +48,7 @@ def ship_windows_dll(output: Path) -> None:
 
 
 def build_shim(output: Path) -> None:
-    """Compile shim/common/*.c and shim/linux/*.c into output (as in shim/Makefile)."""
+    """Compile shim/common/*.c and shim/linux/**/*.c into output (as in shim/Makefile)."""
     if FOR_WINDOWS:
         return ship_windows_dll(output.with_name(WINDOWS_DLL))
     if not sys.platform.startswith("linux"):
@@ -57,8 +57,8 @@ def build_shim(output: Path) -> None:
     if shutil.which(cc[0]) is None:
         sys.exit(f"socksify: no C compiler found ({cc[0]!r}); the LD_PRELOAD shim must be "
                  "compiled: install gcc or clang (e.g. apt install gcc) or set $CC")
-    sources = sorted(str(p) for d in ("common", "linux") for p in (SHIM / d).glob("*.c"))
-    includes = [f"-I{SHIM / d}" for d in (".", "common", "linux")]
+    sources = sorted(str(p) for d in ("common", "linux") for p in (SHIM / d).rglob("*.c"))
+    includes = [f"-I{SHIM / d}" for d in ("common", "linux")]
     output.parent.mkdir(parents=True, exist_ok=True)
     cmd = [*cc, *CFLAGS, *includes, *sources, *LDFLAGS, "-o", str(output), *LIBS]
     print(" ".join(cmd))

@@ -24,7 +24,7 @@ fi
 mkdir -p "$out"
 # env.c is the Linux exec hooks' environment merging (LD_PRELOAD): not on Windows.
 "$cc" -std=gnu11 -O2 -Wall -Wextra -Werror -D_WIN32_WINNT=0x0601 \
-    -I"$root/shim" -I"$root/shim/common" -I"$root/shim/windows" \
+    -I"$root/shim/common" -I"$root/shim/windows" \
     "$root/shim/common/wire.c" "$root/shim/common/addr.c" "$root/shim/common/name.c" \
     "$root"/shim/windows/*.c \
     -shared -static-libgcc -Wl,--no-insert-timestamp \

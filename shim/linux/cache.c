@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "cache.h"
-#include "init.h"
+#include "config.h"
 #include "log.h"
 
 #define SLOTS 256

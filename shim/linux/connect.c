@@ -28,33 +28,23 @@
 
 #include "addr.h"
 #include "cache.h"
+#include "config.h"
+#include "connect.h"
 #include "control.h"
 #include "datagram.h"
 #include "init.h"
 #include "io.h"
 #include "log.h"
 #include "peers.h"
+#include "real.h"
 #include "socksify_wire.h"
 
 /* How long a non-blocking connect to the local relay may take. */
 #define RELAY_TIMEOUT_MS 10000
 
-static int (*real_connect)(int fd, const struct sockaddr *addr, socklen_t len);
-
-void socksify_connect_resolve(void)
-{
-    real_connect = (int (*)(int, const struct sockaddr *, socklen_t))
-        socksify_real_symbol("connect");
-}
-
-int socksify_real_connect(int fd, const struct sockaddr *addr, socklen_t len)
-{
-    return real_connect(fd, addr, len);
-}
-
 static int connect_direct(int fd, const struct sockaddr *addr, socklen_t len)
 {
-    return real_connect(fd, addr, len) == 0 ? 0 : -errno;
+    return socksify_real.connect(fd, addr, len) == 0 ? 0 : -errno;
 }
 
 /* Connect the app's own socket to the relay and hand over the token. */
@@ -70,7 +60,7 @@ static int connect_relay(int fd, int domain, const struct socksify_reply *rep,
         LOG_WARN("%s: RELAY reply without a relay port for this socket", dest);
         return r;
     }
-    if (real_connect(fd, (const struct sockaddr *)&relay, relay_len) < 0) {
+    if (socksify_real.connect(fd, (const struct sockaddr *)&relay, relay_len) < 0) {
         r = -errno;
         /* Non-blocking socket, or a blocking one interrupted by a signal: the connect
          * goes on in the background; wait for it. */
@@ -209,7 +199,7 @@ int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len)
         LOG_DEBUG("fd %d: loopback destination, connecting directly", fd);
         return connect_direct(fd, addr, len);
     }
-    if (socksify_real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0)
+    if (socksify_real.getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0)
         return connect_direct(fd, addr, len);  /* already connected: EISCONN */
 
     r = socksify_addr_fill_request(addr, len, SOCKSIFY_SOCKTYPE_STREAM,
@@ -224,7 +214,7 @@ int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len)
     socksify_addr_format(&req, dest, sizeof dest);
     if ((flags = fcntl(fd, F_GETFL)) < 0)
         return -errno;
-    r = socksify_control_handoff(real_connect, &req, fd, &rep, &passed);
+    r = socksify_control_handoff(&req, fd, &rep, &passed);
     restore_flags(fd, flags);
     if (r < 0) {
         LOG_WARN("%s: no verdict from the socksify daemon (%s); refusing the connection",

@@ -9,10 +9,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "control.h"
-#include "init.h"
 #include "io.h"
 #include "log.h"
+#include "real.h"
 
 /* How long to wait between retries when the daemon's listen backlog is full. */
 #define BACKLOG_RETRY_MS 10
@@ -35,26 +36,6 @@ void socksify_relay_ports(uint16_t *port4, uint16_t *port6)
 
     *port4 = (uint16_t)(ports >> 16);
     *port6 = (uint16_t)ports;
-}
-
-int socksify_control_find_path(char *out, size_t outlen)
-{
-    const char *value;
-    int n;
-
-    if ((value = socksify_getenv("SOCKSIFY_SOCKET")) != NULL)
-        n = snprintf(out, outlen, "%s", value);
-    else if ((value = socksify_getenv("SOCKSIFY_RUNTIME_DIR")) != NULL)
-        n = snprintf(out, outlen, "%s/control.sock", value);
-    else if ((value = socksify_getenv("XDG_RUNTIME_DIR")) != NULL)
-        n = snprintf(out, outlen, "%s/socksify/control.sock", value);
-    else
-        n = snprintf(out, outlen, "/tmp/socksify-%u/control.sock", (unsigned)getuid());
-    if (n < 0 || (size_t)n >= outlen) {
-        out[0] = '\0';
-        return -ENAMETOOLONG;
-    }
-    return 0;
 }
 
 /* The socket's directory must be a real directory owned by us: anyone else could
@@ -103,13 +84,12 @@ static int check_directory(const char *path, int level)
     return 0;
 }
 
-static int connect_control(socksify_connect_fn real_connect, int fd,
-                           const struct sockaddr_un *sun, int64_t deadline)
+static int connect_control(int fd, const struct sockaddr_un *sun, int64_t deadline)
 {
     for (;;) {
         int r;
 
-        if (real_connect(fd, (const struct sockaddr *)sun, sizeof *sun) == 0)
+        if (socksify_real.connect(fd, (const struct sockaddr *)sun, sizeof *sun) == 0)
             return 0;
         if (errno == EINTR)
             continue;
@@ -216,7 +196,7 @@ static int send_with_fd(int fd, const uint8_t *request, size_t len, int app_fd,
     cmsg->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(cmsg), &app_fd, sizeof app_fd);
     for (;;) {
-        ssize_t n = socksify_real_sendmsg(fd, &msg, MSG_NOSIGNAL);
+        ssize_t n = socksify_real.sendmsg(fd, &msg, MSG_NOSIGNAL);
         int r;
 
         if (n >= 0)
@@ -278,7 +258,7 @@ static int check_peer(int fd, const char *path, int level)
     return 0;
 }
 
-static int exchange_on(socksify_connect_fn real_connect, int fd, const char *path,
+static int exchange_on(int fd, const char *path,
                        const uint8_t *request, size_t len, uint8_t *reply,
                        size_t replymax, int64_t deadline, int level, int app_fd,
                        int *passed)
@@ -287,7 +267,7 @@ static int exchange_on(socksify_connect_fn real_connect, int fd, const char *pat
     int r;
 
     memcpy(sun.sun_path, path, strlen(path) + 1);  /* fits: checked by find_path */
-    if ((r = connect_control(real_connect, fd, &sun, deadline)) < 0) {
+    if ((r = connect_control(fd, &sun, deadline)) < 0) {
         SOCKSIFY_LOG_AT(level, "cannot reach the socksify daemon at %s: %s", path,
                         socksify_strerror(-r));
         return r;
@@ -311,7 +291,7 @@ static int exchange_on(socksify_connect_fn real_connect, int fd, const char *pat
     return r;
 }
 
-static int send_reply_fd(socksify_connect_fn real_connect, const uint8_t *request,
+static int send_reply_fd(const uint8_t *request,
                          size_t len, uint8_t *reply, size_t replymax, int app_fd,
                          int *passed)
 {
@@ -339,29 +319,25 @@ static int send_reply_fd(socksify_connect_fn real_connect, const uint8_t *reques
         SOCKSIFY_LOG_AT(level, "cannot create the control socket: %s", socksify_strerror(-r));
         return r;
     }
-    r = exchange_on(real_connect, fd, cfg->socket_path, request, len, reply, replymax,
+    r = exchange_on(fd, cfg->socket_path, request, len, reply, replymax,
                     deadline, level, app_fd, passed);
     close(fd);
     return r;
 }
 
-int socksify_control_send_reply(socksify_connect_fn real_connect, const uint8_t *request,
-                                size_t len, uint8_t *reply, size_t replymax)
+int socksify_control_send_reply(const uint8_t *request, size_t len, uint8_t *reply, size_t replymax)
 {
-    return send_reply_fd(real_connect, request, len, reply, replymax, -1, NULL);
+    return send_reply_fd(request, len, reply, replymax, -1, NULL);
 }
 
-int socksify_control_send(socksify_connect_fn real_connect, const uint8_t *request,
-                          size_t len, uint8_t reply[SOCKSIFY_REPLY_SIZE])
+int socksify_control_send(const uint8_t *request, size_t len, uint8_t reply[SOCKSIFY_REPLY_SIZE])
 {
-    int r = socksify_control_send_reply(real_connect, request, len, reply,
-                                        SOCKSIFY_REPLY_SIZE);
+    int r = socksify_control_send_reply(request, len, reply, SOCKSIFY_REPLY_SIZE);
 
     return r < 0 ? r : 0;
 }
 
-int socksify_control_request(socksify_connect_fn real_connect, unsigned op,
-                             const struct socksify_connect_req *req,
+int socksify_control_request(unsigned op, const struct socksify_connect_req *req,
                              uint8_t reply[SOCKSIFY_REPLY_SIZE])
 {
     uint8_t request[SOCKSIFY_REQUEST_SIZE];
@@ -371,7 +347,7 @@ int socksify_control_request(socksify_connect_fn real_connect, unsigned op,
         LOG_WARN("cannot encode the request: %s", socksify_strerror(-r));
         return r;
     }
-    return socksify_control_send(real_connect, request, sizeof request, reply);
+    return socksify_control_send(request, sizeof request, reply);
 }
 
 static int decode(const uint8_t reply[SOCKSIFY_REPLY_SIZE], struct socksify_reply *rep)
@@ -387,20 +363,18 @@ static int decode(const uint8_t reply[SOCKSIFY_REPLY_SIZE], struct socksify_repl
     return 0;
 }
 
-int socksify_control_exchange(socksify_connect_fn real_connect,
-                              const struct socksify_connect_req *req,
+int socksify_control_exchange(const struct socksify_connect_req *req,
                               struct socksify_reply *rep)
 {
     uint8_t reply[SOCKSIFY_REPLY_SIZE];
     int r;
 
-    if ((r = socksify_control_request(real_connect, SOCKSIFY_OP_CONNECT, req, reply)) < 0)
+    if ((r = socksify_control_request(SOCKSIFY_OP_CONNECT, req, reply)) < 0)
         return r;
     return decode(reply, rep);
 }
 
-int socksify_control_handoff(socksify_connect_fn real_connect,
-                             const struct socksify_connect_req *req, int app_fd,
+int socksify_control_handoff(const struct socksify_connect_req *req, int app_fd,
                              struct socksify_reply *rep, int *passed_fd)
 {
     uint8_t request[SOCKSIFY_REQUEST_SIZE], reply[SOCKSIFY_REPLY_SIZE];
@@ -412,7 +386,7 @@ int socksify_control_handoff(socksify_connect_fn real_connect,
         LOG_WARN("cannot encode the request: %s", socksify_strerror(-r));
         return r;
     }
-    r = send_reply_fd(real_connect, request, sizeof request, reply, sizeof reply, app_fd,
+    r = send_reply_fd(request, sizeof request, reply, sizeof reply, app_fd,
                       passed_fd);
     if (r >= 0)
         r = decode(reply, rep);

@@ -9,50 +9,37 @@
 
 #include "socksify_wire.h"
 
-typedef int (*socksify_connect_fn)(int fd, const struct sockaddr *addr, socklen_t len);
-
-/* Write the control socket path (docs/wire.md: $SOCKSIFY_SOCKET, else
- * $SOCKSIFY_RUNTIME_DIR/control.sock, else $XDG_RUNTIME_DIR/socksify/control.sock, else
- * /tmp/socksify-UID/control.sock) into out. Returns 0 or -ENAMETOOLONG. */
-int socksify_control_find_path(char *out, size_t outlen);
-
 /* Send req with op (SOCKSIFY_OP_*) to the daemon at socksify_config()->socket_path
  * (whose directory must be owned by getuid()), and read the 32 reply bytes into reply,
- * undecoded, all within the configured timeout (at most 5 s for PEERNAME). real_connect
- * is libc's connect. Returns 0, -ETIMEDOUT, -EPROTO for a short reply, -EPERM/-ENOTDIR
- * for an unsafe directory, or another -errno. Failures are logged as warnings for
+ * undecoded, all within the configured timeout (at most 5 s for PEERNAME). Returns 0,
+ * -ETIMEDOUT, -EPROTO for a short reply, -EPERM/-ENOTDIR for an unsafe directory, or another -errno. Failures are logged as warnings for
  * CONNECT and RESOLVE, and only at debug level for PEERNAME (getpeername() falls back
  * quietly). */
-int socksify_control_request(socksify_connect_fn real_connect, unsigned op,
-                             const struct socksify_connect_req *req,
+int socksify_control_request(unsigned op, const struct socksify_connect_req *req,
                              uint8_t reply[SOCKSIFY_REPLY_SIZE]);
 
 /* Send an encoded request (the header and its body, len bytes, as written by
  * socksify_wire_encode_resolve()) and read the 32 reply bytes into reply, undecoded: as
  * socksify_control_request(), with the timeout and log level its op byte calls for.
  * -EINVAL if len is shorter than a header. */
-int socksify_control_send(socksify_connect_fn real_connect, const uint8_t *request,
-                          size_t len, uint8_t reply[SOCKSIFY_REPLY_SIZE]);
+int socksify_control_send(const uint8_t *request, size_t len, uint8_t reply[SOCKSIFY_REPLY_SIZE]);
 
 /* As socksify_control_send(), for a request whose reply may carry a body (NAMEOF): the
  * reply (up to replymax bytes, at least 32) is read into reply, a NAME reply's head and
  * then its body_len bytes of name; every other reply is its 32 bytes. The timeout is at
  * most 5 s for NAMEOF, as for PEERNAME. Returns the reply's length, or -errno (-EPROTO
  * also for a name longer than replymax allows). */
-int socksify_control_send_reply(socksify_connect_fn real_connect, const uint8_t *request,
-                                size_t len, uint8_t *reply, size_t replymax);
+int socksify_control_send_reply(const uint8_t *request, size_t len, uint8_t *reply, size_t replymax);
 
 /* A CONNECT request for req, its reply decoded into rep: as socksify_control_request(),
  * and -EPROTO (logged) for a malformed reply. */
-int socksify_control_exchange(socksify_connect_fn real_connect,
-                              const struct socksify_connect_req *req,
+int socksify_control_exchange(const struct socksify_connect_req *req,
                               struct socksify_reply *rep);
 
 /* A HANDOFF request for req with the program's socket app_fd attached (SCM_RIGHTS),
  * its reply decoded into rep; a descriptor that came with the reply (SWAP) is stored
  * close-on-exec in *passed_fd, else -1. Otherwise as socksify_control_exchange(). */
-int socksify_control_handoff(socksify_connect_fn real_connect,
-                             const struct socksify_connect_req *req, int app_fd,
+int socksify_control_handoff(const struct socksify_connect_req *req, int app_fd,
                              struct socksify_reply *rep, int *passed_fd);
 
 /* Remember the relay ports of a RELAY reply (atomically; any thread). */

@@ -4,10 +4,11 @@
 
 #include "addr.h"
 #include "cache.h"
+#include "config.h"
 #include "control.h"
 #include "datagram.h"
-#include "init.h"
 #include "log.h"
+#include "real.h"
 #include "socksify_wire.h"
 
 int socksify_dgram_check(int fd, const struct sockaddr *dest, socklen_t len)
@@ -26,7 +27,7 @@ int socksify_dgram_check(int fd, const struct sockaddr *dest, socklen_t len)
     if (socksify_cache_direct(&req))
         return 0;
     socksify_addr_format(&req, where, sizeof where);
-    r = socksify_control_exchange(socksify_real_connect, &req, &rep);
+    r = socksify_control_exchange(&req, &rep);
     if (r < 0) {
         LOG_WARN("fd %d: UDP to %s: no verdict from the socksify daemon (%s); refusing it",
                  fd, where, socksify_strerror(-r));

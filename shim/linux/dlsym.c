@@ -26,7 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "init.h"
+#include "dlsym.h"
 
 #if defined(__x86_64__)
 

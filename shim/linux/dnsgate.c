@@ -1,5 +1,4 @@
 /* The gate of the res_* hooks (see dnsgate.h). */
-#include <dlfcn.h>
 #include <errno.h>
 #include <netdb.h>
 
@@ -54,11 +53,4 @@ int socksify_dns_gate(res_state statp, const char *call, const char *name)
                  "is never made without it", call, name);
         return socksify_dns_refuse(statp, ECONNREFUSED);
     }
-}
-
-void *socksify_dns_real(const char *name, const char *old_name)
-{
-    void *sym = dlsym(RTLD_NEXT, name);
-
-    return sym != NULL ? sym : dlsym(RTLD_NEXT, old_name);
 }

@@ -19,9 +19,4 @@ int socksify_dns_gate(res_state statp, const char *call, const char *name);
  * errno = err, and -1. */
 int socksify_dns_refuse(res_state statp, int err);
 
-/* The real function: dlsym(RTLD_NEXT) of name, else of old_name (the pre-2.34 glibc
- * name in libresolv), or NULL when neither is loaded (libresolv not linked). Never
- * aborts: a missing one only makes that call fail with ENOSYS. */
-void *socksify_dns_real(const char *name, const char *old_name);
-
 #endif

@@ -12,17 +12,9 @@
 
 #include "init.h"
 #include "log.h"
+#include "real.h"
 #include "resolve.h"
 #include "socksify_wire.h"
-
-static int (*real_getaddrinfo)(const char *node, const char *service,
-                               const struct addrinfo *hints, struct addrinfo **res);
-
-void socksify_getaddrinfo_resolve(void)
-{
-    real_getaddrinfo = (int (*)(const char *, const char *, const struct addrinfo *,
-                                struct addrinfo **))socksify_real_symbol("getaddrinfo");
-}
 
 /* The wire family for the app's hints: 4, 6, or 0 for either. */
 static unsigned wire_family(const struct addrinfo *hints)
@@ -83,7 +75,7 @@ static int peer_result(const char *node, const char *service, const struct addri
         return r;
     }
     h.ai_flags = (h.ai_flags | AI_NUMERICHOST) & ~AI_ADDRCONFIG;
-    if ((r = real_getaddrinfo(text, service, &h, res)) != 0)
+    if ((r = socksify_real.getaddrinfo(text, service, &h, res)) != 0)
         return r;
     if ((h.ai_flags & AI_CANONNAME) && *res != NULL) {
         if ((canon = strdup(node)) == NULL) {
@@ -106,11 +98,11 @@ static int socksify_getaddrinfo(const char *node, const char *service,
     int r;
 
     if (node == NULL || (hints != NULL && (hints->ai_flags & AI_NUMERICHOST)))
-        return real_getaddrinfo(node, service, hints, res);  /* no name to look up */
+        return socksify_real.getaddrinfo(node, service, hints, res);  /* no name to look up */
     r = socksify_resolve_name(node, wire_family(hints), &peer);
     switch (r) {
     case SOCKSIFY_NAME_REAL:
-        return real_getaddrinfo(node, service, hints, res);
+        return socksify_real.getaddrinfo(node, service, hints, res);
     case SOCKSIFY_NAME_PEER:
         return peer_result(node, service, hints, &peer, res);
     case -ENOENT:

@@ -13,22 +13,9 @@
 #include "hostent.h"
 #include "init.h"
 #include "log.h"
+#include "real.h"
 #include "resolve.h"
 #include "socksify_wire.h"
-
-typedef int (*gethostbyaddr_r_fn)(const void *addr, socklen_t len, int type,
-                                  struct hostent *ret, char *buf, size_t buflen,
-                                  struct hostent **result, int *h_errnop);
-
-static struct hostent *(*real_gethostbyaddr)(const void *addr, socklen_t len, int type);
-static gethostbyaddr_r_fn real_gethostbyaddr_r;
-
-void socksify_gethostbyaddr_resolve(void)
-{
-    real_gethostbyaddr = (struct hostent *(*)(const void *, socklen_t, int))
-        socksify_real_symbol("gethostbyaddr");
-    real_gethostbyaddr_r = (gethostbyaddr_r_fn)socksify_real_symbol("gethostbyaddr_r");
-}
 
 /* gethostbyaddr()'s result, one per thread (as glibc's is one per process). */
 static __thread struct hostent tls_host;
@@ -92,7 +79,7 @@ SOCKSIFY_EXPORT struct hostent *gethostbyaddr(const void *addr, socklen_t len, i
     socksify_init();
     r = lookup(addr, len, type, &tls_host, tls_buf, sizeof tls_buf, &herr);
     if (r == 1)
-        return real_gethostbyaddr(addr, len, type);
+        return socksify_real.gethostbyaddr(addr, len, type);
     errno = saved_errno;
     if (r == 0)
         return &tls_host;
@@ -111,7 +98,7 @@ SOCKSIFY_EXPORT int gethostbyaddr_r(const void *addr, socklen_t len, int type,
     socksify_init();
     r = lookup(addr, len, type, ret, buf, buflen, &herr);
     if (r == 1)
-        return real_gethostbyaddr_r(addr, len, type, ret, buf, buflen, result, h_errnop);
+        return socksify_real.gethostbyaddr_r(addr, len, type, ret, buf, buflen, result, h_errnop);
     errno = saved_errno;
     return socksify_hostent_r_result(r, herr, ret, result, h_errnop);
 }

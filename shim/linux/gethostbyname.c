@@ -6,7 +6,6 @@
  * answer: TRY_AGAIN, never a local query. */
 #include <errno.h>
 #include <netdb.h>
-#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -14,58 +13,13 @@
 #include "init.h"
 #include "log.h"
 #include "name.h"
+#include "real.h"
 #include "resolve.h"
 #include "socksify_wire.h"
-
-typedef int (*gethostbyname_r_fn)(const char *name, struct hostent *ret, char *buf,
-                                  size_t buflen, struct hostent **result, int *h_errnop);
-typedef int (*gethostbyname2_r_fn)(const char *name, int af, struct hostent *ret,
-                                   char *buf, size_t buflen, struct hostent **result,
-                                   int *h_errnop);
-
-static struct hostent *(*real_gethostbyname)(const char *name);
-static struct hostent *(*real_gethostbyname2)(const char *name, int af);
-static gethostbyname_r_fn real_gethostbyname_r;
-static gethostbyname2_r_fn real_gethostbyname2_r;
-
-void socksify_gethostbyname_resolve(void)
-{
-    real_gethostbyname = (struct hostent *(*)(const char *))
-        socksify_real_symbol("gethostbyname");
-    real_gethostbyname2 = (struct hostent *(*)(const char *, int))
-        socksify_real_symbol("gethostbyname2");
-    real_gethostbyname_r = (gethostbyname_r_fn)socksify_real_symbol("gethostbyname_r");
-    real_gethostbyname2_r = (gethostbyname2_r_fn)socksify_real_symbol("gethostbyname2_r");
-}
 
 /* The non-_r functions' result, one per thread (as glibc's is one per process). */
 static __thread struct hostent tls_host;
 static __thread char tls_buf[HOSTENT_BUF_SIZE(SOCKSIFY_MAX_NAME)];
-
-int socksify_fill_hostent(const char *name, const struct socksify_peer *peer,
-                          struct hostent *ret, char *buf, size_t buflen)
-{
-    size_t name_len = strlen(name), skip = -(uintptr_t)buf & (alignof(char *) - 1);
-    size_t addr_len = peer->family == SOCKSIFY_FAMILY_INET ? 4 : 16;
-    char **ptrs, *addr, *copy;
-
-    if (buflen < HOSTENT_BUF_SIZE(name_len))
-        return -ERANGE;
-    ptrs = (char **)(void *)(buf + skip);  /* aliases {NULL}, addresses {addr, NULL} */
-    addr = (char *)(ptrs + 3);
-    copy = addr + SOCKSIFY_ADDR_SIZE;
-    memcpy(addr, peer->addr, addr_len);
-    memcpy(copy, name, name_len + 1);
-    ptrs[0] = NULL;
-    ptrs[1] = addr;
-    ptrs[2] = NULL;
-    ret->h_name = copy;
-    ret->h_aliases = &ptrs[0];
-    ret->h_addrtype = peer->family == SOCKSIFY_FAMILY_INET ? AF_INET : AF_INET6;
-    ret->h_length = (int)addr_len;
-    ret->h_addr_list = &ptrs[1];
-    return 0;
-}
 
 /* The hooks' logic. 1: call the real function. 0: ret holds the stand-in address.
  * -errno with *herr set: -ENOENT (HOST_NOT_FOUND), -EAGAIN (TRY_AGAIN), -ERANGE or
@@ -107,20 +61,6 @@ static int lookup(const char *name, int af, struct hostent *ret, char *buf, size
     return 0;
 }
 
-int socksify_hostent_r_result(int r, int herr, struct hostent *ret,
-                              struct hostent **result, int *h_errnop)
-{
-    *result = r == 0 ? ret : NULL;
-    if (r == 0)
-        return 0;
-    *h_errnop = herr;
-    h_errno = herr;  /* as glibc's resolver leaves it: some callers read it (CPython) */
-    if (r == -ENOENT)
-        return 0;
-    errno = -r;
-    return -r;
-}
-
 /* The non-_r functions' value, and h_errno (and errno for NETDB_INTERNAL), for the
  * logic's answer r (not 1). */
 static struct hostent *tls_result(int r, int herr)
@@ -140,7 +80,7 @@ SOCKSIFY_EXPORT struct hostent *gethostbyname2(const char *name, int af)
     socksify_init();
     r = lookup(name, af, &tls_host, tls_buf, sizeof tls_buf, &herr);
     if (r == 1)
-        return real_gethostbyname2(name, af);
+        return socksify_real.gethostbyname2(name, af);
     errno = saved_errno;
     return tls_result(r, herr);
 }
@@ -152,7 +92,7 @@ SOCKSIFY_EXPORT struct hostent *gethostbyname(const char *name)
     socksify_init();
     r = lookup(name, AF_INET, &tls_host, tls_buf, sizeof tls_buf, &herr);
     if (r == 1)
-        return real_gethostbyname(name);
+        return socksify_real.gethostbyname(name);
     errno = saved_errno;
     return tls_result(r, herr);
 }
@@ -166,7 +106,7 @@ SOCKSIFY_EXPORT int gethostbyname2_r(const char *name, int af, struct hostent *r
     socksify_init();
     r = lookup(name, af, ret, buf, buflen, &herr);
     if (r == 1)
-        return real_gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
+        return socksify_real.gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
     errno = saved_errno;
     return socksify_hostent_r_result(r, herr, ret, result, h_errnop);
 }
@@ -179,7 +119,7 @@ SOCKSIFY_EXPORT int gethostbyname_r(const char *name, struct hostent *ret, char 
     socksify_init();
     r = lookup(name, AF_INET, ret, buf, buflen, &herr);
     if (r == 1)
-        return real_gethostbyname_r(name, ret, buf, buflen, result, h_errnop);
+        return socksify_real.gethostbyname_r(name, ret, buf, buflen, result, h_errnop);
     errno = saved_errno;
     return socksify_hostent_r_result(r, herr, ret, result, h_errnop);
 }

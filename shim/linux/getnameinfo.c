@@ -12,18 +12,9 @@
 
 #include "init.h"
 #include "log.h"
+#include "real.h"
 #include "resolve.h"
 #include "socksify_wire.h"
-
-typedef int (*getnameinfo_fn)(const struct sockaddr *sa, socklen_t salen, char *host,
-                              socklen_t hostlen, char *serv, socklen_t servlen, int flags);
-
-static getnameinfo_fn real_getnameinfo;
-
-void socksify_getnameinfo_resolve(void)
-{
-    real_getnameinfo = (getnameinfo_fn)socksify_real_symbol("getnameinfo");
-}
 
 /* The hook's logic; returns 0 or an EAI_* code. */
 static int socksify_getnameinfo(const struct sockaddr *sa, socklen_t salen, char *host,
@@ -34,15 +25,15 @@ static int socksify_getnameinfo(const struct sockaddr *sa, socklen_t salen, char
     int r, rc;
 
     if (sa == NULL || host == NULL || hostlen == 0 || (flags & NI_NUMERICHOST))
-        return real_getnameinfo(sa, salen, host, hostlen, serv, servlen, flags);
+        return socksify_real.getnameinfo(sa, salen, host, hostlen, serv, servlen, flags);
     r = socksify_resolve_addr(sa, salen, name, sizeof name);
     if (r == SOCKSIFY_NAME_REAL)
-        return real_getnameinfo(sa, salen, host, hostlen, serv, servlen, flags);
+        return socksify_real.getnameinfo(sa, salen, host, hostlen, serv, servlen, flags);
     if (r < 0 && (flags & NI_NAMEREQD))
         return r == -ENOENT ? EAI_NONAME : EAI_AGAIN;
     /* The numeric host and the service, without a query; glibc refuses NI_NAMEREQD
      * together with NI_NUMERICHOST, so it is not passed on. */
-    rc = real_getnameinfo(sa, salen, host, hostlen, serv, servlen,
+    rc = socksify_real.getnameinfo(sa, salen, host, hostlen, serv, servlen,
                           (flags | NI_NUMERICHOST) & ~NI_NAMEREQD);
     if (rc != 0 || r < 0)
         return rc;

@@ -17,24 +17,13 @@
 #include <sys/socket.h>
 
 #include "addr.h"
+#include "config.h"
 #include "control.h"
 #include "init.h"
 #include "log.h"
 #include "peers.h"
+#include "real.h"
 #include "socksify_wire.h"
-
-static int (*real_getpeername)(int fd, struct sockaddr *addr, socklen_t *len);
-
-void socksify_getpeername_resolve(void)
-{
-    real_getpeername = (int (*)(int, struct sockaddr *, socklen_t *))
-        socksify_real_symbol("getpeername");
-}
-
-int socksify_real_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
-{
-    return real_getpeername(fd, addr, len);
-}
 
 /* The port of an AF_INET/AF_INET6 address (host order). */
 static uint16_t addr_port(const struct sockaddr_storage *ss, int family)
@@ -78,9 +67,9 @@ static int socksify_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
     int family, type, r;
 
     if (len == NULL)  /* the kernel's EFAULT */
-        return real_getpeername(fd, addr, len) == 0 ? 0 : -errno;
+        return socksify_real.getpeername(fd, addr, len) == 0 ? 0 : -errno;
     in_len = *len;
-    if (real_getpeername(fd, addr, len) < 0)
+    if (socksify_real.getpeername(fd, addr, len) < 0)
         return -errno;
     kernel_len = in_len;
     if (socksify_peer_lookup(fd, addr, &kernel_len) == 0) {
@@ -93,7 +82,7 @@ static int socksify_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
         memcpy(&kernel, addr, kernel_len);
     } else {
         kernel_len = sizeof kernel;
-        if (real_getpeername(fd, (struct sockaddr *)&kernel, &kernel_len) < 0)
+        if (socksify_real.getpeername(fd, (struct sockaddr *)&kernel, &kernel_len) < 0)
             return 0;
     }
     family = socksify_addr_family((const struct sockaddr *)&kernel, kernel_len);
@@ -114,7 +103,7 @@ static int socksify_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
                                    SOCKSIFY_SOCKTYPE_STREAM, socksify_config()->session,
                                    &req) < 0)
         return 0;
-    r = socksify_control_request(socksify_real_connect, SOCKSIFY_OP_PEERNAME, &req, reply);
+    r = socksify_control_request(SOCKSIFY_OP_PEERNAME, &req, reply);
     if (r < 0) {
         LOG_DEBUG("fd %d: no PEERNAME answer (%s); reporting the kernel's peer", fd,
                   socksify_strerror(-r));

@@ -1,5 +1,5 @@
 /* A hostent with one address, in a caller's buffer: shared by the gethostbyname() and
- * gethostbyaddr() hooks (defined in gethostbyname.c). */
+ * gethostbyaddr() hooks (hostent.c). */
 #ifndef SOCKSIFY_HOSTENT_H
 #define SOCKSIFY_HOSTENT_H
 

@@ -1,154 +1,21 @@
-/* Once-only initialisation: logging level first, then the real symbols, then the rest
- * of the settings. The environment is not read in setuid/setgid processes. */
-#include <dlfcn.h>
+/* Once-only initialisation: the settings (the logging level first), then the real
+ * symbols, then what children and exec checks need. */
 #include <errno.h>
-#include <math.h>
 #include <pthread.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
-#include "control.h"
-#include "exec.h"
+#include "config.h"
+#include "exec/exec.h"
 #include "init.h"
-#include "log.h"
-
-#define DEFAULT_TIMEOUT_S 120
-#define MAX_TIMEOUT_S     (24 * 3600)
+#include "real.h"
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-static struct socksify_config config = {.log_level = SOCKSIFY_LOG_WARN,
-                                        .timeout_ms = DEFAULT_TIMEOUT_S * 1000};
-
-const struct socksify_config *socksify_config(void)
-{
-    return &config;
-}
-
-const char *socksify_getenv(const char *name)
-{
-    const char *value = secure_getenv(name);  /* NULL when AT_SECURE (setuid/setgid) */
-
-    return value != NULL && value[0] != '\0' ? value : NULL;
-}
-
-void *socksify_real_symbol(const char *name)
-{
-    static const char msg[] = "socksify: the real symbol is missing from libc: ";
-    void *sym = socksify_real_dlsym(RTLD_NEXT, name);
-
-    if (sym == NULL) {
-        /* Cannot forward calls to anything: stop loudly rather than misbehave. */
-        (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
-        (void)!write(STDERR_FILENO, name, strlen(name));
-        (void)!write(STDERR_FILENO, "\n", 1);
-        abort();
-    }
-    return sym;
-}
-
-void *socksify_real_symbol_optional(const char *name)
-{
-    return socksify_real_dlsym(RTLD_NEXT, name);
-}
-
-static void read_log_level(void)
-{
-    const char *value = socksify_getenv("SOCKSIFY_LOG");
-
-    if (value == NULL)
-        return;
-    if (value[0] >= '0' && value[0] <= '3' && value[1] == '\0')
-        config.log_level = value[0] - '0';
-    else
-        LOG_WARN("ignoring SOCKSIFY_LOG=%s (expected 0, 1, 2 or 3)", value);
-}
-
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static void read_session(void)
-{
-    const char *value = socksify_getenv("SOCKSIFY_SESSION");
-    uint8_t session[SOCKSIFY_SESSION_SIZE];
-
-    if (value == NULL)
-        return;
-    if (strlen(value) != 2 * SOCKSIFY_SESSION_SIZE)
-        goto invalid;
-    for (size_t i = 0; i < SOCKSIFY_SESSION_SIZE; i++) {
-        int hi = hex_digit(value[2 * i]), lo = hex_digit(value[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            goto invalid;
-        session[i] = (uint8_t)(hi << 4 | lo);
-    }
-    memcpy(config.session, session, sizeof session);
-    return;
-invalid:
-    LOG_WARN("ignoring SOCKSIFY_SESSION=%s (expected 16 hex digits); using session 0", value);
-}
-
-static void read_timeout(void)
-{
-    const char *value = socksify_getenv("SOCKSIFY_TIMEOUT");
-    char *end;
-    double seconds;
-
-    if (value == NULL)
-        return;
-    seconds = strtod(value, &end);
-    if (*end != '\0' || !isfinite(seconds) || seconds <= 0) {
-        LOG_WARN("ignoring SOCKSIFY_TIMEOUT=%s (expected seconds > 0); using %d",
-                 value, DEFAULT_TIMEOUT_S);
-        return;
-    }
-    if (seconds > MAX_TIMEOUT_S)
-        seconds = MAX_TIMEOUT_S;
-    config.timeout_ms = seconds * 1000 < 1 ? 1 : (int)(seconds * 1000);
-}
 
 static void init_once_body(void)
 {
     int saved_errno = errno;
 
-    read_log_level();
-    socksify_connect_resolve();
-    socksify_getpeername_resolve();
-    socksify_getaddrinfo_resolve();
-    socksify_gethostbyname_resolve();
-    socksify_getnameinfo_resolve();
-    socksify_gethostbyaddr_resolve();
-    socksify_sendto_resolve();
-    socksify_sendmsg_resolve();
-    socksify_sendmmsg_resolve();
-    socksify_execve_resolve();
-    socksify_execvp_resolve();
-    socksify_fexecve_resolve();
-    socksify_execveat_resolve();
-    socksify_posix_spawn_resolve();
-    socksify_res_query_resolve();       /* these four never abort: libresolv may be */
-    socksify_res_search_resolve();      /* missing (glibc < 2.34 without -lresolv) */
-    socksify_res_querydomain_resolve();
-    socksify_res_send_resolve();
-    read_session();
-    read_timeout();
-    config.proxy_loopback = socksify_getenv("SOCKSIFY_PROXY_LOOPBACK") != NULL &&
-                            strcmp(socksify_getenv("SOCKSIFY_PROXY_LOOPBACK"), "1") == 0;
-    config.socket_path_error = socksify_control_find_path(config.socket_path,
-                                                          sizeof config.socket_path);
-    if (config.socket_path_error == 0)
-        LOG_DEBUG("control socket %s, timeout %d ms", config.socket_path, config.timeout_ms);
-    else
-        LOG_WARN("no usable control socket path: %s; connections will fail",
-                 socksify_strerror(-config.socket_path_error));
+    socksify_config_read();
+    socksify_real_resolve();
     socksify_children_capture();
     socksify_targets_capture();
     errno = saved_errno;

@@ -6,8 +6,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "init.h"
 #include "log.h"
+
+/* SOCKSIFY_LOG, set by the settings (config.c); warnings until then. */
+static int log_level = SOCKSIFY_LOG_WARN;
+
+void socksify_log_set_level(int level)
+{
+    __atomic_store_n(&log_level, level, __ATOMIC_RELAXED);
+}
 
 static const char *level_name(int level)
 {
@@ -48,7 +55,7 @@ void socksify_log(int level, const char *func, const char *file, int line,
     int n, saved_errno = errno;
     va_list ap;
 
-    if (level > socksify_config()->log_level || !stderr_is_ours_to_write())
+    if (level > __atomic_load_n(&log_level, __ATOMIC_RELAXED) || !stderr_is_ours_to_write())
         return;
     base = strrchr(file, '/');
     base = base ? base + 1 : file;

@@ -12,6 +12,9 @@
 void socksify_log(int level, const char *func, const char *file, int line,
                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* Log messages up to level (SOCKSIFY_LOG_*) from now on; SOCKSIFY_LOG_WARN before. */
+void socksify_log_set_level(int level);
+
 /* The English description of an errno value, without locale or static buffers. */
 const char *socksify_strerror(int err);
 

@@ -8,22 +8,8 @@
 
 #include "dnsgate.h"
 #include "init.h"
+#include "real.h"
 #include "socksify_wire.h"
-
-typedef int (*querydomain_fn)(const char *, const char *, int, int, unsigned char *, int);
-typedef int (*nquerydomain_fn)(res_state, const char *, const char *, int, int,
-                               unsigned char *, int);
-
-static querydomain_fn real_querydomain;
-static nquerydomain_fn real_nquerydomain;
-
-void socksify_res_querydomain_resolve(void)
-{
-    __atomic_store_n(&real_querydomain, (querydomain_fn)socksify_dns_real(
-                         "res_querydomain", "__res_querydomain"), __ATOMIC_RELEASE);
-    __atomic_store_n(&real_nquerydomain, (nquerydomain_fn)socksify_dns_real(
-                         "res_nquerydomain", "__res_nquerydomain"), __ATOMIC_RELEASE);
-}
 
 /* 0 when the joined name may be asked about; else -1 with the refusal set. */
 static int gate(res_state statp, const char *call, const char *name, const char *domain)
@@ -43,16 +29,13 @@ static int gate(res_state statp, const char *call, const char *name, const char 
 static int socksify_res_querydomain(const char *name, const char *domain, int class,
                                     int type, unsigned char *answer, int anslen)
 {
-    querydomain_fn real;
+    __typeof__(socksify_real.res_querydomain) real;
 
     socksify_init();
     if (gate(&_res, "res_querydomain", name, domain) < 0)
         return -1;
-    if ((real = __atomic_load_n(&real_querydomain, __ATOMIC_ACQUIRE)) == NULL) {
-        socksify_res_querydomain_resolve();  /* libresolv loaded after start-up? */
-        if ((real = __atomic_load_n(&real_querydomain, __ATOMIC_ACQUIRE)) == NULL)
-            return socksify_dns_refuse(&_res, ENOSYS);
-    }
+    if ((real = SOCKSIFY_REAL_OPTIONAL(res_querydomain)) == NULL)  /* libresolv not loaded */
+        return socksify_dns_refuse(&_res, ENOSYS);
     return real(name, domain, class, type, answer, anslen);
 }
 
@@ -60,16 +43,13 @@ static int socksify_res_nquerydomain(res_state statp, const char *name, const ch
                                      int class, int type, unsigned char *answer,
                                      int anslen)
 {
-    nquerydomain_fn real;
+    __typeof__(socksify_real.res_nquerydomain) real;
 
     socksify_init();
     if (gate(statp, "res_nquerydomain", name, domain) < 0)
         return -1;
-    if ((real = __atomic_load_n(&real_nquerydomain, __ATOMIC_ACQUIRE)) == NULL) {
-        socksify_res_querydomain_resolve();
-        if ((real = __atomic_load_n(&real_nquerydomain, __ATOMIC_ACQUIRE)) == NULL)
-            return socksify_dns_refuse(statp, ENOSYS);
-    }
+    if ((real = SOCKSIFY_REAL_OPTIONAL(res_nquerydomain)) == NULL)  /* libresolv not loaded */
+        return socksify_dns_refuse(statp, ENOSYS);
     return real(statp, name, domain, class, type, answer, anslen);
 }
 

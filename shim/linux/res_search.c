@@ -12,23 +12,8 @@
 #include "dnsgate.h"
 #include "init.h"
 #include "log.h"
+#include "real.h"
 #include "socksify_wire.h"
-
-typedef int (*search_fn)(const char *, int, int, unsigned char *, int);
-typedef int (*nsearch_fn)(res_state, const char *, int, int, unsigned char *, int);
-
-static search_fn real_search;
-static nsearch_fn real_nsearch;
-
-void socksify_res_search_resolve(void)
-{
-    __atomic_store_n(&real_search, (search_fn)socksify_dns_real("res_search",
-                                                                 "__res_search"),
-                     __ATOMIC_RELEASE);
-    __atomic_store_n(&real_nsearch, (nsearch_fn)socksify_dns_real("res_nsearch",
-                                                                   "__res_nsearch"),
-                     __ATOMIC_RELEASE);
-}
 
 /* 0 when every name the search may query passes the gate; else -1, refusal set. */
 static int gate(res_state statp, const char *call, const char *name)
@@ -63,36 +48,30 @@ static int gate(res_state statp, const char *call, const char *name)
 static int socksify_res_search(const char *name, int class, int type,
                                unsigned char *answer, int anslen)
 {
-    search_fn real;
+    __typeof__(socksify_real.res_search) real;
 
     socksify_init();
     if (!(_res.options & RES_INIT) && res_init() < 0)
         return socksify_dns_refuse(&_res, EINVAL);  /* what res_search() would do */
     if (gate(&_res, "res_search", name) < 0)
         return -1;
-    if ((real = __atomic_load_n(&real_search, __ATOMIC_ACQUIRE)) == NULL) {
-        socksify_res_search_resolve();  /* libresolv loaded after start-up? */
-        if ((real = __atomic_load_n(&real_search, __ATOMIC_ACQUIRE)) == NULL)
-            return socksify_dns_refuse(&_res, ENOSYS);
-    }
+    if ((real = SOCKSIFY_REAL_OPTIONAL(res_search)) == NULL)  /* libresolv not loaded */
+        return socksify_dns_refuse(&_res, ENOSYS);
     return real(name, class, type, answer, anslen);
 }
 
 static int socksify_res_nsearch(res_state statp, const char *name, int class, int type,
                                 unsigned char *answer, int anslen)
 {
-    nsearch_fn real;
+    __typeof__(socksify_real.res_nsearch) real;
 
     socksify_init();
     if (statp == NULL)
         return socksify_dns_refuse(NULL, EINVAL);
     if (gate(statp, "res_nsearch", name) < 0)
         return -1;
-    if ((real = __atomic_load_n(&real_nsearch, __ATOMIC_ACQUIRE)) == NULL) {
-        socksify_res_search_resolve();
-        if ((real = __atomic_load_n(&real_nsearch, __ATOMIC_ACQUIRE)) == NULL)
-            return socksify_dns_refuse(statp, ENOSYS);
-    }
+    if ((real = SOCKSIFY_REAL_OPTIONAL(res_nsearch)) == NULL)  /* libresolv not loaded */
+        return socksify_dns_refuse(statp, ENOSYS);
     return real(statp, name, class, type, answer, anslen);
 }
 

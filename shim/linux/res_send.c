@@ -11,21 +11,8 @@
 #include "dnsquestion.h"
 #include "init.h"
 #include "log.h"
+#include "real.h"
 #include "socksify_wire.h"
-
-typedef int (*send_fn)(const unsigned char *, int, unsigned char *, int);
-typedef int (*nsend_fn)(res_state, const unsigned char *, int, unsigned char *, int);
-
-static send_fn real_send;
-static nsend_fn real_nsend;
-
-void socksify_res_send_resolve(void)
-{
-    __atomic_store_n(&real_send, (send_fn)socksify_dns_real("res_send", "__res_send"),
-                     __ATOMIC_RELEASE);
-    __atomic_store_n(&real_nsend, (nsend_fn)socksify_dns_real("res_nsend", "__res_nsend"),
-                     __ATOMIC_RELEASE);
-}
 
 /* 0 when the message's question may be sent; else -1 with the refusal set. */
 static int gate(res_state statp, const char *call, const unsigned char *msg, int len)
@@ -47,32 +34,26 @@ static int gate(res_state statp, const char *call, const unsigned char *msg, int
 static int socksify_res_send(const unsigned char *msg, int len, unsigned char *answer,
                              int anslen)
 {
-    send_fn real;
+    __typeof__(socksify_real.res_send) real;
 
     socksify_init();
     if (gate(&_res, "res_send", msg, len) < 0)
         return -1;
-    if ((real = __atomic_load_n(&real_send, __ATOMIC_ACQUIRE)) == NULL) {
-        socksify_res_send_resolve();  /* libresolv loaded after start-up? */
-        if ((real = __atomic_load_n(&real_send, __ATOMIC_ACQUIRE)) == NULL)
-            return socksify_dns_refuse(&_res, ENOSYS);
-    }
+    if ((real = SOCKSIFY_REAL_OPTIONAL(res_send)) == NULL)  /* libresolv not loaded */
+        return socksify_dns_refuse(&_res, ENOSYS);
     return real(msg, len, answer, anslen);
 }
 
 static int socksify_res_nsend(res_state statp, const unsigned char *msg, int len,
                               unsigned char *answer, int anslen)
 {
-    nsend_fn real;
+    __typeof__(socksify_real.res_nsend) real;
 
     socksify_init();
     if (gate(statp, "res_nsend", msg, len) < 0)
         return -1;
-    if ((real = __atomic_load_n(&real_nsend, __ATOMIC_ACQUIRE)) == NULL) {
-        socksify_res_send_resolve();
-        if ((real = __atomic_load_n(&real_nsend, __ATOMIC_ACQUIRE)) == NULL)
-            return socksify_dns_refuse(statp, ENOSYS);
-    }
+    if ((real = SOCKSIFY_REAL_OPTIONAL(res_nsend)) == NULL)  /* libresolv not loaded */
+        return socksify_dns_refuse(statp, ENOSYS);
     return real(statp, msg, len, answer, anslen);
 }
 

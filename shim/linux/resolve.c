@@ -6,10 +6,11 @@
 #include <stdint.h>
 
 #include "addr.h"
+#include "config.h"
 #include "control.h"
-#include "init.h"
 #include "log.h"
 #include "name.h"
+#include "real.h"
 #include "resolve.h"
 
 int socksify_resolve_name(const char *name, unsigned family, struct socksify_peer *peer)
@@ -36,7 +37,7 @@ int socksify_resolve_ask(const char *name, unsigned family, struct socksify_peer
                  "not printable ASCII", SOCKSIFY_MAX_NAME);
         return -ENOENT;
     }
-    r = socksify_control_send(socksify_real_connect, request, (size_t)len, reply);
+    r = socksify_control_send(request, (size_t)len, reply);
     if (r < 0) {
         LOG_WARN("%s: no answer from the socksify daemon (%s); failing the lookup",
                  name, socksify_strerror(-r));
@@ -94,7 +95,7 @@ int socksify_resolve_addr(const struct sockaddr *sa, socklen_t salen, char *name
         LOG_WARN("%s: cannot encode the reverse lookup: %s", text, socksify_strerror(-len));
         return -EAGAIN;
     }
-    r = socksify_control_send_reply(socksify_real_connect, request, (size_t)len, reply,
+    r = socksify_control_send_reply(request, (size_t)len, reply,
                                     sizeof reply);
     if (r < 0) {
         LOG_WARN("%s: no answer from the socksify daemon (%s); failing the reverse "

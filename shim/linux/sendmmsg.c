@@ -8,15 +8,8 @@
 
 #include "datagram.h"
 #include "init.h"
+#include "real.h"
 #include "socksify_wire.h"
-
-static int (*real_sendmmsg)(int fd, struct mmsghdr *vec, unsigned vlen, int flags);
-
-void socksify_sendmmsg_resolve(void)
-{
-    real_sendmmsg = (int (*)(int, struct mmsghdr *, unsigned, int))
-        socksify_real_symbol("sendmmsg");
-}
 
 /* 1 if messages a and b have the same destination bytes. */
 static int same_dest(const struct msghdr *a, const struct msghdr *b)
@@ -50,7 +43,7 @@ static int socksify_sendmmsg(int fd, struct mmsghdr *vec, unsigned vlen, int fla
         }
         allowed = m;
     }
-    n = real_sendmmsg(fd, vec, vlen, flags);
+    n = socksify_real.sendmmsg(fd, vec, vlen, flags);
     return n < 0 ? -errno : n;
 }
 

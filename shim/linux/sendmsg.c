@@ -3,22 +3,11 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "connect.h"
 #include "datagram.h"
 #include "init.h"
+#include "real.h"
 #include "socksify_wire.h"
-
-static ssize_t (*real_sendmsg)(int fd, const struct msghdr *msg, int flags);
-
-void socksify_sendmsg_resolve(void)
-{
-    real_sendmsg = (ssize_t (*)(int, const struct msghdr *, int))
-        socksify_real_symbol("sendmsg");
-}
-
-ssize_t socksify_real_sendmsg(int fd, const struct msghdr *msg, int flags)
-{
-    return real_sendmsg(fd, msg, flags);
-}
 
 /* The hook's logic; returns the bytes sent or -errno. */
 static ssize_t socksify_sendmsg(int fd, const struct msghdr *msg, int flags)
@@ -28,7 +17,7 @@ static ssize_t socksify_sendmsg(int fd, const struct msghdr *msg, int flags)
     int r;
 
     if (msg == NULL)  /* the kernel's EFAULT */
-        return real_sendmsg(fd, msg, flags) < 0 ? -errno : 0;
+        return socksify_real.sendmsg(fd, msg, flags) < 0 ? -errno : 0;
     r = socksify_send_check(fd, msg->msg_name, msg->msg_namelen, flags);
     if (r < 0)
         return r;
@@ -41,7 +30,7 @@ static ssize_t socksify_sendmsg(int fd, const struct msghdr *msg, int flags)
         msg = &plain;
         flags &= ~MSG_FASTOPEN;
     }
-    n = real_sendmsg(fd, msg, flags);
+    n = socksify_real.sendmsg(fd, msg, flags);
     return n < 0 ? -errno : n;
 }
 

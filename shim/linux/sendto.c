@@ -13,18 +13,11 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "connect.h"
 #include "datagram.h"
 #include "init.h"
+#include "real.h"
 #include "socksify_wire.h"
-
-static ssize_t (*real_sendto)(int fd, const void *buf, size_t len, int flags,
-                              const struct sockaddr *addr, socklen_t addrlen);
-
-void socksify_sendto_resolve(void)
-{
-    real_sendto = (ssize_t (*)(int, const void *, size_t, int, const struct sockaddr *,
-                               socklen_t))socksify_real_symbol("sendto");
-}
 
 /* The hook's logic; returns the bytes sent or -errno. */
 static ssize_t socksify_sendto(int fd, const void *buf, size_t len, int flags,
@@ -42,7 +35,7 @@ static ssize_t socksify_sendto(int fd, const void *buf, size_t len, int flags,
         addrlen = 0;
         flags &= ~MSG_FASTOPEN;
     }
-    n = real_sendto(fd, buf, len, flags, addr, addrlen);
+    n = socksify_real.sendto(fd, buf, len, flags, addr, addrlen);
     return n < 0 ? -errno : n;
 }
 

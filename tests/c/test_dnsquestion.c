@@ -1,6 +1,6 @@
 /* C tests of the DNS question reader (shim/common/dnsquestion.c) on the shared vectors.
  *
- *   cc -std=gnu11 -D_GNU_SOURCE -Ishim -Ishim/common tests/c/test_dnsquestion.c shim/common/dnsquestion.c
+ *   cc -std=gnu11 -D_GNU_SOURCE -Ishim/common tests/c/test_dnsquestion.c shim/common/dnsquestion.c
  *   ./a.out tests/vectors/dnsquestion.txt
  *
  * Every `question` and `bad-question` line of the vectors file is one case, and so is

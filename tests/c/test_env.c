@@ -1,6 +1,6 @@
 /* C tests of the exec hooks' environment merging (shim/common/env.c).
  *
- *   cc -std=gnu11 -D_GNU_SOURCE -Ishim -Ishim/common tests/c/test_env.c shim/common/env.c
+ *   cc -std=gnu11 -D_GNU_SOURCE -Ishim/common tests/c/test_env.c shim/common/env.c
  *   ./a.out
  *
  * Every entry of the tables below is one case (tests/unit/test_shim_c.py checks the

@@ -3,7 +3,7 @@
  * the test machine's kernel may lack (SCTP, DCCP, IPv4 SEQPACKET), which the lab tests
  * cannot create.
  *
- *   cc -std=gnu11 -D_GNU_SOURCE -Ishim -Ishim/common tests/c/test_kinds.c shim/common/addr.c shim/common/wire.c
+ *   cc -std=gnu11 -D_GNU_SOURCE -Ishim/common tests/c/test_kinds.c shim/common/addr.c shim/common/wire.c
  *   ./a.out
  *
  * Every entry of the tables below is one case (tests/unit/test_shim_c.py checks the

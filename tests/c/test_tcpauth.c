@@ -2,7 +2,7 @@
  * against the shared vectors. A Windows program: built with mingw and run under Wine
  * by tests/windows/test_wine_tcpauth.py.
  *
- *   x86_64-w64-mingw32-gcc -std=gnu11 -Ishim tests/c/test_tcpauth.c \
+ *   x86_64-w64-mingw32-gcc -std=gnu11 -Ishim/windows tests/c/test_tcpauth.c \
  *       shim/windows/tcpauth.c -lbcrypt -o test_tcpauth.exe
  *   wine64 test_tcpauth.exe tests/vectors/tcpauth.txt
  *

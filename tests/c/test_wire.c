@@ -1,6 +1,6 @@
 /* C tests of the control wire format against the shared vectors.
  *
- *   cc -std=gnu11 -D_GNU_SOURCE -Ishim -Ishim/common tests/c/test_wire.c shim/common/wire.c shim/common/addr.c
+ *   cc -std=gnu11 -D_GNU_SOURCE -Ishim/common tests/c/test_wire.c shim/common/wire.c shim/common/addr.c
  *   ./a.out tests/vectors/control.txt
  *
  * Every `request`, `resolve`, `reply`, `peer-reply`, `name-reply`, `bad-reply` and

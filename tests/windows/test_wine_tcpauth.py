@@ -36,7 +36,7 @@ def test_dll_handshake_vectors(wine: winelab.Wine, wine_build: Path) -> None:
     exe = wine_build / "test_tcpauth.exe"
     repo = winelab.REPO
     r = subprocess.run([winelab.MINGW, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror",
-                        f"-I{repo / 'shim'}", str(repo / "tests/c/test_tcpauth.c"),
+                        f"-I{repo / 'shim/windows'}", str(repo / "tests/c/test_tcpauth.c"),
                         str(repo / "shim/windows/tcpauth.c"), "-lbcrypt", "-o", str(exe)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

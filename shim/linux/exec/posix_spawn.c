@@ -8,24 +8,11 @@
 
 #include "exec.h"
 #include "init.h"
+#include "real.h"
 #include "socksify_wire.h"
 
-typedef int (*posix_spawn_fn)(pid_t *pid, const char *path,
-                              const posix_spawn_file_actions_t *actions,
-                              const posix_spawnattr_t *attr, char *const argv[],
-                              char *const envp[]);
-
-static posix_spawn_fn real_posix_spawn;
-static posix_spawn_fn real_posix_spawnp;
-
-void socksify_posix_spawn_resolve(void)
-{
-    real_posix_spawn = (posix_spawn_fn)socksify_real_symbol("posix_spawn");
-    real_posix_spawnp = (posix_spawn_fn)socksify_real_symbol("posix_spawnp");
-}
-
 struct spawn_args {
-    posix_spawn_fn spawn;
+    __typeof__(socksify_real.posix_spawn) spawn;
     pid_t *pid;
     const char *path;
     const posix_spawn_file_actions_t *actions;
@@ -57,7 +44,7 @@ SOCKSIFY_EXPORT int posix_spawn(pid_t *pid, const char *path,
     struct spawn_args a;
 
     socksify_init();
-    a = (struct spawn_args){real_posix_spawn, pid, path, actions, attr, argv};
+    a = (struct spawn_args){socksify_real.posix_spawn, pid, path, actions, attr, argv};
     r = socksify_posix_spawn(&a, envp, 0);
     errno = saved_errno;
     return -r;
@@ -72,7 +59,7 @@ SOCKSIFY_EXPORT int posix_spawnp(pid_t *pid, const char *file,
     struct spawn_args a;
 
     socksify_init();
-    a = (struct spawn_args){real_posix_spawnp, pid, file, actions, attr, argv};
+    a = (struct spawn_args){socksify_real.posix_spawnp, pid, file, actions, attr, argv};
     r = socksify_posix_spawn(&a, envp, 1);
     errno = saved_errno;
     return -r;

@@ -19,8 +19,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "exec.h"
-#include "init.h"
 #include "log.h"
 
 #define MAX_SCRIPT_DEPTH 4   /* as programs.py; the kernel allows a few more */

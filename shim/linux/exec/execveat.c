@@ -3,25 +3,18 @@
  * as for fexecve()), and its environment gets the shim's variables back. glibc's own
  * fexecve() makes the execveat system call directly, not through this symbol, so a
  * program's fexecve() is checked once, by fexecve.c. A libc without execveat() (before
- * glibc 2.34) leaves real_execveat NULL: the hook then fails with ENOSYS, as the
+ * glibc 2.34) leaves it NULL (real.h): the hook then fails with ENOSYS, as the
  * kernel does for a call it does not know. */
 #include <errno.h>
 #include <unistd.h>
 
 #include "exec.h"
 #include "init.h"
+#include "real.h"
 #include "socksify_wire.h"
 
-static int (*real_execveat)(int dirfd, const char *path, char *const argv[],
-                            char *const envp[], int flags);
-
-void socksify_execveat_resolve(void)
-{
-    real_execveat = (int (*)(int, const char *, char *const[], char *const[], int))
-        socksify_real_symbol_optional("execveat");
-}
-
 struct execveat_args {
+    __typeof__(socksify_real.execveat) real;
     int dirfd;
     const char *path;
     char *const *argv;
@@ -32,7 +25,7 @@ static int call_execveat(void *ctx, char *const envp[])
 {
     const struct execveat_args *a = ctx;
 
-    real_execveat(a->dirfd, a->path, a->argv, envp, a->flags);
+    a->real(a->dirfd, a->path, a->argv, envp, a->flags);
     return -errno;
 }
 
@@ -40,10 +33,10 @@ static int call_execveat(void *ctx, char *const envp[])
 static int socksify_execveat(int dirfd, const char *path, char *const argv[],
                              char *const envp[], int flags)
 {
-    struct execveat_args a = {dirfd, path, argv, flags};
+    struct execveat_args a = {SOCKSIFY_REAL_OPTIONAL(execveat), dirfd, path, argv, flags};
     int r;
 
-    if (real_execveat == NULL)
+    if (a.real == NULL)
         return -ENOSYS;
     r = socksify_exec_check_at(dirfd, path, flags);
     return r < 0 ? r : socksify_exec_with_env(envp, call_execveat, &a);

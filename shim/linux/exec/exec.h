@@ -1,6 +1,8 @@
-/* What the exec hooks share: the shim's variables captured at initialisation, the
- * child's environment rebuilt on the stack, and the check that a target will load the
- * shim. All of it is safe between vfork()/fork() and exec: no malloc, no locks. */
+/* What the exec hooks (this folder, one file per entry point or pair of them) share:
+ * the shim's variables captured at initialisation, the child's environment rebuilt on
+ * the stack, the check that a target will load the shim, and the bodies of execve() and
+ * execvpe() that the v and l forms call. All of it is safe between vfork()/fork() and
+ * exec: no malloc, no locks. */
 #ifndef SOCKSIFY_EXEC_H
 #define SOCKSIFY_EXEC_H
 
@@ -46,13 +48,26 @@ int socksify_exec_check_at(int dirfd, const char *path, int flags);
  * (default "/bin:/usr/bin", as glibc's). */
 int socksify_exec_check_search(const char *file);
 
-/* For execl(), execle() and execlp(): the number of arguments, the first one included,
- * in an argument list that follows the first one (ap, at its second) up to its NULL;
- * -E2BIG beyond INT_MAX (as glibc). ap is consumed. */
-long socksify_exec_argc(va_list *ap);
+/* execve()'s logic, shared by execve(), execv(), execl() and execle(): the program at
+ * path must load the shim (socksify_exec_check()), and envp gets the shim's variables
+ * back (socksify_exec_with_env()) before libc's execve() runs it. Returns -errno (exec
+ * returns only when it fails). */
+int socksify_exec_path(const char *path, char *const argv[], char *const envp[]);
 
-/* Fill argv[0..argc] with arg, the next argc - 1 arguments from ap and NULL; ap then
- * stands after the list's NULL (at execle()'s envp). */
-void socksify_exec_argv(char *argv[], long argc, const char *arg, va_list *ap);
+/* execvpe()'s logic, shared by execvpe(), execvp() and execlp(): as
+ * socksify_exec_path() for the program the $PATH search for file finds
+ * (socksify_exec_check_search()), then libc's execvpe() searches and runs it. */
+int socksify_exec_search(const char *file, char *const argv[], char *const envp[]);
+
+/* One of the two above. */
+typedef int (*socksify_exec_body)(const char *path, char *const argv[], char *const envp[]);
+
+/* The list forms, execl(), execle() and execlp(): argv is arg and the arguments that
+ * follow it (ap, at the second) up to their NULL, built on the stack; envp is the
+ * pointer after that NULL when with_envp (execle()), else environ. Returns
+ * body(path, argv, envp), or -E2BIG for INT_MAX arguments or more (as glibc). ap is
+ * consumed. */
+int socksify_exec_list(socksify_exec_body body, const char *path, const char *arg,
+                       va_list ap, int with_envp);
 
 #endif

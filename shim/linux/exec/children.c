@@ -6,14 +6,13 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
 
+#include "config.h"
 #include "env.h"
 #include "exec.h"
-#include "init.h"
 #include "log.h"
 
 /* The variables the shim reads, put back when a child's environment lacks them. */
@@ -100,21 +99,4 @@ int socksify_exec_with_env(char *const envp[], socksify_exec_fn fn, void *ctx)
         }
         return fn(ctx, out);
     }
-}
-
-long socksify_exec_argc(va_list *ap)
-{
-    long argc = 1;
-
-    while (va_arg(*ap, char *) != NULL)
-        if (++argc >= INT_MAX)
-            return -E2BIG;
-    return argc;
-}
-
-void socksify_exec_argv(char *argv[], long argc, const char *arg, va_list *ap)
-{
-    argv[0] = (char *)arg;
-    for (long i = 1; i <= argc; i++)
-        argv[i] = va_arg(*ap, char *);  /* the last one is the NULL */
 }

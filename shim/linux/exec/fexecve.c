@@ -5,15 +5,8 @@
 
 #include "exec.h"
 #include "init.h"
+#include "real.h"
 #include "socksify_wire.h"
-
-static int (*real_fexecve)(int fd, char *const argv[], char *const envp[]);
-
-void socksify_fexecve_resolve(void)
-{
-    real_fexecve = (int (*)(int, char *const[], char *const[]))
-        socksify_real_symbol("fexecve");
-}
 
 struct fexecve_args {
     int fd;
@@ -24,7 +17,7 @@ static int call_fexecve(void *ctx, char *const envp[])
 {
     const struct fexecve_args *a = ctx;
 
-    real_fexecve(a->fd, a->argv, envp);
+    socksify_real.fexecve(a->fd, a->argv, envp);
     return -errno;
 }
 
