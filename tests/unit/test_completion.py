@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,8 +14,10 @@ import pytest
 
 from conftest import skip_or_fail
 
-BIN = Path(sys.executable).parent
-SOCKSIFY = BIN / "socksify"
+from test_man import installed
+
+SOCKSIFY = installed("bin/socksify")
+BIN = SOCKSIFY.parent
 
 
 def _socksify(*args: str, env: dict[str, str] | None = None

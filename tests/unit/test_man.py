@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,18 @@ from socksify.policy import parse
 
 MAN = Path(__file__).resolve().parents[2] / "docs" / "man"
 PAGES = ["socksify.1", "socksifyd.8", "socksify.toml.5"]
-BIN = Path(sys.executable).parent
+def installed(suffix: str) -> Path:
+    """A file the installed socksify distribution put down (its RECORD), e.g. the
+    socksify script or a man page: beside this Python in a venv, under /usr/local
+    for a system pip."""
+    from importlib.metadata import distribution
+    for f in distribution("socksify").files or []:
+        if str(f).replace("\\", "/").endswith(suffix):
+            return Path(str(f.locate())).resolve()
+    raise AssertionError(f"the installed socksify has no {suffix} (pip install .)")
+
+
+BIN = installed("bin/socksify").parent
 
 
 def _need(tool: str) -> str:
@@ -114,16 +124,17 @@ def test_policy_page_names_every_key() -> None:
 
 
 def test_installed_where_man_finds_them() -> None:
-    """pip put the pages in this venv's share/man, and man finds them there through
-    PATH alone (man-db maps .../bin on PATH to .../share/man)."""
+    """pip put the pages in share/man beside the scripts' bin/ (a venv's, or
+    /usr/local), and man finds them there through PATH alone (man-db maps a .../bin
+    on PATH to .../share/man)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MANPATH", "MANOPT")}
     env["PATH"] = f"{BIN}:/usr/bin:/bin"
     for page in PAGES:
         name, section = page.rsplit(".", 1)
-        installed = Path(sys.prefix) / "share" / "man" / f"man{section}" / page
-        assert installed.read_bytes() == (MAN / page).read_bytes(), \
-            f"{installed}: reinstall socksify (pip install .)"
+        where = installed(f"share/man/man{section}/{page}")
+        assert where.read_bytes() == (MAN / page).read_bytes(), \
+            f"{where}: reinstall socksify (pip install .)"
         found = subprocess.run([_need("man"), "-w", section, name], capture_output=True,
                                text=True, timeout=30, env=env)
         assert found.returncode == 0, found.stderr
-        assert Path(found.stdout.strip()).resolve() == installed.resolve()
+        assert Path(found.stdout.strip()).resolve() == where
