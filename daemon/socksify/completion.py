@@ -1,7 +1,8 @@
 """`socksify completion bash|zsh`: shell completion scripts, built from the same
 argparse parser as --help (so the options they offer cannot drift from it), and
 `socksify completion --chains [-c FILE]`, the quick call-back that lists the chain
-names of the policy file a `socksify` without --via would use."""
+names of the policy a `socksify --chain NAME` would use: -c FILE, else the running
+daemon's policy file, else the first policy file the daemon would read."""
 
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ def _print_chains(argv: list[str]) -> int:
     never print errors into the user's command line."""
     if len(argv) == 2 and argv[0] in ("-c", "--config"):
         candidates = [Path(argv[1]).expanduser()]
-    else:
-        candidates = config_candidates()
+    else:                     # what `socksify --chain` would use: the daemon's policy
+        running = _daemon_policy()
+        candidates = [running] if running else config_candidates()
     if sys.version_info >= (3, 11):
         import tomllib
     else:                                  # pragma: no cover - old Pythons
@@ -58,6 +60,22 @@ def _print_chains(argv: list[str]) -> int:
                         print(name)
             return 0
     return 0
+
+
+def _daemon_policy() -> Path | None:
+    """The policy file of the running daemon, if one answers at once (a TAB must not
+    wait: 1 s at most, and only when a daemon's socket is there)."""
+    from . import client
+    from .paths import Paths
+    paths = Paths.from_env()
+    if not paths.socket.exists():
+        return None
+    try:
+        reply = client.request(paths, {"op": "status"}, timeout=1.0)
+    except Exception:       # no daemon, an unsafe directory, a bad reply: use the files
+        return None
+    policy = reply.get("policy") if reply.get("ok") else None
+    return Path(policy) if isinstance(policy, str) and policy else None
 
 
 def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:

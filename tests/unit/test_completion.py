@@ -46,6 +46,29 @@ def test_chains_callback_reads_the_policy(policy: Path, tmp_path: Path) -> None:
     assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
 
 
+def test_chains_callback_asks_the_running_daemon(policy: Path, tmp_path: Path) -> None:
+    """A daemon started with -c FILE: `socksify --chain` uses FILE's chains, and so
+    does completion, though no policy file is where the daemon looks by default."""
+    rt = tmp_path / "rt"
+    env = {**os.environ, "SOCKSIFY_RUNTIME_DIR": str(rt), "HOME": str(tmp_path),
+           "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    env.pop("SOCKSIFY_CONFIG", None)
+    assert _socksify("completion", "--chains", env=env).stdout == ""
+    proc = subprocess.Popen([str(BIN / "socksifyd"), "run", "-c", str(policy)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not (rt / "control.sock").exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.05)
+        out = _socksify("completion", "--chains", env=env)
+        assert out.stdout.split() == ["alpha-x", "zulu7"], out.stderr
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
 def test_completion_usage_and_double_dash() -> None:
     out = _socksify("completion", "fish")
     assert out.returncode == 2 and "bash|zsh" in out.stderr
