@@ -80,7 +80,10 @@ def test_completion_usage_and_double_dash() -> None:
 
 
 def _shell(argv: list[str], policy: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
-    pexpect = pytest.importorskip("pexpect")
+    try:
+        import pexpect
+    except ImportError:
+        skip_or_fail("pexpect is not installed (pip install '.[test]')")
     progs = tmp_path / "bin"
     progs.mkdir()
     prog = progs / "sktabprog9"
@@ -156,5 +159,9 @@ def test_zsh_script_parses_and_completes(policy: Path, tmp_path: Path) -> None:
             "socksify --chain zulu7"
         assert _line_after_tab(child, "socksify --via socks5") == \
             "socksify --via socks5://"
+        assert _line_after_tab(child, "socksify -- sktabpro").rstrip() == \
+            "socksify -- sktabprog9"
+        assert _line_after_tab(child, "socksify -q sktabpro").rstrip() == \
+            "socksify -q sktabprog9"
     finally:
         child.close(force=True)
