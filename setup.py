@@ -107,4 +107,11 @@ if FOR_WINDOWS:
 
     commands["bdist_wheel"] = WindowsWheel
 
-setup(cmdclass=commands, distclass=BinaryDistribution)
+# The man pages (docs/man/, hand-written roff) go to PREFIX/share/man/manN, where man
+# finds them for a venv whose bin/ is on PATH (man-db maps PATH's .../bin to
+# .../share/man). Paths relative to this file, as setuptools wants.
+MAN_PAGES = [("share/man/man1", ["docs/man/socksify.1"]),
+             ("share/man/man5", ["docs/man/socksify.toml.5"]),
+             ("share/man/man8", ["docs/man/socksifyd.8"])]
+
+setup(cmdclass=commands, distclass=BinaryDistribution, data_files=MAN_PAGES)

@@ -32,6 +32,7 @@ examples:
   socksify --via socks5://10.0.0.5:1080 curl https://example.org/
   socksify --via socks4://10.0.0.5:1080 --via socks4a://10.1.0.7:1080 git fetch
   socksify -c ~/anon.toml -v python3 client.py
+  source <(socksify completion bash)     # or zsh: shell completion
 
 Hops are asked in order: hop 1 connects to hop 2, hop 2 to hop 3, the last to the
 target. Hop URLs: socks4://[USER@]HOST:PORT, socks4a://[USER@]HOST:PORT,
@@ -41,6 +42,8 @@ Without --via or -c the daemon's policy file applies (socksifyd --help).
 With --isolate, COMMAND runs in its own network namespace whose only interface is
 loopback: the only way out is the daemon. A program the shim cannot load into (static,
 Go, raw system calls) is then not refused: it cannot leak, its connections just fail.
+`socksify completion bash|zsh` prints a completion script (`socksify -- completion`
+runs a program named completion). Manual: man socksify, socksifyd, socksify.toml.
 The exit status is COMMAND's own; 2 for a usage error, 127 if COMMAND is not found,
 126 if it cannot be run or socksify cannot protect it (a static, Go or setuid program
 without --isolate, or --isolate where the kernel does not allow it).
@@ -102,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["completion"]:     # `socksify -- completion` runs a program so named
+        from . import completion
+        return completion.main(argv[1:], parser)
     args = parser.parse_args(argv)
     command = list(args.command)
     if command and command[0] == "--":
