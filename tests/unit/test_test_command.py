@@ -3,7 +3,9 @@ it, and the skipped tests' summary it relies on (one line per reason)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import skipsummary
@@ -12,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "test.sh"
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=30, stdin=subprocess.DEVNULL)
+                          timeout=30, stdin=subprocess.DEVNULL, env=env)
 
 
 def test_help_names_the_options_and_installs_nothing() -> None:
@@ -61,3 +63,23 @@ def test_a_skip_reason_is_read_from_its_report() -> None:
     assert skipsummary.reason_of(("f.py", 3, "Skipped: needs root")) == "needs root"
     assert skipsummary.reason_of(("f.py", 3, "no lab")) == "no lab"
     assert skipsummary.reason_of("Skipped: x") == "x"
+
+
+def test_without_the_venv_module_it_says_what_to_install(tmp_path: Path) -> None:
+    """Debian's python3 without python3-venv has no ensurepip: a user (here: `id`
+    says uid 1000) is told the package to install, and nothing is created."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "id").write_text("#!/bin/sh\necho 1000\n")
+    (fake / "python3").write_text(
+        "#!/bin/sh\ncase \"$*\" in *ensurepip*) exit 1;; esac\n"
+        f"exec {sys.executable} \"$@\"\n")
+    for prog in fake.iterdir():
+        prog.chmod(0o755)
+    venv = tmp_path / "venv"
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}",
+               SOCKSIFY_TEST_VENV=str(venv))
+    res = run("--fast", env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "    apt-get install python3-venv\n" in res.stderr, res.stderr
+    assert not venv.exists()
