@@ -32,6 +32,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import pytest
 
 import lab as lablib
+import skipsummary
 
 NETCLIENT = Path(__file__).parent / "integration" / "netclient.py"
 
@@ -65,6 +66,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     why = _needs_root(item)
     if why and lablib.in_ci():
         pytest.fail(f"CI is set and a prerequisite is missing: {why}", pytrace=False)
+
+
+_SKIPPED: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPPED.append((report.nodeid, skipsummary.reason_of(report.longrepr)))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The skipped tests, one line per reason (scripts/test.sh runs pytest with -rfE,
+    so this is the only list of them)."""
+    if _SKIPPED:
+        terminalreporter.section("skipped, one line per reason")
+        for line in skipsummary.fold(_SKIPPED):
+            terminalreporter.write_line(line)
 
 
 def _needs_root(item: pytest.Item) -> str:
