@@ -100,7 +100,9 @@ def _shell(argv: list[str], policy: Path, tmp_path: Path):  # type: ignore[no-un
 def _line_after_tab(child, typed: str, tabs: str = "\t") -> str:  # type: ignore[no-untyped-def]
     """Type `typed`, press TAB, then make the line print itself between markers."""
     child.send(typed + tabs)
-    time.sleep(0.3)
+    # the keys after TAB wait in the terminal until the completion is done; the pause
+    # only keeps them out of the same read()
+    time.sleep(0.05)
     # ^A: start of line; insert `echo "R<"`; ^E: end; `">R"`; Enter
     child.send('\x01echo "R<"\x05">R"\r')
     child.expect(r"\r\nR<(.*)>R\r\n")
