@@ -114,4 +114,6 @@ MAN_PAGES = [("share/man/man1", ["docs/man/socksify.1"]),
              ("share/man/man5", ["docs/man/socksify.toml.5"]),
              ("share/man/man8", ["docs/man/socksifyd.8"])]
 
-setup(cmdclass=commands, distclass=BinaryDistribution, data_files=MAN_PAGES)
+# Windows has no man: its wheel (built from a clean copy without docs/) carries none.
+setup(cmdclass=commands, distclass=BinaryDistribution,
+      data_files=[] if FOR_WINDOWS else MAN_PAGES)
