@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -96,10 +97,13 @@ def test_daemon_serves_json_and_wire_after_the_proof() -> None:
                     head = s.makefile("rb").read(wire.REPLY_SIZE)
                     # no policy and no session: refused, as on the Unix socket
                     assert wire.Reply.loads(head).verdict is wire.Verdict.FAIL
-    finally:
         proc.terminate()
         proc.wait(30)
-    assert not path.exists()
+        assert not path.exists()
+    finally:
+        proc.kill()
+        proc.wait(30)
+        shutil.rmtree(rt, ignore_errors=True)
 
 
 def test_client_refuses_a_listener_without_the_key(tmp_path: Path) -> None:
