@@ -238,7 +238,8 @@ def unprivileged():
     under /root, which other users cannot read): run with /usr/bin/python3."""
     differs = userslib.system_python_differs()
     if differs:
-        pytest.skip(differs)
+        pytest.skip(f"the other users' programs run under {userslib.SYSTEM_PY}: "
+                    f"{differs}")
     if shutil.which("useradd") is None or shutil.which("setpriv") is None:
         pytest.skip("useradd or setpriv missing")
     if int(Path("/proc/sys/user/max_user_namespaces").read_text()) == 0:

@@ -28,6 +28,7 @@ import pytest
 
 import lab as lablib
 import users as userslib
+from conftest import skip_or_fail
 
 pytestmark = pytest.mark.lab
 
@@ -87,10 +88,11 @@ class Users:
 def users(lab: lablib.Lab) -> Iterator[Users]:
     differs = userslib.system_python_differs()
     if differs:
-        pytest.skip(differs)
+        pytest.skip(f"the other users' programs run under {userslib.SYSTEM_PY}: "
+                    f"{differs}")
     for tool in ("useradd", "userdel", "setpriv", "prlimit", "curl"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} missing")
+            skip_or_fail(f"{tool} is missing: the test runs real users' programs")
     root = Path(tempfile.mkdtemp(prefix="skusers-"))   # in /tmp: traversable
     os.chmod(root, 0o755)
     userslib.readable_site(root / "site")

@@ -136,7 +136,8 @@ def strangers() -> Iterator[Strangers]:
             skip_or_fail(f"{tool} is missing")
     differs = userslib.system_python_differs()
     if differs:
-        pytest.skip(differs)
+        pytest.skip(f"the other users' programs run under {userslib.SYSTEM_PY}: "
+                    f"{differs}")
     top = Path(tempfile.mkdtemp(prefix="skrtdir-"))
     os.chmod(top, 0o755)
     users: list[pwd.struct_passwd] = []
