@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="for --via with --strategy strict: keep N tunnels built up to "
                    "the last hop, so a connect costs one SOCKS exchange (default 0: "
                    "no idle connections to the proxies)")
+    p.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
+                   help="for --via: send every hop's request at once, then check the "
+                   "replies in order (default); --no-pipeline asks each hop once the "
+                   "one before it has replied")
     p.add_argument("-c", "--config", type=Path, metavar="FILE",
                    help="policy file for this command (default: the daemon's policy)")
     p.add_argument("--chain", metavar="NAME",
@@ -290,6 +294,7 @@ def _session_request(args: argparse.Namespace) -> dict[str, Any]:
         "dns": args.dns,
         "data_path": args.data_path,
         "prebuilt": args.prebuilt,
+        "pipeline": args.pipeline,
         "config": str(args.config.absolute()) if args.config else None,
         "chain": args.chain,
         "verbose": bool(args.verbose),

@@ -347,3 +347,17 @@ def test_comm_and_script_names_are_warned_about() -> None:
     assert "'tool.py' looks like a script" in text
     with pytest.raises(ConfigError, match="rule 1.comm"):
         Policy.parse('[[rules]]\ncomm = 5\naction = "block"\n', "p.toml")
+
+
+def test_chain_pipeline_key() -> None:
+    """pipeline = true | false per chain (default true); anything else is an error at
+    its line."""
+    head = '[chains.c]\nhops = ["socks4://10.0.0.1:1080"]\n'
+    assert Policy.parse(head, "p.toml").chains["c"].pipeline is True
+    assert Policy.parse(head + "pipeline = false\n", "p.toml").chains["c"].pipeline \
+        is False
+    for bad in ('"no"', "1", "0"):
+        with pytest.raises(ConfigError) as info:
+            Policy.parse(head + "\n" + f"pipeline = {bad}\n", "p.toml")
+        assert str(info.value).startswith("p.toml:4: ") and \
+            "pipeline must be true or false" in str(info.value), str(info.value)

@@ -1,5 +1,6 @@
 """Hop negotiation: connect to hop 1, then ask each hop for the next and the last
-for the target, one SOCKS request at a time, reading exactly the replies."""
+for the target, reading exactly the replies: one request at a time, or pipelined
+(every request that needs no earlier reply sent at once; docs/wire.md)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import asyncio
 import errno
 import logging
 import socket
-from dataclasses import dataclass
 
-from ..errors import HopProtocolError, HopRefused, HopTimeout, HopUnreachable, Unsupported
-from ..protocol import socks4, socks5
+from ..errors import ChainError, HopUnreachable, Unsupported
 from ..proxies import Proxy
-from ..sockstream import RawStream, within
-from .connect import is_address, open_socket, parse_address, sock_connect
+from ..sockstream import RawStream
+from .connect import disconnect, is_address, open_socket, parse_address, sock_connect
+from .earlydata import EARLY_DATA, EarlyData
 from .spec import ChainSpec
+from .steps import Message, Step, suspects
 
 log = logging.getLogger("socksify.chain")
 
@@ -64,47 +65,140 @@ async def build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
     replies. With `start`, the stream of a pre-built tunnel that already reaches the
     last hop: only the last request is left."""
     host = await final_target(route[-1], host, port, dns)
-    first = route[0]
-    if start is not None:
-        stream = start
-    elif app_sock is not None:
-        await sock_connect(app_sock, first.host, first.port, spec.connect_timeout,
-                           f"hop 1 {first}")
-        stream = RawStream(app_sock, owned=False)
-    else:
-        stream = RawStream(await open_socket(first.host, first.port,
-                                             spec.connect_timeout, f"hop 1 {first}"),
-                           owned=True)
+    if start is None:
+        return await open_chain(route, len(route), host, port, spec, conn, app_sock)
     try:
-        await negotiate(stream, route, len(route) - 1 if start else 0,
-                        len(route), host, port, spec, conn)
+        await negotiate(start, route, len(route) - 1, len(route), host, port, spec, conn)
+    except BaseException:
+        start.close()
+        raise
+    return start
+
+
+async def open_chain(route: tuple[Proxy, ...], end: int, host: str, port: int,
+                     spec: ChainSpec, conn: str, app_sock: socket.socket | None = None,
+                     early: EarlyData = EARLY_DATA) -> RawStream:
+    """Connect to hop 1 and negotiate route[:end] (host:port is what the last of
+    them is asked for). A pipelined negotiation that fails the way a hop mishandling
+    early data would is tried once more, step by step, on a new connection; if that
+    works, the hop is remembered and negotiated step by step from then on."""
+    stream = await _connect_first(route[0], spec, app_sock)
+    try:
+        await negotiate(stream, route, 0, end, host, port, spec, conn, early=early)
+        return stream
+    except EarlyDataSuspect as exc:
+        _drop(stream, app_sock)
+        suspect = exc.suspects[-1]
+        log.info("[%s] pipelined negotiation failed (%s); once more step by step",
+                 conn, exc)
     except BaseException:
         stream.close()
         raise
+    stream = await _connect_first(route[0], spec, app_sock)
+    try:
+        await negotiate(stream, route, 0, end, host, port, spec, conn,
+                        pipelined=False, early=early)
+    except BaseException:
+        stream.close()
+        raise
+    early.mark_stepwise(suspect)
+    log.warning("[%s] hop %s mishandles early data (pipelined requests failed, step by "
+                "step works): it is negotiated step by step from now on", conn, suspect)
     return stream
+
+
+async def _connect_first(first: Proxy, spec: ChainSpec,
+                         app_sock: socket.socket | None) -> RawStream:
+    if app_sock is not None:
+        await sock_connect(app_sock, first.host, first.port, spec.connect_timeout,
+                           f"hop 1 {first}")
+        return RawStream(app_sock, owned=False)
+    return RawStream(await open_socket(first.host, first.port, spec.connect_timeout,
+                                       f"hop 1 {first}"), owned=True)
+
+
+def _drop(stream: RawStream, app_sock: socket.socket | None) -> None:
+    """Undo a connection to hop 1 so that it can be made again."""
+    stream.close()
+    if app_sock is not None:
+        disconnect(app_sock)
+
+
+class EarlyDataSuspect(ChainError):
+    """A pipelined negotiation failed as a hop that mishandles early data would make
+    it fail (no proper reply); `suspects` are the hops that had bytes behind their
+    request, nearest the failure last. Otherwise the very error (hop, errno, text)."""
+
+    def __init__(self, error: ChainError, suspects: list[Proxy]) -> None:
+        super().__init__(str(error), error.hop, error.errno)
+        self.suspects = suspects
 
 
 async def negotiate(stream: RawStream, route: tuple[Proxy, ...],
                     begin: int, end: int, host: str, port: int, spec: ChainSpec,
-                    conn: str) -> None:
-    """Send the SOCKS requests of route[begin:end] on a stream that already reaches
+                    conn: str, pipelined: bool | None = None,
+                    early: EarlyData = EARLY_DATA) -> None:
+    """Send the requests of route[begin:end] on a stream that already reaches
     route[begin]: each hop is asked for the next, the last hop of the route for
-    host:port."""
+    host:port. Pipelined (spec.pipeline, unless `pipelined` says), every message
+    that needs no earlier reply goes out at once and the replies are then checked in
+    order, so the first failure is the one step by step would have met; a hop known
+    to mishandle early data gets nothing past its request before its reply."""
+    pipelined = spec.pipeline if pipelined is None else pipelined
+    wants = []
     for i in range(begin, end):
-        hop = route[i]
         if i + 1 < len(route):
-            nxt = route[i + 1]
-            want_host, want_port = await _hop_address(hop, nxt), nxt.port
+            wants.append((await _hop_address(route[i], route[i + 1]), route[i + 1].port))
         else:
-            want_host, want_port = host, port
-        step = _Step(stream, hop, i, want_host, want_port,
-                     spec.read_timeout, len(route))
-        if hop.scheme == "socks5":
-            await step.socks5()
-        else:
-            await step.socks4()
-        log.debug("[%s] hop %d %s -> %s:%d granted", conn, i + 1, hop,
-                  want_host, want_port)
+            wants.append((host, port))
+    run = _Run(stream, early, pipelined)
+    for i, (want_host, want_port) in zip(range(begin, end), wants):
+        hop = route[i]
+        step = Step(stream, hop, i, want_host, want_port, spec.read_timeout,
+                    len(route), conn, early)
+        alone = not pipelined or early.stepwise(hop)
+        for msg in step.messages(pipelined):
+            run.add(msg)
+            if alone or msg.barrier:
+                await run.flush()
+    await run.flush()
+    for hop in run.carried:
+        early.mark_good(hop)
+
+
+class _Run:
+    """Messages written and not yet answered; flush() sends them and checks each
+    reply in order."""
+
+    def __init__(self, stream: RawStream, early: EarlyData, pipelined: bool) -> None:
+        self.stream = stream
+        self.early = early
+        self.pipelined = pipelined
+        self.pending: list[Message] = []
+        self.carried: list[Proxy] = []     # hops that coped with bytes behind a request
+
+    def add(self, msg: Message) -> None:
+        self.stream.write(msg.data)
+        self.pending.append(msg)
+
+    async def flush(self) -> None:
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        n = 0
+        try:
+            try:
+                await self.stream.drain()
+            except OSError as exc:
+                raise batch[0].step.unsent(exc) from None
+            for n, msg in enumerate(batch):
+                await msg.check()
+        except ChainError as exc:
+            who = suspects(batch, n, self.early) if batch[n].step.broke else []
+            if self.pipelined and who:
+                raise EarlyDataSuspect(exc, who) from None
+            raise
+        self.carried += [m.step.hop for m in batch[:-1] if m.step.hop not in self.carried]
 
 
 async def _resolve_here(host: str, port: int, last: Proxy) -> str:
@@ -129,123 +223,3 @@ async def _hop_address(asker: Proxy, hop: Proxy) -> str:
     infos = await asyncio.get_running_loop().getaddrinfo(
         hop.host, hop.port, family=socket.AF_INET, type=socket.SOCK_STREAM)
     return str(infos[0][4][0])
-
-
-# SOCKS5 reply codes -> the errno the application sees
-_SOCKS5_ERRNO: dict[int, int] = {
-    socks5.ReplyCode.NETWORK_UNREACHABLE: errno.ENETUNREACH,
-    socks5.ReplyCode.HOST_UNREACHABLE: errno.EHOSTUNREACH,
-    socks5.ReplyCode.CONNECTION_REFUSED: errno.ECONNREFUSED,
-    socks5.ReplyCode.TTL_EXPIRED: errno.ETIMEDOUT,
-    socks5.ReplyCode.ADDRESS_TYPE_NOT_SUPPORTED: errno.EAFNOSUPPORT,
-}
-
-
-@dataclass
-class _Step:
-    """One request to one hop: ask `hop` (route index `index`) to connect to
-    host:port. A refusal is blamed on the next hop (index + 1), or on the target when
-    index is the last hop; a hop that breaks the protocol is blamed itself."""
-
-    stream: RawStream
-    hop: Proxy
-    index: int
-    host: str
-    port: int
-    timeout: float
-    route_len: int
-
-    @property
-    def blame(self) -> int:
-        return self.index + 1
-
-    @property
-    def what(self) -> str:
-        target = f"{self.host}:{self.port}"
-        return target if self.blame >= self.route_len else f"hop {self.blame + 1} {target}"
-
-    @property
-    def me(self) -> str:
-        return f"hop {self.index + 1} {self.hop}"
-
-    async def send(self, data: bytes) -> None:
-        self.stream.write(data)
-        try:
-            await self.stream.drain()
-        except OSError as exc:
-            raise HopUnreachable(f"{self.me}: {exc.strerror or exc}", hop=self.index,
-                                 err=exc.errno or errno.ECONNRESET) from None
-
-    async def read(self, size: int, during: str, request: bool = True) -> bytes:
-        """Read a reply. While waiting for a CONNECT reply (request=True), a hop that
-        closes or resets has failed that request, and the failure is blamed where a
-        refusal would be: danted, for one, sends SOCKS5 'connection refused' and resets
-        at once, and asyncio reports the reset before the bytes that preceded it.
-        Before that (greeting, authentication), the hop itself is at fault."""
-        blame = self.blame if request else self.index
-        try:
-            return await within(self.stream.readexactly(size), self.timeout)
-        except asyncio.TimeoutError:
-            raise HopTimeout(f"{self.me}: no reply within {self.timeout:g}s to "
-                             f"{during}", hop=blame) from None
-        except asyncio.IncompleteReadError as exc:
-            raise HopRefused(f"{self.me}: closed after {len(exc.partial)} reply bytes "
-                             f"to {during}", hop=blame) from None
-        except OSError as exc:
-            raise HopRefused(f"{self.me}: {exc.strerror or exc} in reply to {during}",
-                             hop=blame) from None
-
-    def broken(self, exc: Exception) -> HopProtocolError:
-        return HopProtocolError(f"{self.me}: {exc}", hop=self.index)
-
-    def encode(self, request: socks4.ConnectRequest | socks5.ConnectRequest) -> bytes:
-        try:
-            return request.dumps()
-        except ValueError as exc:
-            raise Unsupported(f"{self.me}: cannot ask for {self.what}: {exc}") from None
-
-    async def socks4(self) -> None:
-        await self.send(self.encode(socks4.ConnectRequest(self.host, self.port,
-                                                          self.hop.user)))
-        data = await self.read(socks4.REPLY_SIZE, f"CONNECT {self.what}")
-        try:
-            reply = socks4.Reply.loads(data)
-        except socks4.ProtocolError as exc:
-            raise self.broken(exc) from None
-        if not reply.granted:
-            raise HopRefused(f"{self.me}: CONNECT {self.what} refused, code "
-                             f"{reply.describe()}", hop=self.blame)
-
-    async def socks5(self) -> None:
-        methods = (socks5.METHOD_NO_AUTH, socks5.METHOD_USERPASS) if self.hop.user \
-            else (socks5.METHOD_NO_AUTH,)
-        await self.send(socks5.Greeting(methods).dumps())
-        try:
-            choice = socks5.MethodChoice.loads(await self.read(2, "the greeting",
-                                                               request=False))
-        except socks5.ProtocolError as exc:
-            raise self.broken(exc) from None
-        if choice.method == socks5.METHOD_USERPASS and self.hop.user:
-            await self.send(socks5.UserPassAuth(self.hop.user, self.hop.password).dumps())
-            try:
-                auth = socks5.AuthReply.loads(await self.read(2, "authentication",
-                                                              request=False))
-            except socks5.ProtocolError as exc:
-                raise self.broken(exc) from None
-            if not auth.ok:
-                raise HopRefused(f"{self.me}: user {self.hop.user!r} was refused "
-                                 f"(status {auth.status})", hop=self.index)
-        elif choice.method != socks5.METHOD_NO_AUTH:
-            raise HopRefused(f"{self.me}: accepts none of our authentication methods "
-                             f"(answered {choice.method:#x})", hop=self.index)
-        await self.send(self.encode(socks5.ConnectRequest(self.host, self.port)))
-        try:
-            head = await self.read(socks5.Reply.head_size, f"CONNECT {self.what}")
-            rest = await self.read(socks5.Reply.rest_size(head), f"CONNECT {self.what}")
-            reply = socks5.Reply.loads(head + rest)
-        except socks5.ProtocolError as exc:
-            raise self.broken(exc) from None
-        if not reply.granted:
-            raise HopRefused(f"{self.me}: CONNECT {self.what} refused, code "
-                             f"{reply.describe()}", hop=self.blame,
-                             err=_SOCKS5_ERRNO.get(reply.code, errno.ECONNREFUSED))

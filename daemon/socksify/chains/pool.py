@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from ..errors import ChainError
 from ..proxies import Proxy
 from ..sockstream import RawStream
-from .connect import open_socket
 from .health import HopHealth
-from .hops import negotiate
+from .hops import open_chain
 from .spec import ChainSpec
 
 log = logging.getLogger("socksify.pool")
@@ -163,15 +162,7 @@ class TunnelPool:
 
     async def _build(self) -> Prebuilt:
         route = self.route
-        first = route[0]
-        stream = RawStream(await open_socket(first.host, first.port,
-                                             self.spec.connect_timeout,
-                                             f"hop 1 {first}"), owned=True)
-        try:
-            await negotiate(stream, route, 0, len(route) - 1, "", 0, self.spec, "pool")
-        except BaseException:
-            stream.close()
-            raise
+        stream = await open_chain(route, len(route) - 1, "", 0, self.spec, "pool")
         for hop in route[:-1]:
             self.health.mark_up(hop)
         return Prebuilt(stream, route, time.monotonic())

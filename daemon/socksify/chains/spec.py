@@ -31,6 +31,7 @@ class ChainSpec:
     data_path: str = "handoff"        # handoff (the program's own socket) | relay
     prebuilt: int = 0                 # tunnels kept ready up to the last hop (strict)
     prebuilt_max_age: float = 20.0    # seconds a ready tunnel may wait for a request
+    pipeline: bool = True             # send every hop's request at once (docs/wire.md)
 
     def __post_init__(self) -> None:
         if not self.hops:
@@ -47,6 +48,9 @@ class ChainSpec:
         if not 0 <= self.prebuilt <= MAX_PREBUILT:
             raise ValueError(f"chain {self.name!r}: prebuilt {self.prebuilt} must be "
                              f"between 0 (off) and {MAX_PREBUILT}")
+        if not isinstance(self.pipeline, bool):
+            raise ValueError(f"chain {self.name!r}: pipeline must be true or false "
+                             f"(not {self.pipeline!r})")
         if not self.prebuilt_max_age > 0:
             raise ValueError(f"chain {self.name!r}: prebuilt_max_age must be positive")
 

@@ -40,7 +40,8 @@ class Sessions:
                 spec = ChainSpec("via", hops, strategy, None, timeout, timeout,
                                  str(msg.get("dns") or "remote"),
                                  str(msg.get("data_path") or "handoff"),
-                                 int(msg.get("prebuilt") or 0))
+                                 int(msg.get("prebuilt") or 0),
+                                 pipeline=bool(msg.get("pipeline", True)))
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
             if spec.prebuilt and strategy is not Strategy.STRICT:
