@@ -151,7 +151,7 @@ async def negotiate(stream: RawStream, route: tuple[Proxy, ...],
             wants.append((await _hop_address(route[i], route[i + 1]), route[i + 1].port))
         else:
             wants.append((host, port))
-    run = _Run(stream, early, pipelined)
+    run = _Run(stream, early, pipelined, conn)
     for i, (want_host, want_port) in zip(range(begin, end), wants):
         hop = route[i]
         step = Step(stream, hop, i, want_host, want_port, spec.read_timeout,
@@ -170,8 +170,10 @@ class _Run:
     """Messages written and not yet answered; flush() sends them and checks each
     reply in order."""
 
-    def __init__(self, stream: RawStream, early: EarlyData, pipelined: bool) -> None:
+    def __init__(self, stream: RawStream, early: EarlyData, pipelined: bool,
+                 conn: str) -> None:
         self.stream = stream
+        self.conn = conn
         self.early = early
         self.pipelined = pipelined
         self.pending: list[Message] = []
@@ -185,6 +187,9 @@ class _Run:
         batch, self.pending = self.pending, []
         if not batch:
             return
+        if len(batch) > 1:
+            log.debug("[%s] %d messages at once, to hops %s", self.conn, len(batch),
+                      ",".join(str(m.step.index + 1) for m in batch))
         n = 0
         try:
             try:
