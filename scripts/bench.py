@@ -27,6 +27,7 @@ Needs root, dante-server, proxychains4 and socksify installed.
 
     sudo python3 scripts/bench.py [--connections 300] [--bulk-mib 512]
                                   [--concurrent 1000] [--churn 20000]
+    sudo python3 scripts/bench.py --wan [--wan-delay-ms 10] [--wan-connections 40]
 """
 
 from __future__ import annotations
@@ -262,6 +263,7 @@ def main() -> int:
     ap.add_argument("--churn", type=int, default=20000,
                     help="connections of churn (default 20000; 0 skips)")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
+    add_wan_options(ap)
     args = ap.parse_args()
     missing = labmod.missing_prerequisites()
     for tool in ("proxychains4", "socksify"):
@@ -270,6 +272,8 @@ def main() -> int:
     if missing:
         print("bench: cannot run:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
+    if args.wan:
+        return wan_main(args)
 
     work = Path(tempfile.mkdtemp(prefix="skbench-"))
     client = work / "client.py"
@@ -440,6 +444,27 @@ def main() -> int:
     print_table(results, args, notes, rss)
     if args.json:
         args.json.write_text(json.dumps({"results": results, "notes": notes}, indent=2))
+    return 0
+
+
+def add_wan_options(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--wan", action="store_true",
+                    help="run only the WAN yardstick (scripts/benchlib/wan.py): a delay "
+                    "on every link of the 3-hop chain; proxychains4, socksify step by "
+                    "step, pipelined and pre-built")
+    ap.add_argument("--wan-delay-ms", type=float, default=10.0,
+                    help="delay each way on each link (default 10)")
+    ap.add_argument("--wan-connections", type=int, default=40,
+                    help="sequential connections per contender (default 40)")
+
+
+def wan_main(args: argparse.Namespace) -> int:
+    from benchlib import wan
+    out = wan.run_wan(CLIENT, lambda sock: FirstByte(sock, "first-byte"),
+                      args.wan_delay_ms, args.wan_connections)
+    wan.print_wan(out)
+    if args.json:
+        args.json.write_text(json.dumps({"wan": out}, indent=2))
     return 0
 
 
