@@ -10,7 +10,14 @@ there), and holds the first bytes from the connecting side until 3*D after the a
 (its connect would have returned after 2*D, and its bytes take D more). Bytes the far
 side sends on accept arrive 2*D after the connect began, as over a real link.
 
-    delay.py --delay-ms 10 --listen 10.0.0.2 DEST_HOST:DEST_PORT...
+What the forwarder cannot hide is a hop's own connect onwards: through forwarders it
+returns at once, and a SOCKS hop replies to CONNECT once its connect is done. So for a
+destination marked /socks4 (a SOCKS4 hop: the first bytes it sends are its CONNECT
+reply) the hop's first bytes are held 2*D more, the round trip its connect to the next
+link would have taken. With that, step-by-step and pipelined chains take the times a
+chain of real links of delay D would give (docs/performance.md "WAN links").
+
+    delay.py --delay-ms 10 --listen 10.0.0.2 HOST:PORT[/socks4]...
 
 prints one JSON line, the listening ports in the order of the destinations, and runs
 until killed."""
@@ -28,17 +35,19 @@ LINKS: set[asyncio.Task[None]] = set()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                delay: float, not_before: float) -> None:
+                delay: float, not_before: float, first_extra: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
     async def feed() -> None:
+        extra = first_extra
         while True:
             try:
                 data = await reader.read(65536)
             except OSError:
                 data = b""
-            queue.put_nowait((max(loop.time() + delay, not_before), data))
+            queue.put_nowait((max(loop.time() + delay + extra, not_before), data))
+            extra = 0.0
             if not data:
                 return
 
@@ -62,7 +71,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 
 async def _link(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                dest: tuple[str, int], delay: float) -> None:
+                dest: tuple[str, int], delay: float, hop: bool) -> None:
     loop = asyncio.get_running_loop()
     accepted = loop.time()
     await asyncio.sleep(delay)                 # the SYN on its way
@@ -77,7 +86,7 @@ async def _link(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         await asyncio.gather(_pipe(reader, up_w, delay, accepted + 3 * delay),
-                             _pipe(up_r, writer, delay, 0.0))
+                             _pipe(up_r, writer, delay, 0.0, 2 * delay if hop else 0.0))
     finally:
         writer.close()
         up_w.close()
@@ -94,12 +103,13 @@ async def main() -> int:
     ports = []
     servers = []
     for d in args.dest:
-        host, port = d.rsplit(":", 1)
+        addr, _, kind = d.partition("/")
+        host, port = addr.rsplit(":", 1)
         dest = (host, int(port))
 
         def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter,
-                   dest: tuple[str, int] = dest) -> None:
-            task = asyncio.get_running_loop().create_task(_link(r, w, dest, delay))
+                   dest: tuple[str, int] = dest, hop: bool = kind == "socks4") -> None:
+            task = asyncio.get_running_loop().create_task(_link(r, w, dest, delay, hop))
             LINKS.add(task)                    # held here until done: asyncio keeps
             task.add_done_callback(LINKS.discard)   # only a weak reference
         srv = await asyncio.start_server(handle, args.listen, 0, backlog=1024)

@@ -55,7 +55,9 @@ def run_wan(client_text: str, first_byte: Callable[[Any], Any], delay_ms: float,
             fwd = subprocess.Popen(
                 ["ip", "netns", "exec", lab.proxy_ns, sys.executable,
                  str(HERE / "delay.py"), "--delay-ms", str(delay_ms), "--listen",
-                 labmod.PROXY_NEAR_IP, *(f"{h}:{p}" for h, p in links)],
+                 labmod.PROXY_NEAR_IP,
+                 *(f"{h}:{p}" + ("/socks4" if i < 3 else "")
+                   for i, (h, p) in enumerate(links))],
                 stdout=subprocess.PIPE, env=env, start_new_session=True)
             assert fwd.stdout is not None
             links = [(labmod.PROXY_NEAR_IP, p) for p in json.loads(fwd.stdout.readline())]

@@ -1,6 +1,6 @@
 """What the daemon has learnt, this run, about each hop and early data: bytes that
 reach a hop before its reply to the request ahead of them (a pipelined chain sends
-every hop's request at once; docs/wire.md "Pipelined negotiation").
+every hop's request at once; docs/data-path.md "Pipelined negotiation").
 
 A hop is unknown until seen. It is `good` once a pipelined negotiation through it
 succeeded with early data behind its request; it is `stepwise` once a pipelined

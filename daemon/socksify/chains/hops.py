@@ -1,6 +1,6 @@
 """Hop negotiation: connect to hop 1, then ask each hop for the next and the last
 for the target, reading exactly the replies: one request at a time, or pipelined
-(every request that needs no earlier reply sent at once; docs/wire.md)."""
+(every request that needs no earlier reply sent at once; docs/data-path.md)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ class ChainSpec:
     data_path: str = "handoff"        # handoff (the program's own socket) | relay
     prebuilt: int = 0                 # tunnels kept ready up to the last hop (strict)
     prebuilt_max_age: float = 20.0    # seconds a ready tunnel may wait for a request
-    pipeline: bool = True             # send every hop's request at once (docs/wire.md)
+    pipeline: bool = True             # send every hop's request at once (docs/data-path.md)
 
     def __post_init__(self) -> None:
         if not self.hops:
