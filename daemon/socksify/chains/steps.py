@@ -123,15 +123,21 @@ class Step:
 
     def messages(self, pipelined: bool) -> Iterator[Message]:
         """This hop's messages, in order. A generator: a barrier's reply has been
-        read by the time the next message is asked for."""
+        read by the time the next message is asked for. A new hop protocol adds its
+        scheme here (a hop whose replies cannot be read exactly, or that must not
+        get bytes behind a request, marks its messages as barriers)."""
         if self.hop.scheme == "socks5":
-            yield from self._socks5(pipelined)
-        else:
-            yield Message(self.encode(socks4.ConnectRequest(self.host, self.port,
-                                                            self.hop.user)),
-                          self._socks4_reply, self)
+            return self._socks5(pipelined)
+        if self.hop.scheme in ("socks4", "socks4a"):
+            return self._socks4()
+        raise Unsupported(f"{self.me}: no negotiation for {self.hop.scheme}://")
 
     # --- SOCKS4 / 4a -----------------------------------------------------------------
+
+    def _socks4(self) -> Iterator[Message]:
+        yield Message(self.encode(socks4.ConnectRequest(self.host, self.port,
+                                                        self.hop.user)),
+                      self._socks4_reply, self)
 
     async def _socks4_reply(self) -> None:
         data = await self.read(socks4.REPLY_SIZE, f"CONNECT {self.what}")
