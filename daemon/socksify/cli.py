@@ -14,14 +14,14 @@ from types import FrameType
 from typing import Any
 
 from . import __version__, client, programs
-from .chains.spec import Strategy
+from .chains.spec import ISOLATE_MODES, Strategy
 from .errors import ConfigError
 from .paths import Paths
 from .printable import printable
 from .proxies import Proxy
 
 USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] [--isolate] "
-         "[-q|-v] [--] "
+         "[--isolate-streams MODE] [-q|-v] [--] "
          "COMMAND [ARGS...]")
 DESCRIPTION = """\
 Run COMMAND so that each TCP connection it (and its children) makes leaves through a
@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
                    "programs are then allowed (their connections fail instead of "
                    "leaking). Unprivileged where the kernel allows user namespaces; "
                    "refuses (exit 126) where it does not")
+    p.add_argument("--isolate-streams", choices=list(ISOLATE_MODES), metavar="MODE",
+                   help="for --via or --chain: give SOCKS5 hops a user name and "
+                   "password derived per app, process or connection (none | app | "
+                   "process | connection), so a Tor SOCKS port puts each on its own "
+                   "circuit (not --isolate, which is about network namespaces)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]")
     return p
 
@@ -294,6 +299,7 @@ def _session_request(args: argparse.Namespace) -> dict[str, Any]:
         "chain": args.chain,
         "verbose": bool(args.verbose),
         "isolate": bool(args.isolate),
+        "isolate_streams": args.isolate_streams,
     }
 
 

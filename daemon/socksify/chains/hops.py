@@ -15,6 +15,7 @@ from ..proxies import Proxy
 from ..sockstream import RawStream, within
 from .connect import is_address, open_socket, parse_address, sock_connect
 from .spec import ChainSpec
+from .streamauth import StreamAuth
 
 log = logging.getLogger("socksify.chain")
 
@@ -58,11 +59,13 @@ async def final_target(last: Proxy, host: str, port: int, dns: str) -> str:
 
 async def build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
                  conn: str, dns: str = "remote", app_sock: socket.socket | None = None,
-                 start: RawStream | None = None) -> RawStream:
+                 start: RawStream | None = None,
+                 auth: StreamAuth | None = None) -> RawStream:
     """Connect to hop 1 (on app_sock, if given; else on a new socket of the daemon's)
     and ask each hop for the next, the last for host:port, reading exactly the
     replies. With `start`, the stream of a pre-built tunnel that already reaches the
-    last hop: only the last request is left."""
+    last hop: only the last request is left. `auth`: stream isolation credentials for
+    the SOCKS5 hops written without any."""
     host = await final_target(route[-1], host, port, dns)
     first = route[0]
     if start is not None:
@@ -77,7 +80,7 @@ async def build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
                            owned=True)
     try:
         await negotiate(stream, route, len(route) - 1 if start else 0,
-                        len(route), host, port, spec, conn)
+                        len(route), host, port, spec, conn, auth)
     except BaseException:
         stream.close()
         raise
@@ -86,7 +89,7 @@ async def build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
 
 async def negotiate(stream: RawStream, route: tuple[Proxy, ...],
                     begin: int, end: int, host: str, port: int, spec: ChainSpec,
-                    conn: str) -> None:
+                    conn: str, auth: StreamAuth | None = None) -> None:
     """Send the SOCKS requests of route[begin:end] on a stream that already reaches
     route[begin]: each hop is asked for the next, the last hop of the route for
     host:port."""
@@ -98,7 +101,7 @@ async def negotiate(stream: RawStream, route: tuple[Proxy, ...],
         else:
             want_host, want_port = host, port
         step = _Step(stream, hop, i, want_host, want_port,
-                     spec.read_timeout, len(route))
+                     spec.read_timeout, len(route), auth)
         if hop.scheme == "socks5":
             await step.socks5()
         else:
@@ -154,6 +157,7 @@ class _Step:
     port: int
     timeout: float
     route_len: int
+    auth: StreamAuth | None = None     # used where the hop has no credentials
 
     @property
     def blame(self) -> int:
@@ -217,7 +221,12 @@ class _Step:
                              f"{reply.describe()}", hop=self.blame)
 
     async def socks5(self) -> None:
-        methods = (socks5.METHOD_NO_AUTH, socks5.METHOD_USERPASS) if self.hop.user \
+        user, password = self.hop.user, self.hop.password
+        if not user and self.auth is not None:     # explicit credentials win
+            user, password = self.auth.user, self.auth.password
+        # both offered, as for written credentials: isolation is the server's to do
+        # (Tor's IsolateSOCKSAuth); one that picks "no authentication" ignores it
+        methods = (socks5.METHOD_NO_AUTH, socks5.METHOD_USERPASS) if user \
             else (socks5.METHOD_NO_AUTH,)
         await self.send(socks5.Greeting(methods).dumps())
         try:
@@ -225,15 +234,15 @@ class _Step:
                                                                request=False))
         except socks5.ProtocolError as exc:
             raise self.broken(exc) from None
-        if choice.method == socks5.METHOD_USERPASS and self.hop.user:
-            await self.send(socks5.UserPassAuth(self.hop.user, self.hop.password).dumps())
+        if choice.method == socks5.METHOD_USERPASS and user:
+            await self.send(socks5.UserPassAuth(user, password).dumps())
             try:
                 auth = socks5.AuthReply.loads(await self.read(2, "authentication",
                                                               request=False))
             except socks5.ProtocolError as exc:
                 raise self.broken(exc) from None
             if not auth.ok:
-                raise HopRefused(f"{self.me}: user {self.hop.user!r} was refused "
+                raise HopRefused(f"{self.me}: user {user!r} was refused "
                                  f"(status {auth.status})", hop=self.index)
         elif choice.method != socks5.METHOD_NO_AUTH:
             raise HopRefused(f"{self.me}: accepts none of our authentication methods "

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..proxies import Proxy
 
 DATA_PATHS = ("handoff", "relay")
+ISOLATE_MODES = ("none", "app", "process", "connection")   # stream isolation keys
 MAX_PREBUILT = 64
 
 
@@ -31,6 +32,7 @@ class ChainSpec:
     data_path: str = "handoff"        # handoff (the program's own socket) | relay
     prebuilt: int = 0                 # tunnels kept ready up to the last hop (strict)
     prebuilt_max_age: float = 20.0    # seconds a ready tunnel may wait for a request
+    isolate: str = "none"             # SOCKS5 credentials per app | process | connection
 
     def __post_init__(self) -> None:
         if not self.hops:
@@ -47,6 +49,9 @@ class ChainSpec:
         if not 0 <= self.prebuilt <= MAX_PREBUILT:
             raise ValueError(f"chain {self.name!r}: prebuilt {self.prebuilt} must be "
                              f"between 0 (off) and {MAX_PREBUILT}")
+        if self.isolate not in ISOLATE_MODES:
+            raise ValueError(f"chain {self.name!r}: isolate {self.isolate!r} must be "
+                             f"one of {', '.join(ISOLATE_MODES)}")
         if not self.prebuilt_max_age > 0:
             raise ValueError(f"chain {self.name!r}: prebuilt_max_age must be positive")
 
@@ -59,3 +64,11 @@ class ChainSpec:
         if self.strategy is Strategy.STRICT:
             return self.hops[-1].carries_names
         return all(h.carries_names for h in self.hops)
+
+    @property
+    def isolated_before_last(self) -> bool:
+        """Would stream isolation give a hop before the last its own credentials? (A
+        pre-built tunnel is negotiated up to the last hop before its connection is
+        known: such a chain cannot use one.)"""
+        return self.isolate != "none" and any(
+            h.scheme == "socks5" and not h.user for h in self.hops[:-1])

@@ -4,6 +4,7 @@ route selectors (with their pre-built tunnel pools) of each chain in use."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from pathlib import Path
@@ -40,13 +41,17 @@ class Sessions:
                 spec = ChainSpec("via", hops, strategy, None, timeout, timeout,
                                  str(msg.get("dns") or "remote"),
                                  str(msg.get("data_path") or "handoff"),
-                                 int(msg.get("prebuilt") or 0))
+                                 int(msg.get("prebuilt") or 0),
+                                 isolate=str(msg.get("isolate_streams") or "none"))
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
             if spec.prebuilt and strategy is not Strategy.STRICT:
                 raise ConfigError("--prebuilt needs a fixed route: --strategy strict")
             policy = Policy.single_chain(spec)
         else:
+            if msg.get("isolate_streams") and not msg.get("chain"):
+                raise ConfigError("--isolate-streams applies to --via or --chain; in a "
+                                  'policy, write isolate = "MODE" in the chain')
             if msg.get("config") and uid != own_uid():
                 # A root daemon serving other users must not read files for them.
                 raise ConfigError("only the daemon's own user may name a policy file; "
@@ -63,8 +68,10 @@ class Sessions:
                 if name not in policy.chains:
                     raise ConfigError(f"no chain {name!r} in {policy.source}", hint=(
                         f"chains defined: {', '.join(sorted(policy.chains)) or 'none'}"))
-                policy = Policy.single_chain(policy.chains[name],
-                                             f"chain {name} of {policy.source}")
+                spec = policy.chains[name]
+                if msg.get("isolate_streams"):
+                    spec = dataclasses.replace(spec, isolate=str(msg["isolate_streams"]))
+                policy = Policy.single_chain(spec, f"chain {name} of {policy.source}")
         own = None if policy is current else policy  # follow reloads
         session = Session(self._session_id(msg.get("session")), own, writer,
                           bool(msg.get("verbose")), owner, uid,
@@ -114,8 +121,15 @@ class Sessions:
         selector = selectors.get(chain.name)
         if selector is None:
             selector = selectors[chain.name] = Selector(chain, self.health)
+            _say_isolation(chain)
             if chain.prebuilt and chain.strategy is Strategy.STRICT:
-                selector.pool = TunnelPool(chain, self.health)
+                if chain.isolated_before_last:
+                    # a pre-built tunnel is negotiated before its connection is known
+                    log.warning("chain %s: isolate = %r gives a hop before the last "
+                                "its own credentials per stream: no pre-built "
+                                "tunnels for it", chain.name, chain.isolate)
+                else:
+                    selector.pool = TunnelPool(chain, self.health)
         return selector
 
     def forget_policy_selectors(self) -> None:
@@ -133,6 +147,20 @@ class Sessions:
         the session)."""
         for session in list(self.open.values()):
             session.writer.close()
+
+
+def _say_isolation(chain: ChainSpec) -> None:
+    """Once per chain (and policy load): which of an isolating chain's hops cannot be
+    isolated (SOCKS4 carries no password) or keep their written credentials."""
+    if chain.isolate == "none":
+        return
+    for hop in chain.hops:
+        if hop.scheme != "socks5":
+            log.warning("chain %s: hop %s is %s: no stream isolation there (only "
+                        "SOCKS5 carries credentials)", chain.name, hop, hop.scheme)
+        elif hop.user:
+            log.info("chain %s: hop %s keeps its written credentials: not isolated "
+                     "per %s", chain.name, hop, chain.isolate)
 
 
 def close_pools(selectors: Iterable[Selector]) -> None:

@@ -20,7 +20,7 @@ from .rules import NO_NAMES, Action, Network, Rule
 TOP_KEYS = {"proxies", "chains", "rules", "default", "dns", "daemon", "frontdoor"}
 FRONTDOOR_KEYS = {"listen", "users", "unidentified"}
 CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout", "dns",
-              "data_path", "prebuilt", "prebuilt_max_age"}
+              "data_path", "prebuilt", "prebuilt_max_age", "isolate"}
 RULE_KEYS = {"name", "app", "comm", "user", "parent", "dest", "port", "action", "dns",
              "udp"}
 UDP_MODES = ("refuse", "direct")
@@ -263,10 +263,12 @@ class Parser:
                              float(body.get("connect_timeout", 5.0)),
                              float(body.get("read_timeout", 10.0)), dns,
                              str(body.get("data_path", "handoff")), prebuilt,
-                             float(body.get("prebuilt_max_age", 20.0)))
+                             float(body.get("prebuilt_max_age", 20.0)),
+                             str(body.get("isolate", "none")))
         except (TypeError, ValueError) as exc:
             line = next((self.key_line(tline, k) for k in ("data_path", "prebuilt",
-                                                             "prebuilt_max_age")
+                                                             "prebuilt_max_age",
+                                                             "isolate")
                          if k in str(exc)), tline)
             raise self.error(line, str(exc)) from None
 
