@@ -22,7 +22,7 @@ from .proxies import Proxy
 
 USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] [--isolate] "
          "[--isolate-streams MODE] [-q|-v] [--] "
-         "COMMAND [ARGS...]")
+         "COMMAND [ARGS...] | --shell")
 DESCRIPTION = """\
 Run COMMAND so that each TCP connection it (and its children) makes leaves through a
 chain of SOCKS proxies. Connections to loopback go direct; nothing else ever does
@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
                    "programs are then allowed (their connections fail instead of "
                    "leaking). Unprivileged where the kernel allows user namespaces; "
                    "refuses (exit 126) where it does not")
+    p.add_argument("--shell", action="store_true",
+                   help="start your shell ($SHELL) socksified, its prompt marked "
+                   "\"(socksify) \"; `exit` returns to this one. (`eval \"$(socksify "
+                   "env [OPTIONS])\"` and `eval \"$(socksify off)\"` turn the current "
+                   "shell on and off)")
     p.add_argument("--isolate-streams", choices=list(ISOLATE_MODES), metavar="MODE",
                    help="for --via or --chain: give SOCKS5 hops a user name and "
                    "password derived per app, process or connection (none | app | "
@@ -114,10 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["completion"]:     # `socksify -- completion` runs a program so named
         from . import completion
         return completion.main(argv[1:], parser)
+    if argv[:1] in (["env"], ["off"]):  # likewise `socksify -- env` runs env(1)
+        from . import shellenv
+        return shellenv.main(argv[0], argv[1:], parser, program_env, _session_request,
+                             Session)
     args = parser.parse_args(argv)
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
+    if args.shell:
+        if command:
+            parser.print_usage(sys.stderr)
+            print("socksify: --shell starts your shell; it takes no COMMAND",
+                  file=sys.stderr)
+            return 2
+        from . import shellmode
+        command = [shellmode.user_shell()]
     if not command:
         parser.print_usage(sys.stderr)
         print("socksify: missing COMMAND (e.g. socksify --via socks4://HOST:PORT "
@@ -180,11 +197,31 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             session.close()
             return 126
+    env = program_env(args, shim, paths, session.id)
+    if args.shell:
+        from . import shellmode
+        command, shell_env, cleanup = shellmode.shell_command(command[0])
+        env.update(shell_env)
+    session.start()
+    try:
+        return _run(command, env)
+    finally:
+        if args.shell:
+            cleanup()
+        session.close()
+        if bridge is not None:
+            bridge.close()
+
+
+def program_env(args: argparse.Namespace, shim: Path, paths: Paths,
+                session_id: str) -> dict[str, str]:
+    """The environment a socksified program runs in: this one, with the shim preloaded
+    and told where the daemon and its session are."""
     env = dict(os.environ)
     preload = env.get("LD_PRELOAD", "")
     env["LD_PRELOAD"] = f"{shim} {preload}".strip()
     env["SOCKSIFY_SOCKET"] = str(paths.socket.absolute())
-    env["SOCKSIFY_SESSION"] = session.id
+    env["SOCKSIFY_SESSION"] = session_id
     env["SOCKSIFY_LOG"] = "0" if args.quiet else env.get("SOCKSIFY_LOG", "1")
     # The shim then lets children it cannot load into run too: unprotected with
     # --allow-unprotected; harmless in isolation, where they cannot get out.
@@ -195,13 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             env[name] = "1"
         else:
             env.pop(name, None)
-    session.start()
-    try:
-        return _run(command, env)
-    finally:
-        session.close()
-        if bridge is not None:
-            bridge.close()
+    return env
 
 
 class SessionRefused(RuntimeError):
