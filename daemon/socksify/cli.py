@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["completion"]:     # `socksify -- completion` runs a program so named
         from . import completion
         return completion.main(argv[1:], parser)
+    if argv[:1] == ["import-proxychains"]:
+        from . import proxychains
+        return proxychains.main(argv[1:])
     if argv[:1] in (["env"], ["off"]):  # likewise `socksify -- env` runs env(1)
         from . import shellenv
         return shellenv.main(argv[0], argv[1:], parser, program_env, _session_request,
