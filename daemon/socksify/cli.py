@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if args.shell:
+        if sys.platform == "win32":
+            print("socksify: --shell needs LD_PRELOAD; not on Windows", file=sys.stderr)
+            return 2
         if command:
             parser.print_usage(sys.stderr)
             print("socksify: --shell starts your shell; it takes no COMMAND",

@@ -58,6 +58,9 @@ def main(which: str, argv: list[str], parser: argparse.ArgumentParser,
 def _env(argv: list[str], parser: argparse.ArgumentParser, program_env: ProgramEnv,
          session_request: Callable[[argparse.Namespace], dict[str, Any]]) -> int:
     args = parser.parse_args(argv)
+    if sys.platform == "win32":
+        print("socksify env: needs LD_PRELOAD; not on Windows", file=sys.stderr)
+        return 2
     if args.command or args.shell or args.isolate:
         parser.print_usage(sys.stderr)
         print("socksify env: takes the options of a chain only (no COMMAND, --shell "

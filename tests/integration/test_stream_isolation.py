@@ -94,3 +94,22 @@ def test_policy_chain_with_prebuilt_tunnels(sk: Socksify, hop: UserLoggingSocks5
     users = hop.users()[-3:]
     assert len(set(users)) == 3 and all(u.startswith("sk") for u in users), users
     assert "(pre-built)" in res.stderr, res.stderr
+
+
+def test_isolated_first_hop_keeps_no_pool(sk: Socksify, hop: UserLoggingSocks5,
+                                          tmp_path: Path) -> None:
+    """The isolating hop first: a pre-built tunnel would hold one name for whatever
+    connection takes it, so the chain keeps none (and says so); each connection still
+    gets its own name."""
+    lab = sk.lab
+    pol = tmp_path / "iso1.toml"
+    pol.write_text(f'[chains.tor]\nhops = ["{hop.url}", "{lab.hops[0].url}"]\n'
+                   f'isolate = "connection"\nprebuilt = 2\n'
+                   f'[default]\naction = "chain:tor"\n')
+    script = " && ".join([f"curl -sf -o /dev/null {lab.url('small.bin')}"] * 3)
+    res = sk.run(["sh", "-c", script], opts=["-c", str(pol), "-v"], timeout=90)
+    assert res.returncode == 0, sk.describe(res)
+    users = hop.users()[-3:]
+    assert len(hop.users()) == 3 and len(set(users)) == 3, hop.tunnels
+    assert "(pre-built)" not in res.stderr, res.stderr
+    assert "no pre-built tunnels for it" in sk.daemon_log(), sk.daemon_log()
