@@ -71,3 +71,17 @@ def test_prebuilt_pool_only_where_isolation_is_at_the_last_hop() -> None:
     assert not pol.chains["last"].isolated_before_last
     assert pol.chains["first"].isolated_before_last
     assert not pol.chains["written"].isolated_before_last
+
+
+def test_hops_that_cannot_be_isolated_are_logged(caplog: pytest.LogCaptureFixture
+                                                 ) -> None:
+    from socksify.core.sessions import _say_isolation
+    pol = Policy.parse('[chains.mix]\nhops = ["socks4://10.0.0.1:1", '
+                       '"socks5://u:p@10.0.0.2:2", "socks5://10.0.0.3:3"]\n'
+                       'isolate = "app"\n', "t")
+    with caplog.at_level("INFO", logger="socksify.daemon"):
+        _say_isolation(pol.chains["mix"])
+    text = caplog.text
+    assert "socks4://10.0.0.1:1 is socks4: no stream isolation" in text
+    assert "socks5://u@10.0.0.2:2 keeps its written credentials" in text
+    assert "10.0.0.3" not in text

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from ..proxies import Proxy
+from .streamauth import isolatable
 
 DATA_PATHS = ("handoff", "relay")
 ISOLATE_MODES = ("none", "app", "process", "connection")   # stream isolation keys
@@ -70,5 +71,4 @@ class ChainSpec:
         """Would stream isolation give a hop before the last its own credentials? (A
         pre-built tunnel is negotiated up to the last hop before its connection is
         known: such a chain cannot use one.)"""
-        return self.isolate != "none" and any(
-            h.scheme == "socks5" and not h.user for h in self.hops[:-1])
+        return self.isolate != "none" and any(isolatable(h) for h in self.hops[:-1])

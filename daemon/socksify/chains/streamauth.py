@@ -19,6 +19,8 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 
+from ..proxies import Proxy
+
 USER_PREFIX = "sk"
 _LETTERS = "abcdefghijklmnop"          # one letter per hex digit: no digits at all
 _SECRET = secrets.token_bytes(32)      # drawn once per daemon process
@@ -30,6 +32,11 @@ class StreamAuth:
 
     user: str
     password: str = field(repr=False)
+
+
+def isolatable(hop: Proxy) -> bool:
+    """Will `hop` be given derived credentials: it speaks SOCKS5 and has none."""
+    return hop.scheme == "socks5" and not hop.user
 
 
 def stream_key(mode: str, chain: str, uid: int, pid: int, start: object, exe: str,

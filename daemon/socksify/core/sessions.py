@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..chains import ChainSpec, HopHealth, Selector, Strategy, TunnelPool
+from ..chains.streamauth import isolatable
 from ..errors import ConfigError
 from ..paths import config_candidates
 from ..policy import Policy
@@ -155,10 +156,12 @@ def _say_isolation(chain: ChainSpec) -> None:
     if chain.isolate == "none":
         return
     for hop in chain.hops:
-        if hop.scheme != "socks5":
+        if isolatable(hop):
+            continue
+        if not isolatable(dataclasses.replace(hop, user="")):
             log.warning("chain %s: hop %s is %s: no stream isolation there (only "
                         "SOCKS5 carries credentials)", chain.name, hop, hop.scheme)
-        elif hop.user:
+        else:
             log.info("chain %s: hop %s keeps its written credentials: not isolated "
                      "per %s", chain.name, hop, chain.isolate)
 
