@@ -85,3 +85,16 @@ def test_hops_that_cannot_be_isolated_are_logged(caplog: pytest.LogCaptureFixtur
     assert "socks4://10.0.0.1:1 is socks4: no stream isolation" in text
     assert "socks5://u@10.0.0.2:2 keeps its written credentials" in text
     assert "10.0.0.3" not in text
+
+
+def test_unknown_program_is_isolated_per_connection() -> None:
+    from socksify.core.records import Connection
+    from socksify.core.streams import stream_auth
+    from socksify.procinfo import AppInfo
+    pol = Policy.parse('[chains.tor]\nhops = ["socks5://127.0.0.1:9050"]\n'
+                       'isolate = "app"\n', "t")
+    app = AppInfo(0, "uid 1000 (127.0.0.1:5555)", "", 1000, "u", ())
+    known = AppInfo(4242, "curl", "/usr/bin/curl", 1000, "u", ())
+    auth = [stream_auth(Connection(f"c{i}", a, None, 80, 0.0), pol.chains["tor"])
+            for i, a in enumerate((app, app, known, known))]
+    assert auth[0] != auth[1] and auth[2] == auth[3] and auth[0] is not None

@@ -12,12 +12,14 @@ from .records import Connection
 
 def stream_auth(conn: Connection, chain: ChainSpec) -> StreamAuth | None:
     """None for a chain that does not isolate. A connection whose program is unknown
-    (a front-door client not traced to a process) has pid 0: under "app" and
-    "process" all of one user's such connections share one key."""
+    (a front-door client not traced to a process: pid 0) cannot be put with others
+    of its app or process: it is isolated per connection."""
     mode = chain.isolate
     if mode == "none":
         return None
     app = conn.app
+    if app.pid <= 0:
+        mode = "connection"
     start = start_time(app.pid) if mode == "process" else None
     key = stream_key(mode, chain.name, app.uid, app.pid, start, app.exe or app.name,
                      conn.id)
