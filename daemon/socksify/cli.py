@@ -14,15 +14,15 @@ from types import FrameType
 from typing import Any
 
 from . import __version__, client, programs
-from .chains.spec import Strategy
+from .chains.spec import ISOLATE_MODES, Strategy
 from .errors import ConfigError
 from .paths import Paths
 from .printable import printable
 from .proxies import Proxy
 
 USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] [--isolate] "
-         "[-q|-v] [--] "
-         "COMMAND [ARGS...]")
+         "[--isolate-streams MODE] [-q|-v] [--] "
+         "COMMAND [ARGS...] | --shell")
 DESCRIPTION = """\
 Run COMMAND so that each TCP connection it (and its children) makes leaves through a
 chain of SOCKS proxies. Connections to loopback go direct; nothing else ever does
@@ -103,6 +103,16 @@ def _parser() -> argparse.ArgumentParser:
                    "programs are then allowed (their connections fail instead of "
                    "leaking). Unprivileged where the kernel allows user namespaces; "
                    "refuses (exit 126) where it does not")
+    p.add_argument("--shell", action="store_true",
+                   help="start your shell ($SHELL) socksified, its prompt marked "
+                   "\"(socksify) \"; `exit` returns to this one. (`eval \"$(socksify "
+                   "env [OPTIONS])\"` and `eval \"$(socksify off)\"` turn the current "
+                   "shell on and off)")
+    p.add_argument("--isolate-streams", choices=list(ISOLATE_MODES), metavar="MODE",
+                   help="for --via or --chain: give SOCKS5 hops a user name and "
+                   "password derived per app, process or connection (none | app | "
+                   "process | connection), so a Tor SOCKS port puts each on its own "
+                   "circuit (not --isolate, which is about network namespaces)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]")
     return p
 
@@ -113,10 +123,28 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["completion"]:     # `socksify -- completion` runs a program so named
         from . import completion
         return completion.main(argv[1:], parser)
+    if argv[:1] == ["import-proxychains"]:
+        from . import proxychains
+        return proxychains.main(argv[1:])
+    if argv[:1] in (["env"], ["off"]):  # likewise `socksify -- env` runs env(1)
+        from . import shellenv
+        return shellenv.main(argv[0], argv[1:], parser, program_env, _session_request,
+                             Session)
     args = parser.parse_args(argv)
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
+    if args.shell:
+        if sys.platform == "win32":
+            print("socksify: --shell needs LD_PRELOAD; not on Windows", file=sys.stderr)
+            return 2
+        if command:
+            parser.print_usage(sys.stderr)
+            print("socksify: --shell starts your shell; it takes no COMMAND",
+                  file=sys.stderr)
+            return 2
+        from . import shellmode
+        command = [shellmode.user_shell()]
     if not command:
         parser.print_usage(sys.stderr)
         print("socksify: missing COMMAND (e.g. socksify --via socks4://HOST:PORT "
@@ -179,11 +207,31 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             session.close()
             return 126
+    env = program_env(args, shim, paths, session.id)
+    if args.shell:
+        from . import shellmode
+        command, shell_env, cleanup = shellmode.shell_command(command[0])
+        env.update(shell_env)
+    session.start()
+    try:
+        return _run(command, env)
+    finally:
+        if args.shell:
+            cleanup()
+        session.close()
+        if bridge is not None:
+            bridge.close()
+
+
+def program_env(args: argparse.Namespace, shim: Path, paths: Paths,
+                session_id: str) -> dict[str, str]:
+    """The environment a socksified program runs in: this one, with the shim preloaded
+    and told where the daemon and its session are."""
     env = dict(os.environ)
     preload = env.get("LD_PRELOAD", "")
     env["LD_PRELOAD"] = f"{shim} {preload}".strip()
     env["SOCKSIFY_SOCKET"] = str(paths.socket.absolute())
-    env["SOCKSIFY_SESSION"] = session.id
+    env["SOCKSIFY_SESSION"] = session_id
     env["SOCKSIFY_LOG"] = "0" if args.quiet else env.get("SOCKSIFY_LOG", "1")
     # The shim then lets children it cannot load into run too: unprotected with
     # --allow-unprotected; harmless in isolation, where they cannot get out.
@@ -194,13 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             env[name] = "1"
         else:
             env.pop(name, None)
-    session.start()
-    try:
-        return _run(command, env)
-    finally:
-        session.close()
-        if bridge is not None:
-            bridge.close()
+    return env
 
 
 class SessionRefused(RuntimeError):
@@ -299,6 +341,7 @@ def _session_request(args: argparse.Namespace) -> dict[str, Any]:
         "chain": args.chain,
         "verbose": bool(args.verbose),
         "isolate": bool(args.isolate),
+        "isolate_streams": args.isolate_streams,
     }
 
 

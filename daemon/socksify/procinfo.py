@@ -62,6 +62,13 @@ def _identity(pid: int) -> tuple[int, object, str] | None:
         return None
 
 
+def start_time(pid: int) -> object:
+    """pid's start time in clock ticks (None where /proc cannot say): with the pid, it
+    names one process across pid reuse."""
+    ident = _identity(pid) if pid > 0 else None
+    return ident[1] if ident is not None else None
+
+
 class ProcessTable:
     """Looks processes up with psutil, caching each by (pid, start time, executable):
     a connection costs two small /proc reads unless the process is new."""

@@ -16,6 +16,7 @@ from .connect import disconnect, is_address, open_socket, parse_address, sock_co
 from .earlydata import EARLY_DATA, EarlyData
 from .spec import ChainSpec
 from .steps import Message, Step, suspects
+from .streamauth import StreamAuth
 
 log = logging.getLogger("socksify.chain")
 
@@ -59,16 +60,20 @@ async def final_target(last: Proxy, host: str, port: int, dns: str) -> str:
 
 async def build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
                  conn: str, dns: str = "remote", app_sock: socket.socket | None = None,
-                 start: RawStream | None = None) -> RawStream:
+                 start: RawStream | None = None,
+                 auth: StreamAuth | None = None) -> RawStream:
     """Connect to hop 1 (on app_sock, if given; else on a new socket of the daemon's)
     and ask each hop for the next, the last for host:port, reading exactly the
     replies. With `start`, the stream of a pre-built tunnel that already reaches the
-    last hop: only the last request is left."""
+    last hop: only the last request is left. `auth`: stream isolation credentials for
+    the SOCKS5 hops written without any."""
     host = await final_target(route[-1], host, port, dns)
     if start is None:
-        return await open_chain(route, len(route), host, port, spec, conn, app_sock)
+        return await open_chain(route, len(route), host, port, spec, conn, app_sock,
+                                auth=auth)
     try:
-        await negotiate(start, route, len(route) - 1, len(route), host, port, spec, conn)
+        await negotiate(start, route, len(route) - 1, len(route), host, port, spec, conn,
+                        auth=auth)
     except BaseException:
         start.close()
         raise
@@ -77,14 +82,16 @@ async def build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
 
 async def open_chain(route: tuple[Proxy, ...], end: int, host: str, port: int,
                      spec: ChainSpec, conn: str, app_sock: socket.socket | None = None,
-                     early: EarlyData = EARLY_DATA) -> RawStream:
+                     early: EarlyData = EARLY_DATA,
+                     auth: StreamAuth | None = None) -> RawStream:
     """Connect to hop 1 and negotiate route[:end] (host:port is what the last of
     them is asked for). A pipelined negotiation that fails the way a hop mishandling
     early data would is tried once more, step by step, on a new connection; if that
     works, the hop is remembered and negotiated step by step from then on."""
     stream = await _connect_first(route[0], spec, app_sock)
     try:
-        await negotiate(stream, route, 0, end, host, port, spec, conn, early=early)
+        await negotiate(stream, route, 0, end, host, port, spec, conn, early=early,
+                        auth=auth)
         return stream
     except EarlyDataSuspect as exc:
         _drop(stream, app_sock)
@@ -97,7 +104,7 @@ async def open_chain(route: tuple[Proxy, ...], end: int, host: str, port: int,
     stream = await _connect_first(route[0], spec, app_sock)
     try:
         await negotiate(stream, route, 0, end, host, port, spec, conn,
-                        pipelined=False, early=early)
+                        pipelined=False, early=early, auth=auth)
     except BaseException:
         stream.close()
         raise
@@ -137,7 +144,8 @@ class EarlyDataSuspect(ChainError):
 async def negotiate(stream: RawStream, route: tuple[Proxy, ...],
                     begin: int, end: int, host: str, port: int, spec: ChainSpec,
                     conn: str, pipelined: bool | None = None,
-                    early: EarlyData = EARLY_DATA) -> None:
+                    early: EarlyData = EARLY_DATA,
+                    auth: StreamAuth | None = None) -> None:
     """Send the requests of route[begin:end] on a stream that already reaches
     route[begin]: each hop is asked for the next, the last hop of the route for
     host:port. Pipelined (spec.pipeline, unless `pipelined` says), every message
@@ -155,7 +163,7 @@ async def negotiate(stream: RawStream, route: tuple[Proxy, ...],
     for i, (want_host, want_port) in zip(range(begin, end), wants):
         hop = route[i]
         step = Step(stream, hop, i, want_host, want_port, spec.read_timeout,
-                    len(route), conn, early)
+                    len(route), conn, early, auth)
         alone = not pipelined or early.stepwise(hop)
         for msg in step.messages(pipelined):
             run.add(msg)

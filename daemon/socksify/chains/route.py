@@ -20,6 +20,7 @@ from .health import HopHealth
 from .hops import build, target_addr
 from .pool import TunnelPool
 from .spec import ChainSpec, Strategy
+from .streamauth import StreamAuth
 
 log = logging.getLogger("socksify.chain")
 
@@ -101,7 +102,8 @@ async def hand_direct(app_sock: socket.socket, host: str, port: int,
 
 
 async def open_tunnel(selector: Selector, host: str, port: int,
-                      conn: str = "-", dns: str = "remote") -> Tunnel:
+                      conn: str = "-", dns: str = "remote",
+                      auth: StreamAuth | None = None) -> Tunnel:
     """Build a tunnel to host:port through the selector's chain; retry per strategy.
     A host name goes to the last hop if it carries names; else dns = "local" resolves
     it here first, and anything else refuses. A pre-built tunnel from the selector's
@@ -110,13 +112,14 @@ async def open_tunnel(selector: Selector, host: str, port: int,
     Raises a ChainError (or Unsupported) whose errno is what the application sees."""
     started = time.monotonic()
     stream, route, skipped, prebuilt = await _establish(
-        selector, host, port, conn, dns, None, selector.pool)
+        selector, host, port, conn, dns, None, selector.pool, auth)
     return Tunnel(stream.sock, route, time.monotonic() - started, skipped, prebuilt)
 
 
 async def hand_tunnel(selector: Selector, host: str, port: int, app_sock: socket.socket,
                       conn: str = "-", dns: str = "remote",
-                      swappable: bool = False) -> Handed:
+                      swappable: bool = False,
+                      auth: StreamAuth | None = None) -> Handed:
     """open_tunnel on the program's own socket (handoff): connect it to hop 1 and
     negotiate the whole chain on it, reading exactly the replies. With `swappable`, a
     pre-built tunnel from the pool may be finished instead and returned as `swap`.
@@ -125,13 +128,14 @@ async def hand_tunnel(selector: Selector, host: str, port: int, app_sock: socket
     started = time.monotonic()
     stream, route, skipped, prebuilt = await _establish(
         selector, host, port, conn, dns, app_sock,
-        selector.pool if swappable else None)
+        selector.pool if swappable else None, auth)
     return Handed(route, time.monotonic() - started, skipped,
                   stream.sock if prebuilt else None)
 
 
 async def _establish(selector: Selector, host: str, port: int, conn: str, dns: str,
-                     app_sock: socket.socket | None, pool: TunnelPool | None
+                     app_sock: socket.socket | None, pool: TunnelPool | None,
+                     auth: StreamAuth | None = None
                      ) -> tuple[RawStream, tuple[Proxy, ...], tuple[Proxy, ...], bool]:
     """The route-trying loop behind open_tunnel and hand_tunnel: (the stream, route,
     skipped hops, whether a pre-built tunnel was used)."""
@@ -140,7 +144,7 @@ async def _establish(selector: Selector, host: str, port: int, conn: str, dns: s
         if ready is not None:
             try:
                 await build(ready.route, target_addr(host), port, selector.spec, conn,
-                             dns, start=ready.stream)
+                             dns, start=ready.stream, auth=auth)
             except ChainError as exc:
                 # A tunnel that died while it waited looks like a refusal of the target
                 # (closed without a reply); a fresh chain tells the two apart.
@@ -153,7 +157,8 @@ async def _establish(selector: Selector, host: str, port: int, conn: str, dns: s
             else:
                 log.debug("[%s] used a pre-built tunnel", conn)
                 return ready.stream, ready.route, (), True
-        return (*await _try_routes(selector, host, port, conn, dns, app_sock), False)
+        return (*await _try_routes(selector, host, port, conn, dns, app_sock, auth),
+                False)
     finally:
         # the replacement is built once this connection is through: building it at
         # the same time would slow this one down (the hops are busy with both)
@@ -162,7 +167,7 @@ async def _establish(selector: Selector, host: str, port: int, conn: str, dns: s
 
 
 async def _try_routes(selector: Selector, host: str, port: int, conn: str, dns: str,
-                      app_sock: socket.socket | None
+                      app_sock: socket.socket | None, auth: StreamAuth | None = None
                       ) -> tuple[RawStream, tuple[Proxy, ...], tuple[Proxy, ...]]:
     spec = selector.spec
     target = target_addr(host)
@@ -176,7 +181,7 @@ async def _try_routes(selector: Selector, host: str, port: int, conn: str, dns: 
                                  hop=0, err=errno.ECONNREFUSED)
         try:
             stream = await build(route, target, port, spec, conn, dns,
-                                  app_sock=app_sock)
+                                  app_sock=app_sock, auth=auth)
         except ChainError as exc:
             if app_sock is not None:
                 disconnect(app_sock)

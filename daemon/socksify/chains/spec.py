@@ -6,8 +6,10 @@ import enum
 from dataclasses import dataclass
 
 from ..proxies import Proxy
+from .streamauth import isolatable
 
 DATA_PATHS = ("handoff", "relay")
+ISOLATE_MODES = ("none", "app", "process", "connection")   # stream isolation keys
 MAX_PREBUILT = 64
 
 
@@ -32,6 +34,7 @@ class ChainSpec:
     prebuilt: int = 0                 # tunnels kept ready up to the last hop (strict)
     prebuilt_max_age: float = 20.0    # seconds a ready tunnel may wait for a request
     pipeline: bool = True             # send every hop's request at once (docs/data-path.md)
+    isolate: str = "none"             # SOCKS5 credentials per app | process | connection
 
     def __post_init__(self) -> None:
         if not self.hops:
@@ -51,6 +54,9 @@ class ChainSpec:
         if not isinstance(self.pipeline, bool):
             raise ValueError(f"chain {self.name!r}: pipeline must be true or false "
                              f"(not {self.pipeline!r})")
+        if self.isolate not in ISOLATE_MODES:
+            raise ValueError(f"chain {self.name!r}: isolate {self.isolate!r} must be "
+                             f"one of {', '.join(ISOLATE_MODES)}")
         if not self.prebuilt_max_age > 0:
             raise ValueError(f"chain {self.name!r}: prebuilt_max_age must be positive")
 
@@ -63,3 +69,10 @@ class ChainSpec:
         if self.strategy is Strategy.STRICT:
             return self.hops[-1].carries_names
         return all(h.carries_names for h in self.hops)
+
+    @property
+    def isolated_before_last(self) -> bool:
+        """Would stream isolation give a hop before the last its own credentials? (A
+        pre-built tunnel is negotiated up to the last hop before its connection is
+        known: such a chain cannot use one.)"""
+        return self.isolate != "none" and any(isolatable(h) for h in self.hops[:-1])

@@ -62,9 +62,18 @@ class Step:
     route_len: int
     conn: str
     early: EarlyData
+    auth: StreamAuth | None = None     # stream isolation: used where the hop has none
     broke: bool = False
     method: int | None = None
     offered: tuple[int, ...] = field(default_factory=tuple)
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """The SOCKS5 user name and password: the hop's own (explicit credentials
+        win), else the stream isolation ones, else none (empty)."""
+        if not self.hop.user and self.auth is not None:
+            return self.auth.user, self.auth.password
+        return self.hop.user or "", self.hop.password or ""
 
     @property
     def blame(self) -> int:
@@ -158,7 +167,7 @@ class Step:
         the credentials follow (a barrier); when pipelined to a hop known to choose
         username/password, it offers only that, and the credentials and the request
         follow at once."""
-        user = self.hop.user
+        user, password = self.credentials
         if user and pipelined and self.early.userpass(self.hop):
             self.offered = (socks5.METHOD_USERPASS,)
         elif user:
@@ -169,7 +178,7 @@ class Step:
                       barrier=len(self.offered) > 1)
         if self.offered == (socks5.METHOD_USERPASS,) or \
                 self.method == socks5.METHOD_USERPASS:
-            yield Message(socks5.UserPassAuth(user, self.hop.password).dumps(),
+            yield Message(socks5.UserPassAuth(user, password).dumps(),
                           self._auth_reply, self)
         yield Message(self.encode(socks5.ConnectRequest(self.host, self.port)),
                       self._socks5_reply, self)
@@ -181,7 +190,7 @@ class Step:
         except socks5.ProtocolError as exc:
             raise self.broken(exc) from None
         if choice.method not in self.offered or (choice.method == socks5.METHOD_USERPASS
-                                                 and not self.hop.user):
+                                                 and not self.credentials[0]):
             if self.offered == (socks5.METHOD_USERPASS,):
                 self.early.set_userpass(self.hop, False)    # ask as before, next time
             raise HopRefused(f"{self.me}: accepts none of our authentication methods "
@@ -195,7 +204,7 @@ class Step:
         except socks5.ProtocolError as exc:
             raise self.broken(exc) from None
         if not auth.ok:
-            raise HopRefused(f"{self.me}: user {self.hop.user!r} was refused "
+            raise HopRefused(f"{self.me}: user {self.credentials[0]!r} was refused "
                              f"(status {auth.status})", hop=self.index)
         self.early.set_userpass(self.hop, True)
 

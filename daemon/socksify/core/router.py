@@ -29,6 +29,7 @@ from ..protocol import control as wire
 from ..proxies import Proxy
 from .records import Connection, Session
 from .sessions import Sessions
+from .streams import stream_auth
 from .table import ConnectionTable
 
 log = logging.getLogger("socksify.daemon")
@@ -263,7 +264,8 @@ class Router:
             tunnel = await open_direct(target, conn.port)
         else:
             tunnel = await open_tunnel(self.sessions.selector(conn, action.chain),
-                                       target, conn.port, conn.id, action.dns)
+                                       target, conn.port, conn.id, action.dns,
+                                       stream_auth(conn, action.chain))
         self._connected(conn, tunnel.route, tunnel.skipped, tunnel.setup_seconds,
                         " (pre-built)" if tunnel.prebuilt else "")
         return tunnel
@@ -278,7 +280,8 @@ class Router:
             pool = selector.pool
             handed = await hand_tunnel(
                 selector, target, conn.port, app_sock, conn.id, action.dns,
-                swappable=pool is not None and _swappable(app_sock, pool))
+                swappable=pool is not None and _swappable(app_sock, pool),
+                auth=stream_auth(conn, action.chain))
         self._connected(conn, handed.route, handed.skipped, handed.setup_seconds,
                         ", handed off" + (" (pre-built)" if handed.swap else ""))
         return handed

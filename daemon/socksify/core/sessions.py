@@ -4,12 +4,14 @@ route selectors (with their pre-built tunnel pools) of each chain in use."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..chains import ChainSpec, HopHealth, Selector, Strategy, TunnelPool
+from ..chains.streamauth import isolatable
 from ..errors import ConfigError
 from ..paths import config_candidates
 from ..policy import Policy
@@ -41,13 +43,17 @@ class Sessions:
                                  str(msg.get("dns") or "remote"),
                                  str(msg.get("data_path") or "handoff"),
                                  int(msg.get("prebuilt") or 0),
-                                 pipeline=bool(msg.get("pipeline", True)))
+                                 pipeline=bool(msg.get("pipeline", True)),
+                                 isolate=str(msg.get("isolate_streams") or "none"))
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
             if spec.prebuilt and strategy is not Strategy.STRICT:
                 raise ConfigError("--prebuilt needs a fixed route: --strategy strict")
             policy = Policy.single_chain(spec)
         else:
+            if msg.get("isolate_streams") and not msg.get("chain"):
+                raise ConfigError("--isolate-streams applies to --via or --chain; in a "
+                                  'policy, write isolate = "MODE" in the chain')
             if msg.get("config") and uid != own_uid():
                 # A root daemon serving other users must not read files for them.
                 raise ConfigError("only the daemon's own user may name a policy file; "
@@ -64,8 +70,10 @@ class Sessions:
                 if name not in policy.chains:
                     raise ConfigError(f"no chain {name!r} in {policy.source}", hint=(
                         f"chains defined: {', '.join(sorted(policy.chains)) or 'none'}"))
-                policy = Policy.single_chain(policy.chains[name],
-                                             f"chain {name} of {policy.source}")
+                spec = policy.chains[name]
+                if msg.get("isolate_streams"):
+                    spec = dataclasses.replace(spec, isolate=str(msg["isolate_streams"]))
+                policy = Policy.single_chain(spec, f"chain {name} of {policy.source}")
         own = None if policy is current else policy  # follow reloads
         session = Session(self._session_id(msg.get("session")), own, writer,
                           bool(msg.get("verbose")), owner, uid,
@@ -115,8 +123,15 @@ class Sessions:
         selector = selectors.get(chain.name)
         if selector is None:
             selector = selectors[chain.name] = Selector(chain, self.health)
+            _say_isolation(chain)
             if chain.prebuilt and chain.strategy is Strategy.STRICT:
-                selector.pool = TunnelPool(chain, self.health)
+                if chain.isolated_before_last:
+                    # a pre-built tunnel is negotiated before its connection is known
+                    log.warning("chain %s: isolate = %r gives a hop before the last "
+                                "its own credentials per stream: no pre-built "
+                                "tunnels for it", chain.name, chain.isolate)
+                else:
+                    selector.pool = TunnelPool(chain, self.health)
         return selector
 
     def forget_policy_selectors(self) -> None:
@@ -134,6 +149,22 @@ class Sessions:
         the session)."""
         for session in list(self.open.values()):
             session.writer.close()
+
+
+def _say_isolation(chain: ChainSpec) -> None:
+    """Once per chain (and policy load): which of an isolating chain's hops cannot be
+    isolated (SOCKS4 carries no password) or keep their written credentials."""
+    if chain.isolate == "none":
+        return
+    for hop in chain.hops:
+        if isolatable(hop):
+            continue
+        if not isolatable(dataclasses.replace(hop, user="")):
+            log.warning("chain %s: hop %s is %s: no stream isolation there (only "
+                        "SOCKS5 carries credentials)", chain.name, hop, hop.scheme)
+        else:
+            log.info("chain %s: hop %s keeps its written credentials: not isolated "
+                     "per %s", chain.name, hop, chain.isolate)
 
 
 def close_pools(selectors: Iterable[Selector]) -> None:

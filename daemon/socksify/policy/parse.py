@@ -20,7 +20,7 @@ from .rules import NO_NAMES, Action, Network, Rule
 TOP_KEYS = {"proxies", "chains", "rules", "default", "dns", "daemon", "frontdoor"}
 FRONTDOOR_KEYS = {"listen", "users", "unidentified"}
 CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout", "dns",
-              "data_path", "prebuilt", "prebuilt_max_age", "pipeline"}
+              "data_path", "prebuilt", "prebuilt_max_age", "pipeline", "isolate"}
 RULE_KEYS = {"name", "app", "comm", "user", "parent", "dest", "port", "action", "dns",
              "udp"}
 UDP_MODES = ("refuse", "direct")
@@ -264,10 +264,10 @@ class Parser:
                              float(body.get("read_timeout", 10.0)), dns,
                              str(body.get("data_path", "handoff")), prebuilt,
                              float(body.get("prebuilt_max_age", 20.0)),
-                             body.get("pipeline", True))
+                             body.get("pipeline", True), str(body.get("isolate", "none")))
         except (TypeError, ValueError) as exc:
             line = next((self.key_line(tline, k) for k in (
-                "data_path", "prebuilt", "prebuilt_max_age", "pipeline")
+                "data_path", "prebuilt", "prebuilt_max_age", "pipeline", "isolate")
                          if k in str(exc)), tline)
             raise self.error(line, str(exc)) from None
 
