@@ -54,6 +54,31 @@ class RawStream:
     async def readexactly(self, n: int) -> bytes:
         return await recv_exactly(self.sock, n)
 
+    async def read_until(self, sep: bytes, limit: int) -> bytes:
+        """The bytes up to and including the first `sep`, and not one byte after it
+        (an HTTP reply head: what follows the blank line is the target's). Waits for
+        one byte, then peeks at what else has arrived and takes only what precedes
+        the separator. IncompleteReadError at EOF; LimitOverrunError past `limit`."""
+        buf = bytearray()
+        while True:
+            buf += await self.readexactly(1)
+            try:
+                ahead = self.sock.recv(max(limit + len(sep) - len(buf), 1),
+                                       socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                ahead = b""
+            joined = bytes(buf) + ahead
+            at = joined.find(sep, max(0, len(buf) - len(sep)))
+            if at >= 0:
+                take = at + len(sep) - len(buf)
+                if take > 0:
+                    buf += await self.readexactly(take)
+                return bytes(buf)
+            if len(joined) > limit:
+                raise asyncio.LimitOverrunError(f"no {sep!r} in {limit} bytes", limit)
+            if ahead:
+                buf += await self.readexactly(len(ahead))
+
     def write(self, data: bytes) -> None:
         self._out += data
 

@@ -134,7 +134,7 @@ def test_default_is_block_when_absent() -> None:
 @pytest.mark.parametrize("text,line,words", [
     ('[chains.a]\nhops = ["socks4://h:1"]\nstrateg = "strict"\n', 3,
      "unknown key 'strateg'"),
-    ('[chains.a]\nhops = ["http://h:1"]\n', 2, "unsupported proxy type"),
+    ('[chains.a]\nhops = ["ftp://h:1"]\n', 2, "unsupported proxy type"),
     ('[chains.a]\nhops = ["nosuchproxy"]\n', 2, "no scheme"),
     ('[chains.a]\nhops = ["socks4://h:1"]\n[default]\naction = "chain:b"\n', 4,
      "names no chain"),

@@ -10,9 +10,10 @@ import socket
 from dataclasses import dataclass
 
 from ..errors import HopProtocolError, HopRefused, HopTimeout, HopUnreachable, Unsupported
-from ..protocol import socks4, socks5
+from ..protocol import httpconnect, socks4, socks5
 from ..proxies import Proxy
 from ..sockstream import RawStream, within
+from . import httphop
 from .connect import is_address, open_socket, parse_address, sock_connect
 from .spec import ChainSpec
 
@@ -99,7 +100,9 @@ async def negotiate(stream: RawStream, route: tuple[Proxy, ...],
             want_host, want_port = host, port
         step = _Step(stream, hop, i, want_host, want_port,
                      spec.read_timeout, len(route))
-        if hop.scheme == "socks5":
+        if hop.protocol == "http":
+            await step.http()
+        elif hop.protocol == "socks5":
             await step.socks5()
         else:
             await step.socks4()
@@ -198,7 +201,8 @@ class _Step:
     def broken(self, exc: Exception) -> HopProtocolError:
         return HopProtocolError(f"{self.me}: {exc}", hop=self.index)
 
-    def encode(self, request: socks4.ConnectRequest | socks5.ConnectRequest) -> bytes:
+    def encode(self, request: socks4.ConnectRequest | socks5.ConnectRequest
+               | httpconnect.ConnectRequest) -> bytes:
         try:
             return request.dumps()
         except ValueError as exc:
@@ -249,3 +253,13 @@ class _Step:
             raise HopRefused(f"{self.me}: CONNECT {self.what} refused, code "
                              f"{reply.describe()}", hop=self.blame,
                              err=_SOCKS5_ERRNO.get(reply.code, errno.ECONNREFUSED))
+
+    async def http(self) -> None:
+        await self.send(self.encode(httpconnect.ConnectRequest(
+            self.host, self.port, self.hop.user, self.hop.password)))
+        during = f"CONNECT {self.what}"
+        reply = await httphop.read_reply(self.stream, self.timeout, self.me, during,
+                                         self.blame, self.index)
+        if not reply.granted:
+            raise httphop.refusal(reply, self.me, during, self.blame, self.index,
+                                  self.hop.user)
