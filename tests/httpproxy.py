@@ -102,13 +102,14 @@ class TinyProxy(Daemon):
                 if key in ln]
 
 
-def make_ca(workdir: Path, name: str) -> tuple[Path, Path, Path]:
-    """A test CA and a server certificate for `name` (subjectAltName DNS:name) signed
-    by it: (ca.pem, server.pem, server.key)."""
+def make_ca(workdir: Path, *names: str) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for `names` (subjectAltName DNS:each)
+    signed by it: (ca.pem, server.pem, server.key)."""
+    name = names[0]
     ca_key, ca = workdir / "ca.key", workdir / "ca.pem"
     key, csr, cert = workdir / "server.key", workdir / "server.csr", workdir / "server.pem"
     ext = workdir / "ext.cnf"
-    ext.write_text(f"subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n"
+    ext.write_text(f"subjectAltName={','.join('DNS:' + n for n in names)}\nbasicConstraints=CA:FALSE\n"
                    "keyUsage=digitalSignature,keyEncipherment\n"
                    "extendedKeyUsage=serverAuth\n")
 

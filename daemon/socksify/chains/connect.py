@@ -26,6 +26,7 @@ class HandoffImpossible(Exception):
     IPV6_V6ONLY against an IPv4 hop): carry this connection on the relay instead."""
 
 
+MAX_ADDRESSES = 4      # of a hop's name, tried in turn
 _AF_UNSPEC_ADDR = bytes(16)   # struct sockaddr with sa_family AF_UNSPEC
 
 
@@ -39,20 +40,53 @@ def disconnect(sock: socket.socket) -> None:
             ctypes.get_errno(), ctypes.get_errno()))
 
 
-async def open_socket(host: str, port: int, timeout: float, what: str) -> socket.socket:
+async def open_socket(host: str, port: int, timeout: float, what: str,
+                      addrs: list[IPAddress] | None = None) -> socket.socket:
     """A new TCP socket of the daemon's, connected to host:port (to hop 1, or to a
     direct target), with the errors a program should see: ETIMEDOUT, or the kernel's
-    errno."""
+    errno. Each of host's addresses (up to MAX_ADDRESSES) is tried in turn."""
+    if addrs is None:
+        addrs = await _addresses(host, port)
+    failure: BaseException | None = None
+    for addr in addrs[:MAX_ADDRESSES]:
+        sock = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET,
+                             socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await sock_connect(sock, host, port, timeout, what, [addr])
+        except (HopTimeout, HopUnreachable) as exc:
+            sock.close()
+            if len(addrs) > 1:
+                log.info("%s: address %s failed (%s)", what, addr, exc)
+            failure = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    assert failure is not None
+    raise failure
+
+
+async def dial_hop(host: str, port: int, timeout: float, what: str,
+                   conn: str) -> socket.socket:
+    """open_socket to hop 1. A name is resolved here (the log says so, with its
+    addresses); when every address fails it is resolved once more, and any address
+    new in that answer is tried."""
+    if parse_address(host) is not None:
+        return await open_socket(host, port, timeout, what)
     addrs = await _addresses(host, port)
-    sock = socket.socket(socket.AF_INET6 if addrs[0].version == 6 else socket.AF_INET,
-                         socket.SOCK_STREAM)
+    log.info("[%s] %s: name %s resolved here: %s", conn, what, host,
+             ", ".join(map(str, addrs)))
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await sock_connect(sock, host, port, timeout, what, addrs)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+        return await open_socket(host, port, timeout, what, addrs)
+    except (HopTimeout, HopUnreachable):
+        again = [a for a in await _addresses(host, port) if a not in addrs]
+        if not again:
+            raise
+        log.info("[%s] %s: name %s resolved again: trying %s", conn, what, host,
+                 ", ".join(map(str, again)))
+        return await open_socket(host, port, timeout, what, again)
 
 
 async def sock_connect(sock: socket.socket, host: str, port: int, timeout: float,

@@ -13,8 +13,8 @@ from ..errors import HopProtocolError, HopRefused, HopTimeout, HopUnreachable, U
 from ..protocol import httpconnect, socks4, socks5
 from ..proxies import Proxy
 from ..sockstream import RawStream, within
-from . import httphop
-from .connect import is_address, open_socket, parse_address, sock_connect
+from . import httphop, tlshop
+from .connect import HandoffImpossible, dial_hop, is_address, parse_address, sock_connect
 from .spec import ChainSpec
 
 log = logging.getLogger("socksify.chain")
@@ -65,49 +65,82 @@ async def build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
     replies. With `start`, the stream of a pre-built tunnel that already reaches the
     last hop: only the last request is left."""
     host = await final_target(route[-1], host, port, dns)
+    if app_sock is not None and any(h.tls for h in route):
+        raise HandoffImpossible("a TLS hop's session lives in the daemon")
     first = route[0]
     if start is not None:
         stream = start
     elif app_sock is not None:
+        if not is_address(first.host):
+            log.info("[%s] hop 1 %s: name %s resolved here", conn, first, first.host)
         await sock_connect(app_sock, first.host, first.port, spec.connect_timeout,
                            f"hop 1 {first}")
         stream = RawStream(app_sock, owned=False)
     else:
-        stream = RawStream(await open_socket(first.host, first.port,
-                                             spec.connect_timeout, f"hop 1 {first}"),
-                           owned=True)
+        stream = RawStream(await dial_hop(first.host, first.port, spec.connect_timeout,
+                                          f"hop 1 {first}", conn), owned=True)
     try:
-        await negotiate(stream, route, len(route) - 1 if start else 0,
-                        len(route), host, port, spec, conn)
+        return await negotiate(stream, route, len(route) - 1 if start else 0,
+                               len(route), host, port, spec, conn)
     except BaseException:
         stream.close()
         raise
-    return stream
 
 
 async def negotiate(stream: RawStream, route: tuple[Proxy, ...],
                     begin: int, end: int, host: str, port: int, spec: ChainSpec,
-                    conn: str) -> None:
-    """Send the SOCKS requests of route[begin:end] on a stream that already reaches
+                    conn: str) -> RawStream:
+    """Send the requests of route[begin:end] on a stream that already reaches
     route[begin]: each hop is asked for the next, the last hop of the route for
-    host:port."""
-    for i in range(begin, end):
-        hop = route[i]
-        if i + 1 < len(route):
-            nxt = route[i + 1]
-            want_host, want_port = await _hop_address(hop, nxt), nxt.port
-        else:
-            want_host, want_port = host, port
-        step = _Step(stream, hop, i, want_host, want_port,
-                     spec.read_timeout, len(route))
-        if hop.protocol == "http":
-            await step.http()
-        elif hop.protocol == "socks5":
-            await step.socks5()
-        else:
-            await step.socks4()
-        log.debug("[%s] hop %d %s -> %s:%d granted", conn, i + 1, hop,
-                  want_host, want_port)
+    host:port. Returns the stream to carry on: a TLS hop's session (tlshop.py)
+    replaces it; on failure that one is closed (and with it `stream`)."""
+    first = stream
+    try:
+        for i in range(begin, end):
+            stream = await _one(stream, route, i, host, port, spec, conn)
+    except BaseException:
+        if stream is not first:
+            stream.close()
+        raise
+    return stream
+
+
+async def _one(stream: RawStream, route: tuple[Proxy, ...], i: int, host: str,
+               port: int, spec: ChainSpec, conn: str) -> RawStream:
+    """Ask route[i] for the next hop (or host:port), over TLS if it is a TLS hop."""
+    if not route[i].tls:
+        await _ask(stream, route, i, host, port, spec, conn)
+        return stream
+    session = await tlshop.wrap(stream, route[i], i, spec.read_timeout, conn)
+    try:
+        await _ask(session, route, i, host, port, spec, conn)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+async def _ask(stream: RawStream, route: tuple[Proxy, ...], i: int, host: str,
+               port: int, spec: ChainSpec, conn: str) -> None:
+    hop = route[i]
+    if i + 1 < len(route):
+        nxt = route[i + 1]
+        want_host, want_port = await _hop_address(hop, nxt), nxt.port
+    else:
+        want_host, want_port = host, port
+    step = _Step(stream, hop, i, want_host, want_port,
+                 spec.read_timeout, len(route))
+    if hop.protocol == "http":
+        await step.http()
+    elif hop.protocol == "socks5":
+        await step.socks5()
+    else:
+        await step.socks4()
+    if i + 1 < len(route) and parse_address(want_host) is None:
+        log.info("[%s] hop %d %s: name %s carried by hop %d (resolved there, not "
+                 "here)", conn, i + 2, route[i + 1], want_host, i + 1)
+    log.debug("[%s] hop %d %s -> %s:%d granted", conn, i + 1, hop,
+              want_host, want_port)
 
 
 async def _resolve_here(host: str, port: int, last: Proxy) -> str:
@@ -131,6 +164,8 @@ async def _hop_address(asker: Proxy, hop: Proxy) -> str:
         return hop.host
     infos = await asyncio.get_running_loop().getaddrinfo(
         hop.host, hop.port, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    log.info("hop %s: name %s resolved here for %s (which carries no names): %s",
+             hop, hop.host, asker, infos[0][4][0])
     return str(infos[0][4][0])
 
 

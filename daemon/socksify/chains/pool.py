@@ -168,7 +168,8 @@ class TunnelPool:
                                              self.spec.connect_timeout,
                                              f"hop 1 {first}"), owned=True)
         try:
-            await negotiate(stream, route, 0, len(route) - 1, "", 0, self.spec, "pool")
+            stream = await negotiate(stream, route, 0, len(route) - 1, "", 0,
+                                     self.spec, "pool")
         except BaseException:
             stream.close()
             raise
