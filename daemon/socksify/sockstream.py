@@ -60,7 +60,14 @@ class RawStream:
         one byte, then peeks at what else has arrived and takes only what precedes
         the separator. IncompleteReadError at EOF; LimitOverrunError past `limit`."""
         buf = bytearray()
+        quickack = getattr(socket, "TCP_QUICKACK", None) \
+            if self.sock.family in (socket.AF_INET, socket.AF_INET6) else None
         while True:
+            if quickack is not None:
+                # acknowledge at once: a proxy that writes its reply head in pieces
+                # (tinyproxy) waits for our ACK before its next piece (Nagle), and a
+                # delayed ACK would cost each CONNECT ~40 ms
+                self.sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
             buf += await self.readexactly(1)
             try:
                 ahead = self.sock.recv(max(limit + len(sep) - len(buf), 1),
