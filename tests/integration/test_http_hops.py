@@ -155,3 +155,29 @@ def test_ipv6_target_through_http_is_asked_not_refused(lab: lablib.Lab, sk,
     assert not c.ok and c["errno"] != errno.ENETUNREACH, c.describe()
     assert any("2001:db8::7" in t for t in tiny.connects()), tiny.read_log()
 
+
+
+@pytest.mark.parametrize("data_path", ["handoff", "relay"])
+def test_hop1_name_tries_each_address(lab: lablib.Lab, sk, tiny: TinyProxy,
+                                      data_path: str) -> None:
+    """Hop 1 given by a name with two addresses, the first dead (127.0.0.1, where
+    nothing listens in the client zone; glibc sorts it first): the daemon resolves
+    the name itself (no DNS query: the client zone's hosts file), logs it, tries the
+    next address, and the connection goes through."""
+    name = f"hop1-{os.urandom(3).hex()}.socksify.test"
+    hosts = Path("/etc/netns") / lab.client_ns / "hosts"
+    saved = hosts.read_text()
+    hosts.write_text(saved + f"127.0.0.1 {name}\n{lablib.PROXY_NEAR_IP} {name}\n")
+    try:
+        queries, before = len(lab.dns.seen()), len(tiny.connects())
+        c = sk.client("connect", lab.far_ip, str(lab.http_port),
+                      via=[f"http://{name}:{tiny.port}"],
+                      opts=["-v", "--data-path", data_path])
+        assert c.ok, c.describe()
+    finally:
+        hosts.write_text(saved)
+    log = sk.daemon_log()
+    assert f"name {name} resolved here: 127.0.0.1, {lablib.PROXY_NEAR_IP}" in log, log
+    assert "address 127.0.0.1 failed" in log, log
+    assert tiny.connects()[before:] == [f"{lab.far_ip}:{lab.http_port}"]
+    assert name not in lab.dns.seen()[queries:]

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.lab
 class TlsProxy:
     tiny: TinyProxy
     tunnel: Stunnel
+    socks_tunnel: Stunnel     # TLS in front of the lab's danted hop 3 (SOCKS5)
     ca: Path
     near_name: str      # in the client zone's hosts file: hop 1 is resolved there
     far_name: str       # only in the proxy zone's: a hop before must carry it
@@ -45,18 +46,20 @@ def tlsproxy(lab: lablib.Lab) -> Iterator[TlsProxy]:
     certdir.chmod(0o755)
     ca, cert, key = make_ca(certdir, near, far)
     tiny = TinyProxy.start(lab)
-    tunnel = None
+    tunnel = socks_tunnel = None
     try:
         tunnel = Stunnel.start(lab, tiny.port, cert, key)
+        socks_tunnel = Stunnel.start(lab, lab.hops[2].port, cert, key)
         add_host(lab.client_ns, near, lablib.PROXY_NEAR_IP)
         add_host(lab.proxy_ns, near, lablib.PROXY_NEAR_IP)
         add_host(lab.proxy_ns, far, lablib.PROXY_NEAR_IP)
-        yield TlsProxy(tiny, tunnel, ca, near, far)
+        yield TlsProxy(tiny, tunnel, socks_tunnel, ca, near, far)
     finally:
         for ns, name in ((lab.client_ns, near), (lab.proxy_ns, near), (lab.proxy_ns, far)):
             remove_host(ns, name)
-        if tunnel is not None:
-            tunnel.close()
+        for t in (tunnel, socks_tunnel):
+            if t is not None:
+                t.close()
         tiny.close()
         for f in certdir.iterdir():
             f.unlink()
@@ -155,3 +158,20 @@ def test_tls_middle_hop_named_and_carried(lab: lablib.Lab, sk, tlsproxy: TlsProx
     assert lab.dns.seen()[queries:] == []
     log = sk.daemon_log(20000)
     assert f"name {tlsproxy.far_name} carried by hop 1" in log, log
+
+
+def test_socks5_over_tls(lab: lablib.Lab, sk, tlsproxy: TlsProxy, tmp_path: Path) -> None:
+    """socks5+tls://NAME: SOCKS5 inside TLS (stunnel4 in front of danted), the
+    target's name carried by the SOCKS5 request."""
+    m = f"s5tls-{os.urandom(4).hex()}"
+    out = tmp_path / "small.bin"
+    url = f"socks5+tls://{tlsproxy.near_name}:{tlsproxy.socks_tunnel.port}"
+    pol = policy(tmp_path / "p.toml", f'{{ url = "{url}", ca_file = "{tlsproxy.ca}" }}',
+                 '["tp"]')
+    queries, hop_before = len(lab.dns.seen()), lab.hop_connects()
+    res = sk.run(curl(out, lab.far_url("small.bin", m)), opts=["-c", str(pol)])
+    assert res.returncode == 0, sk.describe(res)
+    assert lablib.sha256_file(out) == lab.small_sha256
+    lab.wait_hop_connects(hop_before, [0, 0, 1])
+    assert lab.hop_targets_since(hop_before)[2] == [lab.far_http_addr]
+    assert lab.dns.seen()[queries:] == []

@@ -68,25 +68,52 @@ async def open_socket(host: str, port: int, timeout: float, what: str,
     raise failure
 
 
-async def dial_hop(host: str, port: int, timeout: float, what: str,
-                   conn: str) -> socket.socket:
-    """open_socket to hop 1. A name is resolved here (the log says so, with its
-    addresses); when every address fails it is resolved once more, and any address
-    new in that answer is tried."""
+async def dial_hop(host: str, port: int, timeout: float, what: str, conn: str,
+                   app_sock: socket.socket | None = None) -> socket.socket:
+    """A connection to hop 1: on app_sock (handoff) if given, else on a new socket
+    of the daemon's. A name is resolved here (the log says so, with its addresses),
+    each address tried in turn; when all fail the name is resolved once more, and
+    any address new in that answer is tried."""
     if parse_address(host) is not None:
-        return await open_socket(host, port, timeout, what)
-    addrs = await _addresses(host, port)
-    log.info("[%s] %s: name %s resolved here: %s", conn, what, host,
-             ", ".join(map(str, addrs)))
+        addrs = [ipaddress.ip_address(host)]
+    else:
+        addrs = await _addresses(host, port)
+        log.info("[%s] %s: name %s resolved here: %s", conn, what, host,
+                 ", ".join(map(str, addrs)))
     try:
-        return await open_socket(host, port, timeout, what, addrs)
+        return await _dial_each(host, port, timeout, what, addrs, app_sock)
     except (HopTimeout, HopUnreachable):
+        if parse_address(host) is not None:
+            raise
         again = [a for a in await _addresses(host, port) if a not in addrs]
         if not again:
             raise
         log.info("[%s] %s: name %s resolved again: trying %s", conn, what, host,
                  ", ".join(map(str, again)))
-        return await open_socket(host, port, timeout, what, again)
+        return await _dial_each(host, port, timeout, what, again, app_sock)
+
+
+async def _dial_each(host: str, port: int, timeout: float, what: str,
+                     addrs: list[IPAddress], app_sock: socket.socket | None
+                     ) -> socket.socket:
+    if app_sock is None:
+        return await open_socket(host, port, timeout, what, addrs)
+    failure: BaseException | None = None
+    for addr in addrs[:MAX_ADDRESSES]:
+        try:
+            await sock_connect(app_sock, host, port, timeout, what, [addr])
+        except HandoffImpossible as exc:      # another family than the program's
+            failure = failure or exc
+            continue
+        except (HopTimeout, HopUnreachable) as exc:
+            disconnect(app_sock)              # connectable again, as after a failure
+            if len(addrs) > 1:
+                log.info("%s: address %s failed (%s)", what, addr, exc)
+            failure = exc
+            continue
+        return app_sock
+    assert failure is not None
+    raise failure
 
 
 async def sock_connect(sock: socket.socket, host: str, port: int, timeout: float,

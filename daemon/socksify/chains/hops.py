@@ -14,7 +14,7 @@ from ..protocol import httpconnect, socks4, socks5
 from ..proxies import Proxy
 from ..sockstream import RawStream, within
 from . import httphop, tlshop
-from .connect import HandoffImpossible, dial_hop, is_address, parse_address, sock_connect
+from .connect import HandoffImpossible, dial_hop, is_address, parse_address
 from .spec import ChainSpec
 
 log = logging.getLogger("socksify.chain")
@@ -71,10 +71,8 @@ async def build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
     if start is not None:
         stream = start
     elif app_sock is not None:
-        if not is_address(first.host):
-            log.info("[%s] hop 1 %s: name %s resolved here", conn, first, first.host)
-        await sock_connect(app_sock, first.host, first.port, spec.connect_timeout,
-                           f"hop 1 {first}")
+        await dial_hop(first.host, first.port, spec.connect_timeout, f"hop 1 {first}",
+                       conn, app_sock)
         stream = RawStream(app_sock, owned=False)
     else:
         stream = RawStream(await dial_hop(first.host, first.port, spec.connect_timeout,
