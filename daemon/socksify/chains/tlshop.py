@@ -79,6 +79,10 @@ async def wrap(stream: RawStream, hop: Proxy, index: int, timeout: float,
     except (OSError, ssl.SSLError) as exc:
         raise HopUnreachable(f"{me}: cannot load the CA file {hop.ca_file}: {exc}",
                              hop=index, err=errno.EACCES) from None
+    if stream.sock.family in (socket.AF_INET, socket.AF_INET6) \
+            and hasattr(socket, "TCP_QUICKACK"):
+        # the handshake is a few small writes each way: no delayed ACK between them
+        stream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
     try:
         reader, writer = await within(asyncio.open_connection(
             sock=stream.sock, ssl=ctx, server_hostname=hop.host,
