@@ -10,9 +10,10 @@ other end and the TLS stream; a reset on either side resets the other. A TLS
 session lives in the daemon, so a chain with a TLS hop is always relayed, never
 handed off to the program (spec.py forces data_path = "relay").
 
-TLS carries no half-close here: when the program shuts down its sending side, the
-session stays open while the far side still sends, and is closed once it has been
-quiet for LINGER seconds (or closes)."""
+The session is an ssl.SSLObject over memory BIOs, driven here on the raw socket, so
+its end is seen for what it is: the program's half-close is sent as close_notify
+(TLS 1.3 lets the other direction go on), the hop's close_notify becomes a FIN to the
+program, and a session cut without close_notify (a truncation) a reset."""
 
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ from ..sockstream import RawStream, within
 
 log = logging.getLogger("socksify.chain")
 
-LINGER = 5.0               # seconds a half-closed session waits for the far side
 CHUNK = 1 << 18
 _RESET = struct.pack("ii", 1, 0)
 _CONTEXTS: dict[tuple[bool, str | None], ssl.SSLContext] = {}
@@ -55,16 +55,14 @@ class TlsStream(RawStream):
     later on) also ends the pump and the stream the session ran over."""
 
     def __init__(self, sock: socket.socket, pump: asyncio.Task[None],
-                 session: asyncio.StreamWriter, under: RawStream) -> None:
+                 under: RawStream) -> None:
         super().__init__(sock, owned=True)
         self.pump = pump
-        self.session = session
         self.under = under
 
     def close(self) -> None:
         super().close()
         self.pump.cancel()
-        self.session.transport.abort()   # unregisters its socket before closing it
         self.under.close()
 
 
@@ -83,17 +81,19 @@ async def wrap(stream: RawStream, hop: Proxy, index: int, timeout: float,
             and hasattr(socket, "TCP_QUICKACK"):
         # the handshake is a few small writes each way: no delayed ACK between them
         stream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    session = Session(stream.sock, ctx.wrap_bio(incoming, outgoing,
+                                                server_hostname=hop.host),
+                      incoming, outgoing)
     try:
-        reader, writer = await within(asyncio.open_connection(
-            sock=stream.sock, ssl=ctx, server_hostname=hop.host,
-            ssl_handshake_timeout=timeout, limit=CHUNK), timeout)
+        await within(session.handshake(), timeout)
     except ssl.SSLCertVerificationError as exc:
         stream.close()
         raise HopRefused(f"{me}: TLS certificate refused: {exc.verify_message} "
                          f"(name checked: {hop.host}; ca_file "
                          f"{hop.ca_file or 'none: the system store'})", hop=index,
                          err=errno.EACCES) from None
-    except (asyncio.TimeoutError, ConnectionAbortedError):
+    except asyncio.TimeoutError:
         stream.close()
         raise HopTimeout(f"{me}: no TLS handshake within {timeout:g}s",
                          hop=index) from None
@@ -108,18 +108,19 @@ async def wrap(stream: RawStream, hop: Proxy, index: int, timeout: float,
     try:
         inner, outer = _loopback_pair()
     except OSError as exc:
-        writer.transport.abort()
+        stream.close()
         raise HopUnreachable(f"{me}: no loopback pair for the TLS pump: {exc}",
                              hop=index, err=exc.errno or errno.EMFILE) from None
-    tls = writer.get_extra_info("ssl_object")
-    log.debug("[%s] %s: %s %s, certificate %s", conn, me,
-              tls.version() if tls else "?", tls.cipher()[0] if tls else "?",
+    tls = session.tls
+    log.debug("[%s] %s: %s %s, certificate %s", conn, me, tls.version(),
+              (tls.cipher() or ("?",))[0],
               "verified for " + hop.host if hop.tls_verify else "NOT verified "
               "(tls_verify = false)")
-    task = asyncio.get_running_loop().create_task(_pump(outer, reader, writer, conn, me))
+    outer.setblocking(False)
+    task = asyncio.get_running_loop().create_task(session.pump(outer, conn, me))
     _PUMPS.add(task)
     task.add_done_callback(_PUMPS.discard)
-    return TlsStream(inner, task, writer, stream)
+    return TlsStream(inner, task, stream)
 
 
 def _loopback_pair() -> tuple[socket.socket, socket.socket]:
@@ -146,50 +147,104 @@ def _loopback_pair() -> tuple[socket.socket, socket.socket]:
     return inner, outer
 
 
-async def _pump(outer: socket.socket, tls_reader: asyncio.StreamReader,
-                tls_writer: asyncio.StreamWriter, conn: str, me: str) -> None:
-    """Copy between `outer` and the TLS session until either ends."""
-    plain_reader, plain_writer = await asyncio.open_connection(sock=outer, limit=CHUNK)
-    moved = [0]
+class Session:
+    """A TLS client session (SSLObject over memory BIOs) on a raw non-blocking
+    socket: the handshake, then the pump between the session and `outer`."""
 
-    async def up() -> None:
-        while data := await plain_reader.read(CHUNK):
-            tls_writer.write(data)
-            await tls_writer.drain()
-        while True:           # half-closed: wait while the far side still talks
-            seen = moved[0]
-            await asyncio.sleep(LINGER)
-            if moved[0] == seen:
-                return
+    def __init__(self, raw: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO,
+                 outgoing: ssl.MemoryBIO) -> None:
+        self.raw = raw
+        self.tls = tls
+        self.incoming = incoming
+        self.outgoing = outgoing
+        self.loop = asyncio.get_running_loop()
+        self.lock = asyncio.Lock()
 
-    async def down() -> None:
-        while data := await tls_reader.read(CHUNK):
-            moved[0] += len(data)
-            plain_writer.write(data)
-            await plain_writer.drain()
-        if plain_writer.can_write_eof():
-            plain_writer.write_eof()
+    async def flush(self) -> None:
+        """Send what the session has written, in order (both directions write)."""
+        async with self.lock:
+            data = self.outgoing.read()
+            if data:
+                await self.loop.sock_sendall(self.raw, data)
 
-    tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
-    failed: BaseException | None = None
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            if t.exception() is not None:
-                failed = t.exception()
-    except asyncio.CancelledError:
-        failed = ConnectionAbortedError("the chain failed")
-        raise
-    finally:
-        for t in tasks:
-            t.cancel()
-        if failed is not None:
-            log.info("[%s] %s: TLS session ended: %s", conn, me, failed)
+    async def fill(self) -> bool:
+        """Feed the session what the socket has; False at the socket's EOF."""
+        data = await self.loop.sock_recv(self.raw, CHUNK)
+        if data:
+            self.incoming.write(data)
+            return True
+        self.incoming.write_eof()
+        return False
+
+    async def handshake(self) -> None:
+        while True:
             try:
-                outer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-            except OSError:
-                pass
-            tls_writer.transport.abort()
-        else:
-            tls_writer.close()
-        plain_writer.close()
+                self.tls.do_handshake()
+                await self.flush()
+                return
+            except ssl.SSLWantReadError:
+                await self.flush()
+                if not await self.fill():
+                    raise ConnectionResetError(errno.ECONNRESET,
+                                               "closed during the TLS handshake")
+
+    async def pump(self, outer: socket.socket, conn: str, me: str) -> None:
+        """Copy between outer and the session until both directions end: a
+        half-close either way is carried (close_notify one way, FIN the other); a
+        failure, or a session cut without close_notify, resets both."""
+        up = asyncio.ensure_future(self._up(outer))
+        down = asyncio.ensure_future(self._down(outer))
+        failed: BaseException | None = None
+        try:
+            for fut in asyncio.as_completed((up, down)):
+                await fut
+        except asyncio.CancelledError:
+            failed = ConnectionAbortedError("the chain failed")
+            raise
+        except (OSError, ssl.SSLError) as exc:
+            failed = exc
+        finally:
+            up.cancel()
+            down.cancel()
+            if failed is not None:
+                log.info("[%s] %s: TLS session ended: %s", conn, me, failed)
+                for sock in (outer, self.raw):
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                    except OSError:
+                        pass
+            outer.close()
+            self.raw.close()
+
+    async def _up(self, outer: socket.socket) -> None:
+        while data := await self.loop.sock_recv(outer, CHUNK):
+            self.tls.write(data)
+            await self.flush()
+        try:                       # the program's half-close: close_notify
+            self.tls.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        await self.flush()
+
+    async def _down(self, outer: socket.socket) -> None:
+        while True:
+            more = await self.fill()
+            while True:
+                try:
+                    data = self.tls.read(CHUNK)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:
+                    data = b""
+                except ssl.SSLEOFError:
+                    raise ConnectionResetError(errno.ECONNRESET, "the TLS session was "
+                                               "cut without close_notify") from None
+                if not data:                       # close_notify: the far side's FIN
+                    await self.flush()
+                    outer.shutdown(socket.SHUT_WR)
+                    return
+                await self.loop.sock_sendall(outer, data)
+            await self.flush()      # e.g. an answer to a key update
+            if not more:
+                raise ConnectionResetError(errno.ECONNRESET, "the TLS session was cut "
+                                           "without close_notify")
