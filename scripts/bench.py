@@ -264,6 +264,8 @@ def main() -> int:
                     help="connections of churn (default 20000; 0 skips)")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     add_wan_options(ap)
+    ap.add_argument("--hop-kinds", action="store_true", help="only compare one SOCKS5, "
+                    "HTTP CONNECT and HTTPS hop (scripts/bench_hops.py)")
     args = ap.parse_args()
     missing = labmod.missing_prerequisites()
     for tool in ("proxychains4", "socksify"):
@@ -320,6 +322,13 @@ def main() -> int:
                 via = [a for h in lab.hops[:hops] for a in ("--via", h.url)]
                 return ["socksify", "-q", *flags, *via, "--"]
             return prefix
+
+        if args.hop_kinds:
+            from bench_hops import hop_kinds, print_hop_table
+            table = hop_kinds(lab, run, fb.port, src.port, Source.size, args.connections,
+                              args.bulk_runs, say)
+            print_hop_table(table)
+            return 0
 
         contenders: dict[str, tuple[str, Callable[[int], list[str]]]] = {
             "direct": (lab.proxy_ns, lambda hops: []),

@@ -1,5 +1,6 @@
 """Proxy addresses as users write them: socks4://[USER@]HOST:PORT, socks4a://…,
-socks5://[USER[:PASSWORD]@]HOST:PORT."""
+socks5://[USER[:PASSWORD]@]HOST:PORT, http://[USER[:PASSWORD]@]HOST:PORT (HTTP
+CONNECT), and https://… / socks5+tls://… (the same inside TLS to the proxy)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError
 
-SCHEMES = ("socks4", "socks4a", "socks5")
-URL_HINT = ("write a hop as socks4://HOST:PORT, socks4a://USER@HOST:PORT or "
-            "socks5://USER:PASSWORD@HOST:PORT")
+SCHEMES = ("socks4", "socks4a", "socks5", "http", "https", "socks5+tls")
+URL_HINT = ("write a hop as socks4://HOST:PORT, socks4a://USER@HOST:PORT, "
+            "socks5://USER:PASSWORD@HOST:PORT, http://USER:PASSWORD@HOST:PORT, "
+            "https://HOST:PORT or socks5+tls://HOST:PORT")
+_PROTOCOL = {"socks4": "socks4", "socks4a": "socks4", "socks5": "socks5",
+             "socks5+tls": "socks5", "http": "http", "https": "http"}
 
 
 @dataclass(frozen=True)
@@ -20,15 +24,27 @@ class Proxy:
     port: int
     user: str = ""
     password: str = field(default="", repr=False, compare=False)
+    tls_verify: bool = True           # https / socks5+tls: check the certificate
+    ca_file: str | None = None        # ... against this CA bundle (else the system's)
+
+    @property
+    def protocol(self) -> str:
+        """What is spoken to the hop (inside TLS, if any): socks4, socks5 or http."""
+        return _PROTOCOL[self.scheme]
+
+    @property
+    def tls(self) -> bool:
+        """True if the hop is reached over TLS (https://, socks5+tls://)."""
+        return self.scheme in ("https", "socks5+tls")
 
     @property
     def carries_names(self) -> bool:
-        """True if this hop can be asked for a host name (SOCKS4a, SOCKS5)."""
-        return self.scheme in ("socks4a", "socks5")
+        """True if this hop can be asked for a host name (SOCKS4a, SOCKS5, HTTP)."""
+        return self.scheme != "socks4"
 
     @property
     def carries_ipv6(self) -> bool:
-        return self.scheme == "socks5"
+        return self.protocol in ("socks5", "http")
 
     def __str__(self) -> str:
         """The URL, without the password (this is what logs and tables show)."""
@@ -49,7 +65,7 @@ class Proxy:
                               f"expected one of {', '.join(SCHEMES)}", hint=URL_HINT)
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ConfigError(f"{shown!r}: a hop URL has no path or query", hint=URL_HINT)
-        if parts.password is not None and scheme != "socks5":
+        if parts.password is not None and _PROTOCOL[scheme] == "socks4":
             raise ConfigError(f"{shown!r}: SOCKS4 has no password, only a user "
                               "id", hint=URL_HINT)
         host = parts.hostname
@@ -62,7 +78,13 @@ class Proxy:
             raise ConfigError(f"{shown!r}: needs a host and a port", hint=URL_HINT)
         user = unquote(parts.username or "")
         password = unquote(parts.password or "")
-        if scheme == "socks5" and (len(user.encode()) > 255 or
+        if _PROTOCOL[scheme] == "http" and (
+                ":" in user or (password and not user)
+                or any(c in user + password for c in "\r\n\0")):
+            raise ConfigError(f"{shown!r}: an HTTP proxy user has no ':', a password "
+                              "needs a user, and neither holds a line break",
+                              hint=URL_HINT)
+        if _PROTOCOL[scheme] == "socks5" and (len(user.encode()) > 255 or
                                    len(password.encode()) > 255 or (password and not user)):
             raise ConfigError(f"{shown!r}: a SOCKS5 user and password are 1..255 "
                               "bytes each, and a password needs a user", hint=URL_HINT)

@@ -54,6 +54,38 @@ class RawStream:
     async def readexactly(self, n: int) -> bytes:
         return await recv_exactly(self.sock, n)
 
+    async def read_until(self, sep: bytes, limit: int) -> bytes:
+        """The bytes up to and including the first `sep`, and not one byte after it
+        (an HTTP reply head: what follows the blank line is the target's). Waits for
+        one byte, then peeks at what else has arrived and takes only what precedes
+        the separator. IncompleteReadError at EOF; LimitOverrunError past `limit`."""
+        buf = bytearray()
+        quickack = getattr(socket, "TCP_QUICKACK", None) \
+            if self.sock.family in (socket.AF_INET, socket.AF_INET6) else None
+        while True:
+            if quickack is not None:
+                # acknowledge at once: a proxy that writes its reply head in pieces
+                # (tinyproxy) waits for our ACK before its next piece (Nagle), and a
+                # delayed ACK would cost each CONNECT ~40 ms
+                self.sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+            buf += await self.readexactly(1)
+            try:
+                ahead = self.sock.recv(max(limit + len(sep) - len(buf), 1),
+                                       socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                ahead = b""
+            joined = bytes(buf) + ahead
+            at = joined.find(sep, max(0, len(buf) - len(sep)))
+            if at >= 0:
+                take = at + len(sep) - len(buf)
+                if take > 0:
+                    buf += await self.readexactly(take)
+                return bytes(buf)
+            if len(joined) > limit:
+                raise asyncio.LimitOverrunError(f"no {sep!r} in {limit} bytes", limit)
+            if ahead:
+                buf += await self.readexactly(len(ahead))
+
     def write(self, data: bytes) -> None:
         self._out += data
 

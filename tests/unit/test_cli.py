@@ -29,7 +29,7 @@ def test_missing_command_is_a_usage_error() -> None:
 
 
 def test_bad_url_is_a_usage_error_with_a_hint() -> None:
-    out = run("socksify.cli", "--via", "http://10.0.0.1:3128", "true")
+    out = run("socksify.cli", "--via", "ftp://10.0.0.1:3128", "true")
     assert out.returncode == 2
     assert "unsupported proxy type" in out.stderr and "socks4://HOST:PORT" in out.stderr
 

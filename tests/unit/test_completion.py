@@ -112,7 +112,7 @@ def _line_after_tab(child, typed: str, tabs: str = "\t") -> str:  # type: ignore
 BASH_CASES = [
     ("socksify --vi", "socksify --via "),
     ("socksify --via so", "socksify --via socks"),
-    ("socksify --via socks5", "socksify --via socks5://"),
+    ("socksify --via socks4a", "socksify --via socks4a://"),
     ("socksify --chain zu", "socksify --chain zulu7 "),
     ("socksify --chain al", "socksify --chain alpha-x "),
     ("socksify --strategy round", "socksify --strategy round_robin "),
@@ -159,8 +159,8 @@ def test_zsh_script_parses_and_completes(policy: Path, tmp_path: Path) -> None:
         # zsh drops its own inserted space when the cursor moves (^A): compare the words
         assert _line_after_tab(child, "socksify --chain zu").rstrip() == \
             "socksify --chain zulu7"
-        assert _line_after_tab(child, "socksify --via socks5") == \
-            "socksify --via socks5://"
+        assert _line_after_tab(child, "socksify --via socks4a") == \
+            "socksify --via socks4a://"
         assert _line_after_tab(child, "socksify -- sktabpro").rstrip() == \
             "socksify -- sktabprog9"
         assert _line_after_tab(child, "socksify -q sktabpro").rstrip() == \

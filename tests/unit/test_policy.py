@@ -134,7 +134,7 @@ def test_default_is_block_when_absent() -> None:
 @pytest.mark.parametrize("text,line,words", [
     ('[chains.a]\nhops = ["socks4://h:1"]\nstrateg = "strict"\n', 3,
      "unknown key 'strateg'"),
-    ('[chains.a]\nhops = ["http://h:1"]\n', 2, "unsupported proxy type"),
+    ('[chains.a]\nhops = ["ftp://h:1"]\n', 2, "unsupported proxy type"),
     ('[chains.a]\nhops = ["nosuchproxy"]\n', 2, "no scheme"),
     ('[chains.a]\nhops = ["socks4://h:1"]\n[default]\naction = "chain:b"\n', 4,
      "names no chain"),
@@ -153,6 +153,13 @@ def test_default_is_block_when_absent() -> None:
     ('[colours]\nred = 1\n', 1, "unknown table or key 'colours'"),
     ('[daemon]\nallow = ["bob"]\n', 2, "unknown key 'allow' in [daemon]"),
     ('[proxies]\np1 = "socks6://h:1"\n', 2, "proxies.p1"),
+    ('[proxies]\np = "socks4://h:1"\nq = { url = "http://h:1", tls_verify = false }\n', 3,
+     "not a TLS hop"),
+    ('[proxies]\np = { url = "https://h:1", ca_file = "/nonexistent/ca.pem" }\n', 2,
+     "cannot be loaded"),
+    ('[proxies]\np = { url = "https://h:1", verify = false }\n', 2, "unknown key"),
+    ('[proxies]\np = { url = "https://h:1", tls_verify = "no" }\n', 2, "true or false"),
+    ('[chains.a]\nhops = ["http://u:p%0D%0AX@h:1"]\n', 2, "line break"),
 ])
 def test_errors_name_file_line_and_fix(text: str, line: int, words: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -361,3 +368,12 @@ def test_chain_pipeline_key() -> None:
             Policy.parse(head + "\n" + f"pipeline = {bad}\n", "p.toml")
         assert str(info.value).startswith("p.toml:4: ") and \
             "pipeline must be true or false" in str(info.value), str(info.value)
+def test_tls_proxy_table() -> None:
+    policy = Policy.parse('[proxies]\ntp = { url = "https://h.example:443", '
+                          'tls_verify = false }\n[chains.c]\nhops = ["tp", '
+                          '"http://u:p@h2:3128"]\n', "p.toml")
+    tp, h2 = policy.chains["c"].hops
+    assert tp.tls and not tp.tls_verify and tp.ca_file is None
+    assert h2.protocol == "http" and h2.tls_verify and not h2.tls
+    # a TLS session lives in the daemon: such a chain is relayed
+    assert policy.chains["c"].data_path == "relay"

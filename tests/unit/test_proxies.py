@@ -22,7 +22,8 @@ def test_str_roundtrips() -> None:
 
 @pytest.mark.parametrize("url,words", [
     ("10.0.0.5:1080", "no scheme"),
-    ("http://10.0.0.5:3128", "unsupported proxy type"),
+    ("ftp://10.0.0.5:3128", "unsupported proxy type"),
+    ("http://:pw@10.0.0.5:3128", "a password needs a user"),
     ("socks4://10.0.0.5", "needs a host and a port"),
     ("socks4://10.0.0.5:99999", "port"),
     ("socks4://u:pw@10.0.0.5:1080", "no password"),
@@ -52,3 +53,13 @@ def test_password_is_never_echoed_in_errors() -> None:
 def test_ipv6_literal_hop() -> None:
     p = Proxy.parse("socks5://[2001:db8::5]:1080")
     assert p.host == "2001:db8::5" and str(p) == "socks5://[2001:db8::5]:1080"
+
+
+def test_http_and_tls_hops() -> None:
+    p = Proxy.parse("http://alice:s%3Ac@proxy.example:3128")
+    assert (p.protocol, p.tls, p.user, p.password) == ("http", False, "alice", "s:c")
+    assert p.carries_names and p.carries_ipv6
+    assert str(p) == "http://alice@proxy.example:3128"
+    assert Proxy.parse("https://proxy.example:443").tls
+    s = Proxy.parse("socks5+tls://u:p@10.0.0.1:1080")
+    assert (s.protocol, s.tls) == ("socks5", True)

@@ -26,6 +26,7 @@ class HandoffImpossible(Exception):
     IPV6_V6ONLY against an IPv4 hop): carry this connection on the relay instead."""
 
 
+MAX_ADDRESSES = 4      # of a hop's name, tried in turn
 _AF_UNSPEC_ADDR = bytes(16)   # struct sockaddr with sa_family AF_UNSPEC
 
 
@@ -39,20 +40,80 @@ def disconnect(sock: socket.socket) -> None:
             ctypes.get_errno(), ctypes.get_errno()))
 
 
-async def open_socket(host: str, port: int, timeout: float, what: str) -> socket.socket:
+async def open_socket(host: str, port: int, timeout: float, what: str,
+                      addrs: list[IPAddress] | None = None) -> socket.socket:
     """A new TCP socket of the daemon's, connected to host:port (to hop 1, or to a
     direct target), with the errors a program should see: ETIMEDOUT, or the kernel's
-    errno."""
-    addrs = await _addresses(host, port)
-    sock = socket.socket(socket.AF_INET6 if addrs[0].version == 6 else socket.AF_INET,
-                         socket.SOCK_STREAM)
+    errno. Each of host's addresses (up to MAX_ADDRESSES) is tried in turn."""
+    if addrs is None:
+        addrs = await _addresses(host, port)
+    failure: BaseException | None = None
+    for addr in addrs[:MAX_ADDRESSES]:
+        sock = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET,
+                             socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await sock_connect(sock, host, port, timeout, what, [addr])
+        except (HopTimeout, HopUnreachable) as exc:
+            sock.close()
+            if len(addrs) > 1:
+                log.info("%s: address %s failed (%s)", what, addr, exc)
+            failure = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    assert failure is not None
+    raise failure
+
+
+async def dial_hop(host: str, port: int, timeout: float, what: str, conn: str,
+                   app_sock: socket.socket | None = None) -> socket.socket:
+    """A connection to hop 1: on app_sock (handoff) if given, else on a new socket
+    of the daemon's. A name is resolved here (the log says so, with its addresses),
+    each address tried in turn; when all fail the name is resolved once more, and
+    any address new in that answer is tried."""
+    if parse_address(host) is not None:
+        addrs = [ipaddress.ip_address(host)]
+    else:
+        addrs = await _addresses(host, port)
+        log.info("[%s] %s: name %s resolved here: %s", conn, what, host,
+                 ", ".join(map(str, addrs)))
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await sock_connect(sock, host, port, timeout, what, addrs)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+        return await _dial_each(host, port, timeout, what, addrs, app_sock)
+    except (HopTimeout, HopUnreachable):
+        if parse_address(host) is not None:
+            raise
+        again = [a for a in await _addresses(host, port) if a not in addrs]
+        if not again:
+            raise
+        log.info("[%s] %s: name %s resolved again: trying %s", conn, what, host,
+                 ", ".join(map(str, again)))
+        return await _dial_each(host, port, timeout, what, again, app_sock)
+
+
+async def _dial_each(host: str, port: int, timeout: float, what: str,
+                     addrs: list[IPAddress], app_sock: socket.socket | None
+                     ) -> socket.socket:
+    if app_sock is None:
+        return await open_socket(host, port, timeout, what, addrs)
+    failure: BaseException | None = None
+    for addr in addrs[:MAX_ADDRESSES]:
+        try:
+            await sock_connect(app_sock, host, port, timeout, what, [addr])
+        except HandoffImpossible as exc:      # another family than the program's
+            failure = failure or exc
+            continue
+        except (HopTimeout, HopUnreachable) as exc:
+            disconnect(app_sock)              # connectable again, as after a failure
+            if len(addrs) > 1:
+                log.info("%s: address %s failed (%s)", what, addr, exc)
+            failure = exc
+            continue
+        return app_sock
+    assert failure is not None
+    raise failure
 
 
 async def sock_connect(sock: socket.socket, host: str, port: int, timeout: float,

@@ -12,7 +12,8 @@ import socket
 from ..errors import ChainError, HopUnreachable, Unsupported
 from ..proxies import Proxy
 from ..sockstream import RawStream
-from .connect import disconnect, is_address, open_socket, parse_address, sock_connect
+from . import tlshop
+from .connect import HandoffImpossible, dial_hop, disconnect, is_address, parse_address
 from .earlydata import EARLY_DATA, EarlyData
 from .spec import ChainSpec
 from .steps import Message, Step, suspects
@@ -68,16 +69,17 @@ async def build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
     last hop: only the last request is left. `auth`: stream isolation credentials for
     the SOCKS5 hops written without any."""
     host = await final_target(route[-1], host, port, dns)
+    if app_sock is not None and any(h.tls for h in route):
+        raise HandoffImpossible("a TLS hop's session lives in the daemon")
     if start is None:
         return await open_chain(route, len(route), host, port, spec, conn, app_sock,
                                 auth=auth)
     try:
-        await negotiate(start, route, len(route) - 1, len(route), host, port, spec, conn,
-                        auth=auth)
+        return await negotiate(start, route, len(route) - 1, len(route), host, port,
+                               spec, conn, auth=auth)
     except BaseException:
         start.close()
         raise
-    return start
 
 
 async def open_chain(route: tuple[Proxy, ...], end: int, host: str, port: int,
@@ -88,11 +90,10 @@ async def open_chain(route: tuple[Proxy, ...], end: int, host: str, port: int,
     them is asked for). A pipelined negotiation that fails the way a hop mishandling
     early data would is tried once more, step by step, on a new connection; if that
     works, the hop is remembered and negotiated step by step from then on."""
-    stream = await _connect_first(route[0], spec, app_sock)
+    stream = await _connect_first(route[0], spec, conn, app_sock)
     try:
-        await negotiate(stream, route, 0, end, host, port, spec, conn, early=early,
-                        auth=auth)
-        return stream
+        return await negotiate(stream, route, 0, end, host, port, spec, conn,
+                               early=early, auth=auth)
     except EarlyDataSuspect as exc:
         _drop(stream, app_sock)
         suspect = exc.suspects[-1]
@@ -101,10 +102,10 @@ async def open_chain(route: tuple[Proxy, ...], end: int, host: str, port: int,
     except BaseException:
         stream.close()
         raise
-    stream = await _connect_first(route[0], spec, app_sock)
+    stream = await _connect_first(route[0], spec, conn, app_sock)
     try:
-        await negotiate(stream, route, 0, end, host, port, spec, conn,
-                        pipelined=False, early=early, auth=auth)
+        stream = await negotiate(stream, route, 0, end, host, port, spec, conn,
+                                 pipelined=False, early=early, auth=auth)
     except BaseException:
         stream.close()
         raise
@@ -114,14 +115,14 @@ async def open_chain(route: tuple[Proxy, ...], end: int, host: str, port: int,
     return stream
 
 
-async def _connect_first(first: Proxy, spec: ChainSpec,
+async def _connect_first(first: Proxy, spec: ChainSpec, conn: str,
                          app_sock: socket.socket | None) -> RawStream:
     if app_sock is not None:
-        await sock_connect(app_sock, first.host, first.port, spec.connect_timeout,
-                           f"hop 1 {first}")
+        await dial_hop(first.host, first.port, spec.connect_timeout, f"hop 1 {first}",
+                       conn, app_sock)
         return RawStream(app_sock, owned=False)
-    return RawStream(await open_socket(first.host, first.port, spec.connect_timeout,
-                                       f"hop 1 {first}"), owned=True)
+    return RawStream(await dial_hop(first.host, first.port, spec.connect_timeout,
+                                    f"hop 1 {first}", conn), owned=True)
 
 
 def _drop(stream: RawStream, app_sock: socket.socket | None) -> None:
@@ -145,33 +146,52 @@ async def negotiate(stream: RawStream, route: tuple[Proxy, ...],
                     begin: int, end: int, host: str, port: int, spec: ChainSpec,
                     conn: str, pipelined: bool | None = None,
                     early: EarlyData = EARLY_DATA,
-                    auth: StreamAuth | None = None) -> None:
+                    auth: StreamAuth | None = None) -> RawStream:
     """Send the requests of route[begin:end] on a stream that already reaches
     route[begin]: each hop is asked for the next, the last hop of the route for
     host:port. Pipelined (spec.pipeline, unless `pipelined` says), every message
     that needs no earlier reply goes out at once and the replies are then checked in
     order, so the first failure is the one step by step would have met; a hop known
-    to mishandle early data gets nothing past its request before its reply."""
+    to mishandle early data gets nothing past its request before its reply.
+    Returns the stream to carry on: a TLS hop's session (tlshop.py) replaces it once
+    every earlier reply is in; on failure that session is closed (and with it
+    `stream`)."""
     pipelined = spec.pipeline if pipelined is None else pipelined
     wants = []
     for i in range(begin, end):
         if i + 1 < len(route):
-            wants.append((await _hop_address(route[i], route[i + 1]), route[i + 1].port))
+            nxt = route[i + 1]
+            want = await _hop_address(route[i], nxt)
+            if parse_address(want) is None:
+                log.info("[%s] hop %d %s: name %s carried by hop %d (resolved there, "
+                         "not here)", conn, i + 2, nxt, want, i + 1)
+            wants.append((want, nxt.port))
         else:
             wants.append((host, port))
+    first = stream
     run = _Run(stream, early, pipelined, conn)
-    for i, (want_host, want_port) in zip(range(begin, end), wants):
-        hop = route[i]
-        step = Step(stream, hop, i, want_host, want_port, spec.read_timeout,
-                    len(route), conn, early, auth)
-        alone = not pipelined or early.stepwise(hop)
-        for msg in step.messages(pipelined):
-            run.add(msg)
-            if alone or msg.barrier:
+    try:
+        for i, (want_host, want_port) in zip(range(begin, end), wants):
+            hop = route[i]
+            if hop.tls:     # every earlier reply first: the handshake runs inside
                 await run.flush()
-    await run.flush()
+                stream = run.stream = await tlshop.wrap(stream, hop, i,
+                                                        spec.read_timeout, conn)
+            step = Step(stream, hop, i, want_host, want_port, spec.read_timeout,
+                        len(route), conn, early, auth)
+            alone = not pipelined or early.stepwise(hop)
+            for msg in step.messages(pipelined):
+                run.add(msg)
+                if alone or msg.barrier:
+                    await run.flush()
+        await run.flush()
+    except BaseException:
+        if stream is not first:
+            stream.close()
+        raise
     for hop in run.carried:
         early.mark_good(hop)
+    return stream
 
 
 class _Run:
@@ -235,4 +255,6 @@ async def _hop_address(asker: Proxy, hop: Proxy) -> str:
         return hop.host
     infos = await asyncio.get_running_loop().getaddrinfo(
         hop.host, hop.port, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    log.info("hop %s: name %s resolved here for %s (which carries no names): %s",
+             hop, hop.host, asker, infos[0][4][0])
     return str(infos[0][4][0])

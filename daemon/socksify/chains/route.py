@@ -143,8 +143,9 @@ async def _establish(selector: Selector, host: str, port: int, conn: str, dns: s
     try:
         if ready is not None:
             try:
-                await build(ready.route, target_addr(host), port, selector.spec, conn,
-                             dns, start=ready.stream, auth=auth)
+                stream = await build(ready.route, target_addr(host), port,
+                                     selector.spec, conn, dns, start=ready.stream,
+                                     auth=auth)
             except ChainError as exc:
                 # A tunnel that died while it waited looks like a refusal of the target
                 # (closed without a reply); a fresh chain tells the two apart.
@@ -156,7 +157,7 @@ async def _establish(selector: Selector, host: str, port: int, conn: str, dns: s
                 raise
             else:
                 log.debug("[%s] used a pre-built tunnel", conn)
-                return ready.stream, ready.route, (), True
+                return stream, ready.route, (), True
         return (*await _try_routes(selector, host, port, conn, dns, app_sock, auth),
                 False)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
 
 from ..proxies import Proxy
@@ -11,6 +12,7 @@ from .streamauth import isolatable
 DATA_PATHS = ("handoff", "relay")
 ISOLATE_MODES = ("none", "app", "process", "connection")   # stream isolation keys
 MAX_PREBUILT = 64
+log = logging.getLogger("socksify.chain")
 
 
 class Strategy(str, enum.Enum):
@@ -45,6 +47,12 @@ class ChainSpec:
         if not (self.connect_timeout > 0 and self.read_timeout > 0):   # NaN too
             raise ValueError(f"chain {self.name!r}: connect_timeout and read_timeout "
                              "must be positive")
+        tls = next((i for i, h in enumerate(self.hops) if h.tls), None)
+        if tls is not None and self.data_path == "handoff":
+            # a TLS session lives in the daemon: the program's socket cannot carry it
+            object.__setattr__(self, "data_path", "relay")
+            log.info("chain %r: relayed, not handed off: hop %d %s is TLS, and its "
+                     "session lives in the daemon", self.name, tls + 1, self.hops[tls])
         if self.data_path not in DATA_PATHS:
             raise ValueError(f"chain {self.name!r}: data_path {self.data_path!r} must be "
                              f"one of {', '.join(DATA_PATHS)}")

@@ -16,11 +16,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterator
 
-from ..errors import HopProtocolError, HopRefused, HopTimeout, HopUnreachable, \
-    Unsupported
-from ..protocol import socks4, socks5
+from ..errors import ChainError, HopProtocolError, HopRefused, HopTimeout, \
+    HopUnreachable, Unsupported
+from ..protocol import httpconnect, socks4, socks5
 from ..proxies import Proxy
 from ..sockstream import RawStream, within
+from . import httphop
 from .earlydata import EarlyData
 
 log = logging.getLogger("socksify.chain")
@@ -120,7 +121,8 @@ class Step:
         self.broke = True
         return HopProtocolError(f"{self.me}: {exc}", hop=self.index)
 
-    def encode(self, request: socks4.ConnectRequest | socks5.ConnectRequest) -> bytes:
+    def encode(self, request: socks4.ConnectRequest | socks5.ConnectRequest
+               | httpconnect.ConnectRequest) -> bytes:
         try:
             return request.dumps()
         except ValueError as exc:
@@ -135,11 +137,33 @@ class Step:
         read by the time the next message is asked for. A new hop protocol adds its
         scheme here (a hop whose replies cannot be read exactly, or that must not
         get bytes behind a request, marks its messages as barriers)."""
-        if self.hop.scheme == "socks5":
+        if self.hop.protocol == "socks5":
             return self._socks5(pipelined)
-        if self.hop.scheme in ("socks4", "socks4a"):
+        if self.hop.protocol == "http":
+            return self._http()
+        if self.hop.protocol in ("socks4", "socks4a"):
             return self._socks4()
         raise Unsupported(f"{self.me}: no negotiation for {self.hop.scheme}://")
+
+    # --- HTTP CONNECT ----------------------------------------------------------------
+
+    def _http(self) -> Iterator[Message]:
+        yield Message(self.encode(httpconnect.ConnectRequest(
+            self.host, self.port, self.hop.user, self.hop.password)),
+            self._http_reply, self)
+
+    async def _http_reply(self) -> None:
+        during = f"CONNECT {self.what}"
+        try:    # the head read exactly: bytes after its blank line are the next hop's
+            reply = await httphop.read_reply(self.stream, self.timeout, self.me, during,
+                                             self.blame, self.index)
+        except ChainError:
+            self.broke = True       # closed, silent or not HTTP: no proper reply
+            raise
+        if not reply.granted:
+            raise httphop.refusal(reply, self.me, during, self.blame, self.index,
+                                  self.hop.user)
+        self.granted()
 
     # --- SOCKS4 / 4a -----------------------------------------------------------------
 

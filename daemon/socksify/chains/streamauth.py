@@ -36,7 +36,7 @@ class StreamAuth:
 
 def isolatable(hop: Proxy) -> bool:
     """Will `hop` be given derived credentials: it speaks SOCKS5 and has none."""
-    return hop.scheme == "socks5" and not hop.user
+    return hop.protocol == "socks5" and not hop.user
 
 
 def stream_key(mode: str, chain: str, uid: int, pid: int, start: object, exe: str,

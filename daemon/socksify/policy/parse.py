@@ -16,6 +16,7 @@ from ..dns import MIN_AGE as DNS_MIN_AGE
 from ..errors import ConfigError
 from ..proxies import Proxy
 from .rules import NO_NAMES, Action, Network, Rule
+from .tlsopts import tls_proxy
 
 TOP_KEYS = {"proxies", "chains", "rules", "default", "dns", "daemon", "frontdoor"}
 FRONTDOOR_KEYS = {"listen", "users", "unidentified"}
@@ -208,11 +209,14 @@ class Parser:
         out = {}
         tline = self.table_line("proxies")
         for name, url in table.items():
+            line = self.key_line(tline, name)
             try:
-                out[name] = Proxy.parse(str(url))
+                if isinstance(url, dict):
+                    out[name] = tls_proxy(url, self.source)
+                else:
+                    out[name] = Proxy.parse(str(url))
             except ConfigError as exc:
-                raise self.error(self.key_line(tline, name),
-                                 f"proxies.{name}: {exc}") from None
+                raise self.error(line, f"proxies.{name}: {exc}") from None
         return out
 
     def chain(self, name: str, body: Any, proxies: dict[str, Proxy]) -> ChainSpec:
