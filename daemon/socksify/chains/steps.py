@@ -23,6 +23,7 @@ from ..proxies import Proxy
 from ..sockstream import RawStream, within
 from . import httphop
 from .earlydata import EarlyData
+from .streamauth import StreamAuth
 
 log = logging.getLogger("socksify.chain")
 

@@ -15,6 +15,7 @@ from ..dns import DEFAULT_RANGE4, DEFAULT_RANGE6
 from ..dns import MIN_AGE as DNS_MIN_AGE
 from ..errors import ConfigError
 from ..proxies import Proxy
+from . import lint
 from .rules import NO_NAMES, Action, Network, Rule
 from .tlsopts import tls_proxy
 
@@ -138,7 +139,8 @@ class Parser:
         allow = tuple(self.users(daemon.get("allow_users", []),
                                  self.key_line(self.table_line("daemon"), "allow_users"),
                                  "daemon.allow_users"))
-        warnings = self.shadowed(rules) + self.name_warnings(rules) + [
+        warnings = lint.shadowed(self.source, rules) + \
+            lint.name_warnings(self.source, rules) + [
             f"{self.source}:{self.table_line('chains.' + c.name) or '?'}: "
             + NO_NAMES.format(chain=c.name) + "; host names looked up under it will "
             "not resolve"
@@ -391,40 +393,6 @@ class Parser:
                                  "an empty range", hint)
             out.append((lo, hi))
         return out
-
-    def name_warnings(self, rules: Sequence[Rule]) -> list[str]:
-        """Warnings for program patterns that do not do what they seem to: comm (the
-        program's own say), and app names of scripts (a script's executable is its
-        interpreter)."""
-        out = []
-        for rule in rules:
-            where = f"{self.source}:{rule.line or '?'}: {rule.label}"
-            if rule.comms:
-                out.append(f"{where}: comm matches the name a program gives itself "
-                           "(prctl, argv[0]): any program can take it or drop it; "
-                           "match app (the executable) where that matters")
-            for p in (*rule.apps, *rule.parents):
-                if "/" not in p and p.rsplit(".", 1)[-1] in _SCRIPT_SUFFIXES:
-                    out.append(f"{where}: {p!r} looks like a script, but app and parent "
-                               "match the executable, which for a script is its "
-                               "interpreter; match the interpreter (with user or "
-                               "parent), or comm (spoofable)")
-        return out
-
-    def shadowed(self, rules: Sequence[Rule]) -> list[str]:
-        """Warnings for rules an earlier rule makes unreachable."""
-        out = []
-        for j, later in enumerate(rules):
-            for earlier in rules[:j]:
-                if earlier.covers(later):
-                    out.append(f"{self.source}:{later.line or '?'}: {later.label} can "
-                               f"never match: {earlier.label} matches everything it "
-                               "would (first match wins)")
-                    break
-        return out
-
-
-_SCRIPT_SUFFIXES = {"py", "sh", "pl", "rb", "js", "bash", "php", "lua", "tcl"}
 
 
 def parse_listen(text: str) -> tuple[str, int]:
