@@ -14,11 +14,13 @@ from types import FrameType
 from typing import Any
 
 from . import __version__, client, programs
-from .chains.spec import Strategy
-from .errors import ConfigError
 from .paths import Paths
 from .printable import printable
-from .proxies import Proxy
+
+# What `socksify CMD` imports is its start-up time (docs/performance.md, "Start-up"):
+# no asyncio (the chains package), no psutil, no rich. tests/unit/test_cli_imports.py
+# holds the list.
+STRATEGIES = ("strict", "dynamic", "random", "round_robin")   # chains.spec.Strategy
 
 USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] [--isolate] "
          "[-q|-v] [--] "
@@ -57,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"socksify {__version__}")
     p.add_argument("--via", action="append", default=[], metavar="URL",
                    help="a hop of an ad-hoc chain; repeat in order (no config needed)")
-    p.add_argument("--strategy", choices=[s.value for s in Strategy], default="strict",
+    p.add_argument("--strategy", choices=STRATEGIES, default="strict",
                    help="how --via hops are used: strict (all, in order; default), "
                    "dynamic (skip dead hops), random, round_robin")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
@@ -123,17 +125,20 @@ def main(argv: list[str] | None = None) -> int:
         print("socksify: --via gives a whole chain; it does not mix with -c or --chain",
               file=sys.stderr)
         return 2
-    try:
-        for url in args.via:
-            Proxy.parse(url)
-    except ConfigError as exc:
-        parser.print_usage(sys.stderr)
-        print(f"socksify: bad --via: {exc}", file=sys.stderr)
-        return 2
+    if args.via:   # checked here, before any daemon is started
+        from .errors import ConfigError
+        from .proxies import Proxy
+        try:
+            for url in args.via:
+                Proxy.parse(url)
+        except ConfigError as exc:
+            parser.print_usage(sys.stderr)
+            print(f"socksify: bad --via: {exc}", file=sys.stderr)
+            return 2
     if sys.platform == "win32":  # DLL injection instead of LD_PRELOAD
         from . import winlaunch
         return winlaunch.main(args, command, _session_request(args))
-    from .shimlib import library_path
+    from .shimpath import library_path
     shim = library_path()
     if not shim.is_file():
         print(f"socksify: the shim library {shim} is missing; reinstall socksify "
@@ -149,13 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             return 126
     paths = Paths.from_env()
     try:
-        if not client.is_running(paths):
-            pid = client.start_daemon(paths)
-            if args.verbose:
-                print(f"socksify: started socksifyd (pid {pid}), log {paths.logfile}",
-                      file=sys.stderr)
-        session = Session(paths, _session_request(args), args.quiet,
-                          reattach=not args.isolate)
+        session = _open_session(paths, args)
     except client.DaemonUnavailable as exc:
         print(f"socksify: {exc}", file=sys.stderr)
         return 1
@@ -201,6 +200,21 @@ def main(argv: list[str] | None = None) -> int:
 
 class SessionRefused(RuntimeError):
     pass
+
+
+def _open_session(paths: Paths, args: argparse.Namespace) -> Session:
+    """The session, asked for straight away: one exchange with a running daemon (no
+    status request first). Only when no daemon answers is one started."""
+    request = _session_request(args)
+    try:
+        return Session(paths, request, args.quiet, reattach=not args.isolate)
+    except client.DaemonUnavailable:
+        pass
+    pid = client.start_daemon(paths)
+    if args.verbose:
+        print(f"socksify: started socksifyd (pid {pid}), log {paths.logfile}",
+              file=sys.stderr)
+    return Session(paths, request, args.quiet, reattach=not args.isolate)
 
 
 REATTACH_INTERVAL = 0.5

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(NamedTuple):
+    """(A NamedTuple, not a dataclass: `socksify CMD` imports this on its way to exec,
+    and dataclasses costs it a few milliseconds.)"""
+
     runtime_dir: Path
     socket: Path
     pidfile: Path

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Start-up yardstick (issue 16): the whole command `socksify -q --via URL ARGS...`
+against `proxychains4 -q -f CONF ARGS...`, run in alternating pairs; prints the median
+wall time of each and the difference. The proxy (URL and CONF's one entry) is the
+caller's: an idle danted, or a daemon's own front door. docs/performance.md,
+"Start-up", has the commands and a run.
+
+    scripts/startup.py --socksify VENV/bin/socksify --via socks5://127.0.0.1:1080 \\
+        --proxychains-conf pc.conf --pairs 20 -- true
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import time
+
+
+def timed(argv: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--socksify", required=True, help="the socksify script to time")
+    p.add_argument("--via", required=True, help="the proxy, as a --via URL")
+    p.add_argument("--proxychains-conf", required=True,
+                   help="a proxychains4 configuration naming the same proxy")
+    p.add_argument("--pairs", type=int, default=20)
+    p.add_argument("--socksify-arg", action="append", default=[],
+                   help="more socksify options (e.g. --proxy-loopback)")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    args = p.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    ours = [args.socksify, "-q", "--via", args.via, *args.socksify_arg, "--", *command]
+    theirs = ["proxychains4", "-q", "-f", args.proxychains_conf, *command]
+    timed(ours), timed(theirs)   # warm the page cache
+    a, b = [], []
+    for _ in range(args.pairs):
+        a.append(timed(ours))
+        b.append(timed(theirs))
+    ma, mb = statistics.median(a), statistics.median(b)
+    print(f"{' '.join(command)}: socksify {ma * 1000:.1f} ms, proxychains4 "
+          f"{mb * 1000:.1f} ms, difference {(ma - mb) * 1000:+.1f} ms "
+          f"(medians of {args.pairs} pairs)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
