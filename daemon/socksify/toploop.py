@@ -150,4 +150,9 @@ def main(paths: Paths, app: str | None, chain: str | None, interval: float,
     if interval <= 0:
         print("socksifyd top: --interval must be positive", file=sys.stderr)
         return 2
+    try:
+        poll()   # a daemon that is not there at all: said before the screen changes
+    except DaemonGone as exc:
+        print(f"socksifyd: not running: {exc}", file=sys.stderr)
+        return 3
     return live(poll, Console(highlight=False, emoji=False), interval, filters)
