@@ -11,7 +11,12 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+
+# typing is not imported at run time (it costs `socksify CMD` its start-up): Any is
+# for the type checker only, which reads any `if TYPE_CHECKING:` block.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from . import __version__, client, programs
 from .paths import Paths
@@ -52,10 +57,25 @@ without --isolate, or --isolate where the kernel does not allow it).
 """
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's, given the terminal's width as shutil.get_terminal_size() finds it
+    (argparse would import shutil for it, on every run, help or not)."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            out = sys.__stdout__
+            try:
+                columns = os.get_terminal_size(out.fileno()).columns if out else 0
+            except (AttributeError, ValueError, OSError):
+                columns = 0
+        super().__init__(prog, width=(columns or 80) - 2)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="socksify", usage=USAGE, description=DESCRIPTION,
-                                epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=EPILOG, formatter_class=_Formatter)
     p.add_argument("--version", action="version", version=f"socksify {__version__}")
     p.add_argument("--via", action="append", default=[], metavar="URL",
                    help="a hop of an ad-hoc chain; repeat in order (no config needed)")
@@ -125,16 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         print("socksify: --via gives a whole chain; it does not mix with -c or --chain",
               file=sys.stderr)
         return 2
-    if args.via:   # checked here, before any daemon is started
-        from .errors import ConfigError
-        from .proxies import Proxy
-        try:
-            for url in args.via:
-                Proxy.parse(url)
-        except ConfigError as exc:
-            parser.print_usage(sys.stderr)
-            print(f"socksify: bad --via: {exc}", file=sys.stderr)
-            return 2
+    # A bad --via is a usage error (2), found before any daemon is started. A running
+    # daemon checks the URLs itself, so they are parsed here (proxies.py: dataclasses,
+    # inspect) only when it refuses the session or none answers; on Windows at once.
+    if sys.platform == "win32" and args.via and (bad := _bad_via(args.via)):
+        return _usage_error(parser, f"bad --via: {bad}")
     if sys.platform == "win32":  # DLL injection instead of LD_PRELOAD
         from . import winlaunch
         return winlaunch.main(args, command, _session_request(args))
@@ -161,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     except client.UnsafeDaemon as exc:
         print(f"socksify: {exc}; not running {command[0]}", file=sys.stderr)
         return 1
+    except BadVia as exc:
+        return _usage_error(parser, f"bad --via: {exc}")
     except SessionRefused as exc:
+        if args.via and (bad := _bad_via(args.via)):
+            return _usage_error(parser, f"bad --via: {bad}")
         print(f"socksify: {exc}", file=sys.stderr)
         return 2
     bridge = None
@@ -202,6 +221,28 @@ class SessionRefused(RuntimeError):
     pass
 
 
+class BadVia(ValueError):
+    """A --via URL that does not parse (found before a daemon would be started)."""
+
+
+def _bad_via(urls: list[str]) -> str | None:
+    """Why the first bad --via URL is bad, or None."""
+    from .errors import ConfigError
+    from .proxies import Proxy
+    try:
+        for url in urls:
+            Proxy.parse(url)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _usage_error(parser: argparse.ArgumentParser, text: str) -> int:
+    parser.print_usage(sys.stderr)
+    print(f"socksify: {text}", file=sys.stderr)
+    return 2
+
+
 def _open_session(paths: Paths, args: argparse.Namespace) -> Session:
     """The session, asked for straight away: one exchange with a running daemon (no
     status request first). Only when no daemon answers is one started."""
@@ -210,6 +251,8 @@ def _open_session(paths: Paths, args: argparse.Namespace) -> Session:
         return Session(paths, request, args.quiet, reattach=not args.isolate)
     except client.DaemonUnavailable:
         pass
+    if args.via and (bad := _bad_via(args.via)):
+        raise BadVia(bad)
     pid = client.start_daemon(paths)
     if args.verbose:
         print(f"socksify: started socksifyd (pid {pid}), log {paths.logfile}",

@@ -10,7 +10,12 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+
+# typing is not imported at run time (it costs `socksify CMD` its start-up): Any is
+# for the type checker only, which reads any `if TYPE_CHECKING:` block.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from .paths import Paths, UnsafeRuntimeDir
 from .peercred import peer_credentials

@@ -18,10 +18,11 @@ from test_man import installed
 
 BIN = installed("bin/socksify").parent
 
-# Never on the way to exec. (dataclasses: its import pulls inspect; only a --via URL,
-# parsed by proxies.py before anything is started, may bring it.)
+# Never on the way to exec. (proxies.py, for --via, brings dataclasses and inspect:
+# it parses the URLs only when the daemon refuses them or must be started.)
 HEAVY = {"asyncio", "ssl", "rich", "psutil", "ctypes", "cffi", "logging", "secrets",
-         "hashlib", "hmac", "tomllib", "tomli", "socksify.chains", "socksify.procinfo",
+         "hashlib", "hmac", "tomllib", "tomli", "dataclasses", "inspect", "typing",
+         "shutil", "socksify.chains", "socksify.procinfo", "socksify.proxies",
          "socksify.controlfile", "socksify.protocol", "socksify.shimlib",
          "socksify.policy", "socksify.core", "socksify.listeners", "socksify.daemon"}
 
@@ -40,7 +41,6 @@ def test_importing_the_cli_loads_nothing_heavy() -> None:
     found = _imported_by("import socksify.cli")
     assert "socksify.cli" in found
     assert sorted(found & HEAVY) == []
-    assert "dataclasses" not in found
 
 
 def test_the_cli_names_every_strategy() -> None:
@@ -106,5 +106,28 @@ def test_a_whole_run_imports_nothing_heavy(daemon: dict[str, str],
         found = _importtime_modules(out.stderr) - site
         assert "socksify.cli" in found and "socksify.client" in found, what
         assert sorted(found & HEAVY) == [], what
-        if what == "-c":
-            assert "dataclasses" not in found
+
+
+def test_a_bad_via_is_a_usage_error_with_a_daemon_running(daemon: dict[str, str]
+                                                         ) -> None:
+    """The running daemon refuses the session; the URL is then parsed here, and the
+    error is the usage error it always was."""
+    out = subprocess.run([str(BIN / "socksify"), "--via", "socks9://x:1", "--", "true"],
+                         capture_output=True, text=True, timeout=60, env=daemon)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("usage: socksify") and "bad --via" in out.stderr
+    assert not out.stdout
+
+
+def test_help_has_the_terminal_width_as_before() -> None:
+    """The help as argparse's own formatter lays it out for $COLUMNS (the width no
+    longer comes through shutil, which argparse imports for it on every run)."""
+    probe = ("import argparse; from socksify import cli; p = cli._parser(); "
+             "ours = p.format_help(); "
+             "p.formatter_class = argparse.RawDescriptionHelpFormatter; "
+             "print(ours == p.format_help())")
+    for columns in ("50", "100"):
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                             text=True, timeout=60, check=True,
+                             env={**os.environ, "COLUMNS": columns})
+        assert out.stdout.split() == ["True"], out.stdout
