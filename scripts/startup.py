@@ -12,15 +12,23 @@ caller's: an idle danted, or a daemon's own front door. docs/performance.md,
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import time
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str]) -> tuple[float, float]:
+    """Wall time, and the CPU time (user + system) of the command and its children:
+    on a machine others load, the CPU time still says what the command itself
+    costs."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> int:
@@ -43,10 +51,13 @@ def main() -> int:
     for _ in range(args.pairs):
         a.append(timed(ours))
         b.append(timed(theirs))
-    ma, mb = statistics.median(a), statistics.median(b)
-    print(f"{' '.join(command)}: socksify {ma * 1000:.1f} ms, proxychains4 "
-          f"{mb * 1000:.1f} ms, difference {(ma - mb) * 1000:+.1f} ms "
-          f"(medians of {args.pairs} pairs)")
+    print(f"{' '.join(command)} (medians of {args.pairs} pairs, load "
+          f"{os.getloadavg()[0]:.1f}):")
+    for i, what in ((0, "wall"), (1, "cpu ")):
+        ma = statistics.median(x[i] for x in a)
+        mb = statistics.median(x[i] for x in b)
+        print(f"  {what} socksify {ma * 1000:6.1f} ms  proxychains4 {mb * 1000:6.1f} ms"
+              f"  difference {(ma - mb) * 1000:+6.1f} ms")
     return 0
 
 
