@@ -11,7 +11,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from . import __version__, client
 from .errors import ConfigError
@@ -231,13 +230,9 @@ def _connections(paths: Paths, as_json: bool, app: str | None = None,
                  chain: str | None = None) -> int:
     """The table (or JSON): the daemon is asked for the filters' rows only, and they
     are applied here too (a daemon that does not know them sends every row)."""
-    ask: dict[str, Any] = {"op": "connections"}
-    if app is not None:
-        ask["app"] = app
-    if chain is not None:
-        ask["chain"] = chain
+    from .toprates import connections_request, filtered
     try:
-        reply = client.request(paths, ask)
+        reply = client.request(paths, connections_request(app, chain))
     except client.DaemonUnavailable:
         print(f"socksifyd: not running (no daemon at {_where(paths)})", file=sys.stderr)
         return 3
@@ -245,7 +240,6 @@ def _connections(paths: Paths, as_json: bool, app: str | None = None,
         print("socksifyd: the daemon cannot list connections: "
               f"{printable(reply.get('error'))}", file=sys.stderr)
         return 1
-    from .toprates import filtered
     conns = filtered(reply.get("connections") or [], app, chain)
     from . import render
     if as_json:

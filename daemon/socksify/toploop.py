@@ -19,7 +19,7 @@ from . import client
 from .paths import Paths
 from .printable import printable
 from .topview import frame
-from .toprates import Meter, filtered, reply_now
+from .toprates import Meter, connections_request, filtered, reply_now
 
 Poll = Callable[[], tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]]
 
@@ -31,11 +31,7 @@ class DaemonGone(RuntimeError):
 def poller(paths: Paths, app: str | None, chain: str | None) -> Poll:
     """One poll: the status reply, the connections reply and its rows that pass the
     filters (sent to the daemon too: it may filter first)."""
-    ask: dict[str, Any] = {"op": "connections"}
-    if app is not None:
-        ask["app"] = app
-    if chain is not None:
-        ask["chain"] = chain
+    ask = connections_request(app, chain)
 
     def poll() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
         try:
@@ -73,14 +69,15 @@ def once(poll: Poll, console: Console, filters: str) -> int:
 
 class Keys:
     """The terminal's keys one at a time, without echo (cbreak: Ctrl+C still raises
-    KeyboardInterrupt); the terminal's modes restored on exit."""
+    KeyboardInterrupt); the terminal's modes restored on exit. On Windows the
+    console's key buffer (msvcrt), which needs no mode change."""
 
     def __init__(self) -> None:
         self.fd = sys.stdin.fileno() if sys.stdin.isatty() else -1
         self.saved: Any = None
 
     def __enter__(self) -> Keys:
-        if self.fd >= 0:
+        if self.fd >= 0 and sys.platform != "win32":
             import termios
             import tty
             self.saved = termios.tcgetattr(self.fd)
@@ -88,7 +85,7 @@ class Keys:
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self.saved is not None:
+        if self.saved is not None and sys.platform != "win32":
             import termios
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
 
@@ -97,6 +94,14 @@ class Keys:
         if self.fd < 0:
             time.sleep(seconds)
             return ""
+        if sys.platform == "win32":   # no select() on a console: poll its buffer
+            import msvcrt
+            deadline = time.monotonic() + seconds
+            while not msvcrt.kbhit():
+                if time.monotonic() >= deadline:
+                    return ""
+                time.sleep(0.05)
+            return msvcrt.getwch()
         ready, _, _ = select.select([self.fd], [], [], max(0.0, seconds))
         if not ready:
             return ""

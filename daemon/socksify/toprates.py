@@ -32,6 +32,18 @@ def filtered(conns: Iterable[dict[str, Any]], app: str | None,
     return [c for c in conns if isinstance(c, dict) and keep(c, app, chain)]
 
 
+def connections_request(app: str | None, chain: str | None) -> dict[str, Any]:
+    """The connections request with the filters the daemon can apply: "app", and
+    "chain" unless it is "direct" (the daemon's rows name no chain for those; they
+    are filtered here)."""
+    ask: dict[str, Any] = {"op": "connections"}
+    if app is not None:
+        ask["app"] = app
+    if chain is not None and chain != "direct":
+        ask["chain"] = chain
+    return ask
+
+
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) \
         and value >= 0 else 0

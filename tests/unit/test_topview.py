@@ -12,7 +12,7 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from socksify import render, topview
-from socksify.toprates import Meter, filtered, reply_now, totals
+from socksify.toprates import Meter, connections_request, filtered, reply_now, totals
 
 
 def row(cid: str, app: str = "curl", chain: str | None = "c3", up: int = 0,
@@ -65,6 +65,14 @@ def test_filters() -> None:
     assert [c["id"] for c in filtered(conns, "curl", "c3")] == ["c1"]
     assert [c["id"] for c in filtered(conns, None, None)] == ["c1", "c2", "c3"]
     assert filtered(conns, "wget", None) == []
+
+
+def test_the_request_carries_the_filters_the_daemon_knows() -> None:
+    assert connections_request(None, None) == {"op": "connections"}
+    assert connections_request("curl", "c3") == {"op": "connections", "app": "curl",
+                                                  "chain": "c3"}
+    # the daemon's rows name no chain for a direct connection: filtered here only
+    assert connections_request(None, "direct") == {"op": "connections"}
 
 
 def test_rate_and_size_texts_are_short() -> None:
