@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -16,16 +15,16 @@ from types import FrameType
 # for the type checker only, which reads any `if TYPE_CHECKING:` block.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
-from . import __version__, client, programs
+from . import __version__, client, programs, quickargs
 from .paths import Paths
 from .printable import printable
 
 # What `socksify CMD` imports is its start-up time (docs/performance.md, "Start-up"):
-# no asyncio (the chains package), no psutil, no rich. tests/unit/test_cli_imports.py
-# holds the list.
-STRATEGIES = ("strict", "dynamic", "random", "round_robin")   # chains.spec.Strategy
+# no asyncio (the chains package), no psutil, no rich, no argparse on a usual run.
+# tests/unit/test_cli_imports.py holds the list.
 
 USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] [--isolate] "
          "[-q|-v] [--] "
@@ -57,29 +56,17 @@ without --isolate, or --isolate where the kernel does not allow it).
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's, given the terminal's width as shutil.get_terminal_size() finds it
-    (argparse would import shutil for it, on every run, help or not)."""
-
-    def __init__(self, prog: str) -> None:
-        try:
-            columns = int(os.environ["COLUMNS"])
-        except (KeyError, ValueError):
-            out = sys.__stdout__
-            try:
-                columns = os.get_terminal_size(out.fileno()).columns if out else 0
-            except (AttributeError, ValueError, OSError):
-                columns = 0
-        super().__init__(prog, width=(columns or 80) - 2)
-
-
 def _parser() -> argparse.ArgumentParser:
+    """The whole command line: help, version, errors, completion. (A run reads its
+    command line with quickargs when it can: argparse is not imported then.)"""
+    import argparse
     p = argparse.ArgumentParser(prog="socksify", usage=USAGE, description=DESCRIPTION,
-                                epilog=EPILOG, formatter_class=_Formatter)
+                                epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"socksify {__version__}")
     p.add_argument("--via", action="append", default=[], metavar="URL",
                    help="a hop of an ad-hoc chain; repeat in order (no config needed)")
-    p.add_argument("--strategy", choices=STRATEGIES, default="strict",
+    p.add_argument("--strategy", choices=quickargs.STRATEGIES, default="strict",
                    help="how --via hops are used: strict (all, in order; default), "
                    "dynamic (skip dead hops), random, round_robin")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
@@ -126,22 +113,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["completion"]:     # `socksify -- completion` runs a program so named
         from . import completion
-        return completion.main(argv[1:], parser)
-    args = parser.parse_args(argv)
+        return completion.main(argv[1:], _parser())
+    args: Any = quickargs.parse(argv)
+    if args is None:   # help, version, a usage error, anything unusual: argparse's
+        args = _parser().parse_args(argv)
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        parser.print_usage(sys.stderr)
+        _parser().print_usage(sys.stderr)
         print("socksify: missing COMMAND (e.g. socksify --via socks4://HOST:PORT "
               "curl URL)", file=sys.stderr)
         return 2
     if args.via and (args.config or args.chain):
-        parser.print_usage(sys.stderr)
+        _parser().print_usage(sys.stderr)
         print("socksify: --via gives a whole chain; it does not mix with -c or --chain",
               file=sys.stderr)
         return 2
@@ -149,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     # daemon checks the URLs itself, so they are parsed here (proxies.py: dataclasses,
     # inspect) only when it refuses the session or none answers; on Windows at once.
     if sys.platform == "win32" and args.via and (bad := _bad_via(args.via)):
-        return _usage_error(parser, f"bad --via: {bad}")
+        return _usage_error(f"bad --via: {bad}")
     if sys.platform == "win32":  # DLL injection instead of LD_PRELOAD
         from . import winlaunch
         return winlaunch.main(args, command, _session_request(args))
@@ -177,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"socksify: {exc}; not running {command[0]}", file=sys.stderr)
         return 1
     except BadVia as exc:
-        return _usage_error(parser, f"bad --via: {exc}")
+        return _usage_error(f"bad --via: {exc}")
     except SessionRefused as exc:
         if args.via and (bad := _bad_via(args.via)):
-            return _usage_error(parser, f"bad --via: {bad}")
+            return _usage_error(f"bad --via: {bad}")
         print(f"socksify: {exc}", file=sys.stderr)
         return 2
     bridge = None
@@ -237,13 +225,13 @@ def _bad_via(urls: list[str]) -> str | None:
     return None
 
 
-def _usage_error(parser: argparse.ArgumentParser, text: str) -> int:
-    parser.print_usage(sys.stderr)
+def _usage_error(text: str) -> int:
+    _parser().print_usage(sys.stderr)
     print(f"socksify: {text}", file=sys.stderr)
     return 2
 
 
-def _open_session(paths: Paths, args: argparse.Namespace) -> Session:
+def _open_session(paths: Paths, args: Any) -> Session:
     """The session, asked for straight away: one exchange with a running daemon (no
     status request first). Only when no daemon answers is one started."""
     request = _session_request(args)
@@ -338,7 +326,8 @@ class Session:
         self.sock.close()
 
 
-def _session_request(args: argparse.Namespace) -> dict[str, Any]:
+def _session_request(args: Any) -> dict[str, Any]:
+    """The session request from the command line (quickargs' or argparse's values)."""
     return {
         "op": "session",
         "via": args.via,

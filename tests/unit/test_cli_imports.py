@@ -22,7 +22,7 @@ BIN = installed("bin/socksify").parent
 # it parses the URLs only when the daemon refuses them or must be started.)
 HEAVY = {"asyncio", "ssl", "rich", "psutil", "ctypes", "cffi", "logging", "secrets",
          "hashlib", "hmac", "tomllib", "tomli", "dataclasses", "inspect", "typing",
-         "shutil", "socksify.chains", "socksify.procinfo", "socksify.proxies",
+         "shutil", "argparse", "gettext", "socksify.chains", "socksify.procinfo", "socksify.proxies",
          "socksify.controlfile", "socksify.protocol", "socksify.shimlib",
          "socksify.policy", "socksify.core", "socksify.listeners", "socksify.daemon"}
 
@@ -44,11 +44,11 @@ def test_importing_the_cli_loads_nothing_heavy() -> None:
 
 
 def test_the_cli_names_every_strategy() -> None:
-    """cli.py spells the strategies out (importing chains.spec would import the chain
-    engine, asyncio included): they must stay the engine's."""
-    from socksify import cli
+    """quickargs.py spells the strategies out (importing chains.spec would import
+    the chain engine, asyncio included): they must stay the engine's."""
+    from socksify import quickargs
     from socksify.chains.spec import Strategy
-    assert list(cli.STRATEGIES) == [s.value for s in Strategy]
+    assert list(quickargs.STRATEGIES) == [s.value for s in Strategy]
 
 
 def _importtime_modules(stderr: str) -> set[str]:
@@ -117,17 +117,3 @@ def test_a_bad_via_is_a_usage_error_with_a_daemon_running(daemon: dict[str, str]
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("usage: socksify") and "bad --via" in out.stderr
     assert not out.stdout
-
-
-def test_help_has_the_terminal_width_as_before() -> None:
-    """The help as argparse's own formatter lays it out for $COLUMNS (the width no
-    longer comes through shutil, which argparse imports for it on every run)."""
-    probe = ("import argparse; from socksify import cli; p = cli._parser(); "
-             "ours = p.format_help(); "
-             "p.formatter_class = argparse.RawDescriptionHelpFormatter; "
-             "print(ours == p.format_help())")
-    for columns in ("50", "100"):
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True,
-                             text=True, timeout=60, check=True,
-                             env={**os.environ, "COLUMNS": columns})
-        assert out.stdout.split() == ["True"], out.stdout
