@@ -271,9 +271,13 @@ class Session:
 
     def _open(self, session_id: str | None) -> tuple[socket.socket, Any, str]:
         sock = client.connect(self.paths)
-        stream = sock.makefile("rb")
-        client.send(sock, {**self.request, "session": session_id})
-        reply = client.read_message(stream)
+        try:
+            stream = sock.makefile("rb")
+            client.send(sock, {**self.request, "session": session_id})
+            reply = client.read_message(stream)
+        except BaseException:   # e.g. a daemon stopping: one is started, then asked
+            sock.close()
+            raise
         if not reply.get("ok"):
             sock.close()
             raise SessionRefused(printable(reply.get("error")))
