@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -11,14 +10,21 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
-from . import __version__, client, programs
-from .chains.spec import ISOLATE_MODES, Strategy
-from .errors import ConfigError
+# typing is not imported at run time (it costs `socksify CMD` its start-up): Any is
+# for the type checker only, which reads any `if TYPE_CHECKING:` block.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+from . import __version__, client, programs, quickargs
 from .paths import Paths
 from .printable import printable
-from .proxies import Proxy
+
+# What `socksify CMD` imports is its start-up time (docs/performance.md, "Start-up"):
+# no asyncio (the chains package), no psutil, no rich, no argparse on a usual run.
+# tests/unit/test_cli_imports.py holds the list.
 
 USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] [--isolate] "
          "[--isolate-streams MODE] [-q|-v] [--] "
@@ -51,13 +57,16 @@ without --isolate, or --isolate where the kernel does not allow it).
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The whole command line: help, version, errors, completion. (A run reads its
+    command line with quickargs when it can: argparse is not imported then.)"""
+    import argparse
     p = argparse.ArgumentParser(prog="socksify", usage=USAGE, description=DESCRIPTION,
                                 epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"socksify {__version__}")
     p.add_argument("--via", action="append", default=[], metavar="URL",
                    help="a hop of an ad-hoc chain; repeat in order (no config needed)")
-    p.add_argument("--strategy", choices=[s.value for s in Strategy], default="strict",
+    p.add_argument("--strategy", choices=quickargs.STRATEGIES, default="strict",
                    help="how --via hops are used: strict (all, in order; default), "
                    "dynamic (skip dead hops), random, round_robin")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
@@ -108,7 +117,8 @@ def _parser() -> argparse.ArgumentParser:
                    "\"(socksify) \"; `exit` returns to this one. (`eval \"$(socksify "
                    "env [OPTIONS])\"` and `eval \"$(socksify off)\"` turn the current "
                    "shell on and off)")
-    p.add_argument("--isolate-streams", choices=list(ISOLATE_MODES), metavar="MODE",
+    p.add_argument("--isolate-streams", choices=list(quickargs.ISOLATE_MODES),
+                   metavar="MODE",
                    help="for --via or --chain: give SOCKS5 hops a user name and "
                    "password derived per app, process or connection (none | app | "
                    "process | connection), so a Tor SOCKS port puts each on its own "
@@ -118,19 +128,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["completion"]:     # `socksify -- completion` runs a program so named
         from . import completion
-        return completion.main(argv[1:], parser)
+        return completion.main(argv[1:], _parser())
     if argv[:1] == ["import-proxychains"]:
         from . import proxychains
         return proxychains.main(argv[1:])
     if argv[:1] in (["env"], ["off"]):  # likewise `socksify -- env` runs env(1)
         from . import shellenv
-        return shellenv.main(argv[0], argv[1:], parser, program_env, _session_request,
-                             Session)
-    args = parser.parse_args(argv)
+        return shellenv.main(argv[0], argv[1:], _parser(), program_env,
+                             _session_request, Session)
+    args: Any = quickargs.parse(argv)
+    if args is None:   # help, version, a usage error, anything unusual: argparse's
+        args = _parser().parse_args(argv)
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -139,33 +150,31 @@ def main(argv: list[str] | None = None) -> int:
             print("socksify: --shell needs LD_PRELOAD; not on Windows", file=sys.stderr)
             return 2
         if command:
-            parser.print_usage(sys.stderr)
+            _parser().print_usage(sys.stderr)
             print("socksify: --shell starts your shell; it takes no COMMAND",
                   file=sys.stderr)
             return 2
         from . import shellmode
         command = [shellmode.user_shell()]
     if not command:
-        parser.print_usage(sys.stderr)
+        _parser().print_usage(sys.stderr)
         print("socksify: missing COMMAND (e.g. socksify --via socks4://HOST:PORT "
               "curl URL)", file=sys.stderr)
         return 2
     if args.via and (args.config or args.chain):
-        parser.print_usage(sys.stderr)
+        _parser().print_usage(sys.stderr)
         print("socksify: --via gives a whole chain; it does not mix with -c or --chain",
               file=sys.stderr)
         return 2
-    try:
-        for url in args.via:
-            Proxy.parse(url)
-    except ConfigError as exc:
-        parser.print_usage(sys.stderr)
-        print(f"socksify: bad --via: {exc}", file=sys.stderr)
-        return 2
+    # A bad --via is a usage error (2), found before any daemon is started. A running
+    # daemon checks the URLs itself, so they are parsed here (proxies.py: dataclasses,
+    # inspect) only when it refuses the session or none answers; on Windows at once.
+    if sys.platform == "win32" and args.via and (bad := _bad_via(args.via)):
+        return _usage_error(f"bad --via: {bad}")
     if sys.platform == "win32":  # DLL injection instead of LD_PRELOAD
         from . import winlaunch
         return winlaunch.main(args, command, _session_request(args))
-    from .shimlib import library_path
+    from .shimpath import library_path
     shim = library_path()
     if not shim.is_file():
         print(f"socksify: the shim library {shim} is missing; reinstall socksify "
@@ -181,20 +190,18 @@ def main(argv: list[str] | None = None) -> int:
             return 126
     paths = Paths.from_env()
     try:
-        if not client.is_running(paths):
-            pid = client.start_daemon(paths)
-            if args.verbose:
-                print(f"socksify: started socksifyd (pid {pid}), log {paths.logfile}",
-                      file=sys.stderr)
-        session = Session(paths, _session_request(args), args.quiet,
-                          reattach=not args.isolate)
+        session = _open_session(paths, args)
     except client.DaemonUnavailable as exc:
         print(f"socksify: {exc}", file=sys.stderr)
         return 1
     except client.UnsafeDaemon as exc:
         print(f"socksify: {exc}; not running {command[0]}", file=sys.stderr)
         return 1
+    except BadVia as exc:
+        return _usage_error(f"bad --via: {exc}")
     except SessionRefused as exc:
+        if args.via and (bad := _bad_via(args.via)):
+            return _usage_error(f"bad --via: {bad}")
         print(f"socksify: {exc}", file=sys.stderr)
         return 2
     bridge = None
@@ -249,6 +256,45 @@ class SessionRefused(RuntimeError):
     pass
 
 
+class BadVia(ValueError):
+    """A --via URL that does not parse (found before a daemon would be started)."""
+
+
+def _bad_via(urls: list[str]) -> str | None:
+    """Why the first bad --via URL is bad, or None."""
+    from .errors import ConfigError
+    from .proxies import Proxy
+    try:
+        for url in urls:
+            Proxy.parse(url)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _usage_error(text: str) -> int:
+    _parser().print_usage(sys.stderr)
+    print(f"socksify: {text}", file=sys.stderr)
+    return 2
+
+
+def _open_session(paths: Paths, args: Any) -> Session:
+    """The session, asked for straight away: one exchange with a running daemon (no
+    status request first). Only when no daemon answers is one started."""
+    request = _session_request(args)
+    try:
+        return Session(paths, request, args.quiet, reattach=not args.isolate)
+    except client.DaemonUnavailable:
+        pass
+    if args.via and (bad := _bad_via(args.via)):
+        raise BadVia(bad)
+    pid = client.start_daemon(paths)
+    if args.verbose:
+        print(f"socksify: started socksifyd (pid {pid}), log {paths.logfile}",
+              file=sys.stderr)
+    return Session(paths, request, args.quiet, reattach=not args.isolate)
+
+
 REATTACH_INTERVAL = 0.5
 
 
@@ -272,9 +318,13 @@ class Session:
 
     def _open(self, session_id: str | None) -> tuple[socket.socket, Any, str]:
         sock = client.connect(self.paths)
-        stream = sock.makefile("rb")
-        client.send(sock, {**self.request, "session": session_id})
-        reply = client.read_message(stream)
+        try:
+            stream = sock.makefile("rb")
+            client.send(sock, {**self.request, "session": session_id})
+            reply = client.read_message(stream)
+        except BaseException:   # e.g. a daemon stopping: one is started, then asked
+            sock.close()
+            raise
         if not reply.get("ok"):
             sock.close()
             raise SessionRefused(printable(reply.get("error")))
@@ -327,7 +377,8 @@ class Session:
         self.sock.close()
 
 
-def _session_request(args: argparse.Namespace) -> dict[str, Any]:
+def _session_request(args: Any) -> dict[str, Any]:
+    """The session request from the command line (quickargs' or argparse's values)."""
     return {
         "op": "session",
         "via": args.via,

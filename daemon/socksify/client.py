@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from . import controlfile
+# typing is not imported at run time (it costs `socksify CMD` its start-up): Any is
+# for the type checker only, which reads any `if TYPE_CHECKING:` block.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 from .paths import Paths, UnsafeRuntimeDir
+from .peercred import peer_credentials
 from .printable import printable
-from .procinfo import peer_credentials
-from .protocol import tcpauth
+
+# The TCP control (controlfile, protocol/tcpauth: hashlib, hmac, secrets, logging) is
+# imported where it is used, on Windows or for a control file: `socksify CMD` on Linux
+# takes this module's Unix socket path only, and its start-up pays for what it imports.
 
 START_TIMEOUT = 15.0
 # DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
@@ -38,6 +43,7 @@ def control_file(paths: Paths, env: dict[str, str] | None = None) -> Path:
     """The TCP control file to use: %SOCKSIFY_CONTROL_FILE% (a daemon elsewhere, such
     as a Linux daemon serving Windows programs under Wine), else the daemon's own,
     control.tcp in the runtime directory."""
+    from . import controlfile
     env = dict(os.environ) if env is None else env
     if env.get("SOCKSIFY_CONTROL_FILE"):
         return Path(env["SOCKSIFY_CONTROL_FILE"])
@@ -49,6 +55,10 @@ def connect_tcp(path: Path, timeout: float = 5.0) -> socket.socket:
     listener proven to hold the file's key and we proven to it (protocol/tcpauth.py).
     Anything else, such as another user's listener on a dead daemon's port, is
     DaemonUnavailable: it got a random nonce from us and nothing more."""
+    import secrets
+
+    from . import controlfile
+    from .protocol import tcpauth
     try:
         port, key = controlfile.parse_line(path.read_text())
     except (OSError, ValueError) as exc:
@@ -79,6 +89,7 @@ def connect_tcp(path: Path, timeout: float = 5.0) -> socket.socket:
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    from .protocol import tcpauth
     buf = b""
     while len(buf) < size:
         chunk = sock.recv(size - len(buf))
@@ -182,6 +193,7 @@ def start_daemon(paths: Paths, config: Path | None = None,
                  extra: list[str] | None = None) -> int:
     """Start `socksifyd run` detached, logging to paths.logfile; wait until it answers.
     Returns its pid. Another daemon winning a start race is fine: it answers too."""
+    import subprocess
     try:
         paths.ensure_dirs()
     except UnsafeRuntimeDir as exc:

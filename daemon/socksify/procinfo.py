@@ -8,8 +8,6 @@ the process that had it before."""
 from __future__ import annotations
 
 import os
-import socket
-import struct
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -17,7 +15,8 @@ from typing import Callable
 
 import psutil
 
-_UCRED = struct.Struct("iII")  # pid, uid, gid
+from .peercred import peer_credentials as peer_credentials  # re-exported
+
 CACHE_SIZE = 512
 MAX_ANCESTORS = 64
 
@@ -40,13 +39,6 @@ def own_uid() -> int:
     process of that user is described with uid 0, any other with OTHER_USER (see
     process_uid()), which Daemon.allows() refuses."""
     return os.getuid() if hasattr(os, "getuid") else 0
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int]:
-    """(pid, uid) of the process at the other end of a Unix socket."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    pid, uid, _gid = _UCRED.unpack(raw)
-    return pid, uid
 
 
 def _identity(pid: int) -> tuple[int, object, str] | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import shutil
 import stat
 import struct
 from pathlib import Path
@@ -23,10 +22,16 @@ class Unprotectable(Exception):
 
 
 def find_program(command: str) -> Path | None:
+    """The file exec would run for `command`: the first executable file of that name
+    on $PATH (as shutil.which finds it; shutil itself costs `socksify CMD` its
+    start-up)."""
     if "/" in command:
         return Path(command)
-    found = shutil.which(command)
-    return Path(found) if found else None
+    for d in os.get_exec_path():
+        candidate = os.path.join(d or ".", command)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return Path(candidate)
+    return None
 
 
 def check(command: str, shim: Path, depth: int = 0) -> None:

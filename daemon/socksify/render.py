@@ -109,8 +109,15 @@ def connections_table(conns: Sequence[dict[str, Any]], route_column: bool) -> Ta
     table.add_column("CHAIN", overflow="fold", min_width=8)
     if route_column:
         table.add_column("ROUTE", style="dim", no_wrap=True)
+    # the newer daemon's keys (issue 17), each a column when some row has it
+    extra = [k for k in ("path", "state") if any(c.get(k) for c in conns)]
+    for key in extra:
+        table.add_column(key.upper(), no_wrap=True)
     table.add_column("↑", justify="right", no_wrap=True, min_width=7)
     table.add_column("↓", justify="right", no_wrap=True, min_width=7)
+    rate = any(c.get("rate") is not None for c in conns)
+    if rate:
+        table.add_column("RATE", justify="right", no_wrap=True, min_width=9)
     table.add_column("AGE", justify="right", no_wrap=True, min_width=5)
     # Every cell is a Text of printable(): what the daemon reports (app names, host
     # names) is neither rich markup nor terminal control sequences.
@@ -125,10 +132,23 @@ def connections_table(conns: Sequence[dict[str, Any]], route_column: bool) -> Ta
             for hop in _hops(c, short=True):
                 chain.append("\n" + printable(hop), style="dim")
             cells.append(chain)
-        cells += [_text(human_size(c.get("up"))), _text(human_size(c.get("down"))),
-                  _text(human_age(c.get("age")))]
+        cells += [_text(c.get(key) or "-") for key in extra]
+        cells += [_text(human_size(c.get("up"))), _text(human_size(c.get("down")))]
+        if rate:
+            cells.append(_text(_rate(c.get("rate"))))
+        cells.append(_text(human_age(c.get("age"))))
         table.add_row(*cells)
     return table
+
+
+def _rate(value: object) -> str:
+    """Bytes per second, as the daemon reports them ("rate": a number, or up and
+    down)."""
+    if isinstance(value, dict):
+        value = sum(v for v in value.values() if isinstance(v, (int, float)))
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    return f"{human_size(value)}/s"
 
 
 def _text(value: object) -> Text:

@@ -34,7 +34,12 @@ commands:
   reload         re-read the policy (same as SIGHUP); live connections go on
   status         show pid, uptime, policy, sessions, connections, chains and their hops
   connections    list live connections: app, user, target, chain, bytes, age
-                 (--json: the daemon's list as JSON, for scripts)
+                 (--json: the daemon's list as JSON, for scripts;
+                 --app NAME, --chain NAME: only those; the chain of a direct
+                 connection is "direct")
+  top            a live view of the connections, the totals and rates per app and
+                 per chain, and each chain's hops (q quits; --once: one frame;
+                 --interval S; --app/--chain as for connections)
   check-config   validate a policy file without running anything
   install-service
                  write a systemd user unit for `socksifyd run` (--print: show it)
@@ -56,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version",
                         version=f"socksifyd {__version__}")
     parser.add_argument("command", choices=["run", "start", "stop", "restart", "reload",
-                                            "status", "connections", "check-config",
-                                            "install-service"],
+                                            "status", "connections", "top",
+                                            "check-config", "install-service"],
                         metavar="COMMAND", help="one of the commands below")
     parser.add_argument("file", nargs="?", help="policy file, for check-config")
     parser.add_argument("-c", "--config", type=Path, help="policy file to serve")
@@ -67,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
                         "address (the front door; overrides [frontdoor] listen)")
     parser.add_argument("--json", action="store_true",
                         help="connections: print JSON instead of a table")
+    parser.add_argument("--app", metavar="NAME",
+                        help="connections, top: only this program's (its name)")
+    parser.add_argument("--chain", metavar="NAME",
+                        help="connections, top: only this chain's (\"direct\": none)")
+    parser.add_argument("--once", action="store_true",
+                        help="top: print one frame and exit")
+    parser.add_argument("--interval", type=float, default=1.0, metavar="S",
+                        help="top: seconds between refreshes (default 1)")
     parser.add_argument("--print", dest="print_only", action="store_true",
                         help="install-service: print the unit instead of writing it")
     args = parser.parse_args(argv)
@@ -86,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return _status(paths)
         if args.command == "connections":
-            return _connections(paths, args.json)
+            return _connections(paths, args.json, args.app, args.chain)
+        if args.command == "top":
+            from . import toploop  # rich: imported only by the commands that draw
+            return toploop.main(paths, args.app, args.chain, args.interval, args.once)
         if args.command == "install-service":
             return _install_service(args.config, args.print_only)
         return _check_config(args.file or args.config)
@@ -210,9 +226,13 @@ def _where(paths: Paths) -> str:
     return str(client.control_file(paths) if sys.platform == "win32" else paths.socket)
 
 
-def _connections(paths: Paths, as_json: bool) -> int:
+def _connections(paths: Paths, as_json: bool, app: str | None = None,
+                 chain: str | None = None) -> int:
+    """The table (or JSON): the daemon is asked for the filters' rows only, and they
+    are applied here too (a daemon that does not know them sends every row)."""
+    from .toprates import connections_request, filtered
     try:
-        reply = client.request(paths, {"op": "connections"})
+        reply = client.request(paths, connections_request(app, chain))
     except client.DaemonUnavailable:
         print(f"socksifyd: not running (no daemon at {_where(paths)})", file=sys.stderr)
         return 3
@@ -220,7 +240,7 @@ def _connections(paths: Paths, as_json: bool) -> int:
         print("socksifyd: the daemon cannot list connections: "
               f"{printable(reply.get('error'))}", file=sys.stderr)
         return 1
-    conns = list(reply.get("connections") or [])
+    conns = filtered(reply.get("connections") or [], app, chain)
     from . import render
     if as_json:
         print(json.dumps({"connections": conns}))

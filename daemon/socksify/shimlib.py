@@ -15,6 +15,7 @@ from typing import Any, TypedDict, cast
 
 from .protocol.control import VERSION as WIRE_VERSION
 from .protocol.control import WireError
+from .shimpath import library_path as library_path  # re-exported
 
 SHIM_ABI_VERSION = 5
 """The shim's exported-ABI version (socksify_shim_abi_version()) this package expects."""
@@ -67,14 +68,6 @@ class PeerFields(TypedDict):
     family: int
     port: int
     addr: bytes  # 4 bytes for family 4, 16 for family 6
-
-
-def library_path() -> Path:
-    """$SOCKSIFY_SHIM if set (for developers), else the library installed with the package."""
-    override = os.environ.get("SOCKSIFY_SHIM")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parent / "_shim" / "libsocksify.so"
 
 
 class Shim:

@@ -1,7 +1,9 @@
 """The command lines' usage errors, help and version: no daemon needed."""
 
+import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -9,8 +11,12 @@ import socksify
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True,
-                          text=True, timeout=30)
+    """No daemon answers (a runtime directory that does not exist): a running
+    daemon, perhaps another version's, would judge the --via URLs itself."""
+    with tempfile.TemporaryDirectory(prefix="skcli-") as d:
+        env = {**os.environ, "SOCKSIFY_RUNTIME_DIR": os.path.join(d, "none")}
+        return subprocess.run([sys.executable, "-m", *args], capture_output=True,
+                              text=True, timeout=30, env=env)
 
 
 @pytest.mark.parametrize("module,name", [("socksify.cli", "socksify"),
