@@ -287,6 +287,7 @@ class Daemon:
                 "sessions": len(sessions),
                 "live": len(table.live),
                 "handed_live": len(router.handed.live),
+                "event_subscribers": len(router.events.subscribers),
                 "pending": len(table.pending),
                 "connections_total": router.connections_total,
                 "handed_off": router.handed_off,

@@ -34,6 +34,7 @@ commands:
   reload         re-read the policy (same as SIGHUP); live connections go on
   status         show pid, uptime, policy, sessions, connections, chains and their hops
   connections    list live connections: app, user, target, chain, bytes, age
+  events         follow connect, close and refuse events (--json: one object a line)
                  (--json: the daemon's list as JSON, for scripts)
   check-config   validate a policy file without running anything
   install-service
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version",
                         version=f"socksifyd {__version__}")
     parser.add_argument("command", choices=["run", "start", "stop", "restart", "reload",
-                                            "status", "connections", "check-config",
+                                            "status", "connections", "events",
+                                            "check-config",
                                             "install-service"],
                         metavar="COMMAND", help="one of the commands below")
     parser.add_argument("file", nargs="?", help="policy file, for check-config")
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run/start: also serve SOCKS4/4a/5 on this loopback "
                         "address (the front door; overrides [frontdoor] listen)")
     parser.add_argument("--json", action="store_true",
-                        help="connections: print JSON instead of a table")
+                        help="connections, events: print JSON instead of text")
     parser.add_argument("--print", dest="print_only", action="store_true",
                         help="install-service: print the unit instead of writing it")
     args = parser.parse_args(argv)
@@ -87,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             return _status(paths)
         if args.command == "connections":
             return _connections(paths, args.json)
+        if args.command == "events":
+            from .eventstream import follow
+            return follow(paths, args.json)
         if args.command == "install-service":
             return _install_service(args.config, args.print_only)
         return _check_config(args.file or args.config)

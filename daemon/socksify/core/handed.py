@@ -107,12 +107,12 @@ class HandedOff:
             if ks is not None and handoff.cookie is not None \
                     and ks.cookie != handoff.cookie:
                 ks = None              # the same 4-tuple, a later socket
+            if ks is not None:
+                self._update(handoff, ks)   # an orphan's bytes are its last ones
             if ks is None or ks.inode == 0:
                 if ks is None:
                     self._suspect(handoff)
                 self._drop(handoff)
-                continue
-            self._update(handoff, ks)
 
     def _update(self, handoff: Handoff, ks: tcpdiag.KernelSocket) -> None:
         conn = handoff.conn
