@@ -14,6 +14,7 @@ while handed-off connections exist; never otherwise."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import time
@@ -35,6 +36,9 @@ PROBE_EVERY = 5.0       # seconds between probes of one hop
 PROBE_TIMEOUT = 5.0
 # TIME_WAIT is the program's close done (and can be thousands after a churn): left out
 LIVE_STATES = tcpdiag.ALL_BUT_LISTEN & ~(1 << tcpdiag.TIME_WAIT)
+# sock_diag is missing or forbidden here (a kernel without it, a seccomp filter)
+_UNSUPPORTED = {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EPERM, errno.EACCES,
+                errno.ENOENT, errno.EOPNOTSUPP}
 
 
 @dataclass(eq=False)
@@ -96,6 +100,9 @@ class HandedOff:
                 for found in tcpdiag.dump(family, self.live.__contains__, LIVE_STATES):
                     seen[found.key] = found
         except OSError as exc:
+            if exc.errno not in _UNSUPPORTED:   # out of descriptors, memory, time
+                log.debug("sock_diag read failed (%s): next time", exc)
+                return
             self._broken = True
             log.warning("sock_diag cannot be read (%s): handed-off connections are "
                         "not listed from now on", exc)
