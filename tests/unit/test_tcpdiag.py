@@ -65,21 +65,18 @@ def test_parse_ipv4_and_ipv6_with_tcp_info() -> None:
     socks, done = tcpdiag.parse(data + DONE)
     assert done
     first, second = socks
-    assert first.key == (ipaddress.ip_address("10.0.0.1"), 40000,
-                         ipaddress.ip_address("10.0.0.2"), 1080)
+    assert first.key == ("10.0.0.1", 40000, "10.0.0.2", 1080)
     assert (first.state_name, first.uid, first.inode) == ("ESTABLISHED", 1000, 77)
     assert first.cookie == 0x1122334455
     assert (first.bytes_acked, first.bytes_received, first.retransmits) == (123, 4567, 0)
     # an IPv4-mapped address is keyed as IPv4, so either kind of socket matches
-    assert second.local == ipaddress.ip_address("10.0.0.3")
-    assert second.remote == ipaddress.ip_address("2001:db8::9")
+    assert second.local == "10.0.0.3" and second.remote == "2001:db8::9"
     assert (second.state_name, second.timer, second.retrans, second.retransmits,
             second.inode) == ("CLOSE_WAIT", 1, 4, 4, 0)
 
 
 def test_parse_filters_before_reading_tcp_info() -> None:
-    want = (ipaddress.ip_address("10.0.0.1"), 40000, ipaddress.ip_address("10.0.0.2"),
-            1080)
+    want = ("10.0.0.1", 40000, "10.0.0.2", 1080)
     data = _diag_message(socket.AF_INET, 1, "10.0.0.1", 40000, "10.0.0.2", 1080,
                          info=_tcp_info(0, 1, 2))
     data += _diag_message(socket.AF_INET, 1, "10.0.0.1", 40002, "10.0.0.2", 1080,
@@ -103,6 +100,16 @@ def test_parse_errors_and_truncation() -> None:
     whole = _diag_message(socket.AF_INET, 1, "10.0.0.1", 1, "10.0.0.2", 2)
     with pytest.raises(OSError):
         tcpdiag.parse(whole[:-8])
+
+
+def test_four_tuple_spellings() -> None:
+    """getsockname's spellings and inet_ntop's meet in one key."""
+    assert tcpdiag.plain("::ffff:10.1.2.3") == "10.1.2.3"
+    assert tcpdiag.plain("::FFFF:10.1.2.3") == "10.1.2.3"
+    assert tcpdiag.plain("fe80::1%eth0") == "fe80::1"
+    assert tcpdiag.plain("::ffff:a00:1") == "::ffff:a00:1"   # not how Linux writes it
+    packed = ipaddress.ip_address("::ffff:10.1.2.3").packed
+    assert tcpdiag.plain(socket.inet_ntop(socket.AF_INET6, packed)) == "10.1.2.3"
 
 
 def test_dump_request_layout() -> None:
