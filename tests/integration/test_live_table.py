@@ -179,6 +179,50 @@ def test_hop_killed_under_handed_off_transfer_is_marked_down(
     assert "marked down" in sk.daemon_log(), sk.daemon_log()
 
 
+UPLOAD = r'''
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+chunk = b"u" * 16384
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    s.sendall(chunk)
+    time.sleep(0.01)
+'''
+
+
+def test_silent_hop_under_handed_off_upload_is_marked_down(
+        lab: lablib.Lab, sk, tmp_path: Path) -> None:
+    """Hop 1 goes silent (its zone drops every packet to its port) under a handed-off
+    upload: the program's kernel retransmits to it, and the daemon, reading that
+    from sock_diag, marks hop 1 down within a bounded time. Nothing else tells it:
+    no connection is made through the hop meanwhile."""
+    pol = write_policy(tmp_path / "daemon.toml", sk.hops(2), EVERYTHING_THROUGH_C3)
+    start_daemon(sk, pol)
+    hop = lab.hops[0]
+    script = tmp_path / "upload.py"
+    script.write_text(UPLOAD)
+    table = f"sk{os.urandom(4).hex()}"
+    bg = sk.spawn([sys.executable, str(script), lab.far_ip, str(lab.echo.port)],
+                  preload=True)
+    lablib.wait_until(lambda: any(c["up"] > 100000 for c in handed_rows(sk)), 20,
+                      "the handed-off upload to show bytes")
+    rules = (f"table inet {table} {{\n chain input {{\n"
+             f"  type filter hook input priority 0;\n  tcp dport {hop.port} drop\n"
+             " }\n}\n")
+    res = lab.ns_run(lab.proxy_ns, ["nft", "-f", "-"], input=rules.encode(),
+                     timeout=10)
+    assert res.returncode == 0, res.describe()
+    try:
+        lablib.wait_until(lambda: f"{hop.host}:{hop.port}" in
+                          sk.control({"op": "status"})["hops_down"], 30,
+                          "the silent hop to show as down in status")
+        assert bg.running()
+        assert "stopped answering" in sk.daemon_log(), sk.daemon_log()
+    finally:
+        lab.ns_run(lab.proxy_ns, ["nft", "delete", "table", "inet", table], timeout=10)
+        bg.kill()
+
+
 def test_events_stream(lab: lablib.Lab, sk, tmp_path: Path) -> None:
     """`socksifyd events --json` while a program makes 3 handed-off connections, one
     after the other: one connect and one close object for each, in order, with the
