@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import lab as lablib
-from conftest import start_daemon
+from conftest import need, start_daemon
 from integration.test_service import (EVERYTHING_THROUGH_C3, connections_json, curl,
                                       marker, write_policy)
 
@@ -196,6 +196,7 @@ def test_silent_hop_under_handed_off_upload_is_marked_down(
     upload: the program's kernel retransmits to it, and the daemon, reading that
     from sock_diag, marks hop 1 down within a bounded time. Nothing else tells it:
     no connection is made through the hop meanwhile."""
+    need("nft")
     pol = write_policy(tmp_path / "daemon.toml", sk.hops(2), EVERYTHING_THROUGH_C3)
     start_daemon(sk, pol)
     hop = lab.hops[0]
