@@ -81,7 +81,9 @@ class Daemon:
                      self.relays.port4,
                      f" and [::1]:{self.relays.port6}" if self.relays.port6 else "",
                      policy.source if policy else "none (sessions only)")
+            watcher = asyncio.ensure_future(self.router.handed.run())
             await self._stop.wait()
+            watcher.cancel()
             await self._shutdown()
         finally:
             controlfile.forget(self.paths)   # also after a failed start: no stale file
@@ -136,6 +138,8 @@ class Daemon:
         table.close_pending()
         await table.finish(self.grace)
         self.router.sessions.hang_up()
+        self.router.handed.close_all()
+        self.router.events.close()         # `socksifyd events` streams end
         if self.control.tasks:
             await asyncio.wait(set(self.control.tasks), timeout=1.0)
         for path in (self.paths.socket, self.paths.relay_socket):
@@ -282,6 +286,8 @@ class Daemon:
             out.update({
                 "sessions": len(sessions),
                 "live": len(table.live),
+                "handed_live": len(router.handed.live),
+                "event_subscribers": len(router.events.subscribers),
                 "pending": len(table.pending),
                 "connections_total": router.connections_total,
                 "handed_off": router.handed_off,
@@ -295,6 +301,8 @@ class Daemon:
             out.update({
                 "sessions": sum(s.uid == uid for s in sessions),
                 "live": sum(c.app.uid == uid for c in table.live.values()),
+                "handed_live": sum(c.app.uid == uid
+                                   for c in router.handed.connections()),
                 "pending": sum(c.app.uid == uid for c, _, _ in table.pending.values()),
                 "connections_total": None,
                 "handed_off": None,

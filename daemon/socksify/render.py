@@ -209,6 +209,8 @@ def status_lines(st: dict[str, Any]) -> list[str]:
         conns = f"{st['live']} relayed, {st.get('pending', 0)} being attached"
         if st.get("handed_off") is not None:
             conns += f", {st['handed_off']} handed off"
+            if st.get("handed_live"):
+                conns += f" ({st['handed_live']} live)"
         if st.get("connections_total") is not None:
             conns += f", {st['connections_total']} since start"
         rows.append(("connections", conns))

@@ -40,6 +40,7 @@ commands:
   top            a live view of the connections, the totals and rates per app and
                  per chain, and each chain's hops (q quits; --once: one frame;
                  --interval S; --app/--chain as for connections)
+  events         follow connect, close and refuse events (--json: one object a line)
   check-config   validate a policy file without running anything
   install-service
                  write a systemd user unit for `socksifyd run` (--print: show it)
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                         version=f"socksifyd {__version__}")
     parser.add_argument("command", choices=["run", "start", "stop", "restart", "reload",
                                             "status", "connections", "top",
-                                            "check-config", "install-service"],
+                                            "events", "check-config",
+                                            "install-service"],
                         metavar="COMMAND", help="one of the commands below")
     parser.add_argument("file", nargs="?", help="policy file, for check-config")
     parser.add_argument("-c", "--config", type=Path, help="policy file to serve")
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run/start: also serve SOCKS4/4a/5 on this loopback "
                         "address (the front door; overrides [frontdoor] listen)")
     parser.add_argument("--json", action="store_true",
-                        help="connections: print JSON instead of a table")
+                        help="connections, events: print JSON instead of text")
     parser.add_argument("--app", metavar="NAME",
                         help="connections, top: only this program's (its name)")
     parser.add_argument("--chain", metavar="NAME",
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "top":
             from . import toploop  # rich: imported only by the commands that draw
             return toploop.main(paths, args.app, args.chain, args.interval, args.once)
+        if args.command == "events":
+            from .eventstream import follow
+            return follow(paths, args.json)
         if args.command == "install-service":
             return _install_service(args.config, args.print_only)
         return _check_config(args.file or args.config)

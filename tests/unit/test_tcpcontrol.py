@@ -97,9 +97,23 @@ def test_daemon_serves_json_and_wire_after_the_proof() -> None:
                     head = s.makefile("rb").read(wire.REPLY_SIZE)
                     # no policy and no session: refused, as on the Unix socket
                     assert wire.Reply.loads(head).verdict is wire.Verdict.FAIL
+        # the live table and the event stream over the TCP control (Windows' only
+        # control): the stream ends when the daemon stops
+        with client.connect_tcp(path) as s:
+            s.sendall(b'{"op": "connections", "app": "curl", "chain": "c"}\n')
+            reply = json.loads(s.makefile("rb").readline())
+            assert reply["ok"] and reply["connections"] == [], reply
+            assert isinstance(reply["now"], float)
+        events = client.connect_tcp(path)
+        events.sendall(b'{"op": "events"}\n')
+        stream = events.makefile("rb")
+        assert json.loads(stream.readline())["ok"]
         proc.terminate()
         proc.wait(30)
         assert not path.exists()
+        events.settimeout(10)
+        assert stream.readline() == b""          # ended, not hung
+        events.close()
     finally:
         proc.kill()
         proc.wait(30)

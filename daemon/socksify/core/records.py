@@ -43,6 +43,10 @@ class Connection:
     counters: Counters = field(default_factory=Counters)
     session: Session | None = None
     stand_in: StandIn | None = None  # the stand-in address it was made to, if any
+    # how its bytes go: relay | handoff | prebuilt | frontdoor | isolated (| direct)
+    path: str = "relay"
+    state: str = "open"            # handed off: the kernel's TCP state of its socket
+    hops: tuple[str, ...] = ()     # "host:port" of each hop used, in order
 
     @property
     def target(self) -> str:
@@ -58,7 +62,8 @@ class Connection:
                 "host": self.host, "rule": self.rule, "chain": self.chain,
                 "route": self.route, "up": self.counters.up,
                 "down": self.counters.down,
-                "age": round(time.monotonic() - self.started, 1)}
+                "age": round(time.monotonic() - self.started, 1),
+                "path": self.path, "state": self.state, "hops": list(self.hops)}
 
 
 def endpoint(addr: wire.IPAddress, port: int) -> str:

@@ -27,6 +27,8 @@ from ..policy import Action, Policy
 from ..procinfo import AppInfo, ProcessTable, own_uid
 from ..protocol import control as wire
 from ..proxies import Proxy
+from .events import Events
+from .handed import HandedOff
 from .records import Connection, Session
 from .sessions import Sessions
 from .streams import stream_auth
@@ -43,7 +45,11 @@ class Router:
         self.fake = FakeNames()
         self.hosts_names = hosts_file_names()
         self.sessions = Sessions(self.health)
-        self.table = ConnectionTable(lambda stand_in: self.fake.release(stand_in))
+        self.events = Events()
+        self.table = ConnectionTable(lambda stand_in: self.fake.release(stand_in),
+                                     self.events)
+        # handed-off connections, followed in the kernel
+        self.handed = HandedOff(self.health, self._handed_closed)
         self.generation = generation   # DIRECT answers may be cached while it holds
         self.relay_ports = (0, 0)      # loopback relay listeners: IPv4, IPv6 (0: none)
         self.connections_total = 0
@@ -210,8 +216,12 @@ class Router:
                     handed = await self._hand_route(conn, action, app_sock)
                 except HandoffImpossible as exc:
                     log.debug("[%s] no handoff (%s): relay", conn.id, exc)
+                    conn.path = "relay"
                 else:
                     self.handed_off += 1
+                    self.handed.add(conn, handed.swap or app_sock,
+                                    handed.route[0] if handed.route else None)
+                    self.events.emit("connect", conn)
                     if handed.swap is not None:
                         return wire.Reply(wire.Verdict.SWAP), handed.swap
                     return wire.Reply(wire.Verdict.READY), None
@@ -273,6 +283,7 @@ class Router:
     async def _hand_route(self, conn: Connection, action: Action,
                           app_sock: socket.socket) -> Handed:
         target = conn.host or str(conn.dst)
+        conn.path = "handoff"
         if action.chain is None:
             handed = await hand_direct(app_sock, target, conn.port)
         else:
@@ -282,6 +293,8 @@ class Router:
                 selector, target, conn.port, app_sock, conn.id, action.dns,
                 swappable=pool is not None and _swappable(app_sock, pool),
                 auth=stream_auth(conn, action.chain))
+            if handed.swap is not None:
+                conn.path = "prebuilt"
         self._connected(conn, handed.route, handed.skipped, handed.setup_seconds,
                         ", handed off" + (" (pre-built)" if handed.swap else ""))
         return handed
@@ -289,6 +302,8 @@ class Router:
     def _connected(self, conn: Connection, route: tuple[Proxy, ...],
                    skipped: tuple[Proxy, ...], seconds: float, how: str) -> None:
         conn.route = " > ".join(str(h) for h in route) or "direct"
+        conn.hops = tuple(f"[{h.host}]:{h.port}" if ":" in h.host else
+                          f"{h.host}:{h.port}" for h in route)
         note = f" (skipped {', '.join(map(str, skipped))})" if skipped else ""
         self._event(conn, f"connected in {seconds * 1000:.0f} ms{how}{note}", ok=True)
 
@@ -314,6 +329,10 @@ class Router:
                 conn.id, text, rule, took)
         self._notify(conn.session, {"event": "connection", "id": conn.id, "ok": ok,
                                     "text": text})
+        if not ok:
+            self.events.emit("refuse", conn, error=result)
+        elif result.endswith("direct"):          # the program connects by itself
+            self.events.emit("direct", conn, path="direct")
 
     def _notify(self, session: Session | None, event: dict[str, Any]) -> None:
         """Tell a socksify command about one of its connections: failures always (it
@@ -324,11 +343,23 @@ class Router:
             return
         session.writer.write(json.dumps(event).encode() + b"\n")
 
-    def connections(self, uid: int | None = None) -> list[dict[str, Any]]:
-        """The live connections uid may see: all for the daemon's own user and root,
-        else that user's own."""
-        return [conn.describe() for conn in self.table.live.values()
-                if self.sees_all(uid) or conn.app.uid == uid]
+    def connections(self, uid: int | None = None, app: str | None = None,
+                    chain: str | None = None) -> list[dict[str, Any]]:
+        """The live connections uid may see (all for the daemon's own user and root,
+        else that user's own), relayed and handed off, of app and chain if given."""
+        self.handed.refresh()
+        return [conn.describe() for conn in
+                (*self.table.live.values(), *self.handed.connections())
+                if (self.sees_all(uid) or conn.app.uid == uid)
+                and (app is None or conn.app.name == app)
+                and (chain is None or conn.chain == chain)]
+
+    def _handed_closed(self, conn: Connection) -> None:
+        """A handed-off connection is gone from the kernel (or the daemon stops)."""
+        log.info("[%s] %s closed after %.1fs: %d bytes up, %d down (handed off)",
+                 conn.id, conn.app, time.monotonic() - conn.started, conn.counters.up,
+                 conn.counters.down)
+        self.events.emit("close", conn)
 
     def chains_status(self, uid: int | None = None) -> list[dict[str, Any]]:
         """The chains uid may see (the daemon policy's, and its own sessions'), with

@@ -16,6 +16,7 @@ from ..chains import Tunnel
 from ..dns import StandIn
 from ..protocol import control as wire
 from .carry import relay, relay_sockets
+from .events import Events
 from .records import Connection
 
 log = logging.getLogger("socksify.daemon")
@@ -27,8 +28,10 @@ AppStreams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class ConnectionTable:
-    def __init__(self, release: Callable[[StandIn], None]) -> None:
+    def __init__(self, release: Callable[[StandIn], None],
+                 events: Events | None = None) -> None:
         self._release = release      # a stand-in address held by a connection is free
+        self.events = events or Events()
         self.pending: dict[bytes, tuple[Connection, Tunnel, asyncio.TimerHandle]] = {}
         self.live: dict[str, Connection] = {}
         # relay connections by the app side's address, for PEERNAME
@@ -80,7 +83,10 @@ class ConnectionTable:
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
+        if app_streams is not None and conn.path == "relay":
+            conn.path = "frontdoor"
         self.live[conn.id] = conn
+        self.events.emit("connect", conn)
         app_end = _app_end(peer_of(app_sock) if app_sock is not None else
                            app_streams[1].get_extra_info("peername")
                            if app_streams is not None else None)
@@ -109,6 +115,7 @@ class ConnectionTable:
             log.info("[%s] %s closed after %.1fs: %d bytes up, %d down", conn.id,
                      conn.app, time.monotonic() - conn.started, conn.counters.up,
                      conn.counters.down)
+            self.events.emit("close", conn)
 
     async def finish(self, grace: float) -> None:
         """Graceful stop: wait up to grace seconds for the carried connections, then

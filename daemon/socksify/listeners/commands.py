@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import stat
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -53,8 +54,44 @@ async def status(router: Router, admin: Admin, req: Request) -> None:
 
 
 async def connections(router: Router, admin: Admin, req: Request) -> None:
-    """The live connections this user may see."""
-    send(req.writer, {"ok": True, "connections": router.connections(req.uid)})
+    """The live connections this user may see (of "app" and "chain" when given), and
+    the daemon's monotonic clock ("now"), for rates between two requests."""
+    app, chain = req.msg.get("app"), req.msg.get("chain")
+    send(req.writer, {"ok": True, "now": round(time.monotonic(), 3),
+                      "connections": router.connections(
+                          req.uid, str(app) if app else None,
+                          str(chain) if chain else None)})
+
+
+async def events(router: Router, admin: Admin, req: Request) -> None:
+    """A stream of connect, close, refuse and direct events, one JSON line each, of
+    the connections this user may see, until the client hangs up or the daemon
+    stops."""
+    sub = router.events.subscribe(None if router.sees_all(req.uid) else req.uid)
+    router.handed.watch(True)
+    hangup = asyncio.ensure_future(req.reader.read(4096))
+    try:
+        send(req.writer, {"ok": True, "now": round(time.monotonic(), 3)})
+        await req.writer.drain()
+        while True:
+            got = asyncio.ensure_future(sub.queue.get())
+            done, _ = await asyncio.wait({got, hangup},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if got not in done:
+                got.cancel()
+                if hangup.result():
+                    hangup = asyncio.ensure_future(req.reader.read(4096))
+                    continue
+                return                  # EOF: the client is gone
+            event = got.result()
+            if event is None:
+                return                  # the daemon stops
+            send(req.writer, event)
+            await req.writer.drain()
+    finally:
+        hangup.cancel()
+        router.events.unsubscribe(sub)
+        router.handed.watch(False)
 
 
 async def session(router: Router, admin: Admin, req: Request) -> None:
@@ -98,7 +135,8 @@ async def reload(router: Router, admin: Admin, req: Request) -> None:
 
 
 COMMANDS: dict[str, Handler] = {"status": status, "connections": connections,
-                                "session": session, "stop": stop, "reload": reload}
+                                "events": events, "session": session, "stop": stop,
+                                "reload": reload}
 OWNER_ONLY = {"stop", "reload"}     # the daemon's own user (or root) only
 
 
