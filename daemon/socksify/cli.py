@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Callable
 
 from . import __version__, client, programs
 from .chains.spec import Strategy
@@ -20,7 +20,8 @@ from .paths import Paths
 from .printable import printable
 from .proxies import Proxy
 
-USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] [--isolate] "
+USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] "
+         "[--isolate|--no-isolate] "
          "[-q|-v] [--] "
          "COMMAND [ARGS...]")
 DESCRIPTION = """\
@@ -39,14 +40,15 @@ target. Hop URLs: socks4://[USER@]HOST:PORT, socks4a://[USER@]HOST:PORT,
 socks5://[USER[:PASSWORD]@]HOST:PORT. Host names are resolved by the last hop, which
 must then speak SOCKS4a or SOCKS5 (or choose --dns local).
 Without --via or -c the daemon's policy file applies (socksifyd --help).
-With --isolate, COMMAND runs in its own network namespace whose only interface is
-loopback: the only way out is the daemon. A program the shim cannot load into (static,
-Go, raw system calls) is then not refused: it cannot leak, its connections just fail.
+A program the shim cannot load into (static, Go, setuid) runs in its own network
+namespace instead (the isolation path; --isolate forces it for any program): its TCP
+connections are redirected there to the daemon, which carries them through the same
+policy and chains; port 53 is answered inside; everything else is refused.
 `socksify completion bash|zsh` prints a completion script (`socksify -- completion`
 runs a program named completion). Manual: man socksify, socksifyd, socksify.toml.
 The exit status is COMMAND's own; 2 for a usage error, 127 if COMMAND is not found,
 126 if it cannot be run or socksify cannot protect it (a static, Go or setuid program
-without --isolate, or --isolate where the kernel does not allow it).
+with --no-isolate, or isolation where the kernel or a missing tool does not allow it).
 """
 
 
@@ -93,12 +95,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="send connections to loopback addresses through the policy "
                    "too (normally they go direct): to try a chain of local proxies on "
                    "one machine")
-    p.add_argument("--isolate", action="store_true",
-                   help="run COMMAND in its own network namespace with no route out "
-                   "but the daemon, so nothing can go around the chain; static and Go "
-                   "programs are then allowed (their connections fail instead of "
-                   "leaking). Unprivileged where the kernel allows user namespaces; "
-                   "refuses (exit 126) where it does not")
+    isolation = p.add_mutually_exclusive_group()
+    isolation.add_argument(
+        "--isolate", action="store_true",
+        help="run COMMAND in its own network namespace whose only way out is the "
+        "daemon (nft rules redirect its TCP there), even if the shim could load into "
+        "it; the default for static, Go and setuid programs. Unprivileged where the "
+        "kernel allows user namespaces; refuses (exit 126) where it does not")
+    isolation.add_argument(
+        "--no-isolate", action="store_true",
+        help="never use the isolation path: refuse (exit 126) a program the shim "
+        "cannot load into")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]")
     return p
 
@@ -143,10 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             programs.check(command[0], shim)
         except programs.Unprotectable as exc:
-            print(f"socksify: refusing to run {command[0]}: {exc}.\n"
-                  "socksify: pass --allow-unprotected to run it anyway, unprotected.",
-                  file=sys.stderr)
-            return 126
+            if args.no_isolate:
+                print(f"socksify: refusing to run {command[0]}: {exc}.\n"
+                      "socksify: pass --allow-unprotected to run it anyway, "
+                      "unprotected.", file=sys.stderr)
+                return 126
+            args.isolate = True     # the isolation path carries it
+            if args.verbose:
+                print(f"socksify: {exc}: running it in an isolated network namespace "
+                      "whose only way out is the daemon", file=sys.stderr)
     paths = Paths.from_env()
     try:
         if not client.is_running(paths):
@@ -155,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"socksify: started socksifyd (pid {pid}), log {paths.logfile}",
                       file=sys.stderr)
         session = Session(paths, _session_request(args), args.quiet,
-                          reattach=not args.isolate)
+                          reattach=True)
     except client.DaemonUnavailable as exc:
         print(f"socksify: {exc}", file=sys.stderr)
         return 1
@@ -167,14 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bridge = None
     if args.isolate:  # before any thread: unshare(CLONE_NEWUSER) needs a single thread
-        from . import isolate
+        from .isolation import launch
         try:
-            bridge = isolate.isolate(paths)
-        except isolate.IsolationUnavailable as exc:
+            bridge = launch.isolate(paths, session.id)
+        except launch.IsolationUnavailable as exc:
             print(f"socksify: cannot isolate {command[0]}, not running it: {exc}",
                   file=sys.stderr)
             session.close()
             return 126
+        session.reattached = lambda: _hand_over_again(bridge, paths)
     env = dict(os.environ)
     preload = env.get("LD_PRELOAD", "")
     env["LD_PRELOAD"] = f"{shim} {preload}".strip()
@@ -203,6 +216,17 @@ class SessionRefused(RuntimeError):
     pass
 
 
+def _hand_over_again(bridge: Any, paths: Paths) -> str | None:
+    """After a daemon restart: the isolated namespace's sockets to the new daemon
+    (until then its connections were refused). None, or why it failed."""
+    from .isolation import launch
+    try:
+        launch.hand_over(bridge, paths)
+    except launch.IsolationUnavailable as exc:
+        return str(exc)
+    return None
+
+
 REATTACH_INTERVAL = 0.5
 
 
@@ -211,7 +235,8 @@ class Session:
     lines about its connections. If the daemon goes away (a crash, a restart), the
     command's connections fail closed meanwhile, and the session is re-registered
     under the same id as soon as a daemon answers again, so the programs need no
-    restart. (Not for --isolate: its relay listeners belong to the old daemon.)"""
+    restart. In isolation, the namespace's sockets are handed to the new daemon
+    (`reattached`); until then its connections are refused."""
 
     def __init__(self, paths: Paths, request: dict[str, Any], quiet: bool,
                  reattach: bool) -> None:
@@ -223,6 +248,7 @@ class Session:
         self.lock = threading.Lock()
         self.sock, self.stream, self.id = self._open(None)
         self.thread = threading.Thread(target=self._keep, daemon=True)
+        self.reattached: Callable[[], str | None] | None = None
 
     def _open(self, session_id: str | None) -> tuple[socket.socket, Any, str]:
         sock = client.connect(self.paths)
@@ -263,7 +289,11 @@ class Session:
                         opened[0].close()
                         return
                     self.sock, self.stream, _ = opened
-                self._say("reattached to the daemon; connections go through again")
+                failed = self.reattached() if self.reattached else None
+                if failed:
+                    self._say(f"reattached, but its connections stay refused: {failed}")
+                else:
+                    self._say("reattached to the daemon; connections go through again")
                 break
             else:
                 return

@@ -43,6 +43,7 @@ class Connection:
     counters: Counters = field(default_factory=Counters)
     session: Session | None = None
     stand_in: StandIn | None = None  # the stand-in address it was made to, if any
+    data_path: str = ""            # "isolated": redirected from an isolated namespace
 
     @property
     def target(self) -> str:
@@ -58,7 +59,8 @@ class Connection:
                 "host": self.host, "rule": self.rule, "chain": self.chain,
                 "route": self.route, "up": self.counters.up,
                 "down": self.counters.down,
-                "age": round(time.monotonic() - self.started, 1)}
+                "age": round(time.monotonic() - self.started, 1),
+                **({"data_path": self.data_path} if self.data_path else {})}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,86 @@
+"""Which process made a redirected connection. The daemon accepts it in the isolated
+namespace, where no shim asked first; the program's own socket is in that
+namespace's TCP table (/proc/PID/net/tcp and tcp6 of any process in it, e.g. the
+launcher), from its local address (the accepted socket's peer) to the original
+destination. Its inode names it, and the process holding that inode among its
+descriptors (/proc/*/fd, only processes in that same namespace) is the program:
+then name, exe, user and ancestors as for a shimmed program (procinfo).
+
+Readable for the daemon's own user's processes only (the kernel's ptrace check on
+/proc/PID/fd): a program that is not dumpable (it ran a setuid binary) is not found,
+and its connection is decided by its uid alone."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _hex(addr: IPAddress, port: int) -> str:
+    """addr:port as /proc/net/tcp{,6} prints it: each 32-bit word in host order."""
+    packed = addr.packed
+    words = "".join(f"{int.from_bytes(packed[i:i + 4], sys.byteorder):08X}"
+                    for i in range(0, len(packed), 4))
+    return f"{words}:{port:04X}"
+
+
+def _forms(addr: IPAddress, port: int) -> set[str]:
+    """Both ways the kernel may list an IPv4 end: as IPv4 (tcp) and as IPv4-mapped
+    IPv6 (an AF_INET6 socket, tcp6)."""
+    out = {_hex(addr, port)}
+    if addr.version == 4:
+        out.add(_hex(ipaddress.IPv6Address(f"::ffff:{addr}"), port))
+    return out
+
+
+def socket_inode(ns_pid: int, local: tuple[IPAddress, int],
+                 remote: tuple[IPAddress, int]) -> int | None:
+    """The inode of the TCP socket from local to remote in ns_pid's namespace."""
+    locals_, remotes = _forms(*local), _forms(*remote)
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{ns_pid}/net/{table}") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[1] in locals_ and \
+                            fields[2] in remotes and fields[9] != "0":
+                        return int(fields[9])
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _netns(pid: int | str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def owner(ns_pid: int, local: tuple[IPAddress, int],
+          remote: tuple[IPAddress, int]) -> int | None:
+    """The pid holding the program's end of a redirected connection; None when it
+    cannot be seen (gone, not dumpable, another user's)."""
+    inode = socket_inode(ns_pid, local, remote)
+    ns = _netns(ns_pid)
+    if inode is None or ns is None:
+        return None
+    link = f"socket:[{inode}]"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == ns_pid or _netns(entry) != ns:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry}/fd/{fd}") == link:
+                    return int(entry)
+            except OSError:
+                continue
+    return None
