@@ -76,8 +76,11 @@ Ask = Callable[[str, str], Awaitable[dns.message.Message]]
 
 def served(r: Router, body: Callable[[Ask], Awaitable[None]], who: str = "busybox",
            session: bytes = SESSION, resolver: Resolver | None = None) -> None:
-    answerer = PolicyAnswerer(r, session, UID, lambda peer: app(who),
-                              resolver or Resolver())
+    async def identify(peer: Peer) -> AppInfo:
+        assert peer.transport == "udp" and peer.host == "127.0.0.1"
+        return app(who)
+
+    answerer = PolicyAnswerer(r, session, UID, identify, resolver or Resolver())
 
     async def main() -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -75,7 +75,8 @@ class PolicyAnswerer:
     program behind a query's peer address, or the isolated command itself)."""
 
     def __init__(self, router: Router, session: bytes, uid: int,
-                 app: Callable[[Peer], AppInfo], resolve: Resolver = resolve_here
+                 app: Callable[[Peer], Awaitable[AppInfo]],
+                 resolve: Resolver = resolve_here
                  ) -> None:
         self.router = router
         self.session = session
@@ -85,7 +86,7 @@ class PolicyAnswerer:
 
     async def answer(self, question: Question, peer: Peer) -> Answer:
         qid = f"d{next(_ids)}"
-        app = self.app(peer)
+        app = await self.app(peer)
         qtype = dns.rdatatype.to_text(dns.rdatatype.RdataType.make(question.qtype))
         answer, decision = await self._answer(question, app)
         shown = ", ".join(str(a) for a in answer.addresses
