@@ -37,17 +37,20 @@ def _forms(addr: IPAddress, port: int) -> set[str]:
 
 
 def socket_inode(ns_pid: int, local: tuple[IPAddress, int],
-                 remote: tuple[IPAddress, int]) -> int | None:
-    """The inode of the TCP socket from local to remote in ns_pid's namespace."""
-    locals_, remotes = _forms(*local), _forms(*remote)
-    for table in ("tcp", "tcp6"):
+                 remote: tuple[IPAddress, int] | None, proto: str = "tcp") -> int | None:
+    """The inode of the TCP (or UDP: proto "udp") socket from local to remote in ns_pid's
+    namespace; remote None: whatever it is connected to, if at all."""
+    locals_ = _forms(*local)
+    remotes = _forms(*remote) if remote is not None else None
+    for table in (proto, proto + "6"):
         try:
             with open(f"/proc/{ns_pid}/net/{table}") as f:
                 next(f, None)
                 for line in f:
                     fields = line.split()
-                    if len(fields) > 9 and fields[1] in locals_ and \
-                            fields[2] in remotes and fields[9] != "0":
+                    if len(fields) > 9 and fields[1] in locals_ and (
+                            remotes is None or fields[2] in remotes) and \
+                            fields[9] != "0":
                         return int(fields[9])
         except (OSError, ValueError):
             continue
@@ -62,10 +65,11 @@ def _netns(pid: int | str) -> int | None:
 
 
 def owner(ns_pid: int, local: tuple[IPAddress, int],
-          remote: tuple[IPAddress, int]) -> int | None:
-    """The pid holding the program's end of a redirected connection; None when it
-    cannot be seen (gone, not dumpable, another user's)."""
-    inode = socket_inode(ns_pid, local, remote)
+          remote: tuple[IPAddress, int] | None, proto: str = "tcp") -> int | None:
+    """The pid holding the program's end of a redirected connection (or of the socket
+    a DNS query came from: proto "udp", remote None); None when it cannot be seen
+    (gone, not dumpable, another user's)."""
+    inode = socket_inode(ns_pid, local, remote, proto)
     ns = _netns(ns_pid)
     if inode is None or ns is None:
         return None

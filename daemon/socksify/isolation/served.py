@@ -3,20 +3,23 @@ until the launcher's connection ends: the redirect listeners (each accepted
 connection carried by redirect.py) and the DNS sockets (the namespace's port 53).
 
 The DNS hook: `serve_dns` runs the in-namespace name server on the passed sockets
-(isolation/nameserver.py, with the daemon's answers, isolation/answers.py). Until
-that server exists the sockets are closed, so a DNS query from the namespace is
-refused (ECONNREFUSED), never sent anywhere."""
+(isolation/nameserver.py, with the daemon's answers, isolation/answers.py): a DNS
+query from the namespace is answered there, never sent anywhere."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from dataclasses import dataclass, field
 
 from ..core.router import Router
 from ..listeners.admission import BurstLog
-from . import redirect
+from ..procinfo import AppInfo, uid_only
+from . import owners, redirect
+from .answers import PolicyAnswerer
+from .nameserver import Peer, serve_tcp, serve_udp
 from .redirect import Namespace
 
 log = logging.getLogger("socksify.daemon")
@@ -85,14 +88,30 @@ class Served:
 
 
 async def serve_dns(router: Router, handed: Handed) -> None:
-    """THE DNS HOOK: serve the namespace's port-53 sockets. Without the name server
-    (isolation/nameserver.py) they are closed: queries are refused, not sent."""
-    socks = [*handed.dns_udp, *handed.dns_tcp]
-    if not socks:
+    """THE DNS HOOK: serve the namespace's port-53 sockets with the in-namespace name
+    server (nameserver.py) and the daemon's answers under the launcher's session and
+    user (answers.py), until cancelled (Served.close)."""
+    if not handed.dns_udp and not handed.dns_tcp:
         return
-    log.info("isolated pid %d: no in-namespace name server in this build: its DNS "
-             "queries are refused", handed.ns.pid)
-    for sock in socks:
-        sock.close()
-    handed.dns_udp.clear()
-    handed.dns_tcp.clear()
+    ns = handed.ns
+
+    async def querier(peer: Peer) -> AppInfo:
+        return await identify_querier(router, ns, peer)
+
+    answerer = PolicyAnswerer(router, ns.session, ns.uid, querier)
+    await asyncio.gather(*(serve_udp(s, answerer) for s in handed.dns_udp),
+                         *(serve_tcp(s, answerer) for s in handed.dns_tcp))
+
+
+async def identify_querier(router: Router, ns: Namespace, peer: Peer) -> AppInfo:
+    """The program that sent a DNS query (its socket, bound to the query's source
+    address, in the namespace's UDP or TCP table), or its uid alone when unseen."""
+    try:
+        local = (ipaddress.ip_address(peer.host), peer.port)
+        pid = await asyncio.wait_for(asyncio.to_thread(
+            owners.owner, ns.pid, local, None, peer.transport), redirect.IDENTIFY_TIMEOUT)
+    except (OSError, ValueError, asyncio.TimeoutError):
+        pid = None
+    if pid is None:
+        return uid_only(ns.uid, f"program not found (isolated, uid {ns.uid})")
+    return router.procs.identify(pid, ns.uid)
