@@ -19,6 +19,7 @@ import pytest
 
 import lab as lablib
 from conftest import skip_or_fail
+from integration.test_isolate import SYSTEM_PY, unprivileged  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.lab
 
@@ -260,3 +261,119 @@ def test_daemon_restart_under_an_isolated_program(lab: lablib.Lab, sk, rawnet: P
     assert from_client_zone(lab) == witness_before
     err = bg.result().stderr
     assert "the daemon went away" in err and "reattached" in err, err
+
+
+def test_live_connection_is_listed_as_isolated(lab: lablib.Lab, sk, rawnet: Path,
+                                               tmp_path: Path) -> None:
+    """A carried connection is in the daemon's live table with its program and the
+    data path "isolated" (the echo server holds it open until EOF)."""
+    assert lab.echo is not None
+    bg = sk.spawn(sk.argv([str(rawnet), "get", lab.far_ip, str(lab.echo.port), "/",
+                           str(tmp_path / "echo.out")], via=sk.hops(2)))
+    try:
+        def listed() -> list[dict[str, object]]:
+            try:
+                conns = sk.control({"op": "connections"}).get("connections") or []
+            except Exception:   # the daemon is still starting
+                return []
+            return [c for c in conns if c.get("data_path") == "isolated"]
+        lablib.wait_until(listed, 20, "the isolated connection in the live table")
+        (conn,) = listed()
+        assert conn["app"] == "rawnet" and conn["target"] == \
+            f"{lab.far_ip}:{lab.echo.port}", conn
+        assert conn["route"] == " > ".join(sk.hops(2)), conn
+    finally:
+        bg.kill()
+
+
+def _refused_in_nested_userns(socksify: str, tmp_path: Path, setup: str,
+                              argv: list[str]) -> lablib.Result:
+    """socksify ARGV (a static program, no --isolate) as uid 1234 in a user namespace
+    of root's, after `setup` ran there as its root."""
+    rt = tmp_path / "rt"
+    rt.mkdir(mode=0o700)
+    env = lablib.clean_env({"SOCKSIFY_RUNTIME_DIR": str(rt),
+                            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+                            "XDG_STATE_HOME": str(tmp_path / "state")})
+    inner = (f"{setup} && exec unshare -U --map-user=1234 --map-group=1234 "
+             f"{socksify} --via socks4://127.0.0.1:9 -- {' '.join(argv)}")
+    try:
+        return lablib.run(["unshare", "-U", "-r", "-m", "sh", "-c", inner], env=env,
+                          timeout=30)
+    finally:
+        try:
+            pid = int((rt / "socksifyd.pid").read_text().split()[0])
+            os.kill(pid, 15)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
+def test_static_program_refused_where_user_namespaces_are_not_allowed(
+        socksify_install, busybox: str, tmp_path: Path) -> None:
+    """The automatic choice never runs a static program unprotected: where no user
+    namespace may be made (max_user_namespaces = 1 in a user namespace of ours, so
+    the global sysctl stays untouched) it exits 126 naming the sysctl."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        skip_or_fail("needs root and util-linux unshare")
+    marker = tmp_path / "ran"
+    res = _refused_in_nested_userns(
+        socksify_install.socksify, tmp_path,
+        "echo 1 > /proc/sys/user/max_user_namespaces", [busybox, "touch", str(marker)])
+    assert res.returncode == 126, res.describe()
+    assert "cannot isolate /usr/bin/busybox, not running it" in res.stderr, \
+        res.describe()
+    assert "max_user_namespaces" in res.stderr, res.describe()
+    assert not marker.exists()
+
+
+def test_static_program_refused_without_nft(socksify_install, busybox: str,
+                                            tmp_path: Path) -> None:
+    """Without the nft tool (hidden in a mount namespace of the test's) the isolation
+    path cannot fence the namespace: exit 126 naming the package, nothing run."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        skip_or_fail("needs root and util-linux unshare")
+    nft = shutil.which("nft") or "/usr/sbin/nft"
+    if not os.path.exists(nft):
+        skip_or_fail("nft missing (package nftables)")
+    blank = tmp_path / "blank"
+    blank.write_text("")
+    blank.chmod(0o644)
+    marker = tmp_path / "ran"
+    res = _refused_in_nested_userns(
+        socksify_install.socksify, tmp_path,
+        f"mount --bind {blank} {nft} && mount --bind {blank} /usr/sbin/nft",
+        [busybox, "touch", str(marker)])
+    assert res.returncode == 126, res.describe()
+    assert "install the nftables package" in res.stderr, res.describe()
+    assert not marker.exists()
+
+
+def test_unprivileged_static_busybox(lab: lablib.Lab, unprivileged, busybox: str) \
+        -> None:
+    """A non-root user (a user namespace, nft inside it): static busybox wget
+    through a SOCKS4 > SOCKS5 chain, chosen automatically; nothing direct."""
+    pw, site, rt = unprivileged
+    env = lablib.clean_env({"PYTHONPATH": str(site), "SOCKSIFY_RUNTIME_DIR": str(rt),
+                            "HOME": str(rt), "XDG_CONFIG_HOME": str(rt / "config"),
+                            "XDG_STATE_HOME": str(rt / "state")})
+    env.pop("XDG_RUNTIME_DIR", None)
+    as_user = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
+               "--clear-groups", SYSTEM_PY]
+    m = f"isop-{os.urandom(4).hex()}"
+    out = rt / "small.bin"
+    witness_before = from_client_zone(lab)
+    h = lab.hops
+    try:
+        res = lab.client_run([*as_user, "-m", "socksify.cli", "-v", "--via", h[0].url,
+                              "--via", f"socks5://{h[1].host}:{h[1].port}", "--",
+                              busybox, "wget", "-q", "-O", str(out),
+                              f"http://{lab.far_ip}:{lab.http_port}/small.bin?m={m}"],
+                             env=env, timeout=60)
+        assert res.returncode == 0, res.describe()
+        assert "isolated network namespace" in res.stderr, res.describe()
+        assert lablib.sha256_file(out) == lab.small_sha256
+        assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
+        witness_count(lab)
+        assert from_client_zone(lab) == witness_before
+    finally:
+        lab.client_run([*as_user, "-m", "socksify.service", "stop"], env=env, timeout=20)
