@@ -398,3 +398,22 @@ def test_host_resolver_sockets_are_hidden(lab: lablib.Lab, sk, busybox: str) -> 
     assert "socket" not in res.stdout and "io.systemd.Resolve" not in res.stdout, \
         sk.describe(res)
     assert "nameserver 127.0.0.53" in res.stdout, sk.describe(res)
+
+
+def test_children_stay_inside(lab: lablib.Lab, sk, busybox: str, rawnet: Path,
+                              tmp_path: Path) -> None:
+    """A static shell's children share its namespace: a static child (busybox wget)
+    and a raw-syscall one (rawnet) are both carried; nothing goes direct."""
+    m1, m2 = f"isop-{os.urandom(4).hex()}", f"isop-{os.urandom(4).hex()}"
+    base = f"http://{lab.far_ip}:{lab.http_port}/small.bin"
+    script = (f"{busybox} wget -q -O {tmp_path / 'one'} '{base}?m={m1}' && "
+              f"{rawnet} get {lab.far_ip} {lab.http_port} '/small.bin?m={m2}' "
+              f"{tmp_path / 'two'} >/dev/null")
+    witness_before = from_client_zone(lab)
+    res = sk.run([busybox, "sh", "-c", script], via=sk.hops(2))
+    assert res.returncode == 0, sk.describe(res)
+    for name, m in (("one", m1), ("two", m2)):
+        assert lablib.sha256_file(tmp_path / name) == lab.small_sha256
+        assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
+    witness_count(lab)
+    assert from_client_zone(lab) == witness_before
