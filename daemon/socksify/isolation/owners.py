@@ -97,17 +97,21 @@ def _candidates(ns_pid: int) -> Iterator[int]:
 
 
 def owner(ns_pid: int, local: tuple[IPAddress, int],
-          remote: tuple[IPAddress, int] | None, proto: str = "tcp") -> int | None:
+          remote: tuple[IPAddress, int] | None, proto: str = "tcp",
+          recent_only: bool = False) -> int | None:
     """The pid holding the program's end of a redirected connection (or of the socket
     a DNS query came from: proto "udp", remote None); None when it cannot be seen
     (gone, not dumpable, another user's). Only processes in ns_pid's network
-    namespace are looked at, the likeliest first (_candidates)."""
+    namespace are looked at, the likeliest first (_candidates). recent_only: look at
+    the namespace's recent owners alone (a few /proc reads, cheap enough for the
+    event loop; None means "scan")."""
     inode = socket_inode(ns_pid, local, remote, proto)
     ns = _netns(ns_pid)
     if inode is None or ns is None:
         return None
     link = f"socket:[{inode}]"
-    for pid in _candidates(ns_pid):
+    pids = list(_recent.get(ns_pid, [])) if recent_only else _candidates(ns_pid)
+    for pid in pids:
         if _netns(pid) == ns and _holds(pid, link):
             recent = _recent.setdefault(ns_pid, [])
             if pid not in recent:

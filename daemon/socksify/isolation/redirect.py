@@ -72,8 +72,12 @@ async def identify(router: Router, ns: Namespace, sock: socket.socket,
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
             addr = addr.ipv4_mapped
         local = (addr, int(peer[1]))
-        pid = await asyncio.wait_for(asyncio.to_thread(
-            owners.owner, ns.pid, local, dst), IDENTIFY_TIMEOUT)
+        # the program's last pids first, here (a thread's hop costs more on a busy
+        # machine than these few /proc reads); a scan of /proc in a thread
+        pid = owners.owner(ns.pid, local, dst, recent_only=True)
+        if pid is None:
+            pid = await asyncio.wait_for(asyncio.to_thread(
+                owners.owner, ns.pid, local, dst), IDENTIFY_TIMEOUT)
     except (OSError, ValueError, asyncio.TimeoutError):
         pid = None
     if pid is None:
