@@ -8,7 +8,9 @@ which is which (protocol/handover.py, docs/wire.md):
 - the redirect listeners, 127.0.0.1 and [::1] on one port, where the nft rules send
   every other TCP connection;
 - the DNS sockets, UDP and TCP on 127.0.0.1 and [::1] on one port, where the rules
-  send port 53.
+  send port 53;
+- a sock_diag netlink socket, made here so that it asks this namespace's socket
+  table: the daemon finds a redirected connection's socket with one exact lookup.
 
 This process keeps no copy: the daemon holds the only ones, so while no daemon serves
 them nothing listens on those ports and the program's connections are refused. After
@@ -25,6 +27,7 @@ from ..protocol.control import SESSION_SIZE
 
 HANDOVER_TIMEOUT = 10.0
 CLOSE_WAIT = 2.0
+NETLINK_SOCK_DIAG = 4
 
 
 class Bridge:
@@ -71,6 +74,11 @@ class Bridge:
                         sockets.append((kind, _bind(kind, socket.AF_INET6, p6)))
                     except OSError:
                         pass   # no IPv6 loopback here: IPv6 connections fail, closed
+            try:
+                sockets.append((wire.Kind.SOCK_DIAG, socket.socket(
+                    socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)))
+            except OSError:
+                pass   # the daemon reads /proc/PID/net/tcp instead
             header = wire.Header(self.session, tuple(k for k, _ in sockets))
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:

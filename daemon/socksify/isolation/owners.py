@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
+import struct
 import sys
 from typing import Iterator
 
@@ -58,6 +60,46 @@ def socket_inode(ns_pid: int, local: tuple[IPAddress, int],
     return None
 
 
+_NLMSG = struct.Struct("=IHHII")              # len, type, flags, seq, pid
+_SOCK_DIAG_BY_FAMILY, _NLMSG_ERROR, _NLM_F_REQUEST = 20, 2, 1
+_NO_COOKIE = 0xFFFFFFFF
+_DIAG_MSG = struct.Struct("=BBBB48xIIIII")     # inet_diag_msg, ending in uid, inode
+
+
+def diag_inode(nl: socket.socket, local: tuple[IPAddress, int],
+               remote: tuple[IPAddress, int]) -> int | None:
+    """The inode of the TCP socket from local to remote, by one exact
+    SOCK_DIAG_BY_FAMILY request on nl, a sock_diag socket made in the namespace (the
+    kernel looks the 4-tuple up in its hash). None when not found or nl fails."""
+    src, dst = local[0], remote[0]
+    family = socket.AF_INET
+    if 6 in (src.version, dst.version):
+        family = socket.AF_INET6
+        src, dst = _as6(src), _as6(dst)
+    body = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + \
+        struct.pack(">HH", local[1], remote[1]) + src.packed.ljust(16, b"\0") + \
+        dst.packed.ljust(16, b"\0") + struct.pack("=III", 0, _NO_COOKIE, _NO_COOKIE)
+    try:
+        nl.settimeout(0.5)
+        nl.send(_NLMSG.pack(_NLMSG.size + len(body), _SOCK_DIAG_BY_FAMILY,
+                            _NLM_F_REQUEST, 1, 0) + body)
+        data = nl.recv(65536)
+    except OSError:
+        return None
+    if len(data) < _NLMSG.size + _DIAG_MSG.size:
+        return None
+    kind = _NLMSG.unpack_from(data)[1]
+    if kind != _SOCK_DIAG_BY_FAMILY:
+        return None            # NLMSG_ERROR: ENOENT, no such socket
+    inode = _DIAG_MSG.unpack_from(data, _NLMSG.size)[-1]
+    return int(inode) or None
+
+
+def _as6(addr: IPAddress) -> ipaddress.IPv6Address:
+    return addr if isinstance(addr, ipaddress.IPv6Address) else \
+        ipaddress.IPv6Address(f"::ffff:{addr}")
+
+
 def _netns(pid: int | str) -> int | None:
     try:
         return os.stat(f"/proc/{pid}/ns/net").st_ino
@@ -98,14 +140,15 @@ def _candidates(ns_pid: int) -> Iterator[int]:
 
 def owner(ns_pid: int, local: tuple[IPAddress, int],
           remote: tuple[IPAddress, int] | None, proto: str = "tcp",
-          recent_only: bool = False) -> int | None:
+          recent_only: bool = False, inode: int | None = None) -> int | None:
     """The pid holding the program's end of a redirected connection (or of the socket
     a DNS query came from: proto "udp", remote None); None when it cannot be seen
     (gone, not dumpable, another user's). Only processes in ns_pid's network
     namespace are looked at, the likeliest first (_candidates). recent_only: look at
     the namespace's recent owners alone (a few /proc reads, cheap enough for the
-    event loop; None means "scan")."""
-    inode = socket_inode(ns_pid, local, remote, proto)
+    event loop; None means "scan"). inode: the socket's, when already known."""
+    if inode is None:
+        inode = socket_inode(ns_pid, local, remote, proto)
     ns = _netns(ns_pid)
     if inode is None or ns is None:
         return None

@@ -37,10 +37,12 @@ IDENTIFY_TIMEOUT = 2.0
 @dataclass(frozen=True)
 class Namespace:
     """Whose namespace a redirect listener serves: the launcher's pid (its
-    /proc/PID/net is that namespace's), uid and session."""
+    /proc/PID/net is that namespace's), uid and session; and a sock_diag socket made
+    in it, if the launcher passed one."""
     pid: int
     uid: int
     session: bytes
+    diag: socket.socket | None = None
 
 
 def original_destination(sock: socket.socket) -> tuple[owners.IPAddress, int]:
@@ -72,12 +74,16 @@ async def identify(router: Router, ns: Namespace, sock: socket.socket,
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
             addr = addr.ipv4_mapped
         local = (addr, int(peer[1]))
-        # the program's last pids first, here (a thread's hop costs more on a busy
+        # the socket by one exact sock_diag lookup in the namespace (reading its
+        # /proc/PID/net/tcp walks every socket of the machine: milliseconds); the
+        # program's last pids first, here (a thread's hop costs more on a busy
         # machine than these few /proc reads); a scan of /proc in a thread
-        pid = owners.owner(ns.pid, local, dst, recent_only=True)
+        inode = owners.diag_inode(ns.diag, local, dst) if ns.diag else None
+        pid = owners.owner(ns.pid, local, dst, recent_only=True, inode=inode)
         if pid is None:
             pid = await asyncio.wait_for(asyncio.to_thread(
-                owners.owner, ns.pid, local, dst), IDENTIFY_TIMEOUT)
+                owners.owner, ns.pid, local, dst, "tcp", False, inode),
+                IDENTIFY_TIMEOUT)
     except (OSError, ValueError, asyncio.TimeoutError):
         pid = None
     if pid is None:

@@ -95,6 +95,8 @@ class Served:
         h = self.handed
         for sock in (*h.redirect, *h.dns_udp, *h.dns_tcp):
             sock.close()
+        if h.ns.diag is not None:
+            h.ns.diag.close()
 
 
 _closing: set[asyncio.Task[None]] = set()   # held until done (asyncio keeps weak refs)

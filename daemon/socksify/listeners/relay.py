@@ -28,6 +28,7 @@ from .fdpass import recv_with_fds
 
 log = logging.getLogger("socksify.daemon")
 
+NETLINK_SOCK_DIAG = 4
 TOKEN_WAIT = 3.0         # seconds a relay connection may take to send its token
 HANDOFF_TIMEOUT = 10.0   # for socksify --isolate to pass its relay listeners
 ACCEPT_ERRORS = BurstLog(log)   # EMFILE on accept: one line per burst, not per retry
@@ -198,10 +199,13 @@ class Relays:
                     log.warning("relay socket: pid %d passed isolation sockets this "
                                 "daemon does not serve; refused", pid)
                     return
+                diag = by_kind[handover.Kind.SOCK_DIAG]
                 served = self.isolated(Handed(
-                    Namespace(pid, uid, header.session),
+                    Namespace(pid, uid, header.session, diag[0] if diag else None),
                     by_kind[handover.Kind.REDIRECT], by_kind[handover.Kind.DNS_UDP],
                     by_kind[handover.Kind.DNS_TCP]))
+                for extra in diag[1:]:
+                    extra.close()
             handed = []   # served now: closed by their servers
             log.info("isolated pid %d (uid %d) handed over: %s", pid, uid, what)
             await loop.sock_sendall(conn, handover.ACK)
@@ -262,6 +266,9 @@ class Relays:
 
 def _fits(s: socket.socket, kind: handover.Kind) -> bool:
     """Is s what the header says: a listening TCP socket, or (DNS_UDP) a UDP one?"""
+    if kind is handover.Kind.SOCK_DIAG:
+        return s.family == socket.AF_NETLINK and \
+            s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) == NETLINK_SOCK_DIAG
     if s.family not in (socket.AF_INET, socket.AF_INET6):
         return False
     if kind is handover.Kind.DNS_UDP:
@@ -271,6 +278,8 @@ def _fits(s: socket.socket, kind: handover.Kind) -> bool:
 
 
 def _where(s: socket.socket) -> str:
+    if s.family == socket.AF_NETLINK:
+        return "netlink"
     try:
         host, port = s.getsockname()[:2]
         return endpoint(ipaddress.ip_address(host), port)

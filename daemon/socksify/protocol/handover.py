@@ -8,6 +8,8 @@ of the descriptors `socksify --isolate` passes (SCM_RIGHTS) is which.
         R  a redirect listener (where the namespace's TCP connections arrive)
         u  a DNS socket, UDP (where the namespace's port-53 datagrams arrive)
         t  a DNS listener, TCP
+        d  a NETLINK_SOCK_DIAG socket made in the namespace (the daemon looks a
+           redirected connection up in the namespace's socket table with it)
 
 The daemon answers one byte, "L", once it serves them all."""
 
@@ -21,7 +23,7 @@ from .control import SESSION_SIZE
 ACK = b"L"
 LEGACY = b"L"
 TAGGED = b"S"
-MAX_FDS = 8
+MAX_FDS = 12
 MAX_SIZE = 1 + SESSION_SIZE + MAX_FDS
 
 
@@ -30,6 +32,7 @@ class Kind(enum.Enum):
     REDIRECT = "R"
     DNS_UDP = "u"
     DNS_TCP = "t"
+    SOCK_DIAG = "d"
 
 
 @dataclass(frozen=True)
