@@ -173,8 +173,9 @@ def test_own_udp_query_is_answered_inside(lab: lablib.Lab, sk, ownquery: Path) -
 
 def test_own_udp_query_for_a_blocked_name(lab: lablib.Lab, sk, ownquery: Path,
                                           tmp_path: Path) -> None:
-    """A name the policy blocks: NXDOMAIN from the in-namespace server, no connect,
-    nothing on the wire."""
+    """A name the policy blocks for this program (found by its query's socket in the
+    namespace, as a redirected connection's program is): NXDOMAIN from the
+    in-namespace server, no connect, nothing on the wire."""
     hop = lab.hops[2]
     policy = tmp_path / "names.toml"
     policy.write_text(f"""\
@@ -182,6 +183,7 @@ def test_own_udp_query_for_a_blocked_name(lab: lablib.Lab, sk, ownquery: Path,
 hops = ["socks5://{hop.host}:{hop.port}"]
 
 [[rules]]
+app = ["ownquery"]
 dest = ["{lablib.FAR_NAME}"]
 action = "block"
 
@@ -195,4 +197,5 @@ action = "chain:far"
     assert res.returncode == 1 and "dns 3 -" in res.stdout, sk.describe(res)
     assert "connect" not in res.stdout
     wire.assert_quiet()
+    assert "ownquery[" in sk.daemon_log(20000)
     assert f"DNS A {lablib.FAR_NAME}: blocked" in sk.daemon_log(20000)
