@@ -152,14 +152,19 @@ def test_static_go_client_by_name(lab: lablib.Lab, sk, go_client: Path) -> None:
     wire.assert_quiet()
 
 
-def test_own_udp_query_is_answered_inside(lab: lablib.Lab, sk, ownquery: Path) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_own_query_is_answered_inside(lab: lablib.Lab, sk, ownquery: Path,
+                                      transport: str) -> None:
     """The program reads resolv.conf (the recorder's address), sends its own query
-    there, gets a stand-in from the in-namespace server, and connects to it with a raw
-    syscall: carried through the chain by name. The recorder sees nothing."""
+    there (UDP, or TCP connected with a raw syscall), gets a stand-in from the
+    in-namespace server, and connects to it with a raw syscall: carried through the
+    chain by name. The recorder sees nothing."""
     m = f"ownq-{os.urandom(4).hex()}"
     wire = Wire(lab)
+    extra = ["tcp"] if transport == "tcp" else []
     res = sk.run([str(ownquery), lablib.FAR_NAME, str(lab.http_port),
-                  f"/small.bin?m={m}"], via=chain3(lab), opts=["--isolate", "-v"])
+                  f"/small.bin?m={m}", *extra], via=chain3(lab),
+                 opts=["--isolate", "-v"])
     lines = dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
     assert lines.get("server") == lab.client_ip, sk.describe(res)   # the recorder's
     rcode, addr = lines.get("dns", "? ?").split(" ", 1)
