@@ -207,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(command, env)
     finally:
-        session.close()
-        if bridge is not None:
+        if bridge is not None:   # first: its last connections need the session
             bridge.close()
+        session.close()
 
 
 class SessionRefused(RuntimeError):

@@ -24,6 +24,7 @@ from ..protocol import handover as wire
 from ..protocol.control import SESSION_SIZE
 
 HANDOVER_TIMEOUT = 10.0
+CLOSE_WAIT = 2.0
 
 
 class Bridge:
@@ -90,10 +91,21 @@ class Bridge:
 
     def close(self) -> None:
         """The daemon closes the sockets when this connection ends (also when this
-        process dies)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        process dies). It first carries the connections still waiting to be
+        accepted, and closes its end when done: wait for that (briefly), so that the
+        session they belong to is still open meanwhile."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(CLOSE_WAIT)
+            while conn.recv(64):
+                pass
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
 
 def _bind(kind: wire.Kind, family: int, port: int) -> socket.socket:

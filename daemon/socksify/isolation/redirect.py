@@ -19,8 +19,10 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from ..core.records import Session
 from ..core.router import Router
 from ..errors import SocksifyError
+from ..policy import Policy
 from ..procinfo import AppInfo, uid_only
 from . import owners
 
@@ -79,7 +81,15 @@ async def identify(router: Router, ns: Namespace, sock: socket.socket,
     return router.procs.identify(pid, ns.uid)
 
 
-async def carry(router: Router, ns: Namespace, sock: socket.socket) -> None:
+def start(router: Router, ns: Namespace, sock: socket.socket) -> "asyncio.Task[None]":
+    """Carry a connection just accepted: its session is looked up now, so one accepted
+    in the last moments of its launcher (drained, served.py) still finds it."""
+    decided = router.sessions.policy_for(ns.session, ns.uid, router.policy)
+    return asyncio.ensure_future(carry(router, ns, sock, decided))
+
+
+async def carry(router: Router, ns: Namespace, sock: socket.socket,
+                decided: tuple[Session | None, Policy | None, str]) -> None:
     """Decide, route and carry one redirected connection; reset it if refused."""
     try:
         dst, port = original_destination(sock)
@@ -91,8 +101,7 @@ async def carry(router: Router, ns: Namespace, sock: socket.socket) -> None:
     app = await identify(router, ns, sock, (dst, port))
     conn = router.new_connection(app, dst, port)
     conn.data_path = "isolated"
-    session, policy, why = router.sessions.policy_for(ns.session, ns.uid,
-                                                      router.policy)
+    session, policy, why = decided
     conn.session = session
     log.debug("[%s] redirected in the isolated namespace of pid %d: %s -> %s",
               conn.id, ns.pid, app, conn.target)

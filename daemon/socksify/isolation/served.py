@@ -60,12 +60,26 @@ class Served:
                 ACCEPT_ERRORS.warn("redirect", f"redirect accept failed: {exc}")
                 await asyncio.sleep(0.1)
                 continue
-            conn.setblocking(False)
-            task = asyncio.ensure_future(redirect.carry(self.router, self.handed.ns,
-                                                        conn))
-            self.carried.add(task)
-            task.add_done_callback(self.carried.discard)
+            self._carry(conn)
             await asyncio.sleep(0)   # a steady flood must not starve the others
+
+    def _carry(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        task = redirect.start(self.router, self.handed.ns, conn)
+        self.carried.add(task)
+        task.add_done_callback(self.carried.discard)
+
+    def drain(self) -> None:
+        """The launcher is ending (its program has exited): carry the connections
+        still waiting to be accepted, under its session, which it keeps open until
+        this is done (a program may connect and exit at once)."""
+        for listener in self.handed.redirect:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    break
+                self._carry(conn)
 
     def close(self) -> None:
         for task in self.listening:

@@ -34,6 +34,8 @@ ACCEPT_ERRORS = BurstLog(log)   # EMFILE on accept: one line per burst, not per 
 
 
 class Closer(Protocol):
+    def drain(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -202,6 +204,8 @@ class Relays:
             await loop.sock_sendall(conn, handover.ACK)
             while await loop.sock_recv(conn, 64):
                 pass   # socksify says nothing more; EOF: its command has ended
+            if served is not None:
+                served.drain()
         except (OSError, asyncio.TimeoutError, ValueError) as exc:
             log.debug("relay socket: %r", exc)
         finally:
