@@ -157,8 +157,12 @@ async def reply(wire: bytes, peer: Peer, answerer: Answerer, limit: int
         return _formerr(wire)
     if query.flags & dns.flags.QR:
         return None
-    response = dns.message.make_response(query, recursion_available=True,
-                                         our_payload=MAX_UDP_REPLY)
+    try:
+        response = dns.message.make_response(query, recursion_available=True,
+                                             our_payload=MAX_UDP_REPLY)
+    except Exception as exc:
+        log.debug("DNS %s: no reply for this query (%s)", peer, exc)
+        return _formerr(wire)
     if limit:   # over UDP: the client's EDNS payload, within ours; 512 without EDNS
         limit = max(PLAIN_UDP_REPLY, min(query.payload, limit)) if query.edns >= 0 \
             else PLAIN_UDP_REPLY
