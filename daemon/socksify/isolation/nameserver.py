@@ -215,6 +215,18 @@ async def _answer(asked: dns.rrset.RRset, response: dns.message.Message, peer: P
             asked.name, max(0, got.ttl), dns.rdataclass.IN, qtype, addresses))
 
 
+def _own(sock: socket.socket) -> socket.socket:
+    """A descriptor of our own for sock, which is closed now: the event loop watches
+    descriptors by number, and the daemon closes a namespace's sockets as its
+    launcher ends, before the serving task's cancellation has run; the next
+    namespace's sockets then get the same numbers, and the old registration would
+    leave them unserved. Ours is closed only after the loop has let it go."""
+    own = sock.dup()
+    sock.close()
+    own.setblocking(False)
+    return own
+
+
 # ----- UDP -------------------------------------------------------------------------
 def _want_pktinfo(sock: socket.socket) -> None:
     """Ask for each datagram's destination address, so the reply leaves from the
@@ -241,10 +253,11 @@ def _reply_pktinfo(ancdata: list[tuple[int, int, bytes]]
 
 
 async def serve_udp(sock: socket.socket, answerer: Answerer) -> None:
-    """Answer the queries that arrive on sock (bound, UDP) until cancelled; then sock
-    is closed. Queries beyond the limits in flight are dropped (the client retries)."""
+    """Answer the queries that arrive on sock (bound, UDP) until cancelled. Queries
+    beyond the limits in flight are dropped (the client retries). sock is taken over
+    (see _own)."""
     loop = asyncio.get_running_loop()
-    sock.setblocking(False)
+    sock = _own(sock)
     _want_pktinfo(sock)
     limits = _Limits()
     tasks: set[asyncio.Task[None]] = set()
@@ -298,8 +311,9 @@ async def serve_udp(sock: socket.socket, answerer: Answerer) -> None:
 # ----- TCP -------------------------------------------------------------------------
 async def serve_tcp(listener: socket.socket, answerer: Answerer) -> None:
     """Answer DNS over the connections accepted on listener (bound; listen() is called
-    here if it was not) until cancelled; then the listener and its connections close."""
-    listener.setblocking(False)
+    here if it was not) until cancelled; then its connections close. listener is
+    taken over (see _own)."""
+    listener = _own(listener)
     listener.listen(64)
     limits = _Limits()
     conns: dict[str, int] = {}
