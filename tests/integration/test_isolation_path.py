@@ -377,3 +377,43 @@ def test_unprivileged_static_busybox(lab: lablib.Lab, unprivileged, busybox: str
         assert from_client_zone(lab) == witness_before
     finally:
         lab.client_run([*as_user, "-m", "socksify.service", "stop"], env=env, timeout=20)
+
+
+def test_host_resolver_sockets_are_hidden(lab: lablib.Lab, sk, busybox: str) -> None:
+    """In its private mount namespace the program finds nscd's and systemd-resolved's
+    socket directories empty (a stub resolv.conf naming 127.0.0.53 stays). The host's
+    /run is untouched: the test makes its own in a mount namespace of its own."""
+    if shutil.which("unshare") is None:
+        skip_or_fail("needs util-linux unshare")
+    look = (f"{busybox} ls -A /run/nscd /run/systemd/resolve; "
+            f"{busybox} cat /run/systemd/resolve/stub-resolv.conf")
+    script = ("mount --make-rprivate / && mount -t tmpfs sktest /run && "
+              "mkdir -p /run/nscd /run/systemd/resolve && "
+              "echo host > /run/nscd/socket && "
+              "echo host > /run/systemd/resolve/io.systemd.Resolve && "
+              f"exec {sk.install.socksify} --via {sk.hops(1)[0]} -- "
+              f"{busybox} sh -c '{look}'")
+    res = lab.client_run(["unshare", "-m", "sh", "-c", script], env=sk.env, timeout=60)
+    assert res.returncode == 0, sk.describe(res)
+    assert "socket" not in res.stdout and "io.systemd.Resolve" not in res.stdout, \
+        sk.describe(res)
+    assert "nameserver 127.0.0.53" in res.stdout, sk.describe(res)
+
+
+def test_children_stay_inside(lab: lablib.Lab, sk, busybox: str, rawnet: Path,
+                              tmp_path: Path) -> None:
+    """A static shell's children share its namespace: a static child (busybox wget)
+    and a raw-syscall one (rawnet) are both carried; nothing goes direct."""
+    m1, m2 = f"isop-{os.urandom(4).hex()}", f"isop-{os.urandom(4).hex()}"
+    base = f"http://{lab.far_ip}:{lab.http_port}/small.bin"
+    script = (f"{busybox} wget -q -O {tmp_path / 'one'} '{base}?m={m1}' && "
+              f"{rawnet} get {lab.far_ip} {lab.http_port} '/small.bin?m={m2}' "
+              f"{tmp_path / 'two'} >/dev/null")
+    witness_before = from_client_zone(lab)
+    res = sk.run([busybox, "sh", "-c", script], via=sk.hops(2))
+    assert res.returncode == 0, sk.describe(res)
+    for name, m in (("one", m1), ("two", m2)):
+        assert lablib.sha256_file(tmp_path / name) == lab.small_sha256
+        assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
+    witness_count(lab)
+    assert from_client_zone(lab) == witness_before

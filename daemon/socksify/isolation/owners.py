@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+from typing import Iterator
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -68,27 +69,55 @@ def _netns(pid: int | str) -> int | None:
         return None
 
 
+def _holds(pid: int, link: str) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == link:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+# the namespace's (launcher pid's) last owners found: a program usually makes many
+# connections, so its pid is looked at first
+_recent: dict[int, list[int]] = {}
+RECENT = 8
+
+
+def _candidates(ns_pid: int) -> Iterator[int]:
+    """Every pid, in the order worth looking: this namespace's recent owners, then
+    those after the launcher's (its program and children were started after it),
+    then the rest. /proc is listed only when the recent ones were not it."""
+    recent = list(_recent.get(ns_pid, []))
+    yield from recent
+    pids = sorted(int(e) for e in os.listdir("/proc") if e.isdigit())
+    yield from (p for p in pids if p > ns_pid and p not in recent)
+    yield from (p for p in pids if p < ns_pid and p not in recent)
+
+
 def owner(ns_pid: int, local: tuple[IPAddress, int],
           remote: tuple[IPAddress, int] | None, proto: str = "tcp") -> int | None:
     """The pid holding the program's end of a redirected connection (or of the socket
     a DNS query came from: proto "udp", remote None); None when it cannot be seen
-    (gone, not dumpable, another user's)."""
+    (gone, not dumpable, another user's). Only processes in ns_pid's network
+    namespace are looked at, the likeliest first (_candidates)."""
     inode = socket_inode(ns_pid, local, remote, proto)
     ns = _netns(ns_pid)
     if inode is None or ns is None:
         return None
     link = f"socket:[{inode}]"
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == ns_pid or _netns(entry) != ns:
-            continue
-        try:
-            fds = os.listdir(f"/proc/{entry}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{entry}/fd/{fd}") == link:
-                    return int(entry)
-            except OSError:
-                continue
+    for pid in _candidates(ns_pid):
+        if _netns(pid) == ns and _holds(pid, link):
+            recent = _recent.setdefault(ns_pid, [])
+            if pid not in recent:
+                recent.insert(0, pid)
+                del recent[RECENT:]
+            if len(_recent) > 256:          # launchers come and go
+                _recent.pop(next(iter(_recent)))
+            return pid
     return None

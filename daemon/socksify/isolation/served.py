@@ -82,11 +82,24 @@ class Served:
                 self._carry(conn)
 
     def close(self) -> None:
+        """Stop serving; the sockets are closed once the tasks watching them have
+        ended (closing a descriptor the event loop still watches would leave its
+        number registered there, and a new socket given the same number would then
+        never be seen as ready)."""
         for task in self.listening:
             task.cancel()
+        closing = asyncio.ensure_future(self._close_sockets())
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+
+    async def _close_sockets(self) -> None:
+        await asyncio.gather(*self.listening, return_exceptions=True)
         h = self.handed
         for sock in (*h.redirect, *h.dns_udp, *h.dns_tcp):
             sock.close()
+
+
+_closing: set[asyncio.Task[None]] = set()   # held until done (asyncio keeps weak refs)
 
 
 async def serve_dns(router: Router, handed: Handed) -> None:

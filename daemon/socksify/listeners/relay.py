@@ -78,8 +78,11 @@ class RelayListener:
             await asyncio.sleep(0)     # a steady flood must not starve the others
 
     def close(self) -> None:
+        """Stop accepting; the socket is closed once the accept has ended, so the
+        event loop never watches a closed descriptor (whose number a new socket may
+        get)."""
         self._task.cancel()
-        self.sock.close()
+        self._task.add_done_callback(lambda _: self.sock.close())
 
 
 class Relays:
