@@ -147,7 +147,7 @@ def test_other_types_errors_and_names_that_are_no_host_names() -> None:
         assert (await ask(status)).rcode() == dns.rcode.NOTIMP
         for odd in (dns.name.from_text(r"a\032b.test"), dns.name.from_text(r"a\.b.test"),
                     dns.name.from_text(r"\200.test"), dns.name.root,
-                    dns.name.from_text("*.test")):
+                    dns.name.from_text("*.test"), dns.name.from_text("a*b.test")):
             q = dns.message.make_query(odd, "A")
             assert (await ask(q)).rcode() == dns.rcode.NXDOMAIN, odd
 

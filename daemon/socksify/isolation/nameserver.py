@@ -50,7 +50,7 @@ IN_FLIGHT = 256         # queries in flight per server
 TCP_PER_PEER = 8        # open TCP connections per peer address
 TCP_IDLE = 10.0         # seconds a TCP connection may wait for its next query
 ANSWER_TIMEOUT = 8.0    # seconds an Answerer may take before the reply is SERVFAIL
-_LABEL = re.compile(r"[a-z0-9_*-]{1,63}\Z")
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}\Z")
 _HEADER = struct.Struct("!HH")
 _PKTINFO4 = struct.Struct("=I4s4s")   # struct in_pktinfo: ifindex, spec_dst, addr
 _PKTINFO6 = struct.Struct("=16sI")    # struct in6_pktinfo: addr, ifindex
