@@ -20,6 +20,7 @@ import pytest
 
 import lab as lablib
 from conftest import skip_or_fail
+from integration.test_isolate import SYSTEM_PY, unprivileged  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.lab
 
@@ -152,14 +153,19 @@ def test_static_go_client_by_name(lab: lablib.Lab, sk, go_client: Path) -> None:
     wire.assert_quiet()
 
 
-def test_own_udp_query_is_answered_inside(lab: lablib.Lab, sk, ownquery: Path) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_own_query_is_answered_inside(lab: lablib.Lab, sk, ownquery: Path,
+                                      transport: str) -> None:
     """The program reads resolv.conf (the recorder's address), sends its own query
-    there, gets a stand-in from the in-namespace server, and connects to it with a raw
-    syscall: carried through the chain by name. The recorder sees nothing."""
+    there (UDP, or TCP connected with a raw syscall), gets a stand-in from the
+    in-namespace server, and connects to it with a raw syscall: carried through the
+    chain by name. The recorder sees nothing."""
     m = f"ownq-{os.urandom(4).hex()}"
     wire = Wire(lab)
+    extra = ["tcp"] if transport == "tcp" else []
     res = sk.run([str(ownquery), lablib.FAR_NAME, str(lab.http_port),
-                  f"/small.bin?m={m}"], via=chain3(lab), opts=["--isolate", "-v"])
+                  f"/small.bin?m={m}", *extra], via=chain3(lab),
+                 opts=["--isolate", "-v"])
     lines = dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
     assert lines.get("server") == lab.client_ip, sk.describe(res)   # the recorder's
     rcode, addr = lines.get("dns", "? ?").split(" ", 1)
@@ -173,8 +179,9 @@ def test_own_udp_query_is_answered_inside(lab: lablib.Lab, sk, ownquery: Path) -
 
 def test_own_udp_query_for_a_blocked_name(lab: lablib.Lab, sk, ownquery: Path,
                                           tmp_path: Path) -> None:
-    """A name the policy blocks: NXDOMAIN from the in-namespace server, no connect,
-    nothing on the wire."""
+    """A name the policy blocks for this program (found by its query's socket in the
+    namespace, as a redirected connection's program is): NXDOMAIN from the
+    in-namespace server, no connect, nothing on the wire."""
     hop = lab.hops[2]
     policy = tmp_path / "names.toml"
     policy.write_text(f"""\
@@ -182,6 +189,7 @@ def test_own_udp_query_for_a_blocked_name(lab: lablib.Lab, sk, ownquery: Path,
 hops = ["socks5://{hop.host}:{hop.port}"]
 
 [[rules]]
+app = ["ownquery"]
 dest = ["{lablib.FAR_NAME}"]
 action = "block"
 
@@ -195,4 +203,51 @@ action = "chain:far"
     assert res.returncode == 1 and "dns 3 -" in res.stdout, sk.describe(res)
     assert "connect" not in res.stdout
     wire.assert_quiet()
+    assert "ownquery[" in sk.daemon_log(20000)
     assert f"DNS A {lablib.FAR_NAME}: blocked" in sk.daemon_log(20000)
+
+
+def daemon_logs(rt: Path) -> str:
+    return "".join(f"\n--- {p} ---\n" + p.read_text(errors="replace")[-4000:]
+                   for p in rt.rglob("*.log"))
+
+
+def test_unprivileged_user_by_name(lab: lablib.Lab, unprivileged,  # noqa: F811
+                                   go_client: Path) -> None:
+    """A non-root user, no --isolate (socksify picks the path for static programs):
+    static busybox wget and the static Go client fetch by host name through the
+    three hops; the recorder sees no query, the witness nothing."""
+    if not os.access(BUSYBOX, os.X_OK):
+        skip_or_fail(f"no static busybox at {BUSYBOX} (Debian package busybox-static)")
+    pw, site, rt = unprivileged
+    client = site.parent / "goclient"          # the fixture's dir is root's only
+    shutil.copy2(go_client, client)
+    os.chmod(client, 0o755)
+    env = lablib.clean_env({"PYTHONPATH": str(site), "SOCKSIFY_RUNTIME_DIR": str(rt),
+                            "HOME": str(rt), "XDG_CONFIG_HOME": str(rt / "config"),
+                            "XDG_STATE_HOME": str(rt / "state")})
+    env.pop("XDG_RUNTIME_DIR", None)
+    as_user = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
+               "--clear-groups", SYSTEM_PY]
+    socksify = [*as_user, "-m", "socksify.cli", "-v"]
+    for hop in chain3(lab):
+        socksify += ["--via", hop]
+    out = rt / "small.bin"
+    mb, mg = f"ubb-{os.urandom(4).hex()}", f"ugo-{os.urandom(4).hex()}"
+    wire = Wire(lab)
+    try:
+        res = lab.client_run([*socksify, "--", BUSYBOX, "wget", "-q", "-O", str(out),
+                              lab.far_url("small.bin", mb)], env=env, timeout=60)
+        assert res.returncode == 0, res.describe()
+        assert lablib.sha256_file(out) == lab.small_sha256
+        res = lab.client_run([*socksify, "--", str(client),
+                              lab.far_url("small.bin", mg)], env=env, timeout=60)
+        assert res.returncode == 0, res.describe() + daemon_logs(rt)
+        assert res.stdout.split() == ["status", "200", "sha256", lab.small_sha256], \
+            res.describe()
+        for m in (mb, mg):
+            assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
+        wire.assert_quiet()
+    finally:
+        lab.client_run([*as_user, "-m", "socksify.service", "stop"], env=env,
+                       timeout=20)

@@ -4,7 +4,8 @@
  * connects to it with syscall(SYS_connect) on PORT and sends an HTTP/1.0 GET for PATH
  * with Host: NAME. Built static by the tests (cc -static).
  *
- * Usage: ownquery NAME PORT PATH
+ * Usage: ownquery NAME PORT PATH [tcp]     (tcp: the query over TCP, RFC 1035 4.2.2
+ *                                          framing, connected with syscall(SYS_connect))
  * Prints one line per step:
  *   server <address>
  *   dns <rcode> <address|->          (or "dns error <errno>" when no reply came)
@@ -108,19 +109,80 @@ static int first_a(const unsigned char *buf, int len, struct in_addr *out)
     return -1;
 }
 
+static void timeouts(int s)
+{
+    struct timeval tv = {3, 0};
+
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+/* The reply's length, or -errno. */
+static int query_udp(const struct sockaddr_in *ns, const unsigned char *q, int len,
+                     unsigned char *answer, size_t size, int *s)
+{
+    int got;
+
+    *s = socket(AF_INET, SOCK_DGRAM, 0);
+    timeouts(*s);
+    if (sendto(*s, q, (size_t)len, 0, (const struct sockaddr *)ns, sizeof *ns) < 0)
+        return -errno;
+    got = (int)recv(*s, answer, size, 0);
+    return got < 0 ? -errno : got;
+}
+
+static int read_all(int s, unsigned char *buf, size_t n)
+{
+    size_t done = 0;
+
+    while (done < n) {
+        ssize_t r = read(s, buf + done, n - done);
+        if (r <= 0)
+            return r < 0 ? -errno : -EPROTO;
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+static int query_tcp(const struct sockaddr_in *ns, const unsigned char *q, int len,
+                     unsigned char *answer, size_t size, int *s)
+{
+    unsigned char framed[2 + 512], head[2];
+    int r;
+    size_t n;
+
+    *s = socket(AF_INET, SOCK_STREAM, 0);
+    timeouts(*s);
+    if (syscall(SYS_connect, *s, (const struct sockaddr *)ns, sizeof *ns) != 0)
+        return -errno;
+    framed[0] = (unsigned char)(len >> 8);
+    framed[1] = (unsigned char)(len & 0xff);
+    memcpy(framed + 2, q, (size_t)len);
+    if (write(*s, framed, (size_t)len + 2) != len + 2)
+        return -errno;
+    if ((r = read_all(*s, head, 2)) < 0)
+        return r;
+    n = (size_t)(head[0] << 8 | head[1]);
+    if (n > size)
+        return -EMSGSIZE;
+    if ((r = read_all(*s, answer, n)) < 0)
+        return r;
+    return (int)n;
+}
+
 int main(int argc, char **argv)
 {
     char server[64], text[INET_ADDRSTRLEN], req[512], reply[4096], head[128];
     unsigned char query[512], answer[1500];
     struct sockaddr_in ns = {0}, to = {0};
-    struct timeval tv = {3, 0};
     struct in_addr addr;
-    int s, len, got, rcode, total = 0, n;
+    int s, len, got, rcode, total = 0, n, tcp;
 
-    if (argc != 4) {
-        fprintf(stderr, "usage: ownquery NAME PORT PATH\n");
+    if (argc != 4 && !(argc == 5 && strcmp(argv[4], "tcp") == 0)) {
+        fprintf(stderr, "usage: ownquery NAME PORT PATH [tcp]\n");
         return 2;
     }
+    tcp = argc == 5;
     if (nameserver(server, sizeof server) != 0 || inet_pton(AF_INET, server, &ns.sin_addr) != 1) {
         fprintf(stderr, "no IPv4 nameserver in /etc/resolv.conf\n");
         return 2;
@@ -129,15 +191,14 @@ int main(int argc, char **argv)
     ns.sin_family = AF_INET;
     ns.sin_port = htons(53);
     len = build_query(argv[1], query, sizeof query, (unsigned)getpid() & 0xffff);
-    s = socket(AF_INET, SOCK_DGRAM, 0);
-    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (len < 0 || sendto(s, query, (size_t)len, 0, (struct sockaddr *)&ns, sizeof ns) < 0) {
-        printf("dns error %d\n", errno);
+    if (len < 0) {
+        printf("dns error %d\n", EINVAL);
         return 1;
     }
-    got = (int)recv(s, answer, sizeof answer, 0);
+    got = tcp ? query_tcp(&ns, query, len, answer, sizeof answer, &s)
+              : query_udp(&ns, query, len, answer, sizeof answer, &s);
     if (got < 12) {
-        printf("dns error %d\n", got < 0 ? errno : EPROTO);
+        printf("dns error %d\n", got < 0 ? -got : EPROTO);
         return 1;
     }
     close(s);
@@ -154,7 +215,7 @@ int main(int argc, char **argv)
     to.sin_port = htons((unsigned short)atoi(argv[2]));
     to.sin_addr = addr;
     s = socket(AF_INET, SOCK_STREAM, 0);
-    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    timeouts(s);
     if (syscall(SYS_connect, s, (struct sockaddr *)&to, sizeof to) != 0) {
         printf("connect %d\n", errno);
         return 1;

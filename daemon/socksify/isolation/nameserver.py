@@ -50,7 +50,7 @@ IN_FLIGHT = 256         # queries in flight per server
 TCP_PER_PEER = 8        # open TCP connections per peer address
 TCP_IDLE = 10.0         # seconds a TCP connection may wait for its next query
 ANSWER_TIMEOUT = 8.0    # seconds an Answerer may take before the reply is SERVFAIL
-_LABEL = re.compile(r"[a-z0-9_*-]{1,63}\Z")
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}\Z")
 _HEADER = struct.Struct("!HH")
 _PKTINFO4 = struct.Struct("=I4s4s")   # struct in_pktinfo: ifindex, spec_dst, addr
 _PKTINFO6 = struct.Struct("=16sI")    # struct in6_pktinfo: addr, ifindex
@@ -157,8 +157,12 @@ async def reply(wire: bytes, peer: Peer, answerer: Answerer, limit: int
         return _formerr(wire)
     if query.flags & dns.flags.QR:
         return None
-    response = dns.message.make_response(query, recursion_available=True,
-                                         our_payload=MAX_UDP_REPLY)
+    try:
+        response = dns.message.make_response(query, recursion_available=True,
+                                             our_payload=MAX_UDP_REPLY)
+    except Exception as exc:
+        log.debug("DNS %s: no reply for this query (%s)", peer, exc)
+        return _formerr(wire)
     if limit:   # over UDP: the client's EDNS payload, within ours; 512 without EDNS
         limit = max(PLAIN_UDP_REPLY, min(query.payload, limit)) if query.edns >= 0 \
             else PLAIN_UDP_REPLY
@@ -211,6 +215,18 @@ async def _answer(asked: dns.rrset.RRset, response: dns.message.Message, peer: P
             asked.name, max(0, got.ttl), dns.rdataclass.IN, qtype, addresses))
 
 
+def _own(sock: socket.socket) -> socket.socket:
+    """A descriptor of our own for sock, which is closed now: the event loop watches
+    descriptors by number, and the daemon closes a namespace's sockets as its
+    launcher ends, before the serving task's cancellation has run; the next
+    namespace's sockets then get the same numbers, and the old registration would
+    leave them unserved. Ours is closed only after the loop has let it go."""
+    own = sock.dup()
+    sock.close()
+    own.setblocking(False)
+    return own
+
+
 # ----- UDP -------------------------------------------------------------------------
 def _want_pktinfo(sock: socket.socket) -> None:
     """Ask for each datagram's destination address, so the reply leaves from the
@@ -237,10 +253,11 @@ def _reply_pktinfo(ancdata: list[tuple[int, int, bytes]]
 
 
 async def serve_udp(sock: socket.socket, answerer: Answerer) -> None:
-    """Answer the queries that arrive on sock (bound, UDP) until cancelled; then sock
-    is closed. Queries beyond the limits in flight are dropped (the client retries)."""
+    """Answer the queries that arrive on sock (bound, UDP) until cancelled. Queries
+    beyond the limits in flight are dropped (the client retries). sock is taken over
+    (see _own)."""
     loop = asyncio.get_running_loop()
-    sock.setblocking(False)
+    sock = _own(sock)
     _want_pktinfo(sock)
     limits = _Limits()
     tasks: set[asyncio.Task[None]] = set()
@@ -294,8 +311,9 @@ async def serve_udp(sock: socket.socket, answerer: Answerer) -> None:
 # ----- TCP -------------------------------------------------------------------------
 async def serve_tcp(listener: socket.socket, answerer: Answerer) -> None:
     """Answer DNS over the connections accepted on listener (bound; listen() is called
-    here if it was not) until cancelled; then the listener and its connections close."""
-    listener.setblocking(False)
+    here if it was not) until cancelled; then its connections close. listener is
+    taken over (see _own)."""
+    listener = _own(listener)
     listener.listen(64)
     limits = _Limits()
     conns: dict[str, int] = {}

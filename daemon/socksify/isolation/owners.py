@@ -42,9 +42,13 @@ def _forms(addr: IPAddress, port: int) -> set[str]:
 def socket_inode(ns_pid: int, local: tuple[IPAddress, int],
                  remote: tuple[IPAddress, int] | None, proto: str = "tcp") -> int | None:
     """The inode of the TCP (or UDP: proto "udp") socket from local to remote in ns_pid's
-    namespace; remote None: whatever it is connected to, if at all."""
+    namespace; remote None: whatever it is connected to, if at all (then a socket
+    bound to the wildcard address on local's port counts too)."""
     locals_ = _forms(*local)
     remotes = _forms(*remote) if remote is not None else None
+    if remote is None:   # an unconnected socket is listed with the wildcard address
+        locals_ |= _forms(ipaddress.IPv4Address(0), local[1])
+        locals_.add(_hex(ipaddress.IPv6Address(0), local[1]))
     for table in (proto, proto + "6"):
         try:
             with open(f"/proc/{ns_pid}/net/{table}") as f:

@@ -13,14 +13,16 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..core.router import Router
 from ..listeners.admission import BurstLog
 from ..procinfo import AppInfo, uid_only
 from . import owners, redirect
-from .answers import PolicyAnswerer
-from .nameserver import Peer, serve_tcp, serve_udp
 from .redirect import Namespace
+
+if TYPE_CHECKING:
+    from .nameserver import Peer
 
 log = logging.getLogger("socksify.daemon")
 ACCEPT_ERRORS = BurstLog(log)
@@ -108,6 +110,9 @@ async def serve_dns(router: Router, handed: Handed) -> None:
     user (answers.py), until cancelled (Served.close)."""
     if not handed.dns_udp and not handed.dns_tcp:
         return
+    # imported here: dnspython costs the daemon's start some 50 ms
+    from .answers import PolicyAnswerer
+    from .nameserver import serve_tcp, serve_udp
     ns = handed.ns
 
     async def querier(peer: Peer) -> AppInfo:
