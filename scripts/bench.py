@@ -10,6 +10,9 @@ hops, far zone), then runs the same Python client under each contender:
                     daemon, which builds the chain on it and steps out (handoff)
   socksify relay    the same with `--data-path relay`: the daemon copies every byte
   socksify prebuilt handoff with `--prebuilt 8`: tunnels wait, built up to the last hop
+  socksify isolated the isolation path (static/Go programs): the client runs in its own
+                    network namespace without the shim (busybox env -u LD_PRELOAD), its
+                    connects redirected by nft to the daemon, which relays (splice)
   in-process        (floor) the client speaks SOCKS4 to the hops itself, no socksify
   ideal prebuilt    (floor) only its last request, on a tunnel it built beforehand
 
@@ -317,10 +320,10 @@ def main() -> int:
             conf.write_text("\n".join(lines) + "\n")
             return ["proxychains4", "-q", "-f", str(conf)]
 
-        def sfy(*flags: str) -> Callable[[int], list[str]]:
+        def sfy(*flags: str, then: tuple[str, ...] = ()) -> Callable[[int], list[str]]:
             def prefix(hops: int) -> list[str]:
                 via = [a for h in lab.hops[:hops] for a in ("--via", h.url)]
-                return ["socksify", "-q", *flags, *via, "--"]
+                return ["socksify", "-q", *flags, *via, "--", *then]
             return prefix
 
         if args.hop_kinds:
@@ -330,6 +333,10 @@ def main() -> int:
             print_hop_table(table)
             return 0
 
+        # static busybox drops the shim's variable before the client starts: the
+        # client is then carried by the nft redirect alone, as a static program is
+        unshimmed = ("/usr/bin/busybox", "env", "-u", "LD_PRELOAD")
+
         contenders: dict[str, tuple[str, Callable[[int], list[str]]]] = {
             "direct": (lab.proxy_ns, lambda hops: []),
             "proxychains4": (lab.client_ns, pc4),
@@ -337,6 +344,12 @@ def main() -> int:
             "socksify relay": (lab.client_ns, sfy("--data-path", "relay")),
             "socksify prebuilt": (lab.client_ns, sfy("--prebuilt", "8")),
         }
+        if os.access(unshimmed[0], os.X_OK):
+            contenders["socksify isolated"] = (lab.client_ns,
+                                               sfy("--isolate", then=unshimmed))
+        else:
+            notes.append(f"socksify isolated: skipped ({unshimmed[0]} missing, "
+                         "package busybox-static)")
         # floors, no socksify: the same Python client doing the SOCKS4 requests itself
         # (the whole chain; or only the last request, on a tunnel built beforehand:
         # what a pre-built tunnel could give at best)
@@ -478,7 +491,7 @@ def wan_main(args: argparse.Namespace) -> int:
 
 
 COLUMNS = ("direct", "proxychains4", "socksify", "socksify relay", "socksify prebuilt",
-           "in-process", "ideal prebuilt")
+           "socksify isolated", "in-process", "ideal prebuilt")
 
 
 def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace,
@@ -489,7 +502,8 @@ def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace,
           f"{args.bulk_mib} MiB bulk (median of {args.bulk_runs})")
     header = f"{'metric':<32}" + "".join(f"{c:>13}" for c in
                                           ("direct", "pc4", "handoff", "relay",
-                                           "prebuilt", "in-process", "ideal"))
+                                           "prebuilt", "isolated", "in-process",
+                                           "ideal"))
     print(header)
     print("-" * len(header))
     for metric, row in results.items():

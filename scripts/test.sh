@@ -38,8 +38,13 @@ EOF
 # The system packages the tests need (Debian names), installed when run as root.
 LAB_PACKAGES=(gcc libc6-dev binutils make iproute2 procps psmisc
               dante-server proxychains4 curl wget ca-certificates
-              openssh-server netcat-openbsd man-db groff-base zsh nftables
+              openssh-server netcat-openbsd man-db groff-base zsh
               tinyproxy stunnel4 openssl)
+# The isolation path's by-name tests: a static busybox, and a static Go client built
+# in the test (stdlib only, CGO_ENABLED=0: Go's own resolver).
+LAB_PACKAGES+=(busybox-static golang-go)
+# The isolation path itself: nft loads its rules in the program's namespace.
+LAB_PACKAGES+=(nftables)
 # The Windows side under Wine (tests/windows): mingw cross-compilers (i686 for the
 # 32-bit program the 32-bit tests must see refused) and wine64.
 WINE_PACKAGES=(gcc-mingw-w64-x86-64-win32 gcc-mingw-w64-i686-win32 wine64)

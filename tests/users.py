@@ -24,7 +24,7 @@ from typing import Iterator
 SYSTEM_PY = "/usr/bin/python3"
 # what `import socksify` pulls in beyond the standard library
 SITE_PACKAGES = ("cffi", "pycparser", "psutil", "rich", "pygments", "markdown_it",
-                 "mdurl", "_cffi_backend")
+                 "mdurl", "_cffi_backend", "dns")
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from types import FrameType
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from typing import Any
+    from typing import Any, Callable
 
 from . import __version__, client, programs, quickargs
 from .paths import Paths
@@ -26,8 +26,8 @@ from .printable import printable
 # no asyncio (the chains package), no psutil, no rich, no argparse on a usual run.
 # tests/unit/test_cli_imports.py holds the list.
 
-USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] [--isolate] "
-         "[--isolate-streams MODE] [-q|-v] [--] "
+USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] "
+         "[--isolate|--no-isolate] [--isolate-streams MODE] [-q|-v] [--] "
          "COMMAND [ARGS...] | --shell")
 DESCRIPTION = """\
 Run COMMAND so that each TCP connection it (and its children) makes leaves through a
@@ -42,17 +42,20 @@ examples:
 
 Hops are asked in order: hop 1 connects to hop 2, hop 2 to hop 3, the last to the
 target. Hop URLs: socks4://[USER@]HOST:PORT, socks4a://[USER@]HOST:PORT,
-socks5://[USER[:PASSWORD]@]HOST:PORT. Host names are resolved by the last hop, which
-must then speak SOCKS4a or SOCKS5 (or choose --dns local).
+socks5://[USER[:PASSWORD]@]HOST:PORT, http://[USER:PASSWORD@]HOST:PORT (HTTP
+CONNECT), https://… and socks5+tls://… (the same over TLS to the proxy). Host names
+are resolved by the last hop, which must then carry names: not plain SOCKS4 (or choose
+--dns local).
 Without --via or -c the daemon's policy file applies (socksifyd --help).
-With --isolate, COMMAND runs in its own network namespace whose only interface is
-loopback: the only way out is the daemon. A program the shim cannot load into (static,
-Go, raw system calls) is then not refused: it cannot leak, its connections just fail.
+A program the shim cannot load into (static, Go, setuid) runs in its own network
+namespace instead (the isolation path; --isolate forces it for any program): its TCP
+connections are redirected there to the daemon, which carries them through the same
+policy and chains; port 53 is answered inside; everything else is refused.
 `socksify completion bash|zsh` prints a completion script (`socksify -- completion`
 runs a program named completion). Manual: man socksify, socksifyd, socksify.toml.
 The exit status is COMMAND's own; 2 for a usage error, 127 if COMMAND is not found,
 126 if it cannot be run or socksify cannot protect it (a static, Go or setuid program
-without --isolate, or --isolate where the kernel does not allow it).
+with --no-isolate, or isolation where the kernel or a missing tool does not allow it).
 """
 
 
@@ -106,12 +109,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="send connections to loopback addresses through the policy "
                    "too (normally they go direct): to try a chain of local proxies on "
                    "one machine")
-    p.add_argument("--isolate", action="store_true",
-                   help="run COMMAND in its own network namespace with no route out "
-                   "but the daemon, so nothing can go around the chain; static and Go "
-                   "programs are then allowed (their connections fail instead of "
-                   "leaking). Unprivileged where the kernel allows user namespaces; "
-                   "refuses (exit 126) where it does not")
+    isolation = p.add_mutually_exclusive_group()
+    isolation.add_argument(
+        "--isolate", action="store_true",
+        help="run COMMAND in its own network namespace whose only way out is the "
+        "daemon (nft rules redirect its TCP there), even if the shim could load into "
+        "it; the default for static, Go and setuid programs. Unprivileged where the "
+        "kernel allows user namespaces; refuses (exit 126) where it does not")
+    isolation.add_argument(
+        "--no-isolate", action="store_true",
+        help="never use the isolation path: refuse (exit 126) a program the shim "
+        "cannot load into")
     p.add_argument("--shell", action="store_true",
                    help="start your shell ($SHELL) socksified, its prompt marked "
                    "\"(socksify) \"; `exit` returns to this one. (`eval \"$(socksify "
@@ -184,10 +192,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             programs.check(command[0], shim)
         except programs.Unprotectable as exc:
-            print(f"socksify: refusing to run {command[0]}: {exc}.\n"
-                  "socksify: pass --allow-unprotected to run it anyway, unprotected.",
-                  file=sys.stderr)
-            return 126
+            if args.no_isolate:
+                print(f"socksify: refusing to run {command[0]}: {exc}.\n"
+                      "socksify: pass --allow-unprotected to run it anyway, "
+                      "unprotected.", file=sys.stderr)
+                return 126
+            args.isolate = True     # the isolation path carries it
+            if args.verbose:
+                print(f"socksify: {exc}: running it in an isolated network namespace "
+                      "whose only way out is the daemon", file=sys.stderr)
     paths = Paths.from_env()
     try:
         session = _open_session(paths, args)
@@ -206,14 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bridge = None
     if args.isolate:  # before any thread: unshare(CLONE_NEWUSER) needs a single thread
-        from . import isolate
+        from .isolation import launch
         try:
-            bridge = isolate.isolate(paths)
-        except isolate.IsolationUnavailable as exc:
+            bridge = launch.isolate(paths, session.id)
+        except launch.IsolationUnavailable as exc:
             print(f"socksify: cannot isolate {command[0]}, not running it: {exc}",
                   file=sys.stderr)
             session.close()
             return 126
+        session.reattached = lambda: _hand_over_again(bridge, paths)
     env = program_env(args, shim, paths, session.id)
     if args.shell:
         from . import shellmode
@@ -225,9 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.shell:
             cleanup()
-        session.close()
-        if bridge is not None:
+        if bridge is not None:   # first: its last connections need the session
             bridge.close()
+        session.close()
 
 
 def program_env(args: argparse.Namespace, shim: Path, paths: Paths,
@@ -272,6 +286,17 @@ def _bad_via(urls: list[str]) -> str | None:
     return None
 
 
+def _hand_over_again(bridge: Any, paths: Paths) -> str | None:
+    """After a daemon restart: the isolated namespace's sockets to the new daemon
+    (until then its connections were refused). None, or why it failed."""
+    from .isolation import launch
+    try:
+        launch.hand_over(bridge, paths)
+    except launch.IsolationUnavailable as exc:
+        return str(exc)
+    return None
+
+
 def _usage_error(text: str) -> int:
     _parser().print_usage(sys.stderr)
     print(f"socksify: {text}", file=sys.stderr)
@@ -283,7 +308,7 @@ def _open_session(paths: Paths, args: Any) -> Session:
     status request first). Only when no daemon answers is one started."""
     request = _session_request(args)
     try:
-        return Session(paths, request, args.quiet, reattach=not args.isolate)
+        return Session(paths, request, args.quiet, reattach=True)
     except client.DaemonUnavailable:
         pass
     if args.via and (bad := _bad_via(args.via)):
@@ -292,7 +317,7 @@ def _open_session(paths: Paths, args: Any) -> Session:
     if args.verbose:
         print(f"socksify: started socksifyd (pid {pid}), log {paths.logfile}",
               file=sys.stderr)
-    return Session(paths, request, args.quiet, reattach=not args.isolate)
+    return Session(paths, request, args.quiet, reattach=True)
 
 
 REATTACH_INTERVAL = 0.5
@@ -303,7 +328,8 @@ class Session:
     lines about its connections. If the daemon goes away (a crash, a restart), the
     command's connections fail closed meanwhile, and the session is re-registered
     under the same id as soon as a daemon answers again, so the programs need no
-    restart. (Not for --isolate: its relay listeners belong to the old daemon.)"""
+    restart. In isolation, the namespace's sockets are handed to the new daemon
+    (`reattached`); until then its connections are refused."""
 
     def __init__(self, paths: Paths, request: dict[str, Any], quiet: bool,
                  reattach: bool) -> None:
@@ -315,6 +341,7 @@ class Session:
         self.lock = threading.Lock()
         self.sock, self.stream, self.id = self._open(None)
         self.thread = threading.Thread(target=self._keep, daemon=True)
+        self.reattached: Callable[[], str | None] | None = None
 
     def _open(self, session_id: str | None) -> tuple[socket.socket, Any, str]:
         sock = client.connect(self.paths)
@@ -359,7 +386,11 @@ class Session:
                         opened[0].close()
                         return
                     self.sock, self.stream, _ = opened
-                self._say("reattached to the daemon; connections go through again")
+                failed = self.reattached() if self.reattached else None
+                if failed:
+                    self._say(f"reattached, but its connections stay refused: {failed}")
+                else:
+                    self._say("reattached to the daemon; connections go through again")
                 break
             else:
                 return

@@ -19,6 +19,7 @@ from .core.router import Router
 from .core.sessions import close_pools
 from .errors import ConfigError
 from .generation import GenerationFile
+from .isolation.served import Served
 from .listeners import tcpcontrol
 from .listeners.admission import BurstLog, Gate
 from .listeners.control import Control
@@ -54,7 +55,7 @@ class Daemon:
         self.burst = BurstLog(log)
         self.control = Control(self.router, self, self.gate, self.burst)
         self.relays = Relays(self.router.table, self.router.allows, self.gate,
-                             self.burst)
+                             self.burst, lambda handed: Served(self.router, handed))
         self.frontdoor: FrontDoor | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._stop = asyncio.Event()

@@ -33,13 +33,13 @@ VALUED: dict[str, tuple[str, object]] = {
 FLAGS = {"-v": "verbose", "--verbose": "verbose", "-q": "quiet", "--quiet": "quiet",
          "--allow-unprotected": "allow_unprotected",
          "--proxy-loopback": "proxy_loopback", "--isolate": "isolate",
-         "--shell": "shell", "--pipeline": "pipeline"}
+         "--no-isolate": "no_isolate", "--shell": "shell", "--pipeline": "pipeline"}
 UNFLAGS = {"--no-pipeline": "pipeline"}
 DEFAULTS: dict[str, object] = {
     "strategy": "strict", "timeout": 5.0, "dns": "remote", "data_path": "handoff",
     "prebuilt": 0, "config": None, "chain": None, "verbose": False, "quiet": False,
     "allow_unprotected": False, "proxy_loopback": False, "isolate": False,
-    "shell": False, "pipeline": True, "isolate_streams": None}
+    "no_isolate": False, "shell": False, "pipeline": True, "isolate_streams": None}
 
 
 def _value(convert: object, text: str) -> object:
@@ -90,6 +90,7 @@ def parse(argv: list[str]) -> types.SimpleNamespace | None:
             via.append(text)
         else:
             values[key] = value
-    if values["quiet"] and values["verbose"]:
+    if (values["quiet"] and values["verbose"]) or (values["isolate"]
+                                                   and values["no_isolate"]):
         return None                     # argparse: not allowed with each other
     return types.SimpleNamespace(via=via, **values, command=argv[i:])

@@ -87,7 +87,7 @@ def test_setuid_program_of_another_user_is_refused(tmp_path: Path, shim: Path) -
 def test_cli_refuses_with_126_and_the_override_runs_it(tmp_path: Path) -> None:
     exe = build(tmp_path, "static", "-static")
     env = {**os.environ, "SOCKSIFY_RUNTIME_DIR": str(tmp_path / "rt")}
-    out = subprocess.run([sys.executable, "-m", "socksify.cli", "--via",
+    out = subprocess.run([sys.executable, "-m", "socksify.cli", "--no-isolate", "--via",
                           "socks4://127.0.0.1:9", str(exe)], capture_output=True,
                          text=True, timeout=60, env=env)
     assert out.returncode == 126, out.stderr

@@ -17,7 +17,7 @@ WORDS = ["--via", "socks5://127.0.0.1:1080", "socks4://u@10.0.0.1:1", "--strateg
          "--dns", "local", "remote", "--data-path", "relay", "--prebuilt", "3", "-1",
          "--config", "-c", "p.toml", "--chain", "anon", "-q", "-v", "--quiet",
          "--verbose", "--allow-unprotected", "--proxy-loopback", "--isolate", "--",
-         "--shell", "--pipeline", "--no-pipeline", "--isolate-streams", "process",
+         "--shell", "--no-isolate", "--pipeline", "--no-pipeline", "--isolate-streams", "process",
          "app", "--isolate-streams=connection",
          "-", "-qv", "--verb", "--via=socks5://h:1", "--timeout=", "--dns=block",
          "-c=p.toml", "-cp.toml", "--help", "-h", "--version", "curl", "true", "-5",

@@ -66,5 +66,15 @@ class Connection:
                 "path": self.path, "state": self.state, "hops": list(self.hops)}
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """How a name lookup is answered (Router.lookup): its verdict, the deciding rule,
+    why (for a refusal) and, for a stand-in, the address."""
+    verdict: str                   # "local" | "stand-in" | "blocked" | "refused" | "busy"
+    rule: str
+    why: str = ""
+    addr: wire.IPAddress | None = None
+
+
 def endpoint(addr: wire.IPAddress, port: int) -> str:
     return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"

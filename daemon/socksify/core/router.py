@@ -29,7 +29,7 @@ from ..protocol import control as wire
 from ..proxies import Proxy
 from .events import Events
 from .handed import HandedOff
-from .records import Connection, Session
+from .records import Connection, Lookup, Session
 from .sessions import Sessions
 from .streams import stream_auth
 from .table import ConnectionTable
@@ -104,33 +104,50 @@ class Router:
     def resolve(self, request: wire.ResolveRequest, pid: int, uid: int) -> bytes:
         """RESOLVE: may the program look this name up itself, or does it get a
         stand-in address so that the last hop resolves it?"""
-        app = self.procs.identify(pid, uid)
-        name = normalize(request.name)
-        session, policy, why = self.sessions.policy_for(request.session, uid,
-                                                        self.policy)
+        found = self.lookup(self.procs.identify(pid, uid), request.name,
+                            request.session, uid, 6 if request.family == 6 else 4)
+        if found.verdict == "local":
+            return wire.Reply(wire.Verdict.DIRECT).dumps()
+        if found.verdict == "stand-in":
+            assert found.addr is not None
+            return wire.PeerReply(found.addr, 0).dumps()
+        if found.verdict == "busy":
+            return wire.Reply.fail(errno.ETIMEDOUT).dumps()   # EAI_AGAIN: try later
+        return wire.Reply.fail(errno.EACCES).dumps()
+
+    def lookup(self, app: AppInfo, name: str, session_id: bytes, uid: int,
+               family: int | None) -> Lookup:
+        """How uid's lookup of name is answered (the shim's RESOLVE, the isolated
+        program's DNS query): "local" (resolved here or by the program), "stand-in"
+        (addr, of `family`; with family None the decision alone, nothing reserved),
+        "blocked", "refused" (no policy) or "busy" (no stand-in free)."""
+        name = normalize(name)
+        session, policy, why = self.sessions.policy_for(session_id, uid, self.policy)
         if policy is None:
             log.info("%s: lookup of %s refused: %s", app, name, why)
-            return wire.Reply.fail(errno.EACCES).dumps()
+            return Lookup("refused", "", why)
         if name in self.hosts_names:
-            return wire.Reply(wire.Verdict.DIRECT).dumps()
+            return Lookup("local", "hosts file")
         decision = policy.decide_name(app, name)
         if decision.verdict == "local":
             log.debug("%s: lookup of %s resolves locally [%s]", app, name, decision.rule)
-            return wire.Reply(wire.Verdict.DIRECT).dumps()
+            return Lookup("local", decision.rule)
         if decision.verdict == "block":
             text = f"{app} lookup of {name} refused: {decision.why}"
             log.warning("%s [%s]", text, decision.rule)
             self._notify(session, {"event": "lookup", "ok": False, "text": text})
-            return wire.Reply.fail(errno.EACCES).dumps()
+            return Lookup("blocked", decision.rule, decision.why)
+        if family is None:
+            return Lookup("stand-in", decision.rule)
         try:
-            addr = self.fake.address_for(name, 6 if request.family == 6 else 4, uid)
+            addr = self.fake.address_for(name, family, uid)
         except Exhausted as exc:
             text = f"{app} lookup of {name} refused: {exc}"
             log.warning("%s", text)
             self._notify(session, {"event": "lookup", "ok": False, "text": text})
-            return wire.Reply.fail(errno.ETIMEDOUT).dumps()   # EAI_AGAIN: try later
+            return Lookup("busy", decision.rule, str(exc))
         log.debug("%s: lookup of %s -> stand-in %s [%s]", app, name, addr, decision.rule)
-        return wire.PeerReply(addr, 0).dumps()
+        return Lookup("stand-in", decision.rule, "", addr)
 
     def name_of(self, request: wire.ConnectRequest, pid: int, uid: int) -> bytes:
         """NAMEOF: what is this address called? A stand-in address this daemon handed

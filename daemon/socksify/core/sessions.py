@@ -79,8 +79,9 @@ class Sessions:
                           bool(msg.get("verbose")), owner, uid,
                           isolated=bool(msg.get("isolate")))
         self.open[session.id] = session
-        log.info("session %s opened by pid %d: %s", session.id.hex(), owner,
-                 policy.source)
+        log.info("session %s opened by pid %d: %s%s", session.id.hex(), owner,
+                 policy.source, " (isolated network namespace)" if session.isolated
+                 else "")
         return session
 
     def _session_id(self, wanted: Any) -> bytes:

@@ -13,21 +13,31 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from ..core.records import endpoint
 from ..core.table import ConnectionTable, peer_of
+from ..isolation.redirect import Namespace
+from ..isolation.served import Handed
 from ..procinfo import peer_credentials
 from ..protocol import control as wire
+from ..protocol import handover
 from ..sockstream import recv_exactly, within
 from .admission import BurstLog, Gate, Ticket, peer_uid
 from .fdpass import recv_with_fds
 
 log = logging.getLogger("socksify.daemon")
 
+NETLINK_SOCK_DIAG = 4
 TOKEN_WAIT = 3.0         # seconds a relay connection may take to send its token
 HANDOFF_TIMEOUT = 10.0   # for socksify --isolate to pass its relay listeners
 ACCEPT_ERRORS = BurstLog(log)   # EMFILE on accept: one line per burst, not per retry
+
+
+class Closer(Protocol):
+    def drain(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class RelayListener:
@@ -69,8 +79,11 @@ class RelayListener:
             await asyncio.sleep(0)     # a steady flood must not starve the others
 
     def close(self) -> None:
+        """Stop accepting; the socket is closed once the accept has ended, so the
+        event loop never watches a closed descriptor (whose number a new socket may
+        get)."""
         self._task.cancel()
-        self.sock.close()
+        self._task.add_done_callback(lambda _: self.sock.close())
 
 
 class Relays:
@@ -78,8 +91,10 @@ class Relays:
     `allows` (the router's)."""
 
     def __init__(self, table: ConnectionTable, allows: Callable[[int], bool],
-                 gate: Gate, burst: BurstLog) -> None:
+                 gate: Gate, burst: BurstLog,
+                 isolated: Callable[[Handed], Closer] | None = None) -> None:
         self.table = table
+        self.isolated = isolated   # serves the isolation path's redirect/DNS sockets
         self.allows = allows
         self.gate = gate
         self.burst = burst
@@ -147,47 +162,66 @@ class Relays:
             task.add_done_callback(self._handoffs.discard)
 
     async def _isolated_listeners(self, conn: socket.socket) -> None:
-        """Serve the listening TCP sockets a socksify --isolate of an allowed uid
-        passed on conn, until conn ends."""
+        """Serve the sockets a socksify launcher of an allowed uid passed on conn
+        (protocol/handover.py: relay listeners, and for the isolation path redirect
+        listeners and DNS sockets), until conn ends."""
         loop = asyncio.get_running_loop()
         servers: list[RelayListener] = []
+        served: Closer | None = None
+        handed: list[socket.socket] = []
         try:
             conn.setblocking(False)
             pid, uid = peer_credentials(conn)
             if not self.allows(uid):
                 log.warning("relay socket: refused uid %d (pid %d)", uid, pid)
                 return
-            listeners = _sockets((await recv_with_fds(conn, 16, 4, HANDOFF_TIMEOUT))[1])
-            try:
-                for s in listeners:
-                    if s.family not in (socket.AF_INET, socket.AF_INET6) or \
-                            s.type != socket.SOCK_STREAM or \
-                            not s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-                        log.warning("relay socket: pid %d passed something else than a "
-                                    "listening TCP socket; refused", pid)
-                        return
-                for s in listeners:
-                    # connections there come from the isolated program's own
-                    # network namespace: they count as the uid that passed it
-                    servers.append(RelayListener(s, functools.partial(
-                        self._accepted, owner=uid)))
-            finally:
-                if len(servers) < len(listeners):
-                    for s in listeners:
-                        s.close()
-            if not servers:
-                return
-            log.info("relay listeners of isolated pid %d: %s", pid, ", ".join(
-                endpoint(ipaddress.ip_address(s.getsockname()[0]), s.getsockname()[1])
-                for s in listeners))
-            await loop.sock_sendall(conn, b"L")
+            data, fds = await recv_with_fds(conn, handover.MAX_SIZE, handover.MAX_FDS,
+                                            HANDOFF_TIMEOUT)
+            handed = _sockets(fds)
+            header = handover.loads(data, len(handed))
+            for s, kind in zip(handed, header.kinds):
+                if not _fits(s, kind):
+                    log.warning("relay socket: pid %d passed something else than %s; "
+                                "refused", pid, kind.name.lower())
+                    return
+            what = ", ".join(f"{kind.name.lower()} {_where(s)}"
+                             for s, kind in zip(handed, header.kinds))
+            by_kind = {k: [s for s, sk in zip(handed, header.kinds) if sk is k]
+                       for k in handover.Kind}
+            for s in by_kind[handover.Kind.RELAY]:
+                # connections there come from the isolated program's own
+                # network namespace: they count as the uid that passed it
+                servers.append(RelayListener(s, functools.partial(
+                    self._accepted, owner=uid)))
+            others = [s for s in handed if s not in by_kind[handover.Kind.RELAY]]
+            if others:
+                if self.isolated is None:
+                    log.warning("relay socket: pid %d passed isolation sockets this "
+                                "daemon does not serve; refused", pid)
+                    return
+                diag = by_kind[handover.Kind.SOCK_DIAG]
+                served = self.isolated(Handed(
+                    Namespace(pid, uid, header.session, diag[0] if diag else None),
+                    by_kind[handover.Kind.REDIRECT], by_kind[handover.Kind.DNS_UDP],
+                    by_kind[handover.Kind.DNS_TCP]))
+                for extra in diag[1:]:
+                    extra.close()
+            handed = []   # served now: closed by their servers
+            log.info("isolated pid %d (uid %d) handed over: %s", pid, uid, what)
+            await loop.sock_sendall(conn, handover.ACK)
             while await loop.sock_recv(conn, 64):
                 pass   # socksify says nothing more; EOF: its command has ended
+            if served is not None:
+                served.drain()
         except (OSError, asyncio.TimeoutError, ValueError) as exc:
             log.debug("relay socket: %r", exc)
         finally:
+            for s in handed:
+                s.close()
             for server in servers:
                 server.close()
+            if served is not None:
+                served.close()
             conn.close()
 
     def _accepted(self, sock: socket.socket, owner: int | None = None) -> None:
@@ -228,6 +262,29 @@ class Relays:
             return
         conn, tunnel = entry
         await self.table.carry(conn, tunnel, app_sock=sock)
+
+
+def _fits(s: socket.socket, kind: handover.Kind) -> bool:
+    """Is s what the header says: a listening TCP socket, or (DNS_UDP) a UDP one?"""
+    if kind is handover.Kind.SOCK_DIAG:
+        return s.family == socket.AF_NETLINK and \
+            s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) == NETLINK_SOCK_DIAG
+    if s.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    if kind is handover.Kind.DNS_UDP:
+        return s.type == socket.SOCK_DGRAM
+    return s.type == socket.SOCK_STREAM and \
+        bool(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+
+
+def _where(s: socket.socket) -> str:
+    if s.family == socket.AF_NETLINK:
+        return "netlink"
+    try:
+        host, port = s.getsockname()[:2]
+        return endpoint(ipaddress.ip_address(host), port)
+    except (OSError, ValueError):
+        return "?"
 
 
 def _sockets(fds: list[int]) -> list[socket.socket]:
