@@ -10,7 +10,7 @@ import socket
 from dataclasses import dataclass
 
 from ..errors import HopProtocolError, HopRefused, HopTimeout, HopUnreachable, Unsupported
-from ..protocol import socks4, socks5
+from ..protocol import socks4, socks5, socks5udp
 from ..proxies import Proxy
 from ..sockstream import RawStream, within
 from .connect import is_address, open_socket, parse_address, sock_connect
@@ -131,6 +131,15 @@ async def _hop_address(asker: Proxy, hop: Proxy) -> str:
     return str(infos[0][4][0])
 
 
+async def associate(stream: RawStream, route: tuple[Proxy, ...], index: int, host: str,
+                    port: int, spec: ChainSpec) -> socks5.Reply:
+    """Ask route[index] (a SOCKS5 hop that `stream` reaches) for a UDP association
+    whose datagrams come from host:port; its reply names the relay (BND)."""
+    step = _Step(stream, route[index], index, host, port, spec.read_timeout,
+                 len(route), socks5udp.CMD_UDP_ASSOCIATE)
+    return await step.socks5()
+
+
 # SOCKS5 reply codes -> the errno the application sees
 _SOCKS5_ERRNO: dict[int, int] = {
     socks5.ReplyCode.NETWORK_UNREACHABLE: errno.ENETUNREACH,
@@ -154,15 +163,22 @@ class _Step:
     port: int
     timeout: float
     route_len: int
+    command: int = socks5.CMD_CONNECT   # or UDP ASSOCIATE (udpchain.py)
+
+    @property
+    def verb(self) -> str:
+        return "CONNECT" if self.command == socks5.CMD_CONNECT else "UDP ASSOCIATE"
 
     @property
     def blame(self) -> int:
-        return self.index + 1
+        return self.index + 1 if self.command == socks5.CMD_CONNECT else self.index
 
     @property
     def what(self) -> str:
         target = f"{self.host}:{self.port}"
-        return target if self.blame >= self.route_len else f"hop {self.blame + 1} {target}"
+        if self.command != socks5.CMD_CONNECT or self.blame >= self.route_len:
+            return target
+        return f"hop {self.blame + 1} {target}"
 
     @property
     def me(self) -> str:
@@ -216,7 +232,7 @@ class _Step:
             raise HopRefused(f"{self.me}: CONNECT {self.what} refused, code "
                              f"{reply.describe()}", hop=self.blame)
 
-    async def socks5(self) -> None:
+    async def socks5(self) -> socks5.Reply:
         methods = (socks5.METHOD_NO_AUTH, socks5.METHOD_USERPASS) if self.hop.user \
             else (socks5.METHOD_NO_AUTH,)
         await self.send(socks5.Greeting(methods).dumps())
@@ -238,14 +254,17 @@ class _Step:
         elif choice.method != socks5.METHOD_NO_AUTH:
             raise HopRefused(f"{self.me}: accepts none of our authentication methods "
                              f"(answered {choice.method:#x})", hop=self.index)
-        await self.send(self.encode(socks5.ConnectRequest(self.host, self.port)))
+        await self.send(self.encode(socks5.ConnectRequest(self.host, self.port,
+                                                          self.command)))
         try:
-            head = await self.read(socks5.Reply.head_size, f"CONNECT {self.what}")
-            rest = await self.read(socks5.Reply.rest_size(head), f"CONNECT {self.what}")
+            head = await self.read(socks5.Reply.head_size, f"{self.verb} {self.what}")
+            rest = await self.read(socks5.Reply.rest_size(head),
+                                   f"{self.verb} {self.what}")
             reply = socks5.Reply.loads(head + rest)
         except socks5.ProtocolError as exc:
             raise self.broken(exc) from None
         if not reply.granted:
-            raise HopRefused(f"{self.me}: CONNECT {self.what} refused, code "
+            raise HopRefused(f"{self.me}: {self.verb} {self.what} refused, code "
                              f"{reply.describe()}", hop=self.blame,
                              err=_SOCKS5_ERRNO.get(reply.code, errno.ECONNREFUSED))
+        return reply

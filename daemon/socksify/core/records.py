@@ -61,5 +61,21 @@ class Connection:
                 "age": round(time.monotonic() - self.started, 1)}
 
 
+@dataclass
+class UdpFlow(Connection):
+    """A UDP association (the front door's UDP ASSOCIATE): `counters` are payload
+    bytes each way, these the datagrams; its destinations vary, the first is shown."""
+
+    datagrams_up: int = 0
+    datagrams_down: int = 0
+    dropped: int = 0               # fragments, malformed, foreign, refused by policy
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out.update({"kind": "udp", "datagrams_up": self.datagrams_up,
+                    "datagrams_down": self.datagrams_down, "dropped": self.dropped})
+        return out
+
+
 def endpoint(addr: wire.IPAddress, port: int) -> str:
     return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
