@@ -443,3 +443,19 @@ def test_udp_refuse_keeps_datagrams_home(lab: lablib.Lab, sk, tmp_path: Path,
     assert "UDP to" in sk.daemon_log() and "refused" in sk.daemon_log()
 
 
+
+
+def test_the_witness_sees_a_datagram_sent_directly(lab: lablib.Lab, sk, tmp_path: Path,
+                                                  udp_hops: UdpHops, far: FarUdp,
+                                                  witness: Witness) -> None:
+    """The witness works: with udp = "direct" the front door sends the datagram from
+    the client zone itself, and the counter sees it (it dies in the proxy zone, which
+    does not forward)."""
+    port = start(sk, tmp_path, [udp_hops.url(0)], udp="direct")
+    client = Socks5UdpClient(lab, port)
+    try:
+        client.send(lablib.FAR_IP, far.echo_port, b"direct")
+        lablib.wait_until(lambda: witness.packets() > 0, 10, "the witness to count it")
+    finally:
+        client.close()
+    assert far.seen() == []
