@@ -11,6 +11,7 @@ resolver must not see the far name."""
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import secrets
 import socket
@@ -322,10 +323,20 @@ def test_udp_through_the_front_door(lab: lablib.Lab, sk, tmp_path: Path,
         client.send(lablib.FAR_NAME, far.echo_port, marker[::-1])
         assert client.recv() == (lablib.FAR_IP, far.echo_port, marker[::-1])
         assert dns_ask(client, far, lablib.FAR_NAME) == [lablib.FAR_IP]
+        # another sender (another port than the one announced) is not carried
+        other = lablib.socket_in(lab.client_ns, type=socket.SOCK_DGRAM)
+        with other:
+            other.bind(("127.0.0.1", 0))
+            other.sendto(b"\0\0\0\x01" + socket.inet_aton(lablib.FAR_IP)
+                         + struct.pack("!H", far.echo_port) + b"foreign", client.relay)
+            time.sleep(0.5)
+        assert sum(1 for _ in far.seen()) == 3
+        assert sk.control({"op": "status"})["udp_flows"] == 1
         flows = [c for c in sk.control({"op": "connections"})["connections"]
                  if c.get("kind") == "udp"]
         assert len(flows) == 1, flows
         assert flows[0]["datagrams_up"] == 3 and flows[0]["datagrams_down"] == 3
+        assert flows[0]["dropped"] == 1
         assert flows[0]["chain"] == "u" and flows[0]["route"].count(">") == n - 1
         table = sk.socksifyd("connections", timeout=30)
         assert "udp " in table.stdout and "3dg" in table.stdout, table.stdout
@@ -342,10 +353,12 @@ def test_thousand_datagrams_through_three_hops(lab: lablib.Lab, sk, tmp_path: Pa
                                                udp_hops: UdpHops, far: FarUdp,
                                                witness: Witness) -> None:
     """1,000 datagrams of 1,200 bytes, a window of 32 in flight: loss counted exactly
-    (sent vs echoed), order kept."""
+    (sent vs echoed), order kept; the rate (to the last echo) and the daemon's CPU
+    printed."""
     port = start(sk, tmp_path, [udp_hops.url(i) for i in range(3)])
     client = Socks5UdpClient(lab, port)
     sent, got, late = 1000, [], 0
+    cpu = _cpu_seconds(sk.daemon_pid())
     try:
         started = time.monotonic()
         pad = secrets.token_bytes(1200 - 4)
@@ -362,18 +375,70 @@ def test_thousand_datagrams_through_three_hops(lab: lablib.Lab, sk, tmp_path: Pa
                 got.append(struct.unpack("!I", reply[2][:4])[0])
                 assert reply[2][4:] == pad
                 inflight -= 1
-        while (reply := client.recv(2.0)) is not None:
-            got.append(struct.unpack("!I", reply[2][:4])[0])
         took = time.monotonic() - started
+        while (reply := client.recv(2.0)) is not None:   # the last window, then 2 s idle
+            got.append(struct.unpack("!I", reply[2][:4])[0])
+            took = time.monotonic() - started
     finally:
         client.close()
     lost = sent - len(got)
+    cpu = _cpu_seconds(sk.daemon_pid()) - cpu
     print(f"3 hops: {sent} sent, {len(got)} received, {lost} lost, "
-          f"{took:.2f}s ({sent / took:.0f} datagrams/s each way)")
+          f"{took:.2f}s ({sent / took:.0f} datagrams/s each way), daemon CPU "
+          f"{cpu:.2f}s")
     assert got == sorted(got), "reordered"
     assert len(set(got)) == len(got), "duplicated"
     assert lost <= sent // 100, f"{lost} of {sent} lost"
     assert witness.packets() == 0
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """user + system CPU time of a process, from /proc/PID/stat."""
+    assert pid is not None
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_round_trip_udp_against_tcp(lab: lablib.Lab, sk, tmp_path: Path,
+                                    udp_hops: UdpHops, far: FarUdp) -> None:
+    """A figure, not a gate: 200 sequential echoes through the same 3 danted hops,
+    UDP (SOCKS5 UDP hop by hop) and TCP (a CONNECT through the front door)."""
+    port = start(sk, tmp_path, [udp_hops.url(i) for i in range(3)])
+    tcp_echo = lablib.listener_in(lab.far_ns, lablib.FAR_IP)
+
+    def serve() -> None:
+        conn, _ = tcp_echo.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+    threading.Thread(target=serve, daemon=True).start()
+    client = Socks5UdpClient(lab, port)
+    tcp = lablib.socket_in(lab.client_ns)
+    try:
+        tcp.settimeout(20)
+        tcp.connect(("127.0.0.1", port))
+        tcp.sendall(b"\x05\x01\x00\x05\x01\x00\x01" + socket.inet_aton(lablib.FAR_IP)
+                    + struct.pack("!H", tcp_echo.getsockname()[1]))
+        assert lablib.recv_exact(tcp, 12)[3] == 0
+        tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        times: dict[str, list[float]] = {"udp": [], "tcp": []}
+        for i in range(200):
+            msg = struct.pack("!I", i) * 16
+            t0 = time.perf_counter()
+            client.send(lablib.FAR_IP, far.echo_port, msg)
+            assert client.recv() == (lablib.FAR_IP, far.echo_port, msg)
+            t1 = time.perf_counter()
+            tcp.sendall(msg)
+            assert lablib.recv_exact(tcp, len(msg)) == msg
+            times["udp"].append(t1 - t0)
+            times["tcp"].append(time.perf_counter() - t1)
+    finally:
+        client.close()
+        tcp.close()
+        tcp_echo.close()
+    med = {k: sorted(v)[len(v) // 2] * 1000 for k, v in times.items()}
+    print(f"3-hop echo round trip, median of 200: UDP {med['udp']:.3f} ms, TCP "
+          f"{med['tcp']:.3f} ms (ratio {med['udp'] / med['tcp']:.2f})")
 
 
 def _expect_refused(lab: lablib.Lab, sk, port: int, far: FarUdp, witness: Witness,
