@@ -72,6 +72,8 @@ class UdpFlow(Connection):
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
+        if self.dst is None and self.host is None:
+            out["target"] = "-"                 # no datagram yet
         out.update({"kind": "udp", "datagrams_up": self.datagrams_up,
                     "datagrams_down": self.datagrams_down, "dropped": self.dropped})
         return out

@@ -6,8 +6,8 @@ sends it through that chain's UDP association (chains/udp.py, opened on the firs
 datagram that needs it and kept for the client's association); a rule that lets UDP
 out directly (a direct rule, or udp = "direct") sends it from here; anything else is
 dropped, logged once per rule and destination. Only datagrams from the TCP client's
-address (and the port it announced, if it announced one) are taken; any other sender's
-are dropped. The association ends when the client closes its TCP connection, or with
+address and the port it announced (if it announced 0: the port of its first datagram)
+are taken; any other sender's are dropped (and counted). The association ends when the client closes its TCP connection, or with
 an error (the TCP connection closed) when a chain it uses fails or refuses UDP:
 nothing is then sent by any other way."""
 
@@ -66,6 +66,7 @@ class UdpDoor:
             self.flow.dropped += 1            # another sender: never ours to carry
             return
         self.client_addr = (addr[0], addr[1])
+        self.client_port = addr[1]     # announced as 0: pinned to the first sender
         try:
             host, port, payload = socks5udp.unwrap(data)
         except socks5.ProtocolError:          # Fragmented too: no reassembly
