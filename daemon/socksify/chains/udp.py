@@ -57,7 +57,7 @@ def check_route(route: tuple[Proxy, ...]) -> None:
     """Unsupported unless every hop speaks SOCKS5 (the only one with UDP)."""
     for i, hop in enumerate(route):
         if hop.scheme != "socks5":
-            raise Unsupported(f"UDP refused: hop {i + 1} {hop} speaks {hop.scheme}, "
+            raise Unsupported(f"hop {i + 1} {hop} speaks {hop.scheme}, "
                               "which has no UDP (every hop must be socks5://)",
                               errno.ENETUNREACH)
 
