@@ -32,6 +32,7 @@ from ..protocol import socks5, socks5udp
 log = logging.getLogger("socksify.frontdoor")
 
 QUEUE = 4096           # datagrams waiting for a chain's association to open
+MAX_WARNED = 256       # refused destinations logged per association (then silence)
 
 
 class UdpDoor:
@@ -117,7 +118,7 @@ class UdpDoor:
             return
         self.flow.dropped += 1
         key = (decision.rule, f"{host}:{port}")
-        if key not in self.warned:
+        if key not in self.warned and len(self.warned) < MAX_WARNED:
             self.warned.add(key)
             why = "a chain carries UDP only with udp = \"chain\" in its rule" \
                 if action.kind == "chain" else "blocked"
