@@ -38,7 +38,7 @@ EOF
 # The system packages the tests need (Debian names), installed when run as root.
 LAB_PACKAGES=(gcc libc6-dev binutils make iproute2 procps psmisc
               dante-server proxychains4 curl wget ca-certificates
-              openssh-server netcat-openbsd man-db groff-base zsh)
+              openssh-server netcat-openbsd man-db groff-base zsh nftables)
 # The Windows side under Wine (tests/windows): mingw cross-compilers (i686 for the
 # 32-bit program the 32-bit tests must see refused) and wine64.
 WINE_PACKAGES=(gcc-mingw-w64-x86-64-win32 gcc-mingw-w64-i686-win32 wine64)

@@ -29,7 +29,7 @@ import dns.rrset
 import pytest
 
 import lab as lablib
-from conftest import start_daemon
+from conftest import need, start_daemon
 
 pytestmark = pytest.mark.lab
 
@@ -268,6 +268,7 @@ def far(lab: lablib.Lab) -> Iterator[FarUdp]:
 
 @pytest.fixture
 def witness(lab: lablib.Lab) -> Iterator[Witness]:
+    need("nft")
     w = Witness(lab)
     try:
         yield w
