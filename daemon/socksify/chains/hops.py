@@ -163,7 +163,7 @@ class _Step:
     port: int
     timeout: float
     route_len: int
-    command: int = socks5.CMD_CONNECT   # or UDP ASSOCIATE (udpchain.py)
+    command: int = socks5.CMD_CONNECT   # or UDP ASSOCIATE (chains/udp.py)
 
     @property
     def verb(self) -> str:
