@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, controlfile
+from .core.records import UdpFlow
 from .core.router import Router
 from .core.sessions import close_pools
 from .errors import ConfigError
@@ -289,6 +290,7 @@ class Daemon:
                 "live": len(table.live),
                 "handed_live": len(router.handed.live),
                 "event_subscribers": len(router.events.subscribers),
+                "udp_flows": sum(isinstance(c, UdpFlow) for c in table.live.values()),
                 "pending": len(table.pending),
                 "connections_total": router.connections_total,
                 "handed_off": router.handed_off,

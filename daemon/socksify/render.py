@@ -75,10 +75,19 @@ def _target(c: dict[str, Any]) -> str:
     address."""
     target = str(c.get("target") or "?")
     host = c.get("host")
+    udp = "udp " if c.get("kind") == "udp" else ""
     if not host:
-        return target
+        return udp + target
     _, sep, port = target.rpartition(":")
-    return f"{host}:{port}" if sep and port.isdigit() else str(host)
+    return udp + (f"{host}:{port}" if sep and port.isdigit() else str(host))
+
+
+def _amount(c: dict[str, Any], way: str) -> str:
+    """Bytes one way; for a UDP flow, its datagrams too."""
+    text = human_size(c.get(way))
+    if c.get("kind") == "udp":
+        text += f" {c.get('datagrams_' + way, 0)}dg"
+    return text
 
 
 def _chain(c: dict[str, Any]) -> str:
@@ -133,7 +142,7 @@ def connections_table(conns: Sequence[dict[str, Any]], route_column: bool) -> Ta
                 chain.append("\n" + printable(hop), style="dim")
             cells.append(chain)
         cells += [_text(c.get(key) or "-") for key in extra]
-        cells += [_text(human_size(c.get("up"))), _text(human_size(c.get("down")))]
+        cells += [_text(_amount(c, "up")), _text(_amount(c, "down"))]
         if rate:
             cells.append(_text(_rate(c.get("rate"))))
         cells.append(_text(human_age(c.get("age"))))
@@ -213,6 +222,8 @@ def status_lines(st: dict[str, Any]) -> list[str]:
                 conns += f" ({st['handed_live']} live)"
         if st.get("connections_total") is not None:
             conns += f", {st['connections_total']} since start"
+        if st.get("udp_flows"):
+            conns += f", {st['udp_flows']} UDP association(s)"
         rows.append(("connections", conns))
     down = st.get("hops_down") or {}
     rows.append(("hops down", ", ".join(f"{h} (retry in {float(s):.0f}s)"

@@ -231,6 +231,18 @@ def test_udp_per_rule(action: str, udp: str, direct: bool) -> None:
     assert p.decide(None, ip("192.0.2.53"), 53).udp_direct is direct
 
 
+def test_udp_chain_is_for_chain_rules() -> None:
+    """udp = "chain" carries datagrams through the chain (never directly); on a rule
+    without a chain it is an error at its line."""
+    p = Policy.parse('[chains.c]\nhops = ["socks5://10.0.0.1:1080"]\n'
+                     '[[rules]]\naction = "chain:c"\nudp = "chain"\n', "p.toml")
+    decision = p.decide(None, ip("192.0.2.53"), 53)
+    assert decision.udp == "chain" and not decision.udp_direct
+    with pytest.raises(ConfigError) as info:
+        Policy.parse('[[rules]]\naction = "direct"\nudp = "chain"\n', "p.toml")
+    assert str(info.value).startswith("p.toml:3: ") and "chain action" in str(info.value)
+
+
 def test_udp_bad_value() -> None:
     with pytest.raises(ConfigError) as info:
         Policy.parse('[[rules]]\naction = "direct"\nudp = "tunnel"\n', "p.toml")

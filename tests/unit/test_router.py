@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import logging
 import os
 import socket
 from typing import Any, Awaitable, Callable
@@ -220,6 +221,18 @@ def test_a_dead_hop_fails_the_connection_with_the_kernels_errno() -> None:
 
 
 # ----- datagrams -----------------------------------------------------------------
+
+def test_udp_chain_is_refused_to_the_shim_for_now(caplog: pytest.LogCaptureFixture
+                                                  ) -> None:
+    """udp = "chain" carries the front door's datagrams; a program under the shim
+    still gets EACCES (its datagram envelope is not there yet), never DIRECT."""
+    r = Router()
+    r.set_policy(Policy.parse('[chains.c]\nhops = ["socks5://127.0.0.1:9"]\n'
+                              '[[rules]]\naction = "chain:c"\nudp = "chain"\n', "p.toml"))
+    with caplog.at_level(logging.WARNING):
+        assert failed_with(run(connect(r, "203.0.113.9", 53, dgram=True)), errno.EACCES)
+    assert "front door's clients only" in caplog.text
+
 
 def test_udp_goes_direct_only_where_a_rule_says_so() -> None:
     r = router()

@@ -66,6 +66,19 @@ def test_connections_table_wide() -> None:
     assert len({len(line) for line in lines}) == 1
 
 
+def test_udp_flow_row() -> None:
+    """A UDP association (the front door's UDP ASSOCIATE) is marked udp, with its
+    datagrams beside its bytes."""
+    flow = {"id": "c20", "app": "dig", "pid": 77, "user": "alice", "uid": 1000,
+            "target": "10.77.2.3:53", "host": None, "rule": "dns", "chain": "anon",
+            "route": "socks5://10.0.0.5:1080", "up": 120, "down": 3000, "age": 2,
+            "kind": "udp", "datagrams_up": 3, "datagrams_down": 2, "dropped": 0}
+    row = render.connections_text([flow]).splitlines()[1]
+    assert "udp 10.77.2.3:53" in row and "3dg" in row and "2dg" in row, row
+    status = "\n".join(render.status_lines({"live": 1, "udp_flows": 1}))
+    assert "1 UDP association" in status
+
+
 def test_connections_table_narrow_puts_the_route_under_the_chain() -> None:
     text = render.connections_text(CONNS, width=80)
     lines = text.splitlines()

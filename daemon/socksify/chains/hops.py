@@ -10,6 +10,7 @@ import logging
 import socket
 
 from ..errors import ChainError, HopUnreachable, Unsupported
+from ..protocol import socks5, socks5udp
 from ..proxies import Proxy
 from ..sockstream import RawStream
 from . import tlshop
@@ -232,6 +233,24 @@ class _Run:
                 raise EarlyDataSuspect(exc, who) from None
             raise
         self.carried += [m.step.hop for m in batch[:-1] if m.step.hop not in self.carried]
+
+
+async def associate(stream: RawStream, route: tuple[Proxy, ...], index: int, host: str,
+                    port: int, spec: ChainSpec, conn: str = "-") -> socks5.Reply:
+    """Ask route[index] (a SOCKS5 hop that `stream` reaches) for a UDP association
+    whose datagrams come from host:port, step by step; its reply names the relay
+    (BND)."""
+    step = Step(stream, route[index], index, host, port, spec.read_timeout, len(route),
+                conn, EARLY_DATA, command=socks5udp.CMD_UDP_ASSOCIATE)
+    for msg in step.messages(pipelined=False):
+        stream.write(msg.data)
+        try:
+            await stream.drain()
+        except OSError as exc:
+            raise step.unsent(exc) from None
+        await msg.check()
+    assert step.reply is not None
+    return step.reply
 
 
 async def _resolve_here(host: str, port: int, last: Proxy) -> str:

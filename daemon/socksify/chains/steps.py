@@ -65,6 +65,8 @@ class Step:
     conn: str
     early: EarlyData
     auth: StreamAuth | None = None     # stream isolation: used where the hop has none
+    command: int = socks5.CMD_CONNECT  # or UDP ASSOCIATE (chains/udp.py), SOCKS5 only
+    reply: socks5.Reply | None = None  # the SOCKS5 reply, once granted
     broke: bool = False
     method: int | None = None
     offered: tuple[int, ...] = field(default_factory=tuple)
@@ -78,13 +80,21 @@ class Step:
         return self.hop.user or "", self.hop.password or ""
 
     @property
+    def verb(self) -> str:
+        return "CONNECT" if self.command == socks5.CMD_CONNECT else "UDP ASSOCIATE"
+
+    @property
     def blame(self) -> int:
-        return self.index + 1
+        """Who a refusal is blamed on: the next hop for a CONNECT; the hop itself for
+        a UDP ASSOCIATE, which only it answers."""
+        return self.index + 1 if self.command == socks5.CMD_CONNECT else self.index
 
     @property
     def what(self) -> str:
         target = f"{self.host}:{self.port}"
-        return target if self.blame >= self.route_len else f"hop {self.blame + 1} {target}"
+        if self.command != socks5.CMD_CONNECT or self.blame >= self.route_len:
+            return target
+        return f"hop {self.blame + 1} {target}"
 
     @property
     def me(self) -> str:
@@ -205,7 +215,8 @@ class Step:
                 self.method == socks5.METHOD_USERPASS:
             yield Message(socks5.UserPassAuth(user, password).dumps(),
                           self._auth_reply, self)
-        yield Message(self.encode(socks5.ConnectRequest(self.host, self.port)),
+        yield Message(self.encode(socks5.ConnectRequest(self.host, self.port,
+                                                        self.command)),
                       self._socks5_reply, self)
 
     async def _choice(self) -> None:
@@ -235,15 +246,17 @@ class Step:
 
     async def _socks5_reply(self) -> None:
         try:
-            head = await self.read(socks5.Reply.head_size, f"CONNECT {self.what}")
-            rest = await self.read(socks5.Reply.rest_size(head), f"CONNECT {self.what}")
+            head = await self.read(socks5.Reply.head_size, f"{self.verb} {self.what}")
+            rest = await self.read(socks5.Reply.rest_size(head),
+                                   f"{self.verb} {self.what}")
             reply = socks5.Reply.loads(head + rest)
         except socks5.ProtocolError as exc:
             raise self.broken(exc) from None
         if not reply.granted:
-            raise HopRefused(f"{self.me}: CONNECT {self.what} refused, code "
+            raise HopRefused(f"{self.me}: {self.verb} {self.what} refused, code "
                              f"{reply.describe()}", hop=self.blame,
                              err=_SOCKS5_ERRNO.get(reply.code, errno.ECONNREFUSED))
+        self.reply = reply
         self.granted()
 
 

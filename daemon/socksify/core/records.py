@@ -76,5 +76,23 @@ class Lookup:
     addr: wire.IPAddress | None = None
 
 
+@dataclass
+class UdpFlow(Connection):
+    """A UDP association (the front door's UDP ASSOCIATE): `counters` are payload
+    bytes each way, these the datagrams; its destinations vary, the first is shown."""
+
+    datagrams_up: int = 0
+    datagrams_down: int = 0
+    dropped: int = 0               # fragments, malformed, foreign, refused by policy
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        if self.dst is None and self.host is None:
+            out["target"] = "-"                 # no datagram yet
+        out.update({"kind": "udp", "datagrams_up": self.datagrams_up,
+                    "datagrams_down": self.datagrams_down, "dropped": self.dropped})
+        return out
+
+
 def endpoint(addr: wire.IPAddress, port: int) -> str:
     return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"

@@ -216,9 +216,11 @@ class Router:
             if decision.udp_direct and conn.host is None:
                 self._event(conn, "UDP direct", ok=True)
                 return self._direct(), None
+            carried = " (udp = \"chain\" serves the SOCKS front door's clients " \
+                "only, so far)" if decision.udp == "chain" else ""
             return self._refuse(conn, errno.EACCES, f"UDP refused ({decision.action}: "
                                 "a SOCKS chain carries TCP only; udp = \"direct\" in "
-                                "a rule lets it out)"), None
+                                f"a rule lets it out){carried}"), None
         # an isolated program cannot connect directly: the daemon does it for it; and
         # its sockets live in its own network namespace, so only the relay reaches it
         isolated = session is not None and session.isolated
@@ -259,10 +261,10 @@ class Router:
 
     # ----- routes (the shim's CONNECT and the front door) ----------------------------
     def new_connection(self, app: AppInfo, addr: wire.IPAddress | None, port: int,
-                       host: str | None = None) -> Connection:
+                       host: str | None = None,
+                       kind: type[Connection] = Connection) -> Connection:
         self.connections_total += 1
-        return Connection(f"c{next(self._ids)}", app, addr, port, time.monotonic(),
-                          host)
+        return kind(f"c{next(self._ids)}", app, addr, port, time.monotonic(), host)
 
     async def open_route(self, conn: Connection, policy: Policy,
                          kernel_direct: bool) -> Tunnel | None:

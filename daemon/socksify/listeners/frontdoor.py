@@ -21,13 +21,15 @@ import socket
 import sys
 from typing import Awaitable, Callable
 
+from ..core.records import UdpFlow
 from ..core.router import Router
 from ..errors import PolicyBlocked, SocksifyError
 from ..policy import Policy
 from ..procinfo import AppInfo, tcp_peer_owner, uid_only
-from ..protocol import socks4, socks5
+from ..protocol import socks4, socks5, socks5udp
 from . import socktable
 from .admission import BurstLog, Gate, Ticket, peer_uid
+from .udpdoor import UdpDoor, hold
 
 log = logging.getLogger("socksify.frontdoor")
 
@@ -154,9 +156,17 @@ class _Client:
             await self.more()
         used, command, host, port = parsed
         self.buf = self.buf[used:]
+        if command == socks5udp.CMD_UDP_ASSOCIATE:
+            try:
+                return await self.door.associate(self, port)
+            except SocksifyError as exc:
+                self._reply5(_REPLY5.get(exc.errno or 0,
+                                         socks5.ReplyCode.GENERAL_FAILURE))
+                raise
         if command != socks5.CMD_CONNECT:
             self._reply5(socks5.ReplyCode.COMMAND_NOT_SUPPORTED)
-            raise Refused(f"command {command} is not served, only CONNECT")
+            raise Refused(f"command {command} is not served, only CONNECT and UDP "
+                          "ASSOCIATE")
         try:
             relay = await self.door.connect(self, host, port)
         except SocksifyError as exc:
@@ -314,6 +324,36 @@ class FrontDoor:
         async def relay() -> None:
             await router.table.carry(conn, tunnel,
                                      app_streams=(client.reader, client.writer))
+        return relay
+
+    async def associate(self, client: _Client, port: int) -> Relay:
+        """UDP ASSOCIATE (udpdoor.py): a UDP port here for the client's datagrams from
+        its own address (and `port`, unless 0). Raises SocksifyError."""
+        if client.ticket is not None:
+            client.ticket.release()
+        app = await self.identify(client)
+        flow = self.router.new_connection(app or _unknown(client), None, 0, None, UdpFlow)
+        assert isinstance(flow, UdpFlow)
+        flow.path = "frontdoor"
+        policy = self._policy_for(app)
+        try:
+            if app is not None and app.pid == os.getpid():
+                raise SocksifyError("UDP ASSOCIATE from this daemon itself (a loop)",
+                                    errno.ELOOP)
+            if policy is None or not client.peer:
+                raise PolicyBlocked("the daemon has no policy for its front door")
+            door = UdpDoor(self.router, policy, flow, client.peer[0], port)
+            bound = await door.open(self.host)
+        except SocksifyError as exc:
+            self.router.refused(flow, exc)
+            raise
+        except OSError as exc:
+            raise SocksifyError(f"no UDP port for the client: {exc}", exc.errno) from None
+        client.writer.write(socks5.Reply(socks5.ReplyCode.SUCCEEDED, *bound).dumps())
+        log.info("[%s] %s UDP ASSOCIATE: relay %s:%d", flow.id, flow.app, *bound)
+
+        async def relay() -> None:
+            await hold(self.router, flow, door, client.reader)
         return relay
 
     def _policy_for(self, app: AppInfo | None) -> Policy | None:

@@ -17,8 +17,10 @@ can, and is only for rules where that does not matter.
 
 dns = "remote" (default: a proxied name is resolved by the last hop), "local" (resolved
 here, then its address goes through the chain) or "block" (the lookup fails).
-udp = "refuse" or "direct": whether datagrams the rule matches may go out directly
-(default: yes under a direct rule, no under a chain, which carries TCP only).
+udp = "refuse", "direct" or "chain": whether datagrams the rule matches may go out
+directly (default: yes under a direct rule, no under a chain), or, under a chain rule,
+through the chain's hops (SOCKS5 UDP ASSOCIATE on every hop; the front door's
+clients only, so far).
 
 Every error names the file, the line and what would be accepted."""
 

@@ -25,7 +25,7 @@ CHAIN_KEYS = {"hops", "strategy", "chain_len", "connect_timeout", "read_timeout"
               "data_path", "prebuilt", "prebuilt_max_age", "pipeline", "isolate"}
 RULE_KEYS = {"name", "app", "comm", "user", "parent", "dest", "port", "action", "dns",
              "udp"}
-UDP_MODES = ("refuse", "direct")
+UDP_MODES = ("refuse", "direct", "chain")
 DAEMON_KEYS = {"allow_users"}
 DNS_KEYS = {"range4", "range6", "max_names", "min_age"}
 DNS_MODES = ("remote", "local", "block")
@@ -312,7 +312,7 @@ class Parser:
                                        f"{where}.parent")),
             networks=networks, hosts=hosts,
             ports=tuple(self.ports(body.get("port", []), line_of("port"), where)),
-            udp=self.udp_mode(body, line_of("udp"), where))
+            udp=self.udp_mode(body, line_of("udp"), where, action))
 
     def action(self, text: str, chains: dict[str, ChainSpec],
                line: int | None) -> Action:
@@ -326,11 +326,15 @@ class Parser:
             return Action("chain", chains[name], chains[name].dns)
         raise self.error(line, f"unknown action {text!r}", ACTION_HINT)
 
-    def udp_mode(self, body: dict[str, Any], line: int | None, what: str) -> str:
+    def udp_mode(self, body: dict[str, Any], line: int | None, what: str,
+                 action: Action) -> str:
         mode = body.get("udp", "")
         if mode not in ("", *UDP_MODES):
             raise self.error(line, f"{what}.udp {mode!r} is not known",
                              " | ".join(UDP_MODES))
+        if mode == "chain" and action.kind != "chain":
+            raise self.error(line, f'{what}.udp = "chain" needs a chain action',
+                             'action = "chain:NAME", or udp = "refuse" | "direct"')
         return str(mode)
 
     def dns_mode(self, body: dict[str, Any], line: int | None, what: str) -> str:

@@ -38,7 +38,8 @@ class Rule:
     networks: tuple[Network, ...] = ()
     hosts: tuple[str, ...] = ()
     ports: tuple[tuple[int, int], ...] = ()
-    udp: str = ""                   # "direct" | "refuse"; "" = as the action implies
+    udp: str = ""                   # "direct" | "refuse" | "chain"; "" = as the action
+    #                                 implies (chain: carried through the chain's hops)
 
     @property
     def needs_app(self) -> bool:
@@ -125,7 +126,7 @@ class Decision:
     def udp_direct(self) -> bool:
         """May a datagram to this destination go out directly? For a direct rule,
         yes unless it says udp = "refuse"; for a chain, only if it says udp = "direct"
-        (a SOCKS chain carries TCP only); for a block, never."""
+        (udp = "chain" carries it through the chain instead); for a block, never."""
         if self.action.kind == "direct":
             return self.udp != "refuse"
         return self.action.kind == "chain" and self.udp == "direct"

@@ -118,9 +118,10 @@ class AuthReply:
 class ConnectRequest:
     host: str
     port: int
+    command: int = CMD_CONNECT      # or 3, UDP ASSOCIATE (socks5udp.py)
 
     def dumps(self) -> bytes:
-        return bytes([VERSION, CMD_CONNECT, 0]) + encode_address(self.host, self.port)
+        return bytes([VERSION, self.command, 0]) + encode_address(self.host, self.port)
 
 
 @dataclass(frozen=True)
