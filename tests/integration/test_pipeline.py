@@ -94,6 +94,13 @@ def scripted(lab: lablib.Lab) -> Iterator[Callable[..., lablib.HostileSocksServe
         srv.close()
 
 
+def attempts(srv: lablib.HostileSocksServer) -> int:
+    """Negotiations the scripted hop saw: connections that sent it a request. (The
+    daemon's hop-health probe may connect to hop 1 without a byte, once a handed-off
+    connection through it is gone: that is no attempt.)"""
+    return len(srv.requests)
+
+
 def fetch(lab: lablib.Lab, sk, via: list[str], *opts: str, env: dict[str, str] | None = None):
     m = marker("pipe")
     c = sk.client("rawfetch", lab.far_ip, str(lab.http_port), f"/small.bin?m={m}",
@@ -184,12 +191,12 @@ def test_garbage_from_a_middle_hop(lab: lablib.Lab, sk, scripted) -> None:
         lablib.linger_until_eof(conn)
     srv = scripted(garbage)
     for mode, tries in (("--pipeline", 2), ("--no-pipeline", 1)):
-        before = srv.count()
+        before = attempts(srv)
         c = sk.client("connect", lab.far_ip, str(lab.http_port),
                       via=[lab.hops[0].url, srv.url], env=FAST,
                       opts=("-v", "--timeout", "5", mode), timeout=30)
         assert_errno(c, errno.ECONNREFUSED)
-        assert srv.count() - before == tries, (mode, srv.count(), before)
+        assert attempts(srv) - before == tries, (mode, attempts(srv), before)
         assert "hop 2" in c.res.stderr, c.describe()
 
 
@@ -214,11 +221,11 @@ def test_hop_that_only_works_step_by_step_is_remembered(lab: lablib.Lab, sk, scr
     srv = scripted(strict)
     via = [srv.url, lab.hops[1].url]
     pid = None
-    for n, (attempts, early) in enumerate(((2, [True, False]), (1, [False]))):
-        before = srv.count()
+    for n, (tries, early) in enumerate(((2, [True, False]), (1, [False]))):
+        before = attempts(srv)
         del early_seen[:]
         fetch(lab, sk, via, "--timeout", "2")
-        assert srv.count() - before == attempts, (n, srv.count(), before)
+        assert attempts(srv) - before == tries, (n, attempts(srv), before)
         assert early_seen == early, (n, early_seen)
         if pid is None:
             pid = sk.daemon_pid()
