@@ -87,6 +87,28 @@ def step_of(stack: str) -> str:
     return "event loop"
 
 
+BLOCKED = r'''
+import errno, json, resource, socket, sys, time
+out = []
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+for i in range(int(sys.argv[1]) + 50):
+    s = socket.socket()
+    t0 = time.perf_counter()
+    err = s.connect_ex(("192.0.2.1", 9))
+    t1 = time.perf_counter()
+    s.close()
+    if err != errno.EACCES:
+        sys.exit(f"connect: {errno.errorcode.get(err, err)}, not EACCES")
+    if i == 49:
+        c0 = cpu()
+    if i >= 50:
+        out.append(t1 - t0)
+print(json.dumps({"times": out, "cpu": cpu() - c0}))
+'''
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -98,6 +120,9 @@ def main() -> int:
     ap.add_argument("--hops", type=int, default=1)
     ap.add_argument("--connections", type=int, default=3000)
     ap.add_argument("--stacks", type=Path, help="also keep py-spy's raw stacks here")
+    ap.add_argument("--control", type=int, default=3000, metavar="N",
+                    help="also time N connects the policy blocks: the shim-daemon round "
+                    "trip without the network (0 skips)")
     args = ap.parse_args()
     if shutil.which("py-spy") is None or shutil.which("socksify") is None:
         print("profile: needs py-spy and socksify on PATH", file=sys.stderr)
@@ -150,6 +175,27 @@ def main() -> int:
             print(f"  {step:<16} {c / total * 100:5.1f}%  ~{per * c / total:6.0f} us")
         if args.stacks:
             shutil.copy(raw, args.stacks)
+        if args.control:
+            policy = work / "block.toml"
+            policy.write_text(f'[chains.out]\nhops = ["{lab.hops[0].url}"]\n\n'
+                              '[[rules]]\nname = "nope"\ndest = ["192.0.2.1/32"]\n'
+                              'action = "block"\n\n[default]\naction = "chain:out"\n')
+            blocked = work / "blocked.py"
+            blocked.write_text(BLOCKED)
+            cpu0 = cpu_seconds(pid)
+            res = lab.ns_run(lab.client_ns, ["socksify", "-q", "-c", str(policy), "--",
+                                             sys.executable, str(blocked),
+                                             str(args.control)], env=env, timeout=300)
+            cpu = cpu_seconds(pid) - cpu0
+            if res.returncode != 0:
+                raise SystemExit(res.describe())
+            out = json.loads(res.stdout.strip().splitlines()[-1])
+            times, n = out["times"], args.control + 50
+            print(f"control round trip (a connect the policy blocks, {args.control}): "
+                  f"p50 {statistics.median(times) * 1e6:.0f} us, "
+                  f"p90 {sorted(times)[int(len(times) * 0.9)] * 1e6:.0f} us; "
+                  f"CPU per connect: daemon {cpu / n * 1e6:.0f} us, program "
+                  f"{out['cpu'] / len(times) * 1e6:.1f} us")
     finally:
         fb.close()
         labmod.run(["ip", "netns", "exec", lab.client_ns, "socksifyd", "stop"],
