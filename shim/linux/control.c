@@ -1,4 +1,4 @@
-/* One request/reply exchange with the daemon over this thread's control connection
+/* One request/reply exchange with the daemon over a kept control connection
  * (ctlconn.h, docs/wire.md), and the relay ports last seen. */
 #include <errno.h>
 #include <poll.h>
@@ -192,7 +192,7 @@ static int exchange_on(int fd, const char *path,
     return r;
 }
 
-/* One request and its reply on this thread's control connection (ctlconn.h). A kept
+/* One request and its reply on a kept control connection (ctlconn.h). A kept
  * connection the daemon closed (idle, or stopped and started again) before it read the
  * request is replaced once and the request sent again; any other failure fails the
  * request (the caller fails closed). */
@@ -205,7 +205,7 @@ static int send_reply_fd(const uint8_t *request,
     int level = op == SOCKSIFY_OP_PEERNAME ? SOCKSIFY_LOG_DEBUG : SOCKSIFY_LOG_WARN;
     int timeout_ms = cfg->timeout_ms;
     int64_t deadline;
-    int attempt, fd, r = -ECONNREFUSED, reused;
+    int attempt, fd, r = -ECONNREFUSED, reused, slot;
 
     if (len < SOCKSIFY_REQUEST_SIZE || replymax < SOCKSIFY_REPLY_SIZE)
         return -EINVAL;
@@ -214,11 +214,11 @@ static int send_reply_fd(const uint8_t *request,
         timeout_ms = PEERNAME_TIMEOUT_MS;
     deadline = socksify_now_ms() + timeout_ms;
     for (attempt = 0; attempt < 2; attempt++) {
-        if ((fd = socksify_ctlconn_take(deadline, level, &reused)) < 0)
+        if ((fd = socksify_ctlconn_take(deadline, level, &reused, &slot)) < 0)
             return fd;
         r = exchange_on(fd, cfg->socket_path, request, len, reply, replymax,
                         deadline, level, app_fd, passed);
-        socksify_ctlconn_give_back(fd, r >= 0);
+        socksify_ctlconn_give_back(fd, slot, r >= 0);
         if (r >= 0 || !reused || !socksify_ctlconn_retryable(r))
             break;
         LOG_DEBUG("the daemon closed control connection fd %d before reading the "

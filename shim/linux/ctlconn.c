@@ -1,7 +1,6 @@
-/* This thread's control connection, kept between requests (ctlconn.h). */
+/* The process's kept control connections (ctlconn.h). */
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -17,25 +16,30 @@
 /* How long to wait between retries when the daemon's listen backlog is full. */
 #define BACKLOG_RETRY_MS 10
 
-/* The thread's connection: its descriptor, the process that opened it (a forked child
- * has a copy it must not use), and the socket's identity (the program may close the
- * descriptor and get the number back for a file of its own). */
-struct kept {
+/* A kept connection: its descriptor, the process that opened it (a forked child has a
+ * copy it must not use), and the socket's identity (the program may close the
+ * descriptor and get the number back for a file of its own). `holder` is 0 while the
+ * slot is free, else the pid of the process one of whose threads uses it: a holder
+ * that is not this process is a parent whose thread was using it when it forked, so
+ * nobody here does. Only the thread holding a slot touches the rest of it. */
+struct slot {
+    int holder;
     int fd;
-    int busy;      /* a request is under way on it */
     pid_t pid;
     dev_t dev;
     ino_t ino;
 };
 
-static __thread struct kept kept = {.fd = -1};
+static struct slot slots[SOCKSIFY_CTLCONN_KEPT] = {
+#define FREE_SLOT {.holder = 0, .fd = -1}
+    FREE_SLOT, FREE_SLOT, FREE_SLOT, FREE_SLOT,
+#undef FREE_SLOT
+};
 
-static pthread_once_t key_once = PTHREAD_ONCE_INIT;
-static pthread_key_t exit_key;
-static int have_exit_key;
+_Static_assert(SOCKSIFY_CTLCONN_KEPT == 4, "one FREE_SLOT per kept connection");
 
-/* Is fd still the socket we opened (or, in a forked child, its copy)? */
-static int same_socket(const struct kept *k)
+/* Is the slot's fd still the socket we opened (or, in a forked child, its copy)? */
+static int same_socket(const struct slot *k)
 {
     struct stat st;
 
@@ -43,25 +47,35 @@ static int same_socket(const struct kept *k)
            && st.st_ino == k->ino;
 }
 
-/* Drop the thread's connection: close it if it is still our socket (a forked child's
- * copy is ours to close; a number the program closed and reused is not). */
-static void drop(struct kept *k)
+/* Drop a slot's connection: close it if it is still our socket (a forked child's copy
+ * is ours to close; a number the program closed and reused is not). */
+static void drop(struct slot *k)
 {
     if (k->fd >= 0 && same_socket(k))
         close(k->fd);
     k->fd = -1;
-    k->busy = 0;
 }
 
-static void thread_exit(void *unused)
+/* Hold a free slot (or one a parent's thread held when this process was forked);
+ * NULL if every one is in use here. */
+static struct slot *hold(pid_t me)
 {
-    (void)unused;
-    drop(&kept);
+    size_t i;
+
+    for (i = 0; i < SOCKSIFY_CTLCONN_KEPT; i++) {
+        int seen = __atomic_load_n(&slots[i].holder, __ATOMIC_ACQUIRE);
+
+        if (seen != me && __atomic_compare_exchange_n(&slots[i].holder, &seen, me, 0,
+                                                      __ATOMIC_ACQUIRE,
+                                                      __ATOMIC_RELAXED))
+            return &slots[i];
+    }
+    return NULL;
 }
 
-static void make_key(void)
+static void release(struct slot *k)
 {
-    have_exit_key = pthread_key_create(&exit_key, thread_exit) == 0;
+    __atomic_store_n(&k->holder, 0, __ATOMIC_RELEASE);
 }
 
 /* The socket's directory must be a real directory owned by us: anyone else could
@@ -187,58 +201,59 @@ static int open_control(int64_t deadline, int level)
     return fd;
 }
 
-/* Is the kept connection good for another request? It must be ours, and quiet: a
- * daemon that stopped, restarted or closed it when idle has hung up (POLLHUP, or EOF
- * readable), and bytes nobody asked for mean it is out of step. */
-static int usable(struct kept *k)
+/* Is the kept connection good for another request? It must be this process's, and
+ * quiet: a daemon that stopped, restarted or closed it when idle has hung up (POLLHUP,
+ * or EOF readable), and bytes nobody asked for mean it is out of step. */
+static int usable(struct slot *k, pid_t me)
 {
     struct pollfd pfd = {.fd = k->fd, .events = POLLIN | POLLRDHUP};
 
-    if (k->pid != getpid() || !same_socket(k))
+    if (k->pid != me || !same_socket(k))
         return 0;   /* a forked child's copy of its parent's, or the program's fd now */
     return poll(&pfd, 1, 0) == 0;
 }
 
-int socksify_ctlconn_take(int64_t deadline, int level, int *reused)
+int socksify_ctlconn_take(int64_t deadline, int level, int *reused, int *slot)
 {
+    pid_t me = getpid();
+    struct slot *k = hold(me);
     struct stat st;
     int fd;
 
     *reused = 0;
-    if (kept.busy)     /* re-entered from a signal handler: a connection of its own */
+    *slot = k == NULL ? -1 : (int)(k - slots);
+    if (k == NULL)     /* all in use (threads, a signal handler): one of its own */
         return open_control(deadline, level);
-    if (kept.fd >= 0) {
-        if (usable(&kept)) {
-            kept.busy = 1;
+    if (k->fd >= 0) {
+        if (usable(k, me)) {
             *reused = 1;
-            return kept.fd;
+            return k->fd;
         }
         LOG_DEBUG("control connection fd %d is closed or not ours any more; opening "
-                  "another", kept.fd);
-        drop(&kept);
+                  "another", k->fd);
+        drop(k);
     }
-    if ((fd = open_control(deadline, level)) < 0)
-        return fd;
-    if (fstat(fd, &st) < 0)
-        return fd;     /* cannot tell it later: used once, then closed */
-    pthread_once(&key_once, make_key);
-    if (have_exit_key)
-        pthread_setspecific(exit_key, &kept);  /* non-NULL: thread_exit() runs */
-    kept = (struct kept){.fd = fd, .busy = 1, .pid = getpid(), .dev = st.st_dev,
-                         .ino = st.st_ino};
+    fd = open_control(deadline, level);
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        k->fd = fd;
+        k->pid = me;
+        k->dev = st.st_dev;
+        k->ino = st.st_ino;
+        return fd;     /* released by socksify_ctlconn_give_back() */
+    }
+    release(k);        /* (cannot tell the new one later: used once, then closed) */
+    *slot = -1;
     return fd;
 }
 
-void socksify_ctlconn_give_back(int fd, int ok)
+void socksify_ctlconn_give_back(int fd, int slot, int ok)
 {
-    if (kept.busy && fd == kept.fd) {
-        kept.busy = 0;
+    if (slot >= 0 && slot < SOCKSIFY_CTLCONN_KEPT && slots[slot].fd == fd) {
         if (!ok)
-            drop(&kept);   /* its state is unknown: a reply may still be on its way */
+            drop(&slots[slot]);   /* its state is unknown: a reply may still come */
+        release(&slots[slot]);
         return;
     }
-    if (fd == kept.fd)
-        return;            /* (cannot happen: a kept fd is given back busy) */
     close(fd);
 }
 

@@ -1,6 +1,7 @@
-"""The shim's kept control connection (docs/wire.md, "One connection, many requests"):
-one per thread, the process's own after a fork, not inherited across exec, replaced
-after a daemon restart -- and never a direct connection while no daemon answers.
+"""The shim's kept control connections (docs/wire.md, "One connection, many requests"):
+one request at a time on each, at most four per process, the process's own after a
+fork, not inherited across exec, replaced after a daemon restart -- and never a direct
+connection while no daemon answers.
 
 Real programs under `socksify --via`: a Python client that fetches the lab's small
 file from the far zone (the far server must see the last hop's address) and reports
@@ -118,7 +119,7 @@ PROBE = textwrap.dedent(r'''
         for t in threads:
             t.start()
         done.wait(120)
-        held = control()             # all eight threads alive, each with its own
+        held = control()             # all eight threads alive
         leave.set()
         for t in threads:
             t.join(60)
@@ -197,10 +198,11 @@ def test_exec_does_not_inherit_it(lab: lablib.Lab, sk, probe: Path) -> None:
     _through_chain(lab, m + "-after")
 
 
-def test_threads_each_their_own(lab: lablib.Lab, sk, probe: Path) -> None:
+def test_threads_never_share_one_at_once(lab: lablib.Lab, sk, probe: Path) -> None:
     """Eight threads connecting at once through the chain, ten times each: every
-    fetch is whole and carried by the chain, each thread holds one connection of its
-    own (eight in all, never shared), and a thread's connection closes when it ends."""
+    fetch is whole and carried by the chain (no two requests interleaved on one
+    connection), and the program keeps at most four control connections however many
+    threads ask (the others use one of their own, closed after the request)."""
     m = secrets.token_hex(6)
     res = sk.run([sys.executable, str(probe), "threads", lab.far_ip, str(lab.http_port),
                   m], via=sk.hops(1), timeout=180)
@@ -212,8 +214,9 @@ def test_threads_each_their_own(lab: lablib.Lab, sk, probe: Path) -> None:
     for t in range(8):
         for i in range(10):
             _through_chain(lab, f"{m}-t{t}-{i}")
-    assert len(out["held"]) == 8 and len(set(out["held"])) == 8, out["held"]
-    assert out["after_join"] == [], out
+    assert 1 <= len(out["held"]) <= 4, out["held"]
+    assert set(out["after_join"]) <= set(out["held"]), out
+    assert "no reply from the daemon" not in res.stderr, res.stderr
 
 
 def records(path: Path) -> list[dict[str, object]]:
