@@ -166,11 +166,11 @@ static int recv_body(int fd, uint8_t *reply, size_t replymax, int64_t deadline, 
 }
 
 /* Send the request (with app_fd attached, if any) on fd and read the reply: 0 or the
- * reply's length, or -errno. */
+ * reply's length, or -errno. `last`: no request follows on fd. */
 static int exchange_on(int fd, const char *path,
                        const uint8_t *request, size_t len, uint8_t *reply,
                        size_t replymax, int64_t deadline, int level, int app_fd,
-                       int *passed)
+                       int *passed, int last)
 {
     int r;
 
@@ -181,6 +181,8 @@ static int exchange_on(int fd, const char *path,
                         "cannot send the request to %s: %s", path, socksify_strerror(-r));
         return r;
     }
+    if (last)   /* a connection of its own: the daemon closes it after the reply */
+        shutdown(fd, SHUT_WR);
     if ((r = recv_all_fd(fd, reply, SOCKSIFY_REPLY_SIZE, deadline, level, passed)) < 0
         || (r = recv_body(fd, reply, replymax, deadline, level)) < 0) {
         if (r != -EPROTO)
@@ -217,7 +219,7 @@ static int send_reply_fd(const uint8_t *request,
         if ((fd = socksify_ctlconn_take(deadline, level, &reused, &slot)) < 0)
             return fd;
         r = exchange_on(fd, cfg->socket_path, request, len, reply, replymax,
-                        deadline, level, app_fd, passed);
+                        deadline, level, app_fd, passed, slot < 0);
         socksify_ctlconn_give_back(fd, slot, r >= 0);
         if (r >= 0 || !reused || !socksify_ctlconn_retryable(r))
             break;
