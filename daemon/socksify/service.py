@@ -136,6 +136,10 @@ def _run(paths: Paths, config: Path | None, verbose: bool,
     logging.basicConfig(level=logging.DEBUG if verbose else
                         getattr(logging, level, logging.INFO) if level else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the format shows none of the caller, thread or process: do not collect them for
+    # every line (the logging docs' "Optimization"; a line per connection)
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     try:
         if sys.platform != "win32":   # the Linux shim; the DLL is checked by its build
             check_versions()

@@ -1,5 +1,5 @@
-/* One request/reply exchange with the daemon over the control socket (docs/wire.md),
- * and the relay ports last seen. */
+/* One request/reply exchange with the daemon over a kept control connection
+ * (ctlconn.h, docs/wire.md), and the relay ports last seen. */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -11,12 +11,10 @@
 
 #include "config.h"
 #include "control.h"
+#include "ctlconn.h"
 #include "io.h"
 #include "log.h"
 #include "real.h"
-
-/* How long to wait between retries when the daemon's listen backlog is full. */
-#define BACKLOG_RETRY_MS 10
 
 /* A PEERNAME or NAMEOF query is local bookkeeping in the daemon: it never needs the
  * long SOCKSIFY_TIMEOUT a CONNECT may need to build a chain. */
@@ -36,74 +34,6 @@ void socksify_relay_ports(uint16_t *port4, uint16_t *port6)
 
     *port4 = (uint16_t)(ports >> 16);
     *port6 = (uint16_t)ports;
-}
-
-/* The socket's directory must be a real directory owned by us: anyone else could
- * otherwise answer our requests. */
-static int check_directory(const char *path, int level)
-{
-    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    const char *slash = strrchr(path, '/');
-    struct stat st;
-    mode_t mode;
-
-    if (slash == NULL) {
-        strcpy(dir, ".");
-    } else {
-        size_t len = slash == path ? 1 : (size_t)(slash - path);
-        memcpy(dir, path, len);
-        dir[len] = '\0';
-    }
-    if (lstat(dir, &st) < 0) {
-        int err = errno;
-        SOCKSIFY_LOG_AT(level, "cannot check the control socket's directory %s: %s", dir,
-                        socksify_strerror(err));
-        return -err;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        SOCKSIFY_LOG_AT(level, "the control socket's directory %s is not a directory (or "
-                        "is a symlink)", dir);
-        return -ENOTDIR;
-    }
-    /* Ours, or root's: a root daemon may serve other users (docs/wire.md), and only
-     * root can own a directory root owns. Anyone else's would let them answer us. */
-    if (st.st_uid != getuid() && st.st_uid != 0) {
-        SOCKSIFY_LOG_AT(level, "the control socket's directory %s is owned by uid %u, not "
-                        "%u or root; refusing", dir, (unsigned)st.st_uid,
-                        (unsigned)getuid());
-        return -EPERM;
-    }
-    /* Mode 0700, or 0711 for root's shared daemon: a directory others may write into
-     * could hold their socket (the same rule as paths.check_private_dir). */
-    mode = st.st_mode & 07777;
-    if (mode != 0700 && !(st.st_uid == 0 && mode == 0711)) {
-        SOCKSIFY_LOG_AT(level, "the control socket's directory %s has mode %04o, not "
-                        "0700; refusing", dir, (unsigned)mode);
-        return -EPERM;
-    }
-    return 0;
-}
-
-static int connect_control(int fd, const struct sockaddr_un *sun, int64_t deadline)
-{
-    for (;;) {
-        int r;
-
-        if (socksify_real.connect(fd, (const struct sockaddr *)sun, sizeof *sun) == 0)
-            return 0;
-        if (errno == EINTR)
-            continue;
-        if (errno == EINPROGRESS) {
-            r = socksify_wait_fd(fd, POLLOUT, deadline);
-            return r < 0 ? r : socksify_socket_error(fd);
-        }
-        if (errno != EAGAIN)
-            return -errno;
-        /* The listen backlog is full: wait a little and try again. */
-        if (socksify_now_ms() + BACKLOG_RETRY_MS >= deadline)
-            return -ETIMEDOUT;
-        poll(NULL, 0, BACKLOG_RETRY_MS);
-    }
 }
 
 /* One recvmsg() that keeps a descriptor passed with the bytes in *passed (the first
@@ -235,62 +165,39 @@ static int recv_body(int fd, uint8_t *reply, size_t replymax, int64_t deadline, 
     return (int)(SOCKSIFY_REPLY_SIZE + body_len);
 }
 
-/* The process that accepted must run as us or as root (a root daemon serving its
- * allow_users): the directory check already keeps others out, this also catches a
- * symlink in it to someone else's socket -- before the request, and the program's own
- * socket with it, is sent. */
-static int check_peer(int fd, const char *path, int level)
-{
-    struct ucred cred;
-    socklen_t len = sizeof cred;
-
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-        int err = errno;
-        SOCKSIFY_LOG_AT(level, "cannot learn who serves %s: %s", path,
-                        socksify_strerror(err));
-        return -err;
-    }
-    if (cred.uid != getuid() && cred.uid != 0) {
-        SOCKSIFY_LOG_AT(level, "the daemon at %s runs as uid %u, not %u or root; "
-                        "refusing", path, (unsigned)cred.uid, (unsigned)getuid());
-        return -EPERM;
-    }
-    return 0;
-}
-
+/* Send the request (with app_fd attached, if any) on fd and read the reply: 0 or the
+ * reply's length, or -errno. `last`: no request follows on fd. */
 static int exchange_on(int fd, const char *path,
                        const uint8_t *request, size_t len, uint8_t *reply,
                        size_t replymax, int64_t deadline, int level, int app_fd,
-                       int *passed)
+                       int *passed, int last)
 {
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
     int r;
 
-    memcpy(sun.sun_path, path, strlen(path) + 1);  /* fits: checked by find_path */
-    if ((r = connect_control(fd, &sun, deadline)) < 0) {
-        SOCKSIFY_LOG_AT(level, "cannot reach the socksify daemon at %s: %s", path,
-                        socksify_strerror(-r));
-        return r;
-    }
-    if ((r = check_peer(fd, path, level)) < 0)
-        return r;
     r = app_fd >= 0 ? send_with_fd(fd, request, len, app_fd, deadline)
                     : socksify_send_all(fd, request, len, deadline);
     if (r < 0) {
-        SOCKSIFY_LOG_AT(level, "cannot send the request to %s: %s", path,
-                        socksify_strerror(-r));
+        SOCKSIFY_LOG_AT(r == -EPIPE ? SOCKSIFY_LOG_DEBUG : level,
+                        "cannot send the request to %s: %s", path, socksify_strerror(-r));
         return r;
     }
+    if (last)   /* a connection of its own: the daemon closes it after the reply */
+        shutdown(fd, SHUT_WR);
     if ((r = recv_all_fd(fd, reply, SOCKSIFY_REPLY_SIZE, deadline, level, passed)) < 0
         || (r = recv_body(fd, reply, replymax, deadline, level)) < 0) {
         if (r != -EPROTO)
-            SOCKSIFY_LOG_AT(level, "no reply from the daemon at %s: %s", path,
+            SOCKSIFY_LOG_AT(r == -ECONNRESET ? SOCKSIFY_LOG_DEBUG : level,
+                            "no reply from the daemon at %s: %s", path,
                             socksify_strerror(-r));
         return r;
     }
     return r;
 }
 
+/* One request and its reply on a kept control connection (ctlconn.h). A kept
+ * connection the daemon closed (idle, or stopped and started again) before it read the
+ * request is replaced once and the request sent again; any other failure fails the
+ * request (the caller fails closed). */
 static int send_reply_fd(const uint8_t *request,
                          size_t len, uint8_t *reply, size_t replymax, int app_fd,
                          int *passed)
@@ -300,7 +207,7 @@ static int send_reply_fd(const uint8_t *request,
     int level = op == SOCKSIFY_OP_PEERNAME ? SOCKSIFY_LOG_DEBUG : SOCKSIFY_LOG_WARN;
     int timeout_ms = cfg->timeout_ms;
     int64_t deadline;
-    int fd, r;
+    int attempt, fd, r = -ECONNREFUSED, reused, slot;
 
     if (len < SOCKSIFY_REQUEST_SIZE || replymax < SOCKSIFY_REPLY_SIZE)
         return -EINVAL;
@@ -308,20 +215,20 @@ static int send_reply_fd(const uint8_t *request,
         && timeout_ms > PEERNAME_TIMEOUT_MS)
         timeout_ms = PEERNAME_TIMEOUT_MS;
     deadline = socksify_now_ms() + timeout_ms;
-    if (cfg->socket_path_error < 0)
-        return cfg->socket_path_error;
-    if ((r = check_directory(cfg->socket_path, level)) < 0)
-        return r;
-    /* Our own fd, so it may be non-blocking; the app's fds are never touched. */
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        r = -errno;
-        SOCKSIFY_LOG_AT(level, "cannot create the control socket: %s", socksify_strerror(-r));
-        return r;
+    for (attempt = 0; attempt < 2; attempt++) {
+        if ((fd = socksify_ctlconn_take(deadline, level, &reused, &slot)) < 0)
+            return fd;
+        r = exchange_on(fd, cfg->socket_path, request, len, reply, replymax,
+                        deadline, level, app_fd, passed, slot < 0);
+        socksify_ctlconn_give_back(fd, slot, r >= 0);
+        if (r >= 0 || !reused || !socksify_ctlconn_retryable(r))
+            break;
+        LOG_DEBUG("the daemon closed control connection fd %d before reading the "
+                  "request (%s); sending it on a new one", fd, socksify_strerror(-r));
     }
-    r = exchange_on(fd, cfg->socket_path, request, len, reply, replymax,
-                    deadline, level, app_fd, passed);
-    close(fd);
+    if (r == -EPIPE || r == -ECONNRESET)   /* logged at debug level above */
+        SOCKSIFY_LOG_AT(level, "no reply from the daemon at %s: %s", cfg->socket_path,
+                        socksify_strerror(-r));
     return r;
 }
 

@@ -171,7 +171,34 @@ def cmd_asyncfetch(host: str, port: str, path: str) -> int:
 
 
 def _open_fds() -> list[int]:
-    return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    """The open fds, without the shim's control connection (which it keeps open
+    between requests, docs/wire.md): those are counted by control_connections()."""
+    return sorted(int(fd) for fd in os.listdir("/proc/self/fd")
+                  if not _is_control_connection(int(fd)))
+
+
+def _is_control_connection(fd: int) -> bool:
+    """Is fd a Unix socket connected to socksify's control socket?"""
+    try:
+        dup = os.dup(fd)
+    except OSError:
+        return False
+    try:
+        s = socket.socket(fileno=dup)
+    except OSError:
+        os.close(dup)
+        return False
+    try:
+        peer = s.getpeername() if s.family == socket.AF_UNIX else ""
+    except OSError:
+        peer = ""
+    finally:
+        s.close()
+    return isinstance(peer, str) and peer.endswith("control.sock")
+
+
+def control_connections() -> int:
+    return sum(_is_control_connection(int(fd)) for fd in os.listdir("/proc/self/fd"))
 
 
 def _nonblocking_fetch(host: str, port: int, path: str) -> tuple[int, int, str]:
@@ -220,6 +247,7 @@ def cmd_fdcheck(n: str, host: str, port: str, path: str) -> int:
         return out(oserror(exc))
     fds_after = _open_fds()
     return out({"ok": True, "fds_before": fds_before, "fds_after": fds_after,
+                "control_connections": control_connections(),
                 "flags": sorted(flags), "sha256": sorted(hashes)})
 
 

@@ -30,8 +30,26 @@ host, port, path, count, blocking = (sys.argv[1], int(sys.argv[2]), sys.argv[3],
                                      int(sys.argv[4]), sys.argv[5] == "blocking")
 pause = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
 
+def control(fd):   # the shim's control connection, kept between requests
+    try:
+        dup = os.dup(int(fd))
+    except OSError:
+        return False
+    try:
+        s = socket.socket(fileno=dup)
+    except OSError:
+        os.close(dup)
+        return False
+    try:
+        peer = s.getpeername() if s.family == socket.AF_UNIX else ""
+    except OSError:
+        peer = ""
+    finally:
+        s.close()
+    return isinstance(peer, str) and peer.endswith("control.sock")
+
 def fds():
-    return sorted(os.listdir("/proc/self/fd"))
+    return sorted(fd for fd in os.listdir("/proc/self/fd") if not control(fd))
 
 out = []
 fds_before = fds()

@@ -167,8 +167,11 @@ def test_thousand_connections_held_open(lab: lablib.Lab, sk, tmp_path: Path,
         assert seen["hop_deltas"][:hops] == [n] * hops, seen
         if data_path == "relay":   # a relay and a chain socket for each (and pipes)
             assert seen["peak_fds"] >= len(base_fds) + 2 * n, (seen, len(base_fds))
-        else:   # nothing but the socksify command's session: the kernel carries them
-            assert seen["peak_fds"] == len(base_fds) + 1, (seen, len(base_fds))
+        else:   # nothing but the socksify command's session and the program's kept
+            # control connections (at most 4, however many threads: docs/wire.md):
+            # the kernel carries the connections
+            assert len(base_fds) + 2 <= seen["peak_fds"] <= len(base_fds) + 1 + 4, \
+                (seen, len(base_fds))
         settle_fds(pid, base_fds, 60, sk)
     after_rss = rss_back(pid, ref_rss, 30)
     print(f"\nload hold {n} x {hops} hops, {rounds} rounds after a warm-up: "

@@ -43,6 +43,7 @@ def test_no_fd_leak_and_flags_kept(lab: lablib.Lab, sk) -> None:
                   via=sk.hops(1), opts=(), timeout=150)
     assert c.ok, c.describe()
     assert c["fds_after"] == c["fds_before"], c.describe()
+    assert c["control_connections"] == 1, c.describe()   # kept, one per thread
     assert c["sha256"] == [lab.small_sha256]
     (before, after), = c["flags"]
     assert before == after and before & os.O_NONBLOCK, c["flags"]

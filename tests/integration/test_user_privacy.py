@@ -78,6 +78,7 @@ PROBE = textwrap.dedent("""\
         s.settimeout(10)
         s.connect(sock_path)
         s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)   # one request: the daemon closes after its reply
         data = b""
         while chunk := s.recv(4096):
             data += chunk

@@ -11,12 +11,30 @@
  *   before fd N -> TARGET      ...
  *   c I rc ERRNAME reply REPLY
  *   after fd N -> TARGET       ...
+ *
+ * (TARGET "socksify-control": the shim's control connection.)
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/un.h>
 
 #include "shapes_common.h"
+
+/* The shim's control connection (kept between requests, docs/wire.md): a Unix socket
+ * connected to .../control.sock. */
+static int is_control(int fd)
+{
+    struct sockaddr_un peer;
+    socklen_t len = sizeof peer;
+    size_t n;
+
+    memset(&peer, 0, sizeof peer);
+    if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0 || peer.sun_family != AF_UNIX)
+        return 0;
+    n = strnlen(peer.sun_path, sizeof peer.sun_path);
+    return n >= 12 && memcmp(peer.sun_path + n - 12, "control.sock", 12) == 0;
+}
 
 static void list_fds(const char *when)
 {
@@ -33,6 +51,8 @@ static void list_fds(const char *when)
         snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
         n = readlink(path, target, sizeof target - 1);
         target[n < 0 ? 0 : n] = '\0';
+        if (is_control(atoi(e->d_name)))
+            snprintf(target, sizeof target, "socksify-control");
         printf("%s fd %s -> %s\n", when, e->d_name, target);
     }
     closedir(d);

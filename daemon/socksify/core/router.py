@@ -101,10 +101,12 @@ class Router:
         return uid is None or uid in (own_uid(), 0)
 
     # ----- the shim's questions ----------------------------------------------------
-    def resolve(self, request: wire.ResolveRequest, pid: int, uid: int) -> bytes:
+    def resolve(self, request: wire.ResolveRequest, pid: int, uid: int,
+                app: AppInfo | None = None) -> bytes:
         """RESOLVE: may the program look this name up itself, or does it get a
-        stand-in address so that the last hop resolves it?"""
-        found = self.lookup(self.procs.identify(pid, uid), request.name,
+        stand-in address so that the last hop resolves it? (`app`: the process, when
+        the listener knows it already.)"""
+        found = self.lookup(app or self.procs.identify(pid, uid), request.name,
                             request.session, uid, 6 if request.family == 6 else 4)
         if found.verdict == "local":
             return wire.Reply(wire.Verdict.DIRECT).dumps()
@@ -149,7 +151,8 @@ class Router:
         log.debug("%s: lookup of %s -> stand-in %s [%s]", app, name, addr, decision.rule)
         return Lookup("stand-in", decision.rule, "", addr)
 
-    def name_of(self, request: wire.ConnectRequest, pid: int, uid: int) -> bytes:
+    def name_of(self, request: wire.ConnectRequest, pid: int, uid: int,
+                app: AppInfo | None = None) -> bytes:
         """NAMEOF: what is this address called? A stand-in address this daemon handed
         out is the name it stands for; a loopback address, or one the policy sends
         direct on every port, may be looked up locally (DIRECT); anything else (proxied
@@ -165,7 +168,7 @@ class Router:
             return wire.Reply(wire.Verdict.FAIL).dumps()
         if addr.is_loopback:
             return wire.Reply(wire.Verdict.DIRECT).dumps()
-        app = self.procs.identify(pid, uid)
+        app = app or self.procs.identify(pid, uid)
         _, policy, why = self.sessions.policy_for(request.session, uid, self.policy)
         if policy is None:
             log.debug("%s: reverse lookup of %s refused: %s", app, addr, why)
@@ -189,14 +192,15 @@ class Router:
         return wire.PeerReply(conn.dst, conn.port).dumps()
 
     async def connect(self, request: wire.ConnectRequest, pid: int, uid: int,
-                      app_sock: socket.socket | None = None
+                      app_sock: socket.socket | None = None,
+                      app: AppInfo | None = None
                       ) -> tuple[wire.Reply, socket.socket | None]:
         """A shim's CONNECT or HANDOFF: decide how the connection leaves and, for a
         chain, build it now. With the program's socket (HANDOFF, `app_sock`), the
         chain is built on it (READY) or a pre-built tunnel is finished and returned to
         be put in its place (SWAP, the socket to send back); else, or when the chain
         says relay, the program attaches to the relay with the token (RELAY)."""
-        conn = self.new_connection(self.procs.identify(pid, uid), request.addr,
+        conn = self.new_connection(app or self.procs.identify(pid, uid), request.addr,
                                    request.port)
         session, policy, why = self.sessions.policy_for(request.session, uid,
                                                         self.policy)
@@ -338,20 +342,30 @@ class Router:
     # ----- reporting ---------------------------------------------------------------
     def _event(self, conn: Connection, result: str, ok: bool) -> None:
         """One line per connection decision: app, target, rule, chain and route, result
-        and how long it took."""
-        via = f" via {conn.route}" if conn.route else ""
-        rule = f" [{conn.rule}{', chain ' + conn.chain if conn.chain else ''}]" \
-            if conn.rule else ""
-        took = (time.monotonic() - conn.started) * 1000
-        text = f"{conn.app} -> {conn.target}{via}: {result}"
-        log.log(logging.INFO if ok else logging.WARNING, "[%s] %s%s (%.1f ms)",
-                conn.id, text, rule, took)
-        self._notify(conn.session, {"event": "connection", "id": conn.id, "ok": ok,
-                                    "text": text})
-        if not ok:
+        and how long it took. Nothing is formatted that nobody reads (the level off,
+        no session asking)."""
+        level = logging.INFO if ok else logging.WARNING
+        session = conn.session
+        tell = session is not None and not session.writer.is_closing() and (
+            not ok or session.verbose)
+        if not ok:      # events: built only when someone follows them
             self.events.emit("refuse", conn, error=result)
         elif result.endswith("direct"):          # the program connects by itself
             self.events.emit("direct", conn, path="direct")
+        if not tell and not log.isEnabledFor(level):
+            return
+        via = f" via {conn.route}" if conn.route else ""
+        text = f"{conn.app} -> {conn.target}{via}: {result}"
+        if conn.rule:
+            rule = f" [{conn.rule}, chain {conn.chain}]" if conn.chain \
+                else f" [{conn.rule}]"
+        else:
+            rule = ""
+        log.log(level, "[%s] %s%s (%.1f ms)", conn.id, text, rule,
+                (time.monotonic() - conn.started) * 1000)
+        if tell:
+            self._notify(session, {"event": "connection", "id": conn.id, "ok": ok,
+                                   "text": text})
 
     def _notify(self, session: Session | None, event: dict[str, Any]) -> None:
         """Tell a socksify command about one of its connections: failures always (it

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from ..core.router import Router
-from ..procinfo import own_uid, peer_credentials
+from ..procinfo import AppInfo, own_uid, peer_credentials
 from ..protocol import control as wire
 from ..sockstream import recv_exactly, within
 from . import commands
@@ -22,6 +22,10 @@ from .commands import HANDSHAKE_TIMEOUT, MAX_JSON, Admin
 from .fdpass import recv_with_fds
 
 log = logging.getLogger("socksify.control")
+
+# A shim's control connection that carries no request for this long is closed; the
+# shim finds it closed before its next request and opens another (docs/wire.md).
+SHIM_IDLE_TIMEOUT = 120.0
 _ACCEPT_ERRORS = BurstLog(logging.getLogger("socksify.daemon"))
 
 
@@ -36,6 +40,7 @@ class Control:
         self.gate = gate
         self.burst = burst
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.idle: set[asyncio.Task[Any]] = set()   # shims' connections between requests
         self.sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
 
@@ -52,6 +57,10 @@ class Control:
         self._accepting = asyncio.ensure_future(self._accept(listener))
 
     def close(self) -> None:
+        """Stop accepting, and end the shims' connections that wait between requests
+        (those in the middle of one finish it)."""
+        for task in list(self.idle):
+            task.cancel()
         if self._accepting is not None:
             self._accepting.cancel()
             self._accepting = None
@@ -99,9 +108,11 @@ class Control:
 
     async def serve(self, conn: socket.socket) -> None:
         """Serve one accepted control connection, whatever it turns out to be. A
-        shim's request (SKFY) is read and answered on the raw socket: its first bytes
-        may carry a descriptor (HANDOFF: the program's socket) and its reply one
-        (SWAP). A command line tool's JSON is served through asyncio streams."""
+        shim's requests (SKFY) are read and answered on the raw socket, one after the
+        other for as long as the shim keeps the connection (docs/wire.md): a request's
+        first bytes may carry a descriptor (HANDOFF: the program's socket) and its
+        reply one (SWAP). A command line tool's JSON is served through asyncio
+        streams."""
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
@@ -118,7 +129,7 @@ class Control:
                 streams = True
                 await self._json_streams(conn, first, pid, uid)
             elif first:
-                await self._shim(conn, first, fds, pid, uid)
+                await self._shim(conn, first, fds, pid, uid, task)
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError) as exc:
             log.debug("control connection ended early: %r", exc)
         except asyncio.CancelledError:
@@ -130,9 +141,37 @@ class Control:
                 conn.close()
             if task is not None:
                 self.tasks.discard(task)
+                self.idle.discard(task)
 
     async def _shim(self, conn: socket.socket, data: bytes, fds: list[int], pid: int,
-                    uid: int) -> None:
+                    uid: int, task: asyncio.Task[Any] | None) -> None:
+        """A shim's requests, the first in data (with fds), until the shim closes, a
+        request is malformed or refused, or the connection stays idle for
+        SHIM_IDLE_TIMEOUT. The process is identified once, at the first request: the
+        shim opens its connections close-on-exec and one per process (a child opens
+        its own), so every request on it comes from the same program. Descriptors
+        not taken are closed after each request (`fds` is emptied in place)."""
+        app = self.router.procs.identify(pid, uid) if self.router.allows(uid) else None
+        while True:
+            if not await self._one(conn, data, fds, pid, uid, app):
+                return
+            while fds:
+                os.close(fds.pop())
+            if task is not None:
+                self.idle.add(task)      # a graceful stop need not wait for it
+            try:
+                data, got = await recv_with_fds(conn, wire.REQUEST_SIZE, 2,
+                                                SHIM_IDLE_TIMEOUT)
+            finally:
+                if task is not None:
+                    self.idle.discard(task)
+            fds.extend(got)
+            if not data:
+                return
+
+    async def _one(self, conn: socket.socket, data: bytes, fds: list[int], pid: int,
+                   uid: int, app: AppInfo | None) -> bool:
+        """Answer one shim request; False if the connection must close after it."""
         loop = asyncio.get_running_loop()
         if len(data) < len(wire.MAGIC):
             data += await _recv_exactly(conn, len(wire.MAGIC) - len(data))
@@ -140,16 +179,18 @@ class Control:
         if not allowed(self.router, pid, uid):
             if head == wire.MAGIC:
                 await loop.sock_sendall(conn, wire.Reply.fail(13).dumps())  # EACCES
-            return
+            return False
         if head != wire.MAGIC:
             log.warning("control connection from pid %d sent %r: neither a shim "
                         "request (SKFY) nor JSON", pid, head)
-            return
-        data += await _recv_exactly(conn, wire.REQUEST_SIZE - len(data))
+            return False
+        if len(data) < wire.REQUEST_SIZE:
+            data += await _recv_exactly(conn, wire.REQUEST_SIZE - len(data))
         swap: socket.socket | None = None
         try:
-            reply, swap = await answer(self.router, data, partial(_recv_exactly, conn),
-                                       fds, pid, uid)
+            reply, swap, ok = await answer(self.router, data,
+                                           partial(_recv_exactly, conn), fds, pid,
+                                           uid, app)
             if swap is not None:
                 socket.send_fds(conn, [reply], [swap.fileno()])
             else:
@@ -157,6 +198,7 @@ class Control:
         finally:
             if swap is not None:
                 swap.close()
+        return ok
 
     async def _json_streams(self, conn: socket.socket, first: bytes, pid: int,
                             uid: int) -> None:
@@ -198,40 +240,44 @@ async def answer_stream(router: Router, data: bytes, reader: asyncio.StreamReade
     no descriptor can come with it, so no HANDOFF."""
     async def read(n: int) -> bytes:
         return await asyncio.wait_for(reader.readexactly(n), HANDSHAKE_TIMEOUT)
-    reply, _ = await answer(router, data, read, [], pid, uid)
+    reply, _, _ = await answer(router, data, read, [], pid, uid)
     writer.write(reply)
     await writer.drain()
 
 
 async def answer(router: Router, data: bytes, read: Callable[[int], Awaitable[bytes]],
-                 fds: list[int], pid: int, uid: int
-                 ) -> tuple[bytes, socket.socket | None]:
-    """The reply to one shim request (its header in data, read() for a body), and a
-    socket to pass with it (SWAP)."""
+                 fds: list[int], pid: int, uid: int, app: AppInfo | None = None
+                 ) -> tuple[bytes, socket.socket | None, bool]:
+    """The reply to one shim request (its header in data, read() for a body), a
+    socket to pass with it (SWAP), and whether the connection may carry another
+    request (not after a malformed one: where the next would start is unknown).
+    `app`: the process, if the listener identified it already."""
     try:
         head = wire.Header.loads(data)
         if head.op is wire.Op.HANDOFF:
             reply, swap = await _handoff(router, wire.ConnectRequest.from_header(head),
-                                         pid, uid, fds)
-            return reply.dumps(), swap
+                                         pid, uid, fds, app)
+            return reply.dumps(), swap, True
         if head.op is wire.Op.RESOLVE:
             body = await read(head.body_len)
             return router.resolve(wire.ResolveRequest.from_header(head, body), pid,
-                                  uid), None
+                                  uid, app), None, True
         if head.op is wire.Op.PEERNAME:
             return await router.peername(wire.ConnectRequest.from_header(head),
-                                         uid), None
+                                         uid), None, True
         if head.op is wire.Op.NAMEOF:
-            return router.name_of(wire.ConnectRequest.from_header(head), pid, uid), None
+            return router.name_of(wire.ConnectRequest.from_header(head), pid, uid,
+                                  app), None, True
         request = wire.ConnectRequest.from_header(head)
-        return (await router.connect(request, pid, uid))[0].dumps(), None
+        return (await router.connect(request, pid, uid, app=app))[0].dumps(), None, True
     except wire.WireError as exc:
         log.warning("bad request from pid %d: %s", pid, exc)
-        return wire.Reply(wire.Verdict.FAIL, wire.Code.PROTO).dumps(), None
+        return wire.Reply(wire.Verdict.FAIL, wire.Code.PROTO).dumps(), None, False
 
 
 async def _handoff(router: Router, request: wire.ConnectRequest, pid: int, uid: int,
-                   fds: list[int]) -> tuple[wire.Reply, socket.socket | None]:
+                   fds: list[int], app: AppInfo | None
+                   ) -> tuple[wire.Reply, socket.socket | None]:
     """HANDOFF: CONNECT with the program's socket attached. The daemon's copy of it is
     closed before the reply goes out, so the program holds the only one again."""
     if len(fds) != 1 or request.socktype is not wire.SockType.STREAM:
@@ -246,6 +292,6 @@ async def _handoff(router: Router, request: wire.ConnectRequest, pid: int, uid: 
         if app_sock.type != socket.SOCK_STREAM or app_sock.family not in (
                 socket.AF_INET, socket.AF_INET6):
             raise wire.WireError("a HANDOFF carries a TCP socket")
-        return await router.connect(request, pid, uid, app_sock)
+        return await router.connect(request, pid, uid, app_sock, app)
     finally:
         app_sock.close()
