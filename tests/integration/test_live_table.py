@@ -84,8 +84,19 @@ def test_handed_off_download_is_listed_live(lab: lablib.Lab, sk, tmp_path: Path)
             return any(c["down"] > 0 for c in handed_rows(sk))
         lablib.wait_until(flowing, 20, "the handed-off transfer to show bytes")
         first = handed_rows(sk)
-        time.sleep(1.0)
-        second = handed_rows(sk)
+        # curl's --limit-rate may burst ahead on a busy machine, then pause for more
+        # than a second to get back to its average: wait (bounded) for growth
+        grown: list[list[dict]] = []
+
+        def growing() -> bool:
+            assert bg.running(), f"curl ended before its bytes grew\n{bg.result().describe()}"
+            rows = handed_rows(sk)
+            if rows and first and rows[0]["down"] > first[0]["down"]:
+                grown.append(rows)
+            return bool(grown)
+        lablib.wait_until(growing, 20, "the handed-off transfer's bytes to grow",
+                          interval=0.25)
+        second = grown[0]
         running = bg.running()
         res = bg.wait(60)
     assert running, f"the transfer ended too soon to see it grow\n{res.describe()}"
