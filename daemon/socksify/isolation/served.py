@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("socksify.daemon")
 ACCEPT_ERRORS = BurstLog(log)
-ACCEPT_BURST = 16
 
 
 @dataclass
@@ -53,37 +52,16 @@ class Served:
         self.listening.append(asyncio.ensure_future(serve_dns(router, handed)))
 
     async def _accept(self, listener: socket.socket) -> None:
-        """Accept from a callback the listener stays registered for (not sock_accept,
-        which registers and unregisters it, and wakes this task, per connection):
-        at most ACCEPT_BURST per wakeup, so a steady flood cannot starve the others."""
         loop = asyncio.get_running_loop()
-        fd = listener.fileno()
-        retry: list[asyncio.TimerHandle] = []
-
-        def resume() -> None:
-            retry.clear()
-            loop.add_reader(fd, ready)
-
-        def ready() -> None:
-            for _ in range(ACCEPT_BURST):
-                try:
-                    conn, _ = listener.accept()
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError as exc:
-                    ACCEPT_ERRORS.warn("redirect", f"redirect accept failed: {exc}")
-                    loop.remove_reader(fd)
-                    retry.append(loop.call_later(0.1, resume))
-                    return
-                self._carry(conn)
-
-        loop.add_reader(fd, ready)
-        try:
-            await loop.create_future()       # until cancelled (close)
-        finally:
-            for handle in retry:
-                handle.cancel()
-            loop.remove_reader(fd)
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                ACCEPT_ERRORS.warn("redirect", f"redirect accept failed: {exc}")
+                await asyncio.sleep(0.1)
+                continue
+            self._carry(conn)
+            await asyncio.sleep(0)   # a steady flood must not starve the others
 
     def _carry(self, conn: socket.socket) -> None:
         conn.setblocking(False)
