@@ -266,6 +266,9 @@ def main() -> int:
     ap.add_argument("--churn", type=int, default=20000,
                     help="connections of churn (default 20000; 0 skips)")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
+    ap.add_argument("--only", help="comma-separated contenders and floors to run (e.g. "
+                    "'proxychains4,socksify,socksify relay,socksify isolated'); "
+                    "default all")
     add_wan_options(ap)
     ap.add_argument("--hop-kinds", action="store_true", help="only compare one SOCKS5, "
                     "HTTP CONNECT and HTTPS hop (scripts/bench_hops.py)")
@@ -357,6 +360,10 @@ def main() -> int:
             "in-process": (lab.client_ns, lambda hops: []),
             "ideal prebuilt": (lab.client_ns, lambda hops: []),
         }
+        if args.only:
+            keep = {w.strip() for w in args.only.split(",")}
+            contenders = {w: c for w, c in contenders.items() if w in keep}
+            floors = {w: c for w, c in floors.items() if w in keep}
         for hops in (1, 3):
             for way, (ns, prefix) in [*contenders.items(), *floors.items()]:
                 if way == "direct" and hops == 3:

@@ -84,7 +84,8 @@ def diag_inode(nl: socket.socket, local: tuple[IPAddress, int],
         struct.pack(">HH", local[1], remote[1]) + src.packed.ljust(16, b"\0") + \
         dst.packed.ljust(16, b"\0") + struct.pack("=III", 0, _NO_COOKIE, _NO_COOKIE)
     try:
-        nl.settimeout(0.5)
+        if nl.gettimeout() != 0.5:     # set once: each set is a system call
+            nl.settimeout(0.5)
         nl.send(_NLMSG.pack(_NLMSG.size + len(body), _SOCK_DIAG_BY_FAMILY,
                             _NLM_F_REQUEST, 1, 0) + body)
         data = nl.recv(65536)
@@ -111,7 +112,20 @@ def _netns(pid: int | str) -> int | None:
         return None
 
 
+# the descriptor number each pid last held a found socket at: a program that closes
+# one connection before opening the next gets the same number back, so one readlink
+# usually proves it holds the new one, without listing and reading all its fds
+_last_fd: dict[int, str] = {}
+
+
 def _holds(pid: int, link: str) -> bool:
+    last = _last_fd.get(pid)
+    if last is not None:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{last}") == link:
+                return True
+        except OSError:
+            pass
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -119,6 +133,9 @@ def _holds(pid: int, link: str) -> bool:
     for fd in fds:
         try:
             if os.readlink(f"/proc/{pid}/fd/{fd}") == link:
+                if len(_last_fd) > 1024:
+                    _last_fd.clear()
+                _last_fd[pid] = fd
                 return True
         except OSError:
             continue
