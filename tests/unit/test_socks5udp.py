@@ -66,7 +66,10 @@ def test_fewer_layers_than_asked_is_malformed() -> None:
 
 
 def test_associate_request() -> None:
-    assert socks5udp.associate_request("0.0.0.0", 0) == bytes.fromhex("05030001000000000000")
+    """The request the chain engine sends (chains/hops.py associate: a SOCKS5 request
+    with command 3)."""
+    request = socks5.ConnectRequest("0.0.0.0", 0, socks5udp.CMD_UDP_ASSOCIATE)
+    assert request.dumps() == bytes.fromhex("05030001000000000000")
 
 
 HOP = Proxy.parse("socks5://198.51.100.4:1080")

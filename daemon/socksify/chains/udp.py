@@ -32,7 +32,7 @@ from ..errors import HopUnreachable, Unsupported
 from ..protocol import socks5, socks5udp
 from ..proxies import Proxy
 from ..sockstream import RawStream
-from .connect import open_socket, parse_address
+from .connect import dial_hop, parse_address
 from .hops import associate, build
 from .spec import ChainSpec
 
@@ -234,9 +234,9 @@ async def open_association(route: tuple[Proxy, ...], spec: ChainSpec,
     try:
         for k, hop in enumerate(route):
             if k == 0:
-                stream = RawStream(await open_socket(hop.host, hop.port,
-                                                     spec.connect_timeout,
-                                                     f"hop 1 {hop}"), owned=True)
+                stream = RawStream(await dial_hop(hop.host, hop.port,
+                                                  spec.connect_timeout, f"hop 1 {hop}",
+                                                  conn), owned=True)
                 controls.append(stream)
                 sock = socket.socket(stream.sock.family, socket.SOCK_DGRAM)
                 sock.setblocking(False)

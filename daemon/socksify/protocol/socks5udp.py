@@ -11,7 +11,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from .socks5 import VERSION, AddrType, ProtocolError, encode_address
+from .socks5 import AddrType, ProtocolError, encode_address
 
 CMD_UDP_ASSOCIATE = 3
 
@@ -26,12 +26,6 @@ class Header:
     host: str          # an address (IPv4 or IPv6) or, for ATYP 3, a host name
     port: int
     size: int          # bytes the header took
-
-
-def associate_request(host: str, port: int) -> bytes:
-    """UDP ASSOCIATE: host:port is where the client's datagrams will come from
-    (0.0.0.0:0 when it does not know)."""
-    return bytes([VERSION, CMD_UDP_ASSOCIATE, 0]) + encode_address(host, port)
 
 
 def wrap(host: str, port: int, payload: bytes) -> bytes:
