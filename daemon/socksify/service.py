@@ -11,6 +11,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from . import __version__, client
 from .errors import ConfigError
@@ -252,7 +253,11 @@ def _connections(paths: Paths, as_json: bool, app: str | None = None,
     conns = filtered(reply.get("connections") or [], app, chain)
     from . import render
     if as_json:
-        print(json.dumps({"connections": conns}))
+        # "now": the daemon's clock, so a script can take rates from two listings
+        out: dict[str, Any] = {"connections": conns}
+        if isinstance(reply.get("now"), (int, float)):
+            out["now"] = reply["now"]
+        print(json.dumps(out))
         return 0
     if sys.stdout.isatty():
         from rich.console import Console

@@ -66,7 +66,9 @@ def _downloads(sk, lab: lablib.Lab, tmp_path: Path) -> None:  # type: ignore[no-
 def _json_rows(sk, *args: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     res = sk.socksifyd("connections", "--json", *args)
     assert res.returncode == 0, sk.describe(res)
-    return list(json.loads(res.stdout)["connections"])
+    out = json.loads(res.stdout)
+    assert isinstance(out["now"], float), out      # the daemon's clock, for rates
+    return list(out["connections"])
 
 
 @pytest.mark.lab
