@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, controlfile
+from .chains.earlydata import EARLY_DATA, STEPWISE
 from .core.records import UdpFlow
 from .core.router import Router
 from .core.sessions import close_pools
@@ -295,6 +296,9 @@ class Daemon:
                 "connections_total": router.connections_total,
                 "handed_off": router.handed_off,
                 "hops_down": router.health.snapshot(),
+                # hops seen to mishandle pipelined requests: asked step by step
+                "hops_stepwise": [h for h, s in EARLY_DATA.snapshot().items()
+                                  if s == STEPWISE],
                 "chains": router.chains_status()})
         else:
             specs = [*(policy.chains.values() if policy else ()),
@@ -311,6 +315,8 @@ class Daemon:
                 "handed_off": None,
                 "hops_down": {h: t for h, t in router.health.snapshot().items()
                               if h in hops},
+                "hops_stepwise": [h for h, s in EARLY_DATA.snapshot().items()
+                                  if s == STEPWISE and h in hops],
                 "chains": router.chains_status(uid)})
         out["frontdoor"] = f"{self.frontdoor.host}:{self.frontdoor.port}" \
             if self.frontdoor else None

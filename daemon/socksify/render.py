@@ -228,6 +228,9 @@ def status_lines(st: dict[str, Any]) -> list[str]:
     down = st.get("hops_down") or {}
     rows.append(("hops down", ", ".join(f"{h} (retry in {float(s):.0f}s)"
                                         for h, s in down.items()) or "none"))
+    if st.get("hops_stepwise"):     # seen to mishandle pipelined requests
+        rows.append(("step by step", ", ".join(printable(h)
+                                                for h in st["hops_stepwise"])))
     width = max(len(k) for k, _ in rows)
     lines = [f"{key:>{width}}  {value}" for key, value in rows]
     if "chains" in st:

@@ -230,6 +230,10 @@ def test_hop_that_only_works_step_by_step_is_remembered(lab: lablib.Lab, sk, scr
         if pid is None:
             pid = sk.daemon_pid()
             assert "mishandles early data" in sk.daemon_log(20000), sk.daemon_log()
+            stepwise = f"{lablib.PROXY_NEAR_IP}:{srv.port}"   # status names it
+            assert stepwise in sk.control({"op": "status"})["hops_stepwise"]
+            shown = sk.socksifyd("status").stdout
+            assert "step by step" in shown and stepwise in shown, shown
     assert sk.daemon_pid() == pid
 
 

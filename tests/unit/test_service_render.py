@@ -79,6 +79,12 @@ def test_udp_flow_row() -> None:
     assert "1 UDP association" in status
 
 
+def test_status_names_hops_asked_step_by_step() -> None:
+    status = "\n".join(render.status_lines({"hops_stepwise": ["10.0.0.1:1080"]}))
+    assert "step by step  10.0.0.1:1080" in status
+    assert "step by step" not in "\n".join(render.status_lines({"hops_stepwise": []}))
+
+
 def test_connections_table_narrow_puts_the_route_under_the_chain() -> None:
     text = render.connections_text(CONNS, width=80)
     lines = text.splitlines()
