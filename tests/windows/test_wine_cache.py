@@ -20,7 +20,7 @@ from .conftest import Win
 pytestmark = pytest.mark.lab
 
 WSAEACCES = 10013
-N = 40
+N = 200
 DISCARD_PORT = "9"
 
 
@@ -70,7 +70,7 @@ def test_direct_answers_are_cached_until_reload(lab: lablib.Lab, win: Win,
     finally:
         go.touch()
         proc.kill()
-    print(out.stdout)   # BATCH N MICROSECONDS: the figures for docs/performance.md
+    print(out.stdout)   # BATCH N FIRST REST (microseconds): the cost per call
     assert out.result_line()[:3] == ["RESULT", "fail", str(WSAEACCES)], out.describe()
     asked = decisions(win, target)
     assert len(asked) == 2 and not asked[1].rstrip().endswith("direct"), "\n".join(asked)
