@@ -7,6 +7,8 @@ that now blocks that address, the next send or connect is asked again and refuse
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from .conftest import Win
 pytestmark = pytest.mark.lab
 
 WSAEACCES = 10013
+WSAECONNREFUSED = 10061
 N = 200
 DISCARD_PORT = "9"
 
@@ -77,3 +80,35 @@ def test_direct_answers_are_cached_until_reload(lab: lablib.Lab, win: Win,
     if mode == "tcp":
         time.sleep(0.5)
         assert lab.witness.count() - seen_before == N, "a blocked connect went out"
+
+
+def test_killed_daemon_voids_the_cache(lab: lablib.Lab, win: Win, tmp_path: Path) -> None:
+    """The daemon is killed (SIGKILL: no chance to write a zero generation, its
+    control file stays): the program's next datagram to the cached address is not
+    sent directly but asked, and refused (no daemon answers), once the pid is gone."""
+    ip, port = lab.client_ip, DISCARD_PORT
+    conf = tmp_path / "policy.toml"
+    conf.write_text(policy(ip, "direct"))
+    res = win.sk.socksifyd("start", "-c", str(conf))
+    assert res.returncode == 0, win.sk.describe(res)
+    lablib.wait_until(lambda: (win.sk.runtime_dir / "control.tcp").exists(), 10,
+                      "the daemon's control.tcp")
+    ready, ready_win = win.go_file()
+    go, go_win = win.go_file()
+    proc = win.spawn("repeat", [ip, port, "5", "udp", ready_win, go_win])
+    try:
+        lablib.wait_until(lambda: ready.exists() or proc.proc.poll() is not None, 120,
+                          "the program's direct batch")
+        assert ready.exists(), proc.result().describe()
+        pid = int(win.sk.pidfile.read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        lablib.wait_until(lambda: not Path(f"/proc/{pid}").exists(), 10, "the daemon's end")
+        assert (win.sk.runtime_dir / "control.tcp").exists()  # left behind
+        time.sleep(0.3)   # past the DLL's 100 ms belief in a live pid
+        go.touch()
+        out = proc.wait(60)
+    finally:
+        go.touch()
+        proc.kill()
+    assert out.result_line()[:3] == ["RESULT", "fail", str(WSAECONNREFUSED)], \
+        out.describe()
