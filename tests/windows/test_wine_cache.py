@@ -41,9 +41,10 @@ def decisions(win: Win, target: str) -> list[str]:
 @pytest.mark.parametrize("mode", ["udp", "tcp"])
 def test_direct_answers_are_cached_until_reload(lab: lablib.Lab, win: Win,
                                                 tmp_path: Path, mode: str) -> None:
-    assert lab.witness is not None
+    witness = lab.witness
+    assert witness is not None
     ip, port = (lab.client_ip, DISCARD_PORT) if mode == "udp" \
-        else (lab.proxy_near_ip, str(lab.witness.port))
+        else (lab.proxy_near_ip, str(witness.port))
     target = f"{ip}:{port}"
     conf = tmp_path / "policy.toml"
     conf.write_text(policy(ip, "direct"))
@@ -51,7 +52,7 @@ def test_direct_answers_are_cached_until_reload(lab: lablib.Lab, win: Win,
     assert res.returncode == 0, win.sk.describe(res)
     lablib.wait_until(lambda: (win.sk.runtime_dir / "control.tcp").exists(), 10,
                       "the daemon's control.tcp")
-    seen_before = lab.witness.count()
+    seen_before = witness.count()
     ready, ready_win = win.go_file()
     go, go_win = win.go_file()
     proc = win.spawn("repeat", [ip, port, str(N), mode, ready_win, go_win])
@@ -63,7 +64,7 @@ def test_direct_answers_are_cached_until_reload(lab: lablib.Lab, win: Win,
         assert len(asked) == 1, f"{len(asked)} questions for {N} calls:\n" + "\n".join(
             asked[:5]) + "\n" + proc.result().describe()
         if mode == "tcp":
-            lablib.wait_until(lambda: lab.witness.count() - seen_before >= N, 10,
+            lablib.wait_until(lambda: witness.count() - seen_before >= N, 10,
                               "the witness's connections")
         conf.write_text(policy(ip, "block"))
         res = win.sk.socksifyd("reload")
@@ -79,7 +80,7 @@ def test_direct_answers_are_cached_until_reload(lab: lablib.Lab, win: Win,
     assert len(asked) == 2 and not asked[1].rstrip().endswith("direct"), "\n".join(asked)
     if mode == "tcp":
         time.sleep(0.5)
-        assert lab.witness.count() - seen_before == N, "a blocked connect went out"
+        assert witness.count() - seen_before == N, "a blocked connect went out"
 
 
 def test_killed_daemon_voids_the_cache(lab: lablib.Lab, win: Win, tmp_path: Path) -> None:
