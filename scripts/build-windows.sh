@@ -26,6 +26,7 @@ mkdir -p "$out"
 "$cc" -std=gnu11 -O2 -Wall -Wextra -Werror -D_WIN32_WINNT=0x0601 \
     -I"$root/shim/common" -I"$root/shim/windows" \
     "$root/shim/common/wire.c" "$root/shim/common/addr.c" "$root/shim/common/name.c" \
+    "$root/shim/common/dcache.c" \
     "$root"/shim/windows/*.c \
     -shared -static-libgcc -Wl,--no-insert-timestamp \
     -o "$out/socksify.dll" -lws2_32 -lbcrypt

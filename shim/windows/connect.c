@@ -58,6 +58,15 @@ enum socksify_verdict socksify_connect_ask(SOCKET s, const struct sockaddr *addr
         *err = WSAECONNREFUSED;
         return SOCKSIFY_GO_FAIL;
     }
+    if (socksify_cache_direct(&req)) {
+        if (socksify_cfg.log_level >= SOCKSIFY_LOG_DEBUG) {
+            socksify_addr_format(&req, dest, sizeof dest);
+            LOG_DEBUG("%s: DIRECT (cached)", dest);
+        }
+        memset(rep, 0, sizeof *rep);
+        rep->verdict = SOCKSIFY_VERDICT_DIRECT;
+        return SOCKSIFY_GO_DIRECT;
+    }
     socksify_addr_format(&req, dest, sizeof dest);
     r = socksify_control_send(request, sizeof request, reply, sizeof reply);
     if (r < 0) {
@@ -74,6 +83,7 @@ enum socksify_verdict socksify_connect_ask(SOCKET s, const struct sockaddr *addr
     switch (rep->verdict) {
     case SOCKSIFY_VERDICT_DIRECT:
         LOG_INFO("%s: DIRECT", dest);
+        socksify_cache_note(&req, rep);
         return SOCKSIFY_GO_DIRECT;
     case SOCKSIFY_VERDICT_RELAY:
         if (type != SOCK_STREAM)

@@ -117,6 +117,13 @@ int socksify_datagram_check(SOCKET s, const struct sockaddr *to, int tolen);
  * put our WSASendMsg in out if in is WSAID_WSASENDMSG. */
 void socksify_wsaioctl_sendmsg(const void *in, DWORD inlen, void *out, DWORD outlen);
 
+/* gencache.c: DIRECT answers kept while the daemon's policy generation holds
+ * (docs/wire.md "Caching"). 1 if req may go direct without asking, else 0. */
+int socksify_cache_direct(const struct socksify_connect_req *req);
+/* Remember a DIRECT reply that carries SOCKSIFY_FLAG_CACHE (others are ignored). */
+void socksify_cache_note(const struct socksify_connect_req *req,
+                         const struct socksify_reply *rep);
+
 /* The WSA error for a wire reply code. */
 int socksify_code_to_wsa(unsigned code);
 
