@@ -56,7 +56,7 @@ def connections_json(sk) -> list[dict[str, Any]]:
         doc = json.loads(res.stdout)
     except ValueError:
         raise AssertionError(f"not JSON:\n{sk.describe(res)}") from None
-    assert set(doc) == {"connections"}, doc
+    assert set(doc) == {"connections", "now"} and isinstance(doc["now"], float), doc
     return list(doc["connections"])
 
 
