@@ -13,10 +13,12 @@ from socksify.policy import Policy
 
 def test_same_key_same_credentials_other_key_other() -> None:
     a = stream_key("process", "tor", 1000, 4242, b"9876", "/usr/bin/curl", "c1")
+    again = stream_key("process", "tor", 1000, 4242, b"9876", "/usr/bin/curl", "c1")
     b = stream_key("process", "tor", 1000, 4243, b"9876", "/usr/bin/curl", "c1")
-    assert a is not None and b is not None
-    assert derive(a) == derive(a) and derive(a).password == derive(a).password
-    assert derive(a).user != derive(b).user
+    assert a is not None and again is not None and b is not None
+    first, second = derive(a), derive(again)      # two derivations of one key
+    assert first.user == second.user and first.password == second.password
+    assert first.user != derive(b).user and first.password != derive(b).password
 
 
 def test_modes_pick_their_key() -> None:
