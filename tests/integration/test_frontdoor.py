@@ -220,7 +220,7 @@ def test_shim_chains_through_another_daemons_front_door(lab: lablib.Lab, sk,
         other = "curl" if seen == "python" else "python"
         assert f"{seen}" in log and f"] {other}" not in log, log
     finally:
-        lab.client_run(["socksifyd", "stop"], env={**sk.env, **env}, timeout=30)
+        lab.client_run([sk.install.socksifyd, "stop"], env={**sk.env, **env}, timeout=30)
 
 
 def test_front_door_is_loopback_only(tmp_path: Path) -> None:
@@ -244,7 +244,7 @@ def test_danted_chains_through_a_front_door(lab: lablib.Lab, sk, tmp_path: Path)
     pol.write_text('[default]\naction = "direct"\n[frontdoor]\nlisten = "127.0.0.1:0"\n'
                    'unidentified = "direct"\n')
     env = lablib.clean_env({"SOCKSIFY_RUNTIME_DIR": str(rt)})
-    res = lab.ns_run(lab.proxy_ns, ["socksifyd", "start", "-c", str(pol)], env=env,
+    res = lab.ns_run(lab.proxy_ns, [sk.install.socksifyd, "start", "-c", str(pol)], env=env,
                      timeout=30)
     assert res.returncode == 0, res.describe()
     try:
@@ -265,4 +265,4 @@ def test_danted_chains_through_a_front_door(lab: lablib.Lab, sk, tmp_path: Path)
         log = (rt / "socksifyd.log").read_text()
         assert f"-> {lab.far_ip}:{lab.http_port} via direct" in log, log
     finally:
-        lab.ns_run(lab.proxy_ns, ["socksifyd", "stop"], env=env, timeout=30)
+        lab.ns_run(lab.proxy_ns, [sk.install.socksifyd, "stop"], env=env, timeout=30)

