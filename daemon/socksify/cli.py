@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=quickargs.STRATEGIES, default="strict",
                    help="how --via hops are used: strict (all, in order; default), "
                    "dynamic (skip dead hops), random, round_robin")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=quickargs.seconds, default=5.0, metavar="SECONDS",
                    help="for --via: seconds to connect to hop 1 and for each hop's "
                    "reply (default 5)")
     p.add_argument("--dns", choices=["remote", "local", "block"], default="remote",

@@ -12,8 +12,19 @@ command lines, that whatever this accepts argparse reads to the same values."""
 
 from __future__ import annotations
 
+import math
 import types
 from pathlib import Path
+
+
+def seconds(text: str) -> float:
+    """A --timeout: a positive, finite number of seconds (argparse's type too), so
+    "nan", "inf", "0" and "-1" are refused, not waited for."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"not a positive number of seconds: {text!r}")
+    return value
+
 
 # (attribute, how the value converts or the choices it must be among)
 STRATEGIES = ("strict", "dynamic", "random", "round_robin")   # chains.spec.Strategy
@@ -21,7 +32,7 @@ ISOLATE_MODES = ("none", "app", "process", "connection")      # chains.spec
 VALUED: dict[str, tuple[str, object]] = {
     "--via": ("via", None),
     "--strategy": ("strategy", STRATEGIES),
-    "--timeout": ("timeout", float),
+    "--timeout": ("timeout", seconds),
     "--dns": ("dns", ("remote", "local", "block")),
     "--data-path": ("data_path", ("handoff", "relay")),
     "--prebuilt": ("prebuilt", int),
@@ -50,8 +61,8 @@ def _value(convert: object, text: str) -> object:
         if text not in convert:
             raise ValueError(text)
         return text
-    if convert is float:
-        return float(text)
+    if convert is seconds:
+        return seconds(text)
     if convert is int:
         return int(text)
     return Path(text)

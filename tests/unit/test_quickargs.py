@@ -63,3 +63,12 @@ def test_it_leaves_help_errors_and_oddities_to_argparse() -> None:
                  ["--strategy", "bogus", "x"], ["--timeout", "soon", "x"],
                  ["--prebuilt", "1.5", "x"], ["-cFILE", "x"], ["-", "x"]):
         assert quickargs.parse(argv) is None, argv
+
+
+def test_a_timeout_must_be_a_positive_finite_number() -> None:
+    for text in ("nan", "inf", "0", "-1e-3"):
+        argv = [f"--timeout={text}", "x"]
+        assert quickargs.parse(argv) is None, argv
+        assert _argparse(argv) is None, argv
+    quick = quickargs.parse(["--timeout", "0.25", "x"])
+    assert quick is not None and quick.timeout == 0.25
