@@ -78,6 +78,8 @@ STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
           5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK",
           10: "LISTEN", 11: "CLOSING"}
 TIME_WAIT, LISTEN = 6, 10
+# the peer's FIN has come: it closed its end (in CLOSING, both at once)
+PEER_CLOSED = frozenset({8, 9, 11})            # CLOSE_WAIT, LAST_ACK, CLOSING
 ALL_BUT_LISTEN = 0xFFF & ~(1 << LISTEN)
 TIMER_RETRANSMIT = 1                            # idiag_timer: the retransmit timer
 

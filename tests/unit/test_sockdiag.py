@@ -19,6 +19,7 @@ import pytest
 
 from socksify import sockdiag
 from socksify.chains import HopHealth
+from socksify.core.carry import relay_sockets
 from socksify.core.events import Events
 from socksify.core.handed import HandedOff
 from socksify.core.records import Connection
@@ -311,4 +312,84 @@ def test_events_cost_nothing_without_subscribers() -> None:
         assert event is not None and event["kind"] == "close" and event["id"] == "c1"
         events.close()
         assert mine.queue.get_nowait() is None
+    asyncio.run(main())
+
+
+@linux
+def test_a_far_end_close_does_not_set_off_the_hop_probe() -> None:
+    """A handed-off socket last seen in CLOSE_WAIT (the far end closed) that is then
+    gone ended normally: hop 1 is not probed, though here it would refuse. The
+    control: one never seen after the far end's FIN is probed, and its hop, which
+    refuses, is marked down."""
+    async def gone(cli: socket.socket, key: sockdiag.FourTuple) -> None:
+        cli.close()
+        deadline = time.monotonic() + 5
+        while sockdiag.lookup(socket.IPPROTO_TCP, key[:2], key[2:]) is not None:
+            assert time.monotonic() < deadline, "the closed socket lingers"
+            await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        closed_port = socket.socket()
+        closed_port.bind(("127.0.0.1", 0))
+        hop = Proxy("socks5", "127.0.0.1", closed_port.getsockname()[1])
+        closed_port.close()                    # nothing listens there: a probe fails
+        health = HopHealth()
+        handed = HandedOff(health, lambda c: None)
+        lst = socket.create_server(("127.0.0.1", 0))
+        for far_close_seen in (True, False):
+            cli = socket.create_connection(lst.getsockname())
+            acc, _ = lst.accept()
+            conn = Connection(f"c{far_close_seen}", AppInfo(1, "prog", "", 0, "root", ()),
+                              None, 80, time.monotonic())
+            handed.add(conn, cli, hop)
+            key = sockdiag.four_tuple(cli)
+            acc.close()                        # the far end's FIN
+            if far_close_seen:
+                deadline = time.monotonic() + 5
+                while conn.state != "CLOSE_WAIT":
+                    assert time.monotonic() < deadline, conn.state
+                    await asyncio.sleep(0.01)
+                    handed.refresh()
+            await gone(cli, key)
+            handed.refresh()
+            assert handed.connections() == []
+            if far_close_seen:
+                assert handed._probed == {} and not health.is_down(hop)
+            else:
+                deadline = time.monotonic() + 10
+                while not health.is_down(hop):
+                    assert time.monotonic() < deadline, "the refusing hop not marked down"
+                    await asyncio.sleep(0.02)
+        lst.close()
+    asyncio.run(main())
+
+
+@linux
+def test_relayed_rows_show_closing_after_one_sides_eof() -> None:
+    """A connection the daemon carries (relay_sockets) reads "open", then "closing"
+    once the far end has sent EOF (carried on to the program as a half-close)."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        lst = socket.create_server(("127.0.0.1", 0))
+        prog = socket.create_connection(lst.getsockname())
+        app, _ = lst.accept()
+        far = socket.create_connection(lst.getsockname())
+        far_end, _ = lst.accept()
+        for s in (app, far, prog, far_end):
+            s.setblocking(False)
+        conn = Connection("c1", AppInfo(1, "prog", "", 0, "root", ()), None, 80,
+                          time.monotonic())
+        task = asyncio.ensure_future(relay_sockets(app, far, conn.counters, "c1"))
+        await loop.sock_sendall(prog, b"hello")
+        assert await asyncio.wait_for(loop.sock_recv(far_end, 100), 10) == b"hello"
+        assert conn.describe()["state"] == "open"
+        far_end.shutdown(socket.SHUT_WR)
+        assert await asyncio.wait_for(loop.sock_recv(prog, 100), 10) == b""
+        assert conn.describe()["state"] == "closing"
+        assert conn.counters.down_eof and not conn.counters.up_eof
+        prog.shutdown(socket.SHUT_WR)
+        await asyncio.wait_for(task, 10)
+        assert conn.counters.up_eof
+        for s in (prog, far_end, lst):
+            s.close()
     asyncio.run(main())

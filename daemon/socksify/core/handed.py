@@ -5,7 +5,10 @@ and byte counts while it lives; it leaves the table (a close event) when the ker
 no longer has it for the program (gone, in TIME_WAIT, or orphaned by the program's
 close). A socket whose hop 1 stops acknowledging (the kernel retransmits) or vanishes
 without a close of the program's, when hop 1 then refuses a connection, counts
-against that hop's health as a failed relay does.
+against that hop's health as a failed relay does; one last seen after the far end's
+FIN (CLOSE_WAIT, LAST_ACK) ended by a normal close and is not suspected: hop 1 is not
+probed for it. (A hop that dies also sends a FIN, and a program may linger in
+CLOSE_WAIT: such a death is then learnt from the next connection through the hop.)
 
 The kernel is asked only while someone watches (a connections request, an events
 subscriber: every WATCH_EVERY seconds) or, for health, every HEALTH_EVERY seconds
@@ -49,6 +52,7 @@ class Handoff:
     cookie: int | None
     base: tuple[int, int]        # tcp_info bytes at handoff: the chain's negotiation
     hop: Proxy | None            # hop 1 (None: a direct connection)
+    last_state: int = 0          # the kernel's TCP state at the last read
 
 
 class HandedOff:
@@ -117,13 +121,14 @@ class HandedOff:
             if ks is not None:
                 self._update(handoff, ks)   # an orphan's bytes are its last ones
             if ks is None or ks.inode == 0:
-                if ks is None:
+                if ks is None and handoff.last_state not in sockdiag.PEER_CLOSED:
                     self._suspect(handoff)
                 self._drop(handoff)
 
     def _update(self, handoff: Handoff, ks: sockdiag.KernelSocket) -> None:
         conn = handoff.conn
         conn.state = ks.state_name
+        handoff.last_state = ks.state
         if ks.bytes_acked is not None and ks.bytes_received is not None:
             conn.counters.up = max(0, ks.bytes_acked - handoff.base[0])
             conn.counters.down = max(0, ks.bytes_received - handoff.base[1])
