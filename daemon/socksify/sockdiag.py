@@ -48,7 +48,7 @@ import socket
 import struct
 import sys
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -93,8 +93,7 @@ Endpoint = tuple[str | IPAddress, int]
 TABLES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}   # /proc/net names
 
 
-@dataclass(frozen=True)
-class Owner:
+class Owner(NamedTuple):
     """Who holds a socket: its uid, and its inode (0: no process holds it any more)."""
 
     uid: int
@@ -200,42 +199,60 @@ def lookup_request(proto: int, local: Endpoint, remote: Endpoint, seq: int = 1) 
 def _packed(a: str | IPAddress, b: str | IPAddress) -> tuple[int, bytes, bytes]:
     """The family to ask in and both addresses packed for it: AF_INET when both are
     IPv4 or IPv4-mapped IPv6, else AF_INET6 (an IPv4 end then mapped)."""
-    x, y = _unmapped(ipaddress.ip_address(a)), _unmapped(ipaddress.ip_address(b))
-    if x.version == 4 and y.version == 4:
-        return socket.AF_INET, x.packed, y.packed
-    return socket.AF_INET6, _as6(x).packed, _as6(y).packed
+    x, y = _raw(a), _raw(b)
+    if len(x) == 4 and len(y) == 4:
+        return socket.AF_INET, x, y
+    return socket.AF_INET6, _as6(x), _as6(y)
 
 
-def _unmapped(addr: IPAddress) -> IPAddress:
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
+_MAPPED = bytes(10) + b"\xff\xff"               # ::ffff:0:0/96, IPv4-mapped IPv6
 
 
-def _as6(addr: IPAddress) -> ipaddress.IPv6Address:
-    if isinstance(addr, ipaddress.IPv6Address):
-        return addr
-    return ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + addr.packed)
+def _raw(addr: str | IPAddress) -> bytes:
+    """An address packed: 4 bytes for IPv4 (and IPv4-mapped IPv6), else 16; a scope
+    (%eth0) left out. inet_pton rather than ipaddress: this is on the handoff's
+    path (a few us, not tens). ValueError for text that is no address."""
+    if isinstance(addr, str):
+        try:
+            raw = socket.inet_pton(socket.AF_INET, addr)
+        except OSError:
+            try:
+                raw = socket.inet_pton(socket.AF_INET6, addr.partition("%")[0])
+            except OSError:
+                raise ValueError(f"not an IP address: {addr!r}") from None
+    else:
+        raw = addr.packed
+    return raw[12:] if len(raw) == 16 and raw[:12] == _MAPPED else raw
+
+
+def _as6(raw: bytes) -> bytes:
+    return _MAPPED + raw if len(raw) == 4 else raw
+
+
+# the last two fields of inet_diag_msg
+OWNER = struct.Struct("=II")                    # uid, inode
+OWNER_AT = NLMSG.size + DIAG_MSG_SIZE - OWNER.size
 
 
 def parse_lookup(data: bytes) -> Owner | None:
-    """The owner in the reply to lookup_request. None when the kernel has no such
-    socket (ENOENT), or what its lookup found is a listener or a TIME_WAIT remnant
-    (not the socket asked for). OSError for another error or a reply that is none."""
-    try:
-        found, done = parse(data)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
+    """The owner in the reply to lookup_request (the layout parse() reads, only the
+    state, uid and inode of it). None when the kernel has no such socket (ENOENT),
+    or what its lookup found is a listener or a TIME_WAIT remnant (not the socket
+    asked for). OSError for another error or a reply that is none."""
+    if len(data) < NLMSG.size + 4:
+        raise OSError(errno.EPROTO, "sock_diag: short reply")
+    kind = NLMSG.unpack_from(data)[1]
+    if kind == NLMSG_ERROR:
+        err = -struct.unpack_from("=i", data, NLMSG.size)[0]
+        if err in (0, errno.ENOENT):        # no such socket (0: an acknowledgement)
             return None
-        raise
-    if not found:
-        if done:
-            return None          # an acknowledgement without a socket
-        raise OSError(errno.EPROTO, "sock_diag: not a socket in the reply")
-    sock = found[0]
-    if sock.state in (LISTEN, TIME_WAIT):
+        raise OSError(err, "sock_diag")
+    if kind != SOCK_DIAG_BY_FAMILY or len(data) < NLMSG.size + DIAG_MSG_SIZE:
+        raise OSError(errno.EPROTO, f"sock_diag: a reply of type {kind}")
+    if data[NLMSG.size + 1] in (LISTEN, TIME_WAIT):
         return None
-    return Owner(sock.uid, sock.inode)
+    uid, inode = OWNER.unpack_from(data, OWNER_AT)
+    return Owner(uid, inode)
 
 
 _seqs = itertools.count(1)
@@ -286,7 +303,7 @@ def proc_lookup(proto: int, local: Endpoint, remote: Endpoint | None,
     ours = _spellings(local)
     theirs = _spellings(remote) if remote is not None else None
     if remote is None:
-        ours |= _spellings(("0.0.0.0", local[1])) | _spellings(("::", local[1]))
+        ours |= _spellings(("0.0.0.0", local[1])) | {_hex(bytes(16), local[1])}
     orphan = None
     for name in (table, table + "6"):
         try:
@@ -310,11 +327,8 @@ def proc_lookup(proto: int, local: Endpoint, remote: Endpoint | None,
 def _spellings(end: Endpoint) -> set[str]:
     """addr:port as /proc/net/{tcp,udp}{,6} may print it: an IPv4 end both as IPv4
     and as IPv4-mapped IPv6 (an AF_INET6 socket's, in the *6 table)."""
-    addr = _unmapped(ipaddress.ip_address(end[0]))
-    forms = {_hex(addr.packed, end[1])}
-    if addr.version == 4:
-        forms.add(_hex(_as6(addr).packed, end[1]))
-    return forms
+    raw = _raw(end[0])
+    return {_hex(raw, end[1]), _hex(_as6(raw), end[1])}
 
 
 def _hex(packed: bytes, port: int) -> str:

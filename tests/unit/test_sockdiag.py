@@ -146,6 +146,10 @@ def test_lookup_request_layout() -> None:
     mixed = sockdiag.lookup_request(socket.IPPROTO_TCP, ("10.0.0.1", 1), ("::1", 2))
     assert mixed[16] == socket.AF_INET6
     assert mixed[28:44] == ipaddress.ip_address("::ffff:10.0.0.1").packed
+    scoped = sockdiag.lookup_request(socket.IPPROTO_TCP, ("fe80::1%eth0", 1), ("fe80::2", 2))
+    assert scoped[28:44] == ipaddress.ip_address("fe80::1").packed
+    with pytest.raises(ValueError):
+        sockdiag.lookup_request(socket.IPPROTO_TCP, ("example.org", 1), ("::1", 2))
 
 
 def _error(err: int, seq: int = 1) -> bytes:
