@@ -235,6 +235,64 @@ def test_silent_hop_under_handed_off_upload_is_marked_down(
         bg.kill()
 
 
+# one HTTP/1.0 fetch: the far end closes after its answer; the program holds its
+# socket (in CLOSE_WAIT) until told, then closes it
+FAR_CLOSES = r'''
+import os, socket, sys, time
+host, port, path, release = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.create_connection((host, port), timeout=30)
+s.sendall(f"GET {path} HTTP/1.0\r\nHost: far\r\n\r\n".encode())
+while s.recv(1 << 16):
+    pass
+print("eof", flush=True)
+deadline = time.monotonic() + 60
+while not os.path.exists(release) and time.monotonic() < deadline:
+    time.sleep(0.05)
+s.close()
+print("closed", flush=True)
+'''
+
+
+def test_far_end_closing_normally_leaves_the_hop_up(
+        lab: lablib.Lab, sk, tmp_path: Path) -> None:
+    """The far end closes a handed-off connection normally (its FIN, the program's
+    close after it): no count against hop 1. To make a count show, hop 1 is stopped
+    before the program's close, so a probe of it would be refused: `socksifyd
+    status` still shows it up once the connection has left the table."""
+    pol = write_policy(tmp_path / "daemon.toml", sk.hops(2), EVERYTHING_THROUGH_C3)
+    start_daemon(sk, pol)
+    hop1 = hop_names(lab, 1)[0]
+    script = tmp_path / "far_closes.py"
+    script.write_text(FAR_CLOSES)
+    release = tmp_path / "release"
+    bg = sk.spawn([sys.executable, str(script), lab.far_ip, str(lab.http_port),
+                   f"/small.bin?m={marker('farclose')}", str(release)], preload=True)
+    try:
+        def far_closed() -> bool:
+            assert bg.running(), bg.result().describe()
+            return any(c["state"] == "CLOSE_WAIT" for c in handed_rows(sk))
+        lablib.wait_until(far_closed, 20, "the handed-off row to read CLOSE_WAIT")
+        lab.stop_hop(1)
+        release.write_text("go")
+        res = bg.wait(30)
+        assert res.returncode == 0 and res.stdout.split() == ["eof", "closed"], \
+            res.describe()
+        lablib.wait_until(lambda: handed_rows(sk) == [], 15,
+                          "the connection to leave the table")
+        # a probe would have started at that read; a refused one ends at once
+        for _ in range(20):
+            assert hop1 not in sk.control({"op": "status"})["hops_down"], \
+                sk.daemon_log()
+            time.sleep(0.1)
+        st = sk.socksifyd("status")
+        assert f"{hop1}  up" in st.stdout and "hops down  none" in st.stdout, \
+            sk.describe(st)
+    finally:
+        release.write_text("go")
+        lab.start_hop(1)
+    assert "marked down" not in sk.daemon_log(), sk.daemon_log()
+
+
 def test_events_stream(lab: lablib.Lab, sk, tmp_path: Path) -> None:
     """`socksifyd events --json` while a program makes 3 handed-off connections, one
     after the other: one connect and one close object for each, in order, with the

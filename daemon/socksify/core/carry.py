@@ -25,8 +25,18 @@ F_SETPIPE_SZ = 1031            # fcntl.F_SETPIPE_SZ (Linux), named there since 3
 
 @dataclass
 class Counters:
+    """What a relay has carried: bytes each way, and which side has sent EOF (carried
+    on as a half-close)."""
+
     up: int = 0      # app -> target
     down: int = 0    # target -> app
+    up_eof: bool = False      # the app has sent EOF
+    down_eof: bool = False    # the target has
+
+    @property
+    def state(self) -> str:
+        """The relay's state: "open", or "closing" once either side has sent EOF."""
+        return "closing" if self.up_eof or self.down_eof else "open"
 
 
 async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
@@ -41,6 +51,10 @@ async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
         else:
             counters.down += len(data)
         await dst.drain()
+    if upward:
+        counters.up_eof = True
+    else:
+        counters.down_eof = True
     if dst.can_write_eof() and not dst.is_closing():
         dst.write_eof()
 
@@ -214,6 +228,14 @@ async def relay_sockets(app: socket.socket, far: socket.socket, counters: Counte
         if not ended.done():
             ended.set_result(exc)
 
+    def up_done() -> None:
+        counters.up_eof = True
+        finished()
+
+    def down_done() -> None:
+        counters.down_eof = True
+        finished()
+
     def finished() -> None:
         open_directions[0] -= 1
         if open_directions[0] == 0 and not ended.done():
@@ -221,8 +243,8 @@ async def relay_sockets(app: socket.socket, far: socket.socket, counters: Counte
 
     directions = []
     try:
-        directions.append(_Direction(loop, app, far, up, failed, finished))
-        directions.append(_Direction(loop, far, app, down, failed, finished))
+        directions.append(_Direction(loop, app, far, up, failed, up_done))
+        directions.append(_Direction(loop, far, app, down, failed, down_done))
         for d in directions:
             d.start()
         exc = await ended

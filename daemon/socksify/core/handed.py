@@ -1,11 +1,14 @@
 """Handed-off connections in the live table. The daemon keeps no descriptor of them:
 at handoff it notes the socket's 4-tuple (the program's local address and hop 1's)
-and cookie, then follows it in the kernel through sock_diag (tcpdiag.py): its state
+and cookie, then follows it in the kernel through sock_diag (sockdiag.py): its state
 and byte counts while it lives; it leaves the table (a close event) when the kernel
 no longer has it for the program (gone, in TIME_WAIT, or orphaned by the program's
 close). A socket whose hop 1 stops acknowledging (the kernel retransmits) or vanishes
 without a close of the program's, when hop 1 then refuses a connection, counts
-against that hop's health as a failed relay does.
+against that hop's health as a failed relay does; one last seen after the far end's
+FIN (CLOSE_WAIT, LAST_ACK) ended by a normal close and is not suspected: hop 1 is not
+probed for it. (A hop that dies also sends a FIN, and a program may linger in
+CLOSE_WAIT: such a death is then learnt from the next connection through the hop.)
 
 The kernel is asked only while someone watches (a connections request, an events
 subscriber: every WATCH_EVERY seconds) or, for health, every HEALTH_EVERY seconds
@@ -21,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .. import tcpdiag
+from .. import sockdiag
 from ..chains import HopHealth
 from ..chains.connect import open_socket
 from ..proxies import Proxy
@@ -35,7 +38,7 @@ STALLED = 3             # consecutive retransmits to hop 1: it stopped answering
 PROBE_EVERY = 5.0       # seconds between probes of one hop
 PROBE_TIMEOUT = 5.0
 # TIME_WAIT is the program's close done (and can be thousands after a churn): left out
-LIVE_STATES = tcpdiag.ALL_BUT_LISTEN & ~(1 << tcpdiag.TIME_WAIT)
+LIVE_STATES = sockdiag.ALL_BUT_LISTEN & ~(1 << sockdiag.TIME_WAIT)
 # sock_diag is missing or forbidden here (a kernel without it, a seccomp filter)
 _UNSUPPORTED = {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EPERM, errno.EACCES,
                 errno.ENOENT, errno.EOPNOTSUPP}
@@ -44,11 +47,12 @@ _UNSUPPORTED = {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EPERM, errno.EA
 @dataclass(eq=False)
 class Handoff:
     conn: Connection
-    key: tcpdiag.FourTuple
+    key: sockdiag.FourTuple
     family: int
     cookie: int | None
     base: tuple[int, int]        # tcp_info bytes at handoff: the chain's negotiation
     hop: Proxy | None            # hop 1 (None: a direct connection)
+    last_state: int = 0          # the kernel's TCP state at the last read
 
 
 class HandedOff:
@@ -56,7 +60,7 @@ class HandedOff:
                  closed: Callable[[Connection], None]) -> None:
         self.health = health
         self._closed = closed          # the connection left the table
-        self.live: dict[tcpdiag.FourTuple, Handoff] = {}
+        self.live: dict[sockdiag.FourTuple, Handoff] = {}
         self.watchers = 0              # requests and subscribers that want fresh rows
         self.last_read = 0.0
         self._wake = asyncio.Event()
@@ -65,16 +69,16 @@ class HandedOff:
 
     def add(self, conn: Connection, sock: socket.socket, hop: Proxy | None) -> None:
         """Follow conn, whose socket the program now holds, in the kernel."""
-        if not tcpdiag.supported() or self._broken:
+        if not sockdiag.supported() or self._broken:
             return
         try:
-            key = tcpdiag.four_tuple(sock)
+            key = sockdiag.four_tuple(sock)
         except OSError:
             return                     # already closed or reset
         if not self.live:
             self._wake.set()           # the reader sleeps while there is none
-        self.live[key] = Handoff(conn, key, sock.family, tcpdiag.cookie_of(sock),
-                                 tcpdiag.bytes_of(sock), hop)
+        self.live[key] = Handoff(conn, key, sock.family, sockdiag.cookie_of(sock),
+                                 sockdiag.bytes_of(sock), hop)
 
     def connections(self) -> list[Connection]:
         return [h.conn for h in self.live.values()]
@@ -94,10 +98,10 @@ class HandedOff:
         self.last_read = time.monotonic()
         if not self.live:
             return
-        seen: dict[tcpdiag.FourTuple, tcpdiag.KernelSocket] = {}
+        seen: dict[sockdiag.FourTuple, sockdiag.KernelSocket] = {}
         try:
             for family in {h.family for h in self.live.values()}:
-                for found in tcpdiag.dump(family, self.live.__contains__, LIVE_STATES):
+                for found in sockdiag.dump(family, self.live.__contains__, LIVE_STATES):
                     seen[found.key] = found
         except OSError as exc:
             if exc.errno not in _UNSUPPORTED:   # out of descriptors, memory, time
@@ -117,18 +121,19 @@ class HandedOff:
             if ks is not None:
                 self._update(handoff, ks)   # an orphan's bytes are its last ones
             if ks is None or ks.inode == 0:
-                if ks is None:
+                if ks is None and handoff.last_state not in sockdiag.PEER_CLOSED:
                     self._suspect(handoff)
                 self._drop(handoff)
 
-    def _update(self, handoff: Handoff, ks: tcpdiag.KernelSocket) -> None:
+    def _update(self, handoff: Handoff, ks: sockdiag.KernelSocket) -> None:
         conn = handoff.conn
         conn.state = ks.state_name
+        handoff.last_state = ks.state
         if ks.bytes_acked is not None and ks.bytes_received is not None:
             conn.counters.up = max(0, ks.bytes_acked - handoff.base[0])
             conn.counters.down = max(0, ks.bytes_received - handoff.base[1])
         stalled = ks.retransmits >= STALLED or (
-            ks.timer == tcpdiag.TIMER_RETRANSMIT and ks.retrans >= STALLED)
+            ks.timer == sockdiag.TIMER_RETRANSMIT and ks.retrans >= STALLED)
         hop = handoff.hop
         if stalled and hop is not None and not self.health.is_down(hop):
             self.health.mark_down(hop)

@@ -45,7 +45,7 @@ class Connection:
     stand_in: StandIn | None = None  # the stand-in address it was made to, if any
     # how its bytes go: relay | handoff | prebuilt | frontdoor | isolated (| direct)
     path: str = "relay"
-    state: str = "open"            # handed off: the kernel's TCP state of its socket
+    state: str = ""                # handed off: the kernel's TCP state of its socket
     hops: tuple[str, ...] = ()     # "host:port" of each hop used, in order
 
     @property
@@ -63,7 +63,8 @@ class Connection:
                 "route": self.route, "up": self.counters.up,
                 "down": self.counters.down,
                 "age": round(time.monotonic() - self.started, 1),
-                "path": self.path, "state": self.state, "hops": list(self.hops)}
+                "path": self.path, "state": self.state or self.counters.state,
+                "hops": list(self.hops)}
 
 
 @dataclass(frozen=True)
