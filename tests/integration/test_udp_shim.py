@@ -27,7 +27,8 @@ import users as userslib
 from conftest import need, start_daemon
 from socksify.protocol import control as wire
 from socksify.protocol.datagram import Envelope
-from udplab import FarUdp, UdpHops, Witness, far, udp_hops, witness  # noqa: F401
+from udplab import FarUdp, UdpHops, Witness, cpu_seconds
+from udplab import far, udp_hops, witness  # noqa: F401
 
 pytestmark = pytest.mark.lab
 
@@ -116,11 +117,15 @@ def test_ten_thousand_datagrams_through_three_hops(lab: lablib.Lab, sk: Any,
     window of 64 in flight: sent and received counted exactly, order kept within a
     tolerance; the daemon's counters agree with the program's."""
     start(sk, tmp_path, [udp_hops.url(i) for i in range(3)])
+    cpu = cpu_seconds(sk.daemon_pid())
     report = client(sk, "flood", lablib.FAR_IP, str(far.echo_port), "10000", "1200",
                     timeout=300)
+    cpu = cpu_seconds(sk.daemon_pid()) - cpu
     print(f"3 hops under the shim: {report['sent']} sent, {report['received']} received,"
           f" {report['sent'] - report['received']} lost, {report['inversions']} "
-          f"out of order, {report['seconds']}s")
+          f"out of order, {report['seconds']}s "
+          f"({report['received'] / report['seconds']:.0f} datagrams/s each way), "
+          f"daemon CPU {cpu:.2f}s")
     assert report["ok"] and report["sent"] == 10000, report
     assert report["bad"] == 0 and report["distinct"] == report["received"], report
     assert report["received"] >= 9900, report
