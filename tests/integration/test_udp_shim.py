@@ -80,7 +80,8 @@ def test_programs_datagrams_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path
                                         witness: Witness, n: int) -> None:
     """dig (its own UDP), nc -u, and a Python client (sendto/recvfrom, by address and
     by name, MSG_PEEK and MSG_TRUNC; connected send/recv, read/write, sendmsg/recvmsg
-    and getpeername; non-blocking with select): right answers, the far servers saw
+    and getpeername; non-blocking with select; local datagrams on a carried socket
+    untouched; an IPv6 socket to an IPv4 destination): right answers, the far servers saw
     the last hop only, nothing left around the chain, the lab resolver was not asked
     the far name."""
     need("dig")
@@ -89,7 +90,8 @@ def test_programs_datagrams_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path
     start(sk, tmp_path, [udp_hops.url(i) for i in range(n)])
     port = str(far.echo_port)
     for mode, host in (("sendto", lablib.FAR_IP), ("sendto", lablib.FAR_NAME),
-                       ("connected", lablib.FAR_IP), ("nonblock", lablib.FAR_IP)):
+                       ("connected", lablib.FAR_IP), ("nonblock", lablib.FAR_IP),
+                       ("mixed", lablib.FAR_IP), ("six", lablib.FAR_IP)):
         report = client(sk, mode, host, port)
         assert report["ok"], (mode, host, report)
     dig = shimmed(sk, ["dig", "+short", "+tries=1", "+time=10", f"@{lablib.FAR_IP}",

@@ -8,6 +8,9 @@ stdout: {"ok": bool, ...} with what it saw.
   udpclient.py nonblock HOST PORT      non-blocking, select, EAGAIN when empty
   udpclient.py flood HOST PORT N SIZE  N datagrams of SIZE bytes, a window of 64:
                                        sent and received counted, order checked
+  udpclient.py mixed HOST PORT         a carried socket also gets local datagrams:
+                                       untouched, their own source, MSG_TRUNC
+  udpclient.py six HOST PORT           an IPv6 socket to an IPv4 destination
   udpclient.py error HOST PORT         connected: a send, then recv must fail
   udpclient.py midflow HOST PORT FILE  connected: one echo, then FILE.ready is made;
                                        once FILE.go exists, a send and a recv that
@@ -161,6 +164,40 @@ def midflow(host: str, port: int, path: str) -> None:
     error(host, port, s)
 
 
+def mixed(host: str, port: int) -> None:
+    """A carried socket also gets datagrams from a local sender: those come untouched
+    (short and long, whole and truncated), with their own source."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(10)
+    s.sendto(b"carried", (host, port))
+    echo, src = s.recvfrom(100)
+    local = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    local.bind(("127.0.0.1", 0))
+    short, long_ = b"short", bytes(range(200))
+    local.sendto(short, s.getsockname())
+    local.sendto(long_, s.getsockname())
+    local.sendto(long_, s.getsockname())
+    got_short, src_short = s.recvfrom(100)
+    got_long, src_long = s.recvfrom(1000)
+    cut, _, flags, _ = s.recvmsg(50)
+    out(ok=echo == b"carried" and src == (host, port) and got_short == short
+        and got_long == long_ and src_short == src_long == local.getsockname()
+        and cut == long_[:50] and bool(flags & socket.MSG_TRUNC),
+        echo=echo == b"carried", short=got_short == short, long=got_long == long_,
+        cut=cut == long_[:50], trunc=bool(flags & socket.MSG_TRUNC),
+        sources=[list(src_short), list(src_long)])
+
+
+def six(host: str, port: int) -> None:
+    """An IPv6 socket sending to an IPv4 destination (::ffff:a.b.c.d)."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.sendto(b"six", ("::ffff:" + host, port))
+    data, src = s.recvfrom(100)
+    out(ok=data == b"six" and src[:2] == ("::ffff:" + host, port), source=list(src[:2]))
+
+
 def main() -> None:
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     try:
@@ -170,7 +207,7 @@ def main() -> None:
             midflow(host, port, sys.argv[4])
         else:
             {"sendto": sendto, "connected": connected, "nonblock": nonblock,
-             "error": error}[mode](host, port)
+             "error": error, "mixed": mixed, "six": six}[mode](host, port)
     except OSError as exc:
         out(ok=False, errno=exc.errno, error=str(exc))
 
