@@ -185,6 +185,33 @@ def test_hop_dying_mid_flow(lab: lablib.Lab, sk: Any, tmp_path: Path, udp_hops: 
     assert len(far.seen()) == before
 
 
+def test_reload_voids_grants_and_programs_ask_again(lab: lablib.Lab, sk: Any,
+                                                    tmp_path: Path, udp_hops: UdpHops,
+                                                    far: FarUdp, witness: Witness) -> None:
+    """A reload voids every grant (a new policy generation); a connected socket and an
+    unconnected one go on being carried: the shim sees the new generation and asks
+    again (once: the answer is cached for the process)."""
+    import sys
+    start(sk, tmp_path, [udp_hops.url(0)])
+    flag = tmp_path / "twice"
+    bg = sk.spawn([sys.executable, str(CLIENT), "twice", lablib.FAR_IP,
+                   str(far.echo_port), str(flag)], preload=True)
+    lablib.wait_until(lambda: (tmp_path / "twice.ready").exists() or not bg.running(),
+                      60, "the first echoes")
+    # one question per process and destination: the answer is cached
+    assert sk.control({"op": "status"})["carrier"]["grants"] == 1, sk.daemon_log()
+    res = sk.socksifyd("reload", timeout=30)
+    assert res.returncode == 0, sk.describe(res)
+    (tmp_path / "twice.go").touch()
+    res = bg.wait(60)
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["ok"], (report, sk.daemon_log())
+    log = sk.daemon_log()
+    assert log.count("UDP carried [") == 2, log        # asked again once
+    assert {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
+    assert len(far.seen()) == 4 and witness.packets() == 0
+
+
 def test_daemon_gone_refuses_never_direct(lab: lablib.Lab, sk: Any, tmp_path: Path,
                                           udp_hops: UdpHops, far: FarUdp,
                                           witness: Witness) -> None:

@@ -12,6 +12,8 @@ stdout: {"ok": bool, ...} with what it saw.
                                        untouched, their own source, MSG_TRUNC
   udpclient.py six HOST PORT           an IPv6 socket to an IPv4 destination
   udpclient.py error HOST PORT         connected: a send, then recv must fail
+  udpclient.py twice HOST PORT FILE    connected and not: an echo each, FILE.ready,
+                                       then once FILE.go exists another echo each
   udpclient.py midflow HOST PORT FILE  connected: one echo, then FILE.ready is made;
                                        once FILE.go exists, a send and a recv that
                                        must fail
@@ -148,16 +150,41 @@ def error(host: str, port: int, s: socket.socket | None = None) -> None:
     out(ok=False, where="recv", data=data.decode(errors="replace"))
 
 
+def wait_go(path: str) -> None:
+    open(path + ".ready", "w").close()
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path + ".go") and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def twice(host: str, port: int, path: str) -> None:
+    """Connected: an echo, then FILE.ready; once FILE.go exists, another echo and one
+    unconnected (a reload in between: both must be asked again and carried)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.connect((host, port))
+    s.send(b"one")
+    first = s.recv(100)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(10)
+    u.sendto(b"u1", (host, port))
+    u1 = u.recv(100)
+    wait_go(path)
+    s.send(b"two")
+    second = s.recv(100)
+    u.sendto(b"u2", (host, port))
+    u2 = u.recv(100)
+    out(ok=(first, second, u1, u2) == (b"one", b"two", b"u1", b"u2"),
+        got=[x.decode(errors="replace") for x in (first, second, u1, u2)])
+
+
 def midflow(host: str, port: int, path: str) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(10)
     s.connect((host, port))
     s.send(b"one")
     first = s.recv(100)
-    open(path + ".ready", "w").close()
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path + ".go") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_go(path)
     if first != b"one":
         out(ok=False, first=first.decode(errors="replace"))
         return
@@ -205,6 +232,8 @@ def main() -> None:
             flood(host, port, int(sys.argv[4]), int(sys.argv[5]))
         elif mode == "midflow":
             midflow(host, port, sys.argv[4])
+        elif mode == "twice":
+            twice(host, port, sys.argv[4])
         else:
             {"sendto": sendto, "connected": connected, "nonblock": nonblock,
              "error": error, "mixed": mixed, "six": six}[mode](host, port)
