@@ -11,6 +11,7 @@ stdout: {"ok": bool, ...} with what it saw.
   udpclient.py mixed HOST PORT         a carried socket also gets local datagrams:
                                        untouched, their own source, MSG_TRUNC
   udpclient.py six HOST PORT           an IPv6 socket to an IPv4 destination
+  udpclient.py rtt HOST PORT N         N sequential echoes: the median round trip
   udpclient.py error HOST PORT         connected: a send, then recv must fail
   udpclient.py twice HOST PORT FILE    connected and not: an echo each, FILE.ready,
                                        then once FILE.go exists another echo each
@@ -129,6 +130,25 @@ def flood(host: str, port: int, count: int, size: int) -> None:
         inversions=inversions, seconds=round(took, 3))
 
 
+def rtt(host: str, port: int, count: int) -> None:
+    """count sequential echoes of 64 bytes on a connected socket: the median round
+    trip in ms."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.connect((host, port))
+    times = []
+    for i in range(count):
+        msg = struct.pack("!I", i) * 16
+        t0 = time.perf_counter()
+        s.send(msg)
+        if s.recv(100) != msg:
+            out(ok=False, at=i)
+            return
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    out(ok=True, median_ms=round(times[len(times) // 2] * 1000, 3))
+
+
 def error(host: str, port: int, s: socket.socket | None = None) -> None:
     try:
         if s is None:
@@ -232,6 +252,8 @@ def main() -> None:
             flood(host, port, int(sys.argv[4]), int(sys.argv[5]))
         elif mode == "midflow":
             midflow(host, port, sys.argv[4])
+        elif mode == "rtt":
+            rtt(host, port, int(sys.argv[4]))
         elif mode == "twice":
             twice(host, port, sys.argv[4])
         else:
