@@ -17,7 +17,7 @@ from .protocol.control import VERSION as WIRE_VERSION
 from .protocol.control import WireError
 from .shimpath import library_path as library_path  # re-exported
 
-SHIM_ABI_VERSION = 5
+SHIM_ABI_VERSION = 6
 """The shim's exported-ABI version (socksify_shim_abi_version()) this package expects."""
 
 REQUEST_SIZE = 48

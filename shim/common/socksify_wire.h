@@ -20,7 +20,7 @@
 #endif
 
 #define SOCKSIFY_WIRE_VERSION      1   /* docs/wire.md, "version" byte */
-#define SOCKSIFY_SHIM_ABI_VERSION  5   /* the exported functions and structs below */
+#define SOCKSIFY_SHIM_ABI_VERSION  6   /* the exported functions and structs below */
 
 #define SOCKSIFY_MAGIC        "SKFY"
 #define SOCKSIFY_MAGIC_SIZE   4
@@ -55,6 +55,7 @@
 #define SOCKSIFY_VERDICT_NAME   4  /* answer to NAMEOF, a name follows: _decode_name() */
 #define SOCKSIFY_VERDICT_READY  5  /* HANDOFF: the daemon connected your socket through the chain */
 #define SOCKSIFY_VERDICT_SWAP   6  /* HANDOFF: put the attached, connected socket in place of yours */
+#define SOCKSIFY_VERDICT_CARRY  7  /* datagrams: send them, enveloped, to the daemon's carrier */
 
 /* Reply flags (byte 7) */
 #define SOCKSIFY_FLAG_CACHE 0x01  /* DIRECT: holds until the policy generation changes */
@@ -88,6 +89,27 @@
 #define SOCKSIFY_REP_OFF_PORT4    8
 #define SOCKSIFY_REP_OFF_PORT6    10
 #define SOCKSIFY_REP_OFF_TOKEN    12
+
+/* A CARRY reply keeps the reply head; its 16 "token" bytes (12-27) are the policy
+ * generation (12-19) and the grant's token (20-27): socksify_reply.token[0..7] and
+ * token[8..15]. port4/port6 (relay_port4/6) are the carrier's loopback ports. */
+#define SOCKSIFY_CARRY_OFF_GENERATION 12
+#define SOCKSIFY_CARRY_OFF_TOKEN      20
+#define SOCKSIFY_CARRY_TOKEN_SIZE     8
+
+/* The datagram envelope (docs/wire.md, "Carried datagrams"): 36 bytes before each
+ * carried datagram's payload, both directions, on loopback UDP. */
+#define SOCKSIFY_DGRAM_MAGIC     "SKDG"
+#define SOCKSIFY_DGRAM_SIZE      36
+#define SOCKSIFY_DGRAM_KIND_DATA  0
+#define SOCKSIFY_DGRAM_KIND_ERROR 1
+#define SOCKSIFY_DGRAM_OFF_VERSION 4
+#define SOCKSIFY_DGRAM_OFF_KIND    5
+#define SOCKSIFY_DGRAM_OFF_FAMILY  6
+#define SOCKSIFY_DGRAM_OFF_CODE    7
+#define SOCKSIFY_DGRAM_OFF_PORT    8
+#define SOCKSIFY_DGRAM_OFF_ADDR    12
+#define SOCKSIFY_DGRAM_OFF_TOKEN   28
 
 /* Offsets inside a PEER reply (same head as any reply). */
 #define SOCKSIFY_PEER_OFF_FAMILY  6
@@ -125,10 +147,20 @@ struct socksify_peer {
     uint8_t addr[16];
 };
 
+/* A decoded datagram envelope. For family 4 only addr[0..3] is used (and set). */
+struct socksify_dgram {
+    uint8_t kind;      /* SOCKSIFY_DGRAM_KIND_* */
+    uint8_t family;    /* SOCKSIFY_FAMILY_INET or _INET6 */
+    uint8_t code;      /* ERROR: SOCKSIFY_CODE_*; DATA: 0 */
+    uint16_t port;     /* host order: the destination (to the daemon) or source (from it) */
+    uint8_t addr[16];
+    uint8_t token[8];  /* the grant's token, from the CARRY reply */
+};
+
 /* 1: the wire version this library speaks. */
 SOCKSIFY_EXPORT unsigned socksify_wire_version(void);
 
-/* 5: the version of the exported functions and structs. */
+/* 6: the version of the exported functions and structs. */
 SOCKSIFY_EXPORT unsigned socksify_shim_abi_version(void);
 
 /* Write the 48-byte request header with the given op (CONNECT, PEERNAME or NAMEOF) for
@@ -175,6 +207,19 @@ SOCKSIFY_EXPORT int socksify_wire_decode_peer(const uint8_t *in, size_t len,
  * the name and its NUL; -EINVAL for a NULL out. out is left untouched on error. */
 SOCKSIFY_EXPORT int socksify_wire_decode_name(const uint8_t *in, size_t len, char *out,
                                               size_t outlen);
+
+/* Write the 36-byte envelope for d into out. Returns SOCKSIFY_DGRAM_SIZE, or -EINVAL
+ * for a NULL pointer, outlen < 36, or an unknown kind or family. DATA is written with
+ * code 0 whatever d->code holds. */
+SOCKSIFY_EXPORT int socksify_wire_encode_dgram(const struct socksify_dgram *d, uint8_t *out,
+                                               size_t outlen);
+
+/* Parse the envelope at the start of a datagram of len bytes (len >= 36; the payload
+ * follows it). Returns 0, or -EPROTO for a datagram shorter than the envelope, a wrong
+ * magic or version, an unknown kind or family (out is then left untouched). The token
+ * is not judged here: the caller compares it with its grant's. */
+SOCKSIFY_EXPORT int socksify_wire_decode_dgram(const uint8_t *in, size_t len,
+                                               struct socksify_dgram *out);
 
 /* The local errno for a reply code: 0 for SOCKSIFY_CODE_NONE, EPROTO for unknown codes. */
 SOCKSIFY_EXPORT int socksify_wire_errno(unsigned code);

@@ -128,7 +128,7 @@ SOCKSIFY_EXPORT int socksify_wire_decode_reply(const uint8_t *in, size_t len,
     verdict = in[SOCKSIFY_REP_OFF_VERDICT];
     if (verdict != SOCKSIFY_VERDICT_RELAY && verdict != SOCKSIFY_VERDICT_DIRECT
         && verdict != SOCKSIFY_VERDICT_FAIL && verdict != SOCKSIFY_VERDICT_READY
-        && verdict != SOCKSIFY_VERDICT_SWAP)
+        && verdict != SOCKSIFY_VERDICT_SWAP && verdict != SOCKSIFY_VERDICT_CARRY)
         return -EPROTO;
 
     out->verdict = verdict;
@@ -182,6 +182,56 @@ SOCKSIFY_EXPORT int socksify_wire_decode_name(const uint8_t *in, size_t len, cha
     memcpy(out, in + SOCKSIFY_REPLY_SIZE, body_len);
     out[body_len] = '\0';
     return (int)body_len;
+}
+
+SOCKSIFY_EXPORT int socksify_wire_encode_dgram(const struct socksify_dgram *d, uint8_t *out,
+                                               size_t outlen)
+{
+    size_t addr_len;
+
+    if (d == NULL || out == NULL || outlen < SOCKSIFY_DGRAM_SIZE)
+        return -EINVAL;
+    if (d->kind != SOCKSIFY_DGRAM_KIND_DATA && d->kind != SOCKSIFY_DGRAM_KIND_ERROR)
+        return -EINVAL;
+    if ((addr_len = family_addr_len(d->family)) == 0)
+        return -EINVAL;
+    memset(out, 0, SOCKSIFY_DGRAM_SIZE);  /* reserved bytes and the v4 tail are zero */
+    memcpy(out, SOCKSIFY_DGRAM_MAGIC, SOCKSIFY_MAGIC_SIZE);
+    out[SOCKSIFY_DGRAM_OFF_VERSION] = SOCKSIFY_WIRE_VERSION;
+    out[SOCKSIFY_DGRAM_OFF_KIND] = d->kind;
+    out[SOCKSIFY_DGRAM_OFF_FAMILY] = d->family;
+    out[SOCKSIFY_DGRAM_OFF_CODE] = d->kind == SOCKSIFY_DGRAM_KIND_ERROR ? d->code : 0;
+    put_be16(out + SOCKSIFY_DGRAM_OFF_PORT, d->port);
+    memcpy(out + SOCKSIFY_DGRAM_OFF_ADDR, d->addr, addr_len);
+    memcpy(out + SOCKSIFY_DGRAM_OFF_TOKEN, d->token, SOCKSIFY_CARRY_TOKEN_SIZE);
+    return SOCKSIFY_DGRAM_SIZE;
+}
+
+SOCKSIFY_EXPORT int socksify_wire_decode_dgram(const uint8_t *in, size_t len,
+                                               struct socksify_dgram *out)
+{
+    uint8_t kind, family;
+    size_t addr_len;
+
+    if (in == NULL || out == NULL || len < SOCKSIFY_DGRAM_SIZE)
+        return -EPROTO;
+    if (memcmp(in, SOCKSIFY_DGRAM_MAGIC, SOCKSIFY_MAGIC_SIZE) != 0
+        || in[SOCKSIFY_DGRAM_OFF_VERSION] != SOCKSIFY_WIRE_VERSION)
+        return -EPROTO;
+    kind = in[SOCKSIFY_DGRAM_OFF_KIND];
+    family = in[SOCKSIFY_DGRAM_OFF_FAMILY];
+    if (kind != SOCKSIFY_DGRAM_KIND_DATA && kind != SOCKSIFY_DGRAM_KIND_ERROR)
+        return -EPROTO;
+    if ((addr_len = family_addr_len(family)) == 0)
+        return -EPROTO;
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    out->family = family;
+    out->code = kind == SOCKSIFY_DGRAM_KIND_ERROR ? in[SOCKSIFY_DGRAM_OFF_CODE] : 0;
+    out->port = get_be16(in + SOCKSIFY_DGRAM_OFF_PORT);
+    memcpy(out->addr, in + SOCKSIFY_DGRAM_OFF_ADDR, addr_len);
+    memcpy(out->token, in + SOCKSIFY_DGRAM_OFF_TOKEN, SOCKSIFY_CARRY_TOKEN_SIZE);
+    return 0;
 }
 
 SOCKSIFY_EXPORT int socksify_wire_errno(unsigned code)

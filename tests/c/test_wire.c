@@ -368,8 +368,8 @@ static void run_api(void)
         "SKFY\x01\x04\0\0\0\0\0\x02\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0ab";
     char name_out[4];
 
-    result(socksify_wire_version() == 1 && socksify_shim_abi_version() == 5,
-           "api", "versions", "not 1 and 5");
+    result(socksify_wire_version() == 1 && socksify_shim_abi_version() == 6,
+           "api", "versions", "not 1 and 6");
     result(socksify_wire_decode_name(name_reply, 34, name_out, sizeof name_out) == 2
            && strcmp(name_out, "ab") == 0
            && socksify_wire_decode_name(name_reply, 34, NULL, 4) == -EINVAL

@@ -75,6 +75,23 @@ def test_c_env_merge(tmp_path: Path) -> None:
         assert oks.count(kind) == count, kind
 
 
+DATAGRAM_VECTORS = ROOT / "tests" / "vectors" / "datagram.txt"
+DATAGRAM_KINDS = ("carry", "envelope", "bad-envelope")
+DATAGRAM_API_CASES = 6  # run_api() in tests/c/test_datagram.c
+
+
+def test_c_datagram_vectors(tmp_path: Path) -> None:
+    passed, stdout = run_c_test(tmp_path, "test_datagram", str(DATAGRAM_VECTORS))
+    lines = [line.split()[0] for line in DATAGRAM_VECTORS.read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert passed == len(lines) + DATAGRAM_API_CASES
+    oks = [line.split()[1] for line in stdout.splitlines() if line.startswith("ok ")]
+    for kind in DATAGRAM_KINDS:
+        assert lines.count(kind) > 0, f"no {kind} vectors"
+        assert oks.count(kind) == lines.count(kind), kind
+    assert oks.count("api") == DATAGRAM_API_CASES
+
+
 # Cases of test_kinds.c: its socket-kind table (16) and its destination table (15).
 # Keep in step with run_kinds() and run_dests() there.
 KINDS_CASES = {"kind": 16, "dest": 15}

@@ -21,13 +21,17 @@ VECTORS = ROOT / "tests" / "vectors" / "control.txt"
 EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyname2",
            "gethostbyname_r", "gethostbyname2_r", "getnameinfo", "gethostbyaddr",
            "gethostbyaddr_r", "sendto", "sendmsg", "sendmmsg",
+           # carried datagrams (shim/linux/carry.h), and libuv's raw sendmmsg/recvmmsg
+           "recv", "recvfrom", "recvmsg", "recvmmsg", "read", "write", "send", "syscall",
+           "__read_chk", "__recv_chk", "__recvfrom_chk",
            "execve", "execv", "execl", "execle", "execvp", "execvpe", "execlp", "fexecve",
            "execveat",
            "posix_spawn", "posix_spawnp",
            "socksify_wire_version", "socksify_shim_abi_version",
            "socksify_wire_encode_request", "socksify_wire_encode_connect",
            "socksify_wire_encode_resolve", "socksify_wire_decode_reply",
-           "socksify_wire_decode_peer", "socksify_wire_decode_name", "socksify_wire_errno", "socksify_addr_is_loopback"}
+           "socksify_wire_decode_peer", "socksify_wire_decode_name", "socksify_wire_errno", "socksify_addr_is_loopback",
+           "socksify_wire_encode_dgram", "socksify_wire_decode_dgram"}
 EXPORTS |= {"res_query", "res_search", "res_querydomain", "res_send", "res_nquery",
             "res_nsearch", "res_nquerydomain", "res_nsend", "__res_query", "__res_search",
             "__res_querydomain", "__res_send", "__res_nquery", "__res_nsearch",

@@ -13,6 +13,7 @@ VERSION = 1
 REQUEST_SIZE = 48
 REPLY_SIZE = 32
 TOKEN_SIZE = 16
+CARRY_TOKEN_SIZE = 8
 SESSION_SIZE = 8
 
 _REQUEST = struct.Struct("!4sBBBBHH16s8s12x")
@@ -48,6 +49,7 @@ class Verdict(enum.IntEnum):
     NAME = 4       # a host name: answers NAMEOF (see NameReply)
     READY = 5      # HANDOFF: the app's socket is connected through the chain
     SWAP = 6       # HANDOFF: the attached socket is, put it in place of the app's
+    CARRY = 7      # datagrams: envelope them to the carrier port (protocol/datagram.py)
 
 
 FLAG_CACHE = 0x01
@@ -93,11 +95,11 @@ _CODE_BY_ERRNO = {e: c for c, e in _ERRNO_BY_CODE.items() if e}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _pack_addr(addr: IPAddress) -> tuple[int, bytes]:
+def pack_addr(addr: IPAddress) -> tuple[int, bytes]:
     return (4 if addr.version == 4 else 6), addr.packed.ljust(16, b"\0")
 
 
-def _unpack_addr(family: int, raw: bytes) -> IPAddress:
+def unpack_addr(family: int, raw: bytes) -> IPAddress:
     if family == 4:
         return ipaddress.IPv4Address(raw[:4])
     if family == 6:
@@ -118,7 +120,7 @@ class ConnectRequest:
     op: Op = Op.CONNECT
 
     def dumps(self) -> bytes:
-        family, raw = _pack_addr(self.addr)
+        family, raw = pack_addr(self.addr)
         return _REQUEST.pack(MAGIC, VERSION, self.op, family, self.socktype,
                              self.port, 0, raw, self.session)
 
@@ -131,7 +133,7 @@ class ConnectRequest:
     def from_header(cls, head: Header) -> ConnectRequest:
         if head.op is Op.RESOLVE:
             raise WireError("a RESOLVE request is read with ResolveRequest")
-        return cls(_unpack_addr(head.family, head.raw), head.port, head.socktype,
+        return cls(unpack_addr(head.family, head.raw), head.port, head.socktype,
                    head.session, head.op)
 
 
@@ -218,6 +220,25 @@ class Reply:
                    flags=FLAG_CACHE)
 
     @classmethod
+    def carry(cls, port4: int, port6: int, generation: int, token: bytes) -> Reply:
+        """CARRY: the carrier's loopback ports, the policy generation (bytes 12-19) and
+        the grant's 8-byte token (bytes 20-27) (docs/wire.md, "Carried datagrams")."""
+        if len(token) != CARRY_TOKEN_SIZE:
+            raise WireError(f"a grant's token is {CARRY_TOKEN_SIZE} bytes")
+        return cls(Verdict.CARRY, relay_port4=port4, relay_port6=port6,
+                   token=generation.to_bytes(8, "big") + token)
+
+    @property
+    def generation(self) -> int:
+        """CARRY, DIRECT with CACHE: the policy generation in bytes 12-19."""
+        return int.from_bytes(self.token[:8], "big")
+
+    @property
+    def carry_token(self) -> bytes:
+        """CARRY: the grant's token, bytes 20-27."""
+        return self.token[8:]
+
+    @classmethod
     def loads(cls, data: bytes) -> Reply:
         if len(data) != REPLY_SIZE:
             raise WireError(f"reply is {len(data)} bytes, expected {REPLY_SIZE}")
@@ -255,7 +276,7 @@ class PeerReply:
     port: int
 
     def dumps(self) -> bytes:
-        family, raw = _pack_addr(self.addr)
+        family, raw = pack_addr(self.addr)
         return _PEER_REPLY.pack(MAGIC, VERSION, Verdict.PEER, family, self.port, 0, raw)
 
     @classmethod
@@ -265,7 +286,7 @@ class PeerReply:
         magic, version, verdict, family, port, _, raw = _PEER_REPLY.unpack(data)
         if magic != MAGIC or version != VERSION or verdict != Verdict.PEER:
             raise WireError("not a PEER reply")
-        return cls(_unpack_addr(family, raw), port)
+        return cls(unpack_addr(family, raw), port)
 
 
 _NAME_HEAD = struct.Struct("!4sBB4xH20x")  # the 32-byte head of a NAME reply
