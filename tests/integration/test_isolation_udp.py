@@ -1,0 +1,303 @@
+"""UDP from isolated programs (issue 19, the isolation path): a program the shim does
+not load into (--isolate, a static Go client) sends its own datagrams; the
+namespace's nft rules redirect them to the daemon's carrier sockets, conntrack tells
+the daemon where each was going, and the daemon carries them through a SOCKS5 UDP
+chain of real danted hops (the hops, far servers and witness of test_udp_chain.py,
+shared as its fixtures). Replies come back with the real remote as their source.
+
+Watched on the wire: the far servers record each datagram's source (the last hop
+only); an nft counter in the client zone counts UDP leaving around the chain (must
+stay 0); the lab's recording resolver must see no far name."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import lab as lablib
+from conftest import skip_or_fail, start_daemon
+from integration.test_udp_chain import (FarUdp, UdpHops, Witness, far,  # noqa: F401
+                                        udp_hops, witness)
+
+pytestmark = pytest.mark.lab
+
+GO = "/usr/bin/go"
+
+# sendto/recvfrom on an unconnected socket, connect+send/recv, non-blocking with
+# select, and by name (a stand-in from the isolation name server): one line each.
+# Every send and receive is a raw system call (the shim, loaded into this Python,
+# never sees them): a program that wants out, which only the namespace's rules catch.
+PY_CLIENT = textwrap.dedent("""\
+    import ctypes, errno, os, select, socket, struct, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    SENDTO, RECVFROM, CONNECT = 44, 45, 42          # x86_64
+    def sockaddr(host, port):
+        return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + \\
+            socket.inet_aton(host) + bytes(8)
+    def sendto(s, data, addr=None):
+        sa = sockaddr(*addr) if addr else None
+        n = libc.syscall(SENDTO, s.fileno(), data, len(data), 0, sa,
+                         len(sa) if sa else 0)
+        if n < 0:
+            raise OSError(ctypes.get_errno(), "sendto")
+    def recvfrom(s, timeout=10):
+        if not select.select([s], [], [], timeout)[0]:
+            raise OSError(0, "timeout")
+        buf, sa, salen = ctypes.create_string_buffer(65536), \\
+            ctypes.create_string_buffer(16), ctypes.c_uint32(16)
+        n = libc.syscall(RECVFROM, s.fileno(), buf, 65536, 0, sa, ctypes.byref(salen))
+        if n < 0:
+            raise OSError(ctypes.get_errno(), "recvfrom")
+        port = struct.unpack("!H", sa.raw[2:4])[0]
+        return buf.raw[:n], socket.inet_ntoa(sa.raw[4:8]), port
+    host, port, msg = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sendto(s, msg.encode(), (host, port))
+        data, src, sport = recvfrom(s)
+        print("recvfrom", src, sport, data.decode())
+    except OSError as exc:
+        print("error", exc.errno or "timeout")
+        sys.exit(0)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sa = sockaddr(host, port)
+    assert libc.syscall(CONNECT, c.fileno(), sa, len(sa)) == 0
+    sendto(c, msg[::-1].encode())
+    print("recv", recvfrom(c)[0].decode())
+    c.setblocking(False)
+    sendto(c, b"nonblocking")
+    ready, _, _ = select.select([c], [], [], 10)
+    print("select", recvfrom(c)[0].decode() if ready else "timeout")
+    if len(sys.argv) > 4:
+        addr = socket.getaddrinfo(sys.argv[4], port, socket.AF_INET,
+                                  socket.SOCK_DGRAM)[0][4]
+        sendto(s, b"by-name", addr)
+        data, src, sport = recvfrom(s)
+        print("name", addr[0], src, sport, data.decode())
+    if len(sys.argv) > 5:            # hold the flows open until the test has looked
+        print("holding", flush=True)
+        for _ in range(300):
+            if os.path.exists(sys.argv[5]):
+                break
+            select.select([], [], [], 0.1)
+    """)
+
+# a static Go program: its own UDP echo (net.Dial "udp"), and its own DNS (Go's
+# resolver, asking the server given by address)
+GO_CLIENT = """\
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+func main() {
+	switch os.Args[1] {
+	case "echo":
+		conn, err := net.Dial("udp", os.Args[2])
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		conn.Write([]byte(os.Args[3]))
+		buf := make([]byte, 2048)
+		n, err := conn.Read(buf)
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		fmt.Println("echo", string(buf[:n]))
+	case "dns":
+		server := os.Args[2]
+		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network,
+			address string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "udp", server)
+		}}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		addrs, err := r.LookupIPAddr(ctx, os.Args[3])
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		for _, a := range addrs {
+			fmt.Println("addr", a.IP)
+		}
+	}
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def go_udp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not os.access(GO, os.X_OK):
+        skip_or_fail(f"no Go toolchain at {GO} (Debian package golang-go)")
+    d = tmp_path_factory.mktemp("goudp")
+    (d / "main.go").write_text(GO_CLIENT)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(d), "GOCACHE": str(d / "cache"),
+           "GOPATH": str(d / "gopath"), "CGO_ENABLED": "0", "GO111MODULE": "off",
+           "GOPROXY": "off", "GOFLAGS": ""}   # the standard library only: no network
+    r = subprocess.run([GO, "build", "-o", str(d / "udpclient"), "main.go"], cwd=d,
+                       env=env, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        pytest.fail(f"go build failed: {r.stderr[-800:]}")
+    os.chmod(d, 0o755)
+    return d / "udpclient"
+
+
+def policy(tmp_path: Path, hops: list[str], rules: str) -> Path:
+    pol = tmp_path / "isoudp.toml"
+    listed = ", ".join(f'"{h}"' for h in hops)
+    pol.write_text(f'[chains.u]\nhops = [{listed}]\n\n{textwrap.dedent(rules)}')
+    return pol
+
+
+CARRY_ALL = """\
+    [[rules]]
+    action = "chain:u"
+    udp = "chain"
+    """
+
+
+def isolated_flows(sk) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    return [c for c in sk.control({"op": "connections"})["connections"]
+            if c.get("kind") == "udp" and c.get("path") == "isolated"]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_python_client_through_hops(lab: lablib.Lab, sk, tmp_path: Path,
+                                    udp_hops: UdpHops, far: FarUdp, witness: Witness,
+                                    n: int) -> None:
+    """An isolated Python program's own datagrams (unconnected, connected,
+    non-blocking, by name through a stand-in) cross n hops: echoes right, with the
+    far server as their source; the far server saw only the last hop; nothing went
+    around the chain; the resolver saw no query; the flow is in the live table."""
+    asked_before = len(lab.dns.seen())
+    start_daemon(sk, policy(tmp_path, [udp_hops.url(i) for i in range(n)], CARRY_ALL))
+    marker = os.urandom(6).hex()
+    release = tmp_path / "release"
+    bg = sk.spawn(sk.argv([sys.executable, "-c", PY_CLIENT, lablib.FAR_IP,
+                           str(far.echo_port), marker, lablib.FAR_NAME, str(release)],
+                          opts=["--isolate"]))
+    try:
+        lablib.wait_until(lambda: "holding" in bg.out_path.read_text() or
+                          not bg.running(), 60, "the client's echoes")
+        # the program's two sockets, while it holds them: in the live table
+        flows = isolated_flows(sk)
+    finally:
+        release.write_text("")
+        res = bg.wait(30)
+    assert res.returncode == 0, sk.describe(res)
+    lines = res.stdout.splitlines()
+    port = str(far.echo_port)
+    assert lines[0] == f"recvfrom {lablib.FAR_IP} {port} {marker}", sk.describe(res)
+    assert lines[1] == f"recv {marker[::-1]}", sk.describe(res)
+    assert lines[2] == "select nonblocking", sk.describe(res)
+    stand_in, src, src_port, body = lines[3].split()[1:]
+    assert stand_in != lablib.FAR_IP and src == stand_in and src_port == port, lines
+    assert body == "by-name"
+    assert len(far.seen()) == 4
+    assert {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
+    assert witness.packets() == 0
+    assert lablib.FAR_NAME not in " ".join(lab.dns.seen()[asked_before:])
+    for i in range(n):
+        assert "udp" in udp_hops.log(i).lower(), udp_hops.log(i)
+    log = sk.daemon_log(30000)
+    assert "UDP associated through chain u" in log, log
+    assert len(flows) == 2, (flows, log)
+    assert sorted((f["datagrams_up"], f["datagrams_down"]) for f in flows) == \
+        [(2, 2), (2, 2)], flows
+    assert all(f["chain"] == "u" and f["route"].count(">") == n - 1 and
+               f["app"].startswith("python") and f["dropped"] == 0 for f in flows), flows
+    assert "UDP flow closed (namespace ended)" in sk.daemon_log(30000)
+
+
+def test_go_program_echo_and_own_dns(lab: lablib.Lab, sk, tmp_path: Path,
+                                     udp_hops: UdpHops, far: FarUdp, witness: Witness,
+                                     go_udp: Path) -> None:
+    """A static Go program (socksify takes the isolation path by itself): its UDP
+    echo, and its own resolver asking the far DNS server by address (on a port other
+    than 53: port 53 stays with the isolation name server), both through 3 hops."""
+    asked_before = len(lab.dns.seen())
+    start_daemon(sk, policy(tmp_path, [udp_hops.url(i) for i in range(3)], CARRY_ALL))
+    res = sk.run([str(go_udp), "echo", f"{lablib.FAR_IP}:{far.echo_port}", "gopher"],
+                 timeout=90)
+    assert res.returncode == 0, sk.describe(res)
+    assert res.stdout.split() == ["echo", "gopher"], sk.describe(res)
+    res = sk.run([str(go_udp), "dns", f"{lablib.FAR_IP}:{far.dns_port}",
+                  lablib.FAR_NAME], timeout=90)
+    assert res.returncode == 0, sk.describe(res)
+    assert res.stdout.split() == ["addr", lablib.FAR_IP], sk.describe(res)
+    assert f"{lablib.FAR_NAME}." in far.questions
+    assert {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
+    assert witness.packets() == 0
+    assert lablib.FAR_NAME not in " ".join(lab.dns.seen()[asked_before:])
+
+
+def test_udp_without_udp_chain_fails_with_nothing_on_the_wire(
+        lab: lablib.Lab, sk, tmp_path: Path, udp_hops: UdpHops, far: FarUdp,
+        witness: Witness) -> None:
+    """No rule says udp = "chain": the namespace's fence drops every datagram
+    (sendto fails with EPERM). With one for the echo port only, a datagram to the
+    DNS port is carried to the daemon and dropped there: no answer, nothing sent."""
+    start_daemon(sk, policy(tmp_path, [udp_hops.url(0)], """\
+        [[rules]]
+        action = "chain:u"
+        """))
+    res = sk.run([sys.executable, "-c", PY_CLIENT, lablib.FAR_IP, str(far.echo_port),
+                  "x"], opts=["--isolate"], timeout=90)
+    assert res.returncode == 0, sk.describe(res)
+    assert res.stdout.split() == ["error", str(errno.EPERM)], sk.describe(res)
+    sk.socksifyd("stop")
+    start_daemon(sk, policy(tmp_path, [udp_hops.url(0)], f"""\
+        [[rules]]
+        action = "chain:u"
+        port = {far.echo_port}
+        udp = "chain"
+
+        [[rules]]
+        action = "chain:u"
+        """))
+    res = sk.run([sys.executable, "-c", PY_CLIENT, lablib.FAR_IP, str(far.dns_port),
+                  "y"], opts=["--isolate"], timeout=90)
+    assert res.returncode == 0, sk.describe(res)
+    assert res.stdout.split() == ["error", "timeout"], sk.describe(res)
+    time.sleep(0.3)
+    assert far.seen() == []
+    assert witness.packets() == 0
+    assert "a chain carries UDP only with udp" in sk.daemon_log(30000)
+    # the flow (ended with the namespace) counted the datagram as dropped
+    assert re.search(r"UDP flow closed \(namespace ended\) after [0-9.]+s: 0 datagrams "
+                     r"up \(0 bytes\), 0 down \(0 bytes\), 1 dropped",
+                     sk.daemon_log(30000)), sk.daemon_log(30000)
+
+
+def test_socks4_chain_refuses(lab: lablib.Lab, sk, tmp_path: Path, udp_hops: UdpHops,
+                              far: FarUdp, witness: Witness) -> None:
+    """udp = "chain" on a chain with a SOCKS4 hop: refused with the reason, the
+    program gets no answer, nothing leaves."""
+    start_daemon(sk, policy(tmp_path, [lab.hops[0].url, udp_hops.url(1)], CARRY_ALL))
+    before = lab.hop_connects()
+    res = sk.run([sys.executable, "-c", PY_CLIENT, lablib.FAR_IP, str(far.echo_port),
+                  "z"], opts=["--isolate"], timeout=90)
+    assert res.returncode == 0, sk.describe(res)
+    assert res.stdout.split() == ["error", "timeout"], sk.describe(res)
+    time.sleep(0.3)
+    assert far.seen() == []
+    assert witness.packets() == 0
+    assert lab.hop_connects() == before
+    assert "which has no UDP" in sk.daemon_log(30000), sk.daemon_log()
