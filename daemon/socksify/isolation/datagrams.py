@@ -170,6 +170,9 @@ class Datagrams:
             except ValueError:
                 reply = None
             orig = conntrack.original(self.nl, reply) if reply is not None else None
+            if orig is not None and reply is not None and \
+                    (orig.dst, orig.dport) == (reply.src, reply.sport):
+                orig = None    # sent to the carrier's own address: not redirected
         if orig is None:
             self.unknown += 1
             if self.unknown in (1, 100, 10000):
