@@ -35,7 +35,7 @@ GO = "/usr/bin/go"
 # select, and by name (a stand-in from the isolation name server): one line each.
 # Every send and receive is a raw system call (the shim, loaded into this Python,
 # never sees them): a program that wants out, which only the namespace's rules catch.
-PY_CLIENT = textwrap.dedent("""\
+PY_SYSCALLS = textwrap.dedent("""\
     import ctypes, errno, os, select, socket, struct, sys
     libc = ctypes.CDLL(None, use_errno=True)
     SENDTO, RECVFROM, CONNECT = 44, 45, 42          # x86_64
@@ -58,6 +58,8 @@ PY_CLIENT = textwrap.dedent("""\
             raise OSError(ctypes.get_errno(), "recvfrom")
         port = struct.unpack("!H", sa.raw[2:4])[0]
         return buf.raw[:n], socket.inet_ntoa(sa.raw[4:8]), port
+    """)
+PY_CLIENT = PY_SYSCALLS + textwrap.dedent("""\
     host, port, msg = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -88,6 +90,23 @@ PY_CLIENT = textwrap.dedent("""\
             if os.path.exists(sys.argv[5]):
                 break
             select.select([], [], [], 0.1)
+    """)
+
+# one echo, then (once the test has killed a hop) a datagram that must get no answer
+PY_LOSS = PY_SYSCALLS + textwrap.dedent("""\
+    host, port, go_on = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sendto(s, b"before", (host, port))
+    print("echo", recvfrom(s)[0].decode(), flush=True)
+    for _ in range(600):
+        if os.path.exists(go_on):
+            break
+        select.select([], [], [], 0.1)
+    sendto(s, b"after", (host, port))
+    try:
+        print("echo", recvfrom(s, 3)[0].decode())
+    except OSError as exc:
+        print("error", exc.errno or "timeout")
     """)
 
 # a static Go program: its own UDP echo (net.Dial "udp"), and its own DNS (Go's
@@ -301,3 +320,32 @@ def test_socks4_chain_refuses(lab: lablib.Lab, sk, tmp_path: Path, udp_hops: Udp
     assert witness.packets() == 0
     assert lab.hop_connects() == before
     assert "which has no UDP" in sk.daemon_log(30000), sk.daemon_log()
+
+
+def test_hop_dying_mid_flow_drops_the_programs_datagrams(
+        lab: lablib.Lab, sk, tmp_path: Path, udp_hops: UdpHops, far: FarUdp,
+        witness: Witness) -> None:
+    """Hop 2 of 3 dies while a program's association is open: the loss is logged
+    with the flow, the program's next datagram gets no answer, nothing leaves around
+    the chain."""
+    start_daemon(sk, policy(tmp_path, [udp_hops.url(i) for i in range(3)], CARRY_ALL))
+    go_on = tmp_path / "go-on"
+    bg = sk.spawn(sk.argv([sys.executable, "-c", PY_LOSS, lablib.FAR_IP,
+                           str(far.echo_port), str(go_on)], opts=["--isolate"]))
+    try:
+        lablib.wait_until(lambda: "echo" in bg.out_path.read_text() or
+                          not bg.running(), 60, "the first echo")
+        before = len(far.seen())
+        udp_hops.kill(1)
+        lablib.wait_until(lambda: "control connection of its UDP association"
+                          in sk.daemon_log(30000), 20, "the association's loss")
+    finally:
+        go_on.write_text("")
+        res = bg.wait(30)
+    assert res.returncode == 0, sk.describe(res)
+    assert res.stdout.split() == ["echo", "before", "error", "timeout"], \
+        sk.describe(res)
+    assert len(far.seen()) == before == 1
+    assert witness.packets() == 0
+    assert re.search(r"UDP through chain u lost: hop \d", sk.daemon_log(30000)), \
+        sk.daemon_log(30000)
