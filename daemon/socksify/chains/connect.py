@@ -46,7 +46,7 @@ async def open_socket(host: str, port: int, timeout: float, what: str,
     direct target), with the errors a program should see: ETIMEDOUT, or the kernel's
     errno. Each of host's addresses (up to MAX_ADDRESSES) is tried in turn."""
     if addrs is None:
-        addrs = await _addresses(host, port)
+        addrs = await resolve(host, port)
     failure: BaseException | None = None
     for addr in addrs[:MAX_ADDRESSES]:
         sock = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET,
@@ -77,7 +77,7 @@ async def dial_hop(host: str, port: int, timeout: float, what: str, conn: str,
     if parse_address(host) is not None:
         addrs = [ipaddress.ip_address(host)]
     else:
-        addrs = await _addresses(host, port)
+        addrs = await resolve(host, port)
         log.info("[%s] %s: name %s resolved here: %s", conn, what, host,
                  ", ".join(map(str, addrs)))
     try:
@@ -85,7 +85,7 @@ async def dial_hop(host: str, port: int, timeout: float, what: str, conn: str,
     except (HopTimeout, HopUnreachable):
         if parse_address(host) is not None:
             raise
-        again = [a for a in await _addresses(host, port) if a not in addrs]
+        again = [a for a in await resolve(host, port) if a not in addrs]
         if not again:
             raise
         log.info("[%s] %s: name %s resolved again: trying %s", conn, what, host,
@@ -121,7 +121,7 @@ async def sock_connect(sock: socket.socket, host: str, port: int, timeout: float
     """Connect a given socket (the program's, or one of the daemon's) to host:port
     (whose addresses may be known already), with open_socket's errors."""
     address = sockaddr_for(sock, host, port,
-                           addrs if addrs is not None else await _addresses(host, port))
+                           addrs if addrs is not None else await resolve(host, port))
     sock.setblocking(False)
     try:
         await within(_connect_to(sock, address), timeout)
@@ -161,16 +161,20 @@ async def _connect_to(sock: socket.socket,
         raise OSError(err, os.strerror(err))
 
 
-async def _addresses(host: str, port: int) -> list[IPAddress]:
-    """host's addresses: itself if it is one, else what the resolver says."""
+async def resolve(host: str, port: int, family: int = socket.AF_UNSPEC, hop: int = 0,
+                  where: str = "") -> list[IPAddress]:
+    """host's addresses for a stream: itself if it is one, else what the resolver
+    here says for `family` (AF_UNSPEC: any; AF_INET for a hop that carries only IPv4),
+    in its order. HopUnreachable naming `hop` (ChainError's index) when it has none;
+    `where` goes into its message."""
     parsed = parse_address(host)
     if parsed is not None:
         return [parsed]
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM)
+            host, port, family=family, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise HopUnreachable(f"{host}: cannot resolve ({exc})", hop=0,
+        raise HopUnreachable(f"{host}: cannot resolve{where} ({exc})", hop=hop,
                              err=errno.EHOSTUNREACH) from None
     return [ipaddress.ip_address(info[4][0]) for info in infos]
 

@@ -4,17 +4,16 @@ for the target, reading exactly the replies: one request at a time, or pipelined
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import logging
 import socket
 
-from ..errors import ChainError, HopUnreachable, Unsupported
+from ..errors import ChainError, Unsupported
 from ..protocol import socks5, socks5udp
 from ..proxies import Proxy
 from ..sockstream import RawStream
 from . import tlshop
-from .connect import HandoffImpossible, dial_hop, disconnect, is_address, parse_address
+from .connect import (HandoffImpossible, dial_hop, disconnect, is_address, parse_address,
+                      resolve)
 from .earlydata import EARLY_DATA, EarlyData
 from .spec import ChainSpec
 from .steps import Message, Step, suspects
@@ -47,11 +46,13 @@ def _check_carriable(asker: Proxy, host: str, what: str) -> None:
                           "IPv4")
 
 
-async def final_target(last: Proxy, host: str, port: int, dns: str) -> str:
-    """The target as `last` will be asked for it (resolved here for dns = "local" on
-    a hop that carries no names); Unsupported if it cannot be asked."""
+async def final_target(route: tuple[Proxy, ...], host: str, port: int, dns: str) -> str:
+    """The target as route's last hop will be asked for it (resolved here for dns =
+    "local" on a hop that carries no names); Unsupported if it cannot be asked."""
+    last = route[-1]
     if dns == "local" and not last.carries_names and not is_address(host):
-        host = await _resolve_here(host, port, last)
+        family = socket.AF_UNSPEC if last.carries_ipv6 else socket.AF_INET
+        host = str((await resolve(host, port, family, len(route), " here"))[0])
     elif not last.carries_names and not is_address(host):
         raise Unsupported(f"the last hop {last} cannot carry the host name {host} "
                           "(SOCKS4): use a socks4a:// or socks5:// last hop, or set "
@@ -69,7 +70,7 @@ async def build(route: tuple[Proxy, ...], host: str, port: int, spec: ChainSpec,
     replies. With `start`, the stream of a pre-built tunnel that already reaches the
     last hop: only the last request is left. `auth`: stream isolation credentials for
     the SOCKS5 hops written without any."""
-    host = await final_target(route[-1], host, port, dns)
+    host = await final_target(route, host, port, dns)
     if app_sock is not None and any(h.tls for h in route):
         raise HandoffImpossible("a TLS hop's session lives in the daemon")
     if start is None:
@@ -162,7 +163,7 @@ async def negotiate(stream: RawStream, route: tuple[Proxy, ...],
     for i in range(begin, end):
         if i + 1 < len(route):
             nxt = route[i + 1]
-            want = await _hop_address(route[i], nxt)
+            want = await _hop_address(route[i], nxt, i + 1)
             if parse_address(want) is None:
                 log.info("[%s] hop %d %s: name %s carried by hop %d (resolved there, "
                          "not here)", conn, i + 2, nxt, want, i + 1)
@@ -253,27 +254,17 @@ async def associate(stream: RawStream, route: tuple[Proxy, ...], index: int, hos
     return step.reply
 
 
-async def _resolve_here(host: str, port: int, last: Proxy) -> str:
-    family = socket.AF_UNSPEC if last.carries_ipv6 else socket.AF_INET
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, family=family, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise HopUnreachable(f"{host}: cannot resolve here ({exc})", hop=len((last,)),
-                             err=errno.EHOSTUNREACH) from None
-    return str(infos[0][4][0])
-
-
-async def _hop_address(asker: Proxy, hop: Proxy) -> str:
-    """The address to ask `asker` for, to reach `hop`: its name if the asker carries
-    names, else its IPv4 address (resolved here: it is a proxy, not the target)."""
+async def _hop_address(asker: Proxy, hop: Proxy, index: int) -> str:
+    """The address to ask `asker` for, to reach `hop` (route[index]): its name if the
+    asker carries names, else its IPv4 address (resolved here: it is a proxy, not the
+    target)."""
     if parse_address(hop.host) is not None:
         _check_carriable(asker, hop.host, f"hop {hop}")
         return hop.host
     if asker.carries_names:
         return hop.host
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        hop.host, hop.port, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    found = str((await resolve(hop.host, hop.port, socket.AF_INET, index,
+                               " here"))[0])
     log.info("hop %s: name %s resolved here for %s (which carries no names): %s",
-             hop, hop.host, asker, infos[0][4][0])
-    return str(infos[0][4][0])
+             hop, hop.host, asker, found)
+    return found
