@@ -126,7 +126,7 @@ def test_a_reply_goes_back_through_the_flow_it_answers() -> None:
     the last used; from anywhere else: dropped."""
     chain = ChainSpec("u", (Proxy.parse("socks5://127.0.0.1:1080"),))
     carrier = FakeCarrier()
-    program = _Program((V4("192.0.2.1"), 5000), 0.0)
+    program = _Program((V4("192.0.2.1"), 5000), 0.0, (V4("10.0.0.1"), 7))
     flow = UdpFlow("c1", uid_only(0, "t"), None, 0, 0.0)
     program.flow = flow
 

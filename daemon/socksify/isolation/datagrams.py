@@ -38,6 +38,7 @@ from ..chains import ChainSpec
 from ..chains.udp import UdpAssociation, check_route, open_association
 from ..core.records import UdpFlow
 from ..core.router import Router
+from .. import sockdiag
 from ..dns import StandIn
 from ..errors import SocksifyError, Unsupported
 from ..policy import Policy
@@ -81,6 +82,7 @@ class _Program:
     """One program socket: its flow record, associations and waiting datagrams."""
     key: tuple[owners.IPAddress, int]
     last: float
+    remote: tuple[owners.IPAddress, int]       # its first flow's destination
     queue: asyncio.Queue[tuple[_Path, bytes]] = field(
         default_factory=lambda: asyncio.Queue(QUEUE))
     flow: UdpFlow | None = None
@@ -183,8 +185,8 @@ class Datagrams:
             and orig.src.ipv4_mapped else orig.src
         program = self.programs.get((src, orig.sport))
         if program is None:
-            program = self.programs[(src, orig.sport)] = _Program((src, orig.sport),
-                                                                  now)
+            program = self.programs[(src, orig.sport)] = _Program(
+                (src, orig.sport), now, (orig.dst, orig.dport))
         path = _Path(carrier, peer, orig.dst, orig.dport, program, now)
         program.paths.append(path)
         self.paths[key] = path
@@ -199,7 +201,7 @@ class Datagrams:
 
     async def _open_flow(self, program: _Program) -> UdpFlow:
         router, ns = self.router, self.ns
-        app = await self._identify(program.key)
+        app = await self._identify(program.key, program.remote)
         flow = router.new_connection(app, None, 0, None, UdpFlow)
         assert isinstance(flow, UdpFlow)
         flow.path = "isolated"
@@ -213,11 +215,26 @@ class Datagrams:
         router.table.live[flow.id] = flow
         return flow
 
-    async def _identify(self, local: tuple[owners.IPAddress, int]) -> AppInfo:
+    async def _identify(self, local: tuple[owners.IPAddress, int],
+                        remote: tuple[owners.IPAddress, int]) -> AppInfo:
+        """The program holding the UDP socket at local (in the namespace): its inode
+        by one exact sock_diag lookup (else the namespace's /proc/PID/net/udp), then
+        the process holding it, the namespace's recent owners first."""
         ns = self.ns
+        inode = None
+        if ns.diag is not None:
+            try:
+                found = sockdiag.lookup(socket.IPPROTO_UDP, local, remote, ns.diag, 0.5)
+                inode = found.inode if found is not None and found.inode else None
+            except (OSError, ValueError):
+                pass
         try:
-            pid = await asyncio.wait_for(asyncio.to_thread(
-                owners.owner, ns.pid, local, None, "udp"), IDENTIFY_TIMEOUT)
+            pid = owners.owner(ns.pid, local, None, "udp", True, inode) \
+                if inode is not None else None
+            if pid is None:
+                pid = await asyncio.wait_for(asyncio.to_thread(
+                    owners.owner, ns.pid, local, None, "udp", False, inode),
+                    IDENTIFY_TIMEOUT)
         except (OSError, ValueError, asyncio.TimeoutError):
             pid = None
         if pid is None:
