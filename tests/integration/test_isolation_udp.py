@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -24,8 +25,8 @@ import pytest
 
 import lab as lablib
 from conftest import skip_or_fail, start_daemon
-from integration.test_udp_chain import (FarUdp, UdpHops, Witness, far,  # noqa: F401
-                                        udp_hops, witness)
+from integration.test_udp_chain import (FarUdp, UdpHops, Witness, _cpu_seconds,
+                                        far, udp_hops, witness)  # noqa: F401
 
 pytestmark = pytest.mark.lab
 
@@ -107,6 +108,56 @@ PY_LOSS = PY_SYSCALLS + textwrap.dedent("""\
         print("echo", recvfrom(s, 3)[0].decode())
     except OSError as exc:
         print("error", exc.errno or "timeout")
+    """)
+
+# 1,000 datagrams of 1,200 bytes with a window of 32 in flight, then 200 sequential
+# echoes over UDP and over a TCP connection (both redirected: raw connect) to the far
+# zone's echo servers; one line of figures
+PY_BENCH = PY_SYSCALLS + textwrap.dedent("""\
+    import time
+    host, port, tcp_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pad = bytes(range(256)) * 4 + bytes(1196 - 1024)
+    got, inflight, started = [], 0, time.monotonic()
+    for seq in range(1000):
+        sendto(s, struct.pack("!I", seq) + pad, (host, port))
+        inflight += 1
+        while inflight >= 32:
+            try:
+                data = recvfrom(s, 2)[0]
+            except OSError:
+                inflight = 0
+                break
+            assert data[4:] == pad
+            got.append(struct.unpack("!I", data[:4])[0])
+            inflight -= 1
+    took = time.monotonic() - started
+    while True:
+        try:
+            got.append(struct.unpack("!I", recvfrom(s, 2)[0][:4])[0])
+            took = time.monotonic() - started
+        except OSError:
+            break
+    print("flood", len(got), int(got == sorted(got)), len(set(got)), "%.3f" % took)
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sa = sockaddr(host, tcp_port)
+    assert libc.syscall(CONNECT, t.fileno(), sa, len(sa)) == 0
+    times = {"udp": [], "tcp": []}
+    for i in range(200):
+        msg = struct.pack("!I", i) * 16
+        t0 = time.perf_counter()
+        sendto(s, msg, (host, port))
+        assert recvfrom(s)[0] == msg
+        t1 = time.perf_counter()
+        sendto(t, msg)
+        back = b""
+        while len(back) < len(msg):
+            back += recvfrom(t)[0]
+        assert back == msg
+        times["udp"].append(t1 - t0)
+        times["tcp"].append(time.perf_counter() - t1)
+    med = {k: sorted(v)[100] * 1000 for k, v in times.items()}
+    print("rtt", "%.3f" % med["udp"], "%.3f" % med["tcp"])
     """)
 
 # a static Go program: its own UDP echo (net.Dial "udp"), and its own DNS (Go's
@@ -349,3 +400,41 @@ def test_hop_dying_mid_flow_drops_the_programs_datagrams(
     assert witness.packets() == 0
     assert re.search(r"UDP through chain u lost: hop \d", sk.daemon_log(30000)), \
         sk.daemon_log(30000)
+
+
+def test_thousand_datagrams_and_round_trips_through_three_hops(
+        lab: lablib.Lab, sk, tmp_path: Path, udp_hops: UdpHops, far: FarUdp,
+        witness: Witness) -> None:
+    """An isolated program floods 1,000 datagrams of 1,200 bytes (32 in flight)
+    through 3 hops: loss within 1%, none reordered or duplicated; then the median
+    echo round trip over UDP and over TCP through the same hops (figures, printed
+    with the daemon's CPU, not gates)."""
+    start_daemon(sk, policy(tmp_path, [udp_hops.url(i) for i in range(3)], CARRY_ALL))
+    tcp_echo = lablib.listener_in(lab.far_ns, lablib.FAR_IP)
+
+    def serve() -> None:
+        conn, _ = tcp_echo.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+    threading.Thread(target=serve, daemon=True).start()
+    pid = sk.daemon_pid()
+    cpu = _cpu_seconds(pid)
+    try:
+        res = sk.run([sys.executable, "-c", PY_BENCH, lablib.FAR_IP, str(far.echo_port),
+                      str(tcp_echo.getsockname()[1])], opts=["--isolate"], timeout=180)
+    finally:
+        tcp_echo.close()
+    cpu = _cpu_seconds(pid) - cpu
+    assert res.returncode == 0, sk.describe(res)
+    flood, rtt = (line.split()[1:] for line in res.stdout.splitlines())
+    received, ordered, distinct, took = int(flood[0]), flood[1], int(flood[2]), \
+        float(flood[3])
+    print(f"isolated, 3 hops: 1000 sent, {received} received, {1000 - received} lost, "
+          f"{took:.2f}s ({1000 / took:.0f} datagrams/s each way); echo round trip "
+          f"median UDP {rtt[0]} ms, TCP {rtt[1]} ms (ratio "
+          f"{float(rtt[0]) / float(rtt[1]):.2f}); daemon CPU {cpu:.2f}s for all")
+    assert ordered == "1", "reordered"
+    assert distinct == received, "duplicated"
+    assert received >= 990, f"{1000 - received} of 1000 lost"
+    assert witness.packets() == 0
