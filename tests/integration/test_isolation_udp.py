@@ -85,12 +85,16 @@ PY_CLIENT = PY_SYSCALLS + textwrap.dedent("""\
         sendto(s, b"by-name", addr)
         data, src, sport = recvfrom(s)
         print("name", addr[0], src, sport, data.decode())
-    if len(sys.argv) > 5:            # hold the flows open until the test has looked
-        print("holding", flush=True)
+    def wait_for(text):
         for _ in range(300):
-            if os.path.exists(sys.argv[5]):
-                break
+            if os.path.exists(sys.argv[5]) and open(sys.argv[5]).read() == text:
+                return
             select.select([], [], [], 0.1)
+    if len(sys.argv) > 5:      # hold the flows open until the test has looked, then
+        print("holding", flush=True)       # close one socket, and hold the other
+        wait_for("close")
+        c.close()
+        wait_for("end")
     """)
 
 # one echo, then (once the test has killed a hop) a datagram that must get no answer
@@ -268,8 +272,13 @@ def test_python_client_through_hops(lab: lablib.Lab, sk, tmp_path: Path,
                           not bg.running(), 60, "the client's echoes")
         # the program's two sockets, while it holds them: in the live table
         flows = isolated_flows(sk)
+        release.write_text("close")
+        # it closes one: that flow (and its association) ends within a few sweeps
+        lablib.wait_until(lambda: "UDP flow closed (socket closed)" in
+                          sk.daemon_log(30000), 20, "the closed socket's flow ending")
+        left = isolated_flows(sk)
     finally:
-        release.write_text("")
+        release.write_text("end")
         res = bg.wait(30)
     assert res.returncode == 0, sk.describe(res)
     lines = res.stdout.splitlines()
@@ -293,6 +302,7 @@ def test_python_client_through_hops(lab: lablib.Lab, sk, tmp_path: Path,
         [(2, 2), (2, 2)], flows
     assert all(f["chain"] == "u" and f["route"].count(">") == n - 1 and
                f["app"].startswith("python") and f["dropped"] == 0 for f in flows), flows
+    assert len(left) == 1 and left[0]["id"] in {f["id"] for f in flows}, left
     assert "UDP flow closed (namespace ended)" in sk.daemon_log(30000)
 
 
@@ -437,4 +447,26 @@ def test_thousand_datagrams_and_round_trips_through_three_hops(
     assert ordered == "1", "reordered"
     assert distinct == received, "duplicated"
     assert received >= 990, f"{1000 - received} of 1000 lost"
+    assert witness.packets() == 0
+
+
+def test_a_sessions_own_policy_carries(lab: lablib.Lab, sk, tmp_path: Path,
+                                       udp_hops: UdpHops, far: FarUdp,
+                                       witness: Witness) -> None:
+    """The daemon's policy carries no UDP, the command's own (-c) does: the launcher
+    learns it from the daemon (status, its user's sessions) and redirects UDP."""
+    start_daemon(sk, policy(tmp_path, [udp_hops.url(0)], """\
+        [[rules]]
+        action = "chain:u"
+        """))
+    own = tmp_path / "own"
+    own.mkdir()
+    mine = policy(own, [udp_hops.url(i) for i in range(2)], CARRY_ALL)
+    res = sk.run([sys.executable, "-c", PY_CLIENT, lablib.FAR_IP, str(far.echo_port),
+                  "mine"], opts=["--isolate", "-c", str(mine)], timeout=90)
+    assert res.returncode == 0, sk.describe(res)
+    assert res.stdout.splitlines()[:3] == [
+        f"recvfrom {lablib.FAR_IP} {far.echo_port} mine", "recv enim",
+        "select nonblocking"], sk.describe(res)
+    assert {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
     assert witness.packets() == 0

@@ -93,6 +93,7 @@ class _Program:
     warned: set[tuple[str, str]] = field(default_factory=set)
     pump: asyncio.Task[None] | None = None
     dropped: int = 0                  # before the flow record exists
+    inode: int | None = None          # its socket's, when sock_diag found it
 
 
 class _Carrier(asyncio.DatagramProtocol):
@@ -201,7 +202,8 @@ class Datagrams:
 
     async def _open_flow(self, program: _Program) -> UdpFlow:
         router, ns = self.router, self.ns
-        app = await self._identify(program.key, program.remote)
+        program.inode = self._inode(program.key, program.remote)
+        app = await self._identify(program.key, program.inode)
         flow = router.new_connection(app, None, 0, None, UdpFlow)
         assert isinstance(flow, UdpFlow)
         flow.path = "isolated"
@@ -215,19 +217,25 @@ class Datagrams:
         router.table.live[flow.id] = flow
         return flow
 
+    def _inode(self, local: tuple[owners.IPAddress, int],
+               remote: tuple[owners.IPAddress, int]) -> int | None:
+        """The inode of the program's UDP socket at local (that sent to remote), by
+        one exact sock_diag lookup in the namespace; None if not found (or no
+        sock_diag socket was handed over)."""
+        if self.ns.diag is None:
+            return None
+        try:
+            found = sockdiag.lookup(socket.IPPROTO_UDP, local, remote, self.ns.diag, 0.5)
+        except (OSError, ValueError):
+            return None
+        return found.inode if found is not None and found.inode else None
+
     async def _identify(self, local: tuple[owners.IPAddress, int],
-                        remote: tuple[owners.IPAddress, int]) -> AppInfo:
-        """The program holding the UDP socket at local (in the namespace): its inode
-        by one exact sock_diag lookup (else the namespace's /proc/PID/net/udp), then
-        the process holding it, the namespace's recent owners first."""
+                        inode: int | None) -> AppInfo:
+        """The process holding the UDP socket at local (its inode, when known; else
+        found in the namespace's /proc/PID/net/udp), the namespace's recent owners
+        first."""
         ns = self.ns
-        inode = None
-        if ns.diag is not None:
-            try:
-                found = sockdiag.lookup(socket.IPPROTO_UDP, local, remote, ns.diag, 0.5)
-                inode = found.inode if found is not None and found.inode else None
-            except (OSError, ValueError):
-                pass
         try:
             pid = owners.owner(ns.pid, local, None, "udp", True, inode) \
                 if inode is not None else None
@@ -394,6 +402,11 @@ class Datagrams:
         for program in list(self.programs.values()):
             if now - program.last > FLOW_IDLE:
                 self._close_program(program, "idle")
+            elif program.inode is not None and now - program.last > SWEEP and \
+                    self._inode(program.key, program.remote) != program.inode:
+                # the program closed its socket (a resolver's socket per query):
+                # its associations go now, not after FLOW_IDLE
+                self._close_program(program, "socket closed")
 
     def _close_program(self, program: _Program, why: str) -> None:
         self.programs.pop(program.key, None)
