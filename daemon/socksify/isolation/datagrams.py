@@ -20,8 +20,9 @@ A reply is sent back through the flow (conntrack entry) whose destination it cam
 from; one from any other address or port cannot be given that source and is dropped
 (counted). A lost association (a hop's control connection ends) drops the program's
 datagrams to that chain for FAILED_HOLD seconds; the next one after that opens a new
-association. A program socket silent both ways for FLOW_IDLE seconds is closed (its
-associations with it)."""
+association. A program socket the program has closed (sock_diag no longer finds its
+inode) or silent both ways for FLOW_IDLE seconds is closed (its associations with
+it)."""
 
 from __future__ import annotations
 
