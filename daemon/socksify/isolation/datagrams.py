@@ -122,7 +122,6 @@ class Datagrams:
         self.transports: list[asyncio.DatagramTransport] = []
         self.unknown = 0         # datagrams whose flow conntrack did not know
         self.closed = False
-        self.sweeper: asyncio.Task[None] | None = None
 
     async def serve(self, socks: list[socket.socket]) -> None:
         """Serve the carrier sockets until cancelled; then close everything."""
@@ -196,10 +195,16 @@ class Datagrams:
 
     async def _pump(self, program: _Program) -> None:
         """Identify the program once, then decide and send its datagrams in order."""
-        flow = await self._open_flow(program)
-        while True:
-            path, payload = await program.queue.get()
-            await self._forward(program, flow, path, payload)
+        try:
+            flow = await self._open_flow(program)
+            while True:
+                path, payload = await program.queue.get()
+                await self._forward(program, flow, path, payload)
+        except Exception:             # a bug: never leave a flow that drops silently
+            log.exception("isolated pid %d: UDP flow of %s failed", self.ns.pid,
+                          program.key)
+            program.pump = None
+            self._close_program(program, "failed")
 
     async def _open_flow(self, program: _Program) -> UdpFlow:
         router, ns = self.router, self.ns
