@@ -55,6 +55,7 @@ FAILED_HOLD = 5.0    # after a lost or refused association: dropped this long
 SWEEP = 2.0
 QUEUE = 1024         # datagrams of one program socket waiting (identify, associate)
 MAX_WARNED = 256
+MAX_PROGRAMS = 256   # program sockets carried at once per namespace
 
 
 @dataclass
@@ -120,7 +121,7 @@ class Datagrams:
         self.paths: dict[tuple[Any, ...], _Path] = {}
         self.programs: dict[tuple[owners.IPAddress, int], _Program] = {}
         self.transports: list[asyncio.DatagramTransport] = []
-        self.unknown = 0         # datagrams whose flow conntrack did not know
+        self.unknown = 0         # dropped before any flow: conntrack did not know, cap
         self.closed = False
 
     async def serve(self, socks: list[socket.socket]) -> None:
@@ -155,7 +156,10 @@ class Datagrams:
         try:
             program.queue.put_nowait((path, data))
         except asyncio.QueueFull:
-            self._drop(program)
+            if program.flow is not None:
+                program.flow.dropped += 1
+            else:
+                program.dropped += 1
             return
         if program.pump is None:
             program.pump = asyncio.ensure_future(self._pump(program))
@@ -185,6 +189,12 @@ class Datagrams:
         src = orig.src.ipv4_mapped if isinstance(orig.src, ipaddress.IPv6Address) \
             and orig.src.ipv4_mapped else orig.src
         program = self.programs.get((src, orig.sport))
+        if program is None and len(self.programs) >= MAX_PROGRAMS:
+            self.unknown += 1       # each would hold associations: a cap, not a queue
+            if self.unknown in (1, 100, 10000):
+                log.warning("isolated pid %d: more than %d UDP sockets carried at once;"
+                            " datagrams of new ones dropped", self.ns.pid, MAX_PROGRAMS)
+            return None
         if program is None:
             program = self.programs[(src, orig.sport)] = _Program(
                 (src, orig.sport), now, (orig.dst, orig.dport))
@@ -383,12 +393,6 @@ class Datagrams:
         best.last = program.last = time.monotonic()
         flow.datagrams_down += 1
         flow.counters.down += len(payload)
-
-    def _drop(self, program: _Program) -> None:
-        if program.flow is not None:
-            program.flow.dropped += 1
-        else:
-            program.dropped += 1
 
     # ----- ending -----------------------------------------------------------------
     def _forget(self, key: tuple[Any, ...], path: _Path) -> None:
