@@ -16,7 +16,9 @@ import pytest
 from socksify.chains import ChainSpec
 from socksify.core.records import UdpFlow
 from socksify.isolation import conntrack, ruleset
-from socksify.isolation.datagrams import Datagrams, _Path, _Program
+from socksify.isolation.datagrams import Datagrams
+from socksify.isolation.udpflows import Path as FlowPath
+from socksify.isolation.udpflows import Program
 from socksify.procinfo import uid_only
 from socksify.protocol import handover
 from socksify.proxies import Proxy
@@ -126,12 +128,12 @@ def test_a_reply_goes_back_through_the_flow_it_answers() -> None:
     the last used; from anywhere else: dropped."""
     chain = ChainSpec("u", (Proxy.parse("socks5://127.0.0.1:1080"),))
     carrier = FakeCarrier()
-    program = _Program((V4("192.0.2.1"), 5000), 0.0, (V4("10.0.0.1"), 7))
+    program = Program((V4("192.0.2.1"), 5000), 0.0, (V4("10.0.0.1"), 7))
     flow = UdpFlow("c1", uid_only(0, "t"), None, 0, 0.0)
     program.flow = flow
 
-    def path(peer: int, dst: str, port: int, host: str | None, last: float) -> _Path:
-        p = _Path(cast(asyncio.DatagramTransport, carrier), ("127.0.0.1", peer),
+    def path(peer: int, dst: str, port: int, host: str | None, last: float) -> FlowPath:
+        p = FlowPath(cast(asyncio.DatagramTransport, carrier), ("127.0.0.1", peer),
                   V4(dst), port, program, last, host=host, chain=chain, decided=True)
         program.paths.append(p)
         return p

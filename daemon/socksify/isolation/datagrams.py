@@ -32,7 +32,6 @@ import ipaddress
 import logging
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ..chains import ChainSpec
@@ -40,12 +39,11 @@ from ..chains.udp import UdpAssociation, check_route, open_association
 from ..core.records import UdpFlow
 from ..core.router import Router
 from .. import sockdiag
-from ..dns import StandIn
 from ..errors import SocksifyError, Unsupported
-from ..policy import Policy
 from ..procinfo import AppInfo, uid_only
 from . import conntrack, owners
 from .redirect import IDENTIFY_TIMEOUT, Namespace
+from .udpflows import QUEUE, Path, Program
 
 log = logging.getLogger("socksify.daemon")
 
@@ -53,49 +51,8 @@ PATH_IDLE = 20.0     # a flow's conntrack entry lives >= 30 s after its last dat
 FLOW_IDLE = 60.0     # a program socket silent both ways this long is closed
 FAILED_HOLD = 5.0    # after a lost or refused association: dropped this long
 SWEEP = 2.0
-QUEUE = 1024         # datagrams of one program socket waiting (identify, associate)
 MAX_WARNED = 256
 MAX_PROGRAMS = 256   # program sockets carried at once per namespace
-
-
-@dataclass
-class _Path:
-    """One flow (conntrack entry): the program's socket to one destination, as the
-    carrier sees it (from `peer`); how the policy decided it, once."""
-    carrier: asyncio.DatagramTransport
-    peer: tuple[Any, ...]
-    dst: owners.IPAddress
-    port: int
-    program: _Program
-    last: float
-    host: str | None = None           # the name behind a stand-in address
-    stand_in: StandIn | None = None
-    chain: ChainSpec | None = None    # decided: through this chain
-    refused: str | None = None        # decided: dropped, why
-    decided: bool = False
-
-    @property
-    def target(self) -> str:
-        return self.host or str(self.dst)
-
-
-@dataclass
-class _Program:
-    """One program socket: its flow record, associations and waiting datagrams."""
-    key: tuple[owners.IPAddress, int]
-    last: float
-    remote: tuple[owners.IPAddress, int]       # its first flow's destination
-    queue: asyncio.Queue[tuple[_Path, bytes]] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE))
-    flow: UdpFlow | None = None
-    policy: Policy | None = None
-    assocs: dict[str, UdpAssociation] = field(default_factory=dict)
-    failed: dict[str, float] = field(default_factory=dict)
-    paths: list[_Path] = field(default_factory=list)
-    warned: set[tuple[str, str]] = field(default_factory=set)
-    pump: asyncio.Task[None] | None = None
-    dropped: int = 0                  # before the flow record exists
-    inode: int | None = None          # its socket's, when sock_diag found it
 
 
 class _Carrier(asyncio.DatagramProtocol):
@@ -118,8 +75,8 @@ class Datagrams:
         self.router = router
         self.ns = ns
         self.nl = nl
-        self.paths: dict[tuple[Any, ...], _Path] = {}
-        self.programs: dict[tuple[owners.IPAddress, int], _Program] = {}
+        self.paths: dict[tuple[Any, ...], Path] = {}
+        self.programs: dict[tuple[owners.IPAddress, int], Program] = {}
         self.transports: list[asyncio.DatagramTransport] = []
         self.unknown = 0         # dropped before any flow: conntrack did not know, cap
         self.closed = False
@@ -152,7 +109,14 @@ class Datagrams:
             if path is None:
                 return
         path.last = path.program.last = now
-        program = path.program
+        program, flow = path.program, path.program.flow
+        if flow is not None and path.decided and program.queue.empty():
+            # the common case, sent at once: decided, its association open (or
+            # refused), nothing waiting before it
+            assoc = program.assocs.get(path.chain.name) if path.chain else None
+            if path.chain is None or assoc is not None:
+                self._send(flow, path, assoc, data)
+                return
         try:
             program.queue.put_nowait((path, data))
         except asyncio.QueueFull:
@@ -165,7 +129,7 @@ class Datagrams:
             program.pump = asyncio.ensure_future(self._pump(program))
 
     def _new_path(self, key: tuple[Any, ...], carrier: asyncio.DatagramTransport,
-                  peer: tuple[Any, ...], now: float) -> _Path | None:
+                  peer: tuple[Any, ...], now: float) -> Path | None:
         """The flow a datagram from peer belongs to, from conntrack (None: unknown,
         dropped: without its destination nothing can be decided)."""
         orig = None
@@ -196,14 +160,14 @@ class Datagrams:
                             " datagrams of new ones dropped", self.ns.pid, MAX_PROGRAMS)
             return None
         if program is None:
-            program = self.programs[(src, orig.sport)] = _Program(
+            program = self.programs[(src, orig.sport)] = Program(
                 (src, orig.sport), now, (orig.dst, orig.dport))
-        path = _Path(carrier, peer, orig.dst, orig.dport, program, now)
+        path = Path(carrier, peer, orig.dst, orig.dport, program, now)
         program.paths.append(path)
         self.paths[key] = path
         return path
 
-    async def _pump(self, program: _Program) -> None:
+    async def _pump(self, program: Program) -> None:
         """Identify the program once, then decide and send its datagrams in order."""
         try:
             flow = await self._open_flow(program)
@@ -216,7 +180,7 @@ class Datagrams:
             program.pump = None
             self._close_program(program, "failed")
 
-    async def _open_flow(self, program: _Program) -> UdpFlow:
+    async def _open_flow(self, program: Program) -> UdpFlow:
         router, ns = self.router, self.ns
         program.inode = self._inode(program.key, program.remote)
         app = await self._identify(program.key, program.inode)
@@ -265,21 +229,24 @@ class Datagrams:
             return uid_only(ns.uid, f"program not found (isolated, uid {ns.uid})")
         return self.router.procs.identify(pid, ns.uid)
 
-    async def _forward(self, program: _Program, flow: UdpFlow, path: _Path,
+    async def _forward(self, program: Program, flow: UdpFlow, path: Path,
                        payload: bytes) -> None:
         if not path.decided:
             self._decide(program, flow, path)
-        if path.chain is None:
-            flow.dropped += 1
-            return
-        assoc = await self._association(program, flow, path.chain)
+        assoc = await self._association(program, flow, path.chain) \
+            if path.chain is not None else None
+        self._send(flow, path, assoc, payload)
+
+    @staticmethod
+    def _send(flow: UdpFlow, path: Path, assoc: UdpAssociation | None,
+              payload: bytes) -> None:
         if assoc is not None and assoc.send(path.target, path.port, payload):
             flow.datagrams_up += 1
             flow.counters.up += len(payload)
         else:
             flow.dropped += 1
 
-    def _decide(self, program: _Program, flow: UdpFlow, path: _Path) -> None:
+    def _decide(self, program: Program, flow: UdpFlow, path: Path) -> None:
         path.decided = True
         router, policy = self.router, program.policy
         if flow.dst is None and flow.host is None:      # the first, shown in the table
@@ -319,7 +286,7 @@ class Datagrams:
                 log.warning("[%s] isolated %s: UDP to %s:%d refused: %s", flow.id,
                             flow.app, path.target, path.port, exc)
 
-    async def _association(self, program: _Program, flow: UdpFlow,
+    async def _association(self, program: Program, flow: UdpFlow,
                            spec: ChainSpec) -> UdpAssociation | None:
         assoc = program.assocs.get(spec.name)
         if assoc is not None:
@@ -365,7 +332,7 @@ class Datagrams:
         return assoc
 
     # ----- to the program ---------------------------------------------------------
-    def _deliver(self, program: _Program, chain: str, host: str, port: int,
+    def _deliver(self, program: Program, chain: str, host: str, port: int,
                  payload: bytes) -> None:
         """A reply from host:port (as the last hop saw it): back through the flow to
         that destination -- the one by that address, or one by a name (whose address
@@ -395,7 +362,7 @@ class Datagrams:
         flow.counters.down += len(payload)
 
     # ----- ending -----------------------------------------------------------------
-    def _forget(self, key: tuple[Any, ...], path: _Path) -> None:
+    def _forget(self, key: tuple[Any, ...], path: Path) -> None:
         self.paths.pop(key, None)
         try:
             path.program.paths.remove(path)
@@ -418,7 +385,7 @@ class Datagrams:
                 # its associations go now, not after FLOW_IDLE
                 self._close_program(program, "socket closed")
 
-    def _close_program(self, program: _Program, why: str) -> None:
+    def _close_program(self, program: Program, why: str) -> None:
         self.programs.pop(program.key, None)
         for key, path in list(self.paths.items()):
             if path.program is program:
