@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,7 @@ import pytest
 
 import lab as lablib
 from conftest import skip_or_fail, start_daemon
+from integration.test_isolate import SYSTEM_PY, unprivileged  # noqa: F401 (fixture)
 from integration.test_udp_chain import (FarUdp, UdpHops, Witness, _cpu_seconds,
                                         far, udp_hops, witness)  # noqa: F401
 
@@ -511,3 +513,34 @@ def test_an_ipv6_datagram_reaches_the_chain(lab: lablib.Lab, sk, tmp_path: Path,
     log = sk.daemon_log(30000)
     assert "UDP associated through chain u" in log, log
     assert witness.packets() == 0
+
+
+def test_unprivileged_go_echo(lab: lablib.Lab, unprivileged, udp_hops: UdpHops,
+                              far: FarUdp, witness: Witness, go_udp: Path) -> None:
+    """A non-root user (a user namespace): the launcher makes the conntrack socket
+    with its capabilities in the namespace, and the user's own daemon (no capability
+    of its own) asks on it; the static Go program's echo crosses 2 hops."""
+    pw, site, rt = unprivileged
+    env = lablib.clean_env({"PYTHONPATH": str(site), "SOCKSIFY_RUNTIME_DIR": str(rt),
+                            "HOME": str(rt), "XDG_CONFIG_HOME": str(rt / "config"),
+                            "XDG_STATE_HOME": str(rt / "state")})
+    env.pop("XDG_RUNTIME_DIR", None)
+    as_user = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
+               "--clear-groups", SYSTEM_PY]
+    exe = rt / "udpclient"
+    shutil.copy(go_udp, exe)
+    mine = policy(rt, [udp_hops.url(i) for i in range(2)], CARRY_ALL)
+    for path in (exe, mine):
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    try:
+        res = lab.client_run([*as_user, "-m", "socksify.cli", "-v", "-c", str(mine),
+                              "--", str(exe), "echo",
+                              f"{lablib.FAR_IP}:{far.echo_port}", "rootless"],
+                             env=env, timeout=90)
+        assert res.returncode == 0, res.describe()
+        assert "isolated network namespace" in res.stderr, res.describe()
+        assert res.stdout.split() == ["echo", "rootless"], res.describe()
+        assert {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
+        assert witness.packets() == 0
+    finally:
+        lab.client_run([*as_user, "-m", "socksify.service", "stop"], env=env, timeout=20)
