@@ -544,3 +544,59 @@ def test_unprivileged_go_echo(lab: lablib.Lab, unprivileged, udp_hops: UdpHops,
         assert witness.packets() == 0
     finally:
         lab.client_run([*as_user, "-m", "socksify.service", "stop"], env=env, timeout=20)
+
+
+PY_LOOP = PY_SYSCALLS + textwrap.dedent("""\
+    import time
+    host, port, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(rounds):
+        msg = b"round %d" % i
+        sendto(s, msg, (host, port))
+        try:
+            while recvfrom(s, 0.5)[0] != msg:      # a late echo of an earlier round
+                pass
+            print(i, "ok", flush=True)
+        except OSError:
+            print(i, "timeout", flush=True)
+        time.sleep(0.1)
+    """)
+
+
+def _lines(bg) -> list[str]:  # type: ignore[no-untyped-def]
+    try:
+        return bg.out_path.read_text().splitlines()
+    except OSError:
+        return []
+
+
+def test_daemon_restart_under_an_isolated_udp_program(
+        lab: lablib.Lab, sk, tmp_path: Path, udp_hops: UdpHops, far: FarUdp,
+        witness: Witness) -> None:
+    """The daemon stops under a program sending datagrams from one socket: they get
+    no answer and nothing leaves; a new daemon gets the carrier sockets and the
+    conntrack socket anew and the same socket's datagrams are carried again."""
+    pol = policy(tmp_path, [udp_hops.url(0)], CARRY_ALL)
+    start_daemon(sk, pol)
+    bg = sk.spawn(sk.argv([sys.executable, "-c", PY_LOOP, lablib.FAR_IP,
+                           str(far.echo_port), "200"], opts=["--isolate"]))
+    try:
+        lablib.wait_until(lambda: sum(ln.endswith(" ok") for ln in _lines(bg)) >= 2,
+                          30, "echoes before the stop")
+        res = sk.socksifyd("stop")
+        assert res.returncode == 0, res.describe()
+        seen = len(_lines(bg))
+        lablib.wait_until(lambda: sum(ln.endswith(" timeout")
+                                      for ln in _lines(bg)[seen:]) >= 2, 30,
+                          "unanswered datagrams while no daemon runs")
+        echoed = len(far.seen())
+        time.sleep(0.5)
+        assert len(far.seen()) == echoed       # nothing carried, nothing direct
+        start_daemon(sk, pol)
+        seen = len(_lines(bg))
+        lablib.wait_until(lambda: sum(ln.endswith(" ok") for ln in _lines(bg)[seen:])
+                          >= 2, 30, "echoes after the restart")
+    finally:
+        bg.kill()
+    assert {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
+    assert witness.packets() == 0
