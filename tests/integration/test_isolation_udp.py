@@ -334,8 +334,9 @@ def test_udp_without_udp_chain_fails_with_nothing_on_the_wire(
         lab: lablib.Lab, sk, tmp_path: Path, udp_hops: UdpHops, far: FarUdp,
         witness: Witness) -> None:
     """No rule says udp = "chain": the namespace's fence drops every datagram
-    (sendto fails with EPERM). With one for the echo port only, a datagram to the
-    DNS port is carried to the daemon and dropped there: no answer, nothing sent."""
+    (sendto fails with EPERM). With one for the echo port only, a datagram under a
+    direct rule, one under a chain rule without udp = "chain" and a multicast one
+    are carried to the daemon and dropped there: no answer, nothing sent."""
     start_daemon(sk, policy(tmp_path, [udp_hops.url(0)], """\
         [[rules]]
         action = "chain:u"
@@ -361,9 +362,12 @@ def test_udp_without_udp_chain_fails_with_nothing_on_the_wire(
     # the DNS port's rule is direct (the namespace has no way out); any other port's
     # is a chain without udp = "chain"
     other = next(p for p in range(20000, 20003) if p not in (far.echo_port, far.dns_port))
-    for port, why in ((far.dns_port, "the isolated namespace sends no UDP directly"),
-                      (other, "a chain carries UDP only with udp")):
-        res = sk.run([sys.executable, "-c", PY_CLIENT, lablib.FAR_IP, str(port), "y"],
+    # (and multicast is never carried, whatever the rule)
+    for host, port, why in (
+            (lablib.FAR_IP, far.dns_port, "the isolated namespace sends no UDP directly"),
+            (lablib.FAR_IP, other, "a chain carries UDP only with udp"),
+            ("239.255.77.1", far.echo_port, "multicast and broadcast are not carried")):
+        res = sk.run([sys.executable, "-c", PY_CLIENT, host, str(port), "y"],
                      opts=["--isolate"], timeout=90)
         assert res.returncode == 0, sk.describe(res)
         assert res.stdout.split() == ["error", "timeout"], sk.describe(res)
@@ -375,7 +379,7 @@ def test_udp_without_udp_chain_fails_with_nothing_on_the_wire(
     assert len(re.findall(r"UDP flow closed \((?:namespace ended|socket closed)\) "
                           r"after [0-9.]+s: 0 "
                           r"datagrams up \(0 bytes\), 0 down \(0 bytes\), 1 dropped",
-                          sk.daemon_log(30000))) == 2, sk.daemon_log(30000)
+                          sk.daemon_log(30000))) == 3, sk.daemon_log(30000)
 
 
 def test_socks4_chain_refuses(lab: lablib.Lab, sk, tmp_path: Path, udp_hops: UdpHops,

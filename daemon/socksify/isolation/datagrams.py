@@ -264,6 +264,10 @@ class Datagrams:
                 path.host = path.stand_in.name
                 if flow.host is None and flow.dst == path.dst:
                     flow.host = path.host
+            elif path.dst.is_multicast or path.dst.is_unspecified or \
+                    path.dst == ipaddress.IPv4Address("255.255.255.255"):
+                raise Unsupported("multicast and broadcast are not carried (they "
+                                  "would reach the last hop's network)", errno.ENETUNREACH)
             decision = policy.decide(flow.app, None if path.host else path.dst,
                                      path.port, path.host)
             if not flow.rule:
