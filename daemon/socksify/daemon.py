@@ -342,9 +342,14 @@ class Daemon:
             if self.frontdoor else None
         if router.sees_all(uid):
             out["carrier"] = self.carrier.status()
+        # udp: a rule of uid's policies carries UDP through a chain, so an isolated
+        # namespace redirects its datagrams to the daemon (else its fence drops them)
+        mine = [policy, *(s.policy for s in sessions if uid is None or s.uid == uid)]
         out["relay"] = {"port4": self.relays.port4, "port6": self.relays.port6,
                         "socket": str(self.paths.relay_socket)
-                        if self.relays.unix is not None else None}
+                        if self.relays.unix is not None else None,
+                        "udp": any(r.udp == "chain" for p in mine if p is not None
+                                   for r in p.rules)}
         return out
 
 

@@ -10,7 +10,11 @@ which is which (protocol/handover.py, docs/wire.md):
 - the DNS sockets, UDP and TCP on 127.0.0.1 and [::1] on one port, where the rules
   send port 53;
 - a sock_diag netlink socket, made here so that it asks this namespace's socket
-  table: the daemon finds a redirected connection's socket with one exact lookup.
+  table: the daemon finds a redirected connection's socket with one exact lookup;
+- when the daemon carries UDP (udp = "chain" in a rule): the UDP carrier sockets,
+  127.0.0.1 and [::1] on one port, where the rules send every other datagram, and a
+  NETLINK_NETFILTER socket made here (with this process's capabilities in the
+  namespace), on which the daemon asks conntrack where each flow was going.
 
 This process keeps no copy: the daemon holds the only ones, so while no daemon serves
 them nothing listens on those ports and the program's connections are refused. After
@@ -24,6 +28,7 @@ import socket
 
 from ..protocol import handover as wire
 from ..protocol.control import SESSION_SIZE
+from . import conntrack
 
 HANDOVER_TIMEOUT = 10.0
 CLOSE_WAIT = 2.0
@@ -31,29 +36,37 @@ NETLINK_SOCK_DIAG = 4
 
 
 class Bridge:
-    def __init__(self, session: str | None = None) -> None:
+    def __init__(self, session: str | None = None, udp: bool = False) -> None:
         self.session = bytes.fromhex(session) if session else bytes(SESSION_SIZE)
         self.redirect_port = 0
         self.dns_port = 0
+        self.udp = udp           # carry UDP: bind a carrier port, pass conntrack
+        self.udp_port = 0
         self._conn: socket.socket | None = None
 
     def bind_ports(self, taken: tuple[int, int]) -> None:
         """Choose the redirect and DNS ports (free ones, from the kernel, not the
         relay ports `taken`), before the rules that name them are loaded."""
-        for kind in (wire.Kind.REDIRECT, wire.Kind.DNS_UDP):
+        kinds = [wire.Kind.REDIRECT, wire.Kind.DNS_UDP]
+        if self.udp:
+            kinds.append(wire.Kind.UDP_CARRIER)
+        for kind in kinds:
             held = []
             while True:
                 sock = _bind(kind, socket.AF_INET, 0)
                 port = int(sock.getsockname()[1])
                 held.append(sock)
-                if port not in taken and port != self.redirect_port:
+                if port not in taken and port not in (self.redirect_port,
+                                                      self.dns_port):
                     break
             for sock in held:
                 sock.close()
             if kind is wire.Kind.REDIRECT:
                 self.redirect_port = port
-            else:
+            elif kind is wire.Kind.DNS_UDP:
                 self.dns_port = port
+            else:
+                self.udp_port = port
 
     def hand_over(self, relay_socket: str, port4: int, port6: int) -> None:
         """Bind every socket and pass them to the daemon at relay_socket; wait for it
@@ -64,7 +77,8 @@ class Bridge:
             wanted = [(wire.Kind.RELAY, port4, port6),
                       (wire.Kind.REDIRECT, self.redirect_port, self.redirect_port),
                       (wire.Kind.DNS_UDP, self.dns_port, self.dns_port),
-                      (wire.Kind.DNS_TCP, self.dns_port, self.dns_port)]
+                      (wire.Kind.DNS_TCP, self.dns_port, self.dns_port),
+                      (wire.Kind.UDP_CARRIER, self.udp_port, self.udp_port)]
             for kind, p4, p6 in wanted:
                 if p4 == 0:
                     continue   # not chosen: no such sockets (the first form's bridge)
@@ -79,6 +93,13 @@ class Bridge:
                     socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)))
             except OSError:
                 pass   # the daemon reads /proc/PID/net/tcp instead
+            if self.udp_port:
+                # without it the daemon cannot tell where a datagram was going: it
+                # drops them all (the carrier's port is redirected all the same)
+                try:
+                    sockets.append((wire.Kind.CONNTRACK, conntrack.open_socket()))
+                except OSError:
+                    pass
             header = wire.Header(self.session, tuple(k for k, _ in sockets))
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -117,7 +138,7 @@ class Bridge:
 
 
 def _bind(kind: wire.Kind, family: int, port: int) -> socket.socket:
-    udp = kind is wire.Kind.DNS_UDP
+    udp = kind in (wire.Kind.DNS_UDP, wire.Kind.UDP_CARRIER)
     s = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     try:
         if family == socket.AF_INET6:

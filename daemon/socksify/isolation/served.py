@@ -1,6 +1,7 @@
 """What the daemon serves for one isolated namespace, from the handover on relay.sock
 until the launcher's connection ends: the redirect listeners (each accepted
-connection carried by redirect.py) and the DNS sockets (the namespace's port 53).
+connection carried by redirect.py), the DNS sockets (the namespace's port 53) and the
+UDP carrier sockets (every other datagram, carried through chains by datagrams.py).
 
 The DNS hook: `serve_dns` runs the in-namespace name server on the passed sockets
 (isolation/nameserver.py, with the daemon's answers, isolation/answers.py): a DNS
@@ -19,6 +20,7 @@ from ..core.router import Router
 from ..listeners.admission import BurstLog
 from ..procinfo import AppInfo, uid_only
 from . import owners, redirect
+from .datagrams import Datagrams
 from .redirect import Namespace
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ class Handed:
     redirect: list[socket.socket] = field(default_factory=list)
     dns_udp: list[socket.socket] = field(default_factory=list)
     dns_tcp: list[socket.socket] = field(default_factory=list)
+    udp: list[socket.socket] = field(default_factory=list)
+    conntrack: socket.socket | None = None
 
 
 class Served:
@@ -50,6 +54,9 @@ class Served:
             sock.setblocking(False)
             self.listening.append(asyncio.ensure_future(self._accept(sock)))
         self.listening.append(asyncio.ensure_future(serve_dns(router, handed)))
+        if handed.udp:
+            self.listening.append(asyncio.ensure_future(
+                Datagrams(router, handed.ns, handed.conntrack).serve(handed.udp)))
 
     async def _accept(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -95,10 +102,12 @@ class Served:
     async def _close_sockets(self) -> None:
         await asyncio.gather(*self.listening, return_exceptions=True)
         h = self.handed
-        for sock in (*h.redirect, *h.dns_udp, *h.dns_tcp):
+        for sock in (*h.redirect, *h.dns_udp, *h.dns_tcp, *h.udp):
             sock.close()
         if h.ns.diag is not None:
             h.ns.diag.close()
+        if h.conntrack is not None:
+            h.conntrack.close()
 
 
 _closing: set[asyncio.Task[None]] = set()   # held until done (asyncio keeps weak refs)

@@ -29,6 +29,7 @@ from .fdpass import recv_with_fds
 log = logging.getLogger("socksify.daemon")
 
 NETLINK_SOCK_DIAG = 4
+NETLINK_NETFILTER = 12
 TOKEN_WAIT = 3.0         # seconds a relay connection may take to send its token
 HANDOFF_TIMEOUT = 10.0   # for socksify --isolate to pass its relay listeners
 ACCEPT_ERRORS = BurstLog(log)   # EMFILE on accept: one line per burst, not per retry
@@ -200,11 +201,13 @@ class Relays:
                                 "daemon does not serve; refused", pid)
                     return
                 diag = by_kind[handover.Kind.SOCK_DIAG]
+                ct = by_kind[handover.Kind.CONNTRACK]
                 served = self.isolated(Handed(
                     Namespace(pid, uid, header.session, diag[0] if diag else None),
                     by_kind[handover.Kind.REDIRECT], by_kind[handover.Kind.DNS_UDP],
-                    by_kind[handover.Kind.DNS_TCP]))
-                for extra in diag[1:]:
+                    by_kind[handover.Kind.DNS_TCP], by_kind[handover.Kind.UDP_CARRIER],
+                    ct[0] if ct else None))
+                for extra in diag[1:] + ct[1:]:
                     extra.close()
             handed = []   # served now: closed by their servers
             log.info("isolated pid %d (uid %d) handed over: %s", pid, uid, what)
@@ -266,12 +269,14 @@ class Relays:
 
 def _fits(s: socket.socket, kind: handover.Kind) -> bool:
     """Is s what the header says: a listening TCP socket, or (DNS_UDP) a UDP one?"""
-    if kind is handover.Kind.SOCK_DIAG:
+    if kind in (handover.Kind.SOCK_DIAG, handover.Kind.CONNTRACK):
+        want = NETLINK_SOCK_DIAG if kind is handover.Kind.SOCK_DIAG \
+            else NETLINK_NETFILTER
         return s.family == socket.AF_NETLINK and \
-            s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) == NETLINK_SOCK_DIAG
+            s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) == want
     if s.family not in (socket.AF_INET, socket.AF_INET6):
         return False
-    if kind is handover.Kind.DNS_UDP:
+    if kind in (handover.Kind.DNS_UDP, handover.Kind.UDP_CARRIER):
         return s.type == socket.SOCK_DGRAM
     return s.type == socket.SOCK_STREAM and \
         bool(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))

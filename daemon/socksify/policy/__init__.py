@@ -20,7 +20,7 @@ here, then its address goes through the chain) or "block" (the lookup fails).
 udp = "refuse", "direct" or "chain": whether datagrams the rule matches may go out
 directly (default: yes under a direct rule, no under a chain), or, under a chain rule,
 through the chain's hops (SOCKS5 UDP ASSOCIATE on every hop; the front door's
-clients only, so far).
+clients and isolated programs, so far).
 
 Every error names the file, the line and what would be accepted."""
 

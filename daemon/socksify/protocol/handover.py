@@ -10,6 +10,10 @@ of the descriptors `socksify --isolate` passes (SCM_RIGHTS) is which.
         t  a DNS listener, TCP
         d  a NETLINK_SOCK_DIAG socket made in the namespace (the daemon looks a
            redirected connection up in the namespace's socket table with it)
+        U  a UDP carrier socket (where the namespace's other datagrams arrive, to be
+           carried through a chain: isolation/datagrams.py)
+        c  a NETLINK_NETFILTER socket made in the namespace (the daemon asks its
+           conntrack table where a carried datagram was going)
 
 The daemon answers one byte, "L", once it serves them all."""
 
@@ -23,7 +27,7 @@ from .control import SESSION_SIZE
 ACK = b"L"
 LEGACY = b"L"
 TAGGED = b"S"
-MAX_FDS = 12
+MAX_FDS = 16
 MAX_SIZE = 1 + SESSION_SIZE + MAX_FDS
 
 
@@ -33,6 +37,8 @@ class Kind(enum.Enum):
     DNS_UDP = "u"
     DNS_TCP = "t"
     SOCK_DIAG = "d"
+    UDP_CARRIER = "U"
+    CONNTRACK = "c"
 
 
 @dataclass(frozen=True)
