@@ -19,12 +19,14 @@ from test_man import installed
 BIN = installed("bin/socksify").parent
 
 # Never on the way to exec. (proxies.py, for --via, brings dataclasses and inspect:
-# it parses the URLs only when the daemon refuses them or must be started.)
+# it parses the URLs only when the daemon refuses them or must be started; the
+# command is started with posix_spawnp, not subprocess.)
 HEAVY = {"asyncio", "ssl", "rich", "psutil", "ctypes", "cffi", "logging", "secrets",
          "hashlib", "hmac", "tomllib", "tomli", "dataclasses", "inspect", "typing",
-         "shutil", "argparse", "gettext", "socksify.chains", "socksify.procinfo", "socksify.proxies",
-         "socksify.controlfile", "socksify.protocol", "socksify.shimlib",
-         "socksify.policy", "socksify.core", "socksify.listeners", "socksify.daemon"}
+         "shutil", "argparse", "gettext", "subprocess", "socksify.chains",
+         "socksify.procinfo", "socksify.proxies", "socksify.controlfile",
+         "socksify.protocol", "socksify.shimlib", "socksify.policy", "socksify.core",
+         "socksify.listeners", "socksify.daemon"}
 
 
 def _imported_by(code: str) -> set[str]:
