@@ -125,3 +125,20 @@ def test_a_bad_via_is_a_usage_error_with_a_daemon_running(daemon: dict[str, str]
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("usage: socksify") and "bad --via" in out.stderr
     assert not out.stdout
+
+
+def test_the_fast_exit_keeps_the_status_and_the_messages(daemon: dict[str, str]
+                                                         ) -> None:
+    """cli.run leaves with os._exit (no interpreter finalization): COMMAND's exit
+    status is still the command's, and what socksify wrote to a pipe is all there."""
+    via = ["--via", "socks5://127.0.0.1:9"]
+    out = subprocess.run([str(BIN / "socksify"), "-q", *via, "--", "sh", "-c", "exit 7"],
+                         capture_output=True, text=True, timeout=60, env=daemon)
+    assert out.returncode == 7, out.stderr
+    out = subprocess.run([str(BIN / "socksify"), "-q", *via, "--", "/nonexistent/cmd"],
+                         capture_output=True, text=True, timeout=60, env=daemon)
+    assert out.returncode == 127
+    assert out.stderr == "socksify: /nonexistent/cmd: command not found\n"
+    out = subprocess.run([str(BIN / "socksify"), "-q", *via, "--", "sh", "-c",
+                          "kill -TERM $$"], capture_output=True, timeout=60, env=daemon)
+    assert out.returncode == 128 + 15
