@@ -15,7 +15,6 @@ import os
 import socket
 import sys
 import time
-from functools import partial
 from typing import Any
 
 from ..chains import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
@@ -28,7 +27,6 @@ from ..policy import Action, Policy
 from ..procinfo import AppInfo, ProcessTable, own_uid
 from ..protocol import control as wire
 from ..proxies import Proxy
-from .afterreply import after_reply
 from .events import Events
 from .handed import HandedOff
 from .records import Connection, Lookup, Session
@@ -356,14 +354,6 @@ class Router:
             self.events.emit("direct", conn, path="direct")
         if not tell and not log.isEnabledFor(level):
             return
-        elapsed = time.monotonic() - conn.started
-        if tell:
-            self._write_event(conn, result, level, elapsed, session)
-        else:       # the log line only: written once the program has its answer
-            after_reply(partial(self._write_event, conn, result, level, elapsed, None))
-
-    def _write_event(self, conn: Connection, result: str, level: int, elapsed: float,
-                     session: Session | None) -> None:
         via = f" via {conn.route}" if conn.route else ""
         text = f"{conn.app} -> {conn.target}{via}: {result}"
         if conn.rule:
@@ -371,10 +361,11 @@ class Router:
                 else f" [{conn.rule}]"
         else:
             rule = ""
-        log.log(level, "[%s] %s%s (%.1f ms)", conn.id, text, rule, elapsed * 1000)
-        if session is not None:
-            self._notify(session, {"event": "connection", "id": conn.id,
-                                   "ok": level == logging.INFO, "text": text})
+        log.log(level, "[%s] %s%s (%.1f ms)", conn.id, text, rule,
+                (time.monotonic() - conn.started) * 1000)
+        if tell:
+            self._notify(session, {"event": "connection", "id": conn.id, "ok": ok,
+                                   "text": text})
 
     def _notify(self, session: Session | None, event: dict[str, Any]) -> None:
         """Tell a socksify command about one of its connections: failures always (it

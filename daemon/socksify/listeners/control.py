@@ -12,7 +12,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from ..core.afterreply import PENDING, AfterReply
 from ..core.router import Router
 from ..procinfo import AppInfo, own_uid, peer_credentials
 from ..protocol import control as wire
@@ -188,8 +187,6 @@ class Control:
         if len(data) < wire.REQUEST_SIZE:
             data += await _recv_exactly(conn, wire.REQUEST_SIZE - len(data))
         swap: socket.socket | None = None
-        later = AfterReply()      # the connection's log line waits for the reply
-        token = PENDING.set(later)
         try:
             reply, swap, ok = await answer(self.router, data,
                                            partial(_recv_exactly, conn), fds, pid,
@@ -199,10 +196,8 @@ class Control:
             else:
                 await loop.sock_sendall(conn, reply)
         finally:
-            PENDING.reset(token)
             if swap is not None:
                 swap.close()
-            later.run()
         return ok
 
     async def _json_streams(self, conn: socket.socket, first: bytes, pid: int,
