@@ -142,3 +142,23 @@ def test_the_fast_exit_keeps_the_status_and_the_messages(daemon: dict[str, str]
     out = subprocess.run([str(BIN / "socksify"), "-q", *via, "--", "sh", "-c",
                           "kill -TERM $$"], capture_output=True, timeout=60, env=daemon)
     assert out.returncode == 128 + 15
+
+
+def test_command_starts_as_popen_started_it(daemon: dict[str, str]) -> None:
+    """COMMAND is started with posix_spawnp (no subprocess import): like Popen, no
+    descriptor past 2 that socksify inherited reaches it, and SIGPIPE is back to its
+    default (Python ignores it) so that `socksify cmd | head` ends cmd as usual."""
+    r, w = os.pipe()
+    try:
+        out = subprocess.run(
+            [str(BIN / "socksify"), "-q", "--via", "socks5://127.0.0.1:9", "--", "sh",
+             "-c", "ls /proc/$$/fd; grep SigIgn /proc/$$/status"],
+            capture_output=True, text=True, timeout=60, env=daemon, pass_fds=[w])
+    finally:
+        os.close(r)
+        os.close(w)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    assert str(w) not in lines[:lines.index("SigIgn:")], out.stdout
+    ignored = int(lines[lines.index("SigIgn:") + 1], 16)
+    assert not ignored & (1 << (13 - 1)), f"SIGPIPE ignored in COMMAND: {ignored:x}"
