@@ -9,7 +9,7 @@ loop). Needs root, the lab's prerequisites, socksify on PATH and py-spy
 (`pip install py-spy`).
 
     sudo python3 scripts/profile_connect.py [--hops 1] [--connections 3000]
-                                            [--stacks stacks.txt]
+                                            [--prebuilt N] [--stacks stacks.txt]
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ def main() -> int:
     ap.add_argument("--hops", type=int, default=1)
     ap.add_argument("--connections", type=int, default=3000)
     ap.add_argument("--stacks", type=Path, help="also keep py-spy's raw stacks here")
+    ap.add_argument("--prebuilt", type=int, default=0, metavar="N",
+                    help="profile the pre-built path: socksify --prebuilt N (the warm-up "
+                    "run starts the pool)")
     ap.add_argument("--control", type=int, default=3000, metavar="N",
                     help="also time N connects the policy blocks: the shim-daemon round "
                     "trip without the network (0 skips)")
@@ -137,6 +140,8 @@ def main() -> int:
     env = labmod.clean_env({"SOCKSIFY_RUNTIME_DIR": str(rt)})
     try:
         via = [a for h in lab.hops[:args.hops] for a in ("--via", h.url)]
+        if args.prebuilt:
+            via = ["--prebuilt", str(args.prebuilt), *via]
         # start the daemon with a short run, so that py-spy sees only the timed one
         warm = lab.ns_run(lab.client_ns, ["socksify", "-q", *via, "--", sys.executable,
                                           str(client), "latency", lab.far_ip,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
@@ -14,7 +13,7 @@ from types import FrameType
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from typing import Any
+    from typing import Any, NoReturn
 
 from . import __version__, client, programs, quickargs
 from .cmdsession import Session, SessionRefused
@@ -131,6 +130,22 @@ def _parser() -> argparse.ArgumentParser:
                    "circuit (not --isolate, which is about network namespaces)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]")
     return p
+
+
+def run() -> NoReturn:
+    """The `socksify` command (pyproject's entry point): main(), then out without
+    the interpreter's finalization, which tore down every imported module for
+    nothing: 12% of the whole command's instructions (callgrind, docs/performance.md
+    "Start-up"). What it wrote is flushed first; its only thread is a daemon thread,
+    which finalization would not have waited for either. An exception (SystemExit
+    from argparse included) leaves the usual way."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):     # a closed pipe or stream: as exit would
+            pass
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,7 +350,7 @@ def _session_request(args: Any) -> dict[str, Any]:
 
 def _run(command: list[str], env: dict[str, str]) -> int:
     try:
-        proc = subprocess.Popen(command, env=env)
+        pid = _spawn(command, env)
     except FileNotFoundError:
         print(f"socksify: {command[0]}: command not found", file=sys.stderr)
         return 127
@@ -344,13 +359,39 @@ def _run(command: list[str], env: dict[str, str]) -> int:
         return 126
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        proc.send_signal(signum)
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, forward)
-    code = proc.wait()
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
 
 
+def _spawn(command: list[str], env: dict[str, str]) -> int:
+    """Start COMMAND as subprocess.Popen(command, env=env) would (no descriptor but
+    0-2 inherited, SIGPIPE and SIGXFSZ back to their defaults), with posix_spawnp:
+    importing subprocess was 6% of the whole command's instructions (callgrind,
+    docs/performance.md "Start-up"). glibc's posix_spawn leaves its own two
+    internal signals (32, 33) ignored in the child, as for every program it starts;
+    glibc and musl programs set them up themselves."""
+    if not hasattr(os, "posix_spawnp"):          # Windows
+        import subprocess
+        return subprocess.Popen(command, env=env).pid
+    closes = []
+    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                closes.append((os.POSIX_SPAWN_CLOSE, fd))
+        except OSError:                          # the listing's own descriptor
+            pass
+    return os.posix_spawnp(command[0], command, env, file_actions=closes,
+                           setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

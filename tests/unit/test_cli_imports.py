@@ -19,12 +19,14 @@ from test_man import installed
 BIN = installed("bin/socksify").parent
 
 # Never on the way to exec. (proxies.py, for --via, brings dataclasses and inspect:
-# it parses the URLs only when the daemon refuses them or must be started.)
+# it parses the URLs only when the daemon refuses them or must be started; the
+# command is started with posix_spawnp, not subprocess.)
 HEAVY = {"asyncio", "ssl", "rich", "psutil", "ctypes", "cffi", "logging", "secrets",
          "hashlib", "hmac", "tomllib", "tomli", "dataclasses", "inspect", "typing",
-         "shutil", "argparse", "gettext", "socksify.chains", "socksify.procinfo", "socksify.proxies",
-         "socksify.controlfile", "socksify.protocol", "socksify.shimlib",
-         "socksify.policy", "socksify.core", "socksify.listeners", "socksify.daemon"}
+         "shutil", "argparse", "gettext", "subprocess", "socksify.chains",
+         "socksify.procinfo", "socksify.proxies", "socksify.controlfile",
+         "socksify.protocol", "socksify.shimlib", "socksify.policy", "socksify.core",
+         "socksify.listeners", "socksify.daemon"}
 
 
 def _imported_by(code: str) -> set[str]:
@@ -123,3 +125,40 @@ def test_a_bad_via_is_a_usage_error_with_a_daemon_running(daemon: dict[str, str]
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("usage: socksify") and "bad --via" in out.stderr
     assert not out.stdout
+
+
+def test_the_fast_exit_keeps_the_status_and_the_messages(daemon: dict[str, str]
+                                                         ) -> None:
+    """cli.run leaves with os._exit (no interpreter finalization): COMMAND's exit
+    status is still the command's, and what socksify wrote to a pipe is all there."""
+    via = ["--via", "socks5://127.0.0.1:9"]
+    out = subprocess.run([str(BIN / "socksify"), "-q", *via, "--", "sh", "-c", "exit 7"],
+                         capture_output=True, text=True, timeout=60, env=daemon)
+    assert out.returncode == 7, out.stderr
+    out = subprocess.run([str(BIN / "socksify"), "-q", *via, "--", "/nonexistent/cmd"],
+                         capture_output=True, text=True, timeout=60, env=daemon)
+    assert out.returncode == 127
+    assert out.stderr == "socksify: /nonexistent/cmd: command not found\n"
+    out = subprocess.run([str(BIN / "socksify"), "-q", *via, "--", "sh", "-c",
+                          "kill -TERM $$"], capture_output=True, timeout=60, env=daemon)
+    assert out.returncode == 128 + 15
+
+
+def test_command_starts_as_popen_started_it(daemon: dict[str, str]) -> None:
+    """COMMAND is started with posix_spawnp (no subprocess import): like Popen, no
+    descriptor past 2 that socksify inherited reaches it, and SIGPIPE is back to its
+    default (Python ignores it) so that `socksify cmd | head` ends cmd as usual."""
+    r, w = os.pipe()
+    try:
+        out = subprocess.run(
+            [str(BIN / "socksify"), "-q", "--via", "socks5://127.0.0.1:9", "--", "sh",
+             "-c", "ls /proc/$$/fd; grep SigIgn /proc/$$/status"],
+            capture_output=True, text=True, timeout=60, env=daemon, pass_fds=[w])
+    finally:
+        os.close(r)
+        os.close(w)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    assert str(w) not in lines[:lines.index("SigIgn:")], out.stdout
+    ignored = int(lines[lines.index("SigIgn:") + 1], 16)
+    assert not ignored & (1 << (13 - 1)), f"SIGPIPE ignored in COMMAND: {ignored:x}"

@@ -3,7 +3,9 @@ few tunnels that already reach the last hop can wait, ready, and a connect then 
 one SOCKS exchange instead of n (docs/performance.md).
 
 A pool belongs to one chain (one Selector). It starts filling at the chain's first
-connection, keeps `prebuilt` tunnels ready, replaces each one older than
+connection, keeps `prebuilt` tunnels ready (replacing the ones taken at once when half
+of them or more are gone, else once no connection has taken one for QUIET seconds: a
+build beside a connection slows that connection down), replaces each one older than
 `prebuilt_max_age` (a hop closes a connection that sends no request for its own
 negotiation timeout: danted's timeout.negotiate is 30 s by default), hands each
 tunnel out once, and stops (closing what it holds) after IDLE_STOP seconds without a
@@ -30,6 +32,7 @@ from .spec import ChainSpec
 log = logging.getLogger("socksify.pool")
 
 IDLE_STOP = 300.0        # seconds without a connection before a pool empties itself
+QUIET = 0.05             # seconds without a take before a pool more than half full refills
 RETRY_MIN, RETRY_MAX = 1.0, 30.0   # back-off after a failed pre-build
 
 
@@ -63,6 +66,8 @@ class TunnelPool:
         self._task: asyncio.Task[None] | None = None
         self._last_use = time.monotonic()
         self._closed = False
+        self.quiet = QUIET
+        self._calming = False
         self.built = self.used = self.discarded = 0
 
     @property
@@ -87,7 +92,14 @@ class TunnelPool:
         return None
 
     def refill(self) -> None:
-        """Build what is missing now."""
+        """Build what is missing: at once if half the pool or more is used, else once
+        no connection has taken a tunnel for QUIET seconds. Measured on the lab chain
+        (docs/performance.md): a replacement built right after each connection ran
+        beside the next one, on the same hops and the same cores, and slowed it by
+        about as much as the pool saved; connections in a burst now take ready
+        tunnels while the builds wait for a pause or for the pool to run low."""
+        if self._calming and len(self._ready) > self.spec.prebuilt // 2:
+            return      # the pool task waits for the pause already: no wake-up per take
         self._wake.set()
 
     def close(self) -> None:
@@ -127,6 +139,15 @@ class TunnelPool:
                                        or not usable(self._ready[0].stream.sock)):
                     self._discard(self._ready.popleft())
                 deficit = self.spec.prebuilt - len(self._ready)
+                calm = self._last_use + self.quiet - now
+                if deficit > 0 and len(self._ready) > self.spec.prebuilt // 2 \
+                        and calm > 0:
+                    self._calming = True       # until no take for self.quiet
+                    try:
+                        await self._sleep(calm)
+                    finally:
+                        self._calming = False
+                    continue
                 if deficit > 0:
                     # all missing tunnels at once: a burst of connections drains
                     # the pool faster than one build at a time refills it
@@ -149,16 +170,20 @@ class TunnelPool:
                     await asyncio.sleep(retry)
                     retry = min(retry * 2, RETRY_MAX)
                     continue
-                self._wake.clear()
                 oldest = self._ready[0].born if self._ready else now
                 wait = max(0.05, oldest + self.spec.prebuilt_max_age - now)
-                try:
-                    await asyncio.wait_for(self._wake.wait(), min(wait, IDLE_STOP))
-                except asyncio.TimeoutError:
-                    pass
+                await self._sleep(min(wait, IDLE_STOP))
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
+
+    async def _sleep(self, seconds: float) -> None:
+        """For `seconds`, or until refill() wakes the pool."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def _build(self) -> Prebuilt:
         route = self.route
