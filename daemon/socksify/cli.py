@@ -378,9 +378,7 @@ def _spawn(command: list[str], env: dict[str, str]) -> int:
     docs/performance.md "Start-up"). glibc's posix_spawn leaves its own two
     internal signals (32, 33) ignored in the child, as for every program it starts;
     glibc and musl programs set them up themselves."""
-    if not hasattr(os, "posix_spawnp"):          # Windows
-        import subprocess
-        return subprocess.Popen(command, env=env).pid
+    # (Windows never comes here: winlaunch starts the program there, injected.)
     closes = []
     for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
         fd = int(name)
