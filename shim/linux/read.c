@@ -8,6 +8,7 @@
 
 #include "carried.h"
 #include "carry.h"
+#include "edge.h"
 #include "real.h"
 #include "socksify_wire.h"
 
@@ -18,14 +19,8 @@ SOCKSIFY_EXPORT ssize_t read(int fd, void *buf, size_t len)
 
     if (socksify_carried_maybe(fd)) {
         n = socksify_carry_recv(fd, buf, len, 0, NULL, NULL, &handled);
-        if (handled) {
-            if (n < 0) {
-                errno = (int)-n;
-                return -1;
-            }
-            errno = saved_errno;
-            return n;
-        }
+        if (handled)
+            return socksify_edge(n, saved_errno);
     }
     return SOCKSIFY_REAL_HOT(read)(fd, buf, len);
 }

@@ -12,6 +12,7 @@
 
 #include "carried.h"
 #include "carry.h"
+#include "edge.h"
 #include "real.h"
 #include "socksify_wire.h"
 
@@ -23,14 +24,8 @@ SOCKSIFY_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags,
 
     if (socksify_carried_maybe(fd)) {
         n = socksify_carry_recv(fd, buf, len, flags, addr, addrlen, &handled);
-        if (handled) {
-            if (n < 0) {
-                errno = (int)-n;
-                return -1;
-            }
-            errno = saved_errno;
-            return n;
-        }
+        if (handled)
+            return socksify_edge(n, saved_errno);
     }
     return SOCKSIFY_REAL_HOT(recvfrom)(fd, buf, len, flags, addr, addrlen);
 }

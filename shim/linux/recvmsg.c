@@ -7,6 +7,7 @@
 
 #include "carried.h"
 #include "carry.h"
+#include "edge.h"
 #include "real.h"
 #include "socksify_wire.h"
 
@@ -17,14 +18,8 @@ SOCKSIFY_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 
     if (msg != NULL && socksify_carried_maybe(fd)) {
         n = socksify_carry_recvmsg(fd, msg, flags, &handled);
-        if (handled) {
-            if (n < 0) {
-                errno = (int)-n;
-                return -1;
-            }
-            errno = saved_errno;
-            return n;
-        }
+        if (handled)
+            return socksify_edge(n, saved_errno);
     }
     return SOCKSIFY_REAL_HOT(recvmsg)(fd, msg, flags);
 }

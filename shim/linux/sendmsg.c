@@ -7,6 +7,7 @@
 #include "carry.h"
 #include "connect.h"
 #include "datagram.h"
+#include "edge.h"
 #include "init.h"
 #include "real.h"
 #include "socksify_wire.h"
@@ -51,10 +52,5 @@ SOCKSIFY_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 
     socksify_init();
     n = socksify_sendmsg(fd, msg, flags);
-    if (n < 0) {
-        errno = (int)-n;
-        return -1;
-    }
-    errno = saved_errno;
-    return n;
+    return socksify_edge(n, saved_errno);
 }

@@ -19,6 +19,7 @@
 #include "carry.h"
 #include "connect.h"
 #include "datagram.h"
+#include "edge.h"
 #include "init.h"
 #include "real.h"
 #include "socksify_wire.h"
@@ -61,10 +62,5 @@ SOCKSIFY_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags,
 
     socksify_init();
     n = socksify_sendto(fd, buf, len, flags, addr, addrlen);
-    if (n < 0) {
-        errno = (int)-n;
-        return -1;
-    }
-    errno = saved_errno;
-    return n;
+    return socksify_edge(n, saved_errno);
 }

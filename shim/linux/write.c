@@ -7,6 +7,7 @@
 
 #include "carried.h"
 #include "carry.h"
+#include "edge.h"
 #include "init.h"
 #include "real.h"
 #include "socksify_wire.h"
@@ -19,14 +20,8 @@ SOCKSIFY_EXPORT ssize_t write(int fd, const void *buf, size_t len)
     if (socksify_carried_maybe(fd)) {
         socksify_init();
         n = socksify_carry_send_one(fd, buf, len, 0, &handled);
-        if (handled) {
-            if (n < 0) {
-                errno = (int)-n;
-                return -1;
-            }
-            errno = saved_errno;
-            return n;
-        }
+        if (handled)
+            return socksify_edge(n, saved_errno);
     }
     return SOCKSIFY_REAL_HOT(write)(fd, buf, len);
 }
