@@ -8,6 +8,9 @@ off), and measures, in the same process and interleaved sample by sample:
 
   rtt     a 64-byte echo on a connected UDP socket, and the same echo on one TCP
           connection kept open (TCP_NODELAY): p50/p90 of each, and their ratio
+  floor   (no socksify) the same UDP echo by a client that associates through the
+          hops itself (the daemon's own code) and sends on its own socket: what
+          danted's relays cost, without the shim, the carrier and the daemon's loop
   paced   RATE datagrams/s of SIZE bytes for SECONDS, paced by the clock, echoes
           taken as they come: sent, received, lost, reordered; the daemon's CPU
           seconds over the run (psutil on its pid) per 1,000 datagrams
@@ -69,6 +72,28 @@ if mode == "rtt":
         if i >= 20:
             out["udp"].append(a)
             out["tcp"].append(b)
+    print(json.dumps(out))
+elif mode == "floor":                         # no shim, no daemon: this process
+    import asyncio                               # associates through the hops itself
+    from socksify.chains import ChainSpec        # (the daemon's own code) and sends
+    from socksify.chains.udp import open_association     # on its UDP socket
+    from socksify.protocol import socks5udp
+    from socksify.proxies import Proxy
+    count, urls = int(sys.argv[4]), sys.argv[5].split(",")
+    route = tuple(Proxy.parse(u) for u in urls)
+    assoc = asyncio.run(open_association(route, ChainSpec("floor", route)))
+    u = assoc.sock
+    u.setblocking(True)
+    u.settimeout(10)
+    out = {"udp": []}
+    for i in range(count + 20):
+        msg = struct.pack("!I", i) * 16
+        t0 = time.perf_counter()
+        u.send(socks5udp.wrap_layers(assoc.relays[1:], host, uport, msg))
+        if socks5udp.unwrap_layers(u.recv(2048), len(route))[1] != msg:
+            sys.exit("floor: wrong echo")
+        if i >= 20:
+            out["udp"].append(time.perf_counter() - t0)
     print(json.dumps(out))
 elif mode == "paced":
     rate, size, seconds = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
@@ -188,8 +213,9 @@ def run_udp(lab: labmod.Lab, work: Path, say: Callable[[str], None], runs: int =
                            "size": size, "seconds": seconds}
     prefix = ["socksify", "-q", "-c", str(policy), "--", sys.executable, str(client)]
 
-    def run(*args: str, timeout: float = 300) -> dict[str, Any]:
-        res = lab.ns_run(lab.client_ns, [*prefix, *args], env=env, timeout=timeout)
+    def run(*args: str, timeout: float = 300, shim: bool = True) -> dict[str, Any]:
+        argv = [*prefix, *args] if shim else [sys.executable, str(client), *args]
+        res = lab.ns_run(lab.client_ns, argv, env=env, timeout=timeout)
         if res.returncode != 0:
             raise SystemExit("bench: a UDP client run failed\n" + res.describe())
         got: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
@@ -202,6 +228,11 @@ def run_udp(lab: labmod.Lab, work: Path, say: Callable[[str], None], runs: int =
         t = proc.cpu_times()
         return float(t.user + t.system)
 
+    try:       # the floor uses the daemon's code, if this Python has it
+        import socksify.chains.udp  # noqa: F401
+        floor = True
+    except ImportError:
+        floor = False
     try:
         for i in range(runs):
             r = run("rtt", labmod.FAR_IP, str(far.echo_port), str(tcp.port), str(echoes))
@@ -212,6 +243,13 @@ def run_udp(lab: labmod.Lab, work: Path, say: Callable[[str], None], runs: int =
             out["runs"].append(row)
             say(f"  UDP run {i + 1}: echo p50 UDP {row['udp']['p50']:.3f} ms, TCP "
                 f"{row['tcp']['p50']:.3f} ms, ratio {row['ratio']['p50']:.2f}")
+            if floor:
+                f = run("floor", labmod.FAR_IP, str(far.echo_port), str(echoes),
+                        ",".join(hops.url(i) for i in range(3)), shim=False)
+                row["floor"] = {"p50": statistics.median(f["udp"]) * 1000,
+                                "p90": _pct(f["udp"], 0.9) * 1000}
+                say(f"  UDP run {i + 1}: in-process UDP echo p50 "
+                    f"{row['floor']['p50']:.3f} ms")
             proc = daemon()
             before = cpu(proc)
             p = run("paced", labmod.FAR_IP, str(far.echo_port), str(rate), str(size),
@@ -249,7 +287,10 @@ def print_udp(out: dict[str, Any], target: float = 1.3) -> None:
     runs, paced = out["runs"], out["paced"]
     print(f"\nUDP through 3 SOCKS5 hops (danted), {len(runs)} runs, medians over runs")
     print(f"{'echo round trip (ms), 64 bytes':<34}{'p50':>9}{'p90':>9}")
-    for k, name in (("udp", "UDP, carried (socksify)"), ("tcp", "TCP, handoff (socksify)")):
+    for k, name in (("udp", "UDP, carried (socksify)"), ("tcp", "TCP, handoff (socksify)"),
+                    ("floor", "UDP, in-process (floor)")):
+        if k not in runs[0]:
+            continue
         print(f"  {name:<32}{_median_of(runs, k, 'p50'):>9.3f}"
               f"{_median_of(runs, k, 'p90'):>9.3f}")
     r50, r90 = _median_of(runs, "ratio", "p50"), _median_of(runs, "ratio", "p90")
