@@ -15,7 +15,8 @@ off), and measures, in the same process and interleaved sample by sample:
           taken as they come: sent, received, lost, reordered; the daemon's CPU
           seconds over the run (psutil on its pid) per 1,000 datagrams
 
-Each run is a new client process (a new association); the figures reported are
+Each run is a new client process (a new association), after one warm-up run that is
+not counted (the daemon's start and first association); the figures reported are
 medians over the runs.
 """
 
@@ -234,6 +235,8 @@ def run_udp(lab: labmod.Lab, work: Path, say: Callable[[str], None], runs: int =
     except ImportError:
         floor = False
     try:
+        # not counted: the daemon's start, its first association, danted's first relays
+        run("rtt", labmod.FAR_IP, str(far.echo_port), str(tcp.port), "50")
         for i in range(runs):
             r = run("rtt", labmod.FAR_IP, str(far.echo_port), str(tcp.port), str(echoes))
             row = {k: {"p50": statistics.median(v) * 1000, "p90": _pct(v, 0.9) * 1000}
