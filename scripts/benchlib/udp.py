@@ -8,9 +8,10 @@ off), and measures, in the same process and interleaved sample by sample:
 
   rtt     a 64-byte echo on a connected UDP socket, and the same echo on one TCP
           connection kept open (TCP_NODELAY): p50/p90 of each, and their ratio
-  floor   (no socksify) the same UDP echo by a client that associates through the
-          hops itself (the daemon's own code) and sends on its own socket: what
-          danted's relays cost, without the shim, the carrier and the daemon's loop
+  floor   (same process, interleaved too) the same UDP echo on a socket the client
+          associated through the hops itself (the daemon's own chains/udp.py; a
+          direct rule for the hops' address lets it): what danted's three UDP relays
+          cost, without the carrier and the daemon's loop
   paced   RATE datagrams/s of SIZE bytes for SECONDS, paced by the clock, echoes
           taken as they come: sent, received, lost, reordered; the daemon's CPU
           seconds over the run (psutil on its pid) per 1,000 datagrams
@@ -63,38 +64,33 @@ if mode == "rtt":
         if got != msg:
             sys.exit("tcp: wrong echo")
         return time.perf_counter() - t0
-    out = {"udp": [], "tcp": []}
+    kinds = {"udp": udp, "tcp": tcp}
+    if len(sys.argv) > 6:                        # the floor: this process associates
+        import asyncio                           # through the hops itself (the daemon's
+        from socksify.chains import ChainSpec    # own code; the policy sends the hops
+        from socksify.chains.udp import open_association     # direct) and sends on
+        from socksify.protocol import socks5udp  # its own UDP socket
+        from socksify.proxies import Proxy
+        route = tuple(Proxy.parse(url) for url in sys.argv[6].split(","))
+        assoc = asyncio.run(open_association(route, ChainSpec("floor", route)))
+        f = assoc.sock
+        f.setblocking(True)
+        f.settimeout(10)
+        def floor(msg):
+            t0 = time.perf_counter()
+            f.send(socks5udp.wrap_layers(assoc.relays[1:], host, uport, msg))
+            if socks5udp.unwrap_layers(f.recv(2048), len(route))[1] != msg:
+                sys.exit("floor: wrong echo")
+            return time.perf_counter() - t0
+        kinds["floor"] = floor
+    names = list(kinds)
+    out = {k: [] for k in names}
     for i in range(count + 20):                  # 20 of each to warm up, not counted
         msg = struct.pack("!I", i) * 16          # 64 bytes
-        if i % 2:                                # alternate which goes first
-            a, b = udp(msg), tcp(msg)
-        else:
-            b, a = tcp(msg), udp(msg)
-        if i >= 20:
-            out["udp"].append(a)
-            out["tcp"].append(b)
-    print(json.dumps(out))
-elif mode == "floor":                         # no shim, no daemon: this process
-    import asyncio                               # associates through the hops itself
-    from socksify.chains import ChainSpec        # (the daemon's own code) and sends
-    from socksify.chains.udp import open_association     # on its UDP socket
-    from socksify.protocol import socks5udp
-    from socksify.proxies import Proxy
-    count, urls = int(sys.argv[4]), sys.argv[5].split(",")
-    route = tuple(Proxy.parse(u) for u in urls)
-    assoc = asyncio.run(open_association(route, ChainSpec("floor", route)))
-    u = assoc.sock
-    u.setblocking(True)
-    u.settimeout(10)
-    out = {"udp": []}
-    for i in range(count + 20):
-        msg = struct.pack("!I", i) * 16
-        t0 = time.perf_counter()
-        u.send(socks5udp.wrap_layers(assoc.relays[1:], host, uport, msg))
-        if socks5udp.unwrap_layers(u.recv(2048), len(route))[1] != msg:
-            sys.exit("floor: wrong echo")
-        if i >= 20:
-            out["udp"].append(time.perf_counter() - t0)
+        for k in names[i % len(names):] + names[:i % len(names)]:   # rotate the order
+            took = kinds[k](msg)
+            if i >= 20:
+                out[k].append(took)
     print(json.dumps(out))
 elif mode == "paced":
     rate, size, seconds = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
@@ -206,6 +202,11 @@ def run_udp(lab: labmod.Lab, work: Path, say: Callable[[str], None], runs: int =
         hops = [{listed}]
 
         [[rules]]
+        name = "hops"
+        dest = ["{labmod.PROXY_NEAR_IP}/32"]
+        action = "direct"
+
+        [[rules]]
         name = "everything"
         action = "chain:three"
         udp = "chain"
@@ -214,9 +215,8 @@ def run_udp(lab: labmod.Lab, work: Path, say: Callable[[str], None], runs: int =
                            "size": size, "seconds": seconds}
     prefix = ["socksify", "-q", "-c", str(policy), "--", sys.executable, str(client)]
 
-    def run(*args: str, timeout: float = 300, shim: bool = True) -> dict[str, Any]:
-        argv = [*prefix, *args] if shim else [sys.executable, str(client), *args]
-        res = lab.ns_run(lab.client_ns, argv, env=env, timeout=timeout)
+    def run(*args: str, timeout: float = 300) -> dict[str, Any]:
+        res = lab.ns_run(lab.client_ns, [*prefix, *args], env=env, timeout=timeout)
         if res.returncode != 0:
             raise SystemExit("bench: a UDP client run failed\n" + res.describe())
         got: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
@@ -231,26 +231,24 @@ def run_udp(lab: labmod.Lab, work: Path, say: Callable[[str], None], runs: int =
 
     try:       # the floor uses the daemon's code, if this Python has it
         import socksify.chains.udp  # noqa: F401
-        floor = True
+        floor = [",".join(hops.url(i) for i in range(3))]
     except ImportError:
-        floor = False
+        floor = []
     try:
         # not counted: the daemon's start, its first association, danted's first relays
         run("rtt", labmod.FAR_IP, str(far.echo_port), str(tcp.port), "50")
         for i in range(runs):
-            r = run("rtt", labmod.FAR_IP, str(far.echo_port), str(tcp.port), str(echoes))
+            r = run("rtt", labmod.FAR_IP, str(far.echo_port), str(tcp.port), str(echoes),
+                    *floor)
             row = {k: {"p50": statistics.median(v) * 1000, "p90": _pct(v, 0.9) * 1000}
                    for k, v in r.items()}
-            row["ratio"] = {"p50": row["udp"]["p50"] / row["tcp"]["p50"],
-                            "p90": row["udp"]["p90"] / row["tcp"]["p90"]}
+            for k, name in (("udp", "ratio"), ("floor", "floor_ratio")):
+                if k in row:
+                    row[name] = {q: row[k][q] / row["tcp"][q] for q in ("p50", "p90")}
             out["runs"].append(row)
             say(f"  UDP run {i + 1}: echo p50 UDP {row['udp']['p50']:.3f} ms, TCP "
                 f"{row['tcp']['p50']:.3f} ms, ratio {row['ratio']['p50']:.2f}")
-            if floor:
-                f = run("floor", labmod.FAR_IP, str(far.echo_port), str(echoes),
-                        ",".join(hops.url(i) for i in range(3)), shim=False)
-                row["floor"] = {"p50": statistics.median(f["udp"]) * 1000,
-                                "p90": _pct(f["udp"], 0.9) * 1000}
+            if "floor" in row:
                 say(f"  UDP run {i + 1}: in-process UDP echo p50 "
                     f"{row['floor']['p50']:.3f} ms")
             proc = daemon()
@@ -299,6 +297,10 @@ def print_udp(out: dict[str, Any], target: float = 1.3) -> None:
     r50, r90 = _median_of(runs, "ratio", "p50"), _median_of(runs, "ratio", "p90")
     print(f"  {'ratio UDP / TCP':<32}{r50:>9.2f}{r90:>9.2f}   (per run p50: "
           + ", ".join(f"{r['ratio']['p50']:.2f}" for r in runs) + ")")
+    if "floor_ratio" in runs[0]:
+        print(f"  {'ratio floor / TCP':<32}{_median_of(runs, 'floor_ratio', 'p50'):>9.2f}"
+              f"{_median_of(runs, 'floor_ratio', 'p90'):>9.2f}   (danted's UDP relays "
+              "against its TCP ones, no daemon)")
     verdict = "holds" if r50 <= target else "does NOT hold"
     print(f"  target <= {target}x at p50: {verdict}")
     print(f"\n{out['rate']} datagrams/s of {out['size']} bytes for {out['seconds']:.0f} s, "
