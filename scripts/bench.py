@@ -25,12 +25,17 @@ and prints, with socksify's figures as ratios to proxychains4's:
   - 20,000 connections of churn through 1 hop, and the daemon's RSS and descriptors
     before and after
   - the added cost of a connect the policy sends direct (p50, against no socksify)
+  - UDP through chains (scripts/benchlib/udp.py): three danted SOCKS5 hops with UDP
+    ASSOCIATE; a carried UDP echo against the same echo over TCP, interleaved in one
+    client, p50/p90 and their ratio; 1,000 datagrams/s of 1,200 bytes, paced, for 5 s:
+    lost, reordered and the daemon's CPU
 
 Needs root, dante-server, proxychains4 and socksify installed.
 
     sudo python3 scripts/bench.py [--connections 300] [--bulk-mib 512]
                                   [--concurrent 1000] [--churn 20000]
     sudo python3 scripts/bench.py --wan [--wan-delay-ms 10] [--wan-connections 40]
+    sudo python3 scripts/bench.py --udp [--udp-runs 5] [--udp-rate 1000]
 """
 
 from __future__ import annotations
@@ -270,6 +275,7 @@ def main() -> int:
                     "'proxychains4,socksify,socksify relay,socksify isolated'); "
                     "default all")
     add_wan_options(ap)
+    add_udp_options(ap)
     ap.add_argument("--hop-kinds", action="store_true", help="only compare one SOCKS5, "
                     "HTTP CONNECT and HTTPS hop (scripts/bench_hops.py)")
     args = ap.parse_args()
@@ -282,6 +288,8 @@ def main() -> int:
         return 2
     if args.wan:
         return wan_main(args)
+    if args.udp:
+        return udp_main(args)
 
     work = Path(tempfile.mkdtemp(prefix="skbench-"))
     client = work / "client.py"
@@ -462,6 +470,7 @@ def main() -> int:
                      f" us more at p50 ({len(plain)} connects each; the first asks the "
                      "daemon, the rest use the shim's cached answer)")
         rss = probe.sample()[0]
+        udp = udp_section(lab, work, say, args) if args.udp_runs else None
     finally:
         for s in servers:
             s.close()
@@ -471,8 +480,50 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print_table(results, args, notes, rss)
+    if udp is not None:
+        from benchlib import udp as udpmod
+        udpmod.print_udp(udp)
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "notes": notes}, indent=2))
+        args.json.write_text(json.dumps({"results": results, "notes": notes, "udp": udp},
+                                        indent=2))
+    return 0
+
+
+def add_udp_options(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--udp", action="store_true",
+                    help="run only the UDP section (scripts/benchlib/udp.py; it is also "
+                    "part of the full run unless --udp-runs 0)")
+    ap.add_argument("--udp-runs", type=int, default=5,
+                    help="UDP runs (each: interleaved UDP/TCP echoes, then a paced run); "
+                    "medians over them are reported (default 5; 0 skips)")
+    ap.add_argument("--udp-echoes", type=int, default=300,
+                    help="echo round trips of each kind per UDP run (default 300)")
+    ap.add_argument("--udp-rate", type=int, default=1000,
+                    help="datagrams/s of the paced run (default 1000)")
+    ap.add_argument("--udp-seconds", type=float, default=5.0,
+                    help="length of the paced run (default 5)")
+
+
+def udp_section(lab: labmod.Lab, work: Path, say: Callable[[str], None],
+                args: argparse.Namespace) -> dict[str, object]:
+    from benchlib import udp as udpmod
+    return udpmod.run_udp(lab, work, say, runs=args.udp_runs, echoes=args.udp_echoes,
+                          rate=args.udp_rate, seconds=args.udp_seconds)
+
+
+def udp_main(args: argparse.Namespace) -> int:
+    from benchlib import udp as udpmod
+    work = Path(tempfile.mkdtemp(prefix="skbench-udp-"))
+    lab = labmod.build_lab()
+    try:
+        out = udp_section(lab, work, lambda text: print(text, file=sys.stderr,
+                                                        flush=True), args)
+    finally:
+        lab.close()
+        shutil.rmtree(work, ignore_errors=True)
+    udpmod.print_udp(out)
+    if args.json:
+        args.json.write_text(json.dumps({"udp": out}, indent=2))
     return 0
 
 

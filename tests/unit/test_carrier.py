@@ -135,6 +135,18 @@ def test_carry_answer_and_a_datagram_carried_and_answered() -> None:
             assert flow.record.datagrams_down == 1
             assert r.table.live[flow.record.id] is flow.record
             assert len(got) == ENVELOPE_SIZE + 4
+            # an envelope not byte for byte as the grant's (a code on DATA, which is
+            # ignored) takes the judging path and is carried too; a second reply from
+            # the same source gets the same envelope (kept by the flow)
+            odd = bytearray(env.wrap(b"again"))
+            odd[7] = 5
+            prog.sendto(bytes(odd), ("127.0.0.1", port4))
+            data, src = await asyncio.wait_for(loop.sock_recvfrom(echo, 100), 5)
+            assert data == b"again"
+            echo.sendto(b"back2", src)
+            got2, _ = await asyncio.wait_for(loop.sock_recvfrom(prog, 100), 5)
+            assert got2 == got[:ENVELOPE_SIZE] + b"back2"
+            assert flow.record.datagrams_up == 2 and flow.record.datagrams_down == 2
         finally:
             carrier.close()
             server.close()

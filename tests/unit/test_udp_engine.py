@@ -172,6 +172,26 @@ def test_fragments_are_dropped_and_counted() -> None:
     asyncio.run(main())
 
 
+def test_a_fragment_after_known_replies_is_dropped() -> None:
+    """The last hop marks every second reply a fragment: the replies before and after
+    are delivered from their source (read once, then known), the fragments counted."""
+    seen = [0]
+
+    def every_second(reply: bytes) -> bytes:
+        seen[0] += 1
+        return reply[:2] + b"\x01" + reply[3:] if seen[0] % 2 == 0 else reply
+
+    async def main() -> None:
+        hops = [Hop(), Hop(), Hop(mangle=every_second)]
+        assoc, got, _ = await scenario(hops, sends=4)
+        assert got == [("127.0.0.1", True, b"ping0"), ("127.0.0.1", True, b"ping2")]
+        assert assoc.counters.fragments == 2 and assoc.counters.received == 2
+        assoc.close()
+        for h in hops:
+            h.close()
+    asyncio.run(main())
+
+
 def test_a_hop_refusing_udp_associate_refuses_the_chain() -> None:
     async def main() -> None:
         hops = [Hop(), Hop(udp=False)]

@@ -39,6 +39,8 @@ from .spec import ChainSpec
 log = logging.getLogger("socksify.udp")
 
 Deliver = Callable[[str, int, bytes], None]     # source host, port, payload
+_CACHED = 256          # headers made and sources read, kept per association
+_IPV4_HEADER = 10      # RSV RSV FRAG ATYP, 4 address bytes, the port
 Lost = Callable[[str], None]                    # why
 
 
@@ -127,6 +129,20 @@ class UdpAssociation:
     _watchers: list[asyncio.Task[None]] = field(default_factory=list)
     closed: bool = False
     paused: bool = False           # the socket's send buffer is full
+    # per datagram, no address is parsed or encoded in the usual case: the headers
+    # before a payload to (host, port), made once; the relays' layers as a reply
+    # brings them when every hop names the next relay as we do (None: never so);
+    # and the last layer's bytes -> the source it names, for an IPv4 source
+    _heads: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    _relay_layers: bytes | None = None
+    _sources: dict[bytes, tuple[str, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            self._relay_layers = b"".join(socks5udp.wrap(h, p, b"")
+                                          for h, p in self.relays[1:])
+        except ValueError:
+            self._relay_layers = None
 
     @property
     def describe(self) -> str:
@@ -148,20 +164,49 @@ class UdpAssociation:
         ATYP 3). False if it could not be sent (counted)."""
         if self.closed or self.transport is None:
             return False
-        try:
-            data = socks5udp.wrap_layers(self.relays[1:], host, port, payload)
-        except ValueError:
-            self.counters.bad += 1
-            return False
+        head = self._heads.get((host, port))
+        if head is None:
+            try:
+                head = socks5udp.wrap_layers(self.relays[1:], host, port, b"")
+            except ValueError:
+                self.counters.bad += 1
+                return False
+            if len(self._heads) < _CACHED:
+                self._heads[(host, port)] = head
         if self.paused:
             self.counters.errors += 1          # a datagram path drops, never queues
             return False
-        self.transport.sendto(data)
+        self.transport.sendto(head + payload)
         self.counters.sent += 1
         self.counters.bytes_sent += len(payload)
         return True
 
     def _received(self, data: bytes) -> None:
+        layers = self._relay_layers
+        if layers is not None and data.startswith(layers):
+            # every relay's layer is the one we expect: only the source's is read
+            at = len(layers)
+            source = self._sources.get(data[at:at + _IPV4_HEADER])
+            if source is None:
+                try:
+                    head = socks5udp.read_header(data, at)
+                except socks5udp.Fragmented:
+                    self.counters.fragments += 1
+                    return
+                except socks5.ProtocolError:
+                    self.counters.bad += 1
+                    return
+                source = (head.host, head.port)
+                if head.size == _IPV4_HEADER and len(self._sources) < _CACHED:
+                    self._sources[data[at:at + _IPV4_HEADER]] = source
+                payload = data[at + head.size:]
+            else:
+                payload = data[at + _IPV4_HEADER:]
+            self.counters.received += 1
+            self.counters.bytes_received += len(payload)
+            if self._deliver is not None:
+                self._deliver(source[0], source[1], payload)
+            return
         try:
             sources, payload = socks5udp.unwrap_layers(data, len(self.route))
         except socks5udp.Fragmented:

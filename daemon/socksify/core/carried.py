@@ -29,6 +29,7 @@ from .records import UdpFlow
 log = logging.getLogger("socksify.carrier")
 
 QUEUE = 256            # datagrams waiting for the association to open
+BACK_CACHED = 256      # reply sources whose envelope is kept
 SendBack = Callable[[bytes, tuple[str, int]], None]
 SelectorFor = Callable[[UdpFlow, ChainSpec], Selector]   # Sessions.selector
 
@@ -48,13 +49,18 @@ class CarriedFlow:
         self.held: list[StandIn] = []        # their stand-ins, held while it lives
         # (target host, port) as sent to the chain -> the grant it went under
         self.sent_to: dict[tuple[str, int], Grant] = {}
+        # a reply's source -> its grant and envelope, while sent_to stays the same
+        self._back: dict[tuple[str, int], tuple[Grant, bytes]] = {}
         self.last = time.monotonic()
         self.closed = False
 
     # ----- program -> chain ----------------------------------------------------------
     def send(self, grant: Grant, payload: bytes) -> None:
         self.last = time.monotonic()
-        self.sent_to[(grant.target, grant.port)] = grant
+        to = (grant.target, grant.port)
+        if self.sent_to.get(to) is not grant:
+            self.sent_to[to] = grant
+            self._back.clear()
         if self.assoc is not None:
             self._forward(grant, payload)
             return
@@ -105,17 +111,22 @@ class CarriedFlow:
 
     # ----- chain -> program ----------------------------------------------------------
     def _reply(self, host: str, port: int, payload: bytes) -> None:
-        grant = self._source(host, port)
-        if grant is None:
-            self.record.dropped += 1
-            return
+        known = self._back.get((host, port))
+        if known is None:
+            grant = self._source(host, port)
+            if grant is None:
+                self.record.dropped += 1
+                return
+            src: wire.IPAddress
+            if grant.host is not None or _addr(host) is None:
+                src = grant.dst              # the stand-in the program sent to
+            else:
+                src = _addr(host) or grant.dst
+            known = (grant, Envelope.data(src, port, grant.token).dumps())
+            if len(self._back) < BACK_CACHED:
+                self._back[(host, port)] = known
         self.last = time.monotonic()
-        src: wire.IPAddress
-        if grant.host is not None or _addr(host) is None:
-            src = grant.dst              # the stand-in the program sent to
-        else:
-            src = _addr(host) or grant.dst
-        self.send_back(Envelope.data(src, port, grant.token).wrap(payload), self.program)
+        self.send_back(known[1] + payload, self.program)
         self.record.datagrams_down += 1
         self.record.counters.down += len(payload)
 

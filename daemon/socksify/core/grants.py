@@ -15,11 +15,13 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..chains import ChainSpec
 from ..dns import StandIn
 from ..procinfo import AppInfo
 from ..protocol import control as wire
+from ..protocol.datagram import Envelope
 from .records import Session
 
 MAX_PER_UID = 4096
@@ -39,10 +41,17 @@ class Grant:
     created: float
     stand_in: StandIn | None = None   # held while a flow carries datagrams to it
 
-    @property
+    @cached_property
     def target(self) -> str:
         """Where the last hop sends: the name for a stand-in, else the address."""
         return self.host or str(self.dst)
+
+    @cached_property
+    def head(self) -> bytes:
+        """The envelope a shim puts before each datagram it sends under this grant,
+        byte for byte: the carrier takes a datagram that starts with it without
+        parsing its envelope (any other form is parsed and judged)."""
+        return Envelope.data(self.dst, self.port, self.token).dumps()
 
 
 class Grants:
