@@ -127,7 +127,9 @@ int main(int argc, char **argv)
         how = "sendto";
     connected = strcmp(how, "connect") == 0 || strcmp(how, "WSAConnect") == 0;
     to = target(argv[1], argv[2]);
-    s = WSASocketW(AF_INET, SOCK_DGRAM, IPPROTO_UDP, NULL, 0, 0);
+    /* socket(), not WSASocketW(..., 0): Wine 8 ignores SO_RCVTIMEO on a socket made
+     * without WSA_FLAG_OVERLAPPED (a receive that gets nothing would wait forever) */
+    s = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
     if (s == INVALID_SOCKET)
         return fail(WSAGetLastError(), "socket");
     setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, (const char *)&timeout, sizeof timeout);
