@@ -24,6 +24,7 @@ from .generation import GenerationFile
 from .isolation.served import Served
 from .listeners import tcpcontrol
 from .listeners.admission import BurstLog, Gate
+from .listeners.carrier import Carrier, udp_owner
 from .listeners.control import Control
 from .listeners.frontdoor import FrontDoor
 from .listeners.relay import Relays
@@ -59,6 +60,7 @@ class Daemon:
         self.relays = Relays(self.router.table, self.router.allows, self.gate,
                              self.burst, lambda handed: Served(self.router, handed))
         self.frontdoor: FrontDoor | None = None
+        self.carrier = Carrier(self.router, udp_owner)
         self._servers: list[asyncio.AbstractServer] = []
         self._stop = asyncio.Event()
         self._started = time.time()
@@ -72,6 +74,7 @@ class Daemon:
         try:
             self.router.set_policy(self._load_policy())
             self._listen()
+            await self._carrier()
             tcp, key = await tcpcontrol.listen(self.router, self, self.control.tasks)
             self._servers += tcp   # Windows programs
             await self._frontdoor()
@@ -125,10 +128,27 @@ class Daemon:
         self.relays.listen_loopback()
         self.router.relay_ports = (self.relays.port4, self.relays.port6)
 
+    async def _carrier(self) -> None:
+        """The datagram port for carried UDP (listeners/carrier.py); without it, UDP
+        under a udp = "chain" rule is refused as before."""
+        if sys.platform == "win32":
+            return
+        try:
+            port4, port6 = await self.carrier.start()
+        except OSError as exc:
+            log.warning("no carrier for UDP (%s): udp = \"chain\" refuses programs' "
+                        "datagrams", exc)
+            return
+        self.router.carry = self.carrier.grant
+        log.info("carrier for UDP on 127.0.0.1:%d%s", port4,
+                 f" and [::1]:{port6}" if port6 else "")
+
     async def _shutdown(self) -> None:
         table = self.router.table
         log.info("stopping: %d live connection(s), up to %.0fs to finish",
                  len(table.live), self.grace)
+        self.router.carry = None
+        self.carrier.close()
         for server in self._servers:
             server.close()
         self.relays.close_loopback()
@@ -320,6 +340,8 @@ class Daemon:
                 "chains": router.chains_status(uid)})
         out["frontdoor"] = f"{self.frontdoor.host}:{self.frontdoor.port}" \
             if self.frontdoor else None
+        if router.sees_all(uid):
+            out["carrier"] = self.carrier.status()
         out["relay"] = {"port4": self.relays.port4, "port6": self.relays.port6,
                         "socket": str(self.paths.relay_socket)
                         if self.relays.unix is not None else None}

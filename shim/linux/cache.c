@@ -80,14 +80,101 @@ int socksify_cache_direct(const struct socksify_connect_req *req)
     return socksify_dcache_hit(req, current_generation());
 }
 
+uint64_t socksify_cache_generation(void)
+{
+    return current_generation();
+}
+
+/* CARRY answers: a slot per destination, as dcache.c keeps DIRECT ones. */
+#define CARRY_SLOTS 256
+
+struct carry_slot {
+    int busy;
+    struct socksify_connect_req req;   /* generation 0 in rep: empty */
+    struct socksify_reply rep;
+};
+
+static struct carry_slot carry_slots[CARRY_SLOTS];
+
+static struct carry_slot *carry_slot_of(const struct socksify_connect_req *req)
+{
+    uint32_t h = 2166136261u;
+
+    for (size_t i = 0; i < 16; i++)
+        h = (h ^ req->addr[i]) * 16777619u;
+    h = (h ^ req->port) * 16777619u;
+    return &carry_slots[h % CARRY_SLOTS];
+}
+
+uint64_t socksify_cache_reply_generation(const struct socksify_reply *rep)
+{
+    uint64_t gen = 0;
+
+    for (int i = 0; i < 8; i++)
+        gen = gen << 8 | rep->token[i];
+    return gen;
+}
+
+int socksify_cache_carry(const struct socksify_connect_req *req, struct socksify_reply *rep)
+{
+    struct carry_slot *s = carry_slot_of(req);
+    uint64_t gen = current_generation();
+    int hit;
+
+    if (gen == 0 || __atomic_exchange_n(&s->busy, 1, __ATOMIC_ACQUIRE))
+        return 0;
+    hit = s->rep.verdict == SOCKSIFY_VERDICT_CARRY
+        && socksify_cache_reply_generation(&s->rep) == gen
+        && s->req.family == req->family && s->req.port == req->port
+        && memcmp(s->req.addr, req->addr, 16) == 0;
+    if (hit)
+        *rep = s->rep;
+    __atomic_store_n(&s->busy, 0, __ATOMIC_RELEASE);
+    return hit;
+}
+
+int socksify_cache_has_token(const uint8_t *token)
+{
+    uint64_t gen = current_generation();
+    int found = 0;
+
+    for (size_t i = 0; i < CARRY_SLOTS && !found; i++) {
+        struct carry_slot *s = &carry_slots[i];
+
+        if (__atomic_exchange_n(&s->busy, 1, __ATOMIC_ACQUIRE))
+            continue;
+        found = s->rep.verdict == SOCKSIFY_VERDICT_CARRY
+            && socksify_cache_reply_generation(&s->rep) == gen
+            && memcmp(s->rep.token + 8, token, SOCKSIFY_CARRY_TOKEN_SIZE) == 0;
+        __atomic_store_n(&s->busy, 0, __ATOMIC_RELEASE);
+    }
+    return found;
+}
+
+static void note_carry(const struct socksify_connect_req *req,
+                       const struct socksify_reply *rep)
+{
+    struct carry_slot *s = carry_slot_of(req);
+
+    if (__atomic_exchange_n(&s->busy, 1, __ATOMIC_ACQUIRE))
+        return;
+    s->req = *req;
+    s->rep = *rep;
+    __atomic_store_n(&s->busy, 0, __ATOMIC_RELEASE);
+}
+
 void socksify_cache_note(const struct socksify_connect_req *req,
                          const struct socksify_reply *rep)
 {
-    uint64_t gen = socksify_dcache_reply_generation(rep);
+    uint64_t gen = rep->verdict == SOCKSIFY_VERDICT_CARRY
+        ? socksify_cache_reply_generation(rep) : socksify_dcache_reply_generation(rep);
 
     if (gen == 0)
         return;
     if (__atomic_load_n(&gen_map, __ATOMIC_ACQUIRE) == NULL)
         map_generation();
-    socksify_dcache_put(req, gen);
+    if (rep->verdict == SOCKSIFY_VERDICT_CARRY)
+        note_carry(req, rep);
+    else
+        socksify_dcache_put(req, gen);
 }

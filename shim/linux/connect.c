@@ -28,6 +28,7 @@
 
 #include "addr.h"
 #include "cache.h"
+#include "carried.h"
 #include "config.h"
 #include "connect.h"
 #include "control.h"
@@ -80,6 +81,27 @@ static int connect_relay(int fd, int domain, const struct socksify_reply *rep,
                  socksify_strerror(-r));
         return r;
     }
+    return 0;
+}
+
+/* A UDP socket connect()ed to a carried destination: connect it to the carrier, so the
+ * kernel takes datagrams from the carrier only (as from a real peer), and remember
+ * the destination for its sends and getpeername() (docs/wire.md, "Carried
+ * datagrams"). */
+static int connect_carrier(int fd, int domain, const struct socksify_carry *carry,
+                           const struct sockaddr *addr, socklen_t len)
+{
+    struct sockaddr_storage to;
+    socklen_t tolen;
+
+    if (socksify_addr_relay(domain, &carry->rep, &to, &tolen) < 0)
+        return -ECONNREFUSED;
+    if (socksify_real.connect(fd, (const struct sockaddr *)&to, tolen) < 0)
+        return -errno;
+    socksify_carried_connect(fd, addr, len, &carry->req, &carry->rep);
+    socksify_peer_note(fd, addr, len);
+    LOG_DEBUG("fd %d: UDP connected through the carrier (port %u/%u)", fd,
+              carry->rep.relay_port4, carry->rep.relay_port6);
     return 0;
 }
 
@@ -174,6 +196,7 @@ int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len)
         return connect_direct(fd, addr, len);  /* EBADF/ENOTSOCK, or not IPv4/IPv6 */
     switch (socksify_addr_dest(domain, SOCKSIFY_DEST_CONNECT, addr, len, &to, &tolen)) {
     case SOCKSIFY_DEST_NONE:
+        socksify_carried_disconnect(fd);
         return connect_direct(fd, addr, len);  /* AF_UNSPEC: dissolves the association */
     case SOCKSIFY_DEST_ADDR:
         break;
@@ -185,8 +208,18 @@ int socksify_connect_checked(int fd, const struct sockaddr *addr, socklen_t len)
     if (kind == SOCKSIFY_KIND_DGRAM) {
         /* No domain check: an AF_INET6 UDP socket may connect to an AF_INET address. A
          * connected UDP socket may connect again, to another address: asked again. */
-        r = socksify_dgram_check(fd, (const struct sockaddr *)&to, tolen);
-        return r < 0 ? r : connect_direct(fd, addr, len);
+        struct socksify_carry carry;
+        int was_carried = socksify_carried_maybe(fd);
+
+        socksify_carried_disconnect(fd);
+        r = socksify_dgram_decide(fd, (const struct sockaddr *)&to, tolen, &carry);
+        if (r == SOCKSIFY_DGRAM_CARRY)
+            return connect_carrier(fd, domain, &carry, addr, len);
+        if (r < 0)
+            return r;
+        if ((r = connect_direct(fd, addr, len)) == 0 && was_carried)
+            socksify_peer_note(fd, addr, len);  /* no longer the carried peer noted */
+        return r;
     }
     if (kind != SOCKSIFY_KIND_STREAM) {
         /* SCTP, DCCP, raw, ICMP, SEQPACKET...: the daemon cannot carry them. */

@@ -50,10 +50,10 @@ static ssize_t recv_some(int fd, uint8_t *buf, size_t len, int *passed)
     ssize_t n;
 
     if (passed == NULL)
-        return recv(fd, buf, len, 0);
+        return socksify_real.recv(fd, buf, len, 0);
     msg.msg_control = control.buf;
     msg.msg_controllen = sizeof control.buf;
-    n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    n = socksify_real.recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
     if (n < 0)
         return n;
     for (cmsg = CMSG_FIRSTHDR(&msg); cmsg != NULL; cmsg = CMSG_NXTHDR(&msg, cmsg)) {

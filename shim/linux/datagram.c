@@ -11,7 +11,8 @@
 #include "real.h"
 #include "socksify_wire.h"
 
-int socksify_dgram_check(int fd, const struct sockaddr *dest, socklen_t len)
+int socksify_dgram_decide(int fd, const struct sockaddr *dest, socklen_t len,
+                          struct socksify_carry *carry)
 {
     struct socksify_connect_req req;
     struct socksify_reply rep;
@@ -26,6 +27,10 @@ int socksify_dgram_check(int fd, const struct sockaddr *dest, socklen_t len)
         return -ECONNREFUSED;
     if (socksify_cache_direct(&req))
         return 0;
+    if (carry != NULL && socksify_cache_carry(&req, &carry->rep)) {
+        carry->req = req;
+        return SOCKSIFY_DGRAM_CARRY;
+    }
     socksify_addr_format(&req, where, sizeof where);
     r = socksify_control_exchange(&req, &rep);
     if (r < 0) {
@@ -38,6 +43,18 @@ int socksify_dgram_check(int fd, const struct sockaddr *dest, socklen_t len)
         LOG_DEBUG("fd %d: UDP to %s: DIRECT", fd, where);
         socksify_cache_note(&req, &rep);
         return 0;
+    case SOCKSIFY_VERDICT_CARRY:
+        if (carry == NULL || (rep.relay_port4 == 0 && rep.relay_port6 == 0)) {
+            LOG_WARN("fd %d: UDP to %s: CARRY cannot be followed here; refusing it", fd,
+                     where);
+            return -ECONNREFUSED;
+        }
+        LOG_DEBUG("fd %d: UDP to %s: CARRY via port %u/%u", fd, where, rep.relay_port4,
+                  rep.relay_port6);
+        socksify_cache_note(&req, &rep);
+        carry->req = req;
+        carry->rep = rep;
+        return SOCKSIFY_DGRAM_CARRY;
     case SOCKSIFY_VERDICT_FAIL:
         err = socksify_wire_errno(rep.code);
         LOG_INFO("fd %d: UDP to %s: FAIL code %u (%s)", fd, where, rep.code,
@@ -89,7 +106,8 @@ int socksify_refuse_kind(int fd, const struct sockaddr *dest, unsigned len)
     return -EACCES;
 }
 
-int socksify_send_check(int fd, const struct sockaddr *dest, socklen_t len, int flags)
+int socksify_send_check(int fd, const struct sockaddr *dest, socklen_t len, int flags,
+                        struct socksify_carry *carry)
 {
     struct sockaddr_storage to;
     unsigned tolen;
@@ -125,6 +143,10 @@ int socksify_send_check(int fd, const struct sockaddr *dest, socklen_t len, int 
     if (where != SOCKSIFY_DEST_ADDR || kind != SOCKSIFY_KIND_DGRAM)
         return socksify_refuse_kind(fd, (const struct sockaddr *)&to,
                                     where == SOCKSIFY_DEST_ADDR ? tolen : 0);
-    r = socksify_dgram_check(fd, (const struct sockaddr *)&to, tolen);
+    r = socksify_dgram_decide(fd, (const struct sockaddr *)&to, tolen, carry);
+    if (r == SOCKSIFY_DGRAM_CARRY) {
+        carry->domain = domain;
+        return SOCKSIFY_SEND_CARRY;
+    }
     return r < 0 ? r : SOCKSIFY_SEND_PASS;
 }

@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "dlsym.h"
@@ -110,6 +111,13 @@ static int find_dl_functions(struct dl_phdr_info *info, size_t size, void *data)
     return socksify_libc_dlsym != NULL && socksify_libc_dlvsym != NULL;
 }
 
+void socksify_stderr(const void *buf, size_t len)
+{
+    struct iovec iov = {(void *)buf, len};
+
+    (void)!writev(STDERR_FILENO, &iov, 1);
+}
+
 static void find_once(void)
 {
     static const char msg[] = "socksify: cannot find libc's dlsym/dlvsym\n";
@@ -117,7 +125,7 @@ static void find_once(void)
 
     dl_iterate_phdr(find_dl_functions, NULL);
     if (socksify_libc_dlsym == NULL || socksify_libc_dlvsym == NULL) {
-        (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
+        socksify_stderr(msg, sizeof msg - 1);
         abort();
     }
     if (dladdr1((void *)&find_once, &info, (void **)&self_map, RTLD_DL_LINKMAP) == 0)

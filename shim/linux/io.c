@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "io.h"
+#include "real.h"
 
 int64_t socksify_now_ms(void)
 {
@@ -37,7 +38,7 @@ int socksify_send_all(int fd, const void *buf, size_t len, int64_t deadline_ms)
     const char *p = buf;
 
     while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        ssize_t n = socksify_real.send(fd, p, len, MSG_NOSIGNAL);
 
         if (n > 0) {
             p += n;

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "dlsym.h"
@@ -14,11 +15,14 @@ static const struct {
     const char *name;
     const char *old_name;  /* the pre-2.34 glibc name in libresolv, or NULL */
     size_t offset;
-    enum { REQUIRED, OPTIONAL, LATE } kind;  /* LATE: optional, and its library may be
-                                                loaded later (looked up again) */
+    enum { REQUIRED, OPTIONAL, LATE, HOT } kind;  /* LATE: optional, and its library may
+                                                     be loaded later (looked up again);
+                                                     HOT: required, and looked up on
+                                                     demand before the initialisation */
 } symbols[] = {
 #define REQUIRED(member) {#member, NULL, offsetof(struct socksify_real, member), REQUIRED}
 #define OPTIONAL(member) {#member, NULL, offsetof(struct socksify_real, member), OPTIONAL}
+#define HOT(member, name) {name, NULL, offsetof(struct socksify_real, member), HOT}
 #define LATE(member, old_name) \
     {#member, old_name, offsetof(struct socksify_real, member), LATE}
     REQUIRED(connect), REQUIRED(getpeername), REQUIRED(sendto), REQUIRED(sendmsg),
@@ -28,6 +32,10 @@ static const struct {
     REQUIRED(execve), REQUIRED(execvpe), REQUIRED(fexecve), REQUIRED(posix_spawn),
     REQUIRED(posix_spawnp),
     OPTIONAL(execveat),
+    HOT(recvfrom, "recvfrom"), HOT(recvmsg, "recvmsg"), HOT(recvmmsg, "recvmmsg"),
+    HOT(recv, "recv"), HOT(read, "read"), HOT(send, "send"), HOT(write, "write"),
+    HOT(read_chk, "__read_chk"), HOT(recv_chk, "__recv_chk"),
+    HOT(recvfrom_chk, "__recvfrom_chk"), HOT(syscall, "syscall"),
     LATE(res_query, "__res_query"), LATE(res_nquery, "__res_nquery"),
     LATE(res_search, "__res_search"), LATE(res_nsearch, "__res_nsearch"),
     LATE(res_querydomain, "__res_querydomain"), LATE(res_nquerydomain, "__res_nquerydomain"),
@@ -35,6 +43,7 @@ static const struct {
 #undef REQUIRED
 #undef OPTIONAL
 #undef LATE
+#undef HOT
 };
 
 _Static_assert(sizeof symbols / sizeof symbols[0]
@@ -62,11 +71,11 @@ void socksify_real_resolve(void)
     for (size_t i = 0; i < sizeof symbols / sizeof symbols[0]; i++) {
         void *sym = lookup(i);
 
-        if (sym == NULL && symbols[i].kind == REQUIRED) {
+        if (sym == NULL && (symbols[i].kind == REQUIRED || symbols[i].kind == HOT)) {
             /* Cannot forward calls to anything: stop loudly rather than misbehave. */
-            (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
-            (void)!write(STDERR_FILENO, symbols[i].name, strlen(symbols[i].name));
-            (void)!write(STDERR_FILENO, "\n", 1);
+            socksify_stderr(msg, sizeof msg - 1);
+            socksify_stderr(symbols[i].name, strlen(symbols[i].name));
+            socksify_stderr("\n", 1);
             abort();
         }
         __atomic_store_n(slot(symbols[i].offset), sym, __ATOMIC_RELEASE);
@@ -80,7 +89,8 @@ void *socksify_real_optional(size_t offset)
     if (sym != NULL)
         return sym;
     for (size_t i = 0; i < sizeof symbols / sizeof symbols[0]; i++) {
-        if (symbols[i].offset == offset && symbols[i].kind == LATE) {
+        if (symbols[i].offset == offset
+            && (symbols[i].kind == LATE || symbols[i].kind == HOT)) {
             sym = lookup(i);
             __atomic_store_n(slot(offset), sym, __ATOMIC_RELEASE);
         }

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+struct timespec;
 struct mmsghdr;  /* <sys/socket.h> declares it only with _GNU_SOURCE (connect.c has not) */
 
 struct socksify_real {
@@ -22,6 +23,22 @@ struct socksify_real {
                       const struct sockaddr *addr, socklen_t addrlen);
     ssize_t (*sendmsg)(int fd, const struct msghdr *msg, int flags);
     int (*sendmmsg)(int fd, struct mmsghdr *vec, unsigned vlen, int flags);
+    /* The calls that read and write carried sockets (carry.h); they are called for
+     * every descriptor, possibly before the initialisation: SOCKSIFY_REAL_HOT(). */
+    ssize_t (*recvfrom)(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
+                        socklen_t *addrlen);
+    ssize_t (*recvmsg)(int fd, struct msghdr *msg, int flags);
+    int (*recvmmsg)(int fd, struct mmsghdr *vec, unsigned vlen, int flags,
+                    struct timespec *timeout);
+    ssize_t (*recv)(int fd, void *buf, size_t len, int flags);
+    ssize_t (*read)(int fd, void *buf, size_t len);
+    ssize_t (*send)(int fd, const void *buf, size_t len, int flags);
+    ssize_t (*write)(int fd, const void *buf, size_t len);
+    ssize_t (*read_chk)(int fd, void *buf, size_t len, size_t buflen);
+    ssize_t (*recv_chk)(int fd, void *buf, size_t len, size_t buflen, int flags);
+    ssize_t (*recvfrom_chk)(int fd, void *buf, size_t len, size_t buflen, int flags,
+                            struct sockaddr *addr, socklen_t *addrlen);
+    long (*syscall)(long number, ...);
     int (*getaddrinfo)(const char *node, const char *service, const struct addrinfo *hints,
                        struct addrinfo **res);
     int (*getnameinfo)(const struct sockaddr *sa, socklen_t salen, char *host,
@@ -85,6 +102,10 @@ void socksify_real_resolve(void);
  * others are only read, so the exec hooks may use it between vfork() and exec. Safe
  * from any thread. */
 void *socksify_real_optional(size_t offset);
+
+/* A HOT entry (the read/write family above): the table's, or looked up now when a
+ * hook runs before the initialisation (another library's constructor reading a file). */
+#define SOCKSIFY_REAL_HOT(member) SOCKSIFY_REAL_OPTIONAL(member)
 
 #define SOCKSIFY_REAL_OPTIONAL(member)                          \
     ((__typeof__(socksify_real.member))socksify_real_optional(  \

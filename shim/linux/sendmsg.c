@@ -1,8 +1,10 @@
-/* The sendmsg() hook: as sendto.c, with the destination in msg->msg_name. */
+/* The sendmsg() hook: as sendto.c, with the destination in msg->msg_name; a carried
+ * datagram's envelope goes before msg's iovecs. */
 #include <errno.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "carry.h"
 #include "connect.h"
 #include "datagram.h"
 #include "init.h"
@@ -12,15 +14,23 @@
 /* The hook's logic; returns the bytes sent or -errno. */
 static ssize_t socksify_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
+    struct socksify_carry carry;
     struct msghdr plain;
     ssize_t n;
-    int r;
+    int r, handled;
 
     if (msg == NULL)  /* the kernel's EFAULT */
         return socksify_real.sendmsg(fd, msg, flags) < 0 ? -errno : 0;
-    r = socksify_send_check(fd, msg->msg_name, msg->msg_namelen, flags);
+    r = socksify_send_check(fd, msg->msg_name, msg->msg_namelen, flags, &carry);
     if (r < 0)
         return r;
+    if (r == SOCKSIFY_SEND_CARRY)
+        return socksify_carry_send(fd, &carry, msg, flags, 0);
+    if (msg->msg_name == NULL || msg->msg_namelen == 0) {
+        n = socksify_carry_send_connected(fd, msg, flags, &handled);
+        if (handled)
+            return n;
+    }
     if (r == SOCKSIFY_SEND_FASTOPEN) {
         if ((r = socksify_connect_checked(fd, msg->msg_name, msg->msg_namelen)) < 0)
             return r;

@@ -222,16 +222,17 @@ def test_a_dead_hop_fails_the_connection_with_the_kernels_errno() -> None:
 
 # ----- datagrams -----------------------------------------------------------------
 
-def test_udp_chain_is_refused_to_the_shim_for_now(caplog: pytest.LogCaptureFixture
-                                                  ) -> None:
-    """udp = "chain" carries the front door's datagrams; a program under the shim
-    still gets EACCES (its datagram envelope is not there yet), never DIRECT."""
+def test_udp_chain_without_a_carrier_is_refused(caplog: pytest.LogCaptureFixture
+                                                ) -> None:
+    """udp = "chain" is carried through the daemon's carrier (tests/unit/
+    test_carrier.py); a router without one (no carrier port could be bound) answers
+    EACCES, never DIRECT."""
     r = Router()
     r.set_policy(Policy.parse('[chains.c]\nhops = ["socks5://127.0.0.1:9"]\n'
                               '[[rules]]\naction = "chain:c"\nudp = "chain"\n', "p.toml"))
     with caplog.at_level(logging.WARNING):
         assert failed_with(run(connect(r, "203.0.113.9", 53, dgram=True)), errno.EACCES)
-    assert "front door's clients only" in caplog.text
+    assert 'UDP refused' in caplog.text
 
 
 def test_udp_goes_direct_only_where_a_rule_says_so() -> None:

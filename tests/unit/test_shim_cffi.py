@@ -21,6 +21,9 @@ VECTORS = ROOT / "tests" / "vectors" / "control.txt"
 EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyname2",
            "gethostbyname_r", "gethostbyname2_r", "getnameinfo", "gethostbyaddr",
            "gethostbyaddr_r", "sendto", "sendmsg", "sendmmsg",
+           # carried datagrams (shim/linux/carry.h), and libuv's raw sendmmsg/recvmmsg
+           "recv", "recvfrom", "recvmsg", "recvmmsg", "read", "write", "send", "syscall",
+           "__read_chk", "__recv_chk", "__recvfrom_chk",
            "execve", "execv", "execl", "execle", "execvp", "execvpe", "execlp", "fexecve",
            "execveat",
            "posix_spawn", "posix_spawnp",

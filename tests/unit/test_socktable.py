@@ -14,11 +14,22 @@ import sys
 import pytest
 from conftest import skip_or_fail
 
+from socksify import sockdiag
 from socksify.listeners import socktable
 from socksify.listeners.admission import Gate
 from socksify.policy import Policy
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")
+
+
+def _diag_uid(peer: tuple[str, int], ours: tuple[str, int]) -> int | None:
+    found = sockdiag.lookup(socket.IPPROTO_TCP, peer, ours)
+    return None if found is None else found.uid
+
+
+def _proc_uid(peer: tuple[str, int], ours: tuple[str, int]) -> int | None:
+    found = sockdiag.proc_lookup(socket.IPPROTO_TCP, peer, ours)
+    return None if found is None else found.uid
 
 
 def _pair(family: int, host: str) -> tuple[socket.socket, socket.socket, socket.socket]:
@@ -40,13 +51,18 @@ def test_own_connection(family: int, host: str) -> None:
     try:
         acc = socks[2]
         peer, ours = acc.getpeername()[:2], acc.getsockname()[:2]
-        assert socktable._diag_uid(peer, ours) == os.getuid()
-        assert socktable._proc_uid(peer, ours) == os.getuid()
+        assert _diag_uid(peer, ours) == os.getuid()
+        assert _proc_uid(peer, ours) == os.getuid()
         assert socktable.peer_uid(peer, ours) == os.getuid()
         # a 4-tuple nobody holds
         gone = (host, 1)
-        assert socktable._diag_uid(gone, ours) is None
-        assert socktable._proc_uid(gone, ours) is None
+        assert _diag_uid(gone, ours) is None
+        assert _proc_uid(gone, ours) is None
+        # nor a listener's: the kernel's lookup of a 4-tuple it does not have falls
+        # back to the listener on its local port
+        lst_port = socks[0].getsockname()[1]
+        assert sockdiag.lookup(socket.IPPROTO_TCP, (host, lst_port), (host, 1)) is None
+        assert socktable.peer_uid((host, lst_port), ours) is None
     finally:
         for s in socks:
             s.close()
@@ -68,10 +84,10 @@ def test_another_users_connection() -> None:
         lst.settimeout(20)
         acc, _ = lst.accept()
         peer, ours = acc.getpeername(), acc.getsockname()
-        assert socktable._diag_uid(peer, ours) == 65534
-        assert socktable._proc_uid(peer, ours) == 65534
+        assert _diag_uid(peer, ours) == 65534
+        assert _proc_uid(peer, ours) == 65534
         # and our own end of it is root's
-        assert socktable._diag_uid(ours, peer) == 0
+        assert _diag_uid(ours, peer) == 0
         acc.close()
     finally:
         assert proc.stdin is not None

@@ -1,6 +1,6 @@
 """Handed-off connections in the live table. The daemon keeps no descriptor of them:
 at handoff it notes the socket's 4-tuple (the program's local address and hop 1's)
-and cookie, then follows it in the kernel through sock_diag (tcpdiag.py): its state
+and cookie, then follows it in the kernel through sock_diag (sockdiag.py): its state
 and byte counts while it lives; it leaves the table (a close event) when the kernel
 no longer has it for the program (gone, in TIME_WAIT, or orphaned by the program's
 close). A socket whose hop 1 stops acknowledging (the kernel retransmits) or vanishes
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .. import tcpdiag
+from .. import sockdiag
 from ..chains import HopHealth
 from ..chains.connect import open_socket
 from ..proxies import Proxy
@@ -35,7 +35,7 @@ STALLED = 3             # consecutive retransmits to hop 1: it stopped answering
 PROBE_EVERY = 5.0       # seconds between probes of one hop
 PROBE_TIMEOUT = 5.0
 # TIME_WAIT is the program's close done (and can be thousands after a churn): left out
-LIVE_STATES = tcpdiag.ALL_BUT_LISTEN & ~(1 << tcpdiag.TIME_WAIT)
+LIVE_STATES = sockdiag.ALL_BUT_LISTEN & ~(1 << sockdiag.TIME_WAIT)
 # sock_diag is missing or forbidden here (a kernel without it, a seccomp filter)
 _UNSUPPORTED = {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EPERM, errno.EACCES,
                 errno.ENOENT, errno.EOPNOTSUPP}
@@ -44,7 +44,7 @@ _UNSUPPORTED = {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EPERM, errno.EA
 @dataclass(eq=False)
 class Handoff:
     conn: Connection
-    key: tcpdiag.FourTuple
+    key: sockdiag.FourTuple
     family: int
     cookie: int | None
     base: tuple[int, int]        # tcp_info bytes at handoff: the chain's negotiation
@@ -56,7 +56,7 @@ class HandedOff:
                  closed: Callable[[Connection], None]) -> None:
         self.health = health
         self._closed = closed          # the connection left the table
-        self.live: dict[tcpdiag.FourTuple, Handoff] = {}
+        self.live: dict[sockdiag.FourTuple, Handoff] = {}
         self.watchers = 0              # requests and subscribers that want fresh rows
         self.last_read = 0.0
         self._wake = asyncio.Event()
@@ -65,16 +65,16 @@ class HandedOff:
 
     def add(self, conn: Connection, sock: socket.socket, hop: Proxy | None) -> None:
         """Follow conn, whose socket the program now holds, in the kernel."""
-        if not tcpdiag.supported() or self._broken:
+        if not sockdiag.supported() or self._broken:
             return
         try:
-            key = tcpdiag.four_tuple(sock)
+            key = sockdiag.four_tuple(sock)
         except OSError:
             return                     # already closed or reset
         if not self.live:
             self._wake.set()           # the reader sleeps while there is none
-        self.live[key] = Handoff(conn, key, sock.family, tcpdiag.cookie_of(sock),
-                                 tcpdiag.bytes_of(sock), hop)
+        self.live[key] = Handoff(conn, key, sock.family, sockdiag.cookie_of(sock),
+                                 sockdiag.bytes_of(sock), hop)
 
     def connections(self) -> list[Connection]:
         return [h.conn for h in self.live.values()]
@@ -94,10 +94,10 @@ class HandedOff:
         self.last_read = time.monotonic()
         if not self.live:
             return
-        seen: dict[tcpdiag.FourTuple, tcpdiag.KernelSocket] = {}
+        seen: dict[sockdiag.FourTuple, sockdiag.KernelSocket] = {}
         try:
             for family in {h.family for h in self.live.values()}:
-                for found in tcpdiag.dump(family, self.live.__contains__, LIVE_STATES):
+                for found in sockdiag.dump(family, self.live.__contains__, LIVE_STATES):
                     seen[found.key] = found
         except OSError as exc:
             if exc.errno not in _UNSUPPORTED:   # out of descriptors, memory, time
@@ -121,14 +121,14 @@ class HandedOff:
                     self._suspect(handoff)
                 self._drop(handoff)
 
-    def _update(self, handoff: Handoff, ks: tcpdiag.KernelSocket) -> None:
+    def _update(self, handoff: Handoff, ks: sockdiag.KernelSocket) -> None:
         conn = handoff.conn
         conn.state = ks.state_name
         if ks.bytes_acked is not None and ks.bytes_received is not None:
             conn.counters.up = max(0, ks.bytes_acked - handoff.base[0])
             conn.counters.down = max(0, ks.bytes_received - handoff.base[1])
         stalled = ks.retransmits >= STALLED or (
-            ks.timer == tcpdiag.TIMER_RETRANSMIT and ks.retrans >= STALLED)
+            ks.timer == sockdiag.TIMER_RETRANSMIT and ks.retrans >= STALLED)
         hop = handoff.hop
         if stalled and hop is not None and not self.health.is_down(hop):
             self.health.mark_down(hop)

@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..chains import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
                       Tunnel, TunnelPool, hand_direct, hand_tunnel, open_direct,
@@ -52,6 +52,8 @@ class Router:
         self.handed = HandedOff(self.health, self._handed_closed)
         self.generation = generation   # DIRECT answers may be cached while it holds
         self.relay_ports = (0, 0)      # loopback relay listeners: IPv4, IPv6 (0: none)
+        # CARRY for a datagram under a udp = "chain" rule (listeners/carrier.py)
+        self.carry: Callable[[Connection, ChainSpec], wire.Reply] | None = None
         self.connections_total = 0
         self.handed_off = 0            # connections carried by the kernel (handoff)
         self._ids = itertools.count(1)
@@ -220,11 +222,19 @@ class Router:
             if decision.udp_direct and conn.host is None:
                 self._event(conn, "UDP direct", ok=True)
                 return self._direct(), None
-            carried = " (udp = \"chain\" serves the SOCKS front door's clients " \
-                "only, so far)" if decision.udp == "chain" else ""
+            chain = decision.action.chain
+            if chain is not None and decision.udp == "chain" and self.carry is not None:
+                conn.chain = chain.name
+                try:
+                    reply = self.carry(conn, chain)      # listeners/carrier.py
+                except SocksifyError as exc:
+                    return self._refuse(conn, exc.errno or errno.ENETUNREACH,
+                                        f"UDP refused: {exc}"), None
+                self._event(conn, "UDP carried", ok=True)
+                return reply, None
             return self._refuse(conn, errno.EACCES, f"UDP refused ({decision.action}: "
-                                "a SOCKS chain carries TCP only; udp = \"direct\" in "
-                                f"a rule lets it out){carried}"), None
+                                "a SOCKS chain carries UDP only with udp = \"chain\" "
+                                "in its rule; udp = \"direct\" lets it out)"), None
         # an isolated program cannot connect directly: the daemon does it for it; and
         # its sockets live in its own network namespace, so only the relay reaches it
         isolated = session is not None and session.isolated

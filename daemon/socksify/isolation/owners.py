@@ -1,7 +1,8 @@
 """Which process made a redirected connection. The daemon accepts it in the isolated
 namespace, where no shim asked first; the program's own socket is in that
-namespace's TCP table (/proc/PID/net/tcp and tcp6 of any process in it, e.g. the
-launcher), from its local address (the accepted socket's peer) to the original
+namespace's TCP table (one exact sock_diag lookup on a netlink socket made there,
+else /proc/PID/net/tcp and tcp6 of any process in it, e.g. the launcher: sockdiag.py),
+from its local address (the accepted socket's peer) to the original
 destination. Its inode names it, and the process holding that inode among its
 descriptors (/proc/*/fd, only processes in that same namespace) is the program:
 then name, exe, user and ancestors as for a shimmed program (procinfo).
@@ -12,97 +13,41 @@ and its connection is decided by its uid alone."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
-import struct
-import sys
 from typing import Iterator
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from .. import sockdiag
 
-
-def _hex(addr: IPAddress, port: int) -> str:
-    """addr:port as /proc/net/tcp{,6} prints it: each 32-bit word in host order."""
-    packed = addr.packed
-    words = "".join(f"{int.from_bytes(packed[i:i + 4], sys.byteorder):08X}"
-                    for i in range(0, len(packed), 4))
-    return f"{words}:{port:04X}"
-
-
-def _forms(addr: IPAddress, port: int) -> set[str]:
-    """Both ways the kernel may list an IPv4 end: as IPv4 (tcp) and as IPv4-mapped
-    IPv6 (an AF_INET6 socket, tcp6)."""
-    out = {_hex(addr, port)}
-    if addr.version == 4:
-        out.add(_hex(ipaddress.IPv6Address(f"::ffff:{addr}"), port))
-    return out
+IPAddress = sockdiag.IPAddress
+PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 
 
 def socket_inode(ns_pid: int, local: tuple[IPAddress, int],
                  remote: tuple[IPAddress, int] | None, proto: str = "tcp") -> int | None:
     """The inode of the TCP (or UDP: proto "udp") socket from local to remote in ns_pid's
-    namespace; remote None: whatever it is connected to, if at all (then a socket
-    bound to the wildcard address on local's port counts too)."""
-    locals_ = _forms(*local)
-    remotes = _forms(*remote) if remote is not None else None
-    if remote is None:   # an unconnected socket is listed with the wildcard address
-        locals_ |= _forms(ipaddress.IPv4Address(0), local[1])
-        locals_.add(_hex(ipaddress.IPv6Address(0), local[1]))
-    for table in (proto, proto + "6"):
-        try:
-            with open(f"/proc/{ns_pid}/net/{table}") as f:
-                next(f, None)
-                for line in f:
-                    fields = line.split()
-                    if len(fields) > 9 and fields[1] in locals_ and (
-                            remotes is None or fields[2] in remotes) and \
-                            fields[9] != "0":
-                        return int(fields[9])
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-_NLMSG = struct.Struct("=IHHII")              # len, type, flags, seq, pid
-_SOCK_DIAG_BY_FAMILY, _NLMSG_ERROR, _NLM_F_REQUEST = 20, 2, 1
-_NO_COOKIE = 0xFFFFFFFF
-_DIAG_MSG = struct.Struct("=BBBB48xIIIII")     # inet_diag_msg, ending in uid, inode
+    namespace, from its /proc/PID/net tables; remote None: whatever it is connected
+    to, if at all (then a socket bound to the wildcard address on local's port counts
+    too)."""
+    number = PROTOS.get(proto)
+    if number is None:
+        return None
+    return _inode(sockdiag.proc_lookup(number, local, remote, f"/proc/{ns_pid}/net"))
 
 
 def diag_inode(nl: socket.socket, local: tuple[IPAddress, int],
                remote: tuple[IPAddress, int]) -> int | None:
-    """The inode of the TCP socket from local to remote, by one exact
-    SOCK_DIAG_BY_FAMILY request on nl, a sock_diag socket made in the namespace (the
-    kernel looks the 4-tuple up in its hash). None when not found or nl fails."""
-    src, dst = local[0], remote[0]
-    family = socket.AF_INET
-    if 6 in (src.version, dst.version):
-        family = socket.AF_INET6
-        src, dst = _as6(src), _as6(dst)
-    body = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + \
-        struct.pack(">HH", local[1], remote[1]) + src.packed.ljust(16, b"\0") + \
-        dst.packed.ljust(16, b"\0") + struct.pack("=III", 0, _NO_COOKIE, _NO_COOKIE)
+    """The inode of the TCP socket from local to remote, by one exact sock_diag
+    lookup on nl, a sock_diag socket made in the namespace. None when not found or
+    nl fails."""
     try:
-        if nl.gettimeout() != 0.5:     # set once: each set is a system call
-            nl.settimeout(0.5)
-        nl.send(_NLMSG.pack(_NLMSG.size + len(body), _SOCK_DIAG_BY_FAMILY,
-                            _NLM_F_REQUEST, 1, 0) + body)
-        data = nl.recv(65536)
-    except OSError:
+        return _inode(sockdiag.lookup(socket.IPPROTO_TCP, local, remote, nl, 0.5))
+    except (OSError, ValueError):
         return None
-    if len(data) < _NLMSG.size + _DIAG_MSG.size:
-        return None
-    kind = _NLMSG.unpack_from(data)[1]
-    if kind != _SOCK_DIAG_BY_FAMILY:
-        return None            # NLMSG_ERROR: ENOENT, no such socket
-    inode = _DIAG_MSG.unpack_from(data, _NLMSG.size)[-1]
-    return int(inode) or None
 
 
-def _as6(addr: IPAddress) -> ipaddress.IPv6Address:
-    return addr if isinstance(addr, ipaddress.IPv6Address) else \
-        ipaddress.IPv6Address(f"::ffff:{addr}")
+def _inode(found: sockdiag.Owner | None) -> int | None:
+    return found.inode if found is not None and found.inode else None
 
 
 def _netns(pid: int | str) -> int | None:

@@ -23,10 +23,28 @@ class ProtocolError(ValueError):
     """Bytes from a SOCKS5 server that do not follow RFC 1928/1929."""
 
 
+class UnsupportedAddress(ProtocolError):
+    """An address type this server cannot read: answered with reply code 8."""
+
+
 class AddrType(enum.IntEnum):
     IPV4 = 1
     DOMAIN = 3
     IPV6 = 4
+
+
+def address_size(atyp: int, first: int, what: str = "SOCKS5") -> int:
+    """The bytes of an address after its ATYP (DST.ADDR, BND.ADDR, a UDP header's):
+    4 for IPv4, 16 for IPv6, and for a host name its length byte (`first`, the
+    address's first byte) and the name. UnsupportedAddress for another ATYP; `what`
+    names the message in its text."""
+    if atyp == AddrType.IPV4:
+        return 4
+    if atyp == AddrType.IPV6:
+        return 16
+    if atyp == AddrType.DOMAIN:
+        return 1 + first
+    raise UnsupportedAddress(f"{what} address type {atyp} is not 1, 3 or 4")
 
 
 class ReplyCode(enum.IntEnum):
@@ -139,14 +157,8 @@ class Reply:
             raise ProtocolError("short SOCKS5 reply head")
         if head[0] != VERSION:
             raise ProtocolError(f"SOCKS5 reply version {head[0]}, expected 5")
-        atyp = head[3]
-        if atyp == AddrType.IPV4:
-            return 4 - 1 + 2
-        if atyp == AddrType.IPV6:
-            return 16 - 1 + 2
-        if atyp == AddrType.DOMAIN:
-            return head[4] + 2
-        raise ProtocolError(f"SOCKS5 reply address type {atyp} is not 1, 3 or 4")
+        # the head holds the address's first byte already; then the port
+        return address_size(head[3], head[4], "SOCKS5 reply") - 1 + 2
 
     @property
     def granted(self) -> bool:
@@ -226,14 +238,7 @@ def parse_request(data: bytes) -> tuple[int, int, str, int] | None:
     if data[2] != 0:
         raise ProtocolError(f"SOCKS5 request reserved byte is {data[2]}, not 0")
     atyp = data[3]
-    if atyp == AddrType.IPV4:
-        end = 4 + 4
-    elif atyp == AddrType.IPV6:
-        end = 4 + 16
-    elif atyp == AddrType.DOMAIN:
-        end = 5 + data[4]
-    else:
-        raise UnsupportedAddress(f"SOCKS5 address type {atyp} is not 1, 3 or 4")
+    end = 4 + address_size(atyp, data[4])
     if len(data) < end + 2:
         return None
     if atyp == AddrType.DOMAIN:
@@ -246,6 +251,3 @@ def parse_request(data: bytes) -> tuple[int, int, str, int] | None:
     (port,) = struct.unpack("!H", data[end:end + 2])
     return end + 2, data[1], host, port
 
-
-class UnsupportedAddress(ProtocolError):
-    """An address type this server cannot read: answered with reply code 8."""

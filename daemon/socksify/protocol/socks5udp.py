@@ -11,7 +11,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from .socks5 import AddrType, ProtocolError, encode_address
+from .socks5 import AddrType, ProtocolError, address_size, encode_address
 
 CMD_UDP_ASSOCIATE = 3
 
@@ -52,16 +52,10 @@ def read_header(data: bytes | memoryview, offset: int = 0) -> Header:
     if view[2] != 0:
         raise Fragmented(f"SOCKS5 UDP fragment {view[2]}")
     atyp = view[3]
-    if atyp == AddrType.IPV4:
-        end = 4 + 4
-    elif atyp == AddrType.IPV6:
-        end = 4 + 16
-    elif atyp == AddrType.DOMAIN:
-        if len(view) < 5 or view[4] == 0:
-            raise ProtocolError("SOCKS5 UDP header with an empty host name")
-        end = 5 + view[4]
-    else:
-        raise ProtocolError(f"SOCKS5 UDP address type {atyp} is not 1, 3 or 4")
+    first = view[4] if len(view) > 4 else 0
+    end = 4 + address_size(atyp, first, "SOCKS5 UDP")
+    if atyp == AddrType.DOMAIN and first == 0:
+        raise ProtocolError("SOCKS5 UDP header with an empty host name")
     if len(view) < end + 2:
         raise ProtocolError("SOCKS5 UDP header cut short")
     if atyp == AddrType.DOMAIN:

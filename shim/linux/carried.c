@@ -1,0 +1,132 @@
+/* The carried-socket table (carried.h). */
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "carried.h"
+
+#define SLOTS 1024
+
+struct slot {
+    int busy;                 /* try-lock */
+    int fd;                   /* fd + 1; 0: empty */
+    dev_t dev;
+    ino_t ino;
+    struct socksify_carried e;
+};
+
+static struct slot slots[SLOTS];
+
+static int lock(struct slot *s)
+{
+    return __atomic_exchange_n(&s->busy, 1, __ATOMIC_ACQUIRE) == 0;
+}
+
+static void unlock(struct slot *s)
+{
+    __atomic_store_n(&s->busy, 0, __ATOMIC_RELEASE);
+}
+
+static struct slot *slot_of(int fd)
+{
+    return &slots[(unsigned)fd % SLOTS];
+}
+
+int socksify_carried_maybe(int fd)
+{
+    return fd >= 0 && __atomic_load_n(&slot_of(fd)->fd, __ATOMIC_RELAXED) == fd + 1;
+}
+
+/* The slot of fd, locked, if it holds fd's socket (same device and inode); with
+ * claim, a slot holding anything else is taken over (cleared). NULL otherwise. */
+static struct slot *hold(int fd, int claim)
+{
+    struct slot *s = slot_of(fd);
+    struct stat st;
+
+    if (fd < 0 || fstat(fd, &st) < 0 || !lock(s))
+        return NULL;
+    if (s->fd == fd + 1 && s->dev == st.st_dev && s->ino == st.st_ino)
+        return s;
+    if (!claim) {
+        if (s->fd == fd + 1)
+            __atomic_store_n(&s->fd, 0, __ATOMIC_RELAXED);  /* stale: the fd was reused */
+        unlock(s);
+        return NULL;
+    }
+    memset(&s->e, 0, sizeof s->e);
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+    __atomic_store_n(&s->fd, fd + 1, __ATOMIC_RELAXED);
+    return s;
+}
+
+int socksify_carried_get(int fd, struct socksify_carried *out)
+{
+    struct slot *s = hold(fd, 0);
+
+    if (s == NULL)
+        return -ENOENT;
+    memcpy(out, &s->e, sizeof *out);
+    unlock(s);
+    return 0;
+}
+
+static void note(struct socksify_carried *e, const struct socksify_reply *rep)
+{
+    const uint8_t *token = rep->token + 8;
+
+    e->port4 = rep->relay_port4;
+    e->port6 = rep->relay_port6;
+    if (socksify_carried_has_token(e, token))
+        return;
+    memcpy(e->tokens[e->ntokens % SOCKSIFY_CARRIED_TOKENS], token, SOCKSIFY_CARRY_TOKEN_SIZE);
+    e->ntokens++;
+}
+
+void socksify_carried_mark(int fd, const struct socksify_reply *rep)
+{
+    struct slot *s = hold(fd, 1);
+
+    if (s == NULL)
+        return;
+    note(&s->e, rep);
+    unlock(s);
+}
+
+void socksify_carried_connect(int fd, const struct sockaddr *peer, socklen_t len,
+                              const struct socksify_connect_req *req,
+                              const struct socksify_reply *rep)
+{
+    struct slot *s;
+
+    if (len > sizeof s->e.peer || (s = hold(fd, 1)) == NULL)
+        return;
+    note(&s->e, rep);
+    s->e.connected = 1;
+    s->e.peer_req = *req;
+    s->e.peer_rep = *rep;
+    memcpy(&s->e.peer, peer, len);
+    s->e.peer_len = len;
+    unlock(s);
+}
+
+void socksify_carried_disconnect(int fd)
+{
+    struct slot *s;
+
+    if (!socksify_carried_maybe(fd) || (s = hold(fd, 0)) == NULL)
+        return;
+    s->e.connected = 0;
+    unlock(s);
+}
+
+int socksify_carried_has_token(const struct socksify_carried *e, const uint8_t *token)
+{
+    unsigned n = e->ntokens < SOCKSIFY_CARRIED_TOKENS ? e->ntokens : SOCKSIFY_CARRIED_TOKENS;
+
+    for (unsigned i = 0; i < n; i++)
+        if (memcmp(e->tokens[i], token, SOCKSIFY_CARRY_TOKEN_SIZE) == 0)
+            return 1;
+    return 0;
+}

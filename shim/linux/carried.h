@@ -1,0 +1,53 @@
+/* Carried sockets (docs/wire.md, "Carried datagrams"): the UDP sockets this process sent
+ * a datagram from through the daemon's carrier, so that their receive calls strip the
+ * envelope, and those connect()ed to a carried destination, so that their sends without
+ * an address get one. A small table keyed by descriptor and checked against the
+ * socket's inode (as peers.h), so a descriptor closed and reused for another socket or
+ * file is never taken for the one marked. Slots have try-locks: a busy slot is a miss,
+ * never a wait (fork-safe). */
+#ifndef SOCKSIFY_CARRIED_H
+#define SOCKSIFY_CARRIED_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "socksify_wire.h"
+
+#define SOCKSIFY_CARRIED_TOKENS 8  /* the last tokens used on a socket */
+
+struct socksify_carried {
+    uint16_t port4, port6;                 /* the carrier */
+    uint8_t tokens[SOCKSIFY_CARRIED_TOKENS][SOCKSIFY_CARRY_TOKEN_SIZE];
+    unsigned ntokens;                      /* total ever noted (ring index) */
+    int connected;                         /* connect()ed to a carried destination: */
+    struct socksify_connect_req peer_req;  /*   that destination, as asked about */
+    struct socksify_reply peer_rep;        /*   its CARRY answer */
+    struct sockaddr_storage peer;          /*   as the program gave it */
+    socklen_t peer_len;
+};
+
+/* 1 if fd may be a carried socket (no system call: the hot path of read()/write() on
+ * every descriptor), else 0. A 1 is confirmed by socksify_carried_get(). */
+int socksify_carried_maybe(int fd);
+
+/* Copy fd's entry into *out if fd is still the socket marked: 0, or -ENOENT (a stale
+ * entry, whose descriptor is now another file, is cleared). */
+int socksify_carried_get(int fd, struct socksify_carried *out);
+
+/* fd sent a datagram under rep (a CARRY answer): note the carrier and the token. */
+void socksify_carried_mark(int fd, const struct socksify_reply *rep);
+
+/* fd was connect()ed to a carried destination (peer, as given; req and rep: its
+ * question and CARRY answer); it is marked too. */
+void socksify_carried_connect(int fd, const struct sockaddr *peer, socklen_t len,
+                              const struct socksify_connect_req *req,
+                              const struct socksify_reply *rep);
+
+/* fd is connected elsewhere, or dissolved its association: no carried peer any more
+ * (its tokens stay, for replies still on their way). */
+void socksify_carried_disconnect(int fd);
+
+/* 1 if token is one of e's. */
+int socksify_carried_has_token(const struct socksify_carried *e, const uint8_t *token);
+
+#endif

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""A UDP client for the carried-datagram tests (tests/integration/test_udp_shim.py),
+run under the shim: plain socket calls, as any program makes them. One JSON line on
+stdout: {"ok": bool, ...} with what it saw.
+
+  udpclient.py sendto HOST PORT        sendto/recvfrom: echo, the source reported
+  udpclient.py connected HOST PORT     connect, send/recv, getpeername, read/write
+  udpclient.py nonblock HOST PORT      non-blocking, select, EAGAIN when empty
+  udpclient.py flood HOST PORT N SIZE  N datagrams of SIZE bytes, a window of 64:
+                                       sent and received counted, order checked
+  udpclient.py error HOST PORT         connected: a send, then recv must fail
+  udpclient.py midflow HOST PORT FILE  connected: one echo, then FILE.ready is made;
+                                       once FILE.go exists, a send and a recv that
+                                       must fail
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import socket
+import struct
+import sys
+import time
+
+
+def out(**report: object) -> None:
+    print(json.dumps(report), flush=True)
+
+
+def sendto(host: str, port: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    marker = os.urandom(24)
+    where = socket.gethostbyname(host)      # a name: the stand-in the shim gets
+    s.sendto(marker, (host, port))
+    data, src = s.recvfrom(65536)
+    # MSG_PEEK and MSG_TRUNC on a carried socket: as without socksify
+    s.sendto(marker[::-1], (host, port))
+    peeked, _ = s.recvfrom(8, socket.MSG_PEEK)
+    full = s.recv(65536)
+    s.sendto(marker, (host, port))
+    n = s.recv_into(bytearray(4), 4, socket.MSG_TRUNC)
+    out(ok=data == marker and src == (where, port) and peeked == marker[::-1][:8]
+        and full == marker[::-1] and n == len(marker),
+        source=list(src), echoed=data == marker, peek=peeked == marker[::-1][:8],
+        full=full == marker[::-1], trunc=n)
+
+
+def connected(host: str, port: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.connect((host, port))
+    peer = s.getpeername()
+    s.send(b"hello")
+    got = s.recv(100)
+    os.write(s.fileno(), b"via write")
+    select.select([s], [], [], 10)      # settimeout made the descriptor non-blocking
+    back = os.read(s.fileno(), 100)
+    s.sendmsg([b"via ", b"sendmsg"])
+    msg, _, flags, src = s.recvmsg(100)
+    out(ok=peer == (host, port) and got == b"hello" and back == b"via write"
+        and msg == b"via sendmsg" and src == (host, port) and not flags & socket.MSG_TRUNC,
+        peer=list(peer), got=got.decode(errors="replace"),
+        back=back.decode(errors="replace"), msg=msg.decode(errors="replace"),
+        source=list(src) if src else None)
+
+
+def nonblock(host: str, port: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    try:
+        s.recvfrom(100)
+        empty = "no EAGAIN"
+    except BlockingIOError:
+        empty = "EAGAIN"
+    s.sendto(b"ping", (host, port))
+    ready, _, _ = select.select([s], [], [], 10)
+    data, src = s.recvfrom(100) if ready else (b"", None)
+    try:
+        s.recvfrom(100)
+        after = "no EAGAIN"
+    except BlockingIOError:
+        after = "EAGAIN"
+    out(ok=empty == "EAGAIN" and after == "EAGAIN" and data == b"ping"
+        and src == (host, port), empty=empty, after=after, ready=bool(ready),
+        source=list(src) if src else None)
+
+
+def flood(host: str, port: int, count: int, size: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((host, port))
+    pad = os.urandom(size - 4)
+    got: list[int] = []
+    bad = 0
+    window = 64
+    started = time.monotonic()
+
+    def take(timeout: float) -> bool:
+        nonlocal bad
+        ready, _, _ = select.select([s], [], [], timeout)
+        if not ready:
+            return False
+        data = s.recv(65536)
+        if data[4:] != pad:
+            bad += 1
+        got.append(struct.unpack("!I", data[:4])[0])
+        return True
+
+    sent = 0
+    for seq in range(count):
+        s.send(struct.pack("!I", seq) + pad)
+        sent += 1
+        while sent - len(got) >= window:
+            if not take(2.0):
+                break
+    while take(2.0):
+        pass
+    took = time.monotonic() - started
+    inversions = sum(1 for a, b in zip(got, got[1:]) if b < a)
+    out(ok=True, sent=sent, received=len(got), distinct=len(set(got)), bad=bad,
+        inversions=inversions, seconds=round(took, 3))
+
+
+def error(host: str, port: int, s: socket.socket | None = None) -> None:
+    try:
+        if s is None:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect((host, port))
+        s.settimeout(30)
+        s.send(b"must not arrive")
+    except OSError as exc:
+        out(ok=True, where="send", errno=exc.errno, error=errno.errorcode.get(exc.errno))
+        return
+    try:
+        data = s.recv(100)
+    except socket.timeout:
+        out(ok=False, where="recv", error="timeout")
+        return
+    except OSError as exc:
+        out(ok=True, where="recv", errno=exc.errno, error=errno.errorcode.get(exc.errno))
+        return
+    out(ok=False, where="recv", data=data.decode(errors="replace"))
+
+
+def midflow(host: str, port: int, path: str) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.connect((host, port))
+    s.send(b"one")
+    first = s.recv(100)
+    open(path + ".ready", "w").close()
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path + ".go") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if first != b"one":
+        out(ok=False, first=first.decode(errors="replace"))
+        return
+    error(host, port, s)
+
+
+def main() -> None:
+    mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    try:
+        if mode == "flood":
+            flood(host, port, int(sys.argv[4]), int(sys.argv[5]))
+        elif mode == "midflow":
+            midflow(host, port, sys.argv[4])
+        else:
+            {"sendto": sendto, "connected": connected, "nonblock": nonblock,
+             "error": error}[mode](host, port)
+    except OSError as exc:
+        out(ok=False, errno=exc.errno, error=str(exc))
+
+
+if __name__ == "__main__":
+    main()
