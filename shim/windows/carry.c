@@ -436,7 +436,7 @@ int socksify_carry_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *
     int domain;
 
     if (!any_carried && ov == NULL)
-        return -1;
+        return SOCKSIFY_RECV_REAL;
     AcquireSRWLockShared(&lock);
     carried = is_carried(c = find(s));
     ReleaseSRWLockShared(&lock);
@@ -455,10 +455,10 @@ int socksify_carry_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *
             ReleaseSRWLockExclusive(&lock);
         }
         WSASetLastError(saved);
-        return -1;
+        return SOCKSIFY_RECV_REAL;
     }
     if (!carried)
-        return -1;
+        return SOCKSIFY_RECV_REAL;
     if (nbufs > MAX_BUFS) {
         WSASetLastError(WSAENOBUFS);
         return SOCKET_ERROR;

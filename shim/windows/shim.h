@@ -172,11 +172,12 @@ void socksify_carry_forget(SOCKET s);
 /* How a receive hook reads: the real call with these buffers, flags and source. */
 typedef int (*socksify_recv_fn)(void *ctx, WSABUF *bufs, DWORD nbufs, DWORD *got,
                                 DWORD *flags, struct sockaddr *from, int *fromlen);
-/* A receive on s: returns -1 if s is not carried (the hook makes the real call, then
- * socksify_carry_after), else 0 or SOCKET_ERROR (WSA error set) with *got, *flags and
+/* A receive on s: returns SOCKSIFY_RECV_REAL if s is not carried (the hook makes the
+ * real call, then socksify_carry_after), else 0 or SOCKET_ERROR (WSA error set) with *got, *flags and
  * from/fromlen (may be NULL) as the real call gives them, the envelope stripped and
  * the remote as the source. An overlapped receive (ov) on a carried socket is refused
  * (WSAEOPNOTSUPP); one on another datagram socket marks it as never to be carried. */
+#define SOCKSIFY_RECV_REAL 1  /* not SOCKET_ERROR (-1) */
 int socksify_carry_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,
                         struct sockaddr *from, int *fromlen, const void *ov,
                         socksify_recv_fn real, void *ctx);
