@@ -530,23 +530,46 @@ int socksify_carry_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *
     }
 }
 
-int socksify_carry_after(SOCKET s, const char *buf, DWORD got)
+int socksify_carry_after(SOCKET s, char *buf, DWORD *got, int contiguous,
+                         struct sockaddr *from, int *fromlen)
 {
     struct socksify_dgram d;
     struct carried *c;
-    int r = 0;
+    int ours, saved = WSAGetLastError();
 
-    if (!any_carried || buf == NULL || got < SOCKSIFY_DGRAM_SIZE
-        || socksify_wire_decode_dgram((const uint8_t *)buf, got, &d) != 0)
-        return 0;
+    if (!any_carried || buf == NULL || *got < SOCKSIFY_DGRAM_SIZE
+        || socksify_wire_decode_dgram((const uint8_t *)buf, *got, &d) != 0)
+        return SOCKSIFY_AFTER_KEEP;
     AcquireSRWLockShared(&lock);
     c = find(s);
-    r = is_carried(c) && known_token(c, d.token);
+    ours = is_carried(c) && known_token(c, d.token);
     ReleaseSRWLockShared(&lock);
-    if (r)
+    if (!ours)
+        return SOCKSIFY_AFTER_KEEP;
+    if (d.kind != SOCKSIFY_DGRAM_KIND_DATA || !contiguous
+        || set_from(socket_domain(s), &d, from, fromlen) != 0) {
         LOG_DEBUG("socket %llu: a receive begun before the socket was carried got an "
-                  "envelope: dropped", (unsigned long long)s);
-    return r;
+                  "envelope it cannot strip: dropped", (unsigned long long)s);
+        WSASetLastError(saved);
+        return SOCKSIFY_AFTER_DROP;
+    }
+    memmove(buf, buf + SOCKSIFY_DGRAM_SIZE, *got - SOCKSIFY_DGRAM_SIZE);
+    *got -= SOCKSIFY_DGRAM_SIZE;
+    LOG_DEBUG("socket %llu: a receive begun before the socket was carried got an "
+              "envelope: stripped", (unsigned long long)s);
+    WSASetLastError(saved);
+    return SOCKSIFY_AFTER_STRIPPED;
+}
+
+void socksify_carry_consume(SOCKET s)
+{
+    char scrap[SOCKSIFY_DGRAM_SIZE];
+    WSABUF b = {sizeof scrap, scrap};
+    DWORD got = 0, fl = 0;
+    int saved = WSAGetLastError();
+
+    real_WSARecvFrom(s, &b, 1, &got, &fl, NULL, NULL, NULL, NULL);
+    WSASetLastError(saved);
 }
 
 int socksify_recv_plain(void *ctx, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,

@@ -20,8 +20,22 @@ int WSAAPI socksify_hook_recv(SOCKET s, char *buf, int len, int flags)
         if (r == SOCKET_ERROR)
             return SOCKET_ERROR;
         r = real_recv(s, buf, len, flags);
-        if (r > 0 && socksify_carry_after(s, buf, (DWORD)r))
-            continue;
+        if (r >= 0 || WSAGetLastError() == WSAEMSGSIZE) {
+            int err = r >= 0 ? 0 : WSAEMSGSIZE;
+            DWORD n = r >= 0 ? (DWORD)r : b.len;
+            switch (socksify_carry_after(s, buf, &n, 1, NULL, NULL)) {
+            case SOCKSIFY_AFTER_DROP:
+                if (flags & MSG_PEEK)
+                    socksify_carry_consume(s);
+                continue;
+            case SOCKSIFY_AFTER_STRIPPED:
+                if (err != 0) {
+                    WSASetLastError(err);
+                    return SOCKET_ERROR;
+                }
+                return (int)n;
+            }
+        }
         return r;
     }
 }

@@ -185,11 +185,21 @@ int socksify_carry_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *
  * on *(SOCKET *)ctx, not overlapped. */
 int socksify_recv_plain(void *ctx, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,
                         struct sockaddr *from, int *fromlen);
-/* After a real receive of got bytes into buf on a socket that was not carried when it
- * began: 1 if s was carried meanwhile and buf holds an envelope (the hook then retries
- * with socksify_carry_recv, which reads the next datagram: this one is dropped), else
- * 0 (the datagram is the program's). */
-int socksify_carry_after(SOCKET s, const char *buf, DWORD got);
+/* After a real receive on a socket that was not carried when it began (a receive
+ * waiting while another thread sent the first carried datagram): buf holds the
+ * datagram's first *got bytes (all of it if contiguous). SOCKSIFY_AFTER_KEEP: not an
+ * envelope for s, the program's as it came; SOCKSIFY_AFTER_STRIPPED: a DATA envelope,
+ * stripped in place (*got the payload's length, from/fromlen, if not NULL, the
+ * remote); SOCKSIFY_AFTER_DROP: an envelope that cannot be stripped here (ERROR, not
+ * contiguous): the hook drops it (socksify_carry_consume if it only peeked) and reads
+ * again. Never hands an envelope over. */
+#define SOCKSIFY_AFTER_KEEP     0
+#define SOCKSIFY_AFTER_STRIPPED 1
+#define SOCKSIFY_AFTER_DROP     2
+int socksify_carry_after(SOCKET s, char *buf, DWORD *got, int contiguous,
+                         struct sockaddr *from, int *fromlen);
+/* Read and drop the next datagram on s (after a MSG_PEEK saw one to drop). */
+void socksify_carry_consume(SOCKET s);
 /* wsasendmsg.c: after a successful WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER),
  * put our WSASendMsg in out if in is WSAID_WSASENDMSG. */
 void socksify_wsaioctl_sendmsg(const void *in, DWORD inlen, void *out, DWORD outlen);

@@ -25,10 +25,25 @@ int WSAAPI socksify_hook_WSARecvFrom(SOCKET s, LPWSABUF bufs, DWORD nbufs, LPDWO
         if (r == SOCKET_ERROR)
             return r;
         r = real_WSARecvFrom(s, bufs, nbufs, got, flags, from, fromlen, ov, done);
-        if (r == 0 && ov == NULL && got != NULL && nbufs > 0
-            && socksify_carry_after(s, bufs[0].buf, *got < bufs[0].len ? *got
-                                                                      : bufs[0].len))
-            continue;
+        if (ov == NULL && got != NULL && nbufs > 0
+            && (r == 0 || (nbufs == 1 && WSAGetLastError() == WSAEMSGSIZE))) {
+            int err = r == 0 ? 0 : WSAEMSGSIZE;
+            DWORD n = r == 0 ? *got : bufs[0].len;
+            switch (socksify_carry_after(s, bufs[0].buf, &n, nbufs == 1 || n <= bufs[0].len,
+                                         from, fromlen)) {
+            case SOCKSIFY_AFTER_DROP:
+                if (*flags & MSG_PEEK)
+                    socksify_carry_consume(s);
+                continue;
+            case SOCKSIFY_AFTER_STRIPPED:
+                *got = n;
+                if (err != 0) {
+                    WSASetLastError(err);
+                    return SOCKET_ERROR;
+                }
+                return 0;
+            }
+        }
         return r;
     }
 }

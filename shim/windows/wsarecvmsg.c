@@ -60,11 +60,25 @@ static int WSAAPI socksify_hook_WSARecvMsg(SOCKET s, LPWSAMSG msg, LPDWORD got,
         if (r == SOCKET_ERROR)
             return r;
         r = real_WSARecvMsg(s, msg, got, ov, done);
-        if (r == 0 && ov == NULL && got != NULL && msg->dwBufferCount > 0
-            && socksify_carry_after(s, msg->lpBuffers[0].buf,
-                                    *got < msg->lpBuffers[0].len ? *got
-                                                                 : msg->lpBuffers[0].len))
-            continue;
+        if (ov == NULL && got != NULL && msg->dwBufferCount > 0
+            && (r == 0 || (msg->dwBufferCount == 1 && WSAGetLastError() == WSAEMSGSIZE))) {
+            int err = r == 0 ? 0 : WSAEMSGSIZE;
+            DWORD n = r == 0 ? *got : msg->lpBuffers[0].len;
+            switch (socksify_carry_after(s, msg->lpBuffers[0].buf, &n, msg->dwBufferCount == 1 || n <= msg->lpBuffers[0].len,
+                                         msg->name, msg->name != NULL ? &msg->namelen : NULL)) {
+            case SOCKSIFY_AFTER_DROP:
+                if (msg->dwFlags & MSG_PEEK)
+                    socksify_carry_consume(s);
+                continue;
+            case SOCKSIFY_AFTER_STRIPPED:
+                *got = n;
+                if (err != 0) {
+                    WSASetLastError(err);
+                    return SOCKET_ERROR;
+                }
+                return 0;
+            }
+        }
         return r;
     }
 }

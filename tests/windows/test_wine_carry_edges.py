@@ -131,12 +131,12 @@ def scripted(lab: lablib.Lab) -> Iterator[ScriptedDaemon]:
 
 
 def run_echo(wine: winelab.Wine, build: Path, daemon: ScriptedDaemon, mode: str,
-             peek: str = "0") -> winelab.WineResult:
+             peek: str = "0", log: str = "2") -> winelab.WineResult:
     exe = [wine.wine64, winelab.winpath(build / "inject.exe"),
            winelab.winpath(build / "socksify.dll"), winelab.winpath(build / "udpecho.exe"),
            lablib.FAR_IP, str(DEST_PORT), f"m{secrets.token_hex(4)}"]
     return wine.spawn(exe, {"SOCKSIFY_CONTROL_FILE": winelab.winpath(
-        daemon.dir / "control.tcp"), "SOCKSIFY_LOG": "2", "UDPMODE": mode,
+        daemon.dir / "control.tcp"), "SOCKSIFY_LOG": log, "UDPMODE": mode,
         "UDPPEEK": peek}).wait(120)
 
 
@@ -201,3 +201,18 @@ def test_another_senders_datagram(wine: winelab.Wine, wine_build: Path,
     res = run_echo(wine, wine_build, scripted, "connect")
     assert res.result_line()[:4] == ["RESULT", "fail", str(WSAETIMEDOUT), "recv"], \
         res.describe()
+
+
+def test_receive_begun_before_the_first_carried_send(wine: winelab.Wine,
+                                                     wine_build: Path,
+                                                     scripted: ScriptedDaemon) -> None:
+    """A thread waits in recvfrom before the socket's first datagram is carried (the
+    usual receiver-thread program): the echo's envelope is stripped there too, and
+    the program reads the payload from the destination (the DLL's debug log says
+    which path it took)."""
+    res = run_echo(wine, wine_build, scripted, "thread", log="3")
+    line = res.result_line()
+    assert res.returncode == 0 and line[:2] == ["RESULT", "ok"], res.describe()
+    assert line[3] == f"{lablib.FAR_IP}:{DEST_PORT}", res.describe()
+    assert "got an envelope: stripped" in res.stderr, res.describe()
+    assert_enveloped(scripted, 3)

@@ -59,7 +59,8 @@ def test_windows_udp_through_a_chain(lab: lablib.Lab, win: Win, tmp_path: Path,
     asked_before = len(lab.dns.seen()) if lab.dns is not None else 0
     start_carrying(win, tmp_path, [udp_hops.url(i) for i in range(n)])
     far_addr = f"{lablib.FAR_IP}:{far.echo_port}"
-    runs = [(mode, "0") for mode in MODES] + [("sendto", "1"), ("connect", "1")]
+    runs = [(mode, "0") for mode in MODES] + [("sendto", "1"), ("connect", "1"),
+                                              ("thread", "0")]
     for mode, peek in runs:
         before = len(far.seen())
         marker = f"w{secrets.token_hex(6)}"

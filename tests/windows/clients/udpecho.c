@@ -7,6 +7,8 @@
  *                  WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER) hands out
  *     connect      connect(), then send / recv; getpeername must name HOST PORT
  *     WSAConnect   WSAConnect(), then WSASend / WSARecv; getpeername as above
+ *     thread       sendto / recvfrom, each recvfrom begun in a thread 300 ms before
+ *                  the send it waits for (the first one before the socket is carried)
  * With UDPPEEK=1 each echo is first looked at with MSG_PEEK (recvfrom), which must
  * show the same datagram and source, then read.
  * Prints RESULT ok BYTES SOURCE PEER (SOURCE: the last echo's source as a.b.c.d:port;
@@ -113,6 +115,21 @@ static int recv_one(const char *how, SOCKET s, char *buf, int len,
     return r;
 }
 
+struct waiter {
+    SOCKET s;
+    char buf[512];
+    struct sockaddr_in from;
+    int n;
+};
+
+static DWORD WINAPI wait_echo(void *arg)
+{
+    struct waiter *w = arg;
+
+    w->n = recv_one("sendto", w->s, w->buf, sizeof w->buf, &w->from, 0);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *how = getenv("UDPMODE"), *peek = getenv("UDPPEEK");
@@ -155,20 +172,37 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < 3; i++) {
         int len = snprintf(out, sizeof out, "%s-%d", argv[3], i);
-        if ((err = send_one(how, s, out, len, &to)) != 0)
-            return fail(err, "send");
-        if (peek != NULL && strcmp(peek, "1") == 0) {
-            n = recv_one(how, s, in, sizeof in, &from, MSG_PEEK);
+        if (strcmp(how, "thread") == 0) {
+            static struct waiter w;
+            HANDLE t;
+            w.s = s;
+            t = CreateThread(NULL, 0, wait_echo, &w, 0, NULL);
+            Sleep(300);
+            if ((err = send_one("sendto", s, out, len, &to)) != 0)
+                return fail(err, "send");
+            WaitForSingleObject(t, INFINITE);
+            CloseHandle(t);
+            if (w.n < 0)
+                return fail(-w.n, "recv");
+            memcpy(in, w.buf, sizeof in);
+            from = w.from;
+            n = w.n;
+        } else {
+            if ((err = send_one(how, s, out, len, &to)) != 0)
+                return fail(err, "send");
+            if (peek != NULL && strcmp(peek, "1") == 0) {
+                n = recv_one(how, s, in, sizeof in, &from, MSG_PEEK);
+                if (n < 0)
+                    return fail(-n, "peek");
+                if (n != len || memcmp(in, out, (size_t)len) != 0
+                    || from.sin_addr.s_addr != to.sin_addr.s_addr
+                    || from.sin_port != to.sin_port)
+                    return fail(0, "peek-mismatch");
+            }
+            n = recv_one(how, s, in, sizeof in, &from, 0);
             if (n < 0)
-                return fail(-n, "peek");
-            if (n != len || memcmp(in, out, (size_t)len) != 0
-                || from.sin_addr.s_addr != to.sin_addr.s_addr
-                || from.sin_port != to.sin_port)
-                return fail(0, "peek-mismatch");
+                return fail(-n, "recv");
         }
-        n = recv_one(how, s, in, sizeof in, &from, 0);
-        if (n < 0)
-            return fail(-n, "recv");
         if (n != len || memcmp(in, out, (size_t)len) != 0) {
             printf("got %d bytes: %.*s\n", n, n > 0 && n < 200 ? n : 0, in);
             return fail(0, "mismatch");
