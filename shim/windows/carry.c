@@ -27,6 +27,7 @@ struct carried {
     SOCKET s;                /* 0: free (INVALID_SOCKET is never put here) */
     int overlapped_recv;     /* an overlapped receive was posted: never carried */
     int connected;           /* connected to the carrier for peer */
+    int domain;              /* AF_INET or AF_INET6 (0 until the first grant) */
     struct socksify_grant peer;
     struct socksify_grant grants[GRANTS_PER_SOCKET];
     unsigned ngrants, next;  /* grants in use; the next one to replace */
@@ -76,7 +77,7 @@ static int is_carried(const struct carried *c)
     return c != NULL && (c->connected || c->ngrants > 0);
 }
 
-static int socket_domain(SOCKET s)
+static int socket_domain_asked(SOCKET s)
 {
     WSAPROTOCOL_INFOW info;
     int len = sizeof info;
@@ -84,6 +85,20 @@ static int socket_domain(SOCKET s)
     if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info, &len) != 0)
         return AF_INET;
     return info.iAddressFamily;
+}
+
+/* The socket's address family: from its slot once it has one (no call into Winsock:
+ * under Wine each getsockopt is a round trip to wineserver). */
+static int socket_domain(SOCKET s)
+{
+    struct carried *c;
+    int domain = 0;
+
+    AcquireSRWLockShared(&lock);
+    if ((c = find(s)) != NULL)
+        domain = c->domain;
+    ReleaseSRWLockShared(&lock);
+    return domain != 0 ? domain : socket_domain_asked(s);
 }
 
 static uint64_t be64(const uint8_t *p)
@@ -96,7 +111,7 @@ static uint64_t be64(const uint8_t *p)
 }
 
 int socksify_carry_cached(SOCKET s, const struct socksify_connect_req *req,
-                          struct socksify_grant *g)
+                          struct socksify_grant *g, int socket_only)
 {
     uint64_t gen = socksify_cache_generation();
     struct carried *c;
@@ -110,7 +125,7 @@ int socksify_carry_cached(SOCKET s, const struct socksify_connect_req *req,
             *g = c->grants[i];
             hit = 1;
         }
-    for (size_t i = 0; gen != 0 && i < PROCESS_GRANTS && !hit; i++)
+    for (size_t i = 0; gen != 0 && !socket_only && i < PROCESS_GRANTS && !hit; i++)
         if (process_grants[i].generation == gen && same_dest(&process_grants[i].dest, req)) {
             *g = process_grants[i];
             hit = 2;
@@ -125,7 +140,7 @@ int socksify_carry_grant(SOCKET s, const struct socksify_connect_req *req,
                          const struct socksify_reply *rep, struct socksify_grant *g)
 {
     struct carried *c;
-    int r = 0;
+    int r = 0, domain = socket_domain(s);
 
     if (rep != NULL) {
         memset(g, 0, sizeof *g);
@@ -144,6 +159,7 @@ int socksify_carry_grant(SOCKET s, const struct socksify_connect_req *req,
         r = -WSAEOPNOTSUPP;
     } else {
         unsigned i;
+        c->domain = domain;
         for (i = 0; i < c->ngrants; i++)
             if (same_dest(&c->grants[i].dest, req))
                 break;

@@ -34,6 +34,11 @@ int socksify_datagram_route(SOCKET s, const struct sockaddr *to, int tolen,
     if (to == NULL || tolen <= 0 || socksify_addr_family(to, (unsigned)tolen) == 0)
         return SOCKSIFY_DGRAM_SEND;  /* no destination (a connected socket's connect was
                                       * asked), or not IPv4/IPv6: the real call judges */
+    if (!socksify_addr_is_loopback(to, (unsigned)tolen)
+        && socksify_addr_fill_request(to, (unsigned)tolen, SOCKSIFY_SOCKTYPE_DGRAM,
+                                      socksify_cfg.session, &req) == 0
+        && socksify_carry_cached(s, &req, g, 1))
+        return SOCKSIFY_DGRAM_CARRY;  /* this socket's grant: no call into Winsock */
     if (getsockopt(s, SOL_SOCKET, SO_TYPE, (char *)&type, &optlen) != 0) {
         WSASetLastError(saved);
         return SOCKSIFY_DGRAM_SEND;  /* not a socket: the real call reports it */
@@ -43,7 +48,7 @@ int socksify_datagram_route(SOCKET s, const struct sockaddr *to, int tolen,
                                       * stays here */
     if (socksify_addr_fill_request(to, (unsigned)tolen, SOCKSIFY_SOCKTYPE_DGRAM,
                                    socksify_cfg.session, &req) == 0
-        && socksify_carry_cached(s, &req, g)) {
+        && socksify_carry_cached(s, &req, g, 0)) {
         WSASetLastError(saved);
         return SOCKSIFY_DGRAM_CARRY;
     }

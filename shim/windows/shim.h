@@ -146,11 +146,12 @@ int socksify_datagram_route(SOCKET s, const struct sockaddr *to, int tolen,
                             struct socksify_grant *g);
 
 /* carry.c: the sockets whose datagrams the daemon carries, and their grants. */
-/* A grant for req from the socket's own or the process's cache, while the policy
- * generation it came with holds (a grant of generation 0 is kept by its socket only);
- * 1 and *g, else 0. */
+/* A grant for req from the socket's own or (unless socket_only) the process's cache,
+ * while the policy generation it came with holds (a grant of generation 0 is kept by
+ * its socket only); 1 and *g, else 0. A socket's own grant means it is a datagram
+ * socket (it was one when the grant came). */
 int socksify_carry_cached(SOCKET s, const struct socksify_connect_req *req,
-                          struct socksify_grant *g);
+                          struct socksify_grant *g, int socket_only);
 /* Make a grant of a CARRY reply for req, remember it for s and the process; 0, or
  * -WSAEOPNOTSUPP when s had an overlapped receive posted (it would get an envelope),
  * -WSAENOBUFS when the table of carried sockets is full. */

@@ -9,6 +9,8 @@
  *     WSAConnect   WSAConnect(), then WSASend / WSARecv; getpeername as above
  *     thread       sendto / recvfrom, each recvfrom begun in a thread 300 ms before
  *                  the send it waits for (the first one before the socket is carried)
+ * UDPCOUNT=N sends N datagrams instead of three (one at a time, each after the last
+ * echo) and prints "ECHOES N MS" (the milliseconds they took) before the result.
  * With UDPPEEK=1 each echo is first looked at with MSG_PEEK (recvfrom), which must
  * show the same datagram and source, then read.
  * Prints RESULT ok BYTES SOURCE PEER (SOURCE: the last echo's source as a.b.c.d:port;
@@ -133,6 +135,9 @@ static DWORD WINAPI wait_echo(void *arg)
 int main(int argc, char **argv)
 {
     const char *how = getenv("UDPMODE"), *peek = getenv("UDPPEEK");
+    const char *count_env = getenv("UDPCOUNT");
+    int count = count_env != NULL && atoi(count_env) > 0 ? atoi(count_env) : 3;
+    ULONGLONG started;
     struct sockaddr_in to, from, peer;
     char out[256], in[512], src[64] = "-", peer_text[64] = "-";
     DWORD timeout = 5000;
@@ -170,7 +175,8 @@ int main(int argc, char **argv)
             return fail(WSAGetLastError(), "getpeername");
         addr_text(&peer, peer_text, sizeof peer_text);
     }
-    for (int i = 0; i < 3; i++) {
+    started = GetTickCount64();
+    for (int i = 0; i < count; i++) {
         int len = snprintf(out, sizeof out, "%s-%d", argv[3], i);
         if (strcmp(how, "thread") == 0) {
             static struct waiter w;
@@ -214,6 +220,8 @@ int main(int argc, char **argv)
         }
         total += n;
     }
+    if (count_env != NULL)
+        printf("ECHOES %d %llu\n", count, (unsigned long long)(GetTickCount64() - started));
     printf("RESULT ok %d %s %s\n", total, src, peer_text);
     fflush(stdout);
     closesocket(s);
