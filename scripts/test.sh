@@ -36,7 +36,7 @@ EOF
 }
 
 # The system packages the tests need (Debian names), installed when run as root.
-LAB_PACKAGES=(gcc libc6-dev binutils make iproute2 procps psmisc
+LAB_PACKAGES=(gcc libc6-dev binutils make iproute2 procps psmisc bind9-dnsutils
               dante-server proxychains4 curl wget ca-certificates
               openssh-server netcat-openbsd man-db groff-base zsh
               tinyproxy stunnel4 openssl)

@@ -7,6 +7,7 @@ udp_hops, far, witness (import them into a test module to use them)."""
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import secrets
 import socket
@@ -215,3 +216,10 @@ def witness(lab: lablib.Lab) -> Iterator[Witness]:
         yield w
     finally:
         w.close()
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """user + system CPU time of a process, from /proc/PID/stat."""
+    assert pid is not None
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -225,6 +225,13 @@ def status_lines(st: dict[str, Any]) -> list[str]:
         if st.get("udp_flows"):
             conns += f", {st['udp_flows']} UDP association(s)"
         rows.append(("connections", conns))
+    carrier = st.get("carrier")
+    if carrier and carrier.get("port4"):       # carried datagrams (udp = "chain")
+        where = f"127.0.0.1:{carrier['port4']}" + (
+            f" and [::1]:{carrier['port6']}" if carrier.get("port6") else "")
+        dropped = sum(int(n) for n in (carrier.get("dropped") or {}).values())
+        rows.append(("UDP carrier", f"{where}, {carrier.get('flows', 0)} flow(s), "
+                     f"{carrier.get('grants', 0)} grant(s), {dropped} dropped"))
     down = st.get("hops_down") or {}
     rows.append(("hops down", ", ".join(f"{h} (retry in {float(s):.0f}s)"
                                         for h, s in down.items()) or "none"))

@@ -64,8 +64,9 @@ static void unshift(const uint8_t *head, size_t headlen, const struct iovec *iov
 static void give_name(struct msghdr *msg, const struct sockaddr_storage *ss,
                       socklen_t len)
 {
-    if (msg->msg_name != NULL && msg->msg_namelen > 0)
-        memcpy(msg->msg_name, ss, msg->msg_namelen < len ? msg->msg_namelen : len);
+    if (msg->msg_name == NULL)
+        return;  /* the kernel leaves msg_namelen alone then */
+    memcpy(msg->msg_name, ss, msg->msg_namelen < len ? msg->msg_namelen : len);
     msg->msg_namelen = len;
 }
 

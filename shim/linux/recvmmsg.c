@@ -21,10 +21,7 @@ SOCKSIFY_EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned vlen, int fla
     if (vec == NULL || vlen == 0 || !socksify_carried_maybe(fd))
         return SOCKSIFY_REAL_HOT(recvmmsg)(fd, vec, vlen, flags, timeout);
     for (i = 0; i < vlen; i++) {
-        int f = (i == 0 ? flags : flags | MSG_DONTWAIT) & ~MSG_WAITFORONE;
-
-        if (i == 0 && (flags & MSG_WAITFORONE))
-            f = flags & ~MSG_WAITFORONE;
+        int f = (flags & ~MSG_WAITFORONE) | (i > 0 ? MSG_DONTWAIT : 0);
         n = socksify_carry_recvmsg(fd, &vec[i].msg_hdr, f, &handled);
         if (!handled)
             return SOCKSIFY_REAL_HOT(recvmmsg)(fd, vec, vlen, flags, timeout);

@@ -10,7 +10,6 @@ resolver must not see the far name."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 import struct
@@ -25,7 +24,8 @@ import pytest
 
 import lab as lablib
 from conftest import start_daemon
-from udplab import FarUdp, UdpHops, Witness, far, udp_hops, witness  # noqa: F401
+from udplab import FarUdp, UdpHops, Witness, cpu_seconds as _cpu_seconds
+from udplab import far, udp_hops, witness  # noqa: F401
 
 pytestmark = pytest.mark.lab
 
@@ -197,13 +197,6 @@ def test_thousand_datagrams_through_three_hops(lab: lablib.Lab, sk, tmp_path: Pa
     assert len(set(got)) == len(got), "duplicated"
     assert lost <= sent // 100, f"{lost} of {sent} lost"
     assert witness.packets() == 0
-
-
-def _cpu_seconds(pid: int | None) -> float:
-    """user + system CPU time of a process, from /proc/PID/stat."""
-    assert pid is not None
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_round_trip_udp_against_tcp(lab: lablib.Lab, sk, tmp_path: Path,

@@ -27,7 +27,8 @@ import users as userslib
 from conftest import need, start_daemon
 from socksify.protocol import control as wire
 from socksify.protocol.datagram import Envelope
-from udplab import FarUdp, UdpHops, Witness, far, udp_hops, witness  # noqa: F401
+from udplab import FarUdp, UdpHops, Witness, cpu_seconds
+from udplab import far, udp_hops, witness  # noqa: F401
 
 pytestmark = pytest.mark.lab
 
@@ -79,7 +80,8 @@ def test_programs_datagrams_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path
                                         witness: Witness, n: int) -> None:
     """dig (its own UDP), nc -u, and a Python client (sendto/recvfrom, by address and
     by name, MSG_PEEK and MSG_TRUNC; connected send/recv, read/write, sendmsg/recvmsg
-    and getpeername; non-blocking with select): right answers, the far servers saw
+    and getpeername; non-blocking with select; local datagrams on a carried socket
+    untouched; an IPv6 socket to an IPv4 destination): right answers, the far servers saw
     the last hop only, nothing left around the chain, the lab resolver was not asked
     the far name."""
     need("dig")
@@ -88,7 +90,8 @@ def test_programs_datagrams_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path
     start(sk, tmp_path, [udp_hops.url(i) for i in range(n)])
     port = str(far.echo_port)
     for mode, host in (("sendto", lablib.FAR_IP), ("sendto", lablib.FAR_NAME),
-                       ("connected", lablib.FAR_IP), ("nonblock", lablib.FAR_IP)):
+                       ("connected", lablib.FAR_IP), ("nonblock", lablib.FAR_IP),
+                       ("mixed", lablib.FAR_IP), ("six", lablib.FAR_IP)):
         report = client(sk, mode, host, port)
         assert report["ok"], (mode, host, report)
     dig = shimmed(sk, ["dig", "+short", "+tries=1", "+time=10", f"@{lablib.FAR_IP}",
@@ -116,11 +119,15 @@ def test_ten_thousand_datagrams_through_three_hops(lab: lablib.Lab, sk: Any,
     window of 64 in flight: sent and received counted exactly, order kept within a
     tolerance; the daemon's counters agree with the program's."""
     start(sk, tmp_path, [udp_hops.url(i) for i in range(3)])
+    cpu = cpu_seconds(sk.daemon_pid())
     report = client(sk, "flood", lablib.FAR_IP, str(far.echo_port), "10000", "1200",
                     timeout=300)
+    cpu = cpu_seconds(sk.daemon_pid()) - cpu
     print(f"3 hops under the shim: {report['sent']} sent, {report['received']} received,"
           f" {report['sent'] - report['received']} lost, {report['inversions']} "
-          f"out of order, {report['seconds']}s")
+          f"out of order, {report['seconds']}s "
+          f"({report['received'] / report['seconds']:.0f} datagrams/s each way), "
+          f"daemon CPU {cpu:.2f}s")
     assert report["ok"] and report["sent"] == 10000, report
     assert report["bad"] == 0 and report["distinct"] == report["received"], report
     assert report["received"] >= 9900, report
@@ -128,6 +135,9 @@ def test_ten_thousand_datagrams_through_three_hops(lab: lablib.Lab, sk: Any,
     flows = carried_flows(sk)
     assert len(flows) == 1 and flows[0]["datagrams_up"] == 10000, flows
     assert flows[0]["datagrams_down"] == report["received"], flows
+    rtt = client(sk, "rtt", lablib.FAR_IP, str(far.echo_port), "200")
+    assert rtt["ok"], rtt
+    print(f"3-hop carried UDP echo, median of 200 round trips: {rtt['median_ms']} ms")
     assert witness.packets() == 0
 
 
@@ -176,6 +186,33 @@ def test_hop_dying_mid_flow(lab: lablib.Lab, sk: Any, tmp_path: Path, udp_hops: 
     assert report["ok"] and report["error"] == "ECONNRESET", (report, sk.daemon_log())
     assert witness.packets() == 0
     assert len(far.seen()) == before
+
+
+def test_reload_voids_grants_and_programs_ask_again(lab: lablib.Lab, sk: Any,
+                                                    tmp_path: Path, udp_hops: UdpHops,
+                                                    far: FarUdp, witness: Witness) -> None:
+    """A reload voids every grant (a new policy generation); a connected socket and an
+    unconnected one go on being carried: the shim sees the new generation and asks
+    again (once: the answer is cached for the process)."""
+    import sys
+    start(sk, tmp_path, [udp_hops.url(0)])
+    flag = tmp_path / "twice"
+    bg = sk.spawn([sys.executable, str(CLIENT), "twice", lablib.FAR_IP,
+                   str(far.echo_port), str(flag)], preload=True)
+    lablib.wait_until(lambda: (tmp_path / "twice.ready").exists() or not bg.running(),
+                      60, "the first echoes")
+    # one question per process and destination: the answer is cached
+    assert sk.control({"op": "status"})["carrier"]["grants"] == 1, sk.daemon_log()
+    res = sk.socksifyd("reload", timeout=30)
+    assert res.returncode == 0, sk.describe(res)
+    (tmp_path / "twice.go").touch()
+    res = bg.wait(60)
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["ok"], (report, sk.daemon_log())
+    log = sk.daemon_log()
+    assert log.count("UDP carried [") == 2, log        # asked again once
+    assert {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
+    assert len(far.seen()) == 4 and witness.packets() == 0
 
 
 def test_daemon_gone_refuses_never_direct(lab: lablib.Lab, sk: Any, tmp_path: Path,

@@ -8,7 +8,13 @@ stdout: {"ok": bool, ...} with what it saw.
   udpclient.py nonblock HOST PORT      non-blocking, select, EAGAIN when empty
   udpclient.py flood HOST PORT N SIZE  N datagrams of SIZE bytes, a window of 64:
                                        sent and received counted, order checked
+  udpclient.py mixed HOST PORT         a carried socket also gets local datagrams:
+                                       untouched, their own source, MSG_TRUNC
+  udpclient.py six HOST PORT           an IPv6 socket to an IPv4 destination
+  udpclient.py rtt HOST PORT N         N sequential echoes: the median round trip
   udpclient.py error HOST PORT         connected: a send, then recv must fail
+  udpclient.py twice HOST PORT FILE    connected and not: an echo each, FILE.ready,
+                                       then once FILE.go exists another echo each
   udpclient.py midflow HOST PORT FILE  connected: one echo, then FILE.ready is made;
                                        once FILE.go exists, a send and a recv that
                                        must fail
@@ -124,6 +130,25 @@ def flood(host: str, port: int, count: int, size: int) -> None:
         inversions=inversions, seconds=round(took, 3))
 
 
+def rtt(host: str, port: int, count: int) -> None:
+    """count sequential echoes of 64 bytes on a connected socket: the median round
+    trip in ms."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.connect((host, port))
+    times = []
+    for i in range(count):
+        msg = struct.pack("!I", i) * 16
+        t0 = time.perf_counter()
+        s.send(msg)
+        if s.recv(100) != msg:
+            out(ok=False, at=i)
+            return
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    out(ok=True, median_ms=round(times[len(times) // 2] * 1000, 3))
+
+
 def error(host: str, port: int, s: socket.socket | None = None) -> None:
     try:
         if s is None:
@@ -145,20 +170,79 @@ def error(host: str, port: int, s: socket.socket | None = None) -> None:
     out(ok=False, where="recv", data=data.decode(errors="replace"))
 
 
+def wait_go(path: str) -> None:
+    open(path + ".ready", "w").close()
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path + ".go") and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def twice(host: str, port: int, path: str) -> None:
+    """Connected: an echo, then FILE.ready; once FILE.go exists, another echo and one
+    unconnected (a reload in between: both must be asked again and carried)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.connect((host, port))
+    s.send(b"one")
+    first = s.recv(100)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(10)
+    u.sendto(b"u1", (host, port))
+    u1 = u.recv(100)
+    wait_go(path)
+    s.send(b"two")
+    second = s.recv(100)
+    u.sendto(b"u2", (host, port))
+    u2 = u.recv(100)
+    out(ok=(first, second, u1, u2) == (b"one", b"two", b"u1", b"u2"),
+        got=[x.decode(errors="replace") for x in (first, second, u1, u2)])
+
+
 def midflow(host: str, port: int, path: str) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(10)
     s.connect((host, port))
     s.send(b"one")
     first = s.recv(100)
-    open(path + ".ready", "w").close()
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path + ".go") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_go(path)
     if first != b"one":
         out(ok=False, first=first.decode(errors="replace"))
         return
     error(host, port, s)
+
+
+def mixed(host: str, port: int) -> None:
+    """A carried socket also gets datagrams from a local sender: those come untouched
+    (short and long, whole and truncated), with their own source."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(10)
+    s.sendto(b"carried", (host, port))
+    echo, src = s.recvfrom(100)
+    local = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    local.bind(("127.0.0.1", 0))
+    short, long_ = b"short", bytes(range(200))
+    local.sendto(short, s.getsockname())
+    local.sendto(long_, s.getsockname())
+    local.sendto(long_, s.getsockname())
+    got_short, src_short = s.recvfrom(100)
+    got_long, src_long = s.recvfrom(1000)
+    cut, _, flags, _ = s.recvmsg(50)
+    out(ok=echo == b"carried" and src == (host, port) and got_short == short
+        and got_long == long_ and src_short == src_long == local.getsockname()
+        and cut == long_[:50] and bool(flags & socket.MSG_TRUNC),
+        echo=echo == b"carried", short=got_short == short, long=got_long == long_,
+        cut=cut == long_[:50], trunc=bool(flags & socket.MSG_TRUNC),
+        sources=[list(src_short), list(src_long)])
+
+
+def six(host: str, port: int) -> None:
+    """An IPv6 socket sending to an IPv4 destination (::ffff:a.b.c.d)."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.sendto(b"six", ("::ffff:" + host, port))
+    data, src = s.recvfrom(100)
+    out(ok=data == b"six" and src[:2] == ("::ffff:" + host, port), source=list(src[:2]))
 
 
 def main() -> None:
@@ -168,9 +252,13 @@ def main() -> None:
             flood(host, port, int(sys.argv[4]), int(sys.argv[5]))
         elif mode == "midflow":
             midflow(host, port, sys.argv[4])
+        elif mode == "rtt":
+            rtt(host, port, int(sys.argv[4]))
+        elif mode == "twice":
+            twice(host, port, sys.argv[4])
         else:
             {"sendto": sendto, "connected": connected, "nonblock": nonblock,
-             "error": error}[mode](host, port)
+             "error": error, "mixed": mixed, "six": six}[mode](host, port)
     except OSError as exc:
         out(ok=False, errno=exc.errno, error=str(exc))
 

@@ -184,3 +184,25 @@ def test_an_association_that_fails_sends_one_error() -> None:
             carrier.close()
             prog.close()
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_grants_cap_generation_and_prune() -> None:
+    from socksify.chains import ChainSpec
+    from socksify.core.grants import Grants
+    from socksify.procinfo import AppInfo
+
+    chain = ChainSpec.__new__(ChainSpec)
+    grants = Grants(max_per_uid=2)
+    me = AppInfo(PID, "python", "", UID, "me", ())
+    gone = AppInfo(2 ** 22 + 12345, "gone", "", UID + 1, "x", ())
+    addr = ipaddress.ip_address("192.0.2.1")
+    first, second, third = (grants.add(me, addr, p, None, "r", chain, None, 7)
+                            for p in (1, 2, 3))
+    assert grants.get(first.token, 7) is None          # the oldest of that uid went
+    assert grants.get(third.token, 7) is third and grants.get(third.token, 8) is None
+    dead = grants.add(gone, addr, 4, None, "r", chain, None, 7)
+    used = grants.add(gone, addr, 5, None, "r", chain, None, 7)
+    assert grants.prune(7, in_use={used.token}) == 1   # the dead process's unused one
+    assert grants.get(dead.token, 7) is None and grants.get(used.token, 7) is used
+    assert grants.prune(8, in_use=set()) == 3          # a new generation: all void
+    assert len(grants) == 0 and second.port == 2

@@ -85,6 +85,15 @@ def test_status_names_hops_asked_step_by_step() -> None:
     assert "step by step" not in "\n".join(render.status_lines({"hops_stepwise": []}))
 
 
+def test_status_names_the_udp_carrier() -> None:
+    status = "\n".join(render.status_lines({"carrier": {
+        "port4": 40001, "port6": 40002, "flows": 2, "grants": 5,
+        "dropped": {"unknown token": 3, "a socket of another user": 1}}}))
+    assert ("UDP carrier  127.0.0.1:40001 and [::1]:40002, 2 flow(s), 5 grant(s), "
+            "4 dropped") in status
+    assert "UDP carrier" not in "\n".join(render.status_lines({"carrier": {"port4": 0}}))
+
+
 def test_connections_table_narrow_puts_the_route_under_the_chain() -> None:
     text = render.connections_text(CONNS, width=80)
     lines = text.splitlines()

@@ -19,6 +19,7 @@ from typing import Callable
 
 from ..chains import ChainSpec, Selector
 from ..chains.udp import UdpAssociation, check_route, open_association
+from ..dns import StandIn
 from ..errors import SocksifyError, Unsupported
 from ..protocol import control as wire
 from ..protocol.datagram import Envelope
@@ -44,6 +45,7 @@ class CarriedFlow:
         self.opening: asyncio.Task[None] | None = None
         self.queue: list[tuple[Grant, bytes]] = []
         self.tokens: set[bytes] = set()      # grants seen on this flow (uid checked)
+        self.held: list[StandIn] = []        # their stand-ins, held while it lives
         # (target host, port) as sent to the chain -> the grant it went under
         self.sent_to: dict[tuple[str, int], Grant] = {}
         self.last = time.monotonic()

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..chains import ChainSpec
+from ..dns import StandIn
 from ..procinfo import AppInfo
 from ..protocol import control as wire
 from .records import Session
@@ -36,6 +37,7 @@ class Grant:
     session: Session | None
     generation: int
     created: float
+    stand_in: StandIn | None = None   # held while a flow carries datagrams to it
 
     @property
     def target(self) -> str:
@@ -54,9 +56,9 @@ class Grants:
 
     def add(self, app: AppInfo, dst: wire.IPAddress, port: int, host: str | None,
             rule: str, chain: ChainSpec, session: Session | None,
-            generation: int) -> Grant:
+            generation: int, stand_in: StandIn | None = None) -> Grant:
         grant = Grant(secrets.token_bytes(wire.CARRY_TOKEN_SIZE), app, dst, port, host,
-                      rule, chain, session, generation, time.monotonic())
+                      rule, chain, session, generation, time.monotonic(), stand_in)
         own = self._by_uid.setdefault(app.uid, OrderedDict())
         while len(own) >= self.max_per_uid:
             oldest, _ = own.popitem(last=False)

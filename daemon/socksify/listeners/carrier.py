@@ -93,7 +93,7 @@ class Carrier:
         assert conn.dst is not None
         generation = self.router.generation.value if self.router.generation else 0
         grant = self.grants.add(conn.app, conn.dst, conn.port, conn.host, conn.rule,
-                                chain, conn.session, generation)
+                                chain, conn.session, generation, conn.stand_in)
         return wire.Reply.carry(self.ports[0], self.ports[1], generation, grant.token)
 
     # ----- the datagram side ---------------------------------------------------------
@@ -119,6 +119,9 @@ class Carrier:
                     return self._drop("too many flows", program)
                 flow = self._new_flow(family, program, grant)
             flow.tokens.add(grant.token)
+            if grant.stand_in is not None:     # not given to another name meanwhile
+                self.router.fake.hold(grant.stand_in)
+                flow.held.append(grant.stand_in)
         flow.send(grant, payload)
 
     def _owned(self, family: int, program: Endpoint, grant: Grant) -> bool:
@@ -160,6 +163,9 @@ class Carrier:
             if other is flow:
                 del self.flows[key]
         self.router.table.live.pop(record.id, None)
+        for stand_in in flow.held:
+            self.router.fake.release(stand_in)
+        flow.held.clear()
         log.info("[%s] %s carried UDP ended after %.1fs: %d datagrams up (%d bytes), "
                  "%d down (%d bytes), %d dropped", record.id, record.app,
                  time.monotonic() - record.started, record.datagrams_up,
