@@ -246,6 +246,55 @@ int socksify_carry_peer(SOCKET s, struct socksify_grant *g)
     return r;
 }
 
+int socksify_carry_peer_fresh(SOCKET s, struct socksify_grant *g)
+{
+    struct sockaddr_storage dest;
+    struct socksify_connect_req req;
+    struct socksify_reply rep;
+    struct socksify_peer peer;
+    struct socksify_grant fresh;
+    struct carried *c;
+    socklen_t len;
+    uint64_t gen;
+    int err = 0, r;
+
+    if (!socksify_carry_peer(s, g))
+        return 0;
+    if (g->generation == 0 || (gen = socksify_cache_generation()) == g->generation)
+        return 1;  /* the grant holds (or the daemon keeps no generation) */
+    /* a reload or a restart voided the grant: ask again for the same peer */
+    memset(&peer, 0, sizeof peer);
+    peer.family = g->dest.family;
+    peer.port = g->dest.port;
+    memcpy(peer.addr, g->dest.addr, sizeof peer.addr);
+    if (socksify_addr_of_peer(socket_domain(s), &peer, &dest, &len) < 0)
+        return -WSAEAFNOSUPPORT;
+    switch (socksify_connect_ask_req(s, (const struct sockaddr *)&dest, (int)len, &rep,
+                                     &err, &req)) {
+    case SOCKSIFY_GO_CARRY:
+        if ((r = socksify_carry_grant(s, &req, &rep, &fresh)) < 0)
+            return r;
+        if ((fresh.port4 != g->port4 || fresh.port6 != g->port6)
+            && (r = socksify_carry_connect(s, &fresh)) != 0)
+            return -r;  /* another carrier: a restarted daemon */
+        AcquireSRWLockExclusive(&lock);
+        if ((c = find(s)) != NULL && c->connected)
+            c->peer = fresh;
+        ReleaseSRWLockExclusive(&lock);
+        *g = fresh;
+        return 1;
+    case SOCKSIFY_GO_DIRECT:  /* the policy now lets it go direct: connect to it */
+        socksify_carry_unconnect(s);
+        if (real_connect(s, (const struct sockaddr *)&dest, (int)len) == SOCKET_ERROR)
+            return -WSAGetLastError();
+        return 0;
+    case SOCKSIFY_GO_RELAY:
+    case SOCKSIFY_GO_FAIL:
+        break;
+    }
+    return -(err != 0 ? err : WSAECONNREFUSED);
+}
+
 void socksify_carry_forget(SOCKET s)
 {
     struct carried *c;

@@ -18,7 +18,9 @@ int socksify_datagram_route(SOCKET s, const struct sockaddr *to, int tolen,
     struct socksify_reply rep;
     int type = 0, optlen = sizeof type, err = 0, saved = WSAGetLastError(), r;
 
-    if (socksify_carry_peer(s, g)) {
+    if ((r = socksify_carry_peer_fresh(s, g)) < 0)
+        return r;
+    if (r == 1) {
         /* connected to the carrier for a carried peer: Winsock ignores the address of
          * a send on a connected datagram socket; one that names another destination is
          * refused rather than sent to the peer */

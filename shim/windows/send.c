@@ -11,8 +11,12 @@ int WSAAPI socksify_hook_send(SOCKET s, const char *buf, int len, int flags)
     DWORD sent = 0;
     int r;
 
-    if (!socksify_carry_peer(s, &g))
+    if ((r = socksify_carry_peer_fresh(s, &g)) == 0)
         return real_send(s, buf, len, flags);
+    if (r < 0) {
+        WSASetLastError(-r);
+        return SOCKET_ERROR;
+    }
     b.buf = (char *)buf;
     b.len = len < 0 ? 0 : (ULONG)len;
     r = len < 0 ? -WSAEINVAL : socksify_carry_send(s, &g, &b, 1, (DWORD)flags, &sent);

@@ -168,6 +168,11 @@ int socksify_carry_connect(SOCKET s, const struct socksify_grant *g);
 void socksify_carry_unconnect(SOCKET s);
 /* 1 and the carried peer of a connected socket in *g, else 0. */
 int socksify_carry_peer(SOCKET s, struct socksify_grant *g);
+/* As socksify_carry_peer for a send: a peer grant whose policy generation has gone
+ * (a reload, a restart) is asked for again (CARRY: the new grant, the socket moved to
+ * a new carrier if the daemon's changed; DIRECT: the socket is connected to the peer
+ * itself and 0 returned; else the refusal as a negative WSA error). */
+int socksify_carry_peer_fresh(SOCKET s, struct socksify_grant *g);
 /* closesocket: forget s. */
 void socksify_carry_forget(SOCKET s);
 /* How a receive hook reads: the real call with these buffers, flags and source. */

@@ -12,8 +12,12 @@ int WSAAPI socksify_hook_WSASend(SOCKET s, LPWSABUF bufs, DWORD nbufs, LPDWORD s
     struct socksify_grant g;
     int r;
 
-    if (!socksify_carry_peer(s, &g))
+    if ((r = socksify_carry_peer_fresh(s, &g)) == 0)
         return real_WSASend(s, bufs, nbufs, sent, flags, ov, done);
+    if (r < 0) {
+        WSASetLastError(-r);
+        return SOCKET_ERROR;
+    }
     r = ov != NULL ? -WSAEOPNOTSUPP : socksify_carry_send(s, &g, bufs, nbufs, flags, sent);
     if (r == 0)
         return 0;

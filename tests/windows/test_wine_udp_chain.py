@@ -114,3 +114,29 @@ def test_overlapped_datagrams_are_refused_not_leaked(lab: lablib.Lab, win: Win,
     time.sleep(0.5)
     assert far.seen() == []
     assert witness.packets() == 0
+
+
+@pytest.mark.parametrize("mode", ["sendto", "connect"])
+def test_windows_udp_carried_on_across_a_reload(lab: lablib.Lab, win: Win,
+                                                tmp_path: Path, udp_hops: UdpHops,
+                                                far: FarUdp, mode: str) -> None:
+    """A reload voids the daemon's grants (a new policy generation): the program,
+    paused after its first echo while the daemon reloads, asks again once (its
+    socket's grant, or its connected peer's, is out of date) and its next echoes come
+    back through the chain."""
+    start_carrying(win, tmp_path, [udp_hops.url(0)])
+    go, go_win = win.go_file()
+    proc = win.spawn("udpecho", [lablib.FAR_IP, str(far.echo_port), "reload"],
+                     opts=("-v",), env={"UDPMODE": mode, "UDPPAUSE": go_win})
+    try:
+        lablib.wait_until(lambda: len(far.seen()) >= 1, 60, "the first echo")
+        res = win.sk.socksifyd("reload")
+        assert res.returncode == 0, win.sk.describe(res)
+        time.sleep(1)                   # the new generation is written
+        go.touch()
+        res = proc.wait(120)
+    finally:
+        proc.kill()
+    assert res.result_line()[:2] == ["RESULT", "ok"], win.describe(res)
+    assert res.stderr.count("CARRY via") == 2, win.describe(res)
+    assert [ip for ip, _ in far.seen()] == [lablib.PROXY_FAR_IP] * 3

@@ -11,6 +11,7 @@
  *                  the send it waits for (the first one before the socket is carried)
  * UDPCOUNT=N sends N datagrams instead of three (one at a time, each after the last
  * echo) and prints "ECHOES N MS" (the milliseconds they took) before the result.
+ * UDPPAUSE=FILE: after the first echo, wait (at most 120 s) until FILE exists.
  * With UDPPEEK=1 each echo is first looked at with MSG_PEEK (recvfrom), which must
  * show the same datagram and source, then read.
  * Prints RESULT ok BYTES SOURCE PEER (SOURCE: the last echo's source as a.b.c.d:port;
@@ -135,7 +136,7 @@ static DWORD WINAPI wait_echo(void *arg)
 int main(int argc, char **argv)
 {
     const char *how = getenv("UDPMODE"), *peek = getenv("UDPPEEK");
-    const char *count_env = getenv("UDPCOUNT");
+    const char *count_env = getenv("UDPCOUNT"), *pause = getenv("UDPPAUSE");
     int count = count_env != NULL && atoi(count_env) > 0 ? atoi(count_env) : 3;
     ULONGLONG started;
     struct sockaddr_in to, from, peer;
@@ -178,6 +179,9 @@ int main(int argc, char **argv)
     started = GetTickCount64();
     for (int i = 0; i < count; i++) {
         int len = snprintf(out, sizeof out, "%s-%d", argv[3], i);
+        for (int w = 0; i == 1 && pause != NULL && w < 1200
+                        && GetFileAttributesA(pause) == INVALID_FILE_ATTRIBUTES; w++)
+            Sleep(100);
         if (strcmp(how, "thread") == 0) {
             static struct waiter w;
             HANDLE t;
