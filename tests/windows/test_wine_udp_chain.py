@@ -140,3 +140,29 @@ def test_windows_udp_carried_on_across_a_reload(lab: lablib.Lab, win: Win,
     assert res.result_line()[:2] == ["RESULT", "ok"], win.describe(res)
     assert res.stderr.count("CARRY via") == 2, win.describe(res)
     assert [ip for ip, _ in far.seen()] == [lablib.PROXY_FAR_IP] * 3
+
+
+@pytest.mark.parametrize("mode", ["sendto", "connect"])
+def test_windows_udp_fails_closed_when_the_daemon_stops_mid_flow(
+        lab: lablib.Lab, win: Win, tmp_path: Path, udp_hops: UdpHops, far: FarUdp,
+        witness: Witness, mode: str) -> None:
+    """The daemon stops after the program's first echo: its next send (a socket
+    holding a grant, a connected one too) fails with WSAECONNREFUSED, and nothing more
+    reaches the far server or leaves around the chain."""
+    start_carrying(win, tmp_path, [udp_hops.url(0)])
+    go, go_win = win.go_file()
+    proc = win.spawn("udpecho", [lablib.FAR_IP, str(far.echo_port), "stop"],
+                     opts=("-v",), env={"UDPMODE": mode, "UDPPAUSE": go_win})
+    try:
+        lablib.wait_until(lambda: len(far.seen()) >= 1, 60, "the first echo")
+        res = win.sk.socksifyd("stop")
+        assert res.returncode == 0, win.sk.describe(res)
+        go.touch()
+        res = proc.wait(120)
+    finally:
+        proc.kill()
+    assert res.result_line()[:4] == ["RESULT", "fail", str(WSAECONNREFUSED), "send"], \
+        res.describe()
+    time.sleep(0.5)
+    assert len(far.seen()) == 1
+    assert witness.packets() == 0
