@@ -1,7 +1,8 @@
 /* connect(): ask the daemon about every IPv4/IPv6 stream connection that leaves the
  * host, then go direct, fail, or connect the program's own socket to the daemon's relay
  * and send the token, as the verdict says (docs/wire.md). Datagram sockets are asked
- * too (socktype 2): only DIRECT lets them connect. Fails closed: never a direct
+ * too (socktype 2): DIRECT lets them connect; CARRY connects them to the daemon's
+ * carrier and remembers the peer (carry.c); anything else refuses. Fails closed: never a direct
  * connection the daemon did not allow. The logic here is shared by WSAConnect,
  * WSAConnectByName and ConnectEx. */
 #include <string.h>
@@ -45,6 +46,15 @@ enum socksify_verdict socksify_connect_ask(SOCKET s, const struct sockaddr *addr
                                           struct socksify_reply *rep, int *err)
 {
     struct socksify_connect_req req;
+
+    return socksify_connect_ask_req(s, addr, len, rep, err, &req);
+}
+
+enum socksify_verdict socksify_connect_ask_req(SOCKET s, const struct sockaddr *addr,
+                                              int len, struct socksify_reply *rep,
+                                              int *err, struct socksify_connect_req *out)
+{
+    struct socksify_connect_req req;
     uint8_t request[SOCKSIFY_REQUEST_SIZE], reply[SOCKSIFY_REPLY_SIZE];
     char dest[SOCKSIFY_ADDR_TEXT_SIZE];
     int type = SOCK_STREAM, optlen = sizeof type, r;
@@ -58,6 +68,7 @@ enum socksify_verdict socksify_connect_ask(SOCKET s, const struct sockaddr *addr
         *err = WSAECONNREFUSED;
         return SOCKSIFY_GO_FAIL;
     }
+    *out = req;
     if (socksify_cache_direct(&req)) {
         if (socksify_cfg.log_level >= SOCKSIFY_LOG_DEBUG) {
             socksify_addr_format(&req, dest, sizeof dest);
@@ -90,6 +101,11 @@ enum socksify_verdict socksify_connect_ask(SOCKET s, const struct sockaddr *addr
             break;
         LOG_INFO("%s: RELAY via port %u", dest, rep->relay_port4);
         return SOCKSIFY_GO_RELAY;
+    case SOCKSIFY_VERDICT_CARRY:
+        if (type != SOCK_DGRAM)
+            break;
+        LOG_INFO("%s: CARRY via port %u", dest, rep->relay_port4);
+        return SOCKSIFY_GO_CARRY;
     case SOCKSIFY_VERDICT_FAIL:
         *err = socksify_code_to_wsa(rep->code);
         LOG_INFO("%s: FAIL code %u (error %d)", dest, rep->code, *err);
@@ -175,16 +191,23 @@ int socksify_connect_attach(SOCKET s, const struct sockaddr *addr,
 int socksify_connect_run(SOCKET s, const struct sockaddr *addr, int len,
                          int (*direct)(void *ctx), void *ctx)
 {
+    struct socksify_connect_req req;
     struct socksify_reply rep;
+    struct socksify_grant g;
     int err = 0, saved = WSAGetLastError();
 
+    socksify_carry_unconnect(s);  /* a datagram socket connected anew, or disconnected */
     if (!socksify_connect_needs_daemon(s, addr, len))
         return direct(ctx);
-    switch (socksify_connect_ask(s, addr, len, &rep, &err)) {
+    switch (socksify_connect_ask_req(s, addr, len, &rep, &err, &req)) {
     case SOCKSIFY_GO_DIRECT:
         return direct(ctx);
     case SOCKSIFY_GO_RELAY:
         err = socksify_connect_attach(s, addr, &rep);
+        break;
+    case SOCKSIFY_GO_CARRY:
+        err = socksify_carry_grant(s, &req, &rep, &g);
+        err = err < 0 ? -err : socksify_carry_connect(s, &g);
         break;
     case SOCKSIFY_GO_FAIL:
         break;

@@ -210,6 +210,9 @@ static DWORD WINAPI connectex_worker(LPVOID param)
             && WSAGetLastError() != WSA_IO_PENDING)
             complete_failed(job->s, job->ov, WSAGetLastError());
         break;
+    case SOCKSIFY_GO_CARRY:  /* datagram sockets only: never for ConnectEx */
+        complete_failed(job->s, job->ov, WSAECONNREFUSED);
+        break;
     case SOCKSIFY_GO_RELAY:
         if ((err = socksify_connect_attach(job->s, addr, &rep)) == 0) {
             complete_connected(job->s, job->ov, job->buf, job->buflen);
@@ -263,7 +266,7 @@ static BOOL PASCAL socksify_hook_ConnectEx(SOCKET s, const struct sockaddr *name
     return FALSE;
 }
 
-/* ---- WSAIoctl: hand out our ConnectEx and WSASendMsg ---------------------------- */
+/* ---- WSAIoctl: hand out our ConnectEx, WSASendMsg and WSARecvMsg ---------------- */
 
 int WSAAPI socksify_hook_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD inlen, LPVOID out,
                                   DWORD outlen, LPDWORD returned, LPWSAOVERLAPPED ov,
@@ -281,7 +284,9 @@ int WSAAPI socksify_hook_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD inlen, 
             memcpy(out, &ours, sizeof ours);
         }
     }
-    if (r == 0 && code == SIO_GET_EXTENSION_FUNCTION_POINTER)
+    if (r == 0 && code == SIO_GET_EXTENSION_FUNCTION_POINTER) {
         socksify_wsaioctl_sendmsg(in, inlen, out, outlen);  /* wsasendmsg.c */
+        socksify_wsaioctl_recvmsg(in, inlen, out, outlen);  /* wsarecvmsg.c */
+    }
     return r;
 }

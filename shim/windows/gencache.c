@@ -6,6 +6,7 @@
  * and read without a call into the system. Its pid is the Linux daemon's: it is alive
  * while DRIVE:\proc\PID exists on the control file's drive (Wine's Z: is /). A
  * daemon on Windows itself sends no cacheable answer, so nothing is cached there.
+ * CARRY answers (carry.c) are kept under the same generation.
  * Anything missing or odd means nothing is cached: the next connect or datagram asks
  * (and fails closed without a daemon). */
 #include <stdio.h>
@@ -97,6 +98,21 @@ static uint64_t current_generation(void)
     if (gen == 0 || pid == 0 || pid > INT32_MAX || !daemon_alive(pid))
         return 0;
     return gen;
+}
+
+uint64_t socksify_cache_generation(void)
+{
+    DWORD saved = GetLastError();
+    uint64_t gen = current_generation();
+
+    SetLastError(saved);
+    return gen;
+}
+
+void socksify_cache_carry_note(uint64_t gen)
+{
+    if (gen != 0 && gen_map == NULL)
+        map_generation();
 }
 
 int socksify_cache_direct(const struct socksify_connect_req *req)

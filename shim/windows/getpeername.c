@@ -4,7 +4,8 @@
  * loopback address, the daemon is asked (PEERNAME, docs/wire.md) with the socket's
  * local address, which is the remote end of the relay connection as the daemon sees
  * it. A read-only query that fails open: for a socket the daemon does not know (FAIL),
- * or when it cannot be asked, the real peer stands. */
+ * or when it cannot be asked, the real peer stands. A datagram socket connected for a
+ * carried peer (carry.c) reports that peer without asking. */
 #include <string.h>
 
 #include "addr.h"
@@ -52,9 +53,18 @@ static int socksify_getpeername(SOCKET s, struct sockaddr *addr, int *len)
     uint16_t port, port4, port6;
     int in_len, kernel_len, local_len = sizeof local;
     int type = 0, optlen = sizeof type, family, r;
+    struct socksify_grant g;
 
     if (real_getpeername(s, addr, len) == SOCKET_ERROR)
         return -WSAGetLastError();
+    if (socksify_carry_peer(s, &g)) {  /* a datagram socket connected for a carried peer */
+        memset(&peer, 0, sizeof peer);
+        peer.family = g.dest.family;
+        peer.port = g.dest.port;
+        memcpy(peer.addr, g.dest.addr, sizeof peer.addr);
+        family = socksify_addr_family(addr, (unsigned)*len);
+        return write_peer(family, &peer, addr, *len, len);
+    }
     /* The real call succeeded: *len is the real peer's size, which fits the caller's
      * buffer (Winsock fails rather than truncate), and the answer below has the same
      * family, hence the same size. */

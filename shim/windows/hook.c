@@ -39,6 +39,17 @@ int WSAAPI socksify_hook_WSASendTo(SOCKET, LPWSABUF, DWORD, LPDWORD, DWORD,
                                    LPWSAOVERLAPPED_COMPLETION_ROUTINE);
 int WSAAPI socksify_hook_WSASendMsg(SOCKET, LPWSAMSG, DWORD, LPDWORD, LPWSAOVERLAPPED,
                                     LPWSAOVERLAPPED_COMPLETION_ROUTINE);
+int WSAAPI socksify_hook_send(SOCKET, const char *, int, int);
+int WSAAPI socksify_hook_WSASend(SOCKET, LPWSABUF, DWORD, LPDWORD, DWORD, LPWSAOVERLAPPED,
+                                 LPWSAOVERLAPPED_COMPLETION_ROUTINE);
+int WSAAPI socksify_hook_recv(SOCKET, char *, int, int);
+int WSAAPI socksify_hook_recvfrom(SOCKET, char *, int, int, struct sockaddr *, int *);
+int WSAAPI socksify_hook_WSARecv(SOCKET, LPWSABUF, DWORD, LPDWORD, LPDWORD,
+                                 LPWSAOVERLAPPED, LPWSAOVERLAPPED_COMPLETION_ROUTINE);
+int WSAAPI socksify_hook_WSARecvFrom(SOCKET, LPWSABUF, DWORD, LPDWORD, LPDWORD,
+                                     struct sockaddr *, LPINT, LPWSAOVERLAPPED,
+                                     LPWSAOVERLAPPED_COMPLETION_ROUTINE);
+int WSAAPI socksify_hook_closesocket(SOCKET);
 FARPROC WINAPI socksify_hook_GetProcAddress(HMODULE, LPCSTR);
 HMODULE WINAPI socksify_hook_LoadLibraryA(LPCSTR);
 HMODULE WINAPI socksify_hook_LoadLibraryW(LPCWSTR);
@@ -83,6 +94,13 @@ static struct socksify_hook hooks[] = {
     HOOK(L"ws2_32.dll", sendto),
     HOOK(L"ws2_32.dll", WSASendTo),
     HOOK(L"ws2_32.dll", WSASendMsg),
+    HOOK(L"ws2_32.dll", send),
+    HOOK(L"ws2_32.dll", WSASend),
+    HOOK(L"ws2_32.dll", recv),
+    HOOK(L"ws2_32.dll", recvfrom),
+    HOOK(L"ws2_32.dll", WSARecv),
+    HOOK(L"ws2_32.dll", WSARecvFrom),
+    HOOK(L"ws2_32.dll", closesocket),
     HOOK(L"kernel32.dll", GetProcAddress),
     HOOK(L"kernel32.dll", LoadLibraryA),
     HOOK(L"kernel32.dll", LoadLibraryW),

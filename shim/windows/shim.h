@@ -76,6 +76,17 @@ extern int (WSAAPI *real_WSASendTo)(SOCKET, LPWSABUF, DWORD, LPDWORD, DWORD,
                                     const struct sockaddr *, int, LPWSAOVERLAPPED,
                                     LPWSAOVERLAPPED_COMPLETION_ROUTINE);
 extern LPFN_WSASENDMSG real_WSASendMsg;
+extern int (WSAAPI *real_send)(SOCKET, const char *, int, int);
+extern int (WSAAPI *real_WSASend)(SOCKET, LPWSABUF, DWORD, LPDWORD, DWORD, LPWSAOVERLAPPED,
+                                  LPWSAOVERLAPPED_COMPLETION_ROUTINE);
+extern int (WSAAPI *real_recv)(SOCKET, char *, int, int);
+extern int (WSAAPI *real_recvfrom)(SOCKET, char *, int, int, struct sockaddr *, int *);
+extern int (WSAAPI *real_WSARecv)(SOCKET, LPWSABUF, DWORD, LPDWORD, LPDWORD,
+                                  LPWSAOVERLAPPED, LPWSAOVERLAPPED_COMPLETION_ROUTINE);
+extern int (WSAAPI *real_WSARecvFrom)(SOCKET, LPWSABUF, DWORD, LPDWORD, LPDWORD,
+                                      struct sockaddr *, LPINT, LPWSAOVERLAPPED,
+                                      LPWSAOVERLAPPED_COMPLETION_ROUTINE);
+extern int (WSAAPI *real_closesocket)(SOCKET);
 extern FARPROC (WINAPI *real_GetProcAddress)(HMODULE, LPCSTR);
 
 /* control.c: one request/reply exchange with the daemon over its loopback TCP control
@@ -90,13 +101,18 @@ void socksify_relay_ports(uint16_t *port4, uint16_t *port6);
 
 /* connect.c: the decision shared by connect, WSAConnect, WSAConnectByName and
  * ConnectEx. */
-enum socksify_verdict { SOCKSIFY_GO_DIRECT, SOCKSIFY_GO_FAIL, SOCKSIFY_GO_RELAY };
+enum socksify_verdict { SOCKSIFY_GO_DIRECT, SOCKSIFY_GO_FAIL, SOCKSIFY_GO_RELAY,
+                        SOCKSIFY_GO_CARRY /* datagrams only: rep is a CARRY reply */ };
 /* Cheap local checks only: 1 if the daemon must be asked about this connect, 0 if it
  * is not ours (loopback, not TCP/UDP over IPv4/IPv6, already connected). */
 int socksify_connect_needs_daemon(SOCKET s, const struct sockaddr *addr, int len);
-/* Ask the daemon. *err is the WSA error for SOCKSIFY_GO_FAIL; rep is filled for RELAY. */
+/* Ask the daemon. *err is the WSA error for SOCKSIFY_GO_FAIL; rep is filled for RELAY
+ * and CARRY (a CARRY for a datagram socket only; req, if not NULL, gets the request). */
 enum socksify_verdict socksify_connect_ask(SOCKET s, const struct sockaddr *addr, int len,
                                           struct socksify_reply *rep, int *err);
+enum socksify_verdict socksify_connect_ask_req(SOCKET s, const struct sockaddr *addr,
+                                              int len, struct socksify_reply *rep,
+                                              int *err, struct socksify_connect_req *req);
 /* Connect s to the daemon's relay and hand over the token; 0 or a WSA error. Works on
  * blocking and non-blocking sockets (it waits for the loopback connect). */
 int socksify_connect_attach(SOCKET s, const struct sockaddr *addr,
@@ -107,19 +123,102 @@ int socksify_connect_attach(SOCKET s, const struct sockaddr *addr,
 int socksify_connect_run(SOCKET s, const struct sockaddr *addr, int len,
                          int (*direct)(void *ctx), void *ctx);
 
-/* datagram.c: may a datagram from s go to `to`? 0 (send it) without asking for no
- * destination, one that is not IPv4/IPv6, a socket that is not SOCK_DGRAM or a
- * loopback destination; else the daemon decides (socksify_connect_ask, socktype 2):
- * 0 for DIRECT, else a negative WSA error (-WSAEACCES under a chain or block rule,
- * -WSAECONNREFUSED or -WSAETIMEDOUT when the daemon cannot be asked). Fails closed. */
-int socksify_datagram_check(SOCKET s, const struct sockaddr *to, int tolen);
+/* A grant: the daemon's CARRY answer for one destination (docs/wire.md "Carried
+ * datagrams"): the datagrams to dest go, enveloped with token, to the carrier. */
+struct socksify_grant {
+    struct socksify_connect_req dest;  /* family, port, addr as the program gave them */
+    uint8_t token[SOCKSIFY_CARRY_TOKEN_SIZE];
+    uint16_t port4, port6;             /* the carrier on 127.0.0.1 / ::1 */
+    uint64_t generation;               /* 0: the daemon keeps none (nothing cached) */
+};
+
+/* datagram.c: where does a datagram from s to `to` go? SOCKSIFY_DGRAM_SEND (0): as
+ * the program asked, without asking for no destination (unless s is connected for a
+ * carried peer), one that is not IPv4/IPv6, a socket that is not SOCK_DGRAM or a
+ * loopback destination, or when the daemon says DIRECT; SOCKSIFY_DGRAM_CARRY (1): to
+ * the carrier with *g's envelope (socksify_carry_send); else a negative WSA error
+ * (-WSAEACCES under a chain or block rule, -WSAECONNREFUSED or -WSAETIMEDOUT when the
+ * daemon cannot be asked, -WSAEOPNOTSUPP for a socket with an overlapped receive).
+ * Fails closed: never sent around the daemon. */
+#define SOCKSIFY_DGRAM_SEND  0
+#define SOCKSIFY_DGRAM_CARRY 1
+int socksify_datagram_route(SOCKET s, const struct sockaddr *to, int tolen,
+                            struct socksify_grant *g);
+
+/* carry.c: the sockets whose datagrams the daemon carries, and their grants. */
+/* A grant for req from the socket's own or (unless socket_only) the process's cache,
+ * while the policy generation it came with holds (a grant of generation 0 is kept by
+ * its socket only); 1 and *g, else 0. A socket's own grant means it is a datagram
+ * socket (it was one when the grant came). */
+int socksify_carry_cached(SOCKET s, const struct socksify_connect_req *req,
+                          struct socksify_grant *g, int socket_only);
+/* Make a grant of a CARRY reply for req, remember it for s and the process; 0, or
+ * -WSAEOPNOTSUPP when s had an overlapped receive posted (it would get an envelope),
+ * -WSAENOBUFS when the table of carried sockets is full. */
+int socksify_carry_grant(SOCKET s, const struct socksify_connect_req *req,
+                         const struct socksify_reply *rep, struct socksify_grant *g);
+/* Send bufs to the carrier with g's envelope before them (overlapped: refused with
+ * WSAEOPNOTSUPP); *sent is the payload's bytes. 0 or a negative WSA error. */
+int socksify_carry_send(SOCKET s, const struct socksify_grant *g, const WSABUF *bufs,
+                        DWORD nbufs, DWORD flags, DWORD *sent);
+/* connect() of a datagram socket to a carried destination: connect s to the carrier
+ * and remember g as its peer; 0 or a WSA error. */
+int socksify_carry_connect(SOCKET s, const struct socksify_grant *g);
+/* s is (re)connected elsewhere or disconnected: it no longer has a carried peer. */
+void socksify_carry_unconnect(SOCKET s);
+/* 1 and the carried peer of a connected socket in *g, else 0. */
+int socksify_carry_peer(SOCKET s, struct socksify_grant *g);
+/* As socksify_carry_peer for a send: a peer grant whose policy generation has gone
+ * (a reload, a restart) is asked for again (CARRY: the new grant, the socket moved to
+ * a new carrier if the daemon's changed; DIRECT: the socket is connected to the peer
+ * itself and 0 returned; else the refusal as a negative WSA error). */
+int socksify_carry_peer_fresh(SOCKET s, struct socksify_grant *g);
+/* closesocket: forget s. */
+void socksify_carry_forget(SOCKET s);
+/* How a receive hook reads: the real call with these buffers, flags and source. */
+typedef int (*socksify_recv_fn)(void *ctx, WSABUF *bufs, DWORD nbufs, DWORD *got,
+                                DWORD *flags, struct sockaddr *from, int *fromlen);
+/* A receive on s: returns SOCKSIFY_RECV_REAL if s is not carried (the hook makes the
+ * real call, then socksify_carry_after), else 0 or SOCKET_ERROR (WSA error set) with *got, *flags and
+ * from/fromlen (may be NULL) as the real call gives them, the envelope stripped and
+ * the remote as the source. An overlapped receive (ov) on a carried socket is refused
+ * (WSAEOPNOTSUPP); one on another datagram socket marks it as never to be carried. */
+#define SOCKSIFY_RECV_REAL 1  /* not SOCKET_ERROR (-1) */
+int socksify_carry_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,
+                        struct sockaddr *from, int *fromlen, const void *ov,
+                        socksify_recv_fn real, void *ctx);
+/* socksify_recv_fn for recv, recvfrom, WSARecv and WSARecvFrom: the real WSARecvFrom
+ * on *(SOCKET *)ctx, not overlapped. */
+int socksify_recv_plain(void *ctx, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,
+                        struct sockaddr *from, int *fromlen);
+/* After a real receive on a socket that was not carried when it began (a receive
+ * waiting while another thread sent the first carried datagram): buf holds the
+ * datagram's first *got bytes (all of it if contiguous). SOCKSIFY_AFTER_KEEP: not an
+ * envelope for s, the program's as it came; SOCKSIFY_AFTER_STRIPPED: a DATA envelope,
+ * stripped in place (*got the payload's length, from/fromlen, if not NULL, the
+ * remote); SOCKSIFY_AFTER_DROP: an envelope that cannot be stripped here (ERROR, not
+ * contiguous): the hook drops it (socksify_carry_consume if it only peeked) and reads
+ * again. Never hands an envelope over. */
+#define SOCKSIFY_AFTER_KEEP     0
+#define SOCKSIFY_AFTER_STRIPPED 1
+#define SOCKSIFY_AFTER_DROP     2
+int socksify_carry_after(SOCKET s, char *buf, DWORD *got, int contiguous,
+                         struct sockaddr *from, int *fromlen);
+/* Read and drop the next datagram on s (after a MSG_PEEK saw one to drop). */
+void socksify_carry_consume(SOCKET s);
 /* wsasendmsg.c: after a successful WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER),
  * put our WSASendMsg in out if in is WSAID_WSASENDMSG. */
 void socksify_wsaioctl_sendmsg(const void *in, DWORD inlen, void *out, DWORD outlen);
+/* wsarecvmsg.c: the same for WSAID_WSARECVMSG (WSARecvMsg is not exported). */
+void socksify_wsaioctl_recvmsg(const void *in, DWORD inlen, void *out, DWORD outlen);
 
 /* gencache.c: DIRECT answers kept while the daemon's policy generation holds
  * (docs/wire.md "Caching"). 1 if req may go direct without asking, else 0. */
 int socksify_cache_direct(const struct socksify_connect_req *req);
+/* The daemon's policy generation now (0: unknown, nothing cached). */
+uint64_t socksify_cache_generation(void);
+/* A CARRY reply came with generation gen: map the generation file if not yet. */
+void socksify_cache_carry_note(uint64_t gen);
 /* Remember a DIRECT reply that carries SOCKSIFY_FLAG_CACHE (others are ignored). */
 void socksify_cache_note(const struct socksify_connect_req *req,
                          const struct socksify_reply *rep);

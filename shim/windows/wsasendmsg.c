@@ -1,7 +1,8 @@
 /* WSASendMsg, exported by ws2_32 (Vista and later) and handed out by WSAIoctl
  * (SIO_GET_EXTENSION_FUNCTION_POINTER, WSAID_WSASENDMSG; the WSAIoctl hook in
  * connectex.c gives the program ours): as WSASendTo, with the destination in
- * msg->name. A refusal fails at once, overlapped or not; nothing is sent. */
+ * msg->name. A refusal fails at once, overlapped or not; nothing is sent. A carried
+ * datagram goes enveloped to the carrier without its control data (carry.c). */
 #include <string.h>
 
 #include "shim.h"
@@ -16,8 +17,22 @@ static int wsasendmsg_run(LPFN_WSASENDMSG real, SOCKET s, LPWSAMSG msg, DWORD fl
                           LPDWORD sent, LPWSAOVERLAPPED ov,
                           LPWSAOVERLAPPED_COMPLETION_ROUTINE done)
 {
-    int r = msg != NULL ? socksify_datagram_check(s, msg->name, msg->namelen) : 0;
+    struct socksify_grant g;
+    int r = msg != NULL ? socksify_datagram_route(s, msg->name, msg->namelen, &g)
+                        : SOCKSIFY_DGRAM_SEND;
 
+    if (r == SOCKSIFY_DGRAM_CARRY) {  /* control data (msg->Control) is not carried */
+        if (ov != NULL) {
+            LOG_INFO("socket %llu: overlapped sends of carried datagrams are not "
+                     "supported", (unsigned long long)s);
+            r = -WSAEOPNOTSUPP;
+        } else {
+            r = socksify_carry_send(s, &g, msg->lpBuffers, msg->dwBufferCount,
+                                    flags, sent);
+        }
+        if (r == 0)
+            return 0;
+    }
     if (r < 0) {
         WSASetLastError(-r);
         return SOCKET_ERROR;

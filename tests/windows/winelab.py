@@ -34,7 +34,7 @@ import lab as lablib
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = Path(__file__).resolve().parent / "clients"
 CLIENT_NAMES = ("blocking", "wsaconnect", "nonblocking", "overlapped", "resolve", "spawn",
-                "udp", "repeat")
+                "udp", "udpecho", "inject", "repeat")
 MINGW = "x86_64-w64-mingw32-gcc"
 MINGW32 = "i686-w64-mingw32-gcc"
 CLIENTS_32BIT = ("tiny32",)
