@@ -25,10 +25,11 @@ from .printable import printable
 # imported where it is used, on Windows or for a control file: `socksify CMD` on Linux
 # takes this module's Unix socket path only, and its start-up pays for what it imports.
 
-# How long a starting daemon may take to answer. It answers within a second on an idle
-# machine; a Windows Python under Wine on a loaded 2-core machine has taken over 15 s
-# (its start-up and imports), and giving up there failed a command that would have run.
-START_TIMEOUT = 30.0
+# How long a starting daemon may take to answer (the wait ends at once if it exits). It
+# answers within a second on an idle machine; a Windows Python under Wine on a loaded
+# 2-core machine has taken over 30 s (its start-up and imports), and giving up there
+# failed a command that would have run.
+START_TIMEOUT = 60.0
 # DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
 WINDOWS_DETACHED = 0x00000008 | 0x00000200
 
