@@ -16,6 +16,7 @@ import subprocess
 import pytest
 
 import users as userslib
+from conftest import skip_or_fail
 from socksify import sockdiag
 from socksify.isolation import owners
 from socksify.listeners import socktable
@@ -36,7 +37,7 @@ sys.stdin.read()
 @pytest.mark.root("a fresh system user and setpriv")
 def test_another_users_tcp_and_udp_sockets() -> None:
     if shutil.which("setpriv") is None or shutil.which("useradd") is None:
-        pytest.skip("needs setpriv and useradd")
+        skip_or_fail("needs setpriv and useradd (util-linux, passwd)")
     lst = socket.socket()
     rcv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with lst, rcv, userslib.system_users("d") as (user,):
