@@ -5,19 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from pathlib import Path
-from types import FrameType
 
 # typing is not imported at run time (it costs `socksify CMD` its start-up): Any is
 # for the type checker only, which reads any `if TYPE_CHECKING:` block.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from types import FrameType
     from typing import Any, NoReturn
 
 from . import __version__, client, programs, quickargs
 from .cmdsession import Session, SessionRefused
-from .paths import Paths
+from .paths import Paths, absolute_str
 
 # What `socksify CMD` imports is its start-up time (docs/performance.md, "Start-up"):
 # no asyncio (the chains package), no psutil, no rich, no argparse on a usual run.
@@ -89,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="for --via: send every hop's request at once, then check the "
                    "replies in order (default); --no-pipeline asks each hop once the "
                    "one before it has replied")
-    p.add_argument("-c", "--config", type=Path, metavar="FILE",
+    p.add_argument("-c", "--config", metavar="FILE",
                    help="policy file for this command (default: the daemon's policy)")
     p.add_argument("--chain", metavar="NAME",
                    help="send everything through the policy's chain NAME")
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print("socksify: missing COMMAND (e.g. socksify --via socks4://HOST:PORT "
               "curl URL)", file=sys.stderr)
         return 2
-    if args.via and (args.config or args.chain):
+    if args.via and (args.config is not None or args.chain):
         _parser().print_usage(sys.stderr)
         print("socksify: --via gives a whole chain; it does not mix with -c or --chain",
               file=sys.stderr)
@@ -195,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     if sys.platform == "win32":  # DLL injection instead of LD_PRELOAD
         from . import winlaunch
         return winlaunch.main(args, command, _session_request(args))
-    from .shimpath import library_path
-    shim = library_path()
-    if not shim.is_file():
+    from .shimpath import library_file
+    shim = library_file()
+    if not os.path.isfile(shim):
         print(f"socksify: the shim library {shim} is missing; reinstall socksify "
               "(pip install needs a C compiler)", file=sys.stderr)
         return 1
@@ -257,14 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         session.close()
 
 
-def program_env(args: argparse.Namespace, shim: Path, paths: Paths,
+def program_env(args: argparse.Namespace, shim: str | os.PathLike[str], paths: Paths,
                 session_id: str) -> dict[str, str]:
     """The environment a socksified program runs in: this one, with the shim preloaded
     and told where the daemon and its session are."""
     env = dict(os.environ)
     preload = env.get("LD_PRELOAD", "")
-    env["LD_PRELOAD"] = f"{shim} {preload}".strip()
-    env["SOCKSIFY_SOCKET"] = str(paths.socket.absolute())
+    env["LD_PRELOAD"] = f"{os.fspath(shim)} {preload}".strip()
+    env["SOCKSIFY_SOCKET"] = absolute_str(paths.socket_str)
     env["SOCKSIFY_SESSION"] = session_id
     env["SOCKSIFY_LOG"] = "0" if args.quiet else env.get("SOCKSIFY_LOG", "1")
     # The shim then lets children it cannot load into run too: unprotected with
@@ -340,7 +339,7 @@ def _session_request(args: Any) -> dict[str, Any]:
         "data_path": args.data_path,
         "prebuilt": args.prebuilt,
         "pipeline": args.pipeline,
-        "config": str(args.config.absolute()) if args.config else None,
+        "config": None if args.config is None else absolute_str(args.config),
         "chain": args.chain,
         "verbose": bool(args.verbose),
         "isolate": bool(args.isolate),

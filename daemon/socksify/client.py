@@ -9,12 +9,12 @@ import os
 import socket
 import sys
 import time
-from pathlib import Path
 
-# typing is not imported at run time (it costs `socksify CMD` its start-up): Any is
-# for the type checker only, which reads any `if TYPE_CHECKING:` block.
+# typing and pathlib are not imported at run time (they cost `socksify CMD` its
+# start-up): for the type checker only, which reads any `if TYPE_CHECKING:` block.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 from .paths import Paths, UnsafeRuntimeDir
@@ -47,6 +47,8 @@ def control_file(paths: Paths, env: dict[str, str] | None = None) -> Path:
     """The TCP control file to use: %SOCKSIFY_CONTROL_FILE% (a daemon elsewhere, such
     as a Linux daemon serving Windows programs under Wine), else the daemon's own,
     control.tcp in the runtime directory."""
+    from pathlib import Path
+
     from . import controlfile
     env = dict(os.environ) if env is None else env
     if env.get("SOCKSIFY_CONTROL_FILE"):
@@ -112,18 +114,18 @@ def connect(paths: Paths, timeout: float = 5.0) -> socket.socket:
     try:
         paths.check_socket_dir()
     except FileNotFoundError:
-        raise DaemonUnavailable(f"no daemon at {paths.socket}: no directory "
-                                f"{paths.socket.parent}") from None
+        raise DaemonUnavailable(f"no daemon at {paths.socket_str}: no directory "
+                                f"{os.path.dirname(paths.socket_str) or '.'}") from None
     except UnsafeRuntimeDir as exc:
         raise UnsafeDaemon(str(exc)) from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(str(paths.socket))
-        check_peer(sock, str(paths.socket))
+        sock.connect(paths.socket_str)
+        check_peer(sock, paths.socket_str)
     except OSError as exc:
         sock.close()
-        raise DaemonUnavailable(f"no daemon at {paths.socket}: {exc.strerror}") from None
+        raise DaemonUnavailable(f"no daemon at {paths.socket_str}: {exc.strerror}") from None
     except UnsafeDaemon:
         sock.close()
         raise
@@ -239,6 +241,7 @@ def daemon_command() -> list[str]:
     PYTHONPATH and must still find the same socksify as the command starting it."""
     if sys.platform != "win32":
         return [sys.executable, "-m", "socksify.service"]
+    from pathlib import Path
     top = str(Path(__file__).resolve().parent.parent)
     return [sys.executable, "-c", f"import sys; sys.path.insert(0, {top!r}); "
             "from socksify.service import main; sys.exit(main())"]

@@ -11,30 +11,67 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from pathlib import Path
+
+# pathlib is imported only when a Path is asked for: `socksify CMD` takes the control
+# socket's path as a string on its way to exec, and pathlib (with urllib.parse,
+# ipaddress and fnmatch) was 14.5M instructions of it (docs/performance.md,
+# "Start-up"). The daemon and the tools see the same Paths as before.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+FIELDS = ("runtime_dir", "socket", "pidfile", "logfile")
 
 
 class Paths:
-    """The daemon's files. (A small class of its own, not a dataclass or a NamedTuple:
-    `socksify CMD` imports this on its way to exec, and dataclasses and typing cost
-    it milliseconds. Read-only, compared and hashed by its four paths.)"""
+    """The daemon's files, each a Path (runtime_dir, socket, pidfile, logfile) and a
+    string (runtime_dir_str, socket_str, ...: what `socksify CMD` uses). A small class
+    of its own, not a dataclass or a NamedTuple (dataclasses and typing cost the
+    command milliseconds). Read-only, compared and hashed as its four Paths."""
 
-    __slots__ = ("runtime_dir", "socket", "pidfile", "logfile")
-    runtime_dir: Path
-    socket: Path
-    pidfile: Path
-    logfile: Path
+    __slots__ = ("runtime_dir_str", "socket_str", "pidfile_str", "logfile_str",
+                 "_paths")
+    runtime_dir_str: str
+    socket_str: str
+    pidfile_str: str
+    logfile_str: str
+    _paths: tuple[Path, Path, Path, Path] | None
 
-    def __init__(self, runtime_dir: Path, socket: Path, pidfile: Path,
-                 logfile: Path) -> None:
-        for name, value in zip(self.__slots__, (runtime_dir, socket, pidfile, logfile)):
-            object.__setattr__(self, name, value)
+    def __init__(self, runtime_dir: str | os.PathLike[str],
+                 socket: str | os.PathLike[str], pidfile: str | os.PathLike[str],
+                 logfile: str | os.PathLike[str]) -> None:
+        for name, value in zip(FIELDS, (runtime_dir, socket, pidfile, logfile)):
+            object.__setattr__(self, name + "_str", as_path_str(value))
+        object.__setattr__(self, "_paths", None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Paths is read-only (cannot set {name})")
 
     def _key(self) -> tuple[Path, Path, Path, Path]:
-        return (self.runtime_dir, self.socket, self.pidfile, self.logfile)
+        if self._paths is None:
+            from pathlib import Path
+            object.__setattr__(self, "_paths", (
+                Path(self.runtime_dir_str), Path(self.socket_str),
+                Path(self.pidfile_str), Path(self.logfile_str)))
+        assert self._paths is not None
+        return self._paths
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self._key()[0]
+
+    @property
+    def socket(self) -> Path:
+        return self._key()[1]
+
+    @property
+    def pidfile(self) -> Path:
+        return self._key()[2]
+
+    @property
+    def logfile(self) -> Path:
+        return self._key()[3]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Paths) and self._key() == other._key()
@@ -44,26 +81,27 @@ class Paths:
 
     def __repr__(self) -> str:
         return "Paths(" + ", ".join(f"{n}={v!r}" for n, v in
-                                    zip(self.__slots__, self._key())) + ")"
+                                    zip(FIELDS, self._key())) + ")"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Paths:
-        env = dict(os.environ) if env is None else env
+        e: Mapping[str, str] = os.environ if env is None else env   # (only read)
+        join = os.path.join
         if sys.platform == "win32":
-            runtime = windows_runtime_dir(env)
-            state = Path(env.get("SOCKSIFY_STATE_DIR") or runtime)
-        elif env.get("SOCKSIFY_RUNTIME_DIR"):
-            runtime = Path(env["SOCKSIFY_RUNTIME_DIR"])
-            state = Path(env.get("SOCKSIFY_STATE_DIR") or runtime)
+            runtime = _windows_runtime_dir(e)
+            state = e.get("SOCKSIFY_STATE_DIR") or runtime
+        elif e.get("SOCKSIFY_RUNTIME_DIR"):
+            runtime = e["SOCKSIFY_RUNTIME_DIR"]
+            state = e.get("SOCKSIFY_STATE_DIR") or runtime
         else:
-            if env.get("XDG_RUNTIME_DIR"):
-                runtime = Path(env["XDG_RUNTIME_DIR"]) / "socksify"
+            if e.get("XDG_RUNTIME_DIR"):
+                runtime = join(e["XDG_RUNTIME_DIR"], "socksify")
             else:
-                runtime = Path(f"/tmp/socksify-{os.getuid()}")
-            state = Path(env.get("SOCKSIFY_STATE_DIR") or _state_home(env) / "socksify")
-        sock = Path(env["SOCKSIFY_SOCKET"]) if env.get("SOCKSIFY_SOCKET") \
-            else runtime / "control.sock"
-        return cls(runtime, sock, runtime / "socksifyd.pid", state / "socksifyd.log")
+                runtime = f"/tmp/socksify-{os.getuid()}"
+            state = e.get("SOCKSIFY_STATE_DIR") or join(_state_home(e), "socksify")
+        sock = e.get("SOCKSIFY_SOCKET") or join(runtime, "control.sock")
+        return cls(runtime, sock, join(runtime, "socksifyd.pid"),
+                   join(state, "socksifyd.log"))
 
     @property
     def relay_socket(self) -> Path:
@@ -106,9 +144,34 @@ class Paths:
     def check_socket_dir(self) -> None:
         """Before a tool connects to the control socket: its directory must pass
         check_private_dir (FileNotFoundError if it is missing: no daemon there).
-        Nothing to check on Windows."""
+        Nothing to check on Windows. (The directory as Path.parent names it: "." for a
+        bare file name.)"""
         if sys.platform != "win32":
-            check_private_dir(self.socket.parent)
+            check_private_dir(os.path.dirname(self.socket_str) or ".")
+
+
+def as_path_str(path: str | os.PathLike[str]) -> str:
+    """str(Path(path)) without pathlib on Linux: repeated slashes and "." parts dropped,
+    ".." kept, a leading "//" kept, "." for nothing. The *_str paths then name what the
+    Paths name, so a check of a string's directory (lstat, never following a symlink)
+    looks at the directory Path.parent would: "d/./x" must not lstat "d/.", which is
+    d's target if d is a symlink."""
+    if sys.platform == "win32":
+        from pathlib import Path
+        return str(Path(path))
+    text = os.fspath(path)
+    root = ""
+    if text.startswith("/"):
+        root = "//" if text.startswith("//") and not text.startswith("///") else "/"
+    return root + "/".join(p for p in text.split("/") if p and p != ".") or "."
+
+
+def absolute_str(path: str | os.PathLike[str]) -> str:
+    """str(Path(path).absolute()) without pathlib on Linux (no ".." resolved)."""
+    text = as_path_str(path)
+    if os.path.isabs(text):
+        return text
+    return os.getcwd() if text == "." else os.path.join(os.getcwd(), text)
 
 
 class UnsafeRuntimeDir(PermissionError):
@@ -122,7 +185,7 @@ PRIVATE_MODE = 0o700
 ROOT_SHARED_MODE = 0o711
 
 
-def check_private_dir(path: Path) -> None:
+def check_private_dir(path: str | os.PathLike[str]) -> None:
     """Refuse a runtime directory anyone but us (or root) could have made or could
     write into: lstat (a symlink is refused, not followed) must show a directory owned
     by our uid or root, with mode exactly 0700 (or 0711 if root owns it). Raises
@@ -150,20 +213,27 @@ def check_private_dir(path: Path) -> None:
 def windows_runtime_dir(env: dict[str, str]) -> Path:
     """%SOCKSIFY_RUNTIME_DIR%, else %LOCALAPPDATA%\\socksify: where a Windows daemon keeps
     control.tcp, its pidfile and log (the DLL and the launcher look there too)."""
+    from pathlib import Path
+    return Path(_windows_runtime_dir(env))
+
+
+def _windows_runtime_dir(env: Mapping[str, str]) -> str:
     if env.get("SOCKSIFY_RUNTIME_DIR"):
-        return Path(env["SOCKSIFY_RUNTIME_DIR"])
-    base = env.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-    return Path(base) / "socksify"
+        return env["SOCKSIFY_RUNTIME_DIR"]
+    base = env.get("LOCALAPPDATA") or os.path.join(os.path.expanduser("~"), "AppData",
+                                                   "Local")
+    return os.path.join(base, "socksify")
 
 
-def _state_home(env: dict[str, str]) -> Path:
+def _state_home(env: Mapping[str, str]) -> str:
     if env.get("XDG_STATE_HOME"):
-        return Path(env["XDG_STATE_HOME"])
-    return Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "state"
+        return env["XDG_STATE_HOME"]
+    return os.path.join(env.get("HOME") or os.path.expanduser("~"), ".local", "state")
 
 
 def config_candidates(env: dict[str, str] | None = None) -> list[Path]:
     """The policy files looked for, in order, when no -c FILE is given."""
+    from pathlib import Path
     env = dict(os.environ) if env is None else env
     found = []
     if env.get("SOCKSIFY_CONFIG"):

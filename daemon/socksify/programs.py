@@ -10,7 +10,12 @@ import mmap
 import os
 import stat
 import struct
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from os import PathLike
+
+    Shim = str | PathLike[str]
 
 PT_INTERP = 3
 GO_BUILDINFO = b"\xff Go buildinf:"
@@ -21,27 +26,27 @@ class Unprotectable(Exception):
     """The program would run without the shim; the message says why and what to do."""
 
 
-def find_program(command: str) -> Path | None:
+def find_program(command: str) -> str | None:
     """The file exec would run for `command`: the first executable file of that name
     on $PATH (as shutil.which finds it; shutil itself costs `socksify CMD` its
-    start-up)."""
+    start-up). A string: pathlib costs it too."""
     if "/" in command:
-        return Path(command)
+        return command
     for d in os.get_exec_path():
         candidate = os.path.join(d or ".", command)
         if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
-            return Path(candidate)
+            return candidate
     return None
 
 
-def check(command: str, shim: Path, depth: int = 0) -> None:
+def check(command: str, shim: Shim, depth: int = 0) -> None:
     """Raise Unprotectable if `command` (a name on PATH or a path) cannot load the
     shim. Unknown formats pass: exec itself will say what is wrong with them."""
     path = find_program(command)
-    if path is None or not path.is_file():
+    if path is None or not os.path.isfile(path):
         return
     try:
-        st = path.stat()
+        st = os.stat(path)
         with open(path, "rb") as f:
             head = f.read(64)
     except OSError:
@@ -56,7 +61,7 @@ def check(command: str, shim: Path, depth: int = 0) -> None:
         _check_elf(path, head, shim)
 
 
-def _check_privileges(path: Path, st: os.stat_result) -> None:
+def _check_privileges(path: str, st: os.stat_result) -> None:
     if st.st_mode & stat.S_ISUID and st.st_uid != os.geteuid():
         raise Unprotectable(f"{path} is setuid: the loader ignores LD_PRELOAD for it, "
                             "so it would run unprotected")
@@ -72,7 +77,7 @@ def _check_privileges(path: Path, st: os.stat_result) -> None:
                             "LD_PRELOAD for it, so it would run unprotected")
 
 
-def _interpreter(path: Path) -> str | None:
+def _interpreter(path: str) -> str | None:
     """The program that runs a #! script (through /usr/bin/env if it is that)."""
     try:
         with open(path, "rb") as f:
@@ -95,7 +100,7 @@ def _elf_ident(head: bytes) -> tuple[str, int, int]:
     return order, head[4], machine
 
 
-def _check_elf(path: Path, head: bytes, shim: Path) -> None:
+def _check_elf(path: str, head: bytes, shim: Shim) -> None:
     order, klass, machine = _elf_ident(head)
     try:
         with open(shim, "rb") as f:

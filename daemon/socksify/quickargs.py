@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import types
-from pathlib import Path
 
 
 def seconds(text: str) -> float:
@@ -36,8 +35,8 @@ VALUED: dict[str, tuple[str, object]] = {
     "--dns": ("dns", ("remote", "local", "block")),
     "--data-path": ("data_path", ("handoff", "relay")),
     "--prebuilt": ("prebuilt", int),
-    "-c": ("config", Path),
-    "--config": ("config", Path),
+    "-c": ("config", str),      # a string, as argparse's: no pathlib on the way
+    "--config": ("config", str),
     "--chain": ("chain", str),
     "--isolate-streams": ("isolate_streams", ISOLATE_MODES),
 }
@@ -63,9 +62,7 @@ def _value(convert: object, text: str) -> object:
         return text
     if convert is seconds:
         return seconds(text)
-    if convert is int:
-        return int(text)
-    return Path(text)
+    return int(text)
 
 
 def parse(argv: list[str]) -> types.SimpleNamespace | None:

@@ -20,10 +20,12 @@ BIN = installed("bin/socksify").parent
 
 # Never on the way to exec. (proxies.py, for --via, brings dataclasses and inspect:
 # it parses the URLs only when the daemon refuses them or must be started; the
-# command is started with posix_spawnp, not subprocess.)
+# command is started with posix_spawnp, not subprocess; the runtime paths are strings
+# there, pathlib is the daemon's and the tools'.)
 HEAVY = {"asyncio", "ssl", "rich", "psutil", "ctypes", "cffi", "logging", "secrets",
          "hashlib", "hmac", "tomllib", "tomli", "dataclasses", "inspect", "typing",
-         "shutil", "argparse", "gettext", "subprocess", "socksify.chains",
+         "shutil", "argparse", "gettext", "subprocess", "pathlib", "urllib.parse",
+         "ipaddress", "fnmatch", "socksify.chains",
          "socksify.procinfo", "socksify.proxies", "socksify.controlfile",
          "socksify.protocol", "socksify.shimlib", "socksify.policy", "socksify.core",
          "socksify.listeners", "socksify.daemon"}

@@ -218,3 +218,21 @@ def test_only_the_sockets_directory_is_needed(tmp_path: Path) -> None:
                                 "SOCKSIFY_RUNTIME_DIR": str(tmp_path / "missing")})
         with client.connect(paths):
             pass
+
+
+def test_a_socket_through_a_symlinked_directory_is_refused_however_spelled(
+        tmp_path: Path) -> None:
+    """The command checks the socket's directory from a string (no pathlib on its
+    way): "link/./control.sock" and "link//control.sock" must lstat link, as
+    Path.parent would, not "link/.", which is the good directory behind it."""
+    good = private(tmp_path / "good")
+    listener = Listener(good / "control.sock")
+    (tmp_path / "link").symlink_to(good)
+    for spelled in ("link/./control.sock", "link//control.sock", "link/control.sock"):
+        paths = Paths.from_env({"SOCKSIFY_SOCKET": f"{tmp_path}/{spelled}",
+                                "SOCKSIFY_RUNTIME_DIR": str(good)})
+        assert paths.socket_str == str(paths.socket)
+        with pytest.raises(client.UnsafeDaemon, match="symlink"):
+            client.request(paths, {"op": "status"})
+    listener.drain()
+    assert (listener.accepted, listener.received) == (0, b"")
