@@ -114,6 +114,16 @@ MAN_PAGES = [("share/man/man1", ["docs/man/socksify.1"]),
              ("share/man/man5", ["docs/man/socksify.toml.5"]),
              ("share/man/man8", ["docs/man/socksifyd.8"])]
 
+# The commands. `socksify` is bin/socksify on Linux, a three-line script: pip's
+# generated console script imports re (and with it enum) before socksify.cli, and the
+# command pays for every import on its way to exec (docs/performance.md, "Start-up").
+# Windows needs pip's socksify.exe, made from the entry point (docs/windows.md).
+CONSOLE_SCRIPTS = ["socksifyd = socksify.service:main"]
+if FOR_WINDOWS:
+    CONSOLE_SCRIPTS.append("socksify = socksify.cli:run")
+
 # Windows has no man: its wheel (built from a clean copy without docs/) carries none.
 setup(cmdclass=commands, distclass=BinaryDistribution,
+      entry_points={"console_scripts": CONSOLE_SCRIPTS},
+      scripts=[] if FOR_WINDOWS else ["bin/socksify"],
       data_files=[] if FOR_WINDOWS else MAN_PAGES)
