@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 # typing is not imported at run time (it costs `socksify CMD` its start-up): Any is
-# for the type checker only, which reads any `if TYPE_CHECKING:` block.
+# for the type checker only, which reads any `if TYPE_CHECKING:` block. Nor is signal,
+# which builds its enums: _signal, its built-in part, has the same functions and
+# numbers (the type checker knows them as signal's).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    import signal as _signal
     from types import FrameType
     from typing import Any, NoReturn
+else:
+    import _signal
 
-from . import __version__, client, programs, quickargs
+from . import __version__, controlconn, programs, quickargs
 from .cmdsession import Session, SessionRefused
 from .paths import Paths, absolute_str
 
 # What `socksify CMD` imports is its start-up time (docs/performance.md, "Start-up"):
-# no asyncio (the chains package), no psutil, no rich, no argparse on a usual run.
-# tests/unit/test_cli_imports.py holds the list.
+# no asyncio (the chains package), no psutil, no rich, no argparse on a usual run, and
+# no pathlib, socket, json, threading, signal, re or enum: the interpreter's built-in
+# modules where it can. tests/unit/test_cli_imports.py holds the list.
 
 USAGE = ("socksify [-c FILE] [--via URL]... [--strategy S] [--prebuilt N] "
          "[--isolate|--no-isolate] [--isolate-streams MODE] [-q|-v] [--] "
@@ -216,10 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     paths = Paths.from_env()
     try:
         session = _open_session(paths, args)
-    except client.DaemonUnavailable as exc:
+    except controlconn.DaemonUnavailable as exc:
         print(f"socksify: {exc}", file=sys.stderr)
         return 1
-    except client.UnsafeDaemon as exc:
+    except controlconn.UnsafeDaemon as exc:
         print(f"socksify: {exc}; not running {command[0]}", file=sys.stderr)
         return 1
     except BadVia as exc:
@@ -317,10 +322,11 @@ def _open_session(paths: Paths, args: Any) -> Session:
     request = _session_request(args)
     try:
         return Session(paths, request, args.quiet, reattach=True)
-    except client.DaemonUnavailable:
+    except controlconn.DaemonUnavailable:
         pass
     if args.via and (bad := _bad_via(args.via)):
         raise BadVia(bad)
+    from . import client      # (socket, json, subprocess: only to start a daemon)
     pid = client.start_daemon(paths)
     if args.verbose:
         print(f"socksify: started socksifyd (pid {pid}), log {paths.logfile}",
@@ -363,8 +369,8 @@ def _run(command: list[str], env: dict[str, str]) -> int:
         except ProcessLookupError:
             pass
 
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, forward)
+    for sig in (_signal.SIGTERM, _signal.SIGHUP, _signal.SIGINT):
+        _signal.signal(sig, forward)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
@@ -387,7 +393,7 @@ def _spawn(command: list[str], env: dict[str, str]) -> int:
         except OSError:                          # the listing's own descriptor
             pass
     return os.posix_spawnp(command[0], command, env, file_actions=closes,
-                           setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+                           setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
 
 
 if __name__ == "__main__":

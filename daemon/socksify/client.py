@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
+from . import controlconn
+from .controlconn import DaemonUnavailable as DaemonUnavailable  # re-exported
+from .controlconn import UnsafeDaemon as UnsafeDaemon
+from .controlconn import check_peer as check_peer
 from .paths import Paths, UnsafeRuntimeDir
 from .peercred import peer_credentials
 from .printable import printable
@@ -32,15 +36,6 @@ from .printable import printable
 START_TIMEOUT = 60.0
 # DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
 WINDOWS_DETACHED = 0x00000008 | 0x00000200
-
-
-class DaemonUnavailable(RuntimeError):
-    pass
-
-
-class UnsafeDaemon(RuntimeError):
-    """The control socket is not safely ours: its directory is another user's (or open
-    to others), or another user's process answers on it. Nothing was sent."""
 
 
 def control_file(paths: Paths, env: dict[str, str] | None = None) -> Path:
@@ -108,40 +103,11 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 def connect(paths: Paths, timeout: float = 5.0) -> socket.socket:
     """A connection to the daemon, checked before a byte is sent: on Linux the
     socket's directory must be ours (paths.check_private_dir) and the process that
-    accepted must run as our uid or root (check_peer). UnsafeDaemon otherwise."""
+    accepted must run as our uid or root (check_peer), as controlconn.connect checks
+    it for the command. UnsafeDaemon otherwise."""
     if sys.platform == "win32":
         return connect_tcp(control_file(paths), timeout)
-    try:
-        paths.check_socket_dir()
-    except FileNotFoundError:
-        raise DaemonUnavailable(f"no daemon at {paths.socket_str}: no directory "
-                                f"{os.path.dirname(paths.socket_str) or '.'}") from None
-    except UnsafeRuntimeDir as exc:
-        raise UnsafeDaemon(str(exc)) from None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(paths.socket_str)
-        check_peer(sock, paths.socket_str)
-    except OSError as exc:
-        sock.close()
-        raise DaemonUnavailable(f"no daemon at {paths.socket_str}: {exc.strerror}") from None
-    except UnsafeDaemon:
-        sock.close()
-        raise
-    return sock
-
-
-def check_peer(sock: socket.socket, where: str) -> int:
-    """The pid of the process serving this Unix socket, after checking that it runs as
-    our own uid or as root (a root daemon serving the users of its allow_users):
-    anyone else could be a fake daemon collecting the session's proxy passwords."""
-    pid, uid = peer_credentials(sock)
-    if uid not in (os.getuid(), 0):
-        raise UnsafeDaemon(f"refusing the daemon at {where}: it runs as uid {uid}, not "
-                           f"as you (uid {os.getuid()}) or root; another user's "
-                           f"process answers there")
-    return pid
+    return controlconn.connect(paths, timeout, socket.socket)
 
 
 def daemon_pid(paths: Paths) -> int | None:

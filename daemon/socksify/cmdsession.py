@@ -1,20 +1,25 @@
 """The `socksify` command's session with the daemon: registered once, its connection
 kept open (the daemon ends the session when it closes), the daemon's lines about the
 command's connections printed, and the session registered again under the same id
-after a daemon restart."""
+after a daemon restart. (Linux: winlaunch.py keeps the Windows launcher's session.)
+
+On the command's way to exec, so built on the interpreter's built-in modules: _thread,
+not threading (4.4M instructions of start-up), and controlconn's bare socket and JSON
+lines, not the socket and json modules (docs/performance.md, "Start-up")."""
 
 from __future__ import annotations
 
-import socket
+import _socket
+import _thread
 import sys
-import threading
 
 # as in cli.py: typing is for the type checker only (start-up time)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-from . import client
+from . import controlconn
+from .controlconn import LineReader
 from .paths import Paths
 from .printable import printable
 
@@ -24,6 +29,29 @@ class SessionRefused(RuntimeError):
 
 
 REATTACH_INTERVAL = 0.5
+
+
+class _Flag:
+    """threading.Event's set, is_set and wait, on a _thread lock held until set."""
+
+    def __init__(self) -> None:
+        self._held = _thread.allocate_lock()
+        self._held.acquire()
+        self.value = False
+
+    def set(self) -> None:
+        if not self.value:
+            self.value = True
+            self._held.release()
+
+    def is_set(self) -> bool:
+        return self.value
+
+    def wait(self, timeout: float) -> bool:
+        """True once set; False if `timeout` seconds passed first."""
+        if self._held.acquire(timeout=timeout):
+            self._held.release()
+        return self.value
 
 
 class Session:
@@ -40,18 +68,20 @@ class Session:
         self.request = request
         self.quiet = quiet
         self.reattach = reattach
-        self.done = threading.Event()
-        self.lock = threading.Lock()
+        self.done = _Flag()
+        self.lock = _thread.allocate_lock()
         self.sock, self.stream, self.id = self._open(None)
-        self.thread = threading.Thread(target=self._keep, daemon=True)
+        self.started = False
+        self.ended = _Flag()     # the thread's end (join), set as it returns
         self.reattached: Callable[[], str | None] | None = None
 
-    def _open(self, session_id: str | None) -> tuple[socket.socket, Any, str]:
-        sock = client.connect(self.paths)
+    def _open(self, session_id: str | None
+              ) -> tuple[_socket.socket, LineReader, str]:
+        sock: _socket.socket = controlconn.connect(self.paths)
         try:
-            stream = sock.makefile("rb")
-            client.send(sock, {**self.request, "session": session_id})
-            reply = client.read_message(stream)
+            stream = LineReader(sock)
+            sock.sendall(controlconn.encode({**self.request, "session": session_id}))
+            reply = controlconn.read_message(stream)
         except BaseException:   # e.g. a daemon stopping: one is started, then asked
             sock.close()
             raise
@@ -62,7 +92,16 @@ class Session:
         return sock, stream, str(reply["session"])
 
     def start(self) -> None:
-        self.thread.start()
+        """The thread printing the daemon's lines and reattaching (as a daemon thread:
+        the command's end does not wait for it)."""
+        self.started = True
+        _thread.start_new_thread(self._run, ())
+
+    def _run(self) -> None:
+        try:
+            self._keep()
+        finally:
+            self.ended.set()
 
     def _say(self, text: str) -> None:
         if not self.quiet:
@@ -72,7 +111,7 @@ class Session:
         while True:
             try:
                 _print_events(self.stream, self.quiet)
-            except OSError:
+            except (OSError, ValueError):   # ValueError: an endless line
                 pass
             if self.done.is_set() or not self.reattach:
                 return
@@ -81,8 +120,8 @@ class Session:
             while not self.done.wait(REATTACH_INTERVAL):
                 try:
                     opened = self._open(self.id)
-                except (client.DaemonUnavailable, client.UnsafeDaemon, SessionRefused,
-                        OSError, ValueError):
+                except (controlconn.DaemonUnavailable, controlconn.UnsafeDaemon,
+                        SessionRefused, OSError, ValueError):
                     continue
                 with self.lock:
                     if self.done.is_set():
@@ -103,23 +142,25 @@ class Session:
         with self.lock:
             self.done.set()
             try:
-                self.sock.shutdown(socket.SHUT_WR)
+                self.sock.shutdown(_socket.SHUT_WR)
             except OSError:
                 pass
-        if self.thread.is_alive():
-            self.thread.join(timeout=2.0)
+        if self.started:
+            self.ended.wait(timeout=2.0)
         self.sock.close()
 
 
-def _print_events(stream: Any, quiet: bool) -> None:
+def _print_events(stream: LineReader, quiet: bool) -> None:
     """The daemon's lines about this command's connections and lookups (successes
-    only with -v, which the daemon knows); nothing with -q. Returns at EOF."""
-    import json
+    only with -v, which the daemon knows); nothing with -q (read, not decoded).
+    Returns at EOF."""
     for line in stream:
+        if quiet:
+            continue
         try:
-            event = json.loads(line)
+            event = controlconn.decode(line)
         except ValueError:
             continue
-        if event.get("event") in ("connection", "lookup") and not quiet:
+        if event.get("event") in ("connection", "lookup"):
             print(f"socksify: {printable(event.get('text'))}", file=sys.stderr,
                   flush=True)

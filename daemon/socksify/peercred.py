@@ -4,14 +4,15 @@ line's way to the daemon imports neither psutil nor ctypes."""
 
 from __future__ import annotations
 
-import socket
+import _socket   # not socket, which brings enum (`socksify CMD` start-up)
 import struct
 
 _UCRED = struct.Struct("iII")  # pid, uid, gid
 
 
-def peer_credentials(sock: socket.socket) -> tuple[int, int]:
-    """(pid, uid) of the process at the other end of a Unix socket."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+def peer_credentials(sock: _socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a Unix socket (a socket.socket or
+    the bare _socket.socket the command uses)."""
+    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _UCRED.size)
     pid, uid, _gid = _UCRED.unpack(raw)
     return pid, uid

@@ -21,11 +21,15 @@ BIN = installed("bin/socksify").parent
 # Never on the way to exec. (proxies.py, for --via, brings dataclasses and inspect:
 # it parses the URLs only when the daemon refuses them or must be started; the
 # command is started with posix_spawnp, not subprocess; the runtime paths are strings
-# there, pathlib is the daemon's and the tools'.)
+# there, pathlib is the daemon's and the tools'; the control connection is
+# controlconn's bare _socket and JSON lines, the session's thread a _thread one, and
+# signals are set with _signal: socket, json, threading and signal bring re and enum.
+# client.py, the tools' side, is imported only to start a daemon.)
 HEAVY = {"asyncio", "ssl", "rich", "psutil", "ctypes", "cffi", "logging", "secrets",
          "hashlib", "hmac", "tomllib", "tomli", "dataclasses", "inspect", "typing",
          "shutil", "argparse", "gettext", "subprocess", "pathlib", "urllib.parse",
-         "ipaddress", "fnmatch", "socksify.chains",
+         "ipaddress", "fnmatch", "socket", "selectors", "json", "threading", "signal",
+         "re", "enum", "socksify.client", "socksify.chains",
          "socksify.procinfo", "socksify.proxies", "socksify.controlfile",
          "socksify.protocol", "socksify.shimlib", "socksify.policy", "socksify.core",
          "socksify.listeners", "socksify.daemon"}
@@ -98,23 +102,26 @@ def test_a_whole_run_imports_nothing_heavy(daemon: dict[str, str],
                                            tmp_path: Path) -> None:
     """`socksify -q --via URL -- true` and `socksify -q -c FILE -- true` against a
     running daemon, under -X importtime: everything the command imported before and
-    after running `true` (its child, a shell builtin-free binary, imports nothing)."""
+    after running `true` (its child, a shell builtin-free binary, imports nothing).
+    The installed `socksify` script itself (bin/socksify on Linux, not pip's console
+    script, which imports re), and a -v run, which prints the daemon's lines."""
     policy = tmp_path / "p.toml"
     policy.write_text('[chains.c]\nhops = ["socks5://127.0.0.1:9"]\n'
                       '[default]\naction = "chain:c"\n')
-    runs = {"--via": ["--via", "socks5://127.0.0.1:9"], "-c": ["-c", str(policy)]}
+    runs = {"--via": ["--via", "socks5://127.0.0.1:9"], "-c": ["-c", str(policy)],
+            "-v": ["-v", "--via", "socks5://127.0.0.1:9"]}
     bare = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"],
                           capture_output=True, text=True, timeout=60, check=True)
     site = _importtime_modules(bare.stderr)   # this Python's own site hooks
     for what, opts in runs.items():
+        quiet = [] if what == "-v" else ["-q"]
         out = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c",
-             "import sys; from socksify.cli import main; sys.exit(main())",
-             "-q", *opts, "--", "true"],
+            [sys.executable, "-X", "importtime", str(BIN / "socksify"), *quiet, *opts,
+             "--", "true"],
             capture_output=True, text=True, timeout=60, env=daemon)
         assert out.returncode == 0, out.stderr[-2000:]
         found = _importtime_modules(out.stderr) - site
-        assert "socksify.cli" in found and "socksify.client" in found, what
+        assert "socksify.cli" in found and "socksify.controlconn" in found, what
         assert sorted(found & HEAVY) == [], what
 
 
