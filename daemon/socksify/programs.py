@@ -29,10 +29,11 @@ class Unprotectable(Exception):
 def find_program(command: str) -> str | None:
     """The file exec would run for `command`: the first executable file of that name
     on $PATH (as shutil.which finds it; shutil itself costs `socksify CMD` its
-    start-up). A string: pathlib costs it too."""
+    start-up). A string: pathlib costs it too. $PATH read as os.get_exec_path() reads
+    it, without its import of warnings."""
     if "/" in command:
         return command
-    for d in os.get_exec_path():
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
         candidate = os.path.join(d or ".", command)
         if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
             return candidate

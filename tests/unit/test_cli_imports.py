@@ -29,7 +29,7 @@ HEAVY = {"asyncio", "ssl", "rich", "psutil", "ctypes", "cffi", "logging", "secre
          "hashlib", "hmac", "tomllib", "tomli", "dataclasses", "inspect", "typing",
          "shutil", "argparse", "gettext", "subprocess", "pathlib", "urllib.parse",
          "ipaddress", "fnmatch", "socket", "selectors", "json", "threading", "signal",
-         "re", "enum", "socksify.client", "socksify.chains",
+         "re", "enum", "types", "math", "warnings", "socksify.client", "socksify.chains",
          "socksify.procinfo", "socksify.proxies", "socksify.controlfile",
          "socksify.protocol", "socksify.shimlib", "socksify.policy", "socksify.core",
          "socksify.listeners", "socksify.daemon"}
