@@ -32,7 +32,8 @@ REATTACH_INTERVAL = 0.5
 
 
 class _Flag:
-    """threading.Event's set, is_set and wait, on a _thread lock held until set."""
+    """threading.Event's set, is_set and wait, on a _thread lock held until set (each
+    flag here has one thread that sets it)."""
 
     def __init__(self) -> None:
         self._held = _thread.allocate_lock()
