@@ -85,7 +85,7 @@ def _target(c: dict[str, Any]) -> str:
 def _amount(c: dict[str, Any], way: str) -> str:
     """Bytes one way; for a UDP flow, its datagrams too."""
     text = human_size(c.get(way))
-    if c.get("kind") == "udp":
+    if c.get("kind") == "udp" and c.get("datagrams_" + way, 0) is not None:
         text += f" {c.get('datagrams_' + way, 0)}dg"
     return text
 
