@@ -55,17 +55,19 @@ p3, m3 = masked(relays3, "198.51.100.7", 7)
 p6, m6 = masked([("2001:db8:2::2", 1080)], "2001:db8::7", 123)
 wraps = {
     "one-hop-v4": WrapReply(ipaddress.ip_address("10.0.1.2"), 40002, 0x0102030405060708,
-                            TOKEN, one_send, one_send, b"\xff" * len(one_send)),
+                            TOKEN, one_send, one_send, b"\xff" * len(one_send), 40001,
+                            40002),
     "three-hops": WrapReply(ipaddress.ip_address("10.0.1.2"), 50001, 0xFFFFFFFFFFFFFFFE,
                             bytes(range(0xA0, 0xA8)),
-                            wrap_layers(relays3, "198.51.100.7", 7, b""), p3, m3),
+                            wrap_layers(relays3, "198.51.100.7", 7, b""), p3, m3, 5353),
     "two-hops-v6": WrapReply(ipaddress.ip_address("2001:db8:1::2"), 1081, 1, TOKEN,
                              wrap_layers([("2001:db8:2::2", 1080)], "2001:db8::7", 123,
-                                         b""), p6, m6),
+                                         b""), p6, m6, 1, 65535),
 }
 for name, w in wraps.items():
     lines.append(f"wrap {name} family={w.relay.version} port={w.relay_port} "
-                 f"addr={w.relay} generation={w.generation:016x} token={w.token.hex()} "
+                 f"addr={w.relay} carrier4={w.carrier_port4} carrier6={w.carrier_port6} "
+                 f"generation={w.generation:016x} token={w.token.hex()} "
                  f"send={w.send_prefix.hex()} reply={w.reply_prefix.hex()} "
                  f"mask={w.reply_mask.hex()} hex={w.dumps().hex()}")
 good = wraps["one-hop-v4"].dumps()

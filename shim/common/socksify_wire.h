@@ -114,12 +114,14 @@
 #define SOCKSIFY_DGRAM_OFF_TOKEN   28
 
 /* The WRAP reply (docs/wire.md, "Datagram handoff: WRAP"): the 32-byte head (family,
- * port, body_len, the relay's address), then a body: generation (8), token (8),
+ * port, body_len, the relay's address, the carrier's ports), then a body: generation (8), token (8),
  * send_len (1), reply_len (1), the send prefix, the reply prefix, the reply mask. */
 #define SOCKSIFY_WRAP_OFF_FAMILY    6
 #define SOCKSIFY_WRAP_OFF_PORT      8
 #define SOCKSIFY_WRAP_OFF_BODY_LEN  10
 #define SOCKSIFY_WRAP_OFF_ADDR      12
+#define SOCKSIFY_WRAP_OFF_CARRIER4  28   /* the carrier's ports: an ERROR comes from there */
+#define SOCKSIFY_WRAP_OFF_CARRIER6  30
 #define SOCKSIFY_WRAP_FIXED_BODY    18   /* generation, token, send_len, reply_len */
 #define SOCKSIFY_WRAP_MAX_PREFIX    255
 #define SOCKSIFY_WRAP_MAX_BODY      (SOCKSIFY_WRAP_FIXED_BODY + 3 * SOCKSIFY_WRAP_MAX_PREFIX)
@@ -176,6 +178,7 @@ struct socksify_wrap {
     uint8_t family;    /* the relay's: SOCKSIFY_FAMILY_INET or _INET6 */
     uint16_t port;     /* host order */
     uint8_t addr[16];  /* family 4: addr[0..3], the rest zero */
+    uint16_t carrier_port4, carrier_port6;  /* host order; where an ERROR comes from */
     uint8_t generation[8];
     uint8_t token[8];  /* the grant's token: an ERROR envelope from the carrier names it */
     uint8_t send_len;  /* 1..255 */

@@ -275,6 +275,8 @@ int socksify_wire_decode_wrap(const uint8_t *in, size_t len, struct socksify_wra
     out->family = in[SOCKSIFY_WRAP_OFF_FAMILY];
     out->port = get_be16(in + SOCKSIFY_WRAP_OFF_PORT);
     memcpy(out->addr, in + SOCKSIFY_WRAP_OFF_ADDR, family_addr_len(out->family));
+    out->carrier_port4 = get_be16(in + SOCKSIFY_WRAP_OFF_CARRIER4);
+    out->carrier_port6 = get_be16(in + SOCKSIFY_WRAP_OFF_CARRIER6);
     memcpy(out->generation, in + SOCKSIFY_REPLY_SIZE, 8);
     memcpy(out->token, in + SOCKSIFY_REPLY_SIZE + 8, 8);
     out->send_len = (uint8_t)send_len;

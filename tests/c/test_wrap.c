@@ -124,6 +124,8 @@ static void check_wrap(const char *name, char **f, int n)
     if (!load_wrap(f, n, &w, &raw, &len))
         return result(0, "wrap", name, "rejected");
     result(w.family == number(f, n, "family") && w.port == number(f, n, "port")
+           && w.carrier_port4 == number(f, n, "carrier4")
+           && w.carrier_port6 == number(f, n, "carrier6")
            && memcmp(w.addr, addr, 16) == 0 && memcmp(w.generation, gen, 8) == 0
            && memcmp(w.token, token, 8) == 0 && w.send_len == slen && w.reply_len == rlen
            && memcmp(w.send, send, (size_t)slen) == 0

@@ -57,6 +57,8 @@ def test_wrap_vector(v: dict[str, str]) -> None:
     rep = WrapReply.loads(raw)
     assert rep.relay == ipaddress.ip_address(v["addr"]) and rep.relay_port == int(v["port"])
     assert rep.relay.version == int(v["family"])
+    assert (rep.carrier_port4, rep.carrier_port6) == (int(v["carrier4"]),
+                                                      int(v["carrier6"]))
     assert rep.generation == int(v["generation"], 16)
     assert rep.token == bytes.fromhex(v["token"])
     assert rep.send_prefix == bytes.fromhex(v["send"])

@@ -100,7 +100,7 @@ def test_wrap_hands_the_socket_the_relay_and_the_daemon_sees_nothing() -> None:
             assert WrapReply.loads(reply.dumps()) == reply
             assert hop.relay is not None
             assert (str(reply.relay), reply.relay_port) == hop.relay.getsockname()
-            assert reply.generation == 0x1234
+            assert reply.generation == 0x1234 and reply.carrier_port4 == port4
             relay = (str(reply.relay), reply.relay_port)
             prog.sendto(reply.send_prefix + b"hello", relay)
             data, src = await asyncio.wait_for(loop.sock_recvfrom(echo, 100), 5)

@@ -124,7 +124,8 @@ class Wrapped:
         carry = self.grant(conn, chain)
         flow.last = (conn.dst, conn.port, carry.carry_token)
         return WrapReply(flow.relay, flow.assoc.relays[0][1], carry.generation,
-                         carry.carry_token, *prefixes)
+                         carry.carry_token, *prefixes, carry.relay_port4,
+                         carry.relay_port6)
 
     async def _open(self, conn: Connection, chain: ChainSpec, inode: int, family: int,
                     local: Endpoint) -> WrappedFlow:

@@ -91,7 +91,7 @@ class Envelope:
         return cls(k, addr, port, token, c), datagram[ENVELOPE_SIZE:]
 
 
-_WRAP_HEAD = struct.Struct("!4sBBBBHH16s4x")  # the 32-byte head of a WRAP reply
+_WRAP_HEAD = struct.Struct("!4sBBBBHH16sHH")  # the 32-byte head of a WRAP reply
 _WRAP_BODY = struct.Struct("!Q8sBB")          # generation, token, send_len, reply_len
 assert _WRAP_HEAD.size == REPLY_SIZE
 MAX_PREFIX = 255
@@ -104,7 +104,8 @@ class WrapReply:
     relay:relay_port with send_prefix before each; a datagram from there whose first
     len(reply_prefix) bytes b satisfy b[i] & reply_mask[i] == reply_prefix[i] is the
     destination's reply, with that prefix stripped. generation and token as in CARRY
-    (the token names the grant in an ERROR envelope from the carrier)."""
+    (the token names the grant in an ERROR envelope from the carrier, whose loopback
+    ports are carrier_port4 and carrier_port6)."""
 
     relay: IPAddress
     relay_port: int
@@ -113,6 +114,8 @@ class WrapReply:
     send_prefix: bytes
     reply_prefix: bytes
     reply_mask: bytes
+    carrier_port4: int = 0
+    carrier_port6: int = 0
 
     def __post_init__(self) -> None:
         if len(self.token) != CARRY_TOKEN_SIZE:
@@ -134,7 +137,8 @@ class WrapReply:
                                 len(self.reply_prefix))
                 + self.send_prefix + self.reply_prefix + self.reply_mask)
         return _WRAP_HEAD.pack(CONTROL_MAGIC, VERSION, Verdict.WRAP, family, 0,
-                               self.relay_port, len(body), raw) + body
+                               self.relay_port, len(body), raw, self.carrier_port4,
+                               self.carrier_port6) + body
 
     @staticmethod
     def body_len(head: bytes) -> int:
@@ -142,7 +146,7 @@ class WrapReply:
         is not one."""
         if len(head) != REPLY_SIZE:
             raise WireError(f"reply is {len(head)} bytes, expected {REPLY_SIZE}")
-        magic, version, verdict, family, _, _, body_len, _ = _WRAP_HEAD.unpack(head)
+        magic, version, verdict, family, _, _, body_len, _, _, _ = _WRAP_HEAD.unpack(head)
         if magic != CONTROL_MAGIC or version != VERSION or verdict != Verdict.WRAP:
             raise WireError("not a WRAP reply")
         if family not in (4, 6):
@@ -158,13 +162,15 @@ class WrapReply:
         body = data[REPLY_SIZE:]
         if len(body) != body_len:
             raise WireError(f"a WRAP reply's body is {body_len} bytes, got {len(body)}")
-        _, _, _, family, _, port, _, raw = _WRAP_HEAD.unpack(data[:REPLY_SIZE])
+        _, _, _, family, _, port, _, raw, port4, port6 = _WRAP_HEAD.unpack(
+            data[:REPLY_SIZE])
         generation, token, send_len, reply_len = _WRAP_BODY.unpack_from(body)
         rest = body[_WRAP_BODY.size:]
         if len(rest) != send_len + 2 * reply_len:
             raise WireError("a WRAP reply's prefixes do not fill its body")
         return cls(unpack_addr(family, raw), port, generation, token, rest[:send_len],
-                   rest[send_len:send_len + reply_len], rest[send_len + reply_len:])
+                   rest[send_len:send_len + reply_len], rest[send_len + reply_len:],
+                   port4, port6)
 
     def reply_payload(self, datagram: bytes) -> bytes | None:
         """The destination's payload if this datagram from the relay carries the reply
