@@ -1,8 +1,11 @@
-"""Programs under the Linux shim get their datagrams CARRIED (issue 19,
-docs/wire.md "Carried datagrams"): a rule with udp = "chain" sends each datagram,
-behind a 36-byte envelope, to the daemon's carrier, which carries it through the
-chain's SOCKS5 UDP association; replies come back enveloped and the shim strips
-them. Real programs (dig, nc -u, a Python client of plain socket calls) run in the
+"""Programs under the Linux shim get their datagrams through the chain (issue 19): by
+default HANDED OFF (docs/wire.md "Datagram handoff: WRAP": the daemon builds the
+association for the program's own socket, which sends to hop 1's relay itself, with
+the opaque prefix the shim was given); with data_path = "relay", or where a handoff
+cannot be (a stand-in destination, a socket bound to loopback), CARRIED
+("Carried datagrams"): each datagram, behind a 36-byte envelope, goes to the daemon's
+carrier, which carries it through the chain's SOCKS5 UDP association; replies come
+back enveloped and the shim strips them. Real programs (dig, nc -u, a Python client of plain socket calls) run in the
 client zone with the shim preloaded; the hops are danted with UDP (tests/udplab.py).
 
 Witnesses: the far servers record each datagram's source (the last hop's address,
@@ -35,12 +38,17 @@ pytestmark = pytest.mark.lab
 CLIENT = Path(__file__).resolve().parent / "udpclient.py"
 
 
-def start(sk: Any, tmp_path: Path, hops: list[str], udp: str = "chain") -> None:
+PATHS = ["handoff", "relay"]   # the chain's data path: WRAP, or the carrier
+
+
+def start(sk: Any, tmp_path: Path, hops: list[str], udp: str = "chain",
+          path: str = "handoff") -> None:
     pol = tmp_path / "carry.toml"
     listed = ", ".join(f'"{h}"' for h in hops)
     pol.write_text(textwrap.dedent(f"""\
         [chains.u]
         hops = [{listed}]
+        data_path = "{path}"
 
         [[rules]]
         action = "chain:u"
@@ -69,15 +77,16 @@ def client(sk: Any, *args: str, timeout: float = 90) -> dict[str, Any]:
     raise AssertionError(f"no report: {sk.describe(res)}")
 
 
-def carried_flows(sk: Any) -> list[dict[str, Any]]:
+def carried_flows(sk: Any, path: str = "carried") -> list[dict[str, Any]]:
     return [c for c in sk.control({"op": "connections"})["connections"]
-            if c.get("path") == "carried"]
+            if c.get("path") == path and c.get("kind") == "udp"]
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("n", [1, 3])
 def test_programs_datagrams_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path,
                                         udp_hops: UdpHops, far: FarUdp,
-                                        witness: Witness, n: int) -> None:
+                                        witness: Witness, n: int, path: str) -> None:
     """dig (its own UDP), nc -u, and a Python client (sendto/recvfrom, by address and
     by name, MSG_PEEK and MSG_TRUNC; connected send/recv, read/write, sendmsg/recvmsg
     and getpeername; non-blocking with select; local datagrams on a carried socket
@@ -87,11 +96,12 @@ def test_programs_datagrams_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path
     need("dig")
     need("nc")
     asked_before = len(lab.dns.seen())
-    start(sk, tmp_path, [udp_hops.url(i) for i in range(n)])
+    start(sk, tmp_path, [udp_hops.url(i) for i in range(n)], path=path)
     port = str(far.echo_port)
     for mode, host in (("sendto", lablib.FAR_IP), ("sendto", lablib.FAR_NAME),
                        ("connected", lablib.FAR_IP), ("nonblock", lablib.FAR_IP),
-                       ("mixed", lablib.FAR_IP), ("six", lablib.FAR_IP)):
+                       ("mixed", lablib.FAR_IP), ("mixedany", lablib.FAR_IP),
+                       ("six", lablib.FAR_IP)):
         report = client(sk, mode, host, port)
         assert report["ok"], (mode, host, report)
     dig = shimmed(sk, ["dig", "+short", "+tries=1", "+time=10", f"@{lablib.FAR_IP}",
@@ -102,9 +112,18 @@ def test_programs_datagrams_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path
     assert marker in nc.stdout, sk.describe(nc)
     flows = carried_flows(sk)
     assert flows and all(f["kind"] == "udp" and f["chain"] == "u" for f in flows), flows
-    assert sum(f["datagrams_up"] for f in flows) >= 5, flows
+    log = sk.daemon_log()
+    if path == "relay":
+        assert sum(f["datagrams_up"] for f in flows) >= 5, flows
+        assert "UDP handed off" not in log, log
+    else:
+        # by address from a socket not bound to loopback: handed off (dig, nc, and
+        # the client's modes but by name and mixed); the rest carried
+        assert log.count("UDP handed off [") >= 6, log
+        assert sum(f["datagrams_up"] for f in flows) >= 2, flows
     assert all(f["route"].count(">") == n - 1 for f in flows if f["route"]), flows
-    assert sk.control({"op": "status"})["udp_flows"] == len(flows)
+    # (handed-off flows are counted too, while their sockets live)
+    assert sk.control({"op": "status"})["udp_flows"] >= len(flows)
     table = sk.socksifyd("connections", timeout=30)
     assert "udp " in table.stdout, table.stdout
     assert far.seen() and {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
@@ -156,19 +175,30 @@ def test_socks4_hop_refuses_udp(lab: lablib.Lab, sk: Any, tmp_path: Path,
     assert "which has no UDP" in sk.daemon_log()
 
 
+@pytest.mark.parametrize("path", PATHS)
 def test_hop_refusing_udp_associate(lab: lablib.Lab, sk: Any, tmp_path: Path,
                                     udp_hops: UdpHops, far: FarUdp,
-                                    witness: Witness) -> None:
+                                    witness: Witness, path: str) -> None:
+    """Carried: the first datagram is taken and the association fails (an ERROR on
+    the socket); handed off: the WRAP is refused (the association is built before the
+    answer), so the send itself fails."""
     no_udp = f"socks5://{lablib.PROXY_NEAR_IP}:{udp_hops.no_udp_port}"
-    start(sk, tmp_path, [udp_hops.url(0), no_udp])
+    start(sk, tmp_path, [udp_hops.url(0), no_udp], path=path)
     report = _refused(sk, far, witness)
-    assert report["where"] == "recv" and report["error"] == "ECONNREFUSED", report
+    where = "recv" if path == "relay" else "send"
+    assert report["where"] == where and report["error"] == "ECONNREFUSED", report
     assert "UDP ASSOCIATE" in sk.daemon_log()
 
 
+@pytest.mark.parametrize("path", PATHS)
 def test_hop_dying_mid_flow(lab: lablib.Lab, sk: Any, tmp_path: Path, udp_hops: UdpHops,
-                            far: FarUdp, witness: Witness) -> None:
-    start(sk, tmp_path, [udp_hops.url(i) for i in range(3)])
+                            far: FarUdp, witness: Witness, path: str) -> None:
+    """Hop 2 dies under a connected socket: carried, the carrier's ERROR envelope fails
+    the next call (ECONNRESET); handed off, the daemon closes hop 1's control
+    connection, hop 1 closes its relay, and the kernel reports the next datagram's
+    port unreachable (ECONNREFUSED; the socket, connected to the relay, takes nothing
+    from the carrier). Nothing leaves around the chain either way."""
+    start(sk, tmp_path, [udp_hops.url(i) for i in range(3)], path=path)
     flag = tmp_path / "midflow"
     import sys
     bg = sk.spawn([sys.executable, str(CLIENT), "midflow", lablib.FAR_IP,
@@ -183,26 +213,29 @@ def test_hop_dying_mid_flow(lab: lablib.Lab, sk: Any, tmp_path: Path, udp_hops: 
     (tmp_path / "midflow.go").touch()
     res = bg.wait(60)
     report = json.loads(res.stdout.strip().splitlines()[-1])
-    assert report["ok"] and report["error"] == "ECONNRESET", (report, sk.daemon_log())
+    expected = "ECONNRESET" if path == "relay" else "ECONNREFUSED"
+    assert report["ok"] and report["error"] == expected, (report, sk.daemon_log())
     assert witness.packets() == 0
     assert len(far.seen()) == before
 
 
+@pytest.mark.parametrize("path", PATHS)
 def test_reload_voids_grants_and_programs_ask_again(lab: lablib.Lab, sk: Any,
                                                     tmp_path: Path, udp_hops: UdpHops,
-                                                    far: FarUdp, witness: Witness) -> None:
+                                                    far: FarUdp, witness: Witness,
+                                                    path: str) -> None:
     """A reload voids every grant (a new policy generation); a connected socket and an
     unconnected one go on being carried: the shim sees the new generation and asks
     again (once: the answer is cached for the process)."""
     import sys
-    start(sk, tmp_path, [udp_hops.url(0)])
+    start(sk, tmp_path, [udp_hops.url(0)], path=path)
     flag = tmp_path / "twice"
     bg = sk.spawn([sys.executable, str(CLIENT), "twice", lablib.FAR_IP,
                    str(far.echo_port), str(flag)], preload=True)
     lablib.wait_until(lambda: (tmp_path / "twice.ready").exists() or not bg.running(),
                       60, "the first echoes")
-    # one question per process and destination: the answer is cached
-    assert sk.control({"op": "status"})["carrier"]["grants"] == 1, sk.daemon_log()
+    # one WRAP per socket and destination (answered CARRY under data_path relay)
+    assert sk.control({"op": "status"})["carrier"]["grants"] == 2, sk.daemon_log()
     res = sk.socksifyd("reload", timeout=30)
     assert res.returncode == 0, sk.describe(res)
     (tmp_path / "twice.go").touch()
@@ -210,7 +243,12 @@ def test_reload_voids_grants_and_programs_ask_again(lab: lablib.Lab, sk: Any,
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report["ok"], (report, sk.daemon_log())
     log = sk.daemon_log()
-    assert log.count("UDP carried [") == 2, log        # asked again once
+    if path == "relay":
+        # then once more for the process: the CARRY answer is cached for it
+        assert log.count("UDP carried [") == 3, log
+    else:
+        # each socket asked once, and once again after the reload
+        assert log.count("UDP handed off [") == 4, log
     assert {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
     assert len(far.seen()) == 4 and witness.packets() == 0
 

@@ -53,6 +53,7 @@ class WrappedFlow:
         self.program = program        # where an ERROR envelope goes
         self.assoc = assoc
         self.relay = relay            # hop 1's relay address, as the shim sends to it
+        self.declared = _declared(assoc)  # the address hop 1 was told they come from
         self.last: tuple[wire.IPAddress, int, bytes] | None = None  # dst, port, token
         self.closed = False
 
@@ -99,6 +100,10 @@ class Wrapped:
         local = app_sock.getsockname()
         if not local[1]:
             return None                  # unbound: the shim binds before it asks
+        bound = parse_address(str(local[0]))
+        hop1 = parse_address(chain.hops[0].host) if chain.hops else None
+        if bound is not None and bound.is_loopback and not (hop1 and hop1.is_loopback):
+            return None                  # it cannot send to hop 1: the carrier can
         check_route(chain.hops)
         inode = os.fstat(app_sock.fileno()).st_ino
         v6only = family == socket.AF_INET6 and bool(
@@ -118,6 +123,11 @@ class Wrapped:
         if (family == socket.AF_INET and flow.relay.version == 6) or (
                 v6only and flow.relay.version == 4):
             return None                  # this socket cannot reach hop 1's relay
+        if bound is not None and not bound.is_unspecified and _plain(bound) != \
+                flow.declared:
+            # bound to another address than the one hop 1 was told: it would drop them
+            self._end(flow, "the program's socket is bound to another address")
+            return None
         prefixes = handoff_prefixes(flow.assoc.relays, str(conn.dst), conn.port)
         if prefixes is None:
             return None
@@ -216,3 +226,17 @@ def _relay_ip(assoc: UdpAssociation) -> wire.IPAddress | None:
     if addr is not None and addr.version == 6 and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
     return addr
+
+
+def _plain(addr: wire.IPAddress) -> wire.IPAddress:
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def _declared(assoc: UdpAssociation) -> wire.IPAddress | None:
+    try:
+        addr = parse_address(str(assoc.controls[0].sock.getsockname()[0]))
+    except (OSError, IndexError):
+        return None
+    return None if addr is None else _plain(addr)
