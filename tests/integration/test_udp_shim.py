@@ -316,3 +316,76 @@ def test_another_user_cannot_use_a_grant(lab: lablib.Lab, sk: Any, tmp_path: Pat
     lablib.wait_until(lambda: far.seen(), 20, "the grant's own user to be carried")
     assert {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
     assert witness.packets() == 0
+
+
+class HopOneSources:
+    """An nft set in the client zone: the source ports of UDP sent to hop 1's address
+    (the proxy zone's near side)."""
+
+    def __init__(self, lab: lablib.Lab) -> None:
+        import secrets
+        self.lab = lab
+        self.table = "skwrap" + secrets.token_hex(3)
+        rules = textwrap.dedent(f"""\
+            table ip {self.table} {{
+              set sports {{ type inet_service; flags dynamic; }}
+              chain out {{
+                type filter hook output priority 0; policy accept;
+                ip daddr {lablib.PROXY_NEAR_IP} meta l4proto udp add @sports {{ udp sport }}
+              }}
+            }}
+            """)
+        lab.client_run(["nft", "-f", "-"], input=rules.encode(), timeout=20, check=True)
+
+    def ports(self) -> set[int]:
+        import re
+        res = self.lab.client_run(["nft", "list", "set", "ip", self.table, "sports"],
+                                  timeout=20, check=True)
+        m = re.search(r"elements = \{([^}]*)\}", res.stdout)
+        return {int(p) for p in m.group(1).replace(",", " ").split()} if m else set()
+
+    def close(self) -> None:
+        self.lab.client_run(["nft", "delete", "table", "ip", self.table], timeout=20)
+
+
+def test_handed_off_datagrams_go_straight_to_hop_1(lab: lablib.Lab, sk: Any,
+                                                   tmp_path: Path, udp_hops: UdpHops,
+                                                   far: FarUdp,
+                                                   witness: Witness) -> None:
+    """On the wire: a connected socket's datagrams through 3 hops leave from the
+    program's own port for hop 1 (the client zone's nft set of source ports to hop 1
+    holds it); the carrier carries none; `socksifyd connections` shows the flow as
+    udp, path handoff, no byte counts. Once the program's socket is closed the flow
+    ends (the daemon's sweep) and hop 1's control connection with it."""
+    import sys
+    sources = HopOneSources(lab)
+    try:
+        start(sk, tmp_path, [udp_hops.url(i) for i in range(3)])
+        flag = tmp_path / "midflow"
+        bg = sk.spawn([sys.executable, str(CLIENT), "midflow", lablib.FAR_IP,
+                       str(far.echo_port), str(flag)], preload=True)
+        ready = tmp_path / "midflow.ready"
+        lablib.wait_until(lambda: ready.exists() or not bg.running(), 60, "the echo")
+        port = int(ready.read_text())
+        assert port in sources.ports(), (port, sources.ports())
+        assert far.seen() and {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
+        status = sk.control({"op": "status"})
+        assert status["carrier"]["flows"] == 0 and status["carrier"]["handoff_flows"] == 1
+        assert not carried_flows(sk)
+        (flow,) = carried_flows(sk, "handoff")
+        assert flow["up"] is None and flow["down"] is None and flow["chain"] == "u"
+        assert flow["route"].count(">") == 2, flow
+        rows = json.loads(sk.socksifyd("connections", "--json", timeout=30).stdout)
+        listed = rows["connections"] if isinstance(rows, dict) else rows
+        assert any(r.get("path") == "handoff" and r.get("kind") == "udp"
+                   for r in listed), listed
+        table = sk.socksifyd("connections", timeout=30)
+        assert "udp " in table.stdout, table.stdout
+        # the program ends: its socket is closed, and the flow ends within the sweep
+        bg.kill()
+        lablib.wait_until(lambda: not carried_flows(sk, "handoff"), 20,
+                          "the handed-off flow to end")
+        assert "handed-off UDP ended" in sk.daemon_log()
+        assert witness.packets() == 0
+    finally:
+        sources.close()
