@@ -389,3 +389,68 @@ def test_handed_off_datagrams_go_straight_to_hop_1(lab: lablib.Lab, sk: Any,
         assert witness.packets() == 0
     finally:
         sources.close()
+
+
+def _wrap(sk: Any, sock: socket.socket, port: int) -> Any:
+    """A WRAP answer for the far echo server's port, asked on the control socket as
+    this test's user with sock attached, as the shim asks."""
+    from socksify.protocol.datagram import WrapReply
+    req = wire.ConnectRequest(ipaddress.ip_address(lablib.FAR_IP), port,
+                              wire.SockType.DGRAM, op=wire.Op.WRAP)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(sk.runtime_dir / "control.sock"))
+        socket.send_fds(s, [req.dumps()], [sock.fileno()])
+        head = lablib.recv_exact(s, wire.REPLY_SIZE)
+        body = lablib.recv_exact(s, WrapReply.body_len(head))
+    return WrapReply.loads(head + body)
+
+
+def test_hop_1_takes_datagrams_only_from_the_programs_port(lab: lablib.Lab, sk: Any,
+                                                          tmp_path: Path,
+                                                          udp_hops: UdpHops, far: FarUdp,
+                                                          witness: Witness) -> None:
+    """docs/security.md, the datagram handoff: hop 1 (danted) relays only datagrams
+    from the address and port the daemon declared in UDP ASSOCIATE, the program
+    socket's: the same prefix sent from another socket (another port: what another
+    local user could do) is dropped by danted. Once the program's socket is closed,
+    the sweep ends the association, and a socket bound to that very port afterwards
+    reaches nothing (the window before the sweep is docs/security.md's)."""
+    start(sk, tmp_path, [udp_hops.url(i) for i in range(2)])
+
+    def bound() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", 0))
+        s.settimeout(5)
+        return s
+    prog: socket.socket = lablib.in_netns(lab.client_ns, bound)  # type: ignore[assignment]
+    other: socket.socket = lablib.in_netns(lab.client_ns, bound)  # type: ignore[assignment]
+    try:
+        w = _wrap(sk, prog, far.echo_port)
+        relay = (str(w.relay), w.relay_port)
+        prog.sendto(w.send_prefix + b"legit", relay)
+        got, frm = prog.recvfrom(2048)
+        assert frm == relay and w.reply_payload(got) == b"legit", got
+        assert len(far.seen()) == 1
+        other.sendto(w.send_prefix + b"forged", relay)
+        time.sleep(1.0)
+        assert len(far.seen()) == 1, far.seen()      # danted dropped it
+        port = prog.getsockname()[1]
+        prog.close()
+        lablib.wait_until(lambda: not carried_flows(sk, "handoff"), 20,
+                          "the sweep to end the flow")
+
+        def same_port() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("0.0.0.0", port))
+            return s
+        late: socket.socket = lablib.in_netns(lab.client_ns, same_port)  # type: ignore[assignment]
+        with late:
+            time.sleep(0.5)              # hop 1 closing its relay after its control
+            late.sendto(w.send_prefix + b"too late", relay)
+            time.sleep(1.0)
+        assert len(far.seen()) == 1, far.seen()
+        assert witness.packets() == 0
+    finally:
+        prog.close()
+        other.close()
