@@ -454,3 +454,78 @@ def test_hop_1_takes_datagrams_only_from_the_programs_port(lab: lablib.Lab, sk: 
     finally:
         prog.close()
         other.close()
+
+
+# A hostile SOCKS5 hop with UDP ASSOCIATE, in the proxy zone: for each datagram from the
+# client it sends back, from its relay, junk, then the right reply with the
+# destination's port off by one (another prefix), then the right reply ("pong").
+HOSTILE_HOP = r'''
+import socket, struct, sys, threading
+host = sys.argv[1]
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((host, 0)); ls.listen(8)
+print(ls.getsockname()[1], flush=True)
+def serve(c):
+    c.recv(3); c.sendall(b"\x05\x00")
+    head = c.recv(4); c.recv(6 if head[3] == 1 else 18)
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind((host, 0))
+    c.sendall(b"\x05\x00\x00\x01" + socket.inet_aton(host) + struct.pack("!H", r.getsockname()[1]))
+    while True:
+        data, src = r.recvfrom(65536)
+        if data[:4] != b"\0\0\0\x01":
+            continue
+        hdr = data[:10]
+        other = hdr[:8] + struct.pack("!H", (struct.unpack("!H", hdr[8:])[0] + 1) & 0xffff)
+        r.sendto(b"junk from hop 1", src)
+        r.sendto(other + b"another prefix", src)
+        r.sendto(hdr + b"pong", src)
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+'''
+
+HOSTILE_CLIENT = r'''
+import json, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.sendto(b"ping", (host, port))
+data, src = s.recvfrom(2048)
+s.setblocking(False)
+more = []
+import time; time.sleep(0.5)
+while True:
+    try:
+        more.append(s.recv(2048).decode(errors="replace"))
+    except BlockingIOError:
+        break
+print(json.dumps({"first": data.decode(errors="replace"), "src": list(src), "more": more}))
+'''
+
+
+def test_a_hostile_hop_1_cannot_deliver_junk(lab: lablib.Lab, sk: Any,
+                                             tmp_path: Path, witness: Witness) -> None:
+    """A scripted hop 1 answers each handed-off datagram with junk, a reply with another
+    destination's prefix and the right reply: the program gets only the right one,
+    from the destination it asked; the other two are dropped by the shim."""
+    import subprocess
+    import sys
+    script = tmp_path / "hostile.py"
+    script.write_text(HOSTILE_HOP)
+    hop = subprocess.Popen(["ip", "netns", "exec", lab.hops[0].ns, sys.executable,
+                            str(script), lablib.PROXY_NEAR_IP], stdout=subprocess.PIPE)
+    try:
+        assert hop.stdout is not None
+        port = int(hop.stdout.readline())
+        start(sk, tmp_path, [f"socks5://{lablib.PROXY_NEAR_IP}:{port}"])
+        client_py = tmp_path / "hostile_client.py"
+        client_py.write_text(HOSTILE_CLIENT)
+        res = shimmed(sk, [sys.executable, str(client_py), lablib.FAR_IP, "7777"])
+        report = json.loads(res.stdout.strip().splitlines()[-1])
+        assert report == {"first": "pong", "src": [lablib.FAR_IP, 7777], "more": []}, \
+            (report, sk.describe(res))
+        assert "UDP handed off [" in sk.daemon_log()
+        assert witness.packets() == 0
+    finally:
+        hop.kill()
+        hop.wait()
