@@ -164,13 +164,14 @@ def test_a_lost_association_sends_one_error_from_the_carrier() -> None:
 
 
 def test_wrap_falls_back_to_carry() -> None:
-    """No socket, an unbound one, a stream socket, a stand-in, the relay data path:
-    answered as CONNECT (CARRY), the daemon opens nothing."""
+    """No socket, an unbound one, a stream socket, a stand-in, a socket the daemon
+    cannot see, the relay data path: answered as CONNECT (CARRY), the daemon opens
+    nothing."""
     async def main() -> None:
         hop = KillableHop()
         server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
         hop_port = server.sockets[0].getsockname()[1]
-        r, carrier, wrapped, _ = setup(hop_port)
+        r, carrier, wrapped, box = setup(hop_port)
         await carrier.start()
         unbound = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         stream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -195,6 +196,13 @@ def test_wrap_falls_back_to_carry() -> None:
                 reply = await ask_wrap(r, str(stand_in), 53, prog)
                 assert isinstance(reply, wire.Reply)
                 assert reply.verdict is wire.Verdict.CARRY
+                # a socket the daemon's socket table does not show (another network
+                # namespace): its flow could not be swept
+                box[0][0] = set()
+                reply = await ask_wrap(r, "203.0.113.9", 53, prog)
+                assert isinstance(reply, wire.Reply)
+                assert reply.verdict is wire.Verdict.CARRY
+                box[0][0] = None
                 # the relay data path keeps the carrier
                 policy = r.policy
                 assert policy is not None

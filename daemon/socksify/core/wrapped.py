@@ -94,9 +94,10 @@ class Wrapped:
         if conn.host is not None or conn.dst is None:
             return None                  # a stand-in: the replies' source is unknown
         family = app_sock.family
-        if app_sock.type != socket.SOCK_DGRAM or family not in (socket.AF_INET,
-                                                                 socket.AF_INET6):
-            return None
+        if app_sock.type != socket.SOCK_DGRAM or family not in (
+                socket.AF_INET, socket.AF_INET6) or app_sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_PROTOCOL) != socket.IPPROTO_UDP:
+            return None                  # (UDP-Lite: hop 1 relays UDP only)
         local = app_sock.getsockname()
         if not local[1]:
             return None                  # unbound: the shim binds before it asks
@@ -111,7 +112,7 @@ class Wrapped:
         key = (inode, chain.name)
         flow = self.flows.get(key)
         if flow is None or flow.closed:
-            if len(self.flows) >= MAX_FLOWS:
+            if len(self.flows) >= MAX_FLOWS or not self._visible(int(local[1]), inode):
                 return None
             task = self._opening.get(key)
             if task is None:
@@ -209,6 +210,16 @@ class Wrapped:
         for flow in list(self.flows.values()):
             if (flow.port, flow.inode) not in alive:
                 self._end(flow, "the program's socket is closed")
+
+    def _visible(self, port: int, inode: int) -> bool:
+        """Is the socket in this daemon's socket table? The sweep ends a flow whose
+        socket it cannot see: one of another network namespace (or a host where
+        sock_diag cannot be used) is carried instead."""
+        try:
+            return (port, inode) in self.inodes()
+        except OSError as exc:
+            log.debug("handed-off UDP: no socket table (%s): carried instead", exc)
+            return False
 
     def status(self) -> dict[str, int]:
         return {"flows": len(self.flows)}
