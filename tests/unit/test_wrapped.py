@@ -263,3 +263,43 @@ def test_the_control_listener_takes_the_socket_and_closes_its_copy() -> None:
             server.close()
             prog.close()
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_a_reload_that_changes_the_chain_builds_a_new_association() -> None:
+    """The same socket asks again after a reload whose chain of that name has other
+    hops: the old association ends, a new one goes through the new hop; a reload that
+    keeps the chain keeps the association."""
+    async def main() -> None:
+        old_hop, new_hop = KillableHop(), KillableHop()
+        old_server = await asyncio.start_server(old_hop.handle, "127.0.0.1", 0)
+        new_server = await asyncio.start_server(new_hop.handle, "127.0.0.1", 0)
+        r, carrier, wrapped, _ = setup(old_server.sockets[0].getsockname()[1])
+        await carrier.start()
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        prog.bind(("127.0.0.1", 0))
+
+        def policy(port: int) -> Policy:
+            return Policy.parse(f'[chains.c]\nhops = ["socks5://127.0.0.1:{port}"]\n'
+                                '[[rules]]\naction = "chain:c"\nudp = "chain"\n', "p.toml")
+        try:
+            first = await ask_wrap(r, "203.0.113.9", 53, prog)
+            assert isinstance(first, WrapReply)
+            (old,) = wrapped.flows.values()
+            r.set_policy(policy(old_server.sockets[0].getsockname()[1]))
+            again = await ask_wrap(r, "203.0.113.9", 53, prog)
+            assert isinstance(again, WrapReply) and again.relay_port == first.relay_port
+            assert list(wrapped.flows.values()) == [old] and len(old_hop.writers) == 1
+            r.set_policy(policy(new_server.sockets[0].getsockname()[1]))
+            moved = await ask_wrap(r, "203.0.113.9", 53, prog)
+            assert isinstance(moved, WrapReply)
+            assert new_hop.relay is not None
+            assert moved.relay_port == new_hop.relay.getsockname()[1]
+            assert old.closed and old.assoc.closed
+            assert len(wrapped.flows) == 1 and len(new_hop.writers) == 1
+        finally:
+            wrapped.close()
+            carrier.close()
+            old_server.close()
+            new_server.close()
+            prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))

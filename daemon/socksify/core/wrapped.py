@@ -45,9 +45,10 @@ Inodes = Callable[[], "set[tuple[int, int]]"]                  # (port, inode) a
 
 
 class WrappedFlow:
-    def __init__(self, record: UdpFlow, inode: int, family: int, program: Endpoint,
-                 assoc: UdpAssociation, relay: wire.IPAddress) -> None:
+    def __init__(self, record: UdpFlow, chain: ChainSpec, inode: int, family: int,
+                 program: Endpoint, assoc: UdpAssociation, relay: wire.IPAddress) -> None:
         self.record = record
+        self.chain = chain
         self.inode = inode
         self.family = family
         self.program = program        # where an ERROR envelope goes
@@ -111,6 +112,10 @@ class Wrapped:
             app_sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
         key = (inode, chain.name)
         flow = self.flows.get(key)
+        if flow is not None and flow.chain != chain:
+            # the policy was reloaded with another chain of that name: not through it
+            self._end(flow, f"chain {chain.name} changed")
+            flow = None
         if flow is None or flow.closed:
             if len(self.flows) >= MAX_FLOWS or not self._visible(int(local[1]), inode):
                 return None
@@ -159,7 +164,7 @@ class Wrapped:
         bound = parse_address(local[0])
         if bound is None or bound.is_unspecified:     # the wildcard: reach it on loopback
             program = ("127.0.0.1" if family == socket.AF_INET else "::1", local[1])
-        flow = WrappedFlow(record, inode, family, program, assoc, relay)
+        flow = WrappedFlow(record, chain, inode, family, program, assoc, relay)
         record.route = assoc.describe
         self.flows[(inode, chain.name)] = flow
         router.table.live[record.id] = record
