@@ -1,7 +1,8 @@
 /* Carried sockets (docs/wire.md, "Carried datagrams"): the UDP sockets this process sent
  * a datagram from through the daemon's carrier, so that their receive calls strip the
  * envelope, and those connect()ed to a carried destination, so that their sends without
- * an address get one. A small table keyed by descriptor and checked against the
+ * an address get one; and handed-off ones ("Datagram handoff: WRAP"), with their WRAP
+ * grants, whose sends go to hop 1's relay with a prefix and whose receives strip one. A small table keyed by descriptor and checked against the
  * socket's inode (as peers.h), so a descriptor closed and reused for another socket or
  * file is never taken for the one marked. Slots have try-locks: a busy slot is a miss,
  * never a wait (fork-safe). */

@@ -1,4 +1,5 @@
-/* The receive side of carried datagrams (carry.h). */
+/* The receive side of carried datagrams (carry.h), and of handed-off ones (docs/wire.md,
+ * "Datagram handoff: WRAP"): replies from hop 1's relay with a grant's reply prefix. */
 #include <errno.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -56,8 +57,8 @@ static int from_relay(const struct sockaddr_storage *from, socklen_t len, int do
            && memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr) == 0;
 }
 
-/* The WRAP grants of e to judge a datagram against: its ring, then its connected
- * peer's; *count of them. */
+/* The i-th WRAP grant of e to judge a datagram against (its ring, then its connected
+ * peer's), or NULL past the last. */
 static const struct socksify_wrapgrant *grant_at(const struct socksify_carried *e,
                                                  unsigned i)
 {
