@@ -26,8 +26,8 @@ and prints, with socksify's figures as ratios to proxychains4's:
     before and after
   - the added cost of a connect the policy sends direct (p50, against no socksify)
   - UDP through chains (scripts/benchlib/udp.py): three danted SOCKS5 hops with UDP
-    ASSOCIATE; a carried UDP echo against the same echo over TCP, interleaved in one
-    client, p50/p90 and their ratio; 1,000 datagrams/s of 1,200 bytes, paced, for 5 s:
+    ASSOCIATE; a handed-off UDP echo (WRAP) and a carried one (the carrier) against
+    the same echo over TCP, interleaved in one client, p50/p90 and their ratios; 1,000 datagrams/s of 1,200 bytes, paced, for 5 s:
     lost, reordered and the daemon's CPU
 
 Needs root, dante-server, proxychains4 and socksify installed.

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, controlfile
+from . import __version__, controlfile, sockdiag
 from .chains.earlydata import EARLY_DATA, STEPWISE
 from .core.records import UdpFlow
 from .core.router import Router
 from .core.sessions import close_pools
+from .core.wrapped import Wrapped
 from .errors import ConfigError
 from .generation import GenerationFile
 from .isolation.served import Served
@@ -61,6 +62,8 @@ class Daemon:
                              self.burst, lambda handed: Served(self.router, handed))
         self.frontdoor: FrontDoor | None = None
         self.carrier = Carrier(self.router, udp_owner)
+        self.wrapped = Wrapped(self.router, self.carrier.grant,
+                               self.carrier.send_to_program, sockdiag.udp_ports_inodes)
         self._servers: list[asyncio.AbstractServer] = []
         self._stop = asyncio.Event()
         self._started = time.time()
@@ -140,6 +143,8 @@ class Daemon:
                         "datagrams", exc)
             return
         self.router.carry = self.carrier.grant
+        self.router.wrap = self.wrapped.wrap      # datagram handoff (core/wrapped.py)
+        self.wrapped.start()
         log.info("carrier for UDP on 127.0.0.1:%d%s", port4,
                  f" and [::1]:{port6}" if port6 else "")
 
@@ -147,7 +152,8 @@ class Daemon:
         table = self.router.table
         log.info("stopping: %d live connection(s), up to %.0fs to finish",
                  len(table.live), self.grace)
-        self.router.carry = None
+        self.router.carry = self.router.wrap = None
+        self.wrapped.close()
         self.carrier.close()
         for server in self._servers:
             server.close()
@@ -341,7 +347,8 @@ class Daemon:
         out["frontdoor"] = f"{self.frontdoor.host}:{self.frontdoor.port}" \
             if self.frontdoor else None
         if router.sees_all(uid):
-            out["carrier"] = self.carrier.status()
+            out["carrier"] = {**self.carrier.status(), **{
+                "handoff_flows": len(self.wrapped.flows)}}
         # udp: a rule of uid's policies carries UDP through a chain, so an isolated
         # namespace redirects its datagrams to the daemon (else its fence drops them)
         mine = [policy, *(s.policy for s in sessions if uid is None or s.uid == uid)]

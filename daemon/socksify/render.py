@@ -85,7 +85,7 @@ def _target(c: dict[str, Any]) -> str:
 def _amount(c: dict[str, Any], way: str) -> str:
     """Bytes one way; for a UDP flow, its datagrams too."""
     text = human_size(c.get(way))
-    if c.get("kind") == "udp":
+    if c.get("kind") == "udp" and c.get("datagrams_" + way, 0) is not None:
         text += f" {c.get('datagrams_' + way, 0)}dg"
     return text
 
@@ -231,7 +231,9 @@ def status_lines(st: dict[str, Any]) -> list[str]:
             f" and [::1]:{carrier['port6']}" if carrier.get("port6") else "")
         dropped = sum(int(n) for n in (carrier.get("dropped") or {}).values())
         rows.append(("UDP carrier", f"{where}, {carrier.get('flows', 0)} flow(s), "
-                     f"{carrier.get('grants', 0)} grant(s), {dropped} dropped"))
+                     f"{carrier.get('grants', 0)} grant(s), {dropped} dropped"
+                     + (f"; {carrier['handoff_flows']} handed off"
+                        if carrier.get("handoff_flows") else "")))
     down = st.get("hops_down") or {}
     rows.append(("hops down", ", ".join(f"{h} (retry in {float(s):.0f}s)"
                                         for h, s in down.items()) or "none"))

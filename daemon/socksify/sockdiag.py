@@ -411,3 +411,21 @@ def dump(family: int, wanted: Callable[[FourTuple], bool] | None = None,
             yield from found
             if done:
                 return
+
+
+def udp_ports_inodes() -> set[tuple[int, int]]:
+    """(local port, inode) of every UDP socket of both families in this network
+    namespace: one dump each (a datagram handoff's sweep, core/wrapped.py). OSError
+    when sock_diag cannot be used."""
+    out: set[tuple[int, int]] = set()
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(2.0)
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+            nl.send(_request(NLM_F_REQUEST | NLM_F_DUMP, family, socket.IPPROTO_UDP, 0,
+                             ALL_STATES, bytes(SOCKID.size + SOCKID_TAIL.size), seq))
+            while True:
+                found, done = parse(nl.recv(1 << 16))
+                out.update((s.lport, s.inode) for s in found)
+                if done:
+                    break
+    return out

@@ -3,11 +3,15 @@ and part of the full run): the lab's client zone, three danted SOCKS5 hops with 
 ASSOCIATE (tests/udplab.py, the hops the UDP tests use), a far UDP echo server
 (tests/udplab.py) and a far TCP echo server. One client program runs under
 `socksify -c POLICY` whose rule sends both TCP and UDP through the 3 hops
-(udp = "chain": its datagrams are carried by the daemon, its TCP connection handed
-off), and measures, in the same process and interleaved sample by sample:
+(udp = "chain": its datagrams handed off, docs/wire.md "Datagram handoff: WRAP", its
+TCP connection handed off), and measures, in the same process and interleaved sample
+by sample:
 
-  rtt     a 64-byte echo on a connected UDP socket, and the same echo on one TCP
-          connection kept open (TCP_NODELAY): p50/p90 of each, and their ratio
+  rtt     a 64-byte echo on a connected UDP socket (handed off: it sends to hop 1's
+          relay itself), the same echo on a connected UDP socket bound to 127.0.0.1
+          (which cannot reach hop 1: carried by the daemon's carrier, as every UDP
+          socket is under data_path = "relay"), and on one TCP connection kept open
+          (TCP_NODELAY): p50/p90 of each, and the ratios to TCP
   floor   (same process, interleaved too) the same UDP echo on a socket the client
           associated through the hops itself (the daemon's own chains/udp.py; a
           direct rule for the hops' address lets it): what danted's three UDP relays
@@ -64,7 +68,20 @@ if mode == "rtt":
         if got != msg:
             sys.exit("tcp: wrong echo")
         return time.perf_counter() - t0
-    kinds = {"udp": udp, "tcp": tcp}
+    # the carrier path beside it: a socket bound to 127.0.0.1 cannot reach hop 1
+    # itself, so the daemon answers its WRAP with CARRY (as --data-path relay does for
+    # every UDP socket), while TCP stays handed off
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.bind(("127.0.0.1", 0))
+    c.settimeout(10)
+    c.connect((host, uport))
+    def carried(msg):
+        t0 = time.perf_counter()
+        c.send(msg)
+        if c.recv(2048) != msg:
+            sys.exit("carried: wrong echo")
+        return time.perf_counter() - t0
+    kinds = {"udp": udp, "tcp": tcp, "carried": carried}
     if len(sys.argv) > 6:                        # the floor: this process associates
         import asyncio                           # through the hops itself (the daemon's
         from socksify.chains import ChainSpec    # own code; the policy sends the hops
@@ -242,12 +259,15 @@ def run_udp(lab: labmod.Lab, work: Path, say: Callable[[str], None], runs: int =
                     *floor)
             row = {k: {"p50": statistics.median(v) * 1000, "p90": _pct(v, 0.9) * 1000}
                    for k, v in r.items()}
-            for k, name in (("udp", "ratio"), ("floor", "floor_ratio")):
+            for k, name in (("udp", "ratio"), ("floor", "floor_ratio"),
+                            ("carried", "carried_ratio")):
                 if k in row:
                     row[name] = {q: row[k][q] / row["tcp"][q] for q in ("p50", "p90")}
             out["runs"].append(row)
             say(f"  UDP run {i + 1}: echo p50 UDP {row['udp']['p50']:.3f} ms, TCP "
-                f"{row['tcp']['p50']:.3f} ms, ratio {row['ratio']['p50']:.2f}")
+                f"{row['tcp']['p50']:.3f} ms, ratio {row['ratio']['p50']:.2f}; carried "
+                f"{row['carried']['p50']:.3f} ms, ratio "
+                f"{row['carried_ratio']['p50']:.2f}")
             if "floor" in row:
                 say(f"  UDP run {i + 1}: in-process UDP echo p50 "
                     f"{row['floor']['p50']:.3f} ms")
@@ -288,8 +308,8 @@ def print_udp(out: dict[str, Any], target: float = 1.3) -> None:
     runs, paced = out["runs"], out["paced"]
     print(f"\nUDP through 3 SOCKS5 hops (danted), {len(runs)} runs, medians over runs")
     print(f"{'echo round trip (ms), 64 bytes':<34}{'p50':>9}{'p90':>9}")
-    for k, name in (("udp", "UDP, carried (socksify)"), ("tcp", "TCP, handoff (socksify)"),
-                    ("floor", "UDP, in-process (floor)")):
+    for k, name in (("udp", "UDP, handed off (WRAP)"), ("carried", "UDP, carried (carrier)"),
+                    ("tcp", "TCP, handoff (socksify)"), ("floor", "UDP, in-process (floor)")):
         if k not in runs[0]:
             continue
         print(f"  {name:<32}{_median_of(runs, k, 'p50'):>9.3f}"
@@ -297,6 +317,11 @@ def print_udp(out: dict[str, Any], target: float = 1.3) -> None:
     r50, r90 = _median_of(runs, "ratio", "p50"), _median_of(runs, "ratio", "p90")
     print(f"  {'ratio UDP / TCP':<32}{r50:>9.2f}{r90:>9.2f}   (per run p50: "
           + ", ".join(f"{r['ratio']['p50']:.2f}" for r in runs) + ")")
+    if "carried_ratio" in runs[0]:
+        print(f"  {'ratio carried / TCP':<32}"
+              f"{_median_of(runs, 'carried_ratio', 'p50'):>9.2f}"
+              f"{_median_of(runs, 'carried_ratio', 'p90'):>9.2f}   (per run p50: "
+              + ", ".join(f"{r['carried_ratio']['p50']:.2f}" for r in runs) + ")")
     if "floor_ratio" in runs[0]:
         print(f"  {'ratio floor / TCP':<32}{_median_of(runs, 'floor_ratio', 'p50'):>9.2f}"
               f"{_median_of(runs, 'floor_ratio', 'p90'):>9.2f}   (danted's UDP relays "

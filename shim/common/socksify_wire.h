@@ -37,6 +37,7 @@
 #define SOCKSIFY_OP_RESOLVE  3  /* a name follows the header: socksify_wire_encode_resolve() */
 #define SOCKSIFY_OP_NAMEOF   4  /* what is addr called? socksify_wire_encode_request() */
 #define SOCKSIFY_OP_HANDOFF  5  /* CONNECT, with the app's socket attached (SCM_RIGHTS) */
+#define SOCKSIFY_OP_WRAP     6  /* datagram CONNECT, the app's UDP socket attached */
 
 /* Request "family" (wire values, not AF_*). */
 #define SOCKSIFY_FAMILY_ANY   0  /* RESOLVE only: either family */
@@ -56,6 +57,7 @@
 #define SOCKSIFY_VERDICT_READY  5  /* HANDOFF: the daemon connected your socket through the chain */
 #define SOCKSIFY_VERDICT_SWAP   6  /* HANDOFF: put the attached, connected socket in place of yours */
 #define SOCKSIFY_VERDICT_CARRY  7  /* datagrams: send them, enveloped, to the daemon's carrier */
+#define SOCKSIFY_VERDICT_WRAP   8  /* WRAP: send them yourself to hop 1's relay, a body follows */
 
 /* Reply flags (byte 7) */
 #define SOCKSIFY_FLAG_CACHE 0x01  /* DIRECT: holds until the policy generation changes */
@@ -111,6 +113,19 @@
 #define SOCKSIFY_DGRAM_OFF_ADDR    12
 #define SOCKSIFY_DGRAM_OFF_TOKEN   28
 
+/* The WRAP reply (docs/wire.md, "Datagram handoff: WRAP"): the 32-byte head (family,
+ * port, body_len, the relay's address, the carrier's ports), then a body: generation (8), token (8),
+ * send_len (1), reply_len (1), the send prefix, the reply prefix, the reply mask. */
+#define SOCKSIFY_WRAP_OFF_FAMILY    6
+#define SOCKSIFY_WRAP_OFF_PORT      8
+#define SOCKSIFY_WRAP_OFF_BODY_LEN  10
+#define SOCKSIFY_WRAP_OFF_ADDR      12
+#define SOCKSIFY_WRAP_OFF_CARRIER4  28   /* the carrier's ports: an ERROR comes from there */
+#define SOCKSIFY_WRAP_OFF_CARRIER6  30
+#define SOCKSIFY_WRAP_FIXED_BODY    18   /* generation, token, send_len, reply_len */
+#define SOCKSIFY_WRAP_MAX_PREFIX    255
+#define SOCKSIFY_WRAP_MAX_BODY      (SOCKSIFY_WRAP_FIXED_BODY + 3 * SOCKSIFY_WRAP_MAX_PREFIX)
+
 /* Offsets inside a PEER reply (same head as any reply). */
 #define SOCKSIFY_PEER_OFF_FAMILY  6
 #define SOCKSIFY_PEER_OFF_PORT    8
@@ -155,6 +170,22 @@ struct socksify_dgram {
     uint16_t port;     /* host order: the destination (to the daemon) or source (from it) */
     uint8_t addr[16];
     uint8_t token[8];  /* the grant's token, from the CARRY reply */
+};
+
+/* A decoded WRAP reply: where hop 1's relay is, what goes before each datagram sent
+ * there, and the masked prefix that marks a reply from the destination. */
+struct socksify_wrap {
+    uint8_t family;    /* the relay's: SOCKSIFY_FAMILY_INET or _INET6 */
+    uint16_t port;     /* host order */
+    uint8_t addr[16];  /* family 4: addr[0..3], the rest zero */
+    uint16_t carrier_port4, carrier_port6;  /* host order; where an ERROR comes from */
+    uint8_t generation[8];
+    uint8_t token[8];  /* the grant's token: an ERROR envelope from the carrier names it */
+    uint8_t send_len;  /* 1..255 */
+    uint8_t reply_len; /* 1..255 */
+    uint8_t send[SOCKSIFY_WRAP_MAX_PREFIX];
+    uint8_t reply[SOCKSIFY_WRAP_MAX_PREFIX];
+    uint8_t mask[SOCKSIFY_WRAP_MAX_PREFIX];
 };
 
 /* 1: the wire version this library speaks. */
@@ -220,6 +251,25 @@ SOCKSIFY_EXPORT int socksify_wire_encode_dgram(const struct socksify_dgram *d, u
  * is not judged here: the caller compares it with its grant's. */
 SOCKSIFY_EXPORT int socksify_wire_decode_dgram(const uint8_t *in, size_t len,
                                                struct socksify_dgram *out);
+
+/* The WRAP functions are the Linux shim's own (not exported: the daemon does not load
+ * them, and the Windows DLL keeps CONNECT and CARRY). */
+
+/* How many body bytes follow this 32-byte WRAP reply head (len must be 32), or -EPROTO
+ * for a wrong length, magic, version or family, a verdict other than WRAP, or a body_len
+ * outside 20..SOCKSIFY_WRAP_MAX_BODY. */
+int socksify_wire_wrap_body_len(const uint8_t *head, size_t len);
+
+/* Parse one whole WRAP reply (len must be 32 + body_len). Returns 0, or -EPROTO for
+ * what socksify_wire_wrap_body_len() rejects, a length other than 32 + body_len, a
+ * zero send_len or reply_len, prefixes that do not fill the body exactly, or a reply
+ * prefix with bits its mask clears (it could never match); out is then untouched. */
+int socksify_wire_decode_wrap(const uint8_t *in, size_t len, struct socksify_wrap *out);
+
+/* 1 if a datagram of len bytes from the relay begins with w's reply prefix (each of
+ * its first reply_len bytes b: (b & mask[i]) == reply[i]): its first reply_len bytes
+ * are then stripped and the rest is the destination's payload. 0 otherwise. */
+int socksify_wire_wrap_match(const struct socksify_wrap *w, const uint8_t *in, size_t len);
 
 /* The local errno for a reply code: 0 for SOCKSIFY_CODE_NONE, EPROTO for unknown codes. */
 SOCKSIFY_EXPORT int socksify_wire_errno(unsigned code);

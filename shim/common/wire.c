@@ -50,7 +50,9 @@ SOCKSIFY_EXPORT int socksify_wire_encode_request(unsigned op,
     if (req == NULL || out == NULL || outlen < SOCKSIFY_REQUEST_SIZE)
         return -EINVAL;
     if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME && op != SOCKSIFY_OP_NAMEOF
-        && op != SOCKSIFY_OP_HANDOFF)
+        && op != SOCKSIFY_OP_HANDOFF && op != SOCKSIFY_OP_WRAP)
+        return -EINVAL;
+    if (op == SOCKSIFY_OP_WRAP && req->socktype != SOCKSIFY_SOCKTYPE_DGRAM)
         return -EINVAL;
     if ((addr_len = family_addr_len(req->family)) == 0)
         return -EINVAL;
@@ -232,6 +234,67 @@ SOCKSIFY_EXPORT int socksify_wire_decode_dgram(const uint8_t *in, size_t len,
     memcpy(out->addr, in + SOCKSIFY_DGRAM_OFF_ADDR, addr_len);
     memcpy(out->token, in + SOCKSIFY_DGRAM_OFF_TOKEN, SOCKSIFY_CARRY_TOKEN_SIZE);
     return 0;
+}
+
+int socksify_wire_wrap_body_len(const uint8_t *head, size_t len)
+{
+    size_t body_len;
+
+    if (check_reply_head(head, len) < 0 || head[SOCKSIFY_REP_OFF_VERDICT] != SOCKSIFY_VERDICT_WRAP
+        || family_addr_len(head[SOCKSIFY_WRAP_OFF_FAMILY]) == 0)
+        return -EPROTO;
+    body_len = get_be16(head + SOCKSIFY_WRAP_OFF_BODY_LEN);
+    if (body_len < SOCKSIFY_WRAP_FIXED_BODY + 2 || body_len > SOCKSIFY_WRAP_MAX_BODY)
+        return -EPROTO;
+    return (int)body_len;
+}
+
+int socksify_wire_decode_wrap(const uint8_t *in, size_t len, struct socksify_wrap *out)
+{
+    const uint8_t *body;
+    size_t send_len, reply_len;
+    int body_len;
+
+    if (in == NULL || out == NULL || len < SOCKSIFY_REPLY_SIZE)
+        return -EPROTO;
+    if ((body_len = socksify_wire_wrap_body_len(in, SOCKSIFY_REPLY_SIZE)) < 0
+        || len != SOCKSIFY_REPLY_SIZE + (size_t)body_len)
+        return -EPROTO;
+    body = in + SOCKSIFY_REPLY_SIZE;
+    send_len = body[16];
+    reply_len = body[17];
+    if (send_len == 0 || reply_len == 0
+        || (size_t)body_len != SOCKSIFY_WRAP_FIXED_BODY + send_len + 2 * reply_len)
+        return -EPROTO;
+    body += SOCKSIFY_WRAP_FIXED_BODY;
+    for (size_t i = 0; i < reply_len; i++)
+        if (body[send_len + i] & (uint8_t)~body[send_len + reply_len + i])
+            return -EPROTO;
+
+    memset(out, 0, sizeof *out);
+    out->family = in[SOCKSIFY_WRAP_OFF_FAMILY];
+    out->port = get_be16(in + SOCKSIFY_WRAP_OFF_PORT);
+    memcpy(out->addr, in + SOCKSIFY_WRAP_OFF_ADDR, family_addr_len(out->family));
+    out->carrier_port4 = get_be16(in + SOCKSIFY_WRAP_OFF_CARRIER4);
+    out->carrier_port6 = get_be16(in + SOCKSIFY_WRAP_OFF_CARRIER6);
+    memcpy(out->generation, in + SOCKSIFY_REPLY_SIZE, 8);
+    memcpy(out->token, in + SOCKSIFY_REPLY_SIZE + 8, 8);
+    out->send_len = (uint8_t)send_len;
+    out->reply_len = (uint8_t)reply_len;
+    memcpy(out->send, body, send_len);
+    memcpy(out->reply, body + send_len, reply_len);
+    memcpy(out->mask, body + send_len + reply_len, reply_len);
+    return 0;
+}
+
+int socksify_wire_wrap_match(const struct socksify_wrap *w, const uint8_t *in, size_t len)
+{
+    if (w == NULL || in == NULL || w->reply_len == 0 || len < w->reply_len)
+        return 0;
+    for (size_t i = 0; i < w->reply_len; i++)
+        if ((in[i] & w->mask[i]) != w->reply[i])
+            return 0;
+    return 1;
 }
 
 SOCKSIFY_EXPORT int socksify_wire_errno(unsigned code)

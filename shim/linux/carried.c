@@ -111,6 +111,93 @@ void socksify_carried_connect(int fd, const struct sockaddr *peer, socklen_t len
     unlock(s);
 }
 
+static int same_dest(const struct socksify_connect_req *a, const struct socksify_connect_req *b)
+{
+    return a->family == b->family && a->port == b->port
+           && memcmp(a->addr, b->addr, sizeof a->addr) == 0;
+}
+
+static void note_wrap(struct socksify_carried *e, const struct socksify_wrap *w)
+{
+    struct socksify_reply rep;
+
+    memset(&rep, 0, sizeof rep);
+    rep.relay_port4 = w->carrier_port4;
+    rep.relay_port6 = w->carrier_port6;
+    memcpy(rep.token, w->generation, 8);
+    memcpy(rep.token + 8, w->token, SOCKSIFY_CARRY_TOKEN_SIZE);
+    note(e, &rep);
+}
+
+void socksify_carried_wrap(int fd, const struct socksify_connect_req *req,
+                           const struct socksify_wrap *w)
+{
+    struct slot *s = hold(fd, 1);
+    struct socksify_wrapgrant *g = NULL;
+    unsigned n;
+
+    if (s == NULL)
+        return;
+    n = s->e.nwraps < SOCKSIFY_CARRIED_WRAPS ? s->e.nwraps : SOCKSIFY_CARRIED_WRAPS;
+    for (unsigned i = 0; i < n; i++)
+        if (same_dest(&s->e.wraps[i].req, req))
+            g = &s->e.wraps[i];    /* a newer answer for the same destination */
+    if (g == NULL)
+        g = &s->e.wraps[s->e.nwraps++ % SOCKSIFY_CARRIED_WRAPS];
+    g->req = *req;
+    g->w = *w;
+    note_wrap(&s->e, w);
+    unlock(s);
+}
+
+void socksify_carried_nowrap(int fd, const struct socksify_connect_req *req)
+{
+    struct slot *s = hold(fd, 1);
+
+    if (s == NULL)
+        return;
+    if (!socksify_carried_refused_wrap(&s->e, req))
+        s->e.nowrap[s->e.nnowrap++ % SOCKSIFY_CARRIED_WRAPS] = *req;
+    unlock(s);
+}
+
+void socksify_carried_connect_wrap(int fd, const struct sockaddr *peer, socklen_t len,
+                                   const struct socksify_wrapgrant *g)
+{
+    struct slot *s;
+
+    if (len > sizeof s->e.peer || (s = hold(fd, 1)) == NULL)
+        return;
+    note_wrap(&s->e, &g->w);
+    s->e.connected = 2;
+    s->e.peer_wrap = *g;
+    memcpy(&s->e.peer, peer, len);
+    s->e.peer_len = len;
+    unlock(s);
+}
+
+const struct socksify_wrapgrant *socksify_carried_find_wrap(const struct socksify_carried *e,
+                                                            const struct socksify_connect_req *req)
+{
+    unsigned n = e->nwraps < SOCKSIFY_CARRIED_WRAPS ? e->nwraps : SOCKSIFY_CARRIED_WRAPS;
+
+    for (unsigned i = 0; i < n; i++)
+        if (same_dest(&e->wraps[i].req, req))
+            return &e->wraps[i];
+    return NULL;
+}
+
+int socksify_carried_refused_wrap(const struct socksify_carried *e,
+                                  const struct socksify_connect_req *req)
+{
+    unsigned n = e->nnowrap < SOCKSIFY_CARRIED_WRAPS ? e->nnowrap : SOCKSIFY_CARRIED_WRAPS;
+
+    for (unsigned i = 0; i < n; i++)
+        if (same_dest(&e->nowrap[i], req))
+            return 1;
+    return 0;
+}
+
 void socksify_carried_disconnect(int fd)
 {
     struct slot *s;

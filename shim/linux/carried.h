@@ -1,7 +1,8 @@
 /* Carried sockets (docs/wire.md, "Carried datagrams"): the UDP sockets this process sent
  * a datagram from through the daemon's carrier, so that their receive calls strip the
  * envelope, and those connect()ed to a carried destination, so that their sends without
- * an address get one. A small table keyed by descriptor and checked against the
+ * an address get one; and handed-off ones ("Datagram handoff: WRAP"), with their WRAP
+ * grants, whose sends go to hop 1's relay with a prefix and whose receives strip one. A small table keyed by descriptor and checked against the
  * socket's inode (as peers.h), so a descriptor closed and reused for another socket or
  * file is never taken for the one marked. Slots have try-locks: a busy slot is a miss,
  * never a wait (fork-safe). */
@@ -14,6 +15,13 @@
 #include "socksify_wire.h"
 
 #define SOCKSIFY_CARRIED_TOKENS 8  /* the last tokens used on a socket */
+#define SOCKSIFY_CARRIED_WRAPS  4  /* the last WRAP grants of a socket, and refusals */
+
+/* A WRAP answer (docs/wire.md, "Datagram handoff: WRAP") for one destination. */
+struct socksify_wrapgrant {
+    struct socksify_connect_req req;  /* the destination, as asked about */
+    struct socksify_wrap w;
+};
 
 struct socksify_carried {
     uint16_t port4, port6;                 /* the carrier */
@@ -24,6 +32,14 @@ struct socksify_carried {
     struct socksify_reply peer_rep;        /*   its CARRY answer */
     struct sockaddr_storage peer;          /*   as the program gave it */
     socklen_t peer_len;
+    /* datagram handoff: the socket's grants (a ring), the destinations it asked WRAP
+     * about and got another answer for (asked once per socket), and, with connected
+     * 2, the grant of the peer it is connected to (through hop 1's relay) */
+    struct socksify_wrapgrant wraps[SOCKSIFY_CARRIED_WRAPS];
+    unsigned nwraps;
+    struct socksify_connect_req nowrap[SOCKSIFY_CARRIED_WRAPS];
+    unsigned nnowrap;
+    struct socksify_wrapgrant peer_wrap;
 };
 
 /* 1 if fd may be a carried socket (no system call: the hot path of read()/write() on
@@ -46,6 +62,27 @@ void socksify_carried_connect(int fd, const struct sockaddr *peer, socklen_t len
 /* fd is connected elsewhere, or dissolved its association: no carried peer any more
  * (its tokens stay, for replies still on their way). */
 void socksify_carried_disconnect(int fd);
+
+/* fd got a WRAP answer w for req: keep it (the carrier's ports and the token noted as
+ * for CARRY, so an ERROR envelope is recognised). */
+void socksify_carried_wrap(int fd, const struct socksify_connect_req *req,
+                           const struct socksify_wrap *w);
+
+/* fd asked WRAP about req and got another answer: not asked again on this socket. */
+void socksify_carried_nowrap(int fd, const struct socksify_connect_req *req);
+
+/* fd was connect()ed to a wrapped destination (through hop 1's relay): peer as given;
+ * connected is 2 and peer_wrap the grant. */
+void socksify_carried_connect_wrap(int fd, const struct sockaddr *peer, socklen_t len,
+                                   const struct socksify_wrapgrant *g);
+
+/* e's grant for req, or NULL. */
+const struct socksify_wrapgrant *socksify_carried_find_wrap(const struct socksify_carried *e,
+                                                            const struct socksify_connect_req *req);
+
+/* 1 if fd asked WRAP about req and was answered otherwise. */
+int socksify_carried_refused_wrap(const struct socksify_carried *e,
+                                  const struct socksify_connect_req *req);
 
 /* 1 if token is one of e's. */
 int socksify_carried_has_token(const struct socksify_carried *e, const uint8_t *token);

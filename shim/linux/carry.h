@@ -11,13 +11,19 @@
 
 #include "datagram.h"
 
-/* Send msg's iovecs (and control messages; msg_name is ignored) to carry's destination
- * through the carrier: to the carrier's address for the socket's domain, or, with
+/* Send msg's iovecs (and control messages; msg_name is ignored) to carry's destination:
+ * a WRAP grant's (carry->wrapped) to hop 1's relay, the send prefix first (or, with
+ * connected, to the socket's kernel peer: the relay); else through the carrier: to the carrier's address for the socket's domain, or, with
  * connected, to the socket's kernel peer (the carrier, connect.c). fd is marked carried
  * first. Returns the payload bytes sent, or -errno (-EMSGSIZE for more than
  * UIO_MAXIOV - 1 iovecs, and for a payload 36 bytes short of the kernel's limit). */
 ssize_t socksify_carry_send(int fd, const struct socksify_carry *carry,
                             const struct msghdr *msg, int flags, int connected);
+
+/* Hop 1's relay of a WRAP answer as an address of a socket of the given domain (an
+ * AF_INET6 socket reaches an IPv4 relay as ::ffff:a.b.c.d): 0, or -EAFNOSUPPORT. */
+int socksify_wrap_relay(int domain, const struct socksify_wrap *w,
+                        struct sockaddr_storage *to, socklen_t *tolen);
 
 /* A send without an address on fd: if fd is connected to a carried destination, send
  * msg to it enveloped and set *handled (the answer asked again when the policy

@@ -16,6 +16,59 @@
 #define UIO_MAXIOV 1024
 #endif
 
+static uint64_t wrap_generation(const struct socksify_wrap *w)
+{
+    uint64_t g = 0;
+
+    for (int i = 0; i < 8; i++)
+        g = g << 8 | w->generation[i];
+    return g;
+}
+
+int socksify_wrap_relay(int domain, const struct socksify_wrap *w,
+                        struct sockaddr_storage *to, socklen_t *tolen)
+{
+    struct socksify_peer relay;
+
+    memset(&relay, 0, sizeof relay);
+    relay.family = w->family;
+    relay.port = w->port;
+    memcpy(relay.addr, w->addr, sizeof relay.addr);
+    return socksify_addr_of_peer(domain, &relay, to, tolen);
+}
+
+/* A WRAP grant's datagram: [send prefix, the program's buffers] in one sendmsg() to hop
+ * 1's relay (or, connected, to the socket's kernel peer: the relay). */
+static ssize_t wrap_send(int fd, const struct socksify_carry *carry,
+                         const struct msghdr *msg, int flags, int connected)
+{
+    struct sockaddr_storage to;
+    socklen_t tolen = 0;
+    struct msghdr m;
+    size_t n = msg->msg_iovlen;
+    ssize_t sent;
+
+    if (n >= UIO_MAXIOV)
+        return -EMSGSIZE;
+    struct iovec iov[n + 1];
+
+    if (!connected && socksify_wrap_relay(carry->domain, &carry->wrap, &to, &tolen) < 0)
+        return -ENETUNREACH;
+    iov[0].iov_base = (void *)carry->wrap.send;
+    iov[0].iov_len = carry->wrap.send_len;
+    if (n > 0)
+        memcpy(iov + 1, msg->msg_iov, n * sizeof *iov);
+    m = *msg;
+    m.msg_name = connected ? NULL : &to;
+    m.msg_namelen = connected ? 0 : tolen;
+    m.msg_iov = iov;
+    m.msg_iovlen = n + 1;
+    sent = socksify_real.sendmsg(fd, &m, flags);
+    if (sent < 0)
+        return -errno;
+    return sent >= carry->wrap.send_len ? sent - carry->wrap.send_len : 0;
+}
+
 ssize_t socksify_carry_send(int fd, const struct socksify_carry *carry,
                             const struct msghdr *msg, int flags, int connected)
 {
@@ -28,6 +81,8 @@ ssize_t socksify_carry_send(int fd, const struct socksify_carry *carry,
     ssize_t sent;
     int r;
 
+    if (carry->wrapped)
+        return wrap_send(fd, carry, msg, flags, connected);
     if (n >= UIO_MAXIOV)
         return -EMSGSIZE;
     struct iovec iov[n + 1];
@@ -73,10 +128,15 @@ ssize_t socksify_carry_send_connected(int fd, const struct msghdr *msg, int flag
     *handled = 1;
     if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &optlen) < 0)
         return -errno;
-    carry.req = e.peer_req;
+    carry.req = e.connected == 2 ? e.peer_wrap.req : e.peer_req;
     carry.rep = e.peer_rep;
     carry.domain = domain;
-    if (socksify_cache_reply_generation(&e.peer_rep) != socksify_cache_generation()) {
+    carry.wrapped = e.connected == 2;
+    if (carry.wrapped)
+        carry.wrap = e.peer_wrap.w;
+    if (carry.wrapped ? wrap_generation(&carry.wrap) != socksify_cache_generation()
+                      : socksify_cache_reply_generation(&e.peer_rep)
+                        != socksify_cache_generation()) {
         /* a reload (or a daemon gone): the grant is void; ask again */
         r = socksify_dgram_decide(fd, (const struct sockaddr *)&e.peer, e.peer_len, &carry);
         if (r < 0)
@@ -89,7 +149,21 @@ ssize_t socksify_carry_send_connected(int fd, const struct msghdr *msg, int flag
             *handled = 0;
             return 0;
         }
-        if (carry.rep.relay_port4 != e.peer_rep.relay_port4
+        if (carry.wrapped) {
+            struct socksify_wrapgrant g;   /* (re)connect to hop 1's relay, new or not */
+            struct sockaddr_storage to;
+            socklen_t tolen;
+
+            g.req = carry.req;
+            g.w = carry.wrap;
+            if (socksify_wrap_relay(domain, &carry.wrap, &to, &tolen) < 0
+                || socksify_real.connect(fd, (const struct sockaddr *)&to, tolen) < 0)
+                return -ECONNREFUSED;
+            socksify_carried_connect_wrap(fd, (const struct sockaddr *)&e.peer, e.peer_len,
+                                          &g);
+            return socksify_carry_send(fd, &carry, msg, flags, 1);
+        }
+        if (e.connected == 2 || carry.rep.relay_port4 != e.peer_rep.relay_port4
             || carry.rep.relay_port6 != e.peer_rep.relay_port6) {
             struct sockaddr_storage to;  /* a new daemon: its carrier is elsewhere */
             socklen_t tolen;

@@ -29,6 +29,7 @@
 #include "addr.h"
 #include "cache.h"
 #include "carried.h"
+#include "carry.h"
 #include "config.h"
 #include "connect.h"
 #include "control.h"
@@ -94,6 +95,23 @@ static int connect_carrier(int fd, int domain, const struct socksify_carry *carr
     struct sockaddr_storage to;
     socklen_t tolen;
 
+    if (carry->wrapped) {
+        /* a datagram handoff: the kernel connects to hop 1's relay, which the
+         * program's datagrams go to with the send prefix (docs/wire.md) */
+        struct socksify_wrapgrant g;
+
+        g.req = carry->req;
+        g.w = carry->wrap;
+        if (socksify_wrap_relay(domain, &carry->wrap, &to, &tolen) < 0)
+            return -ENETUNREACH;
+        if (socksify_real.connect(fd, (const struct sockaddr *)&to, tolen) < 0)
+            return -errno;
+        socksify_carried_connect_wrap(fd, addr, len, &g);
+        socksify_peer_note(fd, addr, len);
+        LOG_DEBUG("fd %d: UDP connected through hop 1's relay (port %u)", fd,
+                  carry->wrap.port);
+        return 0;
+    }
     if (socksify_addr_relay(domain, &carry->rep, &to, &tolen) < 0)
         return -ECONNREFUSED;
     if (socksify_real.connect(fd, (const struct sockaddr *)&to, tolen) < 0)

@@ -151,12 +151,14 @@ static int recv_body(int fd, uint8_t *reply, size_t replymax, int64_t deadline, 
     if (replymax <= SOCKSIFY_REPLY_SIZE
         || memcmp(reply, SOCKSIFY_MAGIC, SOCKSIFY_MAGIC_SIZE) != 0
         || reply[SOCKSIFY_REP_OFF_VERSION] != SOCKSIFY_WIRE_VERSION
-        || reply[SOCKSIFY_REP_OFF_VERDICT] != SOCKSIFY_VERDICT_NAME)
+        || (reply[SOCKSIFY_REP_OFF_VERDICT] != SOCKSIFY_VERDICT_NAME
+            && reply[SOCKSIFY_REP_OFF_VERDICT] != SOCKSIFY_VERDICT_WRAP))
         return SOCKSIFY_REPLY_SIZE;  /* no body: the caller decodes (and judges) the head */
+    /* NAME and WRAP both give body_len in bytes 10-11 */
     body_len = (size_t)reply[SOCKSIFY_NAME_OFF_BODY_LEN] << 8
                | reply[SOCKSIFY_NAME_OFF_BODY_LEN + 1];
     if (body_len > replymax - SOCKSIFY_REPLY_SIZE) {
-        SOCKSIFY_LOG_AT(level, "the daemon announces a %zu-byte name, more than the %zu "
+        SOCKSIFY_LOG_AT(level, "the daemon announces a %zu-byte body, more than the %zu "
                         "a reply may carry", body_len, replymax - SOCKSIFY_REPLY_SIZE);
         return -EPROTO;
     }
@@ -307,4 +309,18 @@ int socksify_control_handoff(const struct socksify_connect_req *req, int app_fd,
         *passed_fd = -1;
     }
     return r < 0 ? r : 0;
+}
+
+int socksify_control_wrap(const struct socksify_connect_req *req, int app_fd,
+                          uint8_t *reply, size_t replymax)
+{
+    uint8_t request[SOCKSIFY_REQUEST_SIZE];
+    int r;
+
+    if ((r = socksify_wire_encode_request(SOCKSIFY_OP_WRAP, req, request,
+                                          sizeof request)) < 0) {
+        LOG_WARN("cannot encode the request: %s", socksify_strerror(-r));
+        return r;
+    }
+    return send_reply_fd(request, sizeof request, reply, replymax, app_fd, NULL);
 }

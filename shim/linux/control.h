@@ -42,6 +42,13 @@ int socksify_control_exchange(const struct socksify_connect_req *req,
 int socksify_control_handoff(const struct socksify_connect_req *req, int app_fd,
                              struct socksify_reply *rep, int *passed_fd);
 
+/* A WRAP request for req (socktype datagram) with the program's UDP socket app_fd
+ * attached (docs/wire.md, "Datagram handoff: WRAP"); the reply, undecoded, into reply
+ * (up to replymax bytes): a WRAP reply's head and body, any other its 32 bytes.
+ * Returns the reply's length or -errno, as socksify_control_send_reply(). */
+int socksify_control_wrap(const struct socksify_connect_req *req, int app_fd,
+                          uint8_t *reply, size_t replymax);
+
 /* Remember the relay ports of a RELAY reply (atomically; any thread). */
 void socksify_relay_ports_note(uint16_t port4, uint16_t port6);
 

@@ -7,18 +7,23 @@
 
 #include "socksify_wire.h"
 
-/* A CARRY answer for a datagram destination (docs/wire.md, "Carried datagrams"). */
+/* A CARRY answer for a datagram destination (docs/wire.md, "Carried datagrams"), or a
+ * WRAP one ("Datagram handoff: WRAP"): then wrapped is 1 and wrap holds it. */
 struct socksify_carry {
     struct socksify_connect_req req;  /* the destination, as asked about */
     struct socksify_reply rep;        /* the answer: carrier ports, generation, token */
     int domain;                       /* the sending socket's (socksify_send_check) */
+    int wrapped;                      /* WRAP: send to hop 1's relay with the prefix */
+    struct socksify_wrap wrap;
 };
 
-#define SOCKSIFY_DGRAM_CARRY 1
+#define SOCKSIFY_DGRAM_CARRY 1   /* carry filled: CARRY, or (carry->wrapped) WRAP */
 
 /* May a datagram from fd go to dest, and how? Yes (0) without asking for a loopback
- * address or one that is not IPv4/IPv6; else the daemon decides (CONNECT, socktype 2),
- * or a cached DIRECT or CARRY answer: 0 for DIRECT, SOCKSIFY_DGRAM_CARRY (carry's req
+ * address or one that is not IPv4/IPv6; else the daemon decides (CONNECT, socktype 2;
+ * with carry, first a WRAP with fd attached, once per socket and destination, whose
+ * WRAP answer is kept in fd's carried entry while its generation holds), or a cached
+ * DIRECT or CARRY answer: 0 for DIRECT, SOCKSIFY_DGRAM_CARRY (carry's req
  * and rep filled) for CARRY when carry is not NULL, the mapped -errno for FAIL
  * (-ECONNREFUSED for code 0), -ECONNREFUSED for any other verdict (CARRY too without
  * carry) or a malformed reply, -ETIMEDOUT or -ECONNREFUSED when the daemon cannot be

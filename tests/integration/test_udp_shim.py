@@ -1,8 +1,11 @@
-"""Programs under the Linux shim get their datagrams CARRIED (issue 19,
-docs/wire.md "Carried datagrams"): a rule with udp = "chain" sends each datagram,
-behind a 36-byte envelope, to the daemon's carrier, which carries it through the
-chain's SOCKS5 UDP association; replies come back enveloped and the shim strips
-them. Real programs (dig, nc -u, a Python client of plain socket calls) run in the
+"""Programs under the Linux shim get their datagrams through the chain (issue 19): by
+default HANDED OFF (docs/wire.md "Datagram handoff: WRAP": the daemon builds the
+association for the program's own socket, which sends to hop 1's relay itself, with
+the opaque prefix the shim was given); with data_path = "relay", or where a handoff
+cannot be (a stand-in destination, a socket bound to loopback), CARRIED
+("Carried datagrams"): each datagram, behind a 36-byte envelope, goes to the daemon's
+carrier, which carries it through the chain's SOCKS5 UDP association; replies come
+back enveloped and the shim strips them. Real programs (dig, nc -u, a Python client of plain socket calls) run in the
 client zone with the shim preloaded; the hops are danted with UDP (tests/udplab.py).
 
 Witnesses: the far servers record each datagram's source (the last hop's address,
@@ -35,12 +38,17 @@ pytestmark = pytest.mark.lab
 CLIENT = Path(__file__).resolve().parent / "udpclient.py"
 
 
-def start(sk: Any, tmp_path: Path, hops: list[str], udp: str = "chain") -> None:
+PATHS = ["handoff", "relay"]   # the chain's data path: WRAP, or the carrier
+
+
+def start(sk: Any, tmp_path: Path, hops: list[str], udp: str = "chain",
+          path: str = "handoff") -> None:
     pol = tmp_path / "carry.toml"
     listed = ", ".join(f'"{h}"' for h in hops)
     pol.write_text(textwrap.dedent(f"""\
         [chains.u]
         hops = [{listed}]
+        data_path = "{path}"
 
         [[rules]]
         action = "chain:u"
@@ -69,15 +77,16 @@ def client(sk: Any, *args: str, timeout: float = 90) -> dict[str, Any]:
     raise AssertionError(f"no report: {sk.describe(res)}")
 
 
-def carried_flows(sk: Any) -> list[dict[str, Any]]:
+def carried_flows(sk: Any, path: str = "carried") -> list[dict[str, Any]]:
     return [c for c in sk.control({"op": "connections"})["connections"]
-            if c.get("path") == "carried"]
+            if c.get("path") == path and c.get("kind") == "udp"]
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("n", [1, 3])
 def test_programs_datagrams_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path,
                                         udp_hops: UdpHops, far: FarUdp,
-                                        witness: Witness, n: int) -> None:
+                                        witness: Witness, n: int, path: str) -> None:
     """dig (its own UDP), nc -u, and a Python client (sendto/recvfrom, by address and
     by name, MSG_PEEK and MSG_TRUNC; connected send/recv, read/write, sendmsg/recvmsg
     and getpeername; non-blocking with select; local datagrams on a carried socket
@@ -87,11 +96,12 @@ def test_programs_datagrams_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path
     need("dig")
     need("nc")
     asked_before = len(lab.dns.seen())
-    start(sk, tmp_path, [udp_hops.url(i) for i in range(n)])
+    start(sk, tmp_path, [udp_hops.url(i) for i in range(n)], path=path)
     port = str(far.echo_port)
     for mode, host in (("sendto", lablib.FAR_IP), ("sendto", lablib.FAR_NAME),
                        ("connected", lablib.FAR_IP), ("nonblock", lablib.FAR_IP),
-                       ("mixed", lablib.FAR_IP), ("six", lablib.FAR_IP)):
+                       ("mixed", lablib.FAR_IP), ("mixedany", lablib.FAR_IP),
+                       ("six", lablib.FAR_IP)):
         report = client(sk, mode, host, port)
         assert report["ok"], (mode, host, report)
     dig = shimmed(sk, ["dig", "+short", "+tries=1", "+time=10", f"@{lablib.FAR_IP}",
@@ -102,9 +112,18 @@ def test_programs_datagrams_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path
     assert marker in nc.stdout, sk.describe(nc)
     flows = carried_flows(sk)
     assert flows and all(f["kind"] == "udp" and f["chain"] == "u" for f in flows), flows
-    assert sum(f["datagrams_up"] for f in flows) >= 5, flows
+    log = sk.daemon_log()
+    if path == "relay":
+        assert sum(f["datagrams_up"] for f in flows) >= 5, flows
+        assert "UDP handed off" not in log, log
+    else:
+        # by address from a socket not bound to loopback: handed off (dig, nc, and
+        # the client's modes but by name and mixed); the rest carried
+        assert log.count("UDP handed off [") >= 6, log
+        assert sum(f["datagrams_up"] for f in flows) >= 2, flows
     assert all(f["route"].count(">") == n - 1 for f in flows if f["route"]), flows
-    assert sk.control({"op": "status"})["udp_flows"] == len(flows)
+    # (handed-off flows are counted too, while their sockets live)
+    assert sk.control({"op": "status"})["udp_flows"] >= len(flows)
     table = sk.socksifyd("connections", timeout=30)
     assert "udp " in table.stdout, table.stdout
     assert far.seen() and {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
@@ -112,13 +131,16 @@ def test_programs_datagrams_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path
     assert lablib.FAR_NAME not in " ".join(lab.dns.seen()[asked_before:])
 
 
+@pytest.mark.parametrize("path", PATHS)
 def test_ten_thousand_datagrams_through_three_hops(lab: lablib.Lab, sk: Any,
                                                    tmp_path: Path, udp_hops: UdpHops,
-                                                   far: FarUdp, witness: Witness) -> None:
+                                                   far: FarUdp, witness: Witness,
+                                                   path: str) -> None:
     """10,000 datagrams of 1,200 bytes from a connected socket under the shim, a
     window of 64 in flight: sent and received counted exactly, order kept within a
-    tolerance; the daemon's counters agree with the program's."""
-    start(sk, tmp_path, [udp_hops.url(i) for i in range(3)])
+    tolerance; carried, the daemon's counters agree with the program's; handed off,
+    the daemon carried none of them."""
+    start(sk, tmp_path, [udp_hops.url(i) for i in range(3)], path=path)
     cpu = cpu_seconds(sk.daemon_pid())
     report = client(sk, "flood", lablib.FAR_IP, str(far.echo_port), "10000", "1200",
                     timeout=300)
@@ -133,11 +155,14 @@ def test_ten_thousand_datagrams_through_three_hops(lab: lablib.Lab, sk: Any,
     assert report["received"] >= 9900, report
     assert report["inversions"] <= 10, report
     flows = carried_flows(sk)
-    assert len(flows) == 1 and flows[0]["datagrams_up"] == 10000, flows
-    assert flows[0]["datagrams_down"] == report["received"], flows
+    if path == "relay":
+        assert len(flows) == 1 and flows[0]["datagrams_up"] == 10000, flows
+        assert flows[0]["datagrams_down"] == report["received"], flows
+    else:
+        assert flows == [] and "UDP handed off [" in sk.daemon_log(), flows
     rtt = client(sk, "rtt", lablib.FAR_IP, str(far.echo_port), "200")
     assert rtt["ok"], rtt
-    print(f"3-hop carried UDP echo, median of 200 round trips: {rtt['median_ms']} ms")
+    print(f"3-hop UDP echo ({path}), median of 200 round trips: {rtt['median_ms']} ms")
     assert witness.packets() == 0
 
 
@@ -156,19 +181,30 @@ def test_socks4_hop_refuses_udp(lab: lablib.Lab, sk: Any, tmp_path: Path,
     assert "which has no UDP" in sk.daemon_log()
 
 
+@pytest.mark.parametrize("path", PATHS)
 def test_hop_refusing_udp_associate(lab: lablib.Lab, sk: Any, tmp_path: Path,
                                     udp_hops: UdpHops, far: FarUdp,
-                                    witness: Witness) -> None:
+                                    witness: Witness, path: str) -> None:
+    """Carried: the first datagram is taken and the association fails (an ERROR on
+    the socket); handed off: the WRAP is refused (the association is built before the
+    answer), so the send itself fails."""
     no_udp = f"socks5://{lablib.PROXY_NEAR_IP}:{udp_hops.no_udp_port}"
-    start(sk, tmp_path, [udp_hops.url(0), no_udp])
+    start(sk, tmp_path, [udp_hops.url(0), no_udp], path=path)
     report = _refused(sk, far, witness)
-    assert report["where"] == "recv" and report["error"] == "ECONNREFUSED", report
+    where = "recv" if path == "relay" else "send"
+    assert report["where"] == where and report["error"] == "ECONNREFUSED", report
     assert "UDP ASSOCIATE" in sk.daemon_log()
 
 
+@pytest.mark.parametrize("path", PATHS)
 def test_hop_dying_mid_flow(lab: lablib.Lab, sk: Any, tmp_path: Path, udp_hops: UdpHops,
-                            far: FarUdp, witness: Witness) -> None:
-    start(sk, tmp_path, [udp_hops.url(i) for i in range(3)])
+                            far: FarUdp, witness: Witness, path: str) -> None:
+    """Hop 2 dies under a connected socket: carried, the carrier's ERROR envelope fails
+    the next call (ECONNRESET); handed off, the daemon closes hop 1's control
+    connection, hop 1 closes its relay, and the kernel reports the next datagram's
+    port unreachable (ECONNREFUSED; the socket, connected to the relay, takes nothing
+    from the carrier). Nothing leaves around the chain either way."""
+    start(sk, tmp_path, [udp_hops.url(i) for i in range(3)], path=path)
     flag = tmp_path / "midflow"
     import sys
     bg = sk.spawn([sys.executable, str(CLIENT), "midflow", lablib.FAR_IP,
@@ -183,26 +219,29 @@ def test_hop_dying_mid_flow(lab: lablib.Lab, sk: Any, tmp_path: Path, udp_hops: 
     (tmp_path / "midflow.go").touch()
     res = bg.wait(60)
     report = json.loads(res.stdout.strip().splitlines()[-1])
-    assert report["ok"] and report["error"] == "ECONNRESET", (report, sk.daemon_log())
+    expected = "ECONNRESET" if path == "relay" else "ECONNREFUSED"
+    assert report["ok"] and report["error"] == expected, (report, sk.daemon_log())
     assert witness.packets() == 0
     assert len(far.seen()) == before
 
 
+@pytest.mark.parametrize("path", PATHS)
 def test_reload_voids_grants_and_programs_ask_again(lab: lablib.Lab, sk: Any,
                                                     tmp_path: Path, udp_hops: UdpHops,
-                                                    far: FarUdp, witness: Witness) -> None:
+                                                    far: FarUdp, witness: Witness,
+                                                    path: str) -> None:
     """A reload voids every grant (a new policy generation); a connected socket and an
     unconnected one go on being carried: the shim sees the new generation and asks
     again (once: the answer is cached for the process)."""
     import sys
-    start(sk, tmp_path, [udp_hops.url(0)])
+    start(sk, tmp_path, [udp_hops.url(0)], path=path)
     flag = tmp_path / "twice"
     bg = sk.spawn([sys.executable, str(CLIENT), "twice", lablib.FAR_IP,
                    str(far.echo_port), str(flag)], preload=True)
     lablib.wait_until(lambda: (tmp_path / "twice.ready").exists() or not bg.running(),
                       60, "the first echoes")
-    # one question per process and destination: the answer is cached
-    assert sk.control({"op": "status"})["carrier"]["grants"] == 1, sk.daemon_log()
+    # one WRAP per socket and destination (answered CARRY under data_path relay)
+    assert sk.control({"op": "status"})["carrier"]["grants"] == 2, sk.daemon_log()
     res = sk.socksifyd("reload", timeout=30)
     assert res.returncode == 0, sk.describe(res)
     (tmp_path / "twice.go").touch()
@@ -210,7 +249,12 @@ def test_reload_voids_grants_and_programs_ask_again(lab: lablib.Lab, sk: Any,
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report["ok"], (report, sk.daemon_log())
     log = sk.daemon_log()
-    assert log.count("UDP carried [") == 2, log        # asked again once
+    if path == "relay":
+        # then once more for the process: the CARRY answer is cached for it
+        assert log.count("UDP carried [") == 3, log
+    else:
+        # each socket asked once, and once again after the reload
+        assert log.count("UDP handed off [") == 4, log
     assert {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
     assert len(far.seen()) == 4 and witness.packets() == 0
 
@@ -278,3 +322,216 @@ def test_another_user_cannot_use_a_grant(lab: lablib.Lab, sk: Any, tmp_path: Pat
     lablib.wait_until(lambda: far.seen(), 20, "the grant's own user to be carried")
     assert {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
     assert witness.packets() == 0
+
+
+class HopOneSources:
+    """An nft set in the client zone: the source ports of UDP sent to hop 1's address
+    (the proxy zone's near side)."""
+
+    def __init__(self, lab: lablib.Lab) -> None:
+        import secrets
+        self.lab = lab
+        self.table = "skwrap" + secrets.token_hex(3)
+        rules = textwrap.dedent(f"""\
+            table ip {self.table} {{
+              set sports {{ type inet_service; flags dynamic; }}
+              chain out {{
+                type filter hook output priority 0; policy accept;
+                ip daddr {lablib.PROXY_NEAR_IP} meta l4proto udp add @sports {{ udp sport }}
+              }}
+            }}
+            """)
+        lab.client_run(["nft", "-f", "-"], input=rules.encode(), timeout=20, check=True)
+
+    def ports(self) -> set[int]:
+        import re
+        res = self.lab.client_run(["nft", "list", "set", "ip", self.table, "sports"],
+                                  timeout=20, check=True)
+        m = re.search(r"elements = \{([^}]*)\}", res.stdout)
+        return {int(p) for p in m.group(1).replace(",", " ").split()} if m else set()
+
+    def close(self) -> None:
+        self.lab.client_run(["nft", "delete", "table", "ip", self.table], timeout=20)
+
+
+def test_handed_off_datagrams_go_straight_to_hop_1(lab: lablib.Lab, sk: Any,
+                                                   tmp_path: Path, udp_hops: UdpHops,
+                                                   far: FarUdp,
+                                                   witness: Witness) -> None:
+    """On the wire: a connected socket's datagrams through 3 hops leave from the
+    program's own port for hop 1 (the client zone's nft set of source ports to hop 1
+    holds it); the carrier carries none; `socksifyd connections` shows the flow as
+    udp, path handoff, no byte counts. Once the program's socket is closed the flow
+    ends (the daemon's sweep) and hop 1's control connection with it."""
+    import sys
+    sources = HopOneSources(lab)
+    try:
+        start(sk, tmp_path, [udp_hops.url(i) for i in range(3)])
+        flag = tmp_path / "midflow"
+        bg = sk.spawn([sys.executable, str(CLIENT), "midflow", lablib.FAR_IP,
+                       str(far.echo_port), str(flag)], preload=True)
+        ready = tmp_path / "midflow.ready"
+        lablib.wait_until(lambda: ready.exists() or not bg.running(), 60, "the echo")
+        port = int(ready.read_text())
+        assert port in sources.ports(), (port, sources.ports())
+        assert far.seen() and {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
+        status = sk.control({"op": "status"})
+        assert status["carrier"]["flows"] == 0 and status["carrier"]["handoff_flows"] == 1
+        assert not carried_flows(sk)
+        (flow,) = carried_flows(sk, "handoff")
+        assert flow["up"] is None and flow["down"] is None and flow["chain"] == "u"
+        assert flow["route"].count(">") == 2, flow
+        rows = json.loads(sk.socksifyd("connections", "--json", timeout=30).stdout)
+        listed = rows["connections"] if isinstance(rows, dict) else rows
+        assert any(r.get("path") == "handoff" and r.get("kind") == "udp"
+                   for r in listed), listed
+        table = sk.socksifyd("connections", timeout=30)
+        assert "udp " in table.stdout, table.stdout
+        # the program ends: its socket is closed, and the flow ends within the sweep
+        bg.kill()
+        lablib.wait_until(lambda: not carried_flows(sk, "handoff"), 20,
+                          "the handed-off flow to end")
+        assert "handed-off UDP ended" in sk.daemon_log()
+        assert witness.packets() == 0
+    finally:
+        sources.close()
+
+
+def _wrap(sk: Any, sock: socket.socket, port: int) -> Any:
+    """A WRAP answer for the far echo server's port, asked on the control socket as
+    this test's user with sock attached, as the shim asks."""
+    from socksify.protocol.datagram import WrapReply
+    req = wire.ConnectRequest(ipaddress.ip_address(lablib.FAR_IP), port,
+                              wire.SockType.DGRAM, op=wire.Op.WRAP)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(sk.runtime_dir / "control.sock"))
+        socket.send_fds(s, [req.dumps()], [sock.fileno()])
+        head = lablib.recv_exact(s, wire.REPLY_SIZE)
+        body = lablib.recv_exact(s, WrapReply.body_len(head))
+    return WrapReply.loads(head + body)
+
+
+def test_hop_1_takes_datagrams_only_from_the_programs_port(lab: lablib.Lab, sk: Any,
+                                                          tmp_path: Path,
+                                                          udp_hops: UdpHops, far: FarUdp,
+                                                          witness: Witness) -> None:
+    """docs/security.md, the datagram handoff: hop 1 (danted) relays only datagrams
+    from the address and port the daemon declared in UDP ASSOCIATE, the program
+    socket's: the same prefix sent from another socket (another port: what another
+    local user could do) is dropped by danted. Once the program's socket is closed,
+    the sweep ends the association, and a socket bound to that very port afterwards
+    reaches nothing (the window before the sweep is docs/security.md's)."""
+    start(sk, tmp_path, [udp_hops.url(i) for i in range(2)])
+
+    def bound() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", 0))
+        s.settimeout(5)
+        return s
+    prog: socket.socket = lablib.in_netns(lab.client_ns, bound)  # type: ignore[assignment]
+    other: socket.socket = lablib.in_netns(lab.client_ns, bound)  # type: ignore[assignment]
+    try:
+        w = _wrap(sk, prog, far.echo_port)
+        relay = (str(w.relay), w.relay_port)
+        prog.sendto(w.send_prefix + b"legit", relay)
+        got, frm = prog.recvfrom(2048)
+        assert frm == relay and w.reply_payload(got) == b"legit", got
+        assert len(far.seen()) == 1
+        other.sendto(w.send_prefix + b"forged", relay)
+        time.sleep(1.0)
+        assert len(far.seen()) == 1, far.seen()      # danted dropped it
+        port = prog.getsockname()[1]
+        prog.close()
+        lablib.wait_until(lambda: not carried_flows(sk, "handoff"), 20,
+                          "the sweep to end the flow")
+
+        def same_port() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("0.0.0.0", port))
+            return s
+        late: socket.socket = lablib.in_netns(lab.client_ns, same_port)  # type: ignore[assignment]
+        with late:
+            time.sleep(0.5)              # hop 1 closing its relay after its control
+            late.sendto(w.send_prefix + b"too late", relay)
+            time.sleep(1.0)
+        assert len(far.seen()) == 1, far.seen()
+        assert witness.packets() == 0
+    finally:
+        prog.close()
+        other.close()
+
+
+# A hostile SOCKS5 hop with UDP ASSOCIATE, in the proxy zone: for each datagram from the
+# client it sends back, from its relay, junk, then the right reply with the
+# destination's port off by one (another prefix), then the right reply ("pong").
+HOSTILE_HOP = r'''
+import socket, struct, sys, threading
+host = sys.argv[1]
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((host, 0)); ls.listen(8)
+print(ls.getsockname()[1], flush=True)
+def serve(c):
+    c.recv(3); c.sendall(b"\x05\x00")
+    head = c.recv(4); c.recv(6 if head[3] == 1 else 18)
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind((host, 0))
+    c.sendall(b"\x05\x00\x00\x01" + socket.inet_aton(host) + struct.pack("!H", r.getsockname()[1]))
+    while True:
+        data, src = r.recvfrom(65536)
+        if data[:4] != b"\0\0\0\x01":
+            continue
+        hdr = data[:10]
+        other = hdr[:8] + struct.pack("!H", (struct.unpack("!H", hdr[8:])[0] + 1) & 0xffff)
+        r.sendto(b"junk from hop 1", src)
+        r.sendto(other + b"another prefix", src)
+        r.sendto(hdr + b"pong", src)
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+'''
+
+HOSTILE_CLIENT = r'''
+import json, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.sendto(b"ping", (host, port))
+data, src = s.recvfrom(2048)
+s.setblocking(False)
+more = []
+import time; time.sleep(0.5)
+while True:
+    try:
+        more.append(s.recv(2048).decode(errors="replace"))
+    except BlockingIOError:
+        break
+print(json.dumps({"first": data.decode(errors="replace"), "src": list(src), "more": more}))
+'''
+
+
+def test_a_hostile_hop_1_cannot_deliver_junk(lab: lablib.Lab, sk: Any,
+                                             tmp_path: Path, witness: Witness) -> None:
+    """A scripted hop 1 answers each handed-off datagram with junk, a reply with another
+    destination's prefix and the right reply: the program gets only the right one,
+    from the destination it asked; the other two are dropped by the shim."""
+    import subprocess
+    import sys
+    script = tmp_path / "hostile.py"
+    script.write_text(HOSTILE_HOP)
+    hop = subprocess.Popen(["ip", "netns", "exec", lab.hops[0].ns, sys.executable,
+                            str(script), lablib.PROXY_NEAR_IP], stdout=subprocess.PIPE)
+    try:
+        assert hop.stdout is not None
+        port = int(hop.stdout.readline())
+        start(sk, tmp_path, [f"socks5://{lablib.PROXY_NEAR_IP}:{port}"])
+        client_py = tmp_path / "hostile_client.py"
+        client_py.write_text(HOSTILE_CLIENT)
+        res = shimmed(sk, [sys.executable, str(client_py), lablib.FAR_IP, "7777"])
+        report = json.loads(res.stdout.strip().splitlines()[-1])
+        assert report == {"first": "pong", "src": [lablib.FAR_IP, 7777], "more": []}, \
+            (report, sk.describe(res))
+        assert "UDP handed off [" in sk.daemon_log()
+        assert witness.packets() == 0
+    finally:
+        hop.kill()
+        hop.wait()

@@ -170,8 +170,11 @@ def error(host: str, port: int, s: socket.socket | None = None) -> None:
     out(ok=False, where="recv", data=data.decode(errors="replace"))
 
 
-def wait_go(path: str) -> None:
-    open(path + ".ready", "w").close()
+def wait_go(path: str, s: socket.socket | None = None) -> None:
+    """FILE.ready (holding s's local port), then wait for FILE.go."""
+    with open(path + ".ready.tmp", "w") as f:
+        f.write(str(s.getsockname()[1]) if s is not None else "")
+    os.rename(path + ".ready.tmp", path + ".ready")
     deadline = time.monotonic() + 60
     while not os.path.exists(path + ".go") and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -204,27 +207,30 @@ def midflow(host: str, port: int, path: str) -> None:
     s.connect((host, port))
     s.send(b"one")
     first = s.recv(100)
-    wait_go(path)
+    wait_go(path, s)
     if first != b"one":
         out(ok=False, first=first.decode(errors="replace"))
         return
     error(host, port, s)
 
 
-def mixed(host: str, port: int) -> None:
-    """A carried socket also gets datagrams from a local sender: those come untouched
-    (short and long, whole and truncated), with their own source."""
+def mixed(host: str, port: int, bind: str = "127.0.0.1") -> None:
+    """A carried socket (bound to loopback: it cannot be handed off) also gets
+    datagrams from a local sender: those come untouched (short and long, whole and
+    truncated), with their own source. bind 0.0.0.0 (mixedany): the same on a socket
+    handed off, whose scratch before the program's buffers is longer."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
+    s.bind((bind, 0))
     s.settimeout(10)
     s.sendto(b"carried", (host, port))
     echo, src = s.recvfrom(100)
     local = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     local.bind(("127.0.0.1", 0))
     short, long_ = b"short", bytes(range(200))
-    local.sendto(short, s.getsockname())
-    local.sendto(long_, s.getsockname())
-    local.sendto(long_, s.getsockname())
+    to = ("127.0.0.1", s.getsockname()[1])
+    local.sendto(short, to)
+    local.sendto(long_, to)
+    local.sendto(long_, to)
     got_short, src_short = s.recvfrom(100)
     got_long, src_long = s.recvfrom(1000)
     cut, _, flags, _ = s.recvmsg(50)
@@ -256,6 +262,8 @@ def main() -> None:
             rtt(host, port, int(sys.argv[4]))
         elif mode == "twice":
             twice(host, port, sys.argv[4])
+        elif mode == "mixedany":
+            mixed(host, port, "0.0.0.0")
         else:
             {"sendto": sendto, "connected": connected, "nonblock": nonblock,
              "error": error, "mixed": mixed, "six": six}[mode](host, port)

@@ -250,3 +250,19 @@ def test_status_shows_handoff_and_prebuilt_tunnels() -> None:
         in text, text
     text = "\n".join(status_lines({"live": 1, "pending": 0, "handed_off": 41}))
     assert "1 relayed, 0 being attached, 41 handed off" in text, text
+
+
+def test_handed_off_udp_flow_row_and_status() -> None:
+    """A handed-off UDP flow (the program's socket talks to hop 1 itself) has no byte
+    or datagram counts: "-", never 0; status says how many are handed off."""
+    flow = {"id": "c21", "app": "dig", "pid": 78, "user": "alice", "uid": 1000,
+            "target": "10.77.2.3:53", "host": None, "rule": "dns", "chain": "anon",
+            "route": "socks5://10.0.0.5:1080", "up": None, "down": None, "age": 2,
+            "path": "handoff", "kind": "udp", "datagrams_up": None,
+            "datagrams_down": None, "dropped": None}
+    row = render.connections_text([flow]).splitlines()[1]
+    assert "udp 10.77.2.3:53" in row and "dg" not in row and " - " in row, row
+    status = "\n".join(render.status_lines({"carrier": {
+        "port4": 40001, "port6": 0, "flows": 0, "grants": 1, "dropped": {},
+        "handoff_flows": 1}}))
+    assert "0 flow(s), 1 grant(s), 0 dropped; 1 handed off" in status, status

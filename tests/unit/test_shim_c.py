@@ -34,16 +34,20 @@ def vector_lines(kind: str | None = None) -> int:
                and (kind is None or line.split()[0] == kind))
 
 
-def run_c_test(tmp_path: Path, name: str, *args: str) -> tuple[int, str]:
-    """Build tests/c/NAME.c with shim/common and run it: (passed count, its output)."""
+def run_c_test(tmp_path: Path, name: str, *args: str,
+               linux: tuple[str, ...] = ()) -> tuple[int, str]:
+    """Build tests/c/NAME.c with shim/common (and the named shim/linux files) and run
+    it: (passed count, its output)."""
     cc = os.environ.get("CC", "cc").split()
     if shutil.which(cc[0]) is None:
         pytest.fail(f"no C compiler ({cc[0]}) to build tests/c/{name}.c")
     exe = tmp_path / name
     shim = ROOT / "shim"
     subprocess.run([*cc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE",
-                    f"-I{shim / 'common'}", str(ROOT / f"tests/c/{name}.c"),
-                    *sorted(str(p) for p in (shim / "common").glob("*.c")), "-o", str(exe)],
+                    f"-I{shim / 'common'}", f"-I{shim / 'linux'}",
+                    str(ROOT / f"tests/c/{name}.c"),
+                    *sorted(str(p) for p in (shim / "common").glob("*.c")),
+                    *(str(shim / "linux" / f) for f in linux), "-o", str(exe)],
                    check=True)
     run = subprocess.run([str(exe), *args], capture_output=True, text=True)
     print(run.stdout)
@@ -90,6 +94,24 @@ def test_c_datagram_vectors(tmp_path: Path) -> None:
         assert lines.count(kind) > 0, f"no {kind} vectors"
         assert oks.count(kind) == lines.count(kind), kind
     assert oks.count("api") == DATAGRAM_API_CASES
+
+
+WRAP_VECTORS = ROOT / "tests" / "vectors" / "wrap.txt"
+WRAP_KINDS = ("wrap-request", "wrap", "bad-wrap", "match")
+WRAP_SHIFT_CASES = 8  # run_shift() in tests/c/test_wrap.c
+
+
+def test_c_wrap_vectors_and_shift(tmp_path: Path) -> None:
+    passed, stdout = run_c_test(tmp_path, "test_wrap", str(WRAP_VECTORS),
+                                linux=("wrapshift.c",))
+    lines = [line.split()[0] for line in WRAP_VECTORS.read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert passed == len(lines) + WRAP_SHIFT_CASES
+    oks = [line.split()[1] for line in stdout.splitlines() if line.startswith("ok ")]
+    for kind in WRAP_KINDS:
+        assert lines.count(kind) > 0, f"no {kind} vectors"
+        assert oks.count(kind) == lines.count(kind), kind
+    assert oks.count("shift") == WRAP_SHIFT_CASES
 
 
 # Cases of test_kinds.c: its socket-kind table (16) and its destination table (15).

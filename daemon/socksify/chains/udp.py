@@ -16,7 +16,12 @@ around the chain.
 The relay address (BND) a hop answers with is used as given, except when it is
 0.0.0.0/:: (RFC 1928's "the address you reached the server on", which danted sends)
 or, for hop 1, a loopback address while hop 1 is not on loopback (a server that
-names its own internal address): then the hop's own address, with the port it gave."""
+names its own internal address): then the hop's own address, with the port it gave.
+
+For a datagram handoff (docs/wire.md, "Datagram handoff: WRAP"), open_association is
+given the program socket's port: hop 1 is told the datagrams come from (the local
+address of our control connection to hop 1, that port), and the daemon owns no UDP
+socket: the program's socket sends to hop 1's relay itself."""
 
 from __future__ import annotations
 
@@ -119,7 +124,7 @@ class UdpAssociation:
     route: tuple[Proxy, ...]
     relays: list[tuple[str, int]]
     controls: list[RawStream]
-    sock: socket.socket
+    sock: socket.socket | None        # None: a datagram handoff, the program's socket
     conn: str = "-"
     setup_seconds: float = 0.0
     counters: UdpCounters = field(default_factory=UdpCounters)
@@ -152,10 +157,11 @@ class UdpAssociation:
         """Deliver each reply (its real source and payload); call `lost` once if a
         control connection ends."""
         self._deliver, self._lost = deliver, lost
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self),
-                                                           sock=self.sock)
-        self.transport = transport
+        if self.sock is not None:
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self),
+                                                               sock=self.sock)
+            self.transport = transport
         for k, stream in enumerate(self.controls):
             self._watchers.append(asyncio.ensure_future(self._watch(k, stream)))
 
@@ -261,16 +267,18 @@ class UdpAssociation:
                 task.cancel()
         if self.transport is not None:
             self.transport.close()
-        else:
+        elif self.sock is not None:
             self.sock.close()
         for stream in self.controls:
             stream.close()
 
 
 async def open_association(route: tuple[Proxy, ...], spec: ChainSpec,
-                           conn: str = "-") -> UdpAssociation:
+                           conn: str = "-", client_port: int | None = None
+                           ) -> UdpAssociation:
     """Associate with every hop of route, hop by hop. Raises Unsupported for a hop
-    without UDP, a ChainError (HopRefused, ...) for one that refuses or fails."""
+    without UDP, a ChainError (HopRefused, ...) for one that refuses or fails.
+    client_port: a datagram handoff's program socket port (no socket of our own)."""
     check_route(route)
     started = time.monotonic()
     controls: list[RawStream] = []
@@ -283,10 +291,14 @@ async def open_association(route: tuple[Proxy, ...], spec: ChainSpec,
                                                   spec.connect_timeout, f"hop 1 {hop}",
                                                   conn), owned=True)
                 controls.append(stream)
-                sock = socket.socket(stream.sock.family, socket.SOCK_DGRAM)
-                sock.setblocking(False)
-                sock.bind((stream.sock.getsockname()[0], 0))
-                src: tuple[str, int] = sock.getsockname()[:2]
+                src: tuple[str, int]
+                if client_port is not None:
+                    src = (stream.sock.getsockname()[0], client_port)
+                else:
+                    sock = socket.socket(stream.sock.family, socket.SOCK_DGRAM)
+                    sock.setblocking(False)
+                    sock.bind((stream.sock.getsockname()[0], 0))
+                    src = sock.getsockname()[:2]
             else:
                 # hop k's datagrams come from hop k-1's relay, whose address is its own
                 controls.append(await build(route[:k], hop.host, hop.port, spec, conn))
@@ -295,8 +307,8 @@ async def open_association(route: tuple[Proxy, ...], spec: ChainSpec,
             reply = await associate(stream, route, k, src[0], src[1], spec)
             relays.append(relay_address(reply, hop, k))
             log.debug("[%s] hop %d %s: UDP relay %s:%d", conn, k + 1, hop, *relays[-1])
-        assert sock is not None
-        await _connect(sock, relays[0])
+        if sock is not None:
+            await _connect(sock, relays[0])
     except BaseException:
         for stream in controls:
             stream.close()
@@ -318,3 +330,26 @@ async def _connect(sock: socket.socket, relay: tuple[str, int]) -> None:
     except OSError as exc:
         raise HopUnreachable(f"hop 1's UDP relay {host}:{port}: {exc}", hop=0,
                              err=errno.ENETUNREACH) from None
+
+
+def handoff_prefixes(relays: list[tuple[str, int]], host: str, port: int
+                     ) -> tuple[bytes, bytes, bytes] | None:
+    """A datagram handoff's (send prefix, reply prefix, reply mask) for host:port
+    through relays (docs/wire.md, "Datagram handoff: WRAP"): the layers for the relays
+    after hop 1's and the destination's header before each datagram; replies carry the
+    same layers, with each relay's address bytes masked out (a hop names the next
+    relay as it sees it). None if a relay is known by name (its layer's length in a
+    reply is not known) or host is not an address."""
+    if parse_address(host) is None:
+        return None
+    prefix, mask = b"", b""
+    for relay_host, relay_port in relays[1:]:
+        if parse_address(relay_host) is None:
+            return None
+        layer = socks5udp.wrap(relay_host, relay_port, b"")
+        keep = b"\xff" * 4 + bytes(len(layer) - 6) + b"\xff\xff"
+        prefix += bytes(a & b for a, b in zip(layer, keep))
+        mask += keep
+    dest = socks5udp.wrap(host, port, b"")
+    send = socks5udp.wrap_layers(relays[1:], host, port, b"")
+    return send, prefix + dest, mask + b"\xff" * len(dest)

@@ -92,6 +92,9 @@ class UdpFlow(Connection):
             out["target"] = "-"                 # no datagram yet
         out.update({"kind": "udp", "datagrams_up": self.datagrams_up,
                     "datagrams_down": self.datagrams_down, "dropped": self.dropped})
+        if self.path == "handoff":     # the program's socket sends: the daemon sees none
+            out.update({key: None for key in ("up", "down", "datagrams_up",
+                                              "datagrams_down", "dropped")})
         return out
 
 

@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from ..chains import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
                       Tunnel, TunnelPool, hand_direct, hand_tunnel, open_direct,
@@ -26,6 +26,7 @@ from ..generation import GenerationFile
 from ..policy import Action, Policy
 from ..procinfo import AppInfo, ProcessTable, own_uid
 from ..protocol import control as wire
+from ..protocol.datagram import WrapReply
 from ..proxies import Proxy
 from .events import Events
 from .handed import HandedOff
@@ -54,6 +55,8 @@ class Router:
         self.relay_ports = (0, 0)      # loopback relay listeners: IPv4, IPv6 (0: none)
         # CARRY for a datagram under a udp = "chain" rule (listeners/carrier.py)
         self.carry: Callable[[Connection, ChainSpec], wire.Reply] | None = None
+        self.wrap: Callable[[Connection, ChainSpec, socket.socket],   # core/wrapped.py
+                            Awaitable[WrapReply | None]] | None = None
         self.connections_total = 0
         self.handed_off = 0            # connections carried by the kernel (handoff)
         self._ids = itertools.count(1)
@@ -98,16 +101,14 @@ class Router:
             return False
 
     def sees_all(self, uid: int | None) -> bool:
-        """Does a command of this uid see every user's sessions and connections? The
-        daemon's own user and root do; any other user sees only their own."""
+        """Does this uid see every user's sessions and connections (own user, root)?"""
         return uid is None or uid in (own_uid(), 0)
 
     # ----- the shim's questions ----------------------------------------------------
     def resolve(self, request: wire.ResolveRequest, pid: int, uid: int,
                 app: AppInfo | None = None) -> bytes:
         """RESOLVE: may the program look this name up itself, or does it get a
-        stand-in address so that the last hop resolves it? (`app`: the process, when
-        the listener knows it already.)"""
+        stand-in address so that the last hop resolves it? (`app`: if known.)"""
         found = self.lookup(app or self.procs.identify(pid, uid), request.name,
                             request.session, uid, 6 if request.family == 6 else 4)
         if found.verdict == "local":
@@ -155,11 +156,9 @@ class Router:
 
     def name_of(self, request: wire.ConnectRequest, pid: int, uid: int,
                 app: AppInfo | None = None) -> bytes:
-        """NAMEOF: what is this address called? A stand-in address this daemon handed
-        out is the name it stands for; a loopback address, or one the policy sends
-        direct on every port, may be looked up locally (DIRECT); anything else (proxied
-        or blocked) must not be, since the reverse query would name the destination to
-        the local resolver (FAIL: the program gets the numeric form)."""
+        """NAMEOF: a stand-in's name; DIRECT for loopback or an address the policy
+        sends direct on every port; else FAIL (a reverse query would name the
+        destination to the local resolver: the program gets the numeric form)."""
         addr = request.addr
         if self.fake.is_fake(addr):
             name = self.fake.name_for(addr, uid)
@@ -196,8 +195,8 @@ class Router:
     async def connect(self, request: wire.ConnectRequest, pid: int, uid: int,
                       app_sock: socket.socket | None = None,
                       app: AppInfo | None = None
-                      ) -> tuple[wire.Reply, socket.socket | None]:
-        """A shim's CONNECT or HANDOFF: decide how the connection leaves and, for a
+                      ) -> tuple[wire.Reply | WrapReply, socket.socket | None]:
+        """A shim's CONNECT, HANDOFF or WRAP: decide how the connection leaves and, for a
         chain, build it now. With the program's socket (HANDOFF, `app_sock`), the
         chain is built on it (READY) or a pre-built tunnel is finished and returned to
         be put in its place (SWAP, the socket to send back); else, or when the chain
@@ -226,6 +225,12 @@ class Router:
             if chain is not None and decision.udp == "chain" and self.carry is not None:
                 conn.chain = chain.name
                 try:
+                    if app_sock is not None and self.wrap is not None and not (
+                            session and session.isolated) and chain.data_path == "handoff":
+                        wrapped = await self.wrap(conn, chain, app_sock)
+                        if wrapped is not None:
+                            self._event(conn, "UDP handed off", ok=True)
+                            return wrapped, None
                     reply = self.carry(conn, chain)      # listeners/carrier.py
                 except SocksifyError as exc:
                     return self._refuse(conn, exc.errno or errno.ENETUNREACH,

@@ -97,6 +97,17 @@ class Carrier:
                                 chain, conn.session, generation, conn.stand_in)
         return wire.Reply.carry(self.ports[0], self.ports[1], generation, grant.token)
 
+    def send_to_program(self, family: int, to: Endpoint, data: bytes) -> None:
+        """One datagram (an ERROR envelope) from the carrier to a program's socket
+        (a datagram handoff's, core/wrapped.py); an IPv6 socket is reached from
+        127.0.0.1 when there is no carrier on ::1."""
+        transport = self.transports.get(family) or self.transports.get(socket.AF_INET)
+        if transport is None or transport.is_closing():
+            return
+        if transport is not self.transports.get(family) and ":" in to[0]:
+            to = ("127.0.0.1", to[1])
+        transport.sendto(data, to)
+
     # ----- the datagram side ---------------------------------------------------------
     def received(self, family: int, data: bytes, addr: Endpoint) -> None:
         program = (str(addr[0]), int(addr[1]))

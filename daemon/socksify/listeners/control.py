@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 from ..core.router import Router
 from ..procinfo import AppInfo, own_uid, peer_credentials
 from ..protocol import control as wire
+from ..protocol.datagram import WrapReply
 from ..sockstream import recv_exactly, within
 from . import commands
 from .admission import BurstLog, Gate, Ticket
@@ -258,6 +259,10 @@ async def answer(router: Router, data: bytes, read: Callable[[int], Awaitable[by
             reply, swap = await _handoff(router, wire.ConnectRequest.from_header(head),
                                          pid, uid, fds, app)
             return reply.dumps(), swap, True
+        if head.op is wire.Op.WRAP:
+            reply, _ = await _wrap(router, wire.ConnectRequest.from_header(head), pid,
+                                   uid, fds, app)
+            return reply.dumps(), None, True
         if head.op is wire.Op.RESOLVE:
             body = await read(head.body_len)
             return router.resolve(wire.ResolveRequest.from_header(head, body), pid,
@@ -275,9 +280,35 @@ async def answer(router: Router, data: bytes, read: Callable[[int], Awaitable[by
         return wire.Reply(wire.Verdict.FAIL, wire.Code.PROTO).dumps(), None, False
 
 
+async def _wrap(router: Router, request: wire.ConnectRequest, pid: int, uid: int,
+                fds: list[int], app: AppInfo | None
+                ) -> tuple[wire.Reply | WrapReply, socket.socket | None]:
+    """WRAP: a datagram CONNECT with the program's UDP socket attached. Without a
+    socket that is a bound IPv4/IPv6 datagram socket it is answered as a CONNECT;
+    the daemon's copy is closed before the reply goes out (docs/wire.md)."""
+    app_sock: socket.socket | None = None
+    if len(fds) == 1:
+        try:
+            app_sock = socket.socket(fileno=fds[0])
+        except OSError:      # not a socket: closed with the request's other fds
+            app_sock = None
+        else:
+            fds.pop()
+    try:
+        if app_sock is not None and (app_sock.type != socket.SOCK_DGRAM
+                                     or app_sock.family not in (socket.AF_INET,
+                                                                socket.AF_INET6)):
+            app_sock.close()
+            app_sock = None
+        return await router.connect(request, pid, uid, app_sock, app)
+    finally:
+        if app_sock is not None:
+            app_sock.close()
+
+
 async def _handoff(router: Router, request: wire.ConnectRequest, pid: int, uid: int,
                    fds: list[int], app: AppInfo | None
-                   ) -> tuple[wire.Reply, socket.socket | None]:
+                   ) -> tuple[wire.Reply | WrapReply, socket.socket | None]:
     """HANDOFF: CONNECT with the program's socket attached. The daemon's copy of it is
     closed before the reply goes out, so the program holds the only one again."""
     if len(fds) != 1 or request.socktype is not wire.SockType.STREAM:

@@ -31,6 +31,7 @@ class Op(enum.IntEnum):
     RESOLVE = 3    # the body is a host name: resolve it myself, or which address?
     NAMEOF = 4     # addr is an address the app looks up: what is it called?
     HANDOFF = 5    # CONNECT, with the app's own socket attached (SCM_RIGHTS)
+    WRAP = 6       # datagram CONNECT, with the app's UDP socket attached (SCM_RIGHTS)
 
 
 MAX_NAME = 255
@@ -50,6 +51,7 @@ class Verdict(enum.IntEnum):
     READY = 5      # HANDOFF: the app's socket is connected through the chain
     SWAP = 6       # HANDOFF: the attached socket is, put it in place of the app's
     CARRY = 7      # datagrams: envelope them to the carrier port (protocol/datagram.py)
+    WRAP = 8       # WRAP: send datagrams to hop 1's relay yourself (datagram.WrapReply)
 
 
 FLAG_CACHE = 0x01
@@ -173,6 +175,8 @@ class Header:
                                 f"body_len {body_len}")
         elif body_len != 0:
             raise WireError(f"{kind_of_op.name} carries no body, got body_len {body_len}")
+        if kind_of_op is Op.WRAP and kind is not SockType.DGRAM:
+            raise WireError("WRAP asks about a datagram socket (socktype 2)")
         return cls(kind_of_op, family, kind, port, body_len, raw, session)
 
 
@@ -253,6 +257,8 @@ class Reply:
             raise WireError("a PEER reply is read with PeerReply.loads")
         if v is Verdict.NAME:
             raise WireError("a NAME reply is read with NameReply.loads")
+        if v is Verdict.WRAP:
+            raise WireError("a WRAP reply is read with datagram.WrapReply.loads")
         try:
             c = Code(code)
         except ValueError:

@@ -1,0 +1,305 @@
+"""The datagram handoff's daemon side (core/wrapped.py, docs/wire.md "Datagram
+handoff: WRAP") without root or a shim: a Router with a Carrier and Wrapped answers a
+WRAP (a datagram CONNECT with the program's UDP socket) with the relay and the opaque
+prefixes; the test's own socket then talks to the hop's relay directly, as the shim
+will, through the few-line SOCKS5 hop of test_carrier.py. The flow ends when the
+program's socket is gone (the sweep) and when the hop drops the association (one
+ERROR envelope from the carrier)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from typing import Any
+
+from test_carrier import PID, SESSION, UID, UdpHop, make
+
+from socksify import sockdiag
+from socksify.chains.udp import handoff_prefixes
+from socksify.core.router import Router
+from socksify.core.wrapped import Wrapped
+from socksify.listeners.carrier import Carrier
+from socksify.policy import Policy
+from socksify.protocol import control as wire
+from socksify.protocol.datagram import Envelope, Kind, WrapReply
+from socksify.protocol.socks5udp import wrap, wrap_layers
+
+
+def test_prefixes_one_hop_and_three() -> None:
+    one = handoff_prefixes([("10.0.1.2", 1)], "192.0.2.7", 53)
+    assert one is not None
+    send, reply, mask = one
+    assert send == reply == wrap("192.0.2.7", 53, b"") and mask == b"\xff" * 10
+    relays = [("10.0.1.2", 1), ("10.0.2.2", 40000), ("2001:db8::2", 40001)]
+    three = handoff_prefixes(relays, "198.51.100.7", 7)
+    assert three is not None
+    send, reply, mask = three
+    assert send == wrap_layers(relays[1:], "198.51.100.7", 7, b"")
+    w = WrapReply(ipaddress.ip_address("10.0.1.2"), 1, 1, bytes(8), send, reply, mask)
+    # a hop naming the next relay by another address still matches; another port not
+    seen = wrap_layers([("10.9.9.9", 40000), ("2001:db8::9", 40001)], "198.51.100.7",
+                       7, b"pong")
+    assert w.reply_payload(seen) == b"pong"
+    assert w.reply_payload(wrap_layers([("10.0.2.2", 40002), relays[2]],
+                                       "198.51.100.7", 7, b"x")) is None
+    # a relay known by name, a destination that is a name: no handoff (CARRY)
+    assert handoff_prefixes([("h1", 1), ("relay.example", 2)], "192.0.2.7", 53) is None
+    assert handoff_prefixes([("10.0.1.2", 1)], "far.test", 53) is None
+
+
+class KillableHop(UdpHop):
+    """The hop of test_carrier.py, whose control connections the test can drop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def handle(self, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        await super().handle(reader, writer)
+
+
+def setup(hop_port: int) -> tuple[Router, Carrier, Wrapped, list[Any]]:
+    r, carrier, owners = make(hop_port)
+    alive: list[Any] = [None]       # None: the real socket table
+
+    def inodes() -> set[tuple[int, int]]:
+        return sockdiag.udp_ports_inodes() if alive[0] is None else alive[0]
+    wrapped = Wrapped(r, carrier.grant, carrier.send_to_program, inodes)
+    r.wrap = wrapped.wrap
+    return r, carrier, wrapped, [alive]
+
+
+async def ask_wrap(r: Router, addr: str, port: int, sock: socket.socket | None
+                   ) -> wire.Reply | WrapReply:
+    req = wire.ConnectRequest(ipaddress.ip_address(addr), port, wire.SockType.DGRAM,
+                              SESSION, wire.Op.WRAP)
+    reply, _ = await r.connect(req, PID, UID, sock)
+    return reply
+
+
+def test_wrap_hands_the_socket_the_relay_and_the_daemon_sees_nothing() -> None:
+    async def main() -> None:
+        hop = KillableHop()
+        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
+        echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        echo.bind(("127.0.0.1", 0))
+        echo.setblocking(False)
+        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
+        port4, _ = await carrier.start()
+        loop = asyncio.get_running_loop()
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        prog.bind(("127.0.0.1", 0))
+        prog.setblocking(False)
+        try:
+            dest = echo.getsockname()
+            reply = await ask_wrap(r, dest[0], dest[1], prog)
+            assert isinstance(reply, WrapReply), reply
+            assert WrapReply.loads(reply.dumps()) == reply
+            assert hop.relay is not None
+            assert (str(reply.relay), reply.relay_port) == hop.relay.getsockname()
+            assert reply.generation == 0x1234 and reply.carrier_port4 == port4
+            relay = (str(reply.relay), reply.relay_port)
+            prog.sendto(reply.send_prefix + b"hello", relay)
+            data, src = await asyncio.wait_for(loop.sock_recvfrom(echo, 100), 5)
+            assert data == b"hello"
+            echo.sendto(b"back", src)
+            got, frm = await asyncio.wait_for(loop.sock_recvfrom(prog, 100), 5)
+            assert frm == relay and reply.reply_payload(got) == b"back"
+            # one flow for the socket, shared by a second destination; no datagram
+            # crossed the carrier
+            other = await ask_wrap(r, dest[0], dest[1] + 1, prog)
+            assert isinstance(other, WrapReply) and other.relay_port == reply.relay_port
+            assert other.send_prefix != reply.send_prefix
+            assert len(wrapped.flows) == 1 and not carrier.flows
+            (flow,) = wrapped.flows.values()
+            assert flow.record.path == "handoff"
+            row = flow.record.describe()
+            assert row["kind"] == "udp" and row["up"] is None and row["down"] is None
+            assert r.table.live[flow.record.id] is flow.record
+            # the program closes its socket: the sweep ends the flow, and its
+            # association (hop 1 sees its control connection close)
+            prog.close()
+            wrapped.sweep()
+            assert not wrapped.flows and flow.record.id not in r.table.live
+            assert flow.assoc.closed
+        finally:
+            wrapped.close()
+            carrier.close()
+            server.close()
+            echo.close()
+            prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_a_lost_association_sends_one_error_from_the_carrier() -> None:
+    async def main() -> None:
+        hop = KillableHop()
+        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
+        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
+        port4, _ = await carrier.start()
+        loop = asyncio.get_running_loop()
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        prog.bind(("0.0.0.0", 0))          # the wildcard: ERROR comes on loopback
+        prog.setblocking(False)
+        try:
+            reply = await ask_wrap(r, "203.0.113.9", 53, prog)
+            assert isinstance(reply, WrapReply)
+            for writer in hop.writers:
+                writer.close()
+            got, frm = await asyncio.wait_for(loop.sock_recvfrom(prog, 100), 10)
+            assert frm == ("127.0.0.1", port4)
+            err, payload = Envelope.loads(got)
+            assert err.kind is Kind.ERROR and err.token == reply.token
+            assert (str(err.addr), err.port) == ("203.0.113.9", 53)
+            assert not wrapped.flows and not r.table.live
+        finally:
+            wrapped.close()
+            carrier.close()
+            server.close()
+            prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_wrap_falls_back_to_carry() -> None:
+    """No socket, an unbound one, a stream socket, a stand-in, a socket the daemon
+    cannot see, the relay data path: answered as CONNECT (CARRY), the daemon opens
+    nothing."""
+    async def main() -> None:
+        hop = KillableHop()
+        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
+        hop_port = server.sockets[0].getsockname()[1]
+        r, carrier, wrapped, box = setup(hop_port)
+        await carrier.start()
+        unbound = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stream.bind(("127.0.0.1", 0))
+        try:
+            for sock in (None, unbound):
+                reply = await ask_wrap(r, "203.0.113.9", 53, sock)
+                assert isinstance(reply, wire.Reply)
+                assert reply.verdict is wire.Verdict.CARRY
+            # (the control listener never passes a stream socket; the router, given
+            # one, does not build on it)
+            reply = await ask_wrap(r, "203.0.113.9", 53, stream)
+            assert isinstance(reply, wire.Reply)
+            assert reply.verdict is wire.Verdict.CARRY
+            # a stand-in destination: its replies' source is not known
+            prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            prog.bind(("127.0.0.1", 0))
+            with prog:
+                app = r.procs.identify(PID, UID)
+                stand_in = r.lookup(app, "far.test", SESSION, UID, 4).addr
+                assert stand_in is not None
+                reply = await ask_wrap(r, str(stand_in), 53, prog)
+                assert isinstance(reply, wire.Reply)
+                assert reply.verdict is wire.Verdict.CARRY
+                # a socket the daemon's socket table does not show (another network
+                # namespace): its flow could not be swept
+                box[0][0] = set()
+                reply = await ask_wrap(r, "203.0.113.9", 53, prog)
+                assert isinstance(reply, wire.Reply)
+                assert reply.verdict is wire.Verdict.CARRY
+                box[0][0] = None
+                # the relay data path keeps the carrier
+                policy = r.policy
+                assert policy is not None
+                r.set_policy(Policy.parse(
+                    f'[chains.c]\nhops = ["socks5://127.0.0.1:{hop_port}"]\n'
+                    'data_path = "relay"\n[[rules]]\naction = "chain:c"\n'
+                    'udp = "chain"\n', "p.toml"))
+                reply = await ask_wrap(r, "203.0.113.9", 53, prog)
+                assert isinstance(reply, wire.Reply)
+                assert reply.verdict is wire.Verdict.CARRY
+            assert not wrapped.flows and not hop.writers
+        finally:
+            wrapped.close()
+            carrier.close()
+            server.close()
+            unbound.close()
+            stream.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_the_control_listener_takes_the_socket_and_closes_its_copy() -> None:
+    """answer() with op 6 and the descriptor: a WRAP reply, whose bytes a reader
+    parses; the daemon's copy of the descriptor is closed before the reply."""
+    from socksify.listeners.control import answer
+
+    async def main() -> None:
+        import os
+        hop = KillableHop()
+        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
+        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
+        await carrier.start()
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        prog.bind(("127.0.0.1", 0))
+        try:
+            req = wire.ConnectRequest(ipaddress.ip_address("203.0.113.9"), 53,
+                                      wire.SockType.DGRAM, SESSION, wire.Op.WRAP)
+            copy = os.dup(prog.fileno())
+            fds = [copy]
+
+            async def read(n: int) -> bytes:
+                raise AssertionError("WRAP has no body")
+            raw, swap, ok = await answer(r, req.dumps(), read, fds, PID, UID)
+            assert ok and swap is None and fds == []
+            reply = WrapReply.loads(raw)
+            assert reply.relay_port == hop.relay.getsockname()[1]  # type: ignore[union-attr]
+            try:
+                os.fstat(copy)
+                still_open = True
+            except OSError:
+                still_open = False
+            assert not still_open
+            # no descriptor: answered as CONNECT
+            raw, _, ok = await answer(r, req.dumps(), read, [], PID, UID)
+            assert ok and wire.Reply.loads(raw).verdict is wire.Verdict.CARRY
+        finally:
+            wrapped.close()
+            carrier.close()
+            server.close()
+            prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_a_reload_that_changes_the_chain_builds_a_new_association() -> None:
+    """The same socket asks again after a reload whose chain of that name has other
+    hops: the old association ends, a new one goes through the new hop; a reload that
+    keeps the chain keeps the association."""
+    async def main() -> None:
+        old_hop, new_hop = KillableHop(), KillableHop()
+        old_server = await asyncio.start_server(old_hop.handle, "127.0.0.1", 0)
+        new_server = await asyncio.start_server(new_hop.handle, "127.0.0.1", 0)
+        r, carrier, wrapped, _ = setup(old_server.sockets[0].getsockname()[1])
+        await carrier.start()
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        prog.bind(("127.0.0.1", 0))
+
+        def policy(port: int) -> Policy:
+            return Policy.parse(f'[chains.c]\nhops = ["socks5://127.0.0.1:{port}"]\n'
+                                '[[rules]]\naction = "chain:c"\nudp = "chain"\n', "p.toml")
+        try:
+            first = await ask_wrap(r, "203.0.113.9", 53, prog)
+            assert isinstance(first, WrapReply)
+            (old,) = wrapped.flows.values()
+            r.set_policy(policy(old_server.sockets[0].getsockname()[1]))
+            again = await ask_wrap(r, "203.0.113.9", 53, prog)
+            assert isinstance(again, WrapReply) and again.relay_port == first.relay_port
+            assert list(wrapped.flows.values()) == [old] and len(old_hop.writers) == 1
+            r.set_policy(policy(new_server.sockets[0].getsockname()[1]))
+            moved = await ask_wrap(r, "203.0.113.9", 53, prog)
+            assert isinstance(moved, WrapReply)
+            assert new_hop.relay is not None
+            assert moved.relay_port == new_hop.relay.getsockname()[1]
+            assert old.closed and old.assoc.closed
+            assert len(wrapped.flows) == 1 and len(new_hop.writers) == 1
+        finally:
+            wrapped.close()
+            carrier.close()
+            old_server.close()
+            new_server.close()
+            prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
