@@ -121,6 +121,28 @@ void socksify_carried_disconnect(int fd)
     unlock(s);
 }
 
+void socksify_carried_dup(int oldfd, int newfd)
+{
+    struct socksify_carried e;
+    struct slot *s;
+
+    if (oldfd == newfd || newfd < 0)
+        return;
+    if (socksify_carried_maybe(oldfd) && socksify_carried_get(oldfd, &e) == 0) {
+        if ((s = hold(newfd, 1)) != NULL) {
+            s->e = e;
+            unlock(s);
+        }
+        return;
+    }
+    s = slot_of(newfd);
+    if (socksify_carried_maybe(newfd) && lock(s)) {
+        if (s->fd == newfd + 1)
+            __atomic_store_n(&s->fd, 0, __ATOMIC_RELAXED);
+        unlock(s);
+    }
+}
+
 int socksify_carried_has_token(const struct socksify_carried *e, const uint8_t *token)
 {
     unsigned n = e->ntokens < SOCKSIFY_CARRIED_TOKENS ? e->ntokens : SOCKSIFY_CARRIED_TOKENS;

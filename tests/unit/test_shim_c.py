@@ -34,16 +34,20 @@ def vector_lines(kind: str | None = None) -> int:
                and (kind is None or line.split()[0] == kind))
 
 
-def run_c_test(tmp_path: Path, name: str, *args: str) -> tuple[int, str]:
-    """Build tests/c/NAME.c with shim/common and run it: (passed count, its output)."""
+def run_c_test(tmp_path: Path, name: str, *args: str,
+               linux: tuple[str, ...] = ()) -> tuple[int, str]:
+    """Build tests/c/NAME.c with shim/common (and the shim/linux files named in linux)
+    and run it: (passed count, its output)."""
     cc = os.environ.get("CC", "cc").split()
     if shutil.which(cc[0]) is None:
         pytest.fail(f"no C compiler ({cc[0]}) to build tests/c/{name}.c")
     exe = tmp_path / name
     shim = ROOT / "shim"
     subprocess.run([*cc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE",
-                    f"-I{shim / 'common'}", str(ROOT / f"tests/c/{name}.c"),
-                    *sorted(str(p) for p in (shim / "common").glob("*.c")), "-o", str(exe)],
+                    f"-I{shim / 'common'}", f"-I{shim / 'linux'}",
+                    str(ROOT / f"tests/c/{name}.c"),
+                    *sorted(str(p) for p in (shim / "common").glob("*.c")),
+                    *(str(shim / "linux" / f) for f in linux), "-o", str(exe)],
                    check=True)
     run = subprocess.run([str(exe), *args], capture_output=True, text=True)
     print(run.stdout)
@@ -102,4 +106,20 @@ def test_c_socket_kinds_and_destinations(tmp_path: Path) -> None:
     assert passed == sum(KINDS_CASES.values())
     oks = [line.split()[1] for line in stdout.splitlines() if line.startswith("ok ")]
     for kind, count in KINDS_CASES.items():
+        assert oks.count(kind) == count, kind
+
+
+# Cases of test_copies.c: the carried table's (13) and the noted peers' (4).
+COPIES_CASES = {"dup": 13, "peer": 4}
+
+
+def test_c_tables_follow_copies(tmp_path: Path) -> None:
+    """A copy of a carried socket (dup, dup2, dup3, fcntl F_DUPFD) is carried under its
+    new number, and a noted peer follows its socket; dup2() onto a descriptor drops
+    what the shim kept of the socket it closed."""
+    passed, stdout = run_c_test(tmp_path, "test_copies",
+                                linux=("fdcopy.c", "carried.c", "peers.c"))
+    assert passed == sum(COPIES_CASES.values())
+    oks = [line.split()[1] for line in stdout.splitlines() if line.startswith("ok ")]
+    for kind, count in COPIES_CASES.items():
         assert oks.count(kind) == count, kind
