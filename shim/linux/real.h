@@ -37,6 +37,14 @@ struct socksify_real {
     ssize_t (*write)(int fd, const void *buf, size_t len);
     ssize_t (*readv)(int fd, const struct iovec *iov, int iovcnt);
     ssize_t (*writev)(int fd, const struct iovec *iov, int iovcnt);
+    ssize_t (*preadv2)(int fd, const struct iovec *iov, int iovcnt, off_t offset,
+                       int flags);
+    ssize_t (*pwritev2)(int fd, const struct iovec *iov, int iovcnt, off_t offset,
+                        int flags);
+    ssize_t (*preadv64v2)(int fd, const struct iovec *iov, int iovcnt, __off64_t offset,
+                          int flags);
+    ssize_t (*pwritev64v2)(int fd, const struct iovec *iov, int iovcnt, __off64_t offset,
+                           int flags);
     ssize_t (*read_chk)(int fd, void *buf, size_t len, size_t buflen);
     ssize_t (*recv_chk)(int fd, void *buf, size_t len, size_t buflen, int flags);
     ssize_t (*recvfrom_chk)(int fd, void *buf, size_t len, size_t buflen, int flags,

@@ -116,7 +116,8 @@ def test_programs_datagrams_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path
 def test_vectored_calls_and_copies_are_carried(lab: lablib.Lab, sk: Any, tmp_path: Path,
                                                udp_hops: UdpHops, far: FarUdp,
                                                witness: Witness, n: int) -> None:
-    """writev()/readv() on a connected carried socket (os.writev/os.readv), and copies
+    """writev()/readv() on a connected carried socket (os.writev/os.readv; and
+    pwritev2()/preadv2() at the offset -1, which are the same on a socket), and copies
     of carried sockets (os.dup: fcntl F_DUPFD_CLOEXEC; os.dup2: dup2 and dup3;
     socket(fileno=os.dup(...))), connected and not, the destination by name: every echo
     comes back unchanged, through the chain only. Without the hooks the datagram
@@ -129,9 +130,9 @@ def test_vectored_calls_and_copies_are_carried(lab: lablib.Lab, sk: Any, tmp_pat
         assert report["ok"], f"{mode}: {report}"
     flows = carried_flows(sk)
     assert flows and all(f["chain"] == "u" for f in flows), flows
-    # vectored: 4 echoes; copies: 8 (each one sent once, never around the chain)
-    assert sum(f["datagrams_up"] for f in flows) == 12, flows
-    assert len(far.seen()) == 12 and {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
+    # vectored: 5 echoes; copies: 8 (each one sent once, never around the chain)
+    assert sum(f["datagrams_up"] for f in flows) == 13, flows
+    assert len(far.seen()) == 13 and {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
     assert witness.packets() == 0
     assert lablib.FAR_NAME not in " ".join(lab.dns.seen()[asked_before:])
 

@@ -20,7 +20,7 @@ stdout: {"ok": bool, ...} with what it saw.
                                        must fail
   udpclient.py vectored HOST PORT      connected: os.writev/os.readv (several
                                        buffers, a datagram cut short), mixed with
-                                       send/recv
+                                       send/recv; pwritev2/preadv2 at offset -1
   udpclient.py copies HOST PORT        copies of carried sockets (os.dup, os.dup2,
                                        dup3, socket(fileno=...)) send and receive;
                                        dup2 of a plain socket onto a copy: plain
@@ -283,12 +283,24 @@ def vectored(host: str, port: int) -> None:
     buf = bytearray(50)
     readable(fd)
     from_send = bytes(buf[:os.readv(fd, [buf])])
+    # pwritev2()/preadv2() at the offset -1 are writev()/readv() on a socket (their
+    # flags: RWF_NOWAIT is MSG_DONTWAIT there); at an offset they fail with ESPIPE
+    os.pwritev(fd, [b"p", b"writev2"], -1, os.RWF_DSYNC)
+    pbuf = bytearray(30)
+    readable(fd)
+    pv2 = bytes(pbuf[:os.preadv(fd, [pbuf], -1, os.RWF_NOWAIT)])
+    try:
+        os.pwritev(fd, [b"at an offset"], 0)
+        espipe = False
+    except OSError as exc:
+        espipe = exc.errno == errno.ESPIPE
     joined = b"".join(parts)
     out(ok=sent == len(joined) and whole == joined and cut == 6
         and bytes(short) == marker[:6] and to_recv == b"to recv"
-        and from_send == b"from send",
+        and from_send == b"from send" and pv2 == b"pwritev2" and espipe,
         sent=sent, whole=whole == joined, cut=cut, to_recv=to_recv.decode(errors="replace"),
-        from_send=from_send.decode(errors="replace"))
+        from_send=from_send.decode(errors="replace"), pv2=pv2.decode(errors="replace"),
+        espipe=espipe)
 
 
 def copies(host: str, port: int) -> None:

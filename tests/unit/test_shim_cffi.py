@@ -24,6 +24,7 @@ EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyn
            # carried datagrams (shim/linux/carry.h), and libuv's raw sendmmsg/recvmmsg
            "recv", "recvfrom", "recvmsg", "recvmmsg", "read", "write", "send", "syscall",
            "__read_chk", "__recv_chk", "__recvfrom_chk", "readv", "writev",
+           "preadv2", "pwritev2", "preadv64v2", "pwritev64v2",
            # copies of a carried socket are carried (shim/linux/carried.h)
            "dup", "dup2", "dup3", "fcntl", "fcntl64",
            "execve", "execv", "execl", "execle", "execvp", "execvpe", "execlp", "fexecve",
