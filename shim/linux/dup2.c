@@ -1,4 +1,4 @@
-/* The dup2() hook: as dup.c; and what the shim knew of the socket newfd held (closed
+/* The dup2() hook (and __dup2(), glibc's other name for it): as dup.c; and what the shim knew of the socket newfd held (closed
  * by dup2()) is forgotten. (connect.c's SWAP comes through here too: the program's
  * descriptor then holds the pre-built tunnel, and keeps no entry of the socket it
  * replaced.) */
@@ -15,4 +15,9 @@ SOCKSIFY_EXPORT int dup2(int fd, int newfd)
     if (r >= 0)
         socksify_fd_copied(fd, r);
     return r;
+}
+
+SOCKSIFY_EXPORT int __dup2(int fd, int newfd)
+{
+    return dup2(fd, newfd);
 }

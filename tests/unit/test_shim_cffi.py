@@ -26,7 +26,7 @@ EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyn
            "__read_chk", "__recv_chk", "__recvfrom_chk", "readv", "writev",
            "preadv2", "pwritev2", "preadv64v2", "pwritev64v2",
            # copies of a carried socket are carried (shim/linux/carried.h)
-           "dup", "dup2", "dup3", "fcntl", "fcntl64",
+           "dup", "dup2", "__dup2", "dup3", "fcntl", "__fcntl", "fcntl64",
            "execve", "execv", "execl", "execle", "execvp", "execvpe", "execlp", "fexecve",
            "execveat",
            "posix_spawn", "posix_spawnp",
