@@ -94,6 +94,35 @@ void socksify_carried_mark(int fd, const struct socksify_reply *rep)
     unlock(s);
 }
 
+/* Copies of one socket (dup(), carried.h) share its kernel peer: after s's connection
+ * changed, every other slot holding the same socket takes s's, so that a copy never
+ * puts an envelope before a datagram to a peer that is no longer the carrier or the
+ * relay. s is locked by the caller; a slot busy for longer than a few tries keeps what
+ * it had (its owner is mid-call on that very descriptor). */
+static void share_peer(const struct slot *s)
+{
+    for (unsigned i = 0; i < SLOTS; i++) {
+        struct slot *o = &slots[i];
+        int tries = 64;
+
+        if (o == s || __atomic_load_n(&o->fd, __ATOMIC_RELAXED) == 0)
+            continue;
+        while (!lock(o) && --tries > 0)
+            ;
+        if (tries == 0)
+            continue;
+        if (o->fd != 0 && o->dev == s->dev && o->ino == s->ino) {
+            o->e.connected = s->e.connected;
+            o->e.peer_req = s->e.peer_req;
+            o->e.peer_rep = s->e.peer_rep;
+            o->e.peer_wrap = s->e.peer_wrap;
+            o->e.peer = s->e.peer;
+            o->e.peer_len = s->e.peer_len;
+        }
+        unlock(o);
+    }
+}
+
 void socksify_carried_connect(int fd, const struct sockaddr *peer, socklen_t len,
                               const struct socksify_connect_req *req,
                               const struct socksify_reply *rep)
@@ -108,6 +137,7 @@ void socksify_carried_connect(int fd, const struct sockaddr *peer, socklen_t len
     s->e.peer_rep = *rep;
     memcpy(&s->e.peer, peer, len);
     s->e.peer_len = len;
+    share_peer(s);
     unlock(s);
 }
 
@@ -173,6 +203,7 @@ void socksify_carried_connect_wrap(int fd, const struct sockaddr *peer, socklen_
     s->e.peer_wrap = *g;
     memcpy(&s->e.peer, peer, len);
     s->e.peer_len = len;
+    share_peer(s);
     unlock(s);
 }
 
@@ -205,7 +236,30 @@ void socksify_carried_disconnect(int fd)
     if (!socksify_carried_maybe(fd) || (s = hold(fd, 0)) == NULL)
         return;
     s->e.connected = 0;
+    share_peer(s);
     unlock(s);
+}
+
+void socksify_carried_dup(int oldfd, int newfd)
+{
+    struct socksify_carried e;
+    struct slot *s;
+
+    if (oldfd == newfd || newfd < 0)
+        return;
+    if (socksify_carried_maybe(oldfd) && socksify_carried_get(oldfd, &e) == 0) {
+        if ((s = hold(newfd, 1)) != NULL) {
+            s->e = e;
+            unlock(s);
+        }
+        return;
+    }
+    s = slot_of(newfd);
+    if (socksify_carried_maybe(newfd) && lock(s)) {
+        if (s->fd == newfd + 1)
+            __atomic_store_n(&s->fd, 0, __ATOMIC_RELAXED);
+        unlock(s);
+    }
 }
 
 int socksify_carried_has_token(const struct socksify_carried *e, const uint8_t *token)

@@ -84,6 +84,11 @@ const struct socksify_wrapgrant *socksify_carried_find_wrap(const struct socksif
 int socksify_carried_refused_wrap(const struct socksify_carried *e,
                                   const struct socksify_connect_req *req);
 
+/* newfd was made a copy of oldfd (dup(), dup2(), dup3(), fcntl(F_DUPFD...)): if oldfd
+ * is a carried socket, newfd is one too, with the same entry; otherwise an entry
+ * newfd had (the socket dup2() closed) is dropped. */
+void socksify_carried_dup(int oldfd, int newfd);
+
 /* 1 if token is one of e's. */
 int socksify_carried_has_token(const struct socksify_carried *e, const uint8_t *token);
 

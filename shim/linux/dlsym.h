@@ -8,8 +8,8 @@
  * definition after the shim. */
 void *socksify_real_dlsym(void *handle, const char *name);
 
-/* Write len bytes to stderr for a message before an abort (writev(): no hook of the
- * shim's sits on it). */
+/* Write len bytes to stderr for a message before an abort (glibc's __write(): no hook
+ * of the shim's sits on it, and it needs no lookup). */
 void socksify_stderr(const void *buf, size_t len);
 
 #endif

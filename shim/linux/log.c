@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "real.h"
 
 /* SOCKSIFY_LOG, set by the settings (config.c); warnings until then. */
 static int log_level = SOCKSIFY_LOG_WARN;
@@ -74,9 +75,9 @@ void socksify_log(int level, const char *func, const char *file, int line,
         len = sizeof buf - 2;  /* truncated: keep room for the newline */
     buf[len++] = '\n';
     for (size_t off = 0; off < len;) {
-        /* writev(): not the write() hook (write.c), which logs */
+        /* libc's writev(): not the shim's write() or writev() hooks, which log */
         struct iovec iov = {buf + off, len - off};
-        ssize_t w = writev(STDERR_FILENO, &iov, 1);
+        ssize_t w = SOCKSIFY_REAL_HOT(writev)(STDERR_FILENO, &iov, 1);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)

@@ -67,3 +67,29 @@ int socksify_peer_lookup(int fd, struct sockaddr *addr, socklen_t *len)
     unlock(s);
     return r;
 }
+
+/* 1 if fd's slot names fd (no system call). */
+static int maybe(int fd)
+{
+    return fd >= 0 && __atomic_load_n(&slot_of(fd)->fd, __ATOMIC_RELAXED) == fd + 1;
+}
+
+void socksify_peer_dup(int oldfd, int newfd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    struct slot *s;
+
+    if (oldfd == newfd || newfd < 0)
+        return;
+    if (maybe(oldfd) && socksify_peer_lookup(oldfd, (struct sockaddr *)&ss, &len) == 0) {
+        socksify_peer_note(newfd, (struct sockaddr *)&ss, len);
+        return;
+    }
+    s = slot_of(newfd);
+    if (maybe(newfd) && lock(s)) {
+        if (s->fd == newfd + 1)
+            __atomic_store_n(&s->fd, 0, __ATOMIC_RELAXED);
+        unlock(s);
+    }
+}

@@ -15,4 +15,9 @@ void socksify_peer_note(int fd, const struct sockaddr *addr, socklen_t len);
  * *len, as the kernel does) and sets *len to its full size; 0, or -ENOENT. */
 int socksify_peer_lookup(int fd, struct sockaddr *addr, socklen_t *len);
 
+/* newfd was made a copy of oldfd (dup() and its kin): if oldfd has a note, newfd gets
+ * it too; otherwise a note newfd had (the socket dup2() closed) is dropped. No system
+ * call unless one of the two has a note (or its slot is shared). */
+void socksify_peer_dup(int oldfd, int newfd);
+
 #endif

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+struct iovec;
 struct timespec;
 struct mmsghdr;  /* <sys/socket.h> declares it only with _GNU_SOURCE (connect.c has not) */
 
@@ -34,11 +35,28 @@ struct socksify_real {
     ssize_t (*read)(int fd, void *buf, size_t len);
     ssize_t (*send)(int fd, const void *buf, size_t len, int flags);
     ssize_t (*write)(int fd, const void *buf, size_t len);
+    ssize_t (*readv)(int fd, const struct iovec *iov, int iovcnt);
+    ssize_t (*writev)(int fd, const struct iovec *iov, int iovcnt);
+    ssize_t (*preadv2)(int fd, const struct iovec *iov, int iovcnt, off_t offset,
+                       int flags);
+    ssize_t (*pwritev2)(int fd, const struct iovec *iov, int iovcnt, off_t offset,
+                        int flags);
+    ssize_t (*preadv64v2)(int fd, const struct iovec *iov, int iovcnt, __off64_t offset,
+                          int flags);
+    ssize_t (*pwritev64v2)(int fd, const struct iovec *iov, int iovcnt, __off64_t offset,
+                           int flags);
     ssize_t (*read_chk)(int fd, void *buf, size_t len, size_t buflen);
     ssize_t (*recv_chk)(int fd, void *buf, size_t len, size_t buflen, int flags);
     ssize_t (*recvfrom_chk)(int fd, void *buf, size_t len, size_t buflen, int flags,
                             struct sockaddr *addr, socklen_t *addrlen);
     long (*syscall)(long number, ...);
+    /* The calls that copy a descriptor (a carried socket's copy is carried too:
+     * carried.h); HOT as well, for the same reason. */
+    int (*dup)(int fd);
+    int (*dup2)(int fd, int newfd);
+    int (*dup3)(int fd, int newfd, int flags);
+    int (*fcntl)(int fd, int cmd, ...);
+    int (*fcntl64)(int fd, int cmd, ...);
     int (*getaddrinfo)(const char *node, const char *service, const struct addrinfo *hints,
                        struct addrinfo **res);
     int (*getnameinfo)(const struct sockaddr *sa, socklen_t salen, char *host,

@@ -18,6 +18,12 @@ stdout: {"ok": bool, ...} with what it saw.
   udpclient.py midflow HOST PORT FILE  connected: one echo, then FILE.ready is made;
                                        once FILE.go exists, a send and a recv that
                                        must fail
+  udpclient.py vectored HOST PORT      connected: os.writev/os.readv (several
+                                       buffers, a datagram cut short), mixed with
+                                       send/recv; pwritev2/preadv2 at offset -1
+  udpclient.py copies HOST PORT        copies of carried sockets (os.dup, os.dup2,
+                                       dup3, socket(fileno=...)) send and receive;
+                                       dup2 of a plain socket onto a copy: plain
 """
 
 from __future__ import annotations
@@ -251,6 +257,111 @@ def six(host: str, port: int) -> None:
     out(ok=data == b"six" and src[:2] == ("::ffff:" + host, port), source=list(src[:2]))
 
 
+def readable(fd: int) -> None:
+    """Wait for a datagram (settimeout made the descriptor non-blocking)."""
+    ready, _, _ = select.select([fd], [], [], 10)
+    if not ready:
+        raise TimeoutError(errno.ETIMEDOUT, f"no datagram on fd {fd}")
+
+
+def vectored(host: str, port: int) -> None:
+    """writev() and readv() on a connected socket: the datagram gathered from several
+    buffers comes back whole, scattered over several; a short buffer cuts it as
+    read() would; writev/recv and send/readv mix."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.connect((host, port))
+    fd = s.fileno()
+    marker = os.urandom(20)
+    parts = [b"vec", marker, b"", b"tor"]
+    sent = os.writev(fd, parts)
+    head, tail = bytearray(7), bytearray(100)
+    readable(fd)
+    got = os.readv(fd, [head, bytearray(0), tail])
+    whole = bytes(head + tail)[:got]
+    os.writev(fd, [marker, marker])
+    short = bytearray(6)
+    readable(fd)
+    cut = os.readv(fd, [short])
+    os.writev(fd, [b"to ", b"recv"])
+    to_recv = s.recv(100)
+    s.send(b"from send")
+    buf = bytearray(50)
+    readable(fd)
+    from_send = bytes(buf[:os.readv(fd, [buf])])
+    # pwritev2()/preadv2() at the offset -1 are writev()/readv() on a socket (their
+    # flags: RWF_NOWAIT is MSG_DONTWAIT there); at an offset they fail with ESPIPE
+    os.pwritev(fd, [b"p", b"writev2"], -1, os.RWF_DSYNC)
+    pbuf = bytearray(30)
+    readable(fd)
+    pv2 = bytes(pbuf[:os.preadv(fd, [pbuf], -1, os.RWF_NOWAIT)])
+    try:
+        os.pwritev(fd, [b"at an offset"], 0)
+        espipe = False
+    except OSError as exc:
+        espipe = exc.errno == errno.ESPIPE
+    joined = b"".join(parts)
+    out(ok=sent == len(joined) and whole == joined and cut == 6
+        and bytes(short) == marker[:6] and to_recv == b"to recv"
+        and from_send == b"from send" and pv2 == b"pwritev2" and espipe,
+        sent=sent, whole=whole == joined, cut=cut, to_recv=to_recv.decode(errors="replace"),
+        from_send=from_send.decode(errors="replace"), pv2=pv2.decode(errors="replace"),
+        espipe=espipe)
+
+
+def copies(host: str, port: int) -> None:
+    """A carried socket copied: by os.dup() (fcntl F_DUPFD_CLOEXEC), os.dup2() (dup2),
+    os.dup2(inheritable=False) (dup3), and wrapped as a socket object; connected and
+    not. Each copy sends enveloped and receives stripped; the original still works. A
+    plain socket dup2()ed onto a copy is plain again."""
+    where = socket.gethostbyname(host)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.connect((where, port))
+    got: dict[str, object] = {}
+    s.send(b"original")
+    got["original"] = s.recv(100) == b"original"
+    d = os.dup(s.fileno())
+    os.write(d, b"dup")
+    readable(d)
+    got["dup"] = os.read(d, 100) == b"dup"
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(2)]
+    os.dup2(s.fileno(), spare[0])
+    os.write(spare[0], b"dup2")
+    readable(spare[0])
+    got["dup2"] = os.read(spare[0], 100) == b"dup2"
+    os.dup2(s.fileno(), spare[1], inheritable=False)
+    os.write(spare[1], b"dup3")
+    readable(spare[1])
+    got["dup3"] = os.read(spare[1], 100) == b"dup3"
+    w = socket.socket(fileno=os.dup(s.fileno()))
+    w.settimeout(10)
+    w.send(b"wrapped")
+    got["wrapped"] = w.recv(100) == b"wrapped" and w.getpeername() == (where, port)
+    s.send(b"again")
+    got["original_again"] = s.recv(100) == b"again"
+    # unconnected: the copy of a socket that sent by address receives stripped, with
+    # the real source
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(10)
+    u.sendto(b"u", (host, port))
+    got["unconnected"] = u.recvfrom(100) == (b"u", (where, port))
+    uc = socket.socket(fileno=os.dup(u.fileno()))
+    uc.settimeout(10)
+    u.sendto(b"uc", (host, port))
+    got["unconnected_copy"] = uc.recvfrom(100) == (b"uc", (where, port))
+    # a plain socket put over a carried copy: what a local sender sends arrives as is
+    plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    plain.bind(("127.0.0.1", 0))
+    os.dup2(plain.fileno(), d)
+    local = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    payload = os.urandom(60)
+    local.sendto(payload, plain.getsockname())
+    readable(d)
+    got["plain_over_copy"] = os.read(d, 100) == payload
+    out(ok=all(got.values()), **got)
+
+
 def main() -> None:
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     try:
@@ -266,7 +377,8 @@ def main() -> None:
             mixed(host, port, "0.0.0.0")
         else:
             {"sendto": sendto, "connected": connected, "nonblock": nonblock,
-             "error": error, "mixed": mixed, "six": six}[mode](host, port)
+             "error": error, "mixed": mixed, "six": six, "vectored": vectored,
+             "copies": copies}[mode](host, port)
     except OSError as exc:
         out(ok=False, errno=exc.errno, error=str(exc))
 

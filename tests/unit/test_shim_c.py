@@ -125,3 +125,19 @@ def test_c_socket_kinds_and_destinations(tmp_path: Path) -> None:
     oks = [line.split()[1] for line in stdout.splitlines() if line.startswith("ok ")]
     for kind, count in KINDS_CASES.items():
         assert oks.count(kind) == count, kind
+
+
+# Cases of test_copies.c: the carried table's (13) and the noted peers' (4).
+COPIES_CASES = {"dup": 17, "peer": 4}
+
+
+def test_c_tables_follow_copies(tmp_path: Path) -> None:
+    """A copy of a carried socket (dup, dup2, dup3, fcntl F_DUPFD) is carried under its
+    new number, and a noted peer follows its socket; dup2() onto a descriptor drops
+    what the shim kept of the socket it closed."""
+    passed, stdout = run_c_test(tmp_path, "test_copies",
+                                linux=("fdcopy.c", "carried.c", "peers.c"))
+    assert passed == sum(COPIES_CASES.values())
+    oks = [line.split()[1] for line in stdout.splitlines() if line.startswith("ok ")]
+    for kind, count in COPIES_CASES.items():
+        assert oks.count(kind) == count, kind

@@ -23,7 +23,10 @@ EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyn
            "gethostbyaddr_r", "sendto", "sendmsg", "sendmmsg",
            # carried datagrams (shim/linux/carry.h), and libuv's raw sendmmsg/recvmmsg
            "recv", "recvfrom", "recvmsg", "recvmmsg", "read", "write", "send", "syscall",
-           "__read_chk", "__recv_chk", "__recvfrom_chk",
+           "__read_chk", "__recv_chk", "__recvfrom_chk", "readv", "writev",
+           "preadv2", "pwritev2", "preadv64v2", "pwritev64v2",
+           # copies of a carried socket are carried (shim/linux/carried.h)
+           "dup", "dup2", "__dup2", "dup3", "fcntl", "__fcntl", "fcntl64",
            "execve", "execv", "execl", "execle", "execvp", "execvpe", "execlp", "fexecve",
            "execveat",
            "posix_spawn", "posix_spawnp",
