@@ -7,12 +7,14 @@
  *
  * This file keeps the table of carried sockets (their grants, the carried peer of a
  * connected one) and a process-wide table of grants held while the policy generation
- * holds; it sends and receives for the hook files (sendto.c ... wsarecvmsg.c).
+ * holds; it sends and receives for the hook files (sendto.c ... wsarecvmsg.c,
+ * wsarecvex.c, readfile.c, writefile.c); every receive hook is socksify_carry_receive
+ * given its real call.
  *
  * Not carried (refused with WSAEOPNOTSUPP, never sent around the daemon): overlapped
  * sends to a carried destination, overlapped receives on a carried socket, and carrying
  * for a socket that had an overlapped receive posted (its pending receive would get an
- * envelope as data). */
+ * envelope as data); docs/windows.md says why overlapped sends stay refused. */
 #include <string.h>
 
 #include "addr.h"
@@ -356,6 +358,25 @@ int socksify_carry_send(SOCKET s, const struct socksify_grant *g, const WSABUF *
     return r;
 }
 
+int socksify_carry_active(void)
+{
+    return any_carried != 0;
+}
+
+DWORD socksify_wsa_to_win32(int err)
+{
+    switch (err) {
+    case WSAEMSGSIZE:     return ERROR_MORE_DATA;           /* STATUS_BUFFER_OVERFLOW */
+    case WSAEOPNOTSUPP:   return ERROR_NOT_SUPPORTED;       /* STATUS_NOT_SUPPORTED */
+    case WSAECONNRESET:   return ERROR_NETNAME_DELETED;     /* STATUS_CONNECTION_RESET */
+    case WSAECONNREFUSED: return ERROR_CONNECTION_REFUSED;  /* STATUS_CONNECTION_REFUSED */
+    case WSAETIMEDOUT:    return ERROR_SEM_TIMEOUT;         /* STATUS_IO_TIMEOUT */
+    case WSAEACCES:       return ERROR_ACCESS_DENIED;       /* STATUS_ACCESS_DENIED */
+    case WSAENOBUFS:      return ERROR_NOT_ENOUGH_MEMORY;
+    default:              return (DWORD)err;  /* already a Win32 error (or as good) */
+    }
+}
+
 /* ---- receiving ------------------------------------------------------------------ */
 
 static size_t flat_len(const WSABUF *b, DWORD n)
@@ -548,6 +569,8 @@ static int carried_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *
             err = WSAGetLastError();
             if (err != WSAEMSGSIZE)
                 return WSASetLastError(err), SOCKET_ERROR;
+            /* cut to the buffers, which it filled (Wine leaves the count at 0) */
+            n = (DWORD)(SOCKSIFY_DGRAM_SIZE + flat_len(bufs, nbufs));
         }
         kind = classify(s, &src, srclen, head, n, &d, &connected);
         if (kind == ENVELOPE && d.kind == SOCKSIFY_DGRAM_KIND_ERROR) {

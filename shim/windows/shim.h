@@ -205,9 +205,17 @@ struct socksify_recv_call {
  * as never to be carried. Returns 0 with *got, or SOCKET_ERROR with the WSA error set
  * (*got set too for WSAEMSGSIZE: the payload's bytes that fit). */
 int socksify_carry_receive(struct socksify_recv_call *c, DWORD *got);
+/* 1 once a socket of the process was carried (before, no handle is: the ReadFile and
+ * WriteFile hooks pass straight on). */
+int socksify_carry_active(void);
+/* The Win32 error a real ReadFile/WriteFile on a socket gives where Winsock gives err
+ * (the NTSTATUS both come from); others unchanged. */
+DWORD socksify_wsa_to_win32(int err);
 /* wsasendmsg.c: after a successful WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER),
  * put our WSASendMsg in out if in is WSAID_WSASENDMSG. */
 void socksify_wsaioctl_sendmsg(const void *in, DWORD inlen, void *out, DWORD outlen);
+/* transmit.c: the same for WSAID_TRANSMITFILE and WSAID_TRANSMITPACKETS. */
+void socksify_wsaioctl_transmit(const void *in, DWORD inlen, void *out, DWORD outlen);
 /* wsarecvmsg.c: the same for WSAID_WSARECVMSG (WSARecvMsg is not exported). */
 void socksify_wsaioctl_recvmsg(const void *in, DWORD inlen, void *out, DWORD outlen);
 
