@@ -7,7 +7,7 @@
 # (apt-get install --no-install-recommends gcc-mingw-w64-x86-64-win32).
 # $MINGW_CC overrides the compiler. The sources also build with MSVC:
 #   cl /LD /O2 /I shim /I shim\common /I shim\windows shim\common\wire.c
-#      shim\common\addr.c shim\common\name.c shim\windows\*.c ws2_32.lib bcrypt.lib
+#      shim\common\addr.c shim\common\name.c shim\windows\*.c ws2_32.lib mswsock.lib bcrypt.lib
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 wheel=0
@@ -29,7 +29,7 @@ mkdir -p "$out"
     "$root/shim/common/dcache.c" \
     "$root"/shim/windows/*.c \
     -shared -static-libgcc -Wl,--no-insert-timestamp \
-    -o "$out/socksify.dll" -lws2_32 -lbcrypt
+    -o "$out/socksify.dll" -lws2_32 -lmswsock -lbcrypt
 echo "$out/socksify.dll"
 if [ "$wheel" = 1 ]; then
     # from a clean copy: a build/ left by a Linux install would put its .so in the wheel

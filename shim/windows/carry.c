@@ -7,12 +7,14 @@
  *
  * This file keeps the table of carried sockets (their grants, the carried peer of a
  * connected one) and a process-wide table of grants held while the policy generation
- * holds; it sends and receives for the hook files (sendto.c ... wsarecvmsg.c).
+ * holds; it sends and receives for the hook files (sendto.c ... wsarecvmsg.c,
+ * wsarecvex.c, readfile.c, writefile.c); every receive hook is socksify_carry_receive
+ * given its real call.
  *
  * Not carried (refused with WSAEOPNOTSUPP, never sent around the daemon): overlapped
  * sends to a carried destination, overlapped receives on a carried socket, and carrying
  * for a socket that had an overlapped receive posted (its pending receive would get an
- * envelope as data). */
+ * envelope as data); docs/windows.md says why overlapped sends stay refused. */
 #include <string.h>
 
 #include "addr.h"
@@ -356,6 +358,25 @@ int socksify_carry_send(SOCKET s, const struct socksify_grant *g, const WSABUF *
     return r;
 }
 
+int socksify_carry_active(void)
+{
+    return any_carried != 0;
+}
+
+DWORD socksify_wsa_to_win32(int err)
+{
+    switch (err) {
+    case WSAEMSGSIZE:     return ERROR_MORE_DATA;           /* STATUS_BUFFER_OVERFLOW */
+    case WSAEOPNOTSUPP:   return ERROR_NOT_SUPPORTED;       /* STATUS_NOT_SUPPORTED */
+    case WSAECONNRESET:   return ERROR_NETNAME_DELETED;     /* STATUS_CONNECTION_RESET */
+    case WSAECONNREFUSED: return ERROR_CONNECTION_REFUSED;  /* STATUS_CONNECTION_REFUSED */
+    case WSAETIMEDOUT:    return ERROR_SEM_TIMEOUT;         /* STATUS_IO_TIMEOUT */
+    case WSAEACCES:       return ERROR_ACCESS_DENIED;       /* STATUS_ACCESS_DENIED */
+    case WSAENOBUFS:      return ERROR_NOT_ENOUGH_MEMORY;
+    default:              return (DWORD)err;  /* already a Win32 error (or as good) */
+    }
+}
+
 /* ---- receiving ------------------------------------------------------------------ */
 
 static size_t flat_len(const WSABUF *b, DWORD n)
@@ -490,7 +511,13 @@ static int set_from(int domain, const struct socksify_dgram *d, struct sockaddr 
     return 0;
 }
 
-int socksify_carry_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,
+/* A receive on s: RECV_REAL if s is not carried (the hook's own call is made, then
+ * after_real), else 0 or SOCKET_ERROR (WSA error set) with *got, *flags and from/fromlen
+ * (may be NULL) as the real call gives them, the envelope stripped and the remote as
+ * the source. An overlapped receive (ov) on a carried socket is refused (WSAEOPNOTSUPP);
+ * one on another datagram socket marks it as never to be carried. */
+#define RECV_REAL 1  /* not SOCKET_ERROR (-1) */
+static int carried_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,
                         struct sockaddr *from, int *fromlen, const void *ov,
                         socksify_recv_fn real, void *ctx)
 {
@@ -501,7 +528,7 @@ int socksify_carry_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *
     int domain;
 
     if (!any_carried && ov == NULL)
-        return SOCKSIFY_RECV_REAL;
+        return RECV_REAL;
     AcquireSRWLockShared(&lock);
     carried = is_carried(c = find(s));
     ReleaseSRWLockShared(&lock);
@@ -520,10 +547,10 @@ int socksify_carry_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *
             ReleaseSRWLockExclusive(&lock);
         }
         WSASetLastError(saved);
-        return SOCKSIFY_RECV_REAL;
+        return RECV_REAL;
     }
     if (!carried)
-        return SOCKSIFY_RECV_REAL;
+        return RECV_REAL;
     if (nbufs > MAX_BUFS) {
         WSASetLastError(WSAENOBUFS);
         return SOCKET_ERROR;
@@ -542,6 +569,8 @@ int socksify_carry_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *
             err = WSAGetLastError();
             if (err != WSAEMSGSIZE)
                 return WSASetLastError(err), SOCKET_ERROR;
+            /* cut to the buffers, which it filled (Wine leaves the count at 0) */
+            n = (DWORD)(SOCKSIFY_DGRAM_SIZE + flat_len(bufs, nbufs));
         }
         kind = classify(s, &src, srclen, head, n, &d, &connected);
         if (kind == ENVELOPE && d.kind == SOCKSIFY_DGRAM_KIND_ERROR) {
@@ -595,8 +624,16 @@ int socksify_carry_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *
     }
 }
 
-int socksify_carry_after(SOCKET s, char *buf, DWORD *got, int contiguous,
-                         struct sockaddr *from, int *fromlen)
+/* After a real receive on a socket that was not carried when it began (a receive
+ * waiting while another thread sent the first carried datagram): buf holds the
+ * datagram's first *got bytes (all of it if contiguous). AFTER_KEEP: not an envelope
+ * for s, the program's as it came; AFTER_STRIPPED: a DATA envelope, stripped in place
+ * (*got the payload's length, from/fromlen, if not NULL, the remote); AFTER_DROP: an
+ * envelope that cannot be stripped here (ERROR, not contiguous): dropped, and the
+ * caller reads again. Never hands an envelope over. */
+enum { AFTER_KEEP, AFTER_STRIPPED, AFTER_DROP };
+static int after_real(SOCKET s, char *buf, DWORD *got, int contiguous,
+                      struct sockaddr *from, int *fromlen)
 {
     struct socksify_dgram d;
     struct carried *c;
@@ -604,29 +641,30 @@ int socksify_carry_after(SOCKET s, char *buf, DWORD *got, int contiguous,
 
     if (!any_carried || buf == NULL || *got < SOCKSIFY_DGRAM_SIZE
         || socksify_wire_decode_dgram((const uint8_t *)buf, *got, &d) != 0)
-        return SOCKSIFY_AFTER_KEEP;
+        return AFTER_KEEP;
     AcquireSRWLockShared(&lock);
     c = find(s);
     ours = is_carried(c) && known_token(c, d.token);
     ReleaseSRWLockShared(&lock);
     if (!ours)
-        return SOCKSIFY_AFTER_KEEP;
+        return AFTER_KEEP;
     if (d.kind != SOCKSIFY_DGRAM_KIND_DATA || !contiguous
         || set_from(socket_domain(s), &d, from, fromlen) != 0) {
         LOG_DEBUG("socket %llu: a receive begun before the socket was carried got an "
                   "envelope it cannot strip: dropped", (unsigned long long)s);
         WSASetLastError(saved);
-        return SOCKSIFY_AFTER_DROP;
+        return AFTER_DROP;
     }
     memmove(buf, buf + SOCKSIFY_DGRAM_SIZE, *got - SOCKSIFY_DGRAM_SIZE);
     *got -= SOCKSIFY_DGRAM_SIZE;
     LOG_DEBUG("socket %llu: a receive begun before the socket was carried got an "
               "envelope: stripped", (unsigned long long)s);
     WSASetLastError(saved);
-    return SOCKSIFY_AFTER_STRIPPED;
+    return AFTER_STRIPPED;
 }
 
-void socksify_carry_consume(SOCKET s)
+/* Read and drop the next datagram on s (after a MSG_PEEK saw one to drop). */
+static void consume_next(SOCKET s)
 {
     char scrap[SOCKSIFY_DGRAM_SIZE];
     WSABUF b = {sizeof scrap, scrap};
@@ -637,9 +675,54 @@ void socksify_carry_consume(SOCKET s)
     WSASetLastError(saved);
 }
 
-int socksify_recv_plain(void *ctx, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,
-                        struct sockaddr *from, int *fromlen)
+/* The carried path's reader when the hook gives none: WSARecvFrom, not overlapped. */
+static int recv_plain(void *ctx, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,
+                      struct sockaddr *from, int *fromlen)
 {
-    return real_WSARecvFrom(*(SOCKET *)ctx, bufs, nbufs, got, flags, from, fromlen, NULL,
-                            NULL);
+    return real_WSARecvFrom(*(const SOCKET *)ctx, bufs, nbufs, got, flags, from, fromlen,
+                            NULL, NULL);
+}
+
+int socksify_carry_receive(struct socksify_recv_call *c, DWORD *got)
+{
+    socksify_recv_fn read = c->read != NULL ? c->read : recv_plain;
+    void *ctx = c->read != NULL ? c->arg : (void *)&c->s;
+
+    for (;;) {
+        DWORD n = 0;
+        int r = carried_recv(c->s, c->bufs, c->nbufs, &n, c->flags, c->from, c->fromlen,
+                             c->ov, read, ctx), err;
+
+        if (r == 0 || (r == SOCKET_ERROR && WSAGetLastError() == WSAEMSGSIZE)) {
+            if (got != NULL)
+                *got = n;
+            return r;
+        }
+        if (r == SOCKET_ERROR)
+            return r;
+        /* not carried: the program's own call; then a datagram a receive begun before
+         * the socket was carried got is looked at (only where it can be: not
+         * overlapped, its length known, its head in the first buffer) */
+        r = c->real(c, got);
+        if (c->ov != NULL || got == NULL || c->nbufs == 0
+            || (r != 0 && (c->nbufs != 1 || WSAGetLastError() != WSAEMSGSIZE)))
+            return r;
+        err = r == 0 ? 0 : WSAEMSGSIZE;
+        n = r == 0 ? *got : c->bufs[0].len;
+        switch (after_real(c->s, c->bufs[0].buf, &n, c->nbufs == 1 || n <= c->bufs[0].len,
+                           c->from, c->fromlen)) {
+        case AFTER_DROP:
+            if (c->flags != NULL && *c->flags & MSG_PEEK)
+                consume_next(c->s);
+            continue;
+        case AFTER_STRIPPED:
+            *got = n;
+            if (err != 0) {
+                WSASetLastError(err);
+                return SOCKET_ERROR;
+            }
+            return 0;
+        }
+        return r;
+    }
 }

@@ -266,7 +266,8 @@ static BOOL PASCAL socksify_hook_ConnectEx(SOCKET s, const struct sockaddr *name
     return FALSE;
 }
 
-/* ---- WSAIoctl: hand out our ConnectEx, WSASendMsg and WSARecvMsg ---------------- */
+/* ---- WSAIoctl: hand out our ConnectEx, WSASendMsg, WSARecvMsg, TransmitFile and
+ * TransmitPackets --------------------------------------------------------------- */
 
 int WSAAPI socksify_hook_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD inlen, LPVOID out,
                                   DWORD outlen, LPDWORD returned, LPWSAOVERLAPPED ov,
@@ -287,6 +288,7 @@ int WSAAPI socksify_hook_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD inlen, 
     if (r == 0 && code == SIO_GET_EXTENSION_FUNCTION_POINTER) {
         socksify_wsaioctl_sendmsg(in, inlen, out, outlen);  /* wsasendmsg.c */
         socksify_wsaioctl_recvmsg(in, inlen, out, outlen);  /* wsarecvmsg.c */
+        socksify_wsaioctl_transmit(in, inlen, out, outlen); /* transmit.c */
     }
     return r;
 }

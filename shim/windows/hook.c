@@ -50,6 +50,15 @@ int WSAAPI socksify_hook_WSARecvFrom(SOCKET, LPWSABUF, DWORD, LPDWORD, LPDWORD,
                                      struct sockaddr *, LPINT, LPWSAOVERLAPPED,
                                      LPWSAOVERLAPPED_COMPLETION_ROUTINE);
 int WSAAPI socksify_hook_closesocket(SOCKET);
+int WINAPI socksify_hook_WSARecvEx(SOCKET, char *, int, int *);
+BOOL PASCAL socksify_hook_TransmitFile(SOCKET, HANDLE, DWORD, DWORD, LPOVERLAPPED,
+                                       LPTRANSMIT_FILE_BUFFERS, DWORD);
+BOOL WINAPI socksify_hook_ReadFile(HANDLE, LPVOID, DWORD, LPDWORD, LPOVERLAPPED);
+BOOL WINAPI socksify_hook_WriteFile(HANDLE, LPCVOID, DWORD, LPDWORD, LPOVERLAPPED);
+BOOL WINAPI socksify_hook_ReadFileEx(HANDLE, LPVOID, DWORD, LPOVERLAPPED,
+                                     LPOVERLAPPED_COMPLETION_ROUTINE);
+BOOL WINAPI socksify_hook_WriteFileEx(HANDLE, LPCVOID, DWORD, LPOVERLAPPED,
+                                      LPOVERLAPPED_COMPLETION_ROUTINE);
 FARPROC WINAPI socksify_hook_GetProcAddress(HMODULE, LPCSTR);
 HMODULE WINAPI socksify_hook_LoadLibraryA(LPCSTR);
 HMODULE WINAPI socksify_hook_LoadLibraryW(LPCWSTR);
@@ -70,7 +79,11 @@ int (WSAAPI *real_WSAConnect)(SOCKET, const struct sockaddr *, int, LPWSABUF, LP
 void *real_WSAConnectByNameW, *real_WSAConnectByNameA, *real_GetAddrInfoExW,
     *real_GetAddrInfoExA, *real_gethostbyname, *real_LoadLibraryA, *real_LoadLibraryW,
     *real_LoadLibraryExA, *real_LoadLibraryExW, *real_CreateProcessW,
-    *real_CreateProcessA, *real_CreateIoCompletionPort;
+    *real_CreateProcessA, *real_CreateIoCompletionPort, *real_ReadFile, *real_WriteFile,
+    *real_ReadFileEx, *real_WriteFileEx;
+extern int (WINAPI *real_WSARecvEx)(SOCKET, char *, int, int *);
+extern BOOL (PASCAL *real_TransmitFile)(SOCKET, HANDLE, DWORD, DWORD, LPOVERLAPPED,
+                                        LPTRANSMIT_FILE_BUFFERS, DWORD);
 int (WSAAPI *real_WSAIoctl)(SOCKET, DWORD, LPVOID, DWORD, LPVOID, DWORD, LPDWORD,
                             LPWSAOVERLAPPED, LPWSAOVERLAPPED_COMPLETION_ROUTINE);
 INT (WSAAPI *real_getaddrinfo)(PCSTR, PCSTR, const ADDRINFOA *, PADDRINFOA *);
@@ -101,6 +114,12 @@ static struct socksify_hook hooks[] = {
     HOOK(L"ws2_32.dll", WSARecv),
     HOOK(L"ws2_32.dll", WSARecvFrom),
     HOOK(L"ws2_32.dll", closesocket),
+    HOOK(L"mswsock.dll", WSARecvEx),     /* wsock32's is a forwarder to it on Windows */
+    HOOK(L"mswsock.dll", TransmitFile),
+    HOOK(L"kernel32.dll", ReadFile),     /* a socket is a file handle */
+    HOOK(L"kernel32.dll", WriteFile),
+    HOOK(L"kernel32.dll", ReadFileEx),
+    HOOK(L"kernel32.dll", WriteFileEx),
     HOOK(L"kernel32.dll", GetProcAddress),
     HOOK(L"kernel32.dll", LoadLibraryA),
     HOOK(L"kernel32.dll", LoadLibraryW),

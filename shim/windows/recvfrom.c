@@ -5,39 +5,24 @@
 
 int (WSAAPI *real_recvfrom)(SOCKET, char *, int, int, struct sockaddr *, int *);
 
+static int call_recvfrom(struct socksify_recv_call *c, DWORD *got)
+{
+    int r = real_recvfrom(c->s, c->bufs[0].buf, *(const int *)c->arg, (int)*c->flags,
+                          c->from, c->fromlen);
+
+    if (r == SOCKET_ERROR)
+        return SOCKET_ERROR;
+    *got = (DWORD)r;
+    return 0;
+}
+
 int WSAAPI socksify_hook_recvfrom(SOCKET s, char *buf, int len, int flags,
                                   struct sockaddr *from, int *fromlen)
 {
-    for (;;) {
-        WSABUF b;
-        DWORD got = 0, fl = (DWORD)flags;
-        int r;
+    WSABUF b = {len < 0 ? 0 : (ULONG)len, buf};
+    DWORD got = 0, fl = (DWORD)flags;
+    struct socksify_recv_call c = {s, &b, 1, &fl, from, fromlen, NULL, call_recvfrom,
+                                   NULL, &len};
 
-        b.buf = buf;
-        b.len = len < 0 ? 0 : (ULONG)len;
-        r = socksify_carry_recv(s, &b, 1, &got, &fl, from, fromlen, NULL,
-                                socksify_recv_plain, &s);
-        if (r == 0)
-            return (int)got;
-        if (r == SOCKET_ERROR)
-            return SOCKET_ERROR;
-        r = real_recvfrom(s, buf, len, flags, from, fromlen);
-        if (r >= 0 || WSAGetLastError() == WSAEMSGSIZE) {
-            int err = r >= 0 ? 0 : WSAEMSGSIZE;
-            DWORD n = r >= 0 ? (DWORD)r : b.len;
-            switch (socksify_carry_after(s, buf, &n, 1, from, fromlen)) {
-            case SOCKSIFY_AFTER_DROP:
-                if (flags & MSG_PEEK)
-                    socksify_carry_consume(s);
-                continue;
-            case SOCKSIFY_AFTER_STRIPPED:
-                if (err != 0) {
-                    WSASetLastError(err);
-                    return SOCKET_ERROR;
-                }
-                return (int)n;
-            }
-        }
-        return r;
-    }
+    return socksify_carry_receive(&c, &got) == 0 ? (int)got : SOCKET_ERROR;
 }

@@ -175,40 +175,47 @@ int socksify_carry_peer(SOCKET s, struct socksify_grant *g);
 int socksify_carry_peer_fresh(SOCKET s, struct socksify_grant *g);
 /* closesocket: forget s. */
 void socksify_carry_forget(SOCKET s);
-/* How a receive hook reads: the real call with these buffers, flags and source. */
+/* How the carried path reads one datagram: the real call with these buffers, flags and
+ * source, not overlapped. */
 typedef int (*socksify_recv_fn)(void *ctx, WSABUF *bufs, DWORD nbufs, DWORD *got,
                                 DWORD *flags, struct sockaddr *from, int *fromlen);
-/* A receive on s: returns SOCKSIFY_RECV_REAL if s is not carried (the hook makes the
- * real call, then socksify_carry_after), else 0 or SOCKET_ERROR (WSA error set) with *got, *flags and
- * from/fromlen (may be NULL) as the real call gives them, the envelope stripped and
- * the remote as the source. An overlapped receive (ov) on a carried socket is refused
- * (WSAEOPNOTSUPP); one on another datagram socket marks it as never to be carried. */
-#define SOCKSIFY_RECV_REAL 1  /* not SOCKET_ERROR (-1) */
-int socksify_carry_recv(SOCKET s, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,
-                        struct sockaddr *from, int *fromlen, const void *ov,
-                        socksify_recv_fn real, void *ctx);
-/* socksify_recv_fn for recv, recvfrom, WSARecv and WSARecvFrom: the real WSARecvFrom
- * on *(SOCKET *)ctx, not overlapped. */
-int socksify_recv_plain(void *ctx, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,
-                        struct sockaddr *from, int *fromlen);
-/* After a real receive on a socket that was not carried when it began (a receive
- * waiting while another thread sent the first carried datagram): buf holds the
- * datagram's first *got bytes (all of it if contiguous). SOCKSIFY_AFTER_KEEP: not an
- * envelope for s, the program's as it came; SOCKSIFY_AFTER_STRIPPED: a DATA envelope,
- * stripped in place (*got the payload's length, from/fromlen, if not NULL, the
- * remote); SOCKSIFY_AFTER_DROP: an envelope that cannot be stripped here (ERROR, not
- * contiguous): the hook drops it (socksify_carry_consume if it only peeked) and reads
- * again. Never hands an envelope over. */
-#define SOCKSIFY_AFTER_KEEP     0
-#define SOCKSIFY_AFTER_STRIPPED 1
-#define SOCKSIFY_AFTER_DROP     2
-int socksify_carry_after(SOCKET s, char *buf, DWORD *got, int contiguous,
-                         struct sockaddr *from, int *fromlen);
-/* Read and drop the next datagram on s (after a MSG_PEEK saw one to drop). */
-void socksify_carry_consume(SOCKET s);
+/* One receive call as a hook got it. */
+struct socksify_recv_call {
+    SOCKET s;
+    WSABUF *bufs;            /* the program's buffers */
+    DWORD nbufs;
+    DWORD *flags;            /* in: the call's flags; out: as the real call left them */
+    struct sockaddr *from;   /* where the source goes (NULL: not wanted) */
+    int *fromlen;
+    const void *ov;          /* the program's OVERLAPPED (NULL: a blocking call) */
+    /* The program's own call, as it made it (overlapped as asked): 0 with *got (if
+     * got is not NULL), or SOCKET_ERROR with the WSA error set. */
+    int (*real)(struct socksify_recv_call *c, DWORD *got);
+    /* How the carried path reads (not overlapped); NULL: WSARecvFrom on s. */
+    socksify_recv_fn read;
+    void *arg;               /* the hook's own, for real and read */
+};
+/* The whole of a receive hook: on a carried socket the datagram is read into [36-byte
+ * envelope, the program's buffers] and the envelope stripped, the remote reported as
+ * the source (a datagram from the carrier without a valid envelope is dropped, never
+ * handed over; an ERROR envelope fails a connected socket's receive); on any other
+ * socket c->real is called, and a datagram that a receive begun before the socket's
+ * first carried send got is stripped in place or dropped. An overlapped receive on a
+ * carried socket is refused (WSAEOPNOTSUPP); one on another datagram socket marks it
+ * as never to be carried. Returns 0 with *got, or SOCKET_ERROR with the WSA error set
+ * (*got set too for WSAEMSGSIZE: the payload's bytes that fit). */
+int socksify_carry_receive(struct socksify_recv_call *c, DWORD *got);
+/* 1 once a socket of the process was carried (before, no handle is: the ReadFile and
+ * WriteFile hooks pass straight on). */
+int socksify_carry_active(void);
+/* The Win32 error a real ReadFile/WriteFile on a socket gives where Winsock gives err
+ * (the NTSTATUS both come from); others unchanged. */
+DWORD socksify_wsa_to_win32(int err);
 /* wsasendmsg.c: after a successful WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER),
  * put our WSASendMsg in out if in is WSAID_WSASENDMSG. */
 void socksify_wsaioctl_sendmsg(const void *in, DWORD inlen, void *out, DWORD outlen);
+/* transmit.c: the same for WSAID_TRANSMITFILE and WSAID_TRANSMITPACKETS. */
+void socksify_wsaioctl_transmit(const void *in, DWORD inlen, void *out, DWORD outlen);
 /* wsarecvmsg.c: the same for WSAID_WSARECVMSG (WSARecvMsg is not exported). */
 void socksify_wsaioctl_recvmsg(const void *in, DWORD inlen, void *out, DWORD outlen);
 

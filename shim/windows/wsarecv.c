@@ -6,42 +6,18 @@
 int (WSAAPI *real_WSARecv)(SOCKET, LPWSABUF, DWORD, LPDWORD, LPDWORD, LPWSAOVERLAPPED,
                            LPWSAOVERLAPPED_COMPLETION_ROUTINE);
 
+static int call_WSARecv(struct socksify_recv_call *c, DWORD *got)
+{
+    return real_WSARecv(c->s, c->bufs, c->nbufs, got, c->flags, (LPWSAOVERLAPPED)c->ov,
+                        *(LPWSAOVERLAPPED_COMPLETION_ROUTINE *)c->arg);
+}
+
 int WSAAPI socksify_hook_WSARecv(SOCKET s, LPWSABUF bufs, DWORD nbufs, LPDWORD got,
                                  LPDWORD flags, LPWSAOVERLAPPED ov,
                                  LPWSAOVERLAPPED_COMPLETION_ROUTINE done)
 {
-    for (;;) {
-        DWORD n = 0;
-        int r = socksify_carry_recv(s, bufs, nbufs, &n, flags, NULL, NULL, ov,
-                                    socksify_recv_plain, &s);
+    struct socksify_recv_call c = {s, bufs, nbufs, flags, NULL, NULL, ov, call_WSARecv,
+                                   NULL, &done};
 
-        if (r == 0 || (r == SOCKET_ERROR && WSAGetLastError() == WSAEMSGSIZE)) {
-            if (got != NULL)
-                *got = n;
-            return r;
-        }
-        if (r == SOCKET_ERROR)
-            return r;
-        r = real_WSARecv(s, bufs, nbufs, got, flags, ov, done);
-        if (ov == NULL && got != NULL && nbufs > 0
-            && (r == 0 || (nbufs == 1 && WSAGetLastError() == WSAEMSGSIZE))) {
-            int err = r == 0 ? 0 : WSAEMSGSIZE;
-            DWORD n = r == 0 ? *got : bufs[0].len;
-            switch (socksify_carry_after(s, bufs[0].buf, &n, nbufs == 1 || n <= bufs[0].len,
-                                         NULL, NULL)) {
-            case SOCKSIFY_AFTER_DROP:
-                if (*flags & MSG_PEEK)
-                    socksify_carry_consume(s);
-                continue;
-            case SOCKSIFY_AFTER_STRIPPED:
-                *got = n;
-                if (err != 0) {
-                    WSASetLastError(err);
-                    return SOCKET_ERROR;
-                }
-                return 0;
-            }
-        }
-        return r;
-    }
+    return socksify_carry_receive(&c, got);
 }

@@ -13,9 +13,11 @@ static const GUID wsarecvmsg_id = WSAID_WSARECVMSG;
 struct recvmsg_ctx {
     SOCKET s;
     LPWSAMSG msg;
+    LPWSAOVERLAPPED_COMPLETION_ROUTINE done;
 };
 
-static int recvmsg_real(void *ctx, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,
+/* The carried path's reader: the program's message with our buffers and source. */
+static int recvmsg_read(void *ctx, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD *flags,
                         struct sockaddr *from, int *fromlen)
 {
     struct recvmsg_ctx *c = ctx;
@@ -35,52 +37,26 @@ static int recvmsg_real(void *ctx, WSABUF *bufs, DWORD nbufs, DWORD *got, DWORD 
     return r;
 }
 
+static int call_WSARecvMsg(struct socksify_recv_call *c, DWORD *got)
+{
+    struct recvmsg_ctx *x = c->arg;
+
+    return real_WSARecvMsg(x->s, x->msg, got, (LPWSAOVERLAPPED)c->ov, x->done);
+}
+
 static int WSAAPI socksify_hook_WSARecvMsg(SOCKET s, LPWSAMSG msg, LPDWORD got,
                                            LPWSAOVERLAPPED ov,
                                            LPWSAOVERLAPPED_COMPLETION_ROUTINE done)
 {
-    struct recvmsg_ctx ctx = {s, msg};
+    struct recvmsg_ctx x = {s, msg, done};
+    struct socksify_recv_call c;
 
     if (msg == NULL)
         return real_WSARecvMsg(s, msg, got, ov, done);
-    for (;;) {
-        DWORD n = 0, fl = msg->dwFlags;
-        int namelen = msg->namelen;
-        int r = socksify_carry_recv(s, msg->lpBuffers, msg->dwBufferCount, &n, &fl,
-                                    msg->name, msg->name != NULL ? &namelen : NULL, ov,
-                                    recvmsg_real, &ctx);
-
-        if (r == 0 || (r == SOCKET_ERROR && WSAGetLastError() == WSAEMSGSIZE)) {
-            if (got != NULL)
-                *got = n;
-            msg->dwFlags = fl;
-            msg->namelen = namelen;
-            return r;
-        }
-        if (r == SOCKET_ERROR)
-            return r;
-        r = real_WSARecvMsg(s, msg, got, ov, done);
-        if (ov == NULL && got != NULL && msg->dwBufferCount > 0
-            && (r == 0 || (msg->dwBufferCount == 1 && WSAGetLastError() == WSAEMSGSIZE))) {
-            int err = r == 0 ? 0 : WSAEMSGSIZE;
-            DWORD n = r == 0 ? *got : msg->lpBuffers[0].len;
-            switch (socksify_carry_after(s, msg->lpBuffers[0].buf, &n, msg->dwBufferCount == 1 || n <= msg->lpBuffers[0].len,
-                                         msg->name, msg->name != NULL ? &msg->namelen : NULL)) {
-            case SOCKSIFY_AFTER_DROP:
-                if (msg->dwFlags & MSG_PEEK)
-                    socksify_carry_consume(s);
-                continue;
-            case SOCKSIFY_AFTER_STRIPPED:
-                *got = n;
-                if (err != 0) {
-                    WSASetLastError(err);
-                    return SOCKET_ERROR;
-                }
-                return 0;
-            }
-        }
-        return r;
-    }
+    c = (struct socksify_recv_call){s, msg->lpBuffers, msg->dwBufferCount, &msg->dwFlags,
+                                    msg->name, msg->name != NULL ? &msg->namelen : NULL,
+                                    ov, call_WSARecvMsg, recvmsg_read, &x};
+    return socksify_carry_receive(&c, got);
 }
 
 void socksify_wsaioctl_recvmsg(const void *in, DWORD inlen, void *out, DWORD outlen)

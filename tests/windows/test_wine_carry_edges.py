@@ -30,6 +30,9 @@ from . import winelab
 pytestmark = pytest.mark.lab
 
 WSAETIMEDOUT = 10060
+WSAEOPNOTSUPP = 10045
+MSG_PARTIAL = 0x8000
+ERROR_NOT_SUPPORTED = 50
 WSAECONNRESET = 10054
 TOKEN = b"grant-01"
 DEST_PORT = 5555
@@ -131,13 +134,14 @@ def scripted(lab: lablib.Lab) -> Iterator[ScriptedDaemon]:
 
 
 def run_echo(wine: winelab.Wine, build: Path, daemon: ScriptedDaemon, mode: str,
-             peek: str = "0", log: str = "2") -> winelab.WineResult:
+             peek: str = "0", log: str = "2",
+             env: dict[str, str] | None = None) -> winelab.WineResult:
     exe = [wine.wine64, winelab.winpath(build / "inject.exe"),
            winelab.winpath(build / "socksify.dll"), winelab.winpath(build / "udpecho.exe"),
            lablib.FAR_IP, str(DEST_PORT), f"m{secrets.token_hex(4)}"]
     return wine.spawn(exe, {"SOCKSIFY_CONTROL_FILE": winelab.winpath(
         daemon.dir / "control.tcp"), "SOCKSIFY_LOG": log, "UDPMODE": mode,
-        "UDPPEEK": peek}).wait(120)
+        "UDPPEEK": peek, **(env or {})}).wait(120)
 
 
 def assert_enveloped(daemon: ScriptedDaemon, count: int) -> None:
@@ -152,15 +156,19 @@ def assert_enveloped(daemon: ScriptedDaemon, count: int) -> None:
         assert data[28:36] == TOKEN
 
 
-@pytest.mark.parametrize("mode", ["sendto", "WSASendMsg", "connect"])
+@pytest.mark.parametrize("mode", ["sendto", "WSASendMsg", "connect", "WSARecvEx",
+                                  "ReadFile"])
 def test_junk_from_the_carrier_never_reaches_the_program(
         wine: winelab.Wine, wine_build: Path, scripted: ScriptedDaemon,
         mode: str) -> None:
     """Before each echo the carrier sends a datagram that is not an envelope and an
     envelope with a token the program does not hold: the program still reads exactly
-    its three echoes (with MSG_PEEK first), from the destination."""
+    its three echoes (with MSG_PEEK first, where the mode has a peek), from the
+    destination. WSARecvEx (mswsock) and ReadFile (the socket as a file handle, sent
+    to with WriteFile) are carried as recv and send."""
     scripted.mode = "junk"
-    res = run_echo(wine, wine_build, scripted, mode, peek="1")
+    res = run_echo(wine, wine_build, scripted, mode,
+                   peek="0" if mode in ("WSARecvEx", "ReadFile") else "1")
     line = res.result_line()
     assert res.returncode == 0 and line[:2] == ["RESULT", "ok"], res.describe()
     assert line[3] == f"{lablib.FAR_IP}:{DEST_PORT}", res.describe()
@@ -216,3 +224,47 @@ def test_receive_begun_before_the_first_carried_send(wine: winelab.Wine,
     assert line[3] == f"{lablib.FAR_IP}:{DEST_PORT}", res.describe()
     assert "got an envelope: stripped" in res.stderr, res.describe()
     assert_enveloped(scripted, 3)
+
+
+def test_wsarecvex_reports_a_cut_datagram_as_partial(wine: winelab.Wine,
+                                                    wine_build: Path,
+                                                    scripted: ScriptedDaemon) -> None:
+    """WSARecvEx into a 4-byte buffer on a carried socket: each echo comes stripped,
+    cut to its first 4 bytes with MSG_PARTIAL set (udpecho checks both), not failed
+    with WSAEMSGSIZE as recv would be; the carrier got the three datagrams."""
+    res = run_echo(wine, wine_build, scripted, "WSARecvEx", env={"UDPRECVLEN": "4"})
+    line = res.result_line()
+    assert res.returncode == 0 and line[:3] == ["RESULT", "ok", "12"], res.describe()
+    assert res.stdout.count(f"WSARecvEx 4 flags {MSG_PARTIAL}") == 3, res.describe()
+    assert_enveloped(scripted, 3)
+
+
+@pytest.mark.parametrize("mode", ["TransmitPackets", "TransmitFile"])
+def test_transmit_on_a_carried_socket_is_refused(wine: winelab.Wine, wine_build: Path,
+                                                 scripted: ScriptedDaemon,
+                                                 mode: str) -> None:
+    """TransmitPackets/TransmitFile (the pointers WSAIoctl hands out) on a socket
+    connected for a carried peer would send the datagram to the carrier without an
+    envelope: refused with WSAEOPNOTSUPP, and the carrier got nothing."""
+    res = run_echo(wine, wine_build, scripted, mode)
+    if mode == "TransmitPackets" and res.result_line()[3:4] == ["WSAIoctl"]:
+        pytest.skip("Wine 8's WSAIoctl hands out no TransmitPackets")
+    assert res.result_line()[:4] == ["RESULT", "fail", str(WSAEOPNOTSUPP), "send"], \
+        res.describe()
+    assert len(scripted.requests) == 1          # the connect was carried
+    assert scripted.received() == []
+
+
+@pytest.mark.parametrize("mode,where", [("ReadFileEx", "recv"), ("WriteFileEx", "send")])
+def test_file_ex_calls_on_a_carried_socket_are_refused(wine: winelab.Wine,
+                                                       wine_build: Path,
+                                                       scripted: ScriptedDaemon,
+                                                       mode: str, where: str) -> None:
+    """ReadFileEx/WriteFileEx (always overlapped: a completion routine) on a socket
+    connected for a carried peer: refused with ERROR_NOT_SUPPORTED at the call, not
+    completed with the envelope as data nor sent to the carrier without one (the
+    carrier got only the datagram send() carried before ReadFileEx)."""
+    res = run_echo(wine, wine_build, scripted, mode)
+    assert res.result_line()[:4] == ["RESULT", "fail", str(ERROR_NOT_SUPPORTED), where], \
+        res.describe()
+    assert_enveloped(scripted, 1 if mode == "ReadFileEx" else 0)

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.lab
 
 WSAECONNREFUSED = 10061
 WSAEOPNOTSUPP = 10045
-MODES = ["sendto", "WSASendTo", "WSASendMsg", "connect", "WSAConnect"]
+MODES = ["sendto", "WSASendTo", "WSASendMsg", "connect", "WSAConnect", "WSARecvEx",
+         "ReadFile"]
+CONNECTED = {"connect", "WSAConnect", "WSARecvEx", "ReadFile"}
 
 
 def start_carrying(win: Win, tmp_path: Path, hops: list[str]) -> None:
@@ -70,7 +72,7 @@ def test_windows_udp_through_a_chain(lab: lablib.Lab, win: Win, tmp_path: Path,
         assert res.returncode == 0 and line[:2] == ["RESULT", "ok"], \
             f"{mode} (peek {peek})\n{win.describe(res)}"
         assert line[3] == far_addr, win.describe(res)
-        connected = mode in ("connect", "WSAConnect")
+        connected = mode in CONNECTED
         assert line[4] == (far_addr if connected else "-"), win.describe(res)
         assert "CARRY" in res.stderr, win.describe(res)    # SOCKSIFY_LOG=2
         seen = far.seen()[before:]
@@ -111,6 +113,26 @@ def test_overlapped_datagrams_are_refused_not_leaked(lab: lablib.Lab, win: Win,
     assert res.result_line()[:3] == ["RESULT", "fail", str(WSAEOPNOTSUPP)], \
         win.describe(res)
     assert "PENDING" not in res.stdout, win.describe(res)
+    time.sleep(0.5)
+    assert far.seen() == []
+    assert witness.packets() == 0
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("mode", ["TransmitFile"])  # Wine 8 has no TransmitPackets
+def test_transmit_on_a_carried_socket_is_refused_not_leaked(
+        lab: lablib.Lab, win: Win, tmp_path: Path, udp_hops: UdpHops, far: FarUdp,
+        witness: Witness, mode: str, n: int) -> None:
+    """TransmitPackets/TransmitFile (the pointers WSAIoctl hands out) on a UDP socket
+    connected to a carried destination through n hops: refused with WSAEOPNOTSUPP
+    (they would hand the carrier the datagram without an envelope); nothing reaches the
+    far server or leaves around the chain."""
+    start_carrying(win, tmp_path, [udp_hops.url(i) for i in range(n)])
+    res = win.run("udpecho", [lablib.FAR_IP, str(far.echo_port), "tx"],
+                  env={"UDPMODE": mode})
+    assert res.result_line()[:4] == ["RESULT", "fail", str(WSAEOPNOTSUPP), "send"], \
+        win.describe(res)
+    assert "CARRY" in res.stderr, win.describe(res)    # the connect was carried
     time.sleep(0.5)
     assert far.seen() == []
     assert witness.packets() == 0

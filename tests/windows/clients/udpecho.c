@@ -9,6 +9,16 @@
  *     WSAConnect   WSAConnect(), then WSASend / WSARecv; getpeername as above
  *     thread       sendto / recvfrom, each recvfrom begun in a thread 300 ms before
  *                  the send it waits for (the first one before the socket is carried)
+ *     WSARecvEx    connect(), then send / WSARecvEx (mswsock); with UDPRECVLEN=N the
+ *                  receive buffer is N bytes: an echo cut to it must come with
+ *                  MSG_PARTIAL (and a whole one without), its first N bytes compared
+ *     ReadFile     connect(), then WriteFile / ReadFile on the socket handle
+ *     ReadFileEx   connect(), then send / ReadFileEx (a completion routine, waited
+ *                  for alertably)
+ *     WriteFileEx  connect(), then WriteFileEx / recv
+ *     TransmitPackets, TransmitFile
+ *                  connect(), then the datagram by the extension WSAIoctl hands out
+ *                  (TransmitFile: no file, the datagram as its head buffer)
  * UDPCOUNT=N sends N datagrams instead of three (one at a time, each after the last
  * echo) and prints "ECHOES N MS" (the milliseconds they took) before the result.
  * UDPPAUSE=FILE: after the first echo, wait (at most 120 s) until FILE exists.
@@ -21,6 +31,9 @@
 
 static LPFN_WSASENDMSG send_msg_fn;
 static LPFN_WSARECVMSG recv_msg_fn;
+static LPFN_TRANSMITPACKETS transmit_packets_fn;
+static LPFN_TRANSMITFILE transmit_file_fn;
+static int recv_len;  /* UDPRECVLEN: the receive buffer's size (0: the whole buffer) */
 
 static void *extension(SOCKET s, GUID id)
 {
@@ -39,6 +52,25 @@ static void addr_text(const struct sockaddr_in *sin, char *buf, size_t len)
 
     inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip);
     snprintf(buf, len, "%s:%u", ip, (unsigned)ntohs(sin->sin_port));
+}
+
+static DWORD ex_err, ex_bytes;
+static int ex_done;
+
+static VOID WINAPI ex_complete(DWORD err, DWORD bytes, LPOVERLAPPED ov)
+{
+    (void)ov;
+    ex_err = err;
+    ex_bytes = bytes;
+    ex_done = 1;
+}
+
+/* Wait (alertably, at most 5 s) for ex_complete; 0 or the error. */
+static int ex_wait(void)
+{
+    for (int i = 0; i < 50 && !ex_done; i++)
+        SleepEx(100, TRUE);
+    return ex_done ? (int)ex_err : WSAETIMEDOUT;
 }
 
 /* Send buf to `to` the UDPMODE way; 0 or a WSA error. */
@@ -66,9 +98,36 @@ static int send_one(const char *how, SOCKET s, char *buf, int len,
         return send_msg_fn(s, &msg, 0, &sent, NULL, NULL) == 0
                    ? (sent == (DWORD)len ? 0 : WSAEMSGSIZE) : WSAGetLastError();
     }
-    if (strcmp(how, "connect") == 0) {
+    if (strcmp(how, "WriteFileEx") == 0) {
+        static OVERLAPPED ov;
+        memset(&ov, 0, sizeof ov);
+        ex_done = 0;
+        if (!WriteFileEx((HANDLE)s, buf, (DWORD)len, &ov, ex_complete))
+            return (int)GetLastError();
+        return ex_wait();
+    }
+    if (strcmp(how, "connect") == 0 || strcmp(how, "WSARecvEx") == 0
+        || strcmp(how, "ReadFileEx") == 0) {
         int r = send(s, buf, len, 0);
         return r == len ? 0 : r == SOCKET_ERROR ? WSAGetLastError() : WSAEMSGSIZE;
+    }
+    if (strcmp(how, "ReadFile") == 0)
+        return WriteFile((HANDLE)s, buf, (DWORD)len, &sent, NULL)
+                   ? (sent == (DWORD)len ? 0 : WSAEMSGSIZE) : (int)GetLastError();
+    if (strcmp(how, "TransmitPackets") == 0) {
+        TRANSMIT_PACKETS_ELEMENT e;
+        memset(&e, 0, sizeof e);
+        e.dwElFlags = TP_ELEMENT_MEMORY;
+        e.cLength = (ULONG)len;
+        e.pBuffer = buf;
+        return transmit_packets_fn(s, &e, 1, 0, NULL, 0) ? 0 : WSAGetLastError();
+    }
+    if (strcmp(how, "TransmitFile") == 0) {
+        TRANSMIT_FILE_BUFFERS tb;
+        memset(&tb, 0, sizeof tb);
+        tb.Head = buf;
+        tb.HeadLength = (DWORD)len;
+        return transmit_file_fn(s, NULL, 0, 0, NULL, &tb, 0) ? 0 : WSAGetLastError();
     }
     return WSASend(s, &wb, 1, &sent, 0, NULL, NULL) == 0
                ? (sent == (DWORD)len ? 0 : WSAEMSGSIZE) : WSAGetLastError();
@@ -108,7 +167,31 @@ static int recv_one(const char *how, SOCKET s, char *buf, int len,
             return -WSAEFAULT;
         return (int)got;
     }
-    if (strcmp(how, "connect") == 0)
+    if (recv_len > 0 && recv_len < len)
+        len = recv_len;
+    if (strcmp(how, "WSARecvEx") == 0) {
+        int xflags = 0;
+        r = WSARecvEx(s, buf, len, &xflags);
+        if (r != SOCKET_ERROR)
+            printf("WSARecvEx %d flags %d\n", r, xflags);
+        if (r != SOCKET_ERROR && (r == len) != ((xflags & MSG_PARTIAL) != 0))
+            return -WSAEMSGSIZE;  /* MSG_PARTIAL wrong */
+    } else if (strcmp(how, "ReadFileEx") == 0) {
+        static OVERLAPPED ov;
+        int e;
+        memset(&ov, 0, sizeof ov);
+        ex_done = 0;
+        if (!ReadFileEx((HANDLE)s, buf, (DWORD)len, &ov, ex_complete))
+            return -(int)GetLastError();
+        if ((e = ex_wait()) != 0)
+            return -e;
+        r = (int)ex_bytes;
+    } else if (strcmp(how, "ReadFile") == 0) {
+        r = ReadFile((HANDLE)s, buf, (DWORD)len, &got, NULL) ? (int)got : SOCKET_ERROR;
+        if (r == SOCKET_ERROR)
+            return -(int)GetLastError();
+    } else if (strcmp(how, "connect") == 0 || strcmp(how, "TransmitPackets") == 0
+               || strcmp(how, "TransmitFile") == 0 || strcmp(how, "WriteFileEx") == 0)
         r = recv(s, buf, len, 0);
     else
         r = WSARecv(s, &wb, 1, &got, &fl, NULL, NULL) == 0 ? (int)got : SOCKET_ERROR;
@@ -148,7 +231,9 @@ int main(int argc, char **argv)
     start(argc, argv, 3);
     if (how == NULL || *how == '\0')
         how = "sendto";
-    connected = strcmp(how, "connect") == 0 || strcmp(how, "WSAConnect") == 0;
+    connected = strcmp(how, "sendto") != 0 && strcmp(how, "WSASendTo") != 0
+                && strcmp(how, "WSASendMsg") != 0 && strcmp(how, "thread") != 0;
+    recv_len = getenv("UDPRECVLEN") != NULL ? atoi(getenv("UDPRECVLEN")) : 0;
     to = target(argv[1], argv[2]);
     /* socket(), not WSASocketW(..., 0): Wine 8 ignores SO_RCVTIMEO on a socket made
      * without WSA_FLAG_OVERLAPPED (a receive that gets nothing would wait forever) */
@@ -163,7 +248,15 @@ int main(int argc, char **argv)
         if (send_msg_fn == NULL || recv_msg_fn == NULL)
             return fail(WSAGetLastError(), "WSAIoctl");
     }
-    if (strcmp(how, "connect") == 0
+    if (strcmp(how, "TransmitPackets") == 0 || strcmp(how, "TransmitFile") == 0) {
+        GUID pid = WSAID_TRANSMITPACKETS, fid = WSAID_TRANSMITFILE;
+        transmit_packets_fn = (LPFN_TRANSMITPACKETS)extension(s, pid);
+        transmit_file_fn = (LPFN_TRANSMITFILE)extension(s, fid);
+        if ((strcmp(how, "TransmitPackets") == 0 ? (void *)transmit_packets_fn
+                                                  : (void *)transmit_file_fn) == NULL)
+            return fail(WSAGetLastError(), "WSAIoctl");
+    }
+    if (connected && strcmp(how, "WSAConnect") != 0
         && connect(s, (struct sockaddr *)&to, sizeof to) == SOCKET_ERROR)
         return fail(WSAGetLastError(), "connect");
     if (strcmp(how, "WSAConnect") == 0
@@ -213,6 +306,8 @@ int main(int argc, char **argv)
             if (n < 0)
                 return fail(-n, "recv");
         }
+        if (recv_len > 0 && recv_len < len && n == recv_len)
+            len = recv_len;  /* cut to the buffer: its first bytes must match */
         if (n != len || memcmp(in, out, (size_t)len) != 0) {
             printf("got %d bytes: %.*s\n", n, n > 0 && n < 200 ? n : 0, in);
             return fail(0, "mismatch");
