@@ -1,6 +1,7 @@
 """One carried flow (docs/wire.md, "Carried datagrams"): the datagrams of one program
-socket through one chain, over one UDP association (chains/udp.py), opened on the
-first datagram and kept while datagrams flow and its control connections live.
+socket through one chain, a ChainFlow (core/udpflow.py: the association, opened on
+the first datagram and kept while datagrams flow and its control connections live)
+given the carrier's way back to the program.
 
 Replies go back enveloped, with their source as the program knows it: a reply from
 a destination the program reached by a stand-in address is reported from that
@@ -10,104 +11,57 @@ envelope and the flow ends; its next datagram starts a new one."""
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import ipaddress
 import logging
-import time
 from typing import Callable
 
-from ..chains import ChainSpec, Selector
-from ..chains.udp import UdpAssociation, check_route, open_association
+from ..chains import ChainSpec
 from ..dns import StandIn
-from ..errors import SocksifyError, Unsupported
 from ..protocol import control as wire
 from ..protocol.datagram import Envelope
 from .grants import Grant
 from .records import UdpFlow
+from .udpflow import ChainFlow, SelectorFor
 
 log = logging.getLogger("socksify.carrier")
 
-QUEUE = 256            # datagrams waiting for the association to open
 BACK_CACHED = 256      # reply sources whose envelope is kept
 SendBack = Callable[[bytes, tuple[str, int]], None]
-SelectorFor = Callable[[UdpFlow, ChainSpec], Selector]   # Sessions.selector
 
 
 class CarriedFlow:
-    def __init__(self, record: UdpFlow, program: tuple[str, int], send_back: SendBack,
-                 selector_for: SelectorFor, ended: Callable[[CarriedFlow], None]) -> None:
+    """A carrier flow: its ChainFlow (core/udpflow.py), and the way back to the
+    program -- an envelope naming each reply's source, or one ERROR envelope."""
+
+    def __init__(self, record: UdpFlow, chain: ChainSpec, program: tuple[str, int],
+                 send_back: SendBack, selector_for: SelectorFor,
+                 ended: Callable[[CarriedFlow, str], None]) -> None:
         self.record = record
-        self.selector_for = selector_for
         self.program = program               # the program socket's address
         self.send_back = send_back
         self._ended = ended
-        self.assoc: UdpAssociation | None = None
-        self.opening: asyncio.Task[None] | None = None
-        self.queue: list[tuple[Grant, bytes]] = []
+        self.udp = ChainFlow(record, chain, selector_for, self._reply, self._lost)
         self.tokens: set[bytes] = set()      # grants seen on this flow (uid checked)
         self.held: list[StandIn] = []        # their stand-ins, held while it lives
         # (target host, port) as sent to the chain -> the grant it went under
         self.sent_to: dict[tuple[str, int], Grant] = {}
         # a reply's source -> its grant and envelope, while sent_to stays the same
         self._back: dict[tuple[str, int], tuple[Grant, bytes]] = {}
-        self.last = time.monotonic()
-        self.closed = False
+        self.opener: Grant | None = None     # the grant whose datagram opened it
+
+    @property
+    def closed(self) -> bool:
+        return self.udp.closed
 
     # ----- program -> chain ----------------------------------------------------------
     def send(self, grant: Grant, payload: bytes) -> None:
-        self.last = time.monotonic()
         to = (grant.target, grant.port)
         if self.sent_to.get(to) is not grant:
             self.sent_to[to] = grant
             self._back.clear()
-        if self.assoc is not None:
-            self._forward(grant, payload)
-            return
-        if len(self.queue) >= QUEUE:
-            self.record.dropped += 1
-            return
-        self.queue.append((grant, payload))
-        if self.opening is None:
-            self.opening = asyncio.ensure_future(self._open(grant))
-
-    def _forward(self, grant: Grant, payload: bytes) -> None:
-        assert self.assoc is not None
-        if self.assoc.send(grant.target, grant.port, payload):
-            self.record.datagrams_up += 1
-            self.record.counters.up += len(payload)
-        else:
-            self.record.dropped += 1
-
-    async def _open(self, grant: Grant) -> None:
-        record = self.record
-        try:
-            selector = self.selector_for(record, grant.chain)
-            route = selector.next_route(set())
-            if route is None:
-                raise Unsupported(f"chain {grant.chain.name}: no route to try",
-                                  errno.ENETUNREACH)
-            check_route(route)
-            assoc = await open_association(route, grant.chain, record.id)
-        except SocksifyError as exc:
-            self.fail(grant, exc.errno or errno.ECONNREFUSED,
-                      f"UDP through chain {grant.chain.name} refused: {exc}")
-            return
-        except asyncio.CancelledError:
-            raise
-        if self.closed:
-            assoc.close()
-            return
-        self.assoc = assoc
-        record.route = assoc.describe
-        await assoc.start(self._reply, lambda why: self.fail(grant, errno.ECONNRESET,
-                                                              why))
-        log.info("[%s] %s UDP carried through chain %s via %s (associated in %.0f ms)",
-                 record.id, record.app, grant.chain.name, assoc.describe,
-                 assoc.setup_seconds * 1000)
-        queued, self.queue = self.queue, []
-        for g, payload in queued:
-            self._forward(g, payload)
+        if self.opener is None:
+            self.opener = grant
+        self.udp.send(grant.target, grant.port, payload)
 
     # ----- chain -> program ----------------------------------------------------------
     def _reply(self, host: str, port: int, payload: bytes) -> None:
@@ -125,10 +79,8 @@ class CarriedFlow:
             known = (grant, Envelope.data(src, port, grant.token).dumps())
             if len(self._back) < BACK_CACHED:
                 self._back[(host, port)] = known
-        self.last = time.monotonic()
         self.send_back(known[1] + payload, self.program)
-        self.record.datagrams_down += 1
-        self.record.counters.down += len(payload)
+        self.record.came_down(len(payload))
 
     def _source(self, host: str, port: int) -> Grant | None:
         """The grant a reply from host:port answers: the one sent to it; else, for a
@@ -148,28 +100,22 @@ class CarriedFlow:
         return None
 
     # ----- the end -------------------------------------------------------------------
-    def fail(self, grant: Grant, err: int, why: str) -> None:
+    def _lost(self, err: int, why: str) -> None:
         """The association failed or was lost: one ERROR envelope, and the flow ends."""
-        if self.closed:
-            return
+        grant = self.opener
+        assert grant is not None
         log.warning("[%s] %s UDP to %s:%d through chain %s: %s", self.record.id,
                     self.record.app, grant.target, grant.port, grant.chain.name, why)
         code = wire.Code.from_errno(err)
         self.send_back(Envelope.error(grant.dst, grant.port, grant.token, code).dumps(),
                        self.program)
-        self.close()
+        self._ended(self, why)
 
-    def close(self) -> None:
-        if self.closed:
+    def close(self, why: str) -> None:
+        if self.udp.closed:
             return
-        self.closed = True
-        if self.opening is not None and not self.opening.done():
-            self.opening.cancel()
-        if self.assoc is not None:
-            self.record.dropped += self.assoc.counters.fragments + self.assoc.counters.bad
-            self.assoc.close()
-        self.queue.clear()
-        self._ended(self)
+        self.udp.close()
+        self._ended(self, why)
 
 
 def _addr(host: str) -> wire.IPAddress | None:

@@ -86,6 +86,16 @@ class UdpFlow(Connection):
     datagrams_down: int = 0
     dropped: int = 0               # fragments, malformed, foreign, refused by policy
 
+    def went_up(self, size: int) -> None:
+        """A datagram of size payload bytes sent on to the chain."""
+        self.datagrams_up += 1
+        self.counters.up += size
+
+    def came_down(self, size: int) -> None:
+        """A reply of size payload bytes given to the program."""
+        self.datagrams_down += 1
+        self.counters.down += size
+
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         if self.dst is None and self.host is None:

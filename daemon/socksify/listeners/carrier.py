@@ -24,8 +24,9 @@ from ..chains import ChainSpec
 from ..chains.udp import check_route
 from ..core.carried import CarriedFlow
 from ..core.grants import Grant, Grants
-from ..core.records import Connection, UdpFlow
+from ..core.records import Connection
 from ..core.router import Router
+from ..core.udpflow import end_record, open_record
 from ..errors import Unsupported
 from ..protocol import control as wire
 from ..protocol.datagram import ENVELOPE_SIZE, Envelope
@@ -78,7 +79,7 @@ class Carrier:
         if self._sweeper is not None:
             self._sweeper.cancel()
         for flow in list(self.flows.values()):
-            flow.close()
+            flow.close("the daemon stops")
         for transport in self.transports.values():
             transport.close()
         self.transports.clear()
@@ -157,10 +158,8 @@ class Carrier:
 
     def _new_flow(self, family: int, program: Endpoint, grant: Grant) -> CarriedFlow:
         router = self.router
-        record = router.new_connection(grant.app, grant.dst, grant.port, grant.host,
-                                       kind=UdpFlow)
-        assert isinstance(record, UdpFlow)
-        record.path = "carried"
+        record = open_record(router, grant.app, grant.dst, grant.port, grant.host,
+                             "carried")
         record.rule, record.chain = grant.rule, grant.chain.name
         record.session = grant.session
         transport = self.transports[family]
@@ -169,26 +168,19 @@ class Carrier:
             if not transport.is_closing():
                 transport.sendto(data, to)
 
-        flow = CarriedFlow(record, program, send_back, router.sessions.selector,
-                           self._ended)
+        flow = CarriedFlow(record, grant.chain, program, send_back,
+                           router.sessions.selector, self._ended)
         self.flows[(program, grant.chain.name)] = flow
-        router.table.live[record.id] = record
         return flow
 
-    def _ended(self, flow: CarriedFlow) -> None:
-        record = flow.record
+    def _ended(self, flow: CarriedFlow, why: str) -> None:
         for key, other in list(self.flows.items()):
             if other is flow:
                 del self.flows[key]
-        self.router.table.live.pop(record.id, None)
         for stand_in in flow.held:
             self.router.fake.release(stand_in)
         flow.held.clear()
-        log.info("[%s] %s carried UDP ended after %.1fs: %d datagrams up (%d bytes), "
-                 "%d down (%d bytes), %d dropped", record.id, record.app,
-                 time.monotonic() - record.started, record.datagrams_up,
-                 record.counters.up, record.datagrams_down, record.counters.down,
-                 record.dropped)
+        end_record(self.router, flow.record, why)
 
     def _drop(self, why: str, program: Endpoint) -> None:
         self.dropped[why] += 1
@@ -201,8 +193,8 @@ class Carrier:
             await asyncio.sleep(SWEEP)
             now = time.monotonic()
             for flow in list(self.flows.values()):
-                if now - flow.last > IDLE:
-                    flow.close()
+                if flow.udp.idle(now, IDLE):
+                    flow.close("idle")
             in_use = {t for flow in self.flows.values() for t in flow.tokens}
             generation = self.router.generation.value if self.router.generation else 0
             self.grants.prune(generation, in_use)
