@@ -35,15 +35,15 @@ import time
 from typing import Any, cast
 
 from ..chains import ChainSpec
-from ..chains.udp import UdpAssociation, check_route, open_association
 from ..core.records import UdpFlow
 from ..core.router import Router
+from ..core.udpflow import ChainFlow, end_record, open_record
 from .. import sockdiag
 from ..errors import SocksifyError, Unsupported
 from ..procinfo import AppInfo, uid_only
 from . import conntrack, owners
 from .redirect import IDENTIFY_TIMEOUT, Namespace
-from .udpflows import QUEUE, Path, Program
+from .udpflows import Path, Program
 
 log = logging.getLogger("socksify.daemon")
 
@@ -113,9 +113,9 @@ class Datagrams:
         if flow is not None and path.decided and program.queue.empty():
             # the common case, sent at once: decided, its association open (or
             # refused), nothing waiting before it
-            assoc = program.assocs.get(path.chain.name) if path.chain else None
-            if path.chain is None or assoc is not None:
-                self._send(flow, path, assoc, data)
+            chain = program.chains.get(path.chain.name) if path.chain else None
+            if path.chain is None or chain is not None:
+                self._send(flow, path, chain, data)
                 return
         try:
             program.queue.put_nowait((path, data))
@@ -184,9 +184,7 @@ class Datagrams:
         router, ns = self.router, self.ns
         program.inode = self._inode(program.key, program.remote)
         app = await self._identify(program.key, program.inode)
-        flow = router.new_connection(app, None, 0, None, UdpFlow)
-        assert isinstance(flow, UdpFlow)
-        flow.path = "isolated"
+        flow = open_record(router, app, None, 0, None, "isolated")
         flow.dropped = program.dropped
         session, policy, why = router.sessions.policy_for(ns.session, ns.uid,
                                                           router.policy)
@@ -194,7 +192,6 @@ class Datagrams:
         program.flow, program.policy = flow, policy
         if policy is None:
             log.warning("[%s] isolated %s: UDP refused: %s", flow.id, app, why)
-        router.table.live[flow.id] = flow
         return flow
 
     def _inode(self, local: tuple[owners.IPAddress, int],
@@ -233,16 +230,15 @@ class Datagrams:
                        payload: bytes) -> None:
         if not path.decided:
             self._decide(program, flow, path)
-        assoc = await self._association(program, flow, path.chain) \
+        chain = await self._chain(program, flow, path.chain) \
             if path.chain is not None else None
-        self._send(flow, path, assoc, payload)
+        self._send(flow, path, chain, payload)
 
     @staticmethod
-    def _send(flow: UdpFlow, path: Path, assoc: UdpAssociation | None,
+    def _send(flow: UdpFlow, path: Path, chain: ChainFlow | None,
               payload: bytes) -> None:
-        if assoc is not None and assoc.send(path.target, path.port, payload):
-            flow.datagrams_up += 1
-            flow.counters.up += len(payload)
+        if chain is not None:
+            chain.send(path.target, path.port, payload)
         else:
             flow.dropped += 1
 
@@ -290,21 +286,30 @@ class Datagrams:
                 log.warning("[%s] isolated %s: UDP to %s:%d refused: %s", flow.id,
                             flow.app, path.target, path.port, exc)
 
-    async def _association(self, program: Program, flow: UdpFlow,
-                           spec: ChainSpec) -> UdpAssociation | None:
-        assoc = program.assocs.get(spec.name)
-        if assoc is not None:
-            return assoc
+    async def _chain(self, program: Program, flow: UdpFlow,
+                     spec: ChainSpec) -> ChainFlow | None:
+        """The program's open flow through spec (opened now if need be), or None:
+        refused or lost less than FAILED_HOLD seconds ago."""
+        chain = program.chains.get(spec.name)
+        if chain is not None:
+            return chain
         if time.monotonic() < program.failed.get(spec.name, 0.0):
             return None
-        selector = self.router.sessions.selector(flow, spec)
-        route = selector.next_route(set())
+
+        def deliver(host: str, port: int, payload: bytes) -> None:
+            self._deliver(program, spec.name, host, port, payload)
+
+        def lost(err: int, why: str) -> None:
+            if program.chains.get(spec.name) is chain:
+                del program.chains[spec.name]
+                program.failed[spec.name] = time.monotonic() + FAILED_HOLD
+                log.warning("[%s] isolated %s: UDP through chain %s lost: %s; its "
+                            "datagrams are dropped for %.0f s", flow.id, flow.app,
+                            spec.name, why, FAILED_HOLD)
+
+        chain = ChainFlow(flow, spec, self.router.sessions.selector, deliver, lost)
         try:
-            if route is None:
-                raise Unsupported(f"chain {spec.name}: no route to try",
-                                  errno.ENETUNREACH)
-            check_route(route)
-            assoc = await open_association(route, spec, flow.id)
+            await chain.open()
         except SocksifyError as exc:
             program.failed[spec.name] = time.monotonic() + FAILED_HOLD
             log.warning("[%s] isolated %s: UDP through chain %s refused: %s", flow.id,
@@ -312,28 +317,10 @@ class Datagrams:
             return None
         if self.closed or program.flow is None or \
                 self.programs.get(program.key) is not program:
-            assoc.close()                               # closed meanwhile
+            chain.close()                               # closed meanwhile
             return None
-        program.assocs[spec.name] = assoc
-        flow.chain = flow.chain or spec.name
-        flow.route = flow.route or assoc.describe
-
-        def deliver(host: str, port: int, payload: bytes) -> None:
-            self._deliver(program, spec.name, host, port, payload)
-
-        def lost(why: str) -> None:
-            if program.assocs.get(spec.name) is assoc:
-                del program.assocs[spec.name]
-                program.failed[spec.name] = time.monotonic() + FAILED_HOLD
-                log.warning("[%s] isolated %s: UDP through chain %s lost: %s; its "
-                            "datagrams are dropped for %.0f s", flow.id, flow.app,
-                            spec.name, why, FAILED_HOLD)
-
-        await assoc.start(deliver, lost)
-        log.info("[%s] isolated %s: UDP associated through chain %s via %s in %.0f ms",
-                 flow.id, flow.app, spec.name, assoc.describe,
-                 assoc.setup_seconds * 1000)
-        return assoc
+        program.chains[spec.name] = chain
+        return chain
 
     # ----- to the program ---------------------------------------------------------
     def _deliver(self, program: Program, chain: str, host: str, port: int,
@@ -362,8 +349,7 @@ class Datagrams:
             return
         best.carrier.sendto(payload, best.peer)
         best.last = program.last = time.monotonic()
-        flow.datagrams_down += 1
-        flow.counters.down += len(payload)
+        flow.came_down(len(payload))
 
     # ----- ending -----------------------------------------------------------------
     def _forget(self, key: tuple[Any, ...], path: Path) -> None:
@@ -394,19 +380,13 @@ class Datagrams:
         for key, path in list(self.paths.items()):
             if path.program is program:
                 self._forget(key, path)
-        for assoc in program.assocs.values():
-            assoc.close()
-        program.assocs.clear()
+        for chain in program.chains.values():
+            chain.close()
+        program.chains.clear()
         if program.pump is not None:
             program.pump.cancel()
-        flow = program.flow
-        if flow is not None:
-            self.router.table.live.pop(flow.id, None)
-            log.info("[%s] isolated %s: UDP flow closed (%s) after %.1fs: %d datagrams "
-                     "up (%d bytes), %d down (%d bytes), %d dropped", flow.id, flow.app,
-                     why, time.monotonic() - flow.started, flow.datagrams_up,
-                     flow.counters.up, flow.datagrams_down, flow.counters.down,
-                     flow.dropped)
+        if program.flow is not None:
+            end_record(self.router, program.flow, why)
 
     def close(self) -> None:
         if self.closed:

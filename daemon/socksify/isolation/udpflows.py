@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..chains import ChainSpec
-from ..chains.udp import UdpAssociation
 from ..core.records import UdpFlow
+from ..core.udpflow import ChainFlow
 from ..dns import StandIn
 from ..policy import Policy
 from .owners import IPAddress
@@ -40,7 +40,8 @@ class Path:
 
 @dataclass
 class Program:
-    """One program socket: its flow record, associations and waiting datagrams."""
+    """One program socket: its flow record (shared by its chains' flows), one
+    ChainFlow per chain it uses and its waiting datagrams."""
     key: tuple[IPAddress, int]
     last: float
     remote: tuple[IPAddress, int]       # its first flow's destination
@@ -48,7 +49,7 @@ class Program:
         default_factory=lambda: asyncio.Queue(QUEUE))
     flow: UdpFlow | None = None
     policy: Policy | None = None
-    assocs: dict[str, UdpAssociation] = field(default_factory=dict)
+    chains: dict[str, ChainFlow] = field(default_factory=dict)   # open ones
     failed: dict[str, float] = field(default_factory=dict)
     paths: list[Path] = field(default_factory=list)
     warned: set[tuple[str, str]] = field(default_factory=set)
