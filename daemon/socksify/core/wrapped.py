@@ -3,9 +3,10 @@ chain's UDP association for a program's own UDP socket and steps off the datagra
 path; the shim sends each datagram from that socket straight to hop 1's relay with the
 opaque send prefix before it, and strips the reply prefix from the answers.
 
-One flow per (program socket inode, chain), shared by all its destinations (only the
-innermost header differs). Hop 1 is told the datagrams come from (the local address of
-our control connection to hop 1, the program socket's port). A flow lives while every
+One flow per (program socket inode, chain), a ChainFlow (core/udpflow.py) shared by
+all its destinations (only the innermost header differs). Hop 1 is told the
+datagrams come from (the local address of our control connection to hop 1, the
+program socket's port). A flow lives while every
 control connection lives and the program's socket exists: every SWEEP seconds one
 sock_diag dump of the UDP sockets ends flows whose socket (port and inode) is gone.
 When an association is lost, its control connections are closed (hop 1 closes its
@@ -20,17 +21,17 @@ import errno
 import logging
 import os
 import socket
-import time
 from typing import Callable
 
 from ..chains import ChainSpec
 from ..chains.connect import parse_address
-from ..chains.udp import UdpAssociation, check_route, handoff_prefixes, open_association
-from ..errors import Unsupported
+from ..chains.udp import UdpAssociation, check_route, handoff_prefixes
+from ..errors import SocksifyError, Unsupported
 from ..protocol import control as wire
 from ..protocol.datagram import Envelope, WrapReply
 from .records import Connection, UdpFlow
 from .router import Router
+from .udpflow import ChainFlow, Lost, SelectorFor, end_record, open_record
 
 log = logging.getLogger("socksify.wrapped")
 
@@ -45,22 +46,44 @@ Inodes = Callable[[], "set[tuple[int, int]]"]                  # (port, inode) a
 
 
 class WrappedFlow:
+    """A handoff flow: its ChainFlow (core/udpflow.py; no datagram passes through it),
+    the program socket it serves and hop 1's relay as that socket sends to it."""
+
     def __init__(self, record: UdpFlow, chain: ChainSpec, inode: int, family: int,
-                 program: Endpoint, assoc: UdpAssociation, relay: wire.IPAddress) -> None:
+                 program: Endpoint, selector_for: SelectorFor, lost: Lost) -> None:
+        self.udp = ChainFlow(record, chain, selector_for, _no_reply, lost,
+                             client_port=program[1], check=self._check)
         self.record = record
         self.chain = chain
         self.inode = inode
         self.family = family
         self.program = program        # where an ERROR envelope goes
-        self.assoc = assoc
-        self.relay = relay            # hop 1's relay address, as the shim sends to it
-        self.declared = _declared(assoc)  # the address hop 1 was told they come from
+        self.relay: wire.IPAddress | None = None   # hop 1's relay, as the shim sends
+        self.declared: wire.IPAddress | None = None  # where hop 1 was told they come from
         self.last: tuple[wire.IPAddress, int, bytes] | None = None  # dst, port, token
         self.closed = False
+
+    def _check(self, assoc: UdpAssociation) -> None:
+        self.relay = _relay_ip(assoc)
+        if self.relay is None:
+            raise Unsupported(f"hop 1's UDP relay {assoc.relays[0][0]} has no address",
+                              errno.ENETUNREACH)
+        self.declared = _declared(assoc)
+        log.info("[%s] UDP handed off: socket port %d sends to hop 1's relay %s:%d "
+                 "itself", self.record.id, self.port, self.relay, assoc.relays[0][1])
+
+    @property
+    def assoc(self) -> UdpAssociation:
+        assert self.udp.assoc is not None
+        return self.udp.assoc
 
     @property
     def port(self) -> int:
         return self.program[1]
+
+
+def _no_reply(host: str, port: int, payload: bytes) -> None:
+    """The program's socket receives from hop 1's relay itself: none come here."""
 
 
 class Wrapped:
@@ -71,7 +94,6 @@ class Wrapped:
         self.send_error = send_error
         self.inodes = inodes
         self.flows: dict[tuple[int, str], WrappedFlow] = {}
-        self._opening: dict[tuple[int, str], asyncio.Task[WrappedFlow]] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -81,8 +103,6 @@ class Wrapped:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for task in self._opening.values():
-            task.cancel()
         for flow in list(self.flows.values()):
             self._end(flow, "the daemon stops")
 
@@ -119,13 +139,13 @@ class Wrapped:
         if flow is None or flow.closed:
             if len(self.flows) >= MAX_FLOWS or not self._visible(int(local[1]), inode):
                 return None
-            task = self._opening.get(key)
-            if task is None:
-                task = asyncio.ensure_future(self._open(conn, chain, inode, family,
-                                                        (str(local[0]), int(local[1]))))
-                self._opening[key] = task
-                task.add_done_callback(lambda _t: self._opening.pop(key, None))
-            flow = await asyncio.shield(task)
+            flow = self._new(conn, chain, inode, family, (str(local[0]), int(local[1])))
+        try:
+            await flow.udp.open()          # once: a concurrent WRAP waits for it
+        except SocksifyError as exc:
+            self._end(flow, f"refused: {exc}")
+            raise
+        assert flow.relay is not None
         if (family == socket.AF_INET and flow.relay.version == 6) or (
                 v6only and flow.relay.version == 4):
             return None                  # this socket cannot reach hop 1's relay
@@ -143,46 +163,29 @@ class Wrapped:
                          carry.carry_token, *prefixes, carry.relay_port4,
                          carry.relay_port6)
 
-    async def _open(self, conn: Connection, chain: ChainSpec, inode: int, family: int,
-                    local: Endpoint) -> WrappedFlow:
-        router = self.router
-        record = router.new_connection(conn.app, conn.dst, conn.port, kind=UdpFlow)
-        assert isinstance(record, UdpFlow)
-        record.path = "handoff"
+    def _new(self, conn: Connection, chain: ChainSpec, inode: int, family: int,
+             local: Endpoint) -> WrappedFlow:
+        record = open_record(self.router, conn.app, conn.dst, conn.port, None,
+                             "handoff")
         record.rule, record.chain, record.session = conn.rule, chain.name, conn.session
-        route = router.sessions.selector(record, chain).next_route(set())
-        if route is None:
-            raise Unsupported(f"chain {chain.name}: no route to try", errno.ENETUNREACH)
-        check_route(route)
-        assoc = await open_association(route, chain, record.id, client_port=local[1])
-        relay = _relay_ip(assoc)
-        if relay is None:
-            assoc.close()
-            raise Unsupported(f"hop 1's UDP relay {assoc.relays[0][0]} has no address",
-                              errno.ENETUNREACH)
         program = local
         bound = parse_address(local[0])
         if bound is None or bound.is_unspecified:     # the wildcard: reach it on loopback
             program = ("127.0.0.1" if family == socket.AF_INET else "::1", local[1])
-        flow = WrappedFlow(record, chain, inode, family, program, assoc, relay)
-        record.route = assoc.describe
+        flow = WrappedFlow(record, chain, inode, family, program,
+                           self.router.sessions.selector,
+                           lambda err, why: self._lost(flow, err, why))
         self.flows[(inode, chain.name)] = flow
-        router.table.live[record.id] = record
-        await assoc.start(lambda host, port, payload: None,
-                          lambda why: self._lost(flow, why))
-        log.info("[%s] %s UDP handed off through chain %s via %s: socket port %d sends "
-                 "to hop 1's relay %s:%d itself (associated in %.0f ms)", record.id,
-                 record.app, chain.name, assoc.describe, local[1], relay,
-                 assoc.relays[0][1], assoc.setup_seconds * 1000)
         return flow
 
     # ----- the end -------------------------------------------------------------------
-    def _lost(self, flow: WrappedFlow, why: str) -> None:
+    def _lost(self, flow: WrappedFlow, err: int, why: str) -> None:
         """A control connection ended: one ERROR envelope, and the flow ends (the
         association closed every control connection, so hop 1 closes its relay)."""
         if flow.last is not None:
             dst, port, token = flow.last
-            envelope = Envelope.error(dst, port, token, wire.Code.CONNRESET).dumps()
+            code = wire.Code.from_errno(err)
+            envelope = Envelope.error(dst, port, token, code).dumps()
             self.send_error(flow.family, flow.program, envelope)
         self._end(flow, why)
 
@@ -190,14 +193,11 @@ class Wrapped:
         if flow.closed:
             return
         flow.closed = True
-        flow.assoc.close()
+        flow.udp.close()
         for key, other in list(self.flows.items()):
             if other is flow:
                 del self.flows[key]
-        record = flow.record
-        self.router.table.live.pop(record.id, None)
-        log.info("[%s] %s handed-off UDP ended after %.1fs: %s", record.id, record.app,
-                 time.monotonic() - record.started, why)
+        end_record(self.router, flow.record, why)
 
     async def _sweep(self) -> None:
         while True:
