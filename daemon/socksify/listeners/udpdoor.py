@@ -2,8 +2,8 @@
 one client, its datagrams carried under the same policy as its TCP connections.
 
 Each datagram is decided on its own destination: a chain rule with udp = "chain"
-sends it through that chain's UDP association (chains/udp.py, opened on the first
-datagram that needs it and kept for the client's association); a rule that lets UDP
+sends it through that chain's flow (core/udpflow.py: its UDP association, opened on
+the first datagram that needs it and kept for the client's association); a rule that lets UDP
 out directly (a direct rule, or udp = "direct") sends it from here; anything else is
 dropped, logged once per rule and destination. Only datagrams from the TCP client's
 address and the port it announced (if it announced 0: the port of its first datagram)
@@ -22,10 +22,10 @@ import time
 from typing import Any
 
 from ..chains import ChainSpec
-from ..chains.udp import UdpAssociation, check_route, open_association
 from ..core.records import UdpFlow
 from ..core.router import Router
-from ..errors import SocksifyError, Unsupported
+from ..core.udpflow import ChainFlow
+from ..errors import SocksifyError
 from ..policy import Policy
 from ..protocol import socks5, socks5udp
 
@@ -46,7 +46,7 @@ class UdpDoor:
         self.client_addr: tuple[str, int] | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.direct: asyncio.DatagramTransport | None = None
-        self.chains: dict[str, UdpAssociation] = {}
+        self.chains: dict[str, ChainFlow] = {}
         self.queue: asyncio.Queue[tuple[str, int, bytes]] = asyncio.Queue(QUEUE)
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.warned: set[tuple[str, str]] = set()
@@ -82,8 +82,7 @@ class UdpDoor:
         if self.transport is None or self.client_addr is None:
             return
         self.transport.sendto(socks5udp.wrap(host, port, payload), self.client_addr)
-        self.flow.datagrams_down += 1
-        self.flow.counters.down += len(payload)
+        self.flow.came_down(len(payload))
 
     async def pump(self) -> None:
         while True:
@@ -106,12 +105,9 @@ class UdpDoor:
         action = decision.action
         if action.kind == "chain" and decision.udp == "chain":
             assert action.chain is not None
-            assoc = await self.chain(action.chain)
-            if assoc is not None and assoc.send(host, port, payload):
-                self.flow.datagrams_up += 1
-                self.flow.counters.up += len(payload)
-            elif assoc is not None:
-                self.flow.dropped += 1
+            chain = await self.chain(action.chain)
+            if chain is not None:
+                chain.send(host, port, payload)
             return
         if decision.udp_direct:
             await self.send_direct(host, port, payload)
@@ -125,30 +121,21 @@ class UdpDoor:
             log.warning("[%s] UDP to %s:%d refused (%s [%s]): %s", self.flow.id, host,
                         port, action, decision.rule, why)
 
-    async def chain(self, spec: ChainSpec) -> UdpAssociation | None:
-        """The association through spec (opened now if this is its first datagram);
-        None once the door has ended (a failure to open ends it)."""
-        assoc = self.chains.get(spec.name)
-        if assoc is not None:
-            return assoc
-        selector = self.router.sessions.selector(self.flow, spec)
-        route = selector.next_route(set())
+    async def chain(self, spec: ChainSpec) -> ChainFlow | None:
+        """The flow through spec (its association opened now if this is its first
+        datagram: core/udpflow.py); None once the door has ended (a failure to open
+        ends it)."""
+        chain = self.chains.get(spec.name)
+        if chain is None:
+            chain = ChainFlow(self.flow, spec, self.router.sessions.selector,
+                              self.to_client, lambda err, why: self.end(why))
+            self.chains[spec.name] = chain
         try:
-            if route is None:
-                raise Unsupported(f"chain {spec.name}: no route to try", errno.ENETUNREACH)
-            check_route(route)
-            assoc = await open_association(route, spec, self.flow.id)
+            await chain.open()
         except SocksifyError as exc:
             self.end(f"UDP through chain {spec.name} refused: {exc}")
             return None
-        self.chains[spec.name] = assoc
-        self.flow.chain = spec.name if not self.flow.chain else self.flow.chain
-        self.flow.route = assoc.describe if not self.flow.route else self.flow.route
-        await assoc.start(self.to_client, self.end)
-        log.info("[%s] %s UDP associated through chain %s via %s in %.0f ms",
-                 self.flow.id, self.flow.app, spec.name, assoc.describe,
-                 assoc.setup_seconds * 1000)
-        return assoc
+        return chain
 
     async def send_direct(self, host: str, port: int, payload: bytes) -> None:
         loop = asyncio.get_running_loop()
@@ -163,8 +150,7 @@ class UdpDoor:
             self.flow.dropped += 1
             log.debug("[%s] UDP direct to %s:%d: %s", self.flow.id, host, port, exc)
             return
-        self.flow.datagrams_up += 1
-        self.flow.counters.up += len(payload)
+        self.flow.went_up(len(payload))
 
     def end(self, why: str) -> None:
         if not self.ended.done():
@@ -196,9 +182,8 @@ class UdpDoor:
                  flow.counters.down, flow.dropped)
 
     def close(self) -> None:
-        for assoc in self.chains.values():
-            self.flow.dropped += assoc.counters.fragments + assoc.counters.bad
-            assoc.close()
+        for chain in self.chains.values():
+            chain.close()
         self.chains.clear()
         for transport in (self.transport, self.direct):
             if transport is not None:
