@@ -88,13 +88,17 @@ class ChainFlow:
                 raise Unsupported("the UDP flow closed meanwhile", errno.ECONNRESET)
             if self.check is not None:
                 self.check(assoc)
-        except SocksifyError:
+            await assoc.start(self._reply, lambda why: self._fail(errno.ECONNRESET, why))
+            if self.closed:
+                raise Unsupported("the UDP flow closed meanwhile", errno.ECONNRESET)
+        except BaseException:
             assoc.close()
             raise
+        # set once started: a datagram sent meanwhile waits in the queue (before it,
+        # the association has no socket to send it from)
         self.assoc = assoc
         record.chain = record.chain or chain.name
         record.route = record.route or assoc.describe
-        await assoc.start(self._reply, lambda why: self._fail(errno.ECONNRESET, why))
         log.info("[%s] %s: UDP associated through chain %s via %s in %.0f ms (%s)",
                  record.id, record.app, chain.name, assoc.describe,
                  assoc.setup_seconds * 1000, record.path)
