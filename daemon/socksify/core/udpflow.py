@@ -112,10 +112,13 @@ class ChainFlow:
         """One datagram to host:port; before the association is open it waits
         (QUEUE at most, then dropped) and the opening starts."""
         self.last = time.monotonic()
+        if self.closed:
+            self.record.dropped += 1
+            return
         if self.assoc is not None:
             self._forward(self.assoc, host, port, payload)
             return
-        if self.closed or len(self.queue) >= QUEUE:
+        if len(self.queue) >= QUEUE:
             self.record.dropped += 1
             return
         self.queue.append((host, port, payload))
