@@ -24,21 +24,9 @@
 #include "carried.h"
 #include "fdcopy.h"
 #include "peers.h"
+#include "vectors.h"
 
-static int passed, failed;
-
-static void result(int ok, const char *kind, const char *name)
-{
-    if (ok) {
-        passed++;
-        printf("ok   %s %s\n", kind, name);
-    } else {
-        failed++;
-        printf("FAIL %s %s\n", kind, name);
-    }
-}
-
-#define result_dup(ok, name) result(ok, "dup", name)
+#define result_dup(ok, name) result(ok, "dup", name, NULL)
 
 static int udp(void)
 {
@@ -164,20 +152,20 @@ int main(void)
         socksify_fd_copied(q, copy);
         result(socksify_peer_lookup(copy, (struct sockaddr *)&got, &len) == 0
                && len == sizeof peer && memcmp(&got, &peer, sizeof peer) == 0,
-               "peer", "copy-has-the-peer");
+               "peer", "copy-has-the-peer", NULL);
         len = sizeof got;
         dup2(other, copy);
         socksify_fd_copied(other, copy);
         result(socksify_peer_lookup(copy, (struct sockaddr *)&got, &len) == -ENOENT,
-               "peer", "target-dropped");
+               "peer", "target-dropped", NULL);
         len = sizeof got;
         result(socksify_peer_lookup(q, (struct sockaddr *)&got, &len) == 0,
-               "peer", "original-kept");
+               "peer", "original-kept", NULL);
         copy = dup(other);
         socksify_fd_copied(other, copy);
         len = sizeof got;
         result(socksify_peer_lookup(copy, (struct sockaddr *)&got, &len) == -ENOENT,
-               "peer", "plain-copy-plain");
+               "peer", "plain-copy-plain", NULL);
     }
 
     /* copies share one kernel peer: when one of them is connected elsewhere (or
@@ -200,6 +188,5 @@ int main(void)
         result_dup(socksify_carried_get(a, &e) == 0 && e.connected, "others-untouched");
     }
 
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return vector_done();
 }

@@ -15,69 +15,7 @@
 #include <string.h>
 
 #include "socksify_wire.h"
-
-static int passed, failed;
-
-static void result(int ok, const char *kind, const char *name, const char *why)
-{
-    if (ok) {
-        passed++;
-        printf("ok   %s %s\n", kind, name);
-    } else {
-        failed++;
-        printf("FAIL %s %s: %s\n", kind, name, why);
-    }
-}
-
-/* The value of key=value among the line's fields, or NULL. */
-static const char *field(char **fields, int n, const char *key)
-{
-    size_t klen = strlen(key);
-
-    for (int i = 0; i < n; i++)
-        if (strncmp(fields[i], key, klen) == 0 && fields[i][klen] == '=')
-            return fields[i] + klen + 1;
-    return NULL;
-}
-
-static long number(char **fields, int n, const char *key)
-{
-    const char *v = field(fields, n, key);
-    return v ? strtol(v, NULL, 10) : -1;
-}
-
-/* Parse hex ("-" is empty) into out (at most max bytes); the byte count, or -1. */
-static int unhex(const char *hex, uint8_t *out, size_t max)
-{
-    size_t len;
-
-    if (hex == NULL)
-        return -1;
-    if (strcmp(hex, "-") == 0)
-        return 0;
-    len = strlen(hex);
-    if (len % 2 || len / 2 > max)
-        return -1;
-    for (size_t i = 0; i < len / 2; i++) {
-        unsigned byte;
-        if (sscanf(hex + 2 * i, "%2x", &byte) != 1)
-            return -1;
-        out[i] = (uint8_t)byte;
-    }
-    return (int)(len / 2);
-}
-
-static int errno_by_name(const char *name)
-{
-    static const struct { const char *name; int value; } table[] = {
-        {"0", 0}, {"ECONNREFUSED", ECONNREFUSED}, {"ETIMEDOUT", ETIMEDOUT},
-        {"ECONNRESET", ECONNRESET}, {"EHOSTUNREACH", EHOSTUNREACH},
-    };
-    for (size_t i = 0; name && i < sizeof table / sizeof table[0]; i++)
-        if (strcmp(name, table[i].name) == 0)
-            return table[i].value;
-    return -1;
-}
+#include "vectors.h"
 
 static void check_carry(const char *name, char **f, int n)
 {
@@ -148,36 +86,16 @@ static void check_bad(const char *name, char **f, int n)
            "bad-envelope", name, "accepted, or out touched");
 }
 
-static void run_vectors(const char *path)
+static void check_line(const char *kind, const char *name, char **f, int n)
 {
-    char line[2048];
-    FILE *fp = fopen(path, "r");
-
-    if (fp == NULL) {
-        perror(path);
-        exit(2);
-    }
-    while (fgets(line, sizeof line, fp)) {
-        char *fields[16], *save = NULL;
-        int n = 0;
-
-        if (line[0] == '#' || line[0] == '\n')
-            continue;
-        for (char *tok = strtok_r(line, " \n", &save); tok && n < 16;
-             tok = strtok_r(NULL, " \n", &save))
-            fields[n++] = tok;
-        if (n < 2)
-            continue;
-        if (strcmp(fields[0], "carry") == 0)
-            check_carry(fields[1], fields + 2, n - 2);
-        else if (strcmp(fields[0], "envelope") == 0)
-            check_envelope(fields[1], fields + 2, n - 2);
-        else if (strcmp(fields[0], "bad-envelope") == 0)
-            check_bad(fields[1], fields + 2, n - 2);
-        else
-            result(0, fields[0], fields[1], "unknown vector kind");
-    }
-    fclose(fp);
+    if (strcmp(kind, "carry") == 0)
+        check_carry(name, f, n);
+    else if (strcmp(kind, "envelope") == 0)
+        check_envelope(name, f, n);
+    else if (strcmp(kind, "bad-envelope") == 0)
+        check_bad(name, f, n);
+    else
+        result(0, kind, name, "unknown vector kind");
 }
 
 /* Edge cases of the API: 6 cases. */
@@ -213,8 +131,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s tests/vectors/datagram.txt\n", argv[0]);
         return 2;
     }
-    run_vectors(argv[1]);
+    vector_run(argv[1], check_line);
     run_api();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return vector_done();
 }

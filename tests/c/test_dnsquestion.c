@@ -14,34 +14,7 @@
 
 #include "dnsquestion.h"
 #include "socksify_wire.h"
-
-static int passed, failed;
-
-static void result(int ok, const char *kind, const char *name, const char *why)
-{
-    if (ok) {
-        passed++;
-        printf("ok   %s %s\n", kind, name);
-    } else {
-        failed++;
-        printf("FAIL %s %s: %s\n", kind, name, why);
-    }
-}
-
-static int unhex(const char *hex, uint8_t *out, size_t max)
-{
-    size_t len = strlen(hex);
-
-    if (len % 2 || len / 2 > max)
-        return -1;
-    for (size_t i = 0; i < len / 2; i++) {
-        unsigned byte;
-        if (sscanf(hex + 2 * i, "%2x", &byte) != 1)
-            return -1;
-        out[i] = (uint8_t)byte;
-    }
-    return (int)(len / 2);
-}
+#include "vectors.h"
 
 static void run_vectors(const char *path)
 {
@@ -108,6 +81,5 @@ int main(int argc, char **argv)
     }
     run_vectors(argv[1]);
     run_api();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return vector_done();
 }

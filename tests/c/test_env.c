@@ -11,21 +11,9 @@
 #include <string.h>
 
 #include "env.h"
+#include "vectors.h"
 
 #define SHIM "/opt/socksify/libsocksify.so"
-
-static int passed, failed;
-
-static void result(int ok, const char *kind, const char *name, const char *why)
-{
-    if (ok) {
-        passed++;
-        printf("ok   %s %s\n", kind, name);
-    } else {
-        failed++;
-        printf("FAIL %s %s: %s\n", kind, name, why);
-    }
-}
 
 /* LD_PRELOAD lists: 8 entries. */
 static void run_preload_has(void)
@@ -145,6 +133,5 @@ int main(void)
     run_preload_has();
     run_merge();
     run_limits();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return vector_done();
 }

@@ -14,19 +14,7 @@
 #include <string.h>
 
 #include "addr.h"
-
-static int passed, failed;
-
-static void result(int ok, const char *kind, const char *name)
-{
-    if (ok) {
-        passed++;
-        printf("ok   %s %s\n", kind, name);
-    } else {
-        failed++;
-        printf("FAIL %s %s\n", kind, name);
-    }
-}
+#include "vectors.h"
 
 /* Socket kinds: 16 entries. */
 static void run_kinds(void)
@@ -51,7 +39,7 @@ static void run_kinds(void)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         result(socksify_sock_kind(cases[i].domain, cases[i].type, cases[i].protocol)
-               == cases[i].want, "kind", cases[i].name);
+               == cases[i].want, "kind", cases[i].name, NULL);
 }
 
 /* Destinations: 15 entries. want_family is the family of *out for DEST_ADDR. */
@@ -114,7 +102,7 @@ static void run_dests(void)
                      && ((struct sockaddr_in *)&out)->sin_port == v4.sin_port;
         }
         snprintf(name, sizeof name, "%s(%s)", cases[i].name, ops[cases[i].op]);
-        result(ok, "dest", name);
+        result(ok, "dest", name, NULL);
     }
 }
 
@@ -122,6 +110,5 @@ int main(void)
 {
     run_kinds();
     run_dests();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return vector_done();
 }

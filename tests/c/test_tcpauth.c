@@ -14,19 +14,7 @@
 #include <string.h>
 
 #include "socksify_tcpauth.h"
-
-static int passed, failed;
-
-static void result(int ok, const char *kind, const char *name, const char *why)
-{
-    if (ok) {
-        passed++;
-        printf("ok   %s %s\n", kind, name);
-    } else {
-        failed++;
-        printf("FAIL %s %s: %s\n", kind, name, why);
-    }
-}
+#include "vectors.h"
 
 /* key=HEX among the line's words into out (exactly len bytes); 0 or -1. */
 static int field(char *line, const char *key, uint8_t *out, size_t len)
@@ -99,6 +87,5 @@ int main(int argc, char **argv)
                  && memcmp(a, b, 16) != 0 && memcmp(a, zero, 16) != 0;
         result(ok, "nonce", "system-rng", "BCryptGenRandom failed or repeated");
     }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return vector_done();
 }

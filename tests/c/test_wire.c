@@ -19,65 +19,7 @@
 #include "addr.h"
 #include "name.h"
 #include "socksify_wire.h"
-
-static int passed, failed;
-
-static void result(int ok, const char *kind, const char *name, const char *why)
-{
-    if (ok) {
-        passed++;
-        printf("ok   %s %s\n", kind, name);
-    } else {
-        failed++;
-        printf("FAIL %s %s: %s\n", kind, name, why);
-    }
-}
-
-/* The value of key=value among the line's fields, or NULL. */
-static const char *field(char **fields, int n, const char *key)
-{
-    size_t klen = strlen(key);
-
-    for (int i = 0; i < n; i++)
-        if (strncmp(fields[i], key, klen) == 0 && fields[i][klen] == '=')
-            return fields[i] + klen + 1;
-    return NULL;
-}
-
-static long number(char **fields, int n, const char *key)
-{
-    const char *v = field(fields, n, key);
-    return v ? strtol(v, NULL, 10) : -1;
-}
-
-/* Parse hex into out (at most max bytes); returns the byte count, or -1. */
-static int unhex(const char *hex, uint8_t *out, size_t max)
-{
-    size_t len = hex ? strlen(hex) : 1;
-
-    if (len % 2 || len / 2 > max)
-        return -1;
-    for (size_t i = 0; i < len / 2; i++) {
-        unsigned byte;
-        if (sscanf(hex + 2 * i, "%2x", &byte) != 1)
-            return -1;
-        out[i] = (uint8_t)byte;
-    }
-    return (int)(len / 2);
-}
-
-static int errno_by_name(const char *name)
-{
-    static const struct { const char *name; int value; } table[] = {
-        {"0", 0}, {"ECONNREFUSED", ECONNREFUSED}, {"ETIMEDOUT", ETIMEDOUT},
-        {"EACCES", EACCES}, {"ENETUNREACH", ENETUNREACH}, {"EHOSTUNREACH", EHOSTUNREACH},
-        {"ECONNRESET", ECONNRESET}, {"EPROTO", EPROTO}, {"EAFNOSUPPORT", EAFNOSUPPORT},
-    };
-    for (size_t i = 0; name && i < sizeof table / sizeof table[0]; i++)
-        if (strcmp(name, table[i].name) == 0)
-            return table[i].value;
-    return -1;
-}
+#include "vectors.h"
 
 static void check_request(const char *name, char **f, int n)
 {
@@ -257,44 +199,24 @@ static void check_bad_name_reply(const char *name, char **f, int n)
            "bad-name-reply", name, "decode_name did not reject it with -EPROTO");
 }
 
-static void run_vectors(const char *path)
+static void check_line(const char *kind, const char *name, char **f, int n)
 {
-    char line[1024];
-    FILE *fp = fopen(path, "r");
-
-    if (!fp) {
-        perror(path);
-        result(0, "vectors", path, "cannot open");
-        return;
-    }
-    while (fgets(line, sizeof line, fp)) {
-        char *fields[16], *save = NULL, *tok;
-        int n = 0;
-
-        if (line[0] == '#' || line[0] == '\n')
-            continue;
-        for (tok = strtok_r(line, " \n", &save); tok && n < 16; tok = strtok_r(NULL, " \n", &save))
-            fields[n++] = tok;
-        if (n < 2)
-            result(0, "vectors", "?", "short line");
-        else if (strcmp(fields[0], "request") == 0)
-            check_request(fields[1], fields + 2, n - 2);
-        else if (strcmp(fields[0], "resolve") == 0)
-            check_resolve(fields[1], fields + 2, n - 2);
-        else if (strcmp(fields[0], "reply") == 0)
-            check_reply(fields[1], fields + 2, n - 2);
-        else if (strcmp(fields[0], "peer-reply") == 0)
-            check_peer_reply(fields[1], fields + 2, n - 2);
-        else if (strcmp(fields[0], "bad-reply") == 0)
-            check_bad_reply(fields[1], fields + 2, n - 2);
-        else if (strcmp(fields[0], "name-reply") == 0)
-            check_name_reply(fields[1], fields + 2, n - 2);
-        else if (strcmp(fields[0], "bad-name-reply") == 0)
-            check_bad_name_reply(fields[1], fields + 2, n - 2);
-        else
-            result(0, fields[0], fields[1], "unknown kind");
-    }
-    fclose(fp);
+    if (strcmp(kind, "request") == 0)
+        check_request(name, f, n);
+    else if (strcmp(kind, "resolve") == 0)
+        check_resolve(name, f, n);
+    else if (strcmp(kind, "reply") == 0)
+        check_reply(name, f, n);
+    else if (strcmp(kind, "peer-reply") == 0)
+        check_peer_reply(name, f, n);
+    else if (strcmp(kind, "bad-reply") == 0)
+        check_bad_reply(name, f, n);
+    else if (strcmp(kind, "name-reply") == 0)
+        check_name_reply(name, f, n);
+    else if (strcmp(kind, "bad-name-reply") == 0)
+        check_bad_name_reply(name, f, n);
+    else
+        result(0, kind, name, "unknown kind");
 }
 
 /* Loopback cases: 10 entries. */
@@ -453,10 +375,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s tests/vectors/control.txt\n", argv[0]);
         return 2;
     }
-    run_vectors(argv[1]);
+    vector_run(argv[1], check_line);
     run_loopback();
     run_names();
     run_api();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return vector_done();
 }

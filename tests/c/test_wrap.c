@@ -17,58 +17,9 @@
 
 #include "socksify_wire.h"
 #include "wrapshift.h"
+#include "vectors.h"
 
 #define MAX_RAW 1024
-
-static int passed, failed;
-
-static void result(int ok, const char *kind, const char *name, const char *why)
-{
-    if (ok) {
-        passed++;
-        printf("ok   %s %s\n", kind, name);
-    } else {
-        failed++;
-        printf("FAIL %s %s: %s\n", kind, name, why);
-    }
-}
-
-static const char *field(char **fields, int n, const char *key)
-{
-    size_t klen = strlen(key);
-
-    for (int i = 0; i < n; i++)
-        if (strncmp(fields[i], key, klen) == 0 && fields[i][klen] == '=')
-            return fields[i] + klen + 1;
-    return NULL;
-}
-
-static long number(char **fields, int n, const char *key)
-{
-    const char *v = field(fields, n, key);
-    return v ? strtol(v, NULL, 10) : -1;
-}
-
-/* Parse hex ("-" is empty) into out (at most max bytes); the byte count, or -1. */
-static int unhex(const char *hex, uint8_t *out, size_t max)
-{
-    size_t len;
-
-    if (hex == NULL)
-        return -1;
-    if (strcmp(hex, "-") == 0)
-        return 0;
-    len = strlen(hex);
-    if (len % 2 || len / 2 > max)
-        return -1;
-    for (size_t i = 0; i < len / 2; i++) {
-        unsigned byte;
-        if (sscanf(hex + 2 * i, "%2x", &byte) != 1)
-            return -1;
-        out[i] = (uint8_t)byte;
-    }
-    return (int)(len / 2);
-}
 
 static int parse_addr(char **f, int n, uint8_t addr[16])
 {
@@ -188,39 +139,19 @@ static void check_match(const char *name, char **f, int n)
            "match", name, "not matched, or another payload");
 }
 
-static void run_vectors(const char *path)
+static void check_line(const char *kind, const char *name, char **f, int n)
 {
-    char line[4096];
-    FILE *fp = fopen(path, "r");
-
-    if (fp == NULL) {
-        perror(path);
-        exit(2);
-    }
-    while (fgets(line, sizeof line, fp)) {
-        char *fields[16], *save = NULL;
-        int n = 0;
-
-        if (line[0] == '#' || line[0] == '\n')
-            continue;
-        for (char *tok = strtok_r(line, " \n", &save); tok && n < 16;
-             tok = strtok_r(NULL, " \n", &save))
-            fields[n++] = tok;
-        if (n < 2)
-            continue;
-        if (strcmp(fields[0], "wrap-request") == 0)
-            check_request(fields[1], fields + 2, n - 2);
-        else if (strcmp(fields[0], "wrap") == 0) {
-            check_wrap(fields[1], fields + 2, n - 2);
-            remember_wrap(fields[1], fields + 2, n - 2);
-        } else if (strcmp(fields[0], "bad-wrap") == 0)
-            check_bad(fields[1], fields + 2, n - 2);
-        else if (strcmp(fields[0], "match") == 0)
-            check_match(fields[1], fields + 2, n - 2);
-        else
-            result(0, fields[0], fields[1], "unknown vector kind");
-    }
-    fclose(fp);
+    if (strcmp(kind, "wrap-request") == 0)
+        check_request(name, f, n);
+    else if (strcmp(kind, "wrap") == 0) {
+        check_wrap(name, f, n);
+        remember_wrap(name, f, n);
+    } else if (strcmp(kind, "bad-wrap") == 0)
+        check_bad(name, f, n);
+    else if (strcmp(kind, "match") == 0)
+        check_match(name, f, n);
+    else
+        result(0, kind, name, "unknown vector kind");
 }
 
 /* One shift case: a datagram of `plen` payload bytes (0, 1, 2, ...) after a prefix of
@@ -292,8 +223,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s tests/vectors/wrap.txt\n", argv[0]);
         return 2;
     }
-    run_vectors(argv[1]);
+    vector_run(argv[1], check_line);
     run_shift();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return vector_done();
 }

@@ -3,26 +3,15 @@
 
 import errno
 import ipaddress
-from pathlib import Path
 
 import pytest
 
 from socksify.protocol import control as wire
-
-VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "control.txt"
+import wirevectors
 
 
 def _load(kind: str) -> list[dict[str, str]]:
-    out = []
-    for line in VECTORS.read_text().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        words = line.split()
-        if words[0] == kind:
-            fields = dict(w.split("=", 1) for w in words[2:])
-            fields["name"] = words[1]
-            out.append(fields)
-    return out
+    return wirevectors.load("control.txt", kind)
 
 
 def test_vectors_present() -> None:

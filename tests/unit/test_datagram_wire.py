@@ -3,27 +3,16 @@ against the shared vectors (tests/vectors/datagram.txt), which the C tests read 
 
 import errno
 import ipaddress
-from pathlib import Path
 
 import pytest
 
 from socksify.protocol import control
 from socksify.protocol.datagram import ENVELOPE_SIZE, Envelope, Kind
-
-VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "datagram.txt"
+import wirevectors
 
 
 def _load(kind: str) -> list[dict[str, str]]:
-    out = []
-    for line in VECTORS.read_text().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        words = line.split()
-        if words[0] == kind:
-            fields = dict(w.split("=", 1) for w in words[2:])
-            fields["name"] = words[1]
-            out.append(fields)
-    return out
+    return wirevectors.load("datagram.txt", kind)
 
 
 def test_vectors_present() -> None:
