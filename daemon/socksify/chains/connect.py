@@ -12,9 +12,10 @@ import ipaddress
 import logging
 import os
 import socket
+from asyncio.selector_events import BaseSelectorEventLoop
 
 from ..errors import HopTimeout, HopUnreachable
-from ..sockstream import within
+from ..sockstream import wait_ready, within
 
 log = logging.getLogger("socksify.chain")
 
@@ -124,13 +125,32 @@ async def sock_connect(sock: socket.socket, host: str, port: int, timeout: float
                            addrs if addrs is not None else await resolve(host, port))
     sock.setblocking(False)
     try:
-        await within(_connect_to(sock, address), timeout)
+        loop = asyncio.get_running_loop()
+        if isinstance(loop, BaseSelectorEventLoop):
+            await _connect_within(loop, sock, address, timeout)
+        else:
+            await within(_connect_to(sock, address), timeout)
     except asyncio.TimeoutError:
         raise HopTimeout(f"{what}: no TCP connection within {timeout:g}s",
                          hop=0) from None
     except OSError as exc:
         raise HopUnreachable(f"{what}: {exc.strerror or exc}", hop=0,
                              err=exc.errno or errno.ECONNREFUSED) from None
+
+
+async def _connect_within(loop: BaseSelectorEventLoop, sock: socket.socket,
+                          address: tuple[str, int] | tuple[str, int, int, int],
+                          timeout: float) -> None:
+    """A non-blocking connect to a numeric address and one wait for writability
+    (sockstream.wait_ready): what loop.sock_connect() does inside a timeout context,
+    without its address check, its future's done callback and the context. Any
+    protocol (an MPTCP socket too: no address is looked up)."""
+    err = sock.connect_ex(address)
+    if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
+        await wait_ready(loop, sock, True, loop.time() + timeout)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err != 0:
+        raise OSError(err, os.strerror(err))
 
 
 async def _connect_to(sock: socket.socket,

@@ -20,7 +20,7 @@ from ..errors import ChainError, HopProtocolError, HopRefused, HopTimeout, \
     HopUnreachable, Unsupported
 from ..protocol import httpconnect, socks4, socks5
 from ..proxies import Proxy
-from ..sockstream import RawStream, within
+from ..sockstream import RawStream
 from . import httphop
 from .earlydata import EarlyData
 from .streamauth import StreamAuth
@@ -114,7 +114,7 @@ class Step:
         Before that (greeting, authentication), the hop itself is at fault."""
         blame = self.blame if request else self.index
         try:
-            return await within(self.stream.readexactly(size), self.timeout)
+            return await self.stream.read_within(size, self.timeout)
         except asyncio.TimeoutError:
             self.broke = True
             raise HopTimeout(f"{self.me}: no reply within {self.timeout:g}s to "
