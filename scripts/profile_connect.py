@@ -37,8 +37,9 @@ import lab as labmod  # noqa: E402
 # (their kernel time includes the TCP work on the lab's veth links), then by the
 # innermost frame that names a step (file or file:function).
 LEAF_STEPS: list[tuple[str, tuple[str, ...]]] = [
-    ("hop 1 TCP connect (syscall)", ("_sock_connect", "sock_connect")),
-    ("SOCKS request send (syscall)", ("sock_sendall",)),
+    ("hop 1 TCP connect (syscall, poll)", ("_sock_connect", "sock_connect",
+                                           "_connect_within", "_connected_soon")),
+    ("SOCKS request send (syscall)", ("sock_sendall", "RawStream.drain")),
     ("epoll wait (syscall)", ("EpollSelector.select",)),
 ]
 STEPS: list[tuple[str, tuple[str, ...]]] = [
@@ -48,8 +49,10 @@ STEPS: list[tuple[str, tuple[str, ...]]] = [
     ("policy", ("policy", "sessions.py:Sessions.policy_for")),
     ("request parse", ("protocol/control.py",)),
     ("accept", ("control.py:Control._accept",)),
-    ("per-hop replies", ("hops.py:_Step.read", "sockstream.py:recv_exactly",
-                         "sockstream.py:RawStream.readexactly")),
+    ("per-hop replies", ("hops.py:_Step.read", "steps.py:Step.read",
+                         "sockstream.py:recv_exactly", "sockstream.py:recv_exactly_within",
+                         "sockstream.py:wait_ready", "sockstream.py:RawStream.readexactly",
+                         "sockstream.py:RawStream.read_within")),
     ("chain build", ("chains",)),
     ("handoff/reply", ("fdpass.py", "control.py:_handoff", "control.py:Control._shim")),
     ("control read", ("control.py:Control.serve",)),

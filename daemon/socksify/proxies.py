@@ -4,6 +4,7 @@ CONNECT), and https://… / socks5+tls://… (the same inside TLS to the proxy).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -97,3 +98,12 @@ def _redact(url: str) -> str:
     if parts.password is None:
         return url
     return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+@functools.lru_cache(maxsize=256)
+def route_text(route: tuple[Proxy, ...]) -> tuple[str, tuple[str, ...]]:
+    """A route as the log and the live table show it ("direct" for none), and its
+    hops' "host:port" (cached: a chain's connections take the same few routes)."""
+    return (" > ".join(str(h) for h in route) or "direct",
+            tuple(f"[{h.host}]:{h.port}" if ":" in h.host else f"{h.host}:{h.port}"
+                  for h in route))

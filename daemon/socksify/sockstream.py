@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+from asyncio.selector_events import BaseSelectorEventLoop
 from typing import Awaitable, TypeVar
 
 T = TypeVar("T")
@@ -40,6 +41,65 @@ async def recv_exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+def _ready(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(asyncio.TimeoutError())
+
+
+async def wait_ready(loop: BaseSelectorEventLoop, sock: socket.socket, write: bool,
+                     deadline: float) -> None:
+    """Until sock is readable (writable, with `write`), asyncio.TimeoutError at the
+    loop time `deadline`: one future, one registration and one timer, where
+    within(loop.sock_recv()) costs a timeout context, a future with a done callback
+    and a task wake-up more (the chain engine waits like this for hop 1's connect
+    and for each reply; issue 16's daemon CPU per connect)."""
+    if deadline <= loop.time():
+        raise asyncio.TimeoutError()
+    fut: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+    if write:
+        loop.add_writer(fd, _ready, fut)
+    else:
+        loop.add_reader(fd, _ready, fut)
+    timer = loop.call_at(deadline, _expire, fut)
+    try:
+        await fut
+    finally:
+        timer.cancel()
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+async def recv_exactly_within(sock: socket.socket, n: int, timeout: float) -> bytes:
+    """recv_exactly within `timeout` seconds (asyncio.TimeoutError after): the bytes
+    taken at once when they are there (a pipelined chain's later replies often
+    are), else a wait for readability (wait_ready) and one recv. Selector loops
+    only (every loop on Linux); elsewhere within(recv_exactly()) does it."""
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, BaseSelectorEventLoop):
+        return await within(recv_exactly(sock, n), timeout)
+    deadline = loop.time() + timeout
+    buf = b""
+    while True:
+        try:
+            chunk = sock.recv(n - len(buf))
+        except (BlockingIOError, InterruptedError):
+            await wait_ready(loop, sock, False, deadline)
+            continue
+        if not chunk:
+            raise asyncio.IncompleteReadError(buf, n)
+        buf += chunk
+        if len(buf) >= n:
+            return buf
+
+
 class RawStream:
     """readexactly/write/drain on `sock` (made non-blocking; the caller restores or
     owns its flags). close() closes the socket only if `owned`."""
@@ -53,6 +113,10 @@ class RawStream:
 
     async def readexactly(self, n: int) -> bytes:
         return await recv_exactly(self.sock, n)
+
+    async def read_within(self, n: int, timeout: float) -> bytes:
+        """readexactly within `timeout` (asyncio.TimeoutError after)."""
+        return await recv_exactly_within(self.sock, n, timeout)
 
     async def read_until(self, sep: bytes, limit: int) -> bytes:
         """The bytes up to and including the first `sep`, and not one byte after it
@@ -91,8 +155,14 @@ class RawStream:
 
     async def drain(self) -> None:
         data, self._out = bytes(self._out), bytearray()
-        if data:
-            await self._loop.sock_sendall(self.sock, data)
+        if not data:
+            return
+        try:        # a few requests: the socket's buffer takes them at once
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(data):
+            await self._loop.sock_sendall(self.sock, data[sent:])
 
     def close(self) -> None:
         if self.owned:

@@ -20,7 +20,7 @@ from ..errors import ChainError, HopProtocolError, HopRefused, HopTimeout, \
     HopUnreachable, Unsupported
 from ..protocol import httpconnect, socks4, socks5
 from ..proxies import Proxy
-from ..sockstream import RawStream, within
+from ..sockstream import RawStream
 from . import httphop
 from .earlydata import EarlyData
 from .streamauth import StreamAuth
@@ -106,27 +106,32 @@ class Step:
         return HopUnreachable(f"{self.me}: {exc.strerror or exc}", hop=self.index,
                               err=exc.errno or errno.ECONNRESET)
 
-    async def read(self, size: int, during: str, request: bool = True) -> bytes:
+    async def read(self, size: int, during: str | None = None,
+                   request: bool = True) -> bytes:
         """Read a reply. While waiting for a CONNECT reply (request=True), a hop that
         closes or resets has failed that request, and the failure is blamed where a
         refusal would be: danted, for one, sends SOCKS5 'connection refused' and resets
         at once, and asyncio reports the reset before the bytes that preceded it.
-        Before that (greeting, authentication), the hop itself is at fault."""
-        blame = self.blame if request else self.index
+        Before that (greeting, authentication), the hop itself is at fault. `during`
+        names what was asked (None: this step's CONNECT, named only if it fails)."""
         try:
-            return await within(self.stream.readexactly(size), self.timeout)
-        except asyncio.TimeoutError:
-            self.broke = True
-            raise HopTimeout(f"{self.me}: no reply within {self.timeout:g}s to "
-                             f"{during}", hop=blame) from None
-        except asyncio.IncompleteReadError as exc:
-            self.broke = True
-            raise HopRefused(f"{self.me}: closed after {len(exc.partial)} reply bytes "
-                             f"to {during}", hop=blame) from None
-        except OSError as exc:
-            self.broke = True
-            raise HopRefused(f"{self.me}: {exc.strerror or exc} in reply to {during}",
-                             hop=blame) from None
+            return await self.stream.read_within(size, self.timeout)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
+            raise self._unread(exc, during or f"{self.verb} {self.what}",
+                               self.blame if request else self.index) from None
+
+    def _unread(self, exc: BaseException, during: str, blame: int) -> ChainError:
+        """The error for a reply that did not come (timeout, EOF, reset)."""
+        self.broke = True
+        if isinstance(exc, asyncio.TimeoutError):
+            return HopTimeout(f"{self.me}: no reply within {self.timeout:g}s to "
+                              f"{during}", hop=blame)
+        if isinstance(exc, asyncio.IncompleteReadError):
+            return HopRefused(f"{self.me}: closed after {len(exc.partial)} reply bytes "
+                              f"to {during}", hop=blame)
+        assert isinstance(exc, OSError)
+        return HopRefused(f"{self.me}: {exc.strerror or exc} in reply to {during}",
+                          hop=blame)
 
     def broken(self, exc: Exception) -> HopProtocolError:
         self.broke = True
@@ -184,7 +189,7 @@ class Step:
                       self._socks4_reply, self)
 
     async def _socks4_reply(self) -> None:
-        data = await self.read(socks4.REPLY_SIZE, f"CONNECT {self.what}")
+        data = await self.read(socks4.REPLY_SIZE)
         try:
             reply = socks4.Reply.loads(data)
         except socks4.ProtocolError as exc:
@@ -246,9 +251,8 @@ class Step:
 
     async def _socks5_reply(self) -> None:
         try:
-            head = await self.read(socks5.Reply.head_size, f"{self.verb} {self.what}")
-            rest = await self.read(socks5.Reply.rest_size(head),
-                                   f"{self.verb} {self.what}")
+            head = await self.read(socks5.Reply.head_size)
+            rest = await self.read(socks5.Reply.rest_size(head))
             reply = socks5.Reply.loads(head + rest)
         except socks5.ProtocolError as exc:
             raise self.broken(exc) from None

@@ -27,7 +27,7 @@ from ..policy import Action, Policy
 from ..procinfo import AppInfo, ProcessTable, own_uid
 from ..protocol import control as wire
 from ..protocol.datagram import WrapReply
-from ..proxies import Proxy
+from ..proxies import Proxy, route_text
 from .events import Events
 from .handed import HandedOff
 from .records import Connection, Lookup, Session
@@ -339,9 +339,7 @@ class Router:
 
     def _connected(self, conn: Connection, route: tuple[Proxy, ...],
                    skipped: tuple[Proxy, ...], seconds: float, how: str) -> None:
-        conn.route = " > ".join(str(h) for h in route) or "direct"
-        conn.hops = tuple(f"[{h.host}]:{h.port}" if ":" in h.host else
-                          f"{h.host}:{h.port}" for h in route)
+        conn.route, conn.hops = route_text(route)
         note = f" (skipped {', '.join(map(str, skipped))})" if skipped else ""
         self._event(conn, f"connected in {seconds * 1000:.0f} ms{how}{note}", ok=True)
 

@@ -9,6 +9,7 @@ Reply:    VN (0; some servers send 4), CD (90 granted, 91 rejected or failed,
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -61,16 +62,26 @@ class ConnectRequest:
         if not 0 <= self.port <= 0xFFFF:
             raise ValueError(f"port {self.port} out of range")
         head = struct.pack("!BBH", VERSION, CMD_CONNECT, self.port)
-        try:
-            addr = ipaddress.IPv4Address(self.host)
-        except ValueError:
+        packed = _packed(self.host)
+        if packed is None:
             if ":" in self.host:
-                raise ValueError("SOCKS4 cannot carry an IPv6 address") from None
+                raise ValueError("SOCKS4 cannot carry an IPv6 address")
             return (head + _SOCKS4A_MARKER + _field(self.userid, "user id")
                     + _field(self.host, "host name"))
-        if addr.packed[:3] == b"\0\0\0" and addr.packed[3]:
-            raise ValueError(f"{addr} cannot be sent in SOCKS4: 0.0.0.x means SOCKS4a")
-        return head + addr.packed + _field(self.userid, "user id")
+        if packed[:3] == b"\0\0\0" and packed[3]:
+            raise ValueError(f"{self.host} cannot be sent in SOCKS4: 0.0.0.x means "
+                             "SOCKS4a")
+        return head + packed + _field(self.userid, "user id")
+
+
+@functools.lru_cache(maxsize=1024)
+def _packed(host: str) -> bytes | None:
+    """host's 4 bytes if it is an IPv4 address, else None (cached: a chain asks its
+    hops for the same few addresses on every connection)."""
+    try:
+        return ipaddress.IPv4Address(host).packed
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

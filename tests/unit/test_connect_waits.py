@@ -1,0 +1,113 @@
+"""The chain engine's cheap waits (issue 16's daemon CPU per connect): a reply read
+within a timeout with exact reads (sockstream.recv_exactly_within), and hop 1's
+connect, polled briefly before the loop sleeps on it (chains/connect.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+
+import pytest
+
+from socksify.chains import connect as dial
+from socksify.errors import HopUnreachable
+from socksify.sockstream import recv_exactly_within
+
+
+def test_a_reply_is_read_exactly_and_what_follows_stays_queued() -> None:
+    async def main() -> tuple[bytes, bytes]:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ours.setblocking(False)
+            theirs.sendall(b"12345678" + b"after")
+            got = await recv_exactly_within(ours, 8, 2.0)
+            return got, ours.recv(100)
+    assert asyncio.run(main()) == (b"12345678", b"after")
+
+
+def test_a_reply_in_pieces_is_waited_for() -> None:
+    async def main() -> bytes:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ours.setblocking(False)
+            loop = asyncio.get_running_loop()
+            theirs.sendall(b"123")
+            loop.call_later(0.05, theirs.sendall, b"45678")
+            return await recv_exactly_within(ours, 8, 5.0)
+    assert asyncio.run(main()) == b"12345678"
+
+
+def test_silence_times_out_and_eof_is_an_incomplete_read() -> None:
+    async def silent() -> None:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ours.setblocking(False)
+            await recv_exactly_within(ours, 8, 0.05)
+
+    async def closed() -> None:
+        ours, theirs = socket.socketpair()
+        with ours:
+            ours.setblocking(False)
+            theirs.sendall(b"12")
+            theirs.close()
+            await recv_exactly_within(ours, 8, 2.0)
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(silent())
+    with pytest.raises(asyncio.IncompleteReadError) as info:
+        asyncio.run(closed())
+    assert info.value.partial == b"12"
+
+
+def test_a_near_hop_is_connected_by_polling_and_a_miss_sleeps_for_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    address = listener.getsockname()
+    key = (address[0], address[1])
+    monkeypatch.setattr(dial, "_spin_skip", {})
+
+    def started() -> socket.socket:
+        sock = socket.socket()
+        sock.setblocking(False)
+        assert sock.connect_ex(address) in (0, errno.EINPROGRESS)
+        return sock
+    with listener:
+        monkeypatch.setattr(dial, "SPIN_SECONDS", 5.0)    # bounded: loopback answers
+        with started() as sock:
+            assert dial._connected_soon(sock, address)
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+            assert sock.getpeername() == address
+        assert key not in dial._spin_skip
+
+    # a listener whose accept queue is full drops further SYNs: that connect stays
+    # in progress past any spin
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    slow = full.getsockname()
+    slow_key = (slow[0], slow[1])
+    monkeypatch.setattr(dial, "SPIN_SECONDS", 0.01)
+    with full, socket.create_connection(slow), socket.socket() as waiting:
+        waiting.setblocking(False)
+        assert waiting.connect_ex(slow) == errno.EINPROGRESS
+        assert not dial._connected_soon(waiting, slow)
+        assert dial._spin_skip[slow_key] == dial.SPIN_RETRY
+        assert not dial._connected_soon(waiting, slow)     # no spin: the loop sleeps
+        assert dial._spin_skip[slow_key] == dial.SPIN_RETRY - 1
+
+
+def test_a_refused_hop_is_reported_after_the_poll() -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()                          # nothing listens there now
+
+    async def main() -> None:
+        sock = socket.socket()
+        with sock:
+            await dial.sock_connect(sock, "127.0.0.1", port, 5.0, "hop 1")
+    with pytest.raises(HopUnreachable) as info:
+        asyncio.run(main())
+    assert info.value.errno == errno.ECONNREFUSED
