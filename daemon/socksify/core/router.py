@@ -57,6 +57,8 @@ class Router:
         self.carry: Callable[[Connection, ChainSpec], wire.Reply] | None = None
         self.wrap: Callable[[Connection, ChainSpec, socket.socket],   # core/wrapped.py
                             Awaitable[WrapReply | None]] | None = None
+        # UNWRAP: the program closes its handed-off socket, uid's (core/wrapped.py)
+        self.unwrap: Callable[[socket.socket, int], int] | None = None
         self.connections_total = 0
         self.handed_off = 0            # connections carried by the kernel (handoff)
         self._ids = itertools.count(1)

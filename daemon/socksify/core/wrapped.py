@@ -5,13 +5,18 @@ opaque send prefix before it, and strips the reply prefix from the answers.
 
 One flow per (program socket inode, chain), shared by all its destinations (only the
 innermost header differs). Hop 1 is told the datagrams come from (the local address of
-our control connection to hop 1, the program socket's port). A flow lives while every
-control connection lives and the program's socket exists: every SWEEP seconds one
-sock_diag dump of the UDP sockets ends flows whose socket (port and inode) is gone.
-When an association is lost, its control connections are closed (hop 1 closes its
-relay, so a connected program socket gets ECONNREFUSED from the kernel) and the
-carrier sends one ERROR envelope to the program socket with the latest grant's token.
-The daemon sees none of the datagrams: these flows show no byte counts."""
+our control connection to hop 1, the program socket's port). The flow keeps a copy of
+the program's socket (the one WRAP attached) for its whole life, so that the port stays
+bound to that socket: no other socket (another user's) can bind it and send through
+hop 1's relay while the association lives. A flow ends when a control connection is
+lost, the chain changes, the daemon stops, the program closes the socket (UNWRAP from
+the shim's close()) or the process that asked exits (pidwatch.py); only once hop 1 has
+closed its end of the control connection (or RELEASE_WAIT passed) is the copy closed
+and the port free. When an association is lost, its control connections are closed
+(hop 1 closes its relay, so a connected program socket gets ECONNREFUSED from the
+kernel) and the carrier sends one ERROR envelope to the program socket with the latest
+grant's token. The daemon sees none of the datagrams: these flows show no byte
+counts."""
 
 from __future__ import annotations
 
@@ -29,13 +34,14 @@ from ..chains.udp import UdpAssociation, check_route, handoff_prefixes, open_ass
 from ..errors import Unsupported
 from ..protocol import control as wire
 from ..protocol.datagram import Envelope, WrapReply
+from .pidwatch import PidWatch
 from .records import Connection, UdpFlow
 from .router import Router
 
 log = logging.getLogger("socksify.wrapped")
 
-SWEEP = 2.0            # seconds between looks for program sockets that are gone
 MAX_FLOWS = 4096       # flows in all; past it WRAP is answered as CONNECT (CARRY)
+RELEASE_WAIT = 5.0     # seconds an ended flow waits for hop 1 to close before the port
 
 Endpoint = tuple[str, int]
 Grant = Callable[[Connection, ChainSpec], wire.Reply]          # Carrier.grant
@@ -46,7 +52,8 @@ Inodes = Callable[[], "set[tuple[int, int]]"]                  # (port, inode) a
 
 class WrappedFlow:
     def __init__(self, record: UdpFlow, chain: ChainSpec, inode: int, family: int,
-                 program: Endpoint, assoc: UdpAssociation, relay: wire.IPAddress) -> None:
+                 program: Endpoint, assoc: UdpAssociation, relay: wire.IPAddress,
+                 held: socket.socket, pid: int, uid: int) -> None:
         self.record = record
         self.chain = chain
         self.inode = inode
@@ -57,6 +64,9 @@ class WrappedFlow:
         self.declared = _declared(assoc)  # the address hop 1 was told they come from
         self.last: tuple[wire.IPAddress, int, bytes] | None = None  # dst, port, token
         self.closed = False
+        self.held = held              # our copy of the program's socket: holds the port
+        self.pid = pid                # the process that asked (its exit ends the flow)
+        self.uid = uid
 
     @property
     def port(self) -> int:
@@ -72,19 +82,21 @@ class Wrapped:
         self.inodes = inodes
         self.flows: dict[tuple[int, str], WrappedFlow] = {}
         self._opening: dict[tuple[int, str], asyncio.Task[WrappedFlow]] = {}
-        self._sweeper: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._sweeper = asyncio.ensure_future(self._sweep())
+        self._asking: dict[tuple[int, str], int] = {}    # pid behind each _opening
+        self._releasing: set[asyncio.Task[None]] = set()
+        self._held: dict[int, WrappedFlow] = {}          # id(flow): ended, port held
+        self.pids = PidWatch(self._exited)
 
     def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
         for task in self._opening.values():
             task.cancel()
         for flow in list(self.flows.values()):
             self._end(flow, "the daemon stops")
+        for releasing in self._releasing:   # the daemon stops: no waiting for the hops
+            releasing.cancel()
+        for flow in self._held.values():
+            flow.held.close()
+        self.pids.close()
 
     # ----- the control side: WRAP ----------------------------------------------------
     async def wrap(self, conn: Connection, chain: ChainSpec, app_sock: socket.socket
@@ -99,6 +111,8 @@ class Wrapped:
                 socket.AF_INET, socket.AF_INET6) or app_sock.getsockopt(
                 socket.SOL_SOCKET, socket.SO_PROTOCOL) != socket.IPPROTO_UDP:
             return None                  # (UDP-Lite: hop 1 relays UDP only)
+        if app_sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR):
+            return None                  # another user's socket could share its port
         local = app_sock.getsockname()
         if not local[1]:
             return None                  # unbound: the shim binds before it asks
@@ -121,10 +135,14 @@ class Wrapped:
                 return None
             task = self._opening.get(key)
             if task is None:
+                if not self.pids.watch(conn.app.pid):
+                    return None          # an exit we could not see: carried instead
                 task = asyncio.ensure_future(self._open(conn, chain, inode, family,
-                                                        (str(local[0]), int(local[1]))))
+                                                        (str(local[0]), int(local[1])),
+                                                        app_sock.dup()))
                 self._opening[key] = task
-                task.add_done_callback(lambda _t: self._opening.pop(key, None))
+                self._asking[key] = conn.app.pid
+                task.add_done_callback(lambda _t: self._opening_done(key, conn.app.pid))
             flow = await asyncio.shield(task)
         if (family == socket.AF_INET and flow.relay.version == 6) or (
                 v6only and flow.relay.version == 4):
@@ -143,8 +161,22 @@ class Wrapped:
                          carry.carry_token, *prefixes, carry.relay_port4,
                          carry.relay_port6)
 
+    def _opening_done(self, key: tuple[int, str], pid: int) -> None:
+        self._opening.pop(key, None)
+        self._asking.pop(key, None)
+        self._forget_pid(pid)
+
     async def _open(self, conn: Connection, chain: ChainSpec, inode: int, family: int,
-                    local: Endpoint) -> WrappedFlow:
+                    local: Endpoint, held: socket.socket) -> WrappedFlow:
+        try:
+            return await self._associate(conn, chain, inode, family, local, held)
+        except BaseException:
+            held.close()
+            raise
+
+    async def _associate(self, conn: Connection, chain: ChainSpec, inode: int,
+                         family: int, local: Endpoint, held: socket.socket
+                         ) -> WrappedFlow:
         router = self.router
         record = router.new_connection(conn.app, conn.dst, conn.port, kind=UdpFlow)
         assert isinstance(record, UdpFlow)
@@ -164,12 +196,16 @@ class Wrapped:
         bound = parse_address(local[0])
         if bound is None or bound.is_unspecified:     # the wildcard: reach it on loopback
             program = ("127.0.0.1" if family == socket.AF_INET else "::1", local[1])
-        flow = WrappedFlow(record, chain, inode, family, program, assoc, relay)
+        flow = WrappedFlow(record, chain, inode, family, program, assoc, relay, held,
+                           conn.app.pid, conn.app.uid)
         record.route = assoc.describe
         self.flows[(inode, chain.name)] = flow
         router.table.live[record.id] = record
         await assoc.start(lambda host, port, payload: None,
                           lambda why: self._lost(flow, why))
+        if flow.closed:
+            raise Unsupported(f"chain {chain.name}: the association ended at once",
+                              errno.ECONNRESET)
         log.info("[%s] %s UDP handed off through chain %s via %s: socket port %d sends "
                  "to hop 1's relay %s:%d itself (associated in %.0f ms)", record.id,
                  record.app, chain.name, assoc.describe, local[1], relay,
@@ -190,36 +226,66 @@ class Wrapped:
         if flow.closed:
             return
         flow.closed = True
+        # hop 1's control connection, kept open past assoc.close() by a copy, to see
+        # hop 1 close it (its relay then is gone) before the port is let go
+        try:
+            hop1: socket.socket | None = flow.assoc.controls[0].sock.dup()
+        except (OSError, IndexError):
+            hop1 = None
         flow.assoc.close()
         for key, other in list(self.flows.items()):
             if other is flow:
                 del self.flows[key]
+        self._forget_pid(flow.pid)
         record = flow.record
         self.router.table.live.pop(record.id, None)
         log.info("[%s] %s handed-off UDP ended after %.1fs: %s", record.id, record.app,
                  time.monotonic() - record.started, why)
+        task = asyncio.ensure_future(self._release(flow, hop1))
+        self._releasing.add(task)
+        self._held[id(flow)] = flow
+        task.add_done_callback(self._releasing.discard)
 
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP)
-            if self.flows:
-                self.sweep()
-
-    def sweep(self) -> None:
-        """End the flows whose program socket is gone (one dump for all)."""
+    async def _release(self, flow: WrappedFlow, hop1: socket.socket | None) -> None:
+        """Close our copy of the program's socket (its port is free then) once hop 1
+        has closed the control connection we ended, or after RELEASE_WAIT."""
         try:
-            alive = self.inodes()
-        except OSError as exc:
-            log.debug("handed-off UDP: no socket table (%s)", exc)
+            if hop1 is not None:
+                hop1.shutdown(socket.SHUT_WR)     # our copy kept it open: now the FIN
+                await asyncio.wait_for(_closed_by_peer(hop1), RELEASE_WAIT)
+        except (asyncio.TimeoutError, OSError) as exc:
+            log.debug("[%s] hop 1 did not close the association's control connection "
+                      "(%r): the socket's port is let go anyway", flow.record.id, exc)
+        finally:
+            if hop1 is not None:
+                hop1.close()
+            flow.held.close()
+            self._held.pop(id(flow), None)
+
+    def unwrap(self, sock: socket.socket, uid: int) -> int:
+        """UNWRAP: the program closes sock (the shim's close()): end the flows that
+        hold it for uid. How many ended."""
+        inode = os.fstat(sock.fileno()).st_ino
+        ended = [f for (i, _), f in self.flows.items() if i == inode and f.uid == uid]
+        for flow in ended:
+            self._end(flow, "the program closed its socket")
+        return len(ended)
+
+    def _exited(self, pid: int) -> None:
+        for flow in [f for f in self.flows.values() if f.pid == pid]:
+            self._end(flow, f"the program (pid {pid}) exited")
+
+    def _forget_pid(self, pid: int) -> None:
+        """Stop watching pid when none of its flows is left or being opened."""
+        if any(f.pid == pid for f in self.flows.values()):
             return
-        for flow in list(self.flows.values()):
-            if (flow.port, flow.inode) not in alive:
-                self._end(flow, "the program's socket is closed")
+        if pid not in self._asking.values():
+            self.pids.forget(pid)
 
     def _visible(self, port: int, inode: int) -> bool:
-        """Is the socket in this daemon's socket table? The sweep ends a flow whose
-        socket it cannot see: one of another network namespace (or a host where
-        sock_diag cannot be used) is carried instead."""
+        """Is the socket in this daemon's socket table? One of another network
+        namespace (or a host where sock_diag cannot be used) is carried instead: hop 1
+        is told the datagrams come from this namespace's address."""
         try:
             return (port, inode) in self.inodes()
         except OSError as exc:
@@ -228,6 +294,19 @@ class Wrapped:
 
     def status(self) -> dict[str, int]:
         return {"flows": len(self.flows)}
+
+
+async def _closed_by_peer(sock: socket.socket) -> None:
+    """Until sock's peer has closed (EOF or a reset); whatever it still sends is
+    dropped."""
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            if not await loop.sock_recv(sock, 4096):
+                return
+        except ConnectionError:
+            return
 
 
 def _relay_ip(assoc: UdpAssociation) -> wire.IPAddress | None:

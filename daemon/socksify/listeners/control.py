@@ -263,6 +263,8 @@ async def answer(router: Router, data: bytes, read: Callable[[int], Awaitable[by
             reply, _ = await _wrap(router, wire.ConnectRequest.from_header(head), pid,
                                    uid, fds, app)
             return reply.dumps(), None, True
+        if head.op is wire.Op.UNWRAP:
+            return _unwrap(router, fds, uid).dumps(), None, True
         if head.op is wire.Op.RESOLVE:
             body = await read(head.body_len)
             return router.resolve(wire.ResolveRequest.from_header(head, body), pid,
@@ -304,6 +306,22 @@ async def _wrap(router: Router, request: wire.ConnectRequest, pid: int, uid: int
     finally:
         if app_sock is not None:
             app_sock.close()
+
+
+def _unwrap(router: Router, fds: list[int], uid: int) -> wire.Reply:
+    """UNWRAP: the program closes its handed-off UDP socket (attached): the flows the
+    daemon holds it in for uid end (core/wrapped.py); READY, whether there were any."""
+    if len(fds) != 1:
+        raise wire.WireError(f"an UNWRAP carries one socket, got {len(fds)} descriptor(s)")
+    try:
+        sock = socket.socket(fileno=fds[0])
+    except OSError as exc:
+        raise wire.WireError(f"an UNWRAP carries a socket: {exc}") from None
+    fds.pop()
+    with sock:
+        if router.unwrap is not None:
+            router.unwrap(sock, uid)
+    return wire.Reply(wire.Verdict.READY)
 
 
 async def _handoff(router: Router, request: wire.ConnectRequest, pid: int, uid: int,
