@@ -169,14 +169,19 @@ def test_unwrap_ends_the_flow_and_frees_the_port_after_hop_1_closed() -> None:
         await carrier.start()
         prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         prog.bind(("127.0.0.1", 0))
+        prog.setblocking(False)
         port = prog.getsockname()[1]
         try:
             assert isinstance(await ask_wrap(r, "203.0.113.9", 53, prog), WrapReply)
             (flow,) = wrapped.flows.values()
+            # the daemon's copy shares the program's file: its blocking mode unchanged
+            assert not os.get_blocking(prog.fileno())
             assert PID in wrapped.pids
-            # another uid's UNWRAP of the same socket ends nothing
-            assert wrapped.unwrap(prog, UID + 1) == 0 and wrapped.flows
-            assert wrapped.unwrap(prog, UID) == 1
+            # another uid's UNWRAP of the same socket ends nothing, nor another
+            # process's (a forked child closing its copy)
+            assert wrapped.unwrap(prog, PID, UID + 1) == 0 and wrapped.flows
+            assert wrapped.unwrap(prog, PID + 1, UID) == 0 and wrapped.flows
+            assert wrapped.unwrap(prog, PID, UID) == 1
             prog.close()
             assert not wrapped.flows and flow.record.id not in r.table.live
             assert flow.assoc.closed and PID not in wrapped.pids
@@ -214,7 +219,7 @@ def test_a_hop_that_keeps_the_control_open_delays_the_release_boundedly(
         port = prog.getsockname()[1]
         try:
             assert isinstance(await ask_wrap(r, "203.0.113.9", 53, prog), WrapReply)
-            wrapped.unwrap(prog, UID)
+            wrapped.unwrap(prog, PID, UID)
             prog.close()
             assert bind_fails(port)
             await asyncio.wait_for(released(wrapped), 10)
@@ -284,7 +289,7 @@ def test_many_wrapped_sockets_leave_no_descriptor_behind() -> None:
                     prog.bind(("127.0.0.1", 0))
                     reply = await ask_wrap(r, "203.0.113.9", 53, prog)
                     assert isinstance(reply, WrapReply)
-                    assert wrapped.unwrap(prog, UID) == 1
+                    assert wrapped.unwrap(prog, PID, UID) == 1
             await asyncio.wait_for(released(wrapped), 10)
             for writer in hop.writers:      # (the hop's own ends)
                 writer.close()

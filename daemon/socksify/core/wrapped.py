@@ -139,7 +139,7 @@ class Wrapped:
                     return None          # an exit we could not see: carried instead
                 task = asyncio.ensure_future(self._open(conn, chain, inode, family,
                                                         (str(local[0]), int(local[1])),
-                                                        app_sock.dup()))
+                                                        _copy(app_sock)))
                 self._opening[key] = task
                 self._asking[key] = conn.app.pid
                 task.add_done_callback(lambda _t: self._opening_done(key, conn.app.pid))
@@ -262,11 +262,13 @@ class Wrapped:
             flow.held.close()
             self._held.pop(id(flow), None)
 
-    def unwrap(self, sock: socket.socket, uid: int) -> int:
+    def unwrap(self, sock: socket.socket, pid: int, uid: int) -> int:
         """UNWRAP: the program closes sock (the shim's close()): end the flows that
-        hold it for uid. How many ended."""
+        hold it for the process that asked (pid, uid; a forked child's close of its
+        copy ends nothing). How many ended."""
         inode = os.fstat(sock.fileno()).st_ino
-        ended = [f for (i, _), f in self.flows.items() if i == inode and f.uid == uid]
+        ended = [f for (i, _), f in self.flows.items()
+                 if i == inode and f.uid == uid and f.pid == pid]
         for flow in ended:
             self._end(flow, "the program closed its socket")
         return len(ended)
@@ -294,6 +296,12 @@ class Wrapped:
 
     def status(self) -> dict[str, int]:
         return {"flows": len(self.flows)}
+
+
+def _copy(sock: socket.socket) -> socket.socket:
+    """Our own copy of the program's socket. Not sock.dup(): it sets the copy's
+    timeout, which would change the blocking mode the program's descriptor shares."""
+    return socket.socket(fileno=os.dup(sock.fileno()))
 
 
 async def _closed_by_peer(sock: socket.socket) -> None:

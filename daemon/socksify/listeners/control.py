@@ -264,7 +264,7 @@ async def answer(router: Router, data: bytes, read: Callable[[int], Awaitable[by
                                    uid, fds, app)
             return reply.dumps(), None, True
         if head.op is wire.Op.UNWRAP:
-            return _unwrap(router, fds, uid).dumps(), None, True
+            return _unwrap(router, fds, pid, uid).dumps(), None, True
         if head.op is wire.Op.RESOLVE:
             body = await read(head.body_len)
             return router.resolve(wire.ResolveRequest.from_header(head, body), pid,
@@ -308,9 +308,10 @@ async def _wrap(router: Router, request: wire.ConnectRequest, pid: int, uid: int
             app_sock.close()
 
 
-def _unwrap(router: Router, fds: list[int], uid: int) -> wire.Reply:
+def _unwrap(router: Router, fds: list[int], pid: int, uid: int) -> wire.Reply:
     """UNWRAP: the program closes its handed-off UDP socket (attached): the flows the
-    daemon holds it in for uid end (core/wrapped.py); READY, whether there were any."""
+    daemon holds it in for that process end (core/wrapped.py); READY, whether there
+    were any."""
     if len(fds) != 1:
         raise wire.WireError(f"an UNWRAP carries one socket, got {len(fds)} descriptor(s)")
     try:
@@ -320,7 +321,7 @@ def _unwrap(router: Router, fds: list[int], uid: int) -> wire.Reply:
     fds.pop()
     with sock:
         if router.unwrap is not None:
-            router.unwrap(sock, uid)
+            router.unwrap(sock, pid, uid)
     return wire.Reply(wire.Verdict.READY)
 
 
