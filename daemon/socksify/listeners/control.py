@@ -287,7 +287,8 @@ async def _wrap(router: Router, request: wire.ConnectRequest, pid: int, uid: int
                 ) -> tuple[wire.Reply | WrapReply, socket.socket | None]:
     """WRAP: a datagram CONNECT with the program's UDP socket attached. Without a
     socket that is a bound IPv4/IPv6 datagram socket it is answered as a CONNECT;
-    the daemon's copy is closed before the reply goes out (docs/wire.md)."""
+    the descriptor received is closed before the reply goes out (a handed-off flow
+    keeps a copy of its own: core/wrapped.py, docs/wire.md)."""
     app_sock: socket.socket | None = None
     if len(fds) == 1:
         try:
