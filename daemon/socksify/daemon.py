@@ -165,6 +165,7 @@ class Daemon:
         if self.frontdoor is not None:
             self.frontdoor.close()
         table.close_pending()
+        await self.wrapped.drain(min(self.grace, 5.0))  # held UDP ports: hop 1 first
         await table.finish(self.grace)
         self.router.sessions.hang_up()
         self.router.handed.close_all()

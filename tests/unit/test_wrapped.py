@@ -152,6 +152,30 @@ def bind_fails(port: int) -> bool:
     return False
 
 
+def test_a_stopping_daemon_waits_for_hop_1_before_freeing_the_port() -> None:
+    async def main() -> None:
+        hop = KillableHop()
+        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
+        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
+        await carrier.start()
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        prog.bind(("127.0.0.1", 0))
+        port = prog.getsockname()[1]
+        try:
+            assert isinstance(await ask_wrap(r, "203.0.113.9", 53, prog), WrapReply)
+            prog.close()
+            wrapped.close()
+            assert not wrapped.flows and bind_fails(port)
+            await asyncio.wait_for(wrapped.drain(), 10)
+            assert not wrapped._releasing and not bind_fails(port)
+        finally:
+            wrapped.close()
+            carrier.close()
+            server.close()
+            prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
 async def released(wrapped: Wrapped) -> None:
     """Until every ended flow has let its port go (bounded by the caller)."""
     while wrapped._releasing:

@@ -92,11 +92,17 @@ class Wrapped:
             task.cancel()
         for flow in list(self.flows.values()):
             self._end(flow, "the daemon stops")
-        for releasing in self._releasing:   # the daemon stops: no waiting for the hops
-            releasing.cancel()
-        for flow in self._held.values():
-            flow.held.close()
         self.pids.close()
+
+    async def drain(self, timeout: float = RELEASE_WAIT) -> None:
+        """After close(): until every ended flow has let its port go (hop 1 closed its
+        end), at most timeout; what is left is closed now."""
+        if self._releasing:
+            await asyncio.wait(set(self._releasing), timeout=timeout)
+        for releasing in self._releasing:
+            releasing.cancel()
+        for flow in list(self._held.values()):
+            flow.held.close()
 
     # ----- the control side: WRAP ----------------------------------------------------
     async def wrap(self, conn: Connection, chain: ChainSpec, app_sock: socket.socket
