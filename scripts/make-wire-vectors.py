@@ -17,7 +17,7 @@ from socksify.protocol.control import (  # noqa: E402
 
 lines = [
     "# Control wire vectors (docs/wire.md). One vector a line: KIND NAME key=value...",
-    "# request: the header the shim sends (op 1 CONNECT, 2 PEERNAME, 4 NAMEOF, 5 HANDOFF); resolve: an",
+    "# request: the header the shim sends (op 1 CONNECT, 2 PEERNAME, 4 NAMEOF, 5 HANDOFF, 7 UNWRAP); resolve: an",
     "# op 3 RESOLVE request, header and name; reply: a valid reply",
     "# and the errno it maps to; peer-reply: a PEER answer to PEERNAME; name-reply: a NAME",
     "# answer to NAMEOF, head and name; bad-reply: bytes a reader must reject;",
@@ -25,7 +25,7 @@ lines = [
     "# scripts/make-wire-vectors.py.",
 ]
 HEADER_LINES = len(lines)
-C, P, N, H = Op.CONNECT, Op.PEERNAME, Op.NAMEOF, Op.HANDOFF
+C, P, N, H, U = Op.CONNECT, Op.PEERNAME, Op.NAMEOF, Op.HANDOFF, Op.UNWRAP
 reqs = [
     ("connect-v4-http", C, "192.0.2.7", 80, SockType.STREAM, "0000000000000000"),
     ("connect-v4-session", C, "198.51.100.200", 8443, SockType.STREAM, "0011223344556677"),
@@ -38,6 +38,8 @@ reqs = [
     ("nameof-v6", N, "2001:db8::1:2", 0, SockType.STREAM, "0000000000000000"),
     ("handoff-v4", H, "192.0.2.7", 443, SockType.STREAM, "0011223344556677"),
     ("handoff-v6", H, "2001:db8::1:2", 22, SockType.STREAM, "0000000000000000"),
+    ("unwrap-v4", U, "0.0.0.0", 40000, SockType.DGRAM, "0011223344556677"),
+    ("unwrap-v6", U, "2001:db8::7", 53001, SockType.DGRAM, "0000000000000000"),
 ]
 for name, op, addr, port, kind, session in reqs:
     ip = ipaddress.ip_address(addr)

@@ -144,7 +144,7 @@ class Daemon:
             return
         self.router.carry = self.carrier.grant
         self.router.wrap = self.wrapped.wrap      # datagram handoff (core/wrapped.py)
-        self.wrapped.start()
+        self.router.unwrap = self.wrapped.unwrap
         log.info("carrier for UDP on 127.0.0.1:%d%s", port4,
                  f" and [::1]:{port6}" if port6 else "")
 
@@ -152,7 +152,7 @@ class Daemon:
         table = self.router.table
         log.info("stopping: %d live connection(s), up to %.0fs to finish",
                  len(table.live), self.grace)
-        self.router.carry = self.router.wrap = None
+        self.router.carry = self.router.wrap = self.router.unwrap = None
         self.wrapped.close()
         self.carrier.close()
         for server in self._servers:
@@ -165,6 +165,7 @@ class Daemon:
         if self.frontdoor is not None:
             self.frontdoor.close()
         table.close_pending()
+        await self.wrapped.drain(min(self.grace, 5.0))  # held UDP ports: hop 1 first
         await table.finish(self.grace)
         self.router.sessions.hang_up()
         self.router.handed.close_all()

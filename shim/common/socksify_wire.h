@@ -38,6 +38,7 @@
 #define SOCKSIFY_OP_NAMEOF   4  /* what is addr called? socksify_wire_encode_request() */
 #define SOCKSIFY_OP_HANDOFF  5  /* CONNECT, with the app's socket attached (SCM_RIGHTS) */
 #define SOCKSIFY_OP_WRAP     6  /* datagram CONNECT, the app's UDP socket attached */
+#define SOCKSIFY_OP_UNWRAP   7  /* the app closes its wrapped UDP socket, attached */
 
 /* Request "family" (wire values, not AF_*). */
 #define SOCKSIFY_FAMILY_ANY   0  /* RESOLVE only: either family */

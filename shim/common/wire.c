@@ -50,9 +50,10 @@ SOCKSIFY_EXPORT int socksify_wire_encode_request(unsigned op,
     if (req == NULL || out == NULL || outlen < SOCKSIFY_REQUEST_SIZE)
         return -EINVAL;
     if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME && op != SOCKSIFY_OP_NAMEOF
-        && op != SOCKSIFY_OP_HANDOFF && op != SOCKSIFY_OP_WRAP)
+        && op != SOCKSIFY_OP_HANDOFF && op != SOCKSIFY_OP_WRAP && op != SOCKSIFY_OP_UNWRAP)
         return -EINVAL;
-    if (op == SOCKSIFY_OP_WRAP && req->socktype != SOCKSIFY_SOCKTYPE_DGRAM)
+    if ((op == SOCKSIFY_OP_WRAP || op == SOCKSIFY_OP_UNWRAP)
+        && req->socktype != SOCKSIFY_SOCKTYPE_DGRAM)
         return -EINVAL;
     if ((addr_len = family_addr_len(req->family)) == 0)
         return -EINVAL;

@@ -2,10 +2,11 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "carried.h"
 
-#define SLOTS 1024
+#define SLOTS SOCKSIFY_CARRIED_SLOTS
 
 struct slot {
     int busy;                 /* try-lock */
@@ -176,6 +177,7 @@ void socksify_carried_wrap(int fd, const struct socksify_connect_req *req,
         g = &s->e.wraps[s->e.nwraps++ % SOCKSIFY_CARRIED_WRAPS];
     g->req = *req;
     g->w = *w;
+    s->e.wrap_pid = getpid();
     note_wrap(&s->e, w);
     unlock(s);
 }
@@ -260,6 +262,66 @@ void socksify_carried_dup(int oldfd, int newfd)
             __atomic_store_n(&s->fd, 0, __ATOMIC_RELAXED);
         unlock(s);
     }
+}
+
+int socksify_carried_copies(int fd)
+{
+    struct slot *s = hold(fd, 0);
+    dev_t dev;
+    ino_t ino;
+    int n = 0;
+
+    if (s == NULL)
+        return 0;
+    dev = s->dev;
+    ino = s->ino;
+    unlock(s);
+    for (unsigned i = 0; i < SLOTS; i++) {
+        struct slot *o = &slots[i];
+        int tries = 64, ofd;
+
+        if (o == s || __atomic_load_n(&o->fd, __ATOMIC_RELAXED) == 0)
+            continue;
+        while (!lock(o) && --tries > 0)
+            ;
+        if (tries == 0) {
+            n++;             /* busy: its owner is mid-call on it; count it as a copy */
+            continue;
+        }
+        ofd = o->fd - 1;
+        if (ofd >= 0 && o->dev == dev && o->ino == ino) {
+            struct stat st;  /* a copy still open, not a stale entry of a closed one */
+
+            if (fstat(ofd, &st) == 0 && st.st_dev == dev && st.st_ino == ino)
+                n++;
+        }
+        unlock(o);
+    }
+    return n;
+}
+
+void socksify_carried_forget(int fd)
+{
+    struct slot *s = slot_of(fd);
+
+    if (fd >= 0 && lock(s)) {
+        if (s->fd == fd + 1)
+            __atomic_store_n(&s->fd, 0, __ATOMIC_RELAXED);
+        unlock(s);
+    }
+}
+
+int socksify_carried_in_range(unsigned lo, unsigned hi, int *out, int max)
+{
+    int n = 0;
+
+    for (unsigned i = 0; i < SLOTS && n < max; i++) {
+        int fd = __atomic_load_n(&slots[i].fd, __ATOMIC_RELAXED) - 1;
+
+        if (fd >= 0 && (unsigned)fd >= lo && (unsigned)fd <= hi)
+            out[n++] = fd;
+    }
+    return n;
 }
 
 int socksify_carried_has_token(const struct socksify_carried *e, const uint8_t *token)

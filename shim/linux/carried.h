@@ -11,11 +11,13 @@
 
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "socksify_wire.h"
 
 #define SOCKSIFY_CARRIED_TOKENS 8  /* the last tokens used on a socket */
 #define SOCKSIFY_CARRIED_WRAPS  4  /* the last WRAP grants of a socket, and refusals */
+#define SOCKSIFY_CARRIED_SLOTS  1024  /* entries in the table */
 
 /* A WRAP answer (docs/wire.md, "Datagram handoff: WRAP") for one destination. */
 struct socksify_wrapgrant {
@@ -40,6 +42,7 @@ struct socksify_carried {
     struct socksify_connect_req nowrap[SOCKSIFY_CARRIED_WRAPS];
     unsigned nnowrap;
     struct socksify_wrapgrant peer_wrap;
+    pid_t wrap_pid;                        /* the process that got the last WRAP grant */
 };
 
 /* 1 if fd may be a carried socket (no system call: the hot path of read()/write() on
@@ -88,6 +91,15 @@ int socksify_carried_refused_wrap(const struct socksify_carried *e,
  * is a carried socket, newfd is one too, with the same entry; otherwise an entry
  * newfd had (the socket dup2() closed) is dropped. */
 void socksify_carried_dup(int oldfd, int newfd);
+
+/* How many other descriptors in the table hold fd's socket (still open). */
+int socksify_carried_copies(int fd);
+
+/* fd's entry is dropped (it is being closed). */
+void socksify_carried_forget(int fd);
+
+/* The carried descriptors in [lo, hi] into out (at most max): how many. */
+int socksify_carried_in_range(unsigned lo, unsigned hi, int *out, int max);
 
 /* 1 if token is one of e's. */
 int socksify_carried_has_token(const struct socksify_carried *e, const uint8_t *token);

@@ -69,7 +69,7 @@ static ssize_t recv_some(int fd, uint8_t *buf, size_t len, int *passed)
             if (*passed < 0)
                 *passed = got;
             else
-                close(got);
+                SOCKSIFY_REAL_HOT(close)(got);
         }
     }
     return n;
@@ -301,14 +301,29 @@ int socksify_control_handoff(const struct socksify_connect_req *req, int app_fd,
         r = decode(reply, rep);
     if (r >= 0 && rep->verdict != SOCKSIFY_VERDICT_SWAP && *passed_fd >= 0) {
         LOG_WARN("the daemon passed a descriptor with verdict %u; closed", rep->verdict);
-        close(*passed_fd);
+        SOCKSIFY_REAL_HOT(close)(*passed_fd);
         *passed_fd = -1;
     }
     if (r < 0 && *passed_fd >= 0) {
-        close(*passed_fd);
+        SOCKSIFY_REAL_HOT(close)(*passed_fd);
         *passed_fd = -1;
     }
     return r < 0 ? r : 0;
+}
+
+int socksify_control_unwrap(const struct socksify_connect_req *req, int app_fd)
+{
+    uint8_t request[SOCKSIFY_REQUEST_SIZE], reply[SOCKSIFY_REPLY_SIZE];
+    struct socksify_reply rep;
+    int r;
+
+    if ((r = socksify_wire_encode_request(SOCKSIFY_OP_UNWRAP, req, request,
+                                          sizeof request)) < 0)
+        return r;
+    if ((r = send_reply_fd(request, sizeof request, reply, sizeof reply, app_fd, NULL)) < 0
+        || (r = decode(reply, &rep)) < 0)
+        return r;
+    return rep.verdict == SOCKSIFY_VERDICT_READY ? 0 : -EPROTO;
 }
 
 int socksify_control_wrap(const struct socksify_connect_req *req, int app_fd,

@@ -49,6 +49,11 @@ int socksify_control_handoff(const struct socksify_connect_req *req, int app_fd,
 int socksify_control_wrap(const struct socksify_connect_req *req, int app_fd,
                           uint8_t *reply, size_t replymax);
 
+/* An UNWRAP request (docs/wire.md, "Datagram handoff: WRAP") with the program's UDP
+ * socket app_fd attached, req its local address: 0 when the daemon answered READY, else
+ * -errno (-EPROTO for another answer). */
+int socksify_control_unwrap(const struct socksify_connect_req *req, int app_fd);
+
 /* Remember the relay ports of a RELAY reply (atomically; any thread). */
 void socksify_relay_ports_note(uint16_t port4, uint16_t port6);
 

@@ -52,7 +52,7 @@ static int same_socket(const struct slot *k)
 static void drop(struct slot *k)
 {
     if (k->fd >= 0 && same_socket(k))
-        close(k->fd);
+        SOCKSIFY_REAL_HOT(close)(k->fd);
     k->fd = -1;
 }
 
@@ -191,11 +191,11 @@ static int open_control(int64_t deadline, int level)
     if ((r = connect_control(fd, &sun, deadline)) < 0) {
         SOCKSIFY_LOG_AT(level, "cannot reach the socksify daemon at %s: %s",
                         cfg->socket_path, socksify_strerror(-r));
-        close(fd);
+        SOCKSIFY_REAL_HOT(close)(fd);
         return r;
     }
     if ((r = check_peer(fd, cfg->socket_path, level)) < 0) {
-        close(fd);
+        SOCKSIFY_REAL_HOT(close)(fd);
         return r;
     }
     return fd;
@@ -254,7 +254,7 @@ void socksify_ctlconn_give_back(int fd, int slot, int ok)
         release(&slots[slot]);
         return;
     }
-    close(fd);
+    SOCKSIFY_REAL_HOT(close)(fd);
 }
 
 int socksify_ctlconn_retryable(int r)

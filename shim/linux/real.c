@@ -40,7 +40,7 @@ static const struct {
     HOT(pwritev2, "pwritev2"), HOT(preadv64v2, "preadv64v2"),
     HOT(pwritev64v2, "pwritev64v2"),
     HOT(dup, "dup"), HOT(dup2, "dup2"), HOT(dup3, "dup3"), HOT(fcntl, "fcntl"),
-    HOT(fcntl64, "fcntl64"),
+    HOT(fcntl64, "fcntl64"), HOT(close, "close"), OPTIONAL(close_range),
     LATE(res_query, "__res_query"), LATE(res_nquery, "__res_nquery"),
     LATE(res_search, "__res_search"), LATE(res_nsearch, "__res_nsearch"),
     LATE(res_querydomain, "__res_querydomain"), LATE(res_nquerydomain, "__res_nquerydomain"),

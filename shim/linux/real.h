@@ -57,6 +57,8 @@ struct socksify_real {
     int (*dup3)(int fd, int newfd, int flags);
     int (*fcntl)(int fd, int cmd, ...);
     int (*fcntl64)(int fd, int cmd, ...);
+    /* close(): a handed-off socket's last copy tells the daemon first (unwrap.h) */
+    int (*close)(int fd);
     int (*getaddrinfo)(const char *node, const char *service, const struct addrinfo *hints,
                        struct addrinfo **res);
     int (*getnameinfo)(const struct sockaddr *sa, socklen_t salen, char *host,
@@ -90,6 +92,7 @@ struct socksify_real {
      * at all (their hooks then fail with ENOSYS, dnsgate.h). */
     int (*execveat)(int dirfd, const char *path, char *const argv[], char *const envp[],
                     int flags);
+    int (*close_range)(unsigned int fd, unsigned int max_fd, int flags);  /* glibc 2.34 */
     int (*res_query)(const char *name, int class, int type, unsigned char *answer,
                      int anslen);
     int (*res_nquery)(res_state statp, const char *name, int class, int type,

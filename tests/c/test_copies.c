@@ -188,5 +188,24 @@ int main(void)
         result_dup(socksify_carried_get(a, &e) == 0 && e.connected, "others-untouched");
     }
 
+    /* UNWRAP's questions (unwrap.h): the other open copies of a socket, the carried
+     * descriptors in a range, an entry dropped */
+    {
+        int x = udp(), y, z[2], n;
+
+        socksify_carried_mark(x, &one);
+        result_dup(socksify_carried_copies(x) == 0, "no-other-copy");
+        y = dup(x);
+        socksify_fd_copied(x, y);
+        result_dup(socksify_carried_copies(x) == 1 && socksify_carried_copies(y) == 1,
+                   "one-other-copy");
+        n = socksify_carried_in_range((unsigned)x, (unsigned)y, z, 2);
+        result_dup(n == 2 && z[0] + z[1] == x + y, "both-in-range");
+        socksify_carried_forget(y);
+        close(y);
+        result_dup(gone(y) && socksify_carried_copies(x) == 0, "forgotten-copy");
+        close(x);
+    }
+
     return vector_done();
 }

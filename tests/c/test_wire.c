@@ -34,7 +34,7 @@ static void check_request(const char *name, char **f, int n)
     req.socktype = (uint8_t)number(f, n, "socktype");
     req.port = (uint16_t)number(f, n, "port");
     if (op != SOCKSIFY_OP_CONNECT && op != SOCKSIFY_OP_PEERNAME && op != SOCKSIFY_OP_NAMEOF
-        && op != SOCKSIFY_OP_HANDOFF)
+        && op != SOCKSIFY_OP_HANDOFF && op != SOCKSIFY_OP_UNWRAP)
         return result(0, "request", name, "bad op field");
     if (!addr || inet_pton(req.family == 6 ? AF_INET6 : AF_INET, addr, req.addr) != 1)
         return result(0, "request", name, "bad addr field");

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -175,10 +176,14 @@ def test_vectored_calls_and_copies_are_carried(lab: lablib.Lab, sk: Any, tmp_pat
     # chain). Carried, the daemon counted them; handed off, it saw none (a stand-in
     # destination, by name, is still carried)
     echoes = 13 + COPIES_C_ECHOES
-    flows = carried_flows(sk, "carried" if path == "relay" else "handoff")
-    assert flows and all(f["chain"] == "u" for f in flows), flows
     if path == "relay":
+        flows = carried_flows(sk)
+        assert flows and all(f["chain"] == "u" for f in flows), flows
         assert sum(f["datagrams_up"] for f in flows) == echoes, flows
+    else:   # handed-off flows end with their sockets (close, or the program's exit)
+        assert "UDP handed off through chain u" in sk.daemon_log(tail=100000)
+        lablib.wait_until(lambda: not carried_flows(sk, "handoff"), 15,
+                          "the handed-off flows to end")
     assert len(far.seen()) == echoes and {ip for ip, _ in far.seen()} == {lablib.PROXY_FAR_IP}
     assert witness.packets() == 0
     assert lablib.FAR_NAME not in " ".join(lab.dns.seen()[asked_before:])
@@ -414,8 +419,8 @@ def test_handed_off_datagrams_go_straight_to_hop_1(lab: lablib.Lab, sk: Any,
     """On the wire: a connected socket's datagrams through 3 hops leave from the
     program's own port for hop 1 (the client zone's nft set of source ports to hop 1
     holds it); the carrier carries none; `socksifyd connections` shows the flow as
-    udp, path handoff, no byte counts. Once the program's socket is closed the flow
-    ends (the daemon's sweep) and hop 1's control connection with it."""
+    udp, path handoff, no byte counts. Once the program is killed the flow ends (the
+    daemon watches the asking process) and hop 1's control connection with it."""
     import sys
     sources = HopOneSources(lab)
     try:
@@ -440,11 +445,12 @@ def test_handed_off_datagrams_go_straight_to_hop_1(lab: lablib.Lab, sk: Any,
                    for r in listed), listed
         table = sk.socksifyd("connections", timeout=30)
         assert "udp " in table.stdout, table.stdout
-        # the program ends: its socket is closed, and the flow ends within the sweep
+        # the program is killed: its flow ends (its pidfd)
         bg.kill()
         lablib.wait_until(lambda: not carried_flows(sk, "handoff"), 20,
                           "the handed-off flow to end")
-        assert "UDP flow closed (the program's socket is closed)" in sk.daemon_log()
+        assert re.search(r"UDP flow closed \(the program \(pid \d+\) exited\)",
+                         sk.daemon_log()), sk.daemon_log()[-2000:]
         assert witness.packets() == 0
     finally:
         sources.close()
@@ -465,6 +471,18 @@ def _wrap(sk: Any, sock: socket.socket, port: int) -> Any:
     return WrapReply.loads(head + body)
 
 
+def _unwrap(sk: Any, sock: socket.socket) -> wire.Reply:
+    """An UNWRAP with sock attached, as the shim's close() sends it."""
+    local = sock.getsockname()
+    req = wire.ConnectRequest(ipaddress.ip_address(local[0]), local[1],
+                              wire.SockType.DGRAM, op=wire.Op.UNWRAP)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(sk.runtime_dir / "control.sock"))
+        socket.send_fds(s, [req.dumps()], [sock.fileno()])
+        return wire.Reply.loads(lablib.recv_exact(s, wire.REPLY_SIZE))
+
+
 def test_hop_1_takes_datagrams_only_from_the_programs_port(lab: lablib.Lab, sk: Any,
                                                           tmp_path: Path,
                                                           udp_hops: UdpHops, far: FarUdp,
@@ -472,9 +490,9 @@ def test_hop_1_takes_datagrams_only_from_the_programs_port(lab: lablib.Lab, sk: 
     """docs/security.md, the datagram handoff: hop 1 (danted) relays only datagrams
     from the address and port the daemon declared in UDP ASSOCIATE, the program
     socket's: the same prefix sent from another socket (another port: what another
-    local user could do) is dropped by danted. Once the program's socket is closed,
-    the sweep ends the association, and a socket bound to that very port afterwards
-    reaches nothing (the window before the sweep is docs/security.md's)."""
+    local user could do) is dropped by danted. Once the program closes its socket
+    (an UNWRAP first, as the shim's close() sends), the association ends, and a
+    socket bound to that very port once the daemon let it go reaches nothing."""
     start(sk, tmp_path, [udp_hops.url(i) for i in range(2)])
 
     def bound() -> socket.socket:
@@ -495,17 +513,22 @@ def test_hop_1_takes_datagrams_only_from_the_programs_port(lab: lablib.Lab, sk: 
         time.sleep(1.0)
         assert len(far.seen()) == 1, far.seen()      # danted dropped it
         port = prog.getsockname()[1]
+        assert _unwrap(sk, prog).verdict is wire.Verdict.READY
         prog.close()
-        lablib.wait_until(lambda: not carried_flows(sk, "handoff"), 20,
-                          "the sweep to end the flow")
+        assert not carried_flows(sk, "handoff")
 
-        def same_port() -> socket.socket:
+        def same_port() -> socket.socket | None:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind(("0.0.0.0", port))
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:           # the daemon holds it until hop 1 has closed
+                s.close()
+                return None
             return s
-        late: socket.socket = lablib.in_netns(lab.client_ns, same_port)  # type: ignore[assignment]
+        late = lablib.wait_until(lambda: lablib.in_netns(lab.client_ns, same_port), 20,
+                                 "the daemon to let the port go")
+        assert isinstance(late, socket.socket)
         with late:
-            time.sleep(0.5)              # hop 1 closing its relay after its control
             late.sendto(w.send_prefix + b"too late", relay)
             time.sleep(1.0)
         assert len(far.seen()) == 1, far.seen()
@@ -513,6 +536,117 @@ def test_hop_1_takes_datagrams_only_from_the_programs_port(lab: lablib.Lab, sk: 
     finally:
         prog.close()
         other.close()
+
+
+# Another local user, racing for a handed-off socket's port: binds it as soon as it can
+# (every millisecond), then sends the program's send prefix from it to hop 1's relay.
+RACER = r'''
+import errno, json, socket, sys, time
+port, relay, prefix = int(sys.argv[1]), (sys.argv[2], int(sys.argv[3])), bytes.fromhex(sys.argv[4])
+deadline = time.monotonic() + float(sys.argv[5])
+refused = sent = 0
+s = None
+print("racing", flush=True)
+while time.monotonic() < deadline:
+    if s is None:
+        t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            t.bind(("0.0.0.0", port))
+        except OSError as e:
+            t.close()
+            if e.errno != errno.EADDRINUSE:
+                raise
+            refused += 1
+            time.sleep(0.001)
+            continue
+        s = t
+    try:
+        s.sendto(prefix + b"forged", relay)
+        sent += 1
+    except OSError:
+        pass
+    time.sleep(0.01)
+print(json.dumps({"refused": refused, "sent": sent, "bound": s is not None}), flush=True)
+'''
+
+
+@pytest.mark.parametrize("how", ["close", "exit"])
+def test_another_user_racing_for_a_closed_sockets_port_reaches_nothing(
+        lab: lablib.Lab, sk: Any, tmp_path: Path, udp_hops: UdpHops, far: FarUdp,
+        witness: Witness, how: str) -> None:
+    """docs/security.md, handed-off datagrams: a program under the shim closes its
+    handed-off socket (close(): the shim's UNWRAP), or exits without closing it (the
+    daemon watches the process). Another user spinning on bind() of that port from
+    before the close gets EADDRINUSE while the daemon holds it, and once it gets the
+    port, its datagrams with the program's prefix to hop 1's relay reach nothing: the
+    far server saw only the program's. The association ends promptly: no udp/handoff
+    row (on close while the program still runs)."""
+    import sys
+    from socksify.protocol.socks5udp import wrap
+    need("setpriv")
+    start(sk, tmp_path, [udp_hops.url(0)])
+    flag = tmp_path / "closing"
+    bg = sk.spawn([sys.executable, str(CLIENT), "closing", lablib.FAR_IP,
+                   str(far.echo_port), str(flag), how], preload=True)
+    ready = Path(str(flag) + ".ready")
+    lablib.wait_until(lambda: ready.exists() or not bg.running(), 60, "the echo")
+    assert ready.exists(), sk.describe(bg.result())
+    info = json.loads(ready.read_text())
+    assert info["first"] == "one" and info["relay"][1], info
+    assert len(carried_flows(sk, "handoff")) == 1
+    prefix = wrap(lablib.FAR_IP, far.echo_port, b"").hex()
+    with userslib.system_users("r") as (other,):
+        racer = sk.spawn(["setpriv", f"--reuid={other.pw_uid}", f"--regid={other.pw_gid}",
+                          "--clear-groups", userslib.SYSTEM_PY, "-c", RACER,
+                          str(info["port"]), info["relay"][0], str(info["relay"][1]),
+                          prefix, "8"])
+        lablib.wait_until(lambda: "racing" in racer.result().stdout
+                          or not racer.running(), 30, "the racer to start")
+        time.sleep(0.3)                  # it spins on bind() while the program holds it
+        Path(str(flag) + ".go").touch()
+        if how == "close":
+            lablib.wait_until(lambda: Path(str(flag) + ".closed").exists(), 30,
+                              "the program's close()")
+        lablib.wait_until(lambda: not carried_flows(sk, "handoff"), 15,
+                          "the handed-off flow to end")
+        if how == "close":
+            assert bg.running()          # ended by the close, not by an exit
+            assert "the program closed its socket" in sk.daemon_log()
+        else:
+            assert "exited" in sk.daemon_log()
+        res = racer.wait(60)
+    Path(str(flag) + ".end").touch()
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["refused"] >= 1 and report["bound"] and report["sent"] >= 1, report
+    time.sleep(0.5)
+    assert len(far.seen()) == 1, far.seen()        # the program's "one", nothing forged
+    assert witness.packets() == 0
+
+
+def test_many_wrapped_sockets_leave_the_daemon_no_descriptor(
+        lab: lablib.Lab, sk: Any, tmp_path: Path, udp_hops: UdpHops, far: FarUdp,
+        witness: Witness) -> None:
+    """200 handed-off sockets in a row, each closed: the daemon's descriptor count
+    returns to where it was (its copies of the sockets and hop 1's control
+    connections are all let go)."""
+    import sys
+    import psutil
+    start(sk, tmp_path, [udp_hops.url(0)])
+    pid = sk.daemon_pid()
+    assert pid is not None
+    # one round first: the daemon's lasting descriptors (carrier, loops) are open
+    report = client(sk, "many", lablib.FAR_IP, str(far.echo_port), "1")
+    assert report["ok"], report["_describe"]
+    lablib.wait_until(lambda: not carried_flows(sk, "handoff"), 15, "the first flow to end")
+    time.sleep(0.5)
+    before = psutil.Process(pid).num_fds()
+    report = client(sk, "many", lablib.FAR_IP, str(far.echo_port), "200", timeout=300)
+    assert report["ok"], report["_describe"]
+    lablib.wait_until(lambda: not carried_flows(sk, "handoff"), 15, "the flows to end")
+    lablib.wait_until(lambda: psutil.Process(pid).num_fds() <= before, 20,
+                      f"the daemon's descriptors back to {before}")
+    assert "the program closed its socket" in sk.daemon_log(tail=100000)
+    assert witness.packets() == 0
 
 
 # A hostile SOCKS5 hop with UDP ASSOCIATE, in the proxy zone: for each datagram from the

@@ -21,6 +21,12 @@ stdout: {"ok": bool, ...} with what it saw.
   udpclient.py vectored HOST PORT      connected: os.writev/os.readv (several
                                        buffers, a datagram cut short), mixed with
                                        send/recv; pwritev2/preadv2 at offset -1
+  udpclient.py closing HOST PORT FILE HOW  connected: one echo, then FILE.ready holds
+                                       {port, relay: the kernel's peer}; once FILE.go
+                                       exists: HOW=close closes the socket, makes
+                                       FILE.closed and lives on until FILE.end;
+                                       HOW=exit exits without closing it
+  udpclient.py many HOST PORT N        N sockets in a row: each an echo, then closed
   udpclient.py copies HOST PORT        copies of carried sockets (os.dup, os.dup2,
                                        dup3, socket(fileno=...)) send and receive;
                                        dup2 of a plain socket onto a copy: plain
@@ -207,6 +213,52 @@ def twice(host: str, port: int, path: str) -> None:
         got=[x.decode(errors="replace") for x in (first, second, u1, u2)])
 
 
+def kernel_peer(port: int) -> list[object]:
+    """The remote end the kernel holds for the IPv4 UDP socket bound to port (a
+    handed-off socket's: hop 1's relay), from /proc/net/udp."""
+    with open("/proc/net/udp") as f:
+        for line in f.readlines()[1:]:
+            local, remote = line.split()[1:3]
+            if int(local.split(":")[1], 16) == port:
+                ip, rport = remote.split(":")
+                return [socket.inet_ntoa(struct.pack("<I", int(ip, 16))), int(rport, 16)]
+    return ["", 0]
+
+
+def closing(host: str, port: int, path: str, how: str) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.bind(("0.0.0.0", 0))
+    s.connect((host, port))
+    s.send(b"one")
+    first = s.recv(100)
+    mine = s.getsockname()[1]
+    with open(path + ".ready.tmp", "w") as f:
+        json.dump({"port": mine, "relay": kernel_peer(mine),
+                   "first": first.decode(errors="replace")}, f)
+    os.rename(path + ".ready.tmp", path + ".ready")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path + ".go") and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if how == "exit":
+        os._exit(0)                   # the kernel closes it: no close() call
+    s.close()
+    open(path + ".closed", "w").close()
+    while not os.path.exists(path + ".end") and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def many(host: str, port: int, n: int) -> None:
+    done = 0
+    for i in range(n):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(10)
+            s.sendto(b"n%d" % i, (host, port))
+            data, _ = s.recvfrom(100)
+            done += data == b"n%d" % i
+    out(ok=done == n, done=done)
+
+
 def midflow(host: str, port: int, path: str) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(10)
@@ -367,6 +419,10 @@ def main() -> None:
     try:
         if mode == "flood":
             flood(host, port, int(sys.argv[4]), int(sys.argv[5]))
+        elif mode == "closing":
+            closing(host, port, sys.argv[4], sys.argv[5])
+        elif mode == "many":
+            many(host, port, int(sys.argv[4]))
         elif mode == "midflow":
             midflow(host, port, sys.argv[4])
         elif mode == "rtt":

@@ -22,6 +22,15 @@ def test_vectors_present() -> None:
     assert len(_load("name-reply")) >= 2
     assert len(_load("bad-name-reply")) >= 5
     assert any(v["op"] == str(int(wire.Op.NAMEOF)) for v in _load("request"))
+    assert any(v["op"] == str(int(wire.Op.UNWRAP)) for v in _load("request"))
+
+
+def test_unwrap_is_about_a_datagram_socket() -> None:
+    raw = wire.ConnectRequest(ipaddress.ip_address("192.0.2.7"), 5, wire.SockType.STREAM,
+                              op=wire.Op.CONNECT).dumps()
+    bad = raw[:5] + bytes([int(wire.Op.UNWRAP)]) + raw[6:]
+    with pytest.raises(wire.WireError):
+        wire.Header.loads(bad)
 
 
 @pytest.mark.parametrize("v", _load("request"), ids=lambda v: v["name"])

@@ -127,8 +127,8 @@ def test_c_socket_kinds_and_destinations(tmp_path: Path) -> None:
         assert oks.count(kind) == count, kind
 
 
-# Cases of test_copies.c: the carried table's (13) and the noted peers' (4).
-COPIES_CASES = {"dup": 17, "peer": 4}
+# Cases of test_copies.c: the carried table's (21) and the noted peers' (4).
+COPIES_CASES = {"dup": 21, "peer": 4}
 
 
 def test_c_tables_follow_copies(tmp_path: Path) -> None:

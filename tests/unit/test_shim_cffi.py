@@ -27,6 +27,8 @@ EXPORTS = {"connect", "getpeername", "getaddrinfo", "gethostbyname", "gethostbyn
            "preadv2", "pwritev2", "preadv64v2", "pwritev64v2",
            # copies of a carried socket are carried (shim/linux/carried.h)
            "dup", "dup2", "__dup2", "dup3", "fcntl", "__fcntl", "fcntl64",
+           # a handed-off socket's close tells the daemon (shim/linux/unwrap.h)
+           "close", "close_range",
            "execve", "execv", "execl", "execle", "execvp", "execvpe", "execlp", "fexecve",
            "execveat",
            "posix_spawn", "posix_spawnp",

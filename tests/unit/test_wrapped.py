@@ -2,16 +2,23 @@
 handoff: WRAP") without root or a shim: a Router with a Carrier and Wrapped answers a
 WRAP (a datagram CONNECT with the program's UDP socket) with the relay and the opaque
 prefixes; the test's own socket then talks to the hop's relay directly, as the shim
-will, through the few-line SOCKS5 hop of test_carrier.py. The flow ends when the
-program's socket is gone (the sweep) and when the hop drops the association (one
-ERROR envelope from the carrier)."""
+will, through the few-line SOCKS5 hop of test_carrier.py. The daemon holds its copy of
+the program's socket (the port stays bound) until the flow has ended: on UNWRAP (the
+program closes it), when the asking process exits, and when the hop drops the
+association (one ERROR envelope from the carrier); only after hop 1 closed the
+control connection is the port free."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
+import os
 import socket
+import subprocess
 from typing import Any
+
+import pytest
 
 from test_carrier import PID, SESSION, UID, UdpHop, make
 
@@ -119,18 +126,233 @@ def test_wrap_hands_the_socket_the_relay_and_the_daemon_sees_nothing() -> None:
             row = flow.record.describe()
             assert row["kind"] == "udp" and row["up"] is None and row["down"] is None
             assert r.table.live[flow.record.id] is flow.record
-            # the program closes its socket: the sweep ends the flow, and its
-            # association (hop 1 sees its control connection close)
+            # the program closes its socket: the daemon's copy keeps the port bound
+            port = prog.getsockname()[1]
             prog.close()
-            wrapped.sweep()
-            assert not wrapped.flows and flow.record.id not in r.table.live
-            assert flow.assoc.closed
+            assert bind_fails(port)
+            assert wrapped.flows and not flow.held._closed  # type: ignore[attr-defined]
         finally:
             wrapped.close()
             carrier.close()
             server.close()
             echo.close()
             prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def bind_fails(port: int) -> bool:
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        other.bind(("127.0.0.1", port))
+    except OSError as exc:
+        assert exc.errno == errno.EADDRINUSE
+        return True
+    finally:
+        other.close()
+    return False
+
+
+def test_a_stopping_daemon_waits_for_hop_1_before_freeing_the_port() -> None:
+    async def main() -> None:
+        hop = KillableHop()
+        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
+        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
+        await carrier.start()
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        prog.bind(("127.0.0.1", 0))
+        port = prog.getsockname()[1]
+        try:
+            assert isinstance(await ask_wrap(r, "203.0.113.9", 53, prog), WrapReply)
+            prog.close()
+            wrapped.close()
+            assert not wrapped.flows and bind_fails(port)
+            await asyncio.wait_for(wrapped.drain(), 10)
+            assert not wrapped._releasing and not bind_fails(port)
+        finally:
+            wrapped.close()
+            carrier.close()
+            server.close()
+            prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+async def released(wrapped: Wrapped) -> None:
+    """Until every ended flow has let its port go (bounded by the caller)."""
+    while wrapped._releasing:
+        await asyncio.sleep(0.01)
+
+
+def test_unwrap_ends_the_flow_and_frees_the_port_after_hop_1_closed() -> None:
+    """UNWRAP (the shim's close()): the flow ends at once (no table row), its control
+    connection closes, and only once hop 1 has closed its end is the daemon's copy of
+    the socket closed and the port free; until then nobody can bind it."""
+    async def main() -> None:
+        hop = KillableHop()
+        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
+        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
+        await carrier.start()
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        prog.bind(("127.0.0.1", 0))
+        prog.setblocking(False)
+        port = prog.getsockname()[1]
+        try:
+            assert isinstance(await ask_wrap(r, "203.0.113.9", 53, prog), WrapReply)
+            (flow,) = wrapped.flows.values()
+            # the daemon's copy shares the program's file: its blocking mode unchanged
+            assert not os.get_blocking(prog.fileno())
+            assert PID in wrapped.pids
+            # another uid's UNWRAP of the same socket ends nothing, nor another
+            # process's (a forked child closing its copy)
+            assert wrapped.unwrap(prog, PID, UID + 1) == 0 and wrapped.flows
+            assert wrapped.unwrap(prog, PID + 1, UID) == 0 and wrapped.flows
+            assert wrapped.unwrap(prog, PID, UID) == 1
+            prog.close()
+            assert not wrapped.flows and flow.record.id not in r.table.live
+            assert flow.assoc.closed and PID not in wrapped.pids
+            assert bind_fails(port)          # hop 1 has not closed its end yet
+            await asyncio.wait_for(released(wrapped), 10)
+            assert flow.held._closed  # type: ignore[attr-defined]
+            assert not bind_fails(port)
+        finally:
+            wrapped.close()
+            carrier.close()
+            server.close()
+            prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_a_hop_that_keeps_the_control_open_delays_the_release_boundedly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hop 1 that never closes the control connection: the port is let go after
+    RELEASE_WAIT."""
+    from socksify.core import wrapped as module
+    monkeypatch.setattr(module, "RELEASE_WAIT", 0.3)
+
+    async def main() -> None:
+        hop = KillableHop()
+
+        async def stubborn(reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+            await hop.handle(reader, writer)
+            await asyncio.sleep(30)        # keeps its end open
+        server = await asyncio.start_server(stubborn, "127.0.0.1", 0)
+        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
+        await carrier.start()
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        prog.bind(("127.0.0.1", 0))
+        port = prog.getsockname()[1]
+        try:
+            assert isinstance(await ask_wrap(r, "203.0.113.9", 53, prog), WrapReply)
+            wrapped.unwrap(prog, PID, UID)
+            prog.close()
+            assert bind_fails(port)
+            await asyncio.wait_for(released(wrapped), 10)
+            assert not bind_fails(port)
+        finally:
+            wrapped.close()
+            carrier.close()
+            server.close()
+            prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_the_asking_process_exit_ends_its_flows() -> None:
+    """The flows of a process that exits without closing its socket end (pidfd, or
+    the /proc poll where there is none), and the port is let go."""
+    async def main() -> None:
+        hop = KillableHop()
+        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
+        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
+        await carrier.start()
+        child = subprocess.Popen(["sleep", "30"])
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        prog.bind(("127.0.0.1", 0))
+        port = prog.getsockname()[1]
+        try:
+            req = wire.ConnectRequest(ipaddress.ip_address("203.0.113.9"), 53,
+                                      wire.SockType.DGRAM, SESSION, wire.Op.WRAP)
+            reply, _ = await r.connect(req, child.pid, UID, prog)
+            assert isinstance(reply, WrapReply)
+            prog.close()                     # (the program's copy: the child's)
+            assert wrapped.flows and child.pid in wrapped.pids
+            child.kill()
+            await asyncio.to_thread(child.wait)
+            for _ in range(500):
+                if not wrapped.flows:
+                    break
+                await asyncio.sleep(0.01)
+            assert not wrapped.flows and not r.table.live
+            assert child.pid not in wrapped.pids
+            await asyncio.wait_for(released(wrapped), 10)
+            assert not bind_fails(port)
+            # a pid that is gone already cannot be watched: carried, nothing opened
+            prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            prog.bind(("127.0.0.1", 0))
+            reply, _ = await r.connect(req, child.pid, UID, prog)
+            assert isinstance(reply, wire.Reply) and not wrapped.flows
+        finally:
+            child.kill()
+            child.wait()
+            wrapped.close()
+            carrier.close()
+            server.close()
+            prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_many_wrapped_sockets_leave_no_descriptor_behind() -> None:
+    async def main() -> None:
+        hop = KillableHop()
+        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
+        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
+        await carrier.start()
+        try:
+            before = len(os.listdir("/proc/self/fd"))
+            for _ in range(40):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as prog:
+                    prog.bind(("127.0.0.1", 0))
+                    reply = await ask_wrap(r, "203.0.113.9", 53, prog)
+                    assert isinstance(reply, WrapReply)
+                    assert wrapped.unwrap(prog, PID, UID) == 1
+            await asyncio.wait_for(released(wrapped), 10)
+            for writer in hop.writers:      # (the hop's own ends)
+                writer.close()
+            await asyncio.sleep(0.1)
+            assert not wrapped.flows and len(wrapped.pids) == 0
+            assert len(os.listdir("/proc/self/fd")) <= before
+        finally:
+            wrapped.close()
+            carrier.close()
+            server.close()
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_the_without_pidfd_poll_sees_an_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from socksify.core import pidwatch
+    monkeypatch.setattr(pidwatch, "POLL", 0.05)
+
+    async def main() -> None:
+        gone: list[int] = []
+        watch = pidwatch.PidWatch(gone.append)
+        watch.pidfds = False
+        child = subprocess.Popen(["sleep", "30"])
+        try:
+            assert watch.watch(child.pid) and watch.watch(child.pid)
+            assert len(watch) == 1 and not watch.watch(0)
+            await asyncio.sleep(0.2)
+            assert gone == []
+            child.kill()
+            await asyncio.to_thread(child.wait)
+            for _ in range(200):
+                if gone:
+                    break
+                await asyncio.sleep(0.02)
+            assert gone == [child.pid] and len(watch) == 0
+            assert not watch.watch(child.pid)      # gone: cannot be watched
+        finally:
+            child.kill()
+            child.wait()
+            watch.close()
     asyncio.run(asyncio.wait_for(main(), 20))
 
 
@@ -257,6 +479,69 @@ def test_the_control_listener_takes_the_socket_and_closes_its_copy() -> None:
             # no descriptor: answered as CONNECT
             raw, _, ok = await answer(r, req.dumps(), read, [], PID, UID)
             assert ok and wire.Reply.loads(raw).verdict is wire.Verdict.CARRY
+        finally:
+            wrapped.close()
+            carrier.close()
+            server.close()
+            prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_the_control_listener_answers_unwrap_and_closes_its_copy() -> None:
+    """answer() with op 7 and the socket: READY, the flow ended, the passed copy
+    closed; without a descriptor the request is malformed."""
+    from socksify.listeners.control import answer
+
+    async def main() -> None:
+        hop = KillableHop()
+        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
+        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
+        r.unwrap = wrapped.unwrap
+        await carrier.start()
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        prog.bind(("127.0.0.1", 0))
+
+        async def read(n: int) -> bytes:
+            raise AssertionError("UNWRAP has no body")
+        try:
+            assert isinstance(await ask_wrap(r, "203.0.113.9", 53, prog), WrapReply)
+            req = wire.ConnectRequest(ipaddress.ip_address("127.0.0.1"),
+                                      prog.getsockname()[1], wire.SockType.DGRAM,
+                                      SESSION, wire.Op.UNWRAP)
+            raw, _, ok = await answer(r, req.dumps(), read, [], PID, UID)
+            assert not ok and wire.Reply.loads(raw).verdict is wire.Verdict.FAIL
+            assert wrapped.flows
+            copy = os.dup(prog.fileno())
+            fds = [copy]
+            raw, swap, ok = await answer(r, req.dumps(), read, fds, PID, UID)
+            assert ok and swap is None and fds == []
+            assert wire.Reply.loads(raw).verdict is wire.Verdict.READY
+            assert not wrapped.flows and not r.table.live
+            with pytest.raises(OSError):
+                os.fstat(copy)
+        finally:
+            wrapped.close()
+            carrier.close()
+            server.close()
+            prog.close()
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_a_socket_with_so_reuseaddr_is_carried() -> None:
+    """Another user's socket with SO_REUSEADDR could bind its port beside it: no
+    handoff for it."""
+    async def main() -> None:
+        hop = KillableHop()
+        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
+        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
+        await carrier.start()
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        prog.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        prog.bind(("127.0.0.1", 0))
+        try:
+            reply = await ask_wrap(r, "203.0.113.9", 53, prog)
+            assert isinstance(reply, wire.Reply)
+            assert reply.verdict is wire.Verdict.CARRY and not wrapped.flows
         finally:
             wrapped.close()
             carrier.close()

@@ -49,14 +49,14 @@ class Router:
         self.events = Events()
         self.table = ConnectionTable(lambda stand_in: self.fake.release(stand_in),
                                      self.events)
-        # handed-off connections, followed in the kernel
-        self.handed = HandedOff(self.health, self._handed_closed)
+        self.handed = HandedOff(self.health, self._handed_closed)  # followed in the kernel
         self.generation = generation   # DIRECT answers may be cached while it holds
         self.relay_ports = (0, 0)      # loopback relay listeners: IPv4, IPv6 (0: none)
-        # CARRY for a datagram under a udp = "chain" rule (listeners/carrier.py)
+        # udp = "chain": CARRY (listeners/carrier.py), WRAP, UNWRAP (core/wrapped.py)
         self.carry: Callable[[Connection, ChainSpec], wire.Reply] | None = None
-        self.wrap: Callable[[Connection, ChainSpec, socket.socket],   # core/wrapped.py
+        self.wrap: Callable[[Connection, ChainSpec, socket.socket],
                             Awaitable[WrapReply | None]] | None = None
+        self.unwrap: Callable[[socket.socket, int, int], int] | None = None  # sock pid uid
         self.connections_total = 0
         self.handed_off = 0            # connections carried by the kernel (handoff)
         self._ids = itertools.count(1)

@@ -263,6 +263,8 @@ async def answer(router: Router, data: bytes, read: Callable[[int], Awaitable[by
             reply, _ = await _wrap(router, wire.ConnectRequest.from_header(head), pid,
                                    uid, fds, app)
             return reply.dumps(), None, True
+        if head.op is wire.Op.UNWRAP:
+            return _unwrap(router, fds, pid, uid).dumps(), None, True
         if head.op is wire.Op.RESOLVE:
             body = await read(head.body_len)
             return router.resolve(wire.ResolveRequest.from_header(head, body), pid,
@@ -285,7 +287,8 @@ async def _wrap(router: Router, request: wire.ConnectRequest, pid: int, uid: int
                 ) -> tuple[wire.Reply | WrapReply, socket.socket | None]:
     """WRAP: a datagram CONNECT with the program's UDP socket attached. Without a
     socket that is a bound IPv4/IPv6 datagram socket it is answered as a CONNECT;
-    the daemon's copy is closed before the reply goes out (docs/wire.md)."""
+    the descriptor received is closed before the reply goes out (a handed-off flow
+    keeps a copy of its own: core/wrapped.py, docs/wire.md)."""
     app_sock: socket.socket | None = None
     if len(fds) == 1:
         try:
@@ -304,6 +307,23 @@ async def _wrap(router: Router, request: wire.ConnectRequest, pid: int, uid: int
     finally:
         if app_sock is not None:
             app_sock.close()
+
+
+def _unwrap(router: Router, fds: list[int], pid: int, uid: int) -> wire.Reply:
+    """UNWRAP: the program closes its handed-off UDP socket (attached): the flows the
+    daemon holds it in for that process end (core/wrapped.py); READY, whether there
+    were any."""
+    if len(fds) != 1:
+        raise wire.WireError(f"an UNWRAP carries one socket, got {len(fds)} descriptor(s)")
+    try:
+        sock = socket.socket(fileno=fds[0])
+    except OSError as exc:
+        raise wire.WireError(f"an UNWRAP carries a socket: {exc}") from None
+    fds.pop()
+    with sock:
+        if router.unwrap is not None:
+            router.unwrap(sock, pid, uid)
+    return wire.Reply(wire.Verdict.READY)
 
 
 async def _handoff(router: Router, request: wire.ConnectRequest, pid: int, uid: int,

@@ -32,6 +32,7 @@ class Op(enum.IntEnum):
     NAMEOF = 4     # addr is an address the app looks up: what is it called?
     HANDOFF = 5    # CONNECT, with the app's own socket attached (SCM_RIGHTS)
     WRAP = 6       # datagram CONNECT, with the app's UDP socket attached (SCM_RIGHTS)
+    UNWRAP = 7     # the app closes its wrapped UDP socket, attached (SCM_RIGHTS)
 
 
 MAX_NAME = 255
@@ -175,8 +176,8 @@ class Header:
                                 f"body_len {body_len}")
         elif body_len != 0:
             raise WireError(f"{kind_of_op.name} carries no body, got body_len {body_len}")
-        if kind_of_op is Op.WRAP and kind is not SockType.DGRAM:
-            raise WireError("WRAP asks about a datagram socket (socktype 2)")
+        if kind_of_op in (Op.WRAP, Op.UNWRAP) and kind is not SockType.DGRAM:
+            raise WireError(f"{kind_of_op.name} is about a datagram socket (socktype 2)")
         return cls(kind_of_op, family, kind, port, body_len, raw, session)
 
 
