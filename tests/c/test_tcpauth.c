@@ -17,7 +17,7 @@
 #include "vectors.h"
 
 /* key=HEX among the line's words into out (exactly len bytes); 0 or -1. */
-static int field(char *line, const char *key, uint8_t *out, size_t len)
+static int hex_field(char *line, const char *key, uint8_t *out, size_t len)
 {
     char pat[32];
     const char *p;
@@ -53,9 +53,9 @@ int main(int argc, char **argv)
         if (line[0] == '#' || sscanf(line, "%31s %63s", kind, name) != 2)
             continue;
         if (strcmp(kind, "proof") == 0) {
-            if (field(line, "key", key, 16) || field(line, "nc", nc, 16)
-                || field(line, "nd", nd, 16) || field(line, "hello", hello, 20)
-                || field(line, "answer", answer, 48) || field(line, "proof", proof, 32)) {
+            if (hex_field(line, "key", key, 16) || hex_field(line, "nc", nc, 16)
+                || hex_field(line, "nd", nd, 16) || hex_field(line, "hello", hello, 20)
+                || hex_field(line, "answer", answer, 48) || hex_field(line, "proof", proof, 32)) {
                 result(0, kind, name, "unreadable line");
                 continue;
             }
@@ -68,8 +68,8 @@ int main(int argc, char **argv)
                 result(memcmp(got_proof, proof, sizeof proof) == 0, kind, name,
                        "proof differs");
         } else if (strcmp(kind, "bad-answer") == 0) {
-            if (field(line, "key", key, 16) || field(line, "nc", nc, 16)
-                || field(line, "answer", answer, 48)) {
+            if (hex_field(line, "key", key, 16) || hex_field(line, "nc", nc, 16)
+                || hex_field(line, "answer", answer, 48)) {
                 result(0, kind, name, "unreadable line");
                 continue;
             }
