@@ -11,12 +11,14 @@ control connection is the port free."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import os
 import socket
 import subprocess
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -79,6 +81,64 @@ def setup(hop_port: int) -> tuple[Router, Carrier, Wrapped, list[Any]]:
     return r, carrier, wrapped, [alive]
 
 
+@dataclass
+class Rig:
+    """A daemon's datagram side (Router, Carrier, Wrapped) on a scripted hop, and what
+    the test opens beside it: all closed when the test ends."""
+
+    hop: KillableHop
+    r: Router
+    carrier: Carrier
+    wrapped: Wrapped
+    box: list[Any]         # box[0][0]: the socket table's answer (None: the real one)
+    port4: int             # the carrier's IPv4 port
+    hop_port: int
+    closing: list[Any] = field(default_factory=list)
+
+    def program(self, bind: str = "127.0.0.1", blocking: bool = True,
+                reuse: bool = False) -> socket.socket:
+        """A program's bound UDP socket."""
+        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.closing.append(prog)
+        if reuse:
+            prog.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        prog.bind((bind, 0))
+        prog.setblocking(blocking)
+        return prog
+
+    async def serve(self, hop: KillableHop) -> int:
+        """Another scripted hop; its port."""
+        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
+        self.closing.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def rig(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                               Awaitable[None]] | None = None,
+              hop: KillableHop | None = None) -> AsyncIterator[Rig]:
+    """A Rig on `hop` (a new KillableHop if None), its control connections served by
+    `handle` (the hop's own if None)."""
+    hop = hop or KillableHop()
+    server = await asyncio.start_server(handle or hop.handle, "127.0.0.1", 0)
+    hop_port = server.sockets[0].getsockname()[1]
+    r, carrier, wrapped, box = setup(hop_port)
+    it = Rig(hop, r, carrier, wrapped, box, 0, hop_port)
+    try:
+        it.port4, _ = await carrier.start()
+        yield it
+    finally:
+        wrapped.close()
+        carrier.close()
+        server.close()
+        for thing in it.closing:
+            thing.close()
+
+
+def run(main: Callable[[], Awaitable[None]], timeout: float = 20) -> None:
+    asyncio.run(asyncio.wait_for(main(), timeout))
+
+
 async def ask_wrap(r: Router, addr: str, port: int, sock: socket.socket | None
                    ) -> wire.Reply | WrapReply:
     req = wire.ConnectRequest(ipaddress.ip_address(addr), port, wire.SockType.DGRAM,
@@ -89,25 +149,21 @@ async def ask_wrap(r: Router, addr: str, port: int, sock: socket.socket | None
 
 def test_wrap_hands_the_socket_the_relay_and_the_daemon_sees_nothing() -> None:
     async def main() -> None:
-        hop = KillableHop()
-        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
-        echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        echo.bind(("127.0.0.1", 0))
-        echo.setblocking(False)
-        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
-        port4, _ = await carrier.start()
-        loop = asyncio.get_running_loop()
-        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        prog.bind(("127.0.0.1", 0))
-        prog.setblocking(False)
-        try:
+        async with rig() as it:
+            r, wrapped = it.r, it.wrapped
+            echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            it.closing.append(echo)
+            echo.bind(("127.0.0.1", 0))
+            echo.setblocking(False)
+            loop = asyncio.get_running_loop()
+            prog = it.program(blocking=False)
             dest = echo.getsockname()
             reply = await ask_wrap(r, dest[0], dest[1], prog)
             assert isinstance(reply, WrapReply), reply
             assert WrapReply.loads(reply.dumps()) == reply
-            assert hop.relay is not None
-            assert (str(reply.relay), reply.relay_port) == hop.relay.getsockname()
-            assert reply.generation == 0x1234 and reply.carrier_port4 == port4
+            assert it.hop.relay is not None
+            assert (str(reply.relay), reply.relay_port) == it.hop.relay.getsockname()
+            assert reply.generation == 0x1234 and reply.carrier_port4 == it.port4
             relay = (str(reply.relay), reply.relay_port)
             prog.sendto(reply.send_prefix + b"hello", relay)
             data, src = await asyncio.wait_for(loop.sock_recvfrom(echo, 100), 5)
@@ -120,7 +176,7 @@ def test_wrap_hands_the_socket_the_relay_and_the_daemon_sees_nothing() -> None:
             other = await ask_wrap(r, dest[0], dest[1] + 1, prog)
             assert isinstance(other, WrapReply) and other.relay_port == reply.relay_port
             assert other.send_prefix != reply.send_prefix
-            assert len(wrapped.flows) == 1 and not carrier.flows
+            assert len(wrapped.flows) == 1 and not it.carrier.flows
             (flow,) = wrapped.flows.values()
             assert flow.record.path == "handoff"
             row = flow.record.describe()
@@ -131,13 +187,7 @@ def test_wrap_hands_the_socket_the_relay_and_the_daemon_sees_nothing() -> None:
             prog.close()
             assert bind_fails(port)
             assert wrapped.flows and not flow.held._closed  # type: ignore[attr-defined]
-        finally:
-            wrapped.close()
-            carrier.close()
-            server.close()
-            echo.close()
-            prog.close()
-    asyncio.run(asyncio.wait_for(main(), 20))
+    run(main)
 
 
 def bind_fails(port: int) -> bool:
@@ -154,26 +204,16 @@ def bind_fails(port: int) -> bool:
 
 def test_a_stopping_daemon_waits_for_hop_1_before_freeing_the_port() -> None:
     async def main() -> None:
-        hop = KillableHop()
-        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
-        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
-        await carrier.start()
-        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        prog.bind(("127.0.0.1", 0))
-        port = prog.getsockname()[1]
-        try:
-            assert isinstance(await ask_wrap(r, "203.0.113.9", 53, prog), WrapReply)
+        async with rig() as it:
+            prog = it.program()
+            port = prog.getsockname()[1]
+            assert isinstance(await ask_wrap(it.r, "203.0.113.9", 53, prog), WrapReply)
             prog.close()
-            wrapped.close()
-            assert not wrapped.flows and bind_fails(port)
-            await asyncio.wait_for(wrapped.drain(), 10)
-            assert not wrapped._releasing and not bind_fails(port)
-        finally:
-            wrapped.close()
-            carrier.close()
-            server.close()
-            prog.close()
-    asyncio.run(asyncio.wait_for(main(), 20))
+            it.wrapped.close()
+            assert not it.wrapped.flows and bind_fails(port)
+            await asyncio.wait_for(it.wrapped.drain(), 10)
+            assert not it.wrapped._releasing and not bind_fails(port)
+    run(main)
 
 
 async def released(wrapped: Wrapped) -> None:
@@ -187,15 +227,10 @@ def test_unwrap_ends_the_flow_and_frees_the_port_after_hop_1_closed() -> None:
     connection closes, and only once hop 1 has closed its end is the daemon's copy of
     the socket closed and the port free; until then nobody can bind it."""
     async def main() -> None:
-        hop = KillableHop()
-        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
-        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
-        await carrier.start()
-        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        prog.bind(("127.0.0.1", 0))
-        prog.setblocking(False)
-        port = prog.getsockname()[1]
-        try:
+        async with rig() as it:
+            r, wrapped = it.r, it.wrapped
+            prog = it.program(blocking=False)
+            port = prog.getsockname()[1]
             assert isinstance(await ask_wrap(r, "203.0.113.9", 53, prog), WrapReply)
             (flow,) = wrapped.flows.values()
             # the daemon's copy shares the program's file: its blocking mode unchanged
@@ -213,12 +248,7 @@ def test_unwrap_ends_the_flow_and_frees_the_port_after_hop_1_closed() -> None:
             await asyncio.wait_for(released(wrapped), 10)
             assert flow.held._closed  # type: ignore[attr-defined]
             assert not bind_fails(port)
-        finally:
-            wrapped.close()
-            carrier.close()
-            server.close()
-            prog.close()
-    asyncio.run(asyncio.wait_for(main(), 20))
+    run(main)
 
 
 def test_a_hop_that_keeps_the_control_open_delays_the_release_boundedly(
@@ -235,40 +265,28 @@ def test_a_hop_that_keeps_the_control_open_delays_the_release_boundedly(
                            writer: asyncio.StreamWriter) -> None:
             await hop.handle(reader, writer)
             await asyncio.sleep(30)        # keeps its end open
-        server = await asyncio.start_server(stubborn, "127.0.0.1", 0)
-        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
-        await carrier.start()
-        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        prog.bind(("127.0.0.1", 0))
-        port = prog.getsockname()[1]
-        try:
-            assert isinstance(await ask_wrap(r, "203.0.113.9", 53, prog), WrapReply)
-            wrapped.unwrap(prog, PID, UID)
+        async with rig(stubborn, hop) as it:
+            prog = it.program()
+            port = prog.getsockname()[1]
+            assert isinstance(await ask_wrap(it.r, "203.0.113.9", 53, prog), WrapReply)
+            it.wrapped.unwrap(prog, PID, UID)
             prog.close()
             assert bind_fails(port)
-            await asyncio.wait_for(released(wrapped), 10)
+            await asyncio.wait_for(released(it.wrapped), 10)
             assert not bind_fails(port)
-        finally:
-            wrapped.close()
-            carrier.close()
-            server.close()
-            prog.close()
-    asyncio.run(asyncio.wait_for(main(), 20))
+    run(main)
 
 
 def test_the_asking_process_exit_ends_its_flows() -> None:
     """The flows of a process that exits without closing its socket end (pidfd, or
     the /proc poll where there is none), and the port is let go."""
     async def main() -> None:
-        hop = KillableHop()
-        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
-        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
-        await carrier.start()
-        child = subprocess.Popen(["sleep", "30"])
-        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        prog.bind(("127.0.0.1", 0))
-        port = prog.getsockname()[1]
-        try:
+        async with rig() as it:
+            r, wrapped = it.r, it.wrapped
+            child = subprocess.Popen(["sleep", "30"])
+            it.closing.append(_Reaped(child))
+            prog = it.program()
+            port = prog.getsockname()[1]
             req = wire.ConnectRequest(ipaddress.ip_address("203.0.113.9"), 53,
                                       wire.SockType.DGRAM, SESSION, wire.Op.WRAP)
             reply, _ = await r.connect(req, child.pid, UID, prog)
@@ -286,45 +304,39 @@ def test_the_asking_process_exit_ends_its_flows() -> None:
             await asyncio.wait_for(released(wrapped), 10)
             assert not bind_fails(port)
             # a pid that is gone already cannot be watched: carried, nothing opened
-            prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            prog.bind(("127.0.0.1", 0))
-            reply, _ = await r.connect(req, child.pid, UID, prog)
+            reply, _ = await r.connect(req, child.pid, UID, it.program())
             assert isinstance(reply, wire.Reply) and not wrapped.flows
-        finally:
-            child.kill()
-            child.wait()
-            wrapped.close()
-            carrier.close()
-            server.close()
-            prog.close()
-    asyncio.run(asyncio.wait_for(main(), 20))
+    run(main)
+
+
+class _Reaped:
+    """A child process, killed and waited for when closed."""
+
+    def __init__(self, child: subprocess.Popen[bytes]) -> None:
+        self.child = child
+
+    def close(self) -> None:
+        self.child.kill()
+        self.child.wait()
 
 
 def test_many_wrapped_sockets_leave_no_descriptor_behind() -> None:
     async def main() -> None:
-        hop = KillableHop()
-        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
-        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
-        await carrier.start()
-        try:
+        async with rig() as it:
             before = len(os.listdir("/proc/self/fd"))
             for _ in range(40):
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as prog:
                     prog.bind(("127.0.0.1", 0))
-                    reply = await ask_wrap(r, "203.0.113.9", 53, prog)
+                    reply = await ask_wrap(it.r, "203.0.113.9", 53, prog)
                     assert isinstance(reply, WrapReply)
-                    assert wrapped.unwrap(prog, PID, UID) == 1
-            await asyncio.wait_for(released(wrapped), 10)
-            for writer in hop.writers:      # (the hop's own ends)
+                    assert it.wrapped.unwrap(prog, PID, UID) == 1
+            await asyncio.wait_for(released(it.wrapped), 10)
+            for writer in it.hop.writers:      # (the hop's own ends)
                 writer.close()
             await asyncio.sleep(0.1)
-            assert not wrapped.flows and len(wrapped.pids) == 0
+            assert not it.wrapped.flows and len(it.wrapped.pids) == 0
             assert len(os.listdir("/proc/self/fd")) <= before
-        finally:
-            wrapped.close()
-            carrier.close()
-            server.close()
-    asyncio.run(asyncio.wait_for(main(), 30))
+    run(main, 30)
 
 
 def test_the_without_pidfd_poll_sees_an_exit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -353,36 +365,26 @@ def test_the_without_pidfd_poll_sees_an_exit(monkeypatch: pytest.MonkeyPatch) ->
             child.kill()
             child.wait()
             watch.close()
-    asyncio.run(asyncio.wait_for(main(), 20))
+    run(main)
 
 
 def test_a_lost_association_sends_one_error_from_the_carrier() -> None:
     async def main() -> None:
-        hop = KillableHop()
-        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
-        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
-        port4, _ = await carrier.start()
-        loop = asyncio.get_running_loop()
-        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        prog.bind(("0.0.0.0", 0))          # the wildcard: ERROR comes on loopback
-        prog.setblocking(False)
-        try:
-            reply = await ask_wrap(r, "203.0.113.9", 53, prog)
+        async with rig() as it:
+            loop = asyncio.get_running_loop()
+            # the wildcard: ERROR comes on loopback
+            prog = it.program("0.0.0.0", blocking=False)
+            reply = await ask_wrap(it.r, "203.0.113.9", 53, prog)
             assert isinstance(reply, WrapReply)
-            for writer in hop.writers:
+            for writer in it.hop.writers:
                 writer.close()
             got, frm = await asyncio.wait_for(loop.sock_recvfrom(prog, 100), 10)
-            assert frm == ("127.0.0.1", port4)
+            assert frm == ("127.0.0.1", it.port4)
             err, payload = Envelope.loads(got)
             assert err.kind is Kind.ERROR and err.token == reply.token
             assert (str(err.addr), err.port) == ("203.0.113.9", 53)
-            assert not wrapped.flows and not r.table.live
-        finally:
-            wrapped.close()
-            carrier.close()
-            server.close()
-            prog.close()
-    asyncio.run(asyncio.wait_for(main(), 20))
+            assert not it.wrapped.flows and not it.r.table.live
+    run(main)
 
 
 def test_wrap_falls_back_to_carry() -> None:
@@ -390,59 +392,46 @@ def test_wrap_falls_back_to_carry() -> None:
     cannot see, the relay data path: answered as CONNECT (CARRY), the daemon opens
     nothing."""
     async def main() -> None:
-        hop = KillableHop()
-        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
-        hop_port = server.sockets[0].getsockname()[1]
-        r, carrier, wrapped, box = setup(hop_port)
-        await carrier.start()
-        unbound = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        stream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        stream.bind(("127.0.0.1", 0))
-        try:
-            for sock in (None, unbound):
-                reply = await ask_wrap(r, "203.0.113.9", 53, sock)
+        async with rig() as it:
+            r = it.r
+
+            async def carried(sock: socket.socket | None,
+                              addr: str = "203.0.113.9") -> None:
+                reply = await ask_wrap(r, addr, 53, sock)
                 assert isinstance(reply, wire.Reply)
                 assert reply.verdict is wire.Verdict.CARRY
+            unbound = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            stream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            it.closing += [unbound, stream]
+            stream.bind(("127.0.0.1", 0))
+            await carried(None)
+            await carried(unbound)
             # (the control listener never passes a stream socket; the router, given
             # one, does not build on it)
-            reply = await ask_wrap(r, "203.0.113.9", 53, stream)
-            assert isinstance(reply, wire.Reply)
-            assert reply.verdict is wire.Verdict.CARRY
+            await carried(stream)
             # a stand-in destination: its replies' source is not known
-            prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            prog.bind(("127.0.0.1", 0))
-            with prog:
-                app = r.procs.identify(PID, UID)
-                stand_in = r.lookup(app, "far.test", SESSION, UID, 4).addr
-                assert stand_in is not None
-                reply = await ask_wrap(r, str(stand_in), 53, prog)
-                assert isinstance(reply, wire.Reply)
-                assert reply.verdict is wire.Verdict.CARRY
-                # a socket the daemon's socket table does not show (another network
-                # namespace): its flow could not be swept
-                box[0][0] = set()
-                reply = await ask_wrap(r, "203.0.113.9", 53, prog)
-                assert isinstance(reply, wire.Reply)
-                assert reply.verdict is wire.Verdict.CARRY
-                box[0][0] = None
-                # the relay data path keeps the carrier
-                policy = r.policy
-                assert policy is not None
-                r.set_policy(Policy.parse(
-                    f'[chains.c]\nhops = ["socks5://127.0.0.1:{hop_port}"]\n'
-                    'data_path = "relay"\n[[rules]]\naction = "chain:c"\n'
-                    'udp = "chain"\n', "p.toml"))
-                reply = await ask_wrap(r, "203.0.113.9", 53, prog)
-                assert isinstance(reply, wire.Reply)
-                assert reply.verdict is wire.Verdict.CARRY
-            assert not wrapped.flows and not hop.writers
-        finally:
-            wrapped.close()
-            carrier.close()
-            server.close()
-            unbound.close()
-            stream.close()
-    asyncio.run(asyncio.wait_for(main(), 20))
+            prog = it.program()
+            app = r.procs.identify(PID, UID)
+            stand_in = r.lookup(app, "far.test", SESSION, UID, 4).addr
+            assert stand_in is not None
+            await carried(prog, str(stand_in))
+            # a socket the daemon's socket table does not show (another network
+            # namespace): its flow could not be swept
+            it.box[0][0] = set()
+            await carried(prog)
+            it.box[0][0] = None
+            # the relay data path keeps the carrier
+            r.set_policy(Policy.parse(
+                f'[chains.c]\nhops = ["socks5://127.0.0.1:{it.hop_port}"]\n'
+                'data_path = "relay"\n[[rules]]\naction = "chain:c"\n'
+                'udp = "chain"\n', "p.toml"))
+            await carried(prog)
+            assert not it.wrapped.flows and not it.hop.writers
+    run(main)
+
+
+async def no_body(n: int) -> bytes:
+    raise AssertionError("WRAP and UNWRAP have no body")
 
 
 def test_the_control_listener_takes_the_socket_and_closes_its_copy() -> None:
@@ -451,40 +440,23 @@ def test_the_control_listener_takes_the_socket_and_closes_its_copy() -> None:
     from socksify.listeners.control import answer
 
     async def main() -> None:
-        import os
-        hop = KillableHop()
-        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
-        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
-        await carrier.start()
-        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        prog.bind(("127.0.0.1", 0))
-        try:
+        async with rig() as it:
+            prog = it.program()
             req = wire.ConnectRequest(ipaddress.ip_address("203.0.113.9"), 53,
                                       wire.SockType.DGRAM, SESSION, wire.Op.WRAP)
             copy = os.dup(prog.fileno())
             fds = [copy]
-
-            async def read(n: int) -> bytes:
-                raise AssertionError("WRAP has no body")
-            raw, swap, ok = await answer(r, req.dumps(), read, fds, PID, UID)
+            raw, swap, ok = await answer(it.r, req.dumps(), no_body, fds, PID, UID)
             assert ok and swap is None and fds == []
             reply = WrapReply.loads(raw)
-            assert reply.relay_port == hop.relay.getsockname()[1]  # type: ignore[union-attr]
-            try:
+            assert it.hop.relay is not None
+            assert reply.relay_port == it.hop.relay.getsockname()[1]
+            with pytest.raises(OSError):
                 os.fstat(copy)
-                still_open = True
-            except OSError:
-                still_open = False
-            assert not still_open
             # no descriptor: answered as CONNECT
-            raw, _, ok = await answer(r, req.dumps(), read, [], PID, UID)
+            raw, _, ok = await answer(it.r, req.dumps(), no_body, [], PID, UID)
             assert ok and wire.Reply.loads(raw).verdict is wire.Verdict.CARRY
-        finally:
-            wrapped.close()
-            carrier.close()
-            server.close()
-            prog.close()
-    asyncio.run(asyncio.wait_for(main(), 20))
+    run(main)
 
 
 def test_the_control_listener_answers_unwrap_and_closes_its_copy() -> None:
@@ -493,61 +465,37 @@ def test_the_control_listener_answers_unwrap_and_closes_its_copy() -> None:
     from socksify.listeners.control import answer
 
     async def main() -> None:
-        hop = KillableHop()
-        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
-        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
-        r.unwrap = wrapped.unwrap
-        await carrier.start()
-        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        prog.bind(("127.0.0.1", 0))
-
-        async def read(n: int) -> bytes:
-            raise AssertionError("UNWRAP has no body")
-        try:
+        async with rig() as it:
+            r, wrapped = it.r, it.wrapped
+            r.unwrap = wrapped.unwrap
+            prog = it.program()
             assert isinstance(await ask_wrap(r, "203.0.113.9", 53, prog), WrapReply)
             req = wire.ConnectRequest(ipaddress.ip_address("127.0.0.1"),
                                       prog.getsockname()[1], wire.SockType.DGRAM,
                                       SESSION, wire.Op.UNWRAP)
-            raw, _, ok = await answer(r, req.dumps(), read, [], PID, UID)
+            raw, _, ok = await answer(r, req.dumps(), no_body, [], PID, UID)
             assert not ok and wire.Reply.loads(raw).verdict is wire.Verdict.FAIL
             assert wrapped.flows
             copy = os.dup(prog.fileno())
             fds = [copy]
-            raw, swap, ok = await answer(r, req.dumps(), read, fds, PID, UID)
+            raw, swap, ok = await answer(r, req.dumps(), no_body, fds, PID, UID)
             assert ok and swap is None and fds == []
             assert wire.Reply.loads(raw).verdict is wire.Verdict.READY
             assert not wrapped.flows and not r.table.live
             with pytest.raises(OSError):
                 os.fstat(copy)
-        finally:
-            wrapped.close()
-            carrier.close()
-            server.close()
-            prog.close()
-    asyncio.run(asyncio.wait_for(main(), 20))
+    run(main)
 
 
 def test_a_socket_with_so_reuseaddr_is_carried() -> None:
     """Another user's socket with SO_REUSEADDR could bind its port beside it: no
     handoff for it."""
     async def main() -> None:
-        hop = KillableHop()
-        server = await asyncio.start_server(hop.handle, "127.0.0.1", 0)
-        r, carrier, wrapped, _ = setup(server.sockets[0].getsockname()[1])
-        await carrier.start()
-        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        prog.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        prog.bind(("127.0.0.1", 0))
-        try:
-            reply = await ask_wrap(r, "203.0.113.9", 53, prog)
+        async with rig() as it:
+            reply = await ask_wrap(it.r, "203.0.113.9", 53, it.program(reuse=True))
             assert isinstance(reply, wire.Reply)
-            assert reply.verdict is wire.Verdict.CARRY and not wrapped.flows
-        finally:
-            wrapped.close()
-            carrier.close()
-            server.close()
-            prog.close()
-    asyncio.run(asyncio.wait_for(main(), 20))
+            assert reply.verdict is wire.Verdict.CARRY and not it.wrapped.flows
+    run(main)
 
 
 def test_a_reload_that_changes_the_chain_builds_a_new_association() -> None:
@@ -555,36 +503,27 @@ def test_a_reload_that_changes_the_chain_builds_a_new_association() -> None:
     hops: the old association ends, a new one goes through the new hop; a reload that
     keeps the chain keeps the association."""
     async def main() -> None:
-        old_hop, new_hop = KillableHop(), KillableHop()
-        old_server = await asyncio.start_server(old_hop.handle, "127.0.0.1", 0)
-        new_server = await asyncio.start_server(new_hop.handle, "127.0.0.1", 0)
-        r, carrier, wrapped, _ = setup(old_server.sockets[0].getsockname()[1])
-        await carrier.start()
-        prog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        prog.bind(("127.0.0.1", 0))
+        async with rig() as it:
+            r, wrapped, old_hop, new_hop = it.r, it.wrapped, it.hop, KillableHop()
+            new_port = await it.serve(new_hop)
+            prog = it.program()
 
-        def policy(port: int) -> Policy:
-            return Policy.parse(f'[chains.c]\nhops = ["socks5://127.0.0.1:{port}"]\n'
-                                '[[rules]]\naction = "chain:c"\nudp = "chain"\n', "p.toml")
-        try:
+            def policy(port: int) -> Policy:
+                return Policy.parse(f'[chains.c]\nhops = ["socks5://127.0.0.1:{port}"]\n'
+                                    '[[rules]]\naction = "chain:c"\nudp = "chain"\n',
+                                    "p.toml")
             first = await ask_wrap(r, "203.0.113.9", 53, prog)
             assert isinstance(first, WrapReply)
             (old,) = wrapped.flows.values()
-            r.set_policy(policy(old_server.sockets[0].getsockname()[1]))
+            r.set_policy(policy(it.hop_port))
             again = await ask_wrap(r, "203.0.113.9", 53, prog)
             assert isinstance(again, WrapReply) and again.relay_port == first.relay_port
             assert list(wrapped.flows.values()) == [old] and len(old_hop.writers) == 1
-            r.set_policy(policy(new_server.sockets[0].getsockname()[1]))
+            r.set_policy(policy(new_port))
             moved = await ask_wrap(r, "203.0.113.9", 53, prog)
             assert isinstance(moved, WrapReply)
             assert new_hop.relay is not None
             assert moved.relay_port == new_hop.relay.getsockname()[1]
             assert old.closed and old.assoc.closed
             assert len(wrapped.flows) == 1 and len(new_hop.writers) == 1
-        finally:
-            wrapped.close()
-            carrier.close()
-            old_server.close()
-            new_server.close()
-            prog.close()
-    asyncio.run(asyncio.wait_for(main(), 20))
+    run(main)
