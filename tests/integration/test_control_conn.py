@@ -231,7 +231,8 @@ def test_daemon_restart_under_a_kept_connection(lab: lablib.Lab, sk, probe: Path
     """A program connects every 0.2 s on one kept control connection; the daemon is
     killed: its next connects are refused (ECONNREFUSED, never direct: the witness,
     reachable directly from the client zone, sees only the hop), and once a daemon is
-    back they are carried again, on a new control connection."""
+    back they are carried again, on a new control connection, without restarting the
+    program; the command says the daemon went away and that it reattached."""
     log, stop = tmp_path / "attempts.jsonl", tmp_path / "stop"
     target = (lab.proxy_near_ip, lab.witness.port)
     witness_before = len(lab.witness.accepted)
@@ -267,6 +268,7 @@ def test_daemon_restart_under_a_kept_connection(lab: lablib.Lab, sk, probe: Path
     # EACCES (unknown session). Never a success, which would have been direct.
     assert gap and all(r["errno"] in (111, 13) for r in gap), gap
     assert gap[0]["errno"] == 111, gap
+    assert "went away" in done.stderr and "reattached" in done.stderr, done.stderr
     assert attempts[back]["ctl"] and attempts[back]["ctl"] != kept, attempts[back]
     peers = {addr for addr, _ in lab.witness.accepted[witness_before:]}
     assert peers == {lab.proxy_near_ip}, peers
