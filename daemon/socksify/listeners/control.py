@@ -209,7 +209,7 @@ class Control:
         try:
             reply, swap, ok = await answer(self.router, data,
                                            partial(_recv_exactly, conn), fds, pid,
-                                           uid, app, None)
+                                           uid, app, after)
             if swap is not None:
                 socket.send_fds(conn, [reply], [swap.fileno()])
             else:
@@ -291,7 +291,7 @@ async def answer_stream(router: Router, data: bytes, reader: asyncio.StreamReade
         return await asyncio.wait_for(reader.readexactly(n), HANDSHAKE_TIMEOUT)
     after: list[Callable[[], None]] = []
     try:
-        reply, _, _ = await answer(router, data, read, [], pid, uid, after=None)
+        reply, _, _ = await answer(router, data, read, [], pid, uid, after=after)
         writer.write(reply)
         await writer.drain()
     finally:
