@@ -32,8 +32,9 @@ def write(conn: Connection, result: str, ok: bool, level: int, tell: bool,
 
 def notify(session: Session | None, event: dict[str, Any]) -> None:
     """Tell a socksify command about one of its connections: failures always (it
-    prints them unless -q), successes when it asked for -v."""
-    if session is None or session.writer.is_closing():
+    prints them unless -q, and then it is not sent them), successes when it asked
+    for -v."""
+    if session is None or session.quiet or session.writer.is_closing():
         return
     if event.get("ok") and not session.verbose:
         return

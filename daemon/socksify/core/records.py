@@ -27,6 +27,7 @@ class Session:
     selectors: dict[str, Selector] = field(default_factory=dict)
     isolated: bool = False         # socksify --isolate: the program has no way out but
     #                                the relay, so "direct" is carried by the daemon too
+    quiet: bool = False            # socksify -q: it prints no event line, so none is sent
 
 
 @dataclass

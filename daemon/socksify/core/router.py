@@ -374,8 +374,8 @@ class Router:
         no session asking)."""
         level = logging.INFO if ok else logging.WARNING
         session = conn.session
-        tell = session is not None and not session.writer.is_closing() and (
-            not ok or session.verbose)
+        tell = session is not None and not session.quiet and (
+            not ok or session.verbose) and not session.writer.is_closing()
         if not ok:      # events: built only when someone follows them
             self.events.emit("refuse", conn, error=result)
         elif result.endswith("direct"):          # the program connects by itself
