@@ -213,7 +213,12 @@ class Control:
             if swap is not None:
                 socket.send_fds(conn, [reply], [swap.fileno()])
             else:
-                await loop.sock_sendall(conn, reply)
+                try:
+                    sent = conn.send(reply)     # (a reply is 32 bytes: all of it)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                if sent < len(reply):
+                    await loop.sock_sendall(conn, reply[sent:])
         finally:
             if swap is not None:
                 swap.close()

@@ -5,6 +5,7 @@ answer eagerly (core/eager.py) and keeps the connection's timer."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import logging
 import os
@@ -21,6 +22,10 @@ log = logging.getLogger("socksify.control")
 # A shim's control connection that carries no request for this long is closed; the
 # shim finds it closed before its next request and opens another (docs/wire.md).
 SHIM_IDLE_TIMEOUT = 120.0
+
+# a request, with room for two descriptors: one more than any request carries, so
+# that a request carrying more is seen (and refused), not cut to one by the kernel
+_ANCILLARY = socket.CMSG_LEN(2 * array.array("i").itemsize)
 
 
 class Host(Protocol):
@@ -76,8 +81,9 @@ class ShimConnection:
 
     def _readable(self) -> None:
         try:
-            data, fds, _, _ = socket.recv_fds(self.conn, wire.REQUEST_SIZE, 2,
-                                              socket.MSG_CMSG_CLOEXEC)
+            data, ancillary, _, _ = self.conn.recvmsg(wire.REQUEST_SIZE, _ANCILLARY,
+                                                      socket.MSG_CMSG_CLOEXEC)
+            fds = _descriptors(ancillary) if ancillary else []
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -160,3 +166,12 @@ class ShimConnection:
             return
         self._release()
         self.conn.close()
+
+
+def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors in recvmsg()'s ancillary data (as socket.recv_fds reads them)."""
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    return list(fds)
