@@ -139,6 +139,9 @@ class ShimConnection:
             self.close()
             return
         self.deadline = self.loop.time() + SHIM_IDLE_TIMEOUT
+        if self.deadline < self.timer.when():   # (only if idle < handshake timeout)
+            self.timer.cancel()
+            self.timer = self.loop.call_at(self.deadline, self._expire)
         if task is not None:
             self.loop.add_reader(self.fd, self._readable)
 
