@@ -237,6 +237,16 @@ class Socksify:
             return None
 
     def daemon_log(self, tail: int = 6000) -> str:
+        """The log's tail, once the daemon has finished what it was doing: it writes a
+        connection's line just after the program's answer (core/router.py), so a
+        program that got its answer may have ended before the line is in the file.
+        A request answered is a barrier (one thread, one loop): ask one first, when
+        a daemon runs (bounded by the request's timeout)."""
+        if self.daemon_pid() is not None:
+            try:
+                self.control({"op": "status"}, timeout=5.0)
+            except Exception:     # stopped, stopping, or not ours: read what is there
+                pass
         try:
             return self.logfile.read_text(errors="replace")[-tail:]
         except FileNotFoundError:

@@ -348,6 +348,7 @@ def _session_request(args: Any) -> dict[str, Any]:
         "config": None if args.config is None else absolute_str(args.config),
         "chain": args.chain,
         "verbose": bool(args.verbose),
+        "quiet": bool(args.quiet),      # prints nothing: no event lines to send it
         "isolate": bool(args.isolate),
         "isolate_streams": args.isolate_streams,
     }

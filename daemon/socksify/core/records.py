@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..chains import Selector
 from ..dns import StandIn
@@ -27,6 +27,7 @@ class Session:
     selectors: dict[str, Selector] = field(default_factory=dict)
     isolated: bool = False         # socksify --isolate: the program has no way out but
     #                                the relay, so "direct" is carried by the daemon too
+    quiet: bool = False            # socksify -q: it prints no event line, so none is sent
 
 
 @dataclass
@@ -47,6 +48,9 @@ class Connection:
     path: str = "relay"
     state: str = ""                # handed off: the kernel's TCP state of its socket
     hops: tuple[str, ...] = ()     # "host:port" of each hop used, in order
+    # its log line, held until the program has its answer (Router.connect's `after`)
+    log_later: list[Callable[[], None]] | None = field(default=None, repr=False,
+                                                       compare=False)
 
     @property
     def target(self) -> str:

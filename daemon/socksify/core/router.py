@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import itertools
-import json
 import logging
 import os
 import socket
@@ -28,9 +27,11 @@ from ..procinfo import AppInfo, ProcessTable, own_uid
 from ..protocol import control as wire
 from ..protocol.datagram import WrapReply
 from ..proxies import Proxy, route_text
+from . import connlog
+from .eager import in_task
 from .events import Events
 from .handed import HandedOff
-from .records import Connection, Lookup, Session
+from .records import Connection, Lookup
 from .sessions import Sessions
 from .streams import stream_auth
 from .table import ConnectionTable
@@ -140,7 +141,7 @@ class Router:
         if decision.verdict == "block":
             text = f"{app} lookup of {name} refused: {decision.why}"
             log.warning("%s [%s]", text, decision.rule)
-            self._notify(session, {"event": "lookup", "ok": False, "text": text})
+            connlog.notify(session, {"event": "lookup", "ok": False, "text": text})
             return Lookup("blocked", decision.rule, decision.why)
         if family is None:
             return Lookup("stand-in", decision.rule)
@@ -149,7 +150,7 @@ class Router:
         except Exhausted as exc:
             text = f"{app} lookup of {name} refused: {exc}"
             log.warning("%s", text)
-            self._notify(session, {"event": "lookup", "ok": False, "text": text})
+            connlog.notify(session, {"event": "lookup", "ok": False, "text": text})
             return Lookup("busy", decision.rule, str(exc))
         log.debug("%s: lookup of %s -> stand-in %s [%s]", app, name, addr, decision.rule)
         return Lookup("stand-in", decision.rule, "", addr)
@@ -194,15 +195,27 @@ class Router:
 
     async def connect(self, request: wire.ConnectRequest, pid: int, uid: int,
                       app_sock: socket.socket | None = None,
-                      app: AppInfo | None = None
+                      app: AppInfo | None = None,
+                      after: list[Callable[[], None]] | None = None
                       ) -> tuple[wire.Reply | WrapReply, socket.socket | None]:
         """A shim's CONNECT, HANDOFF or WRAP: decide how the connection leaves and, for a
         chain, build it now. With the program's socket (HANDOFF, `app_sock`), the
         chain is built on it (READY) or a pre-built tunnel is finished and returned to
         be put in its place (SWAP, the socket to send back); else, or when the chain
-        says relay, the program attaches to the relay with the token (RELAY)."""
+        says relay, the program attaches to the relay with the token (RELAY).
+        `after`: where its log line waits for the reply to be sent (None: written at
+        once). A decision alone never waits: it may run eagerly (core/eager.py)."""
         conn = self.new_connection(app or self.procs.identify(pid, uid), request.addr,
                                    request.port)
+        conn.log_later = after
+        try:
+            return await self._connect(conn, request, uid, app_sock)
+        finally:
+            conn.log_later = None     # later lines are written at once
+
+    async def _connect(self, conn: Connection, request: wire.ConnectRequest, uid: int,
+                       app_sock: socket.socket | None
+                       ) -> tuple[wire.Reply | WrapReply, socket.socket | None]:
         session, policy, why = self.sessions.policy_for(request.session, uid,
                                                         self.policy)
         conn.session = session
@@ -227,6 +240,7 @@ class Router:
                 try:
                     if app_sock is not None and self.wrap is not None and not (
                             session and session.isolated) and chain.data_path == "handoff":
+                        await in_task()
                         wrapped = await self.wrap(conn, chain, app_sock)
                         if wrapped is not None:
                             self._event(conn, "UDP handed off", ok=True)
@@ -248,6 +262,7 @@ class Router:
             if action.kind == "direct" and not isolated and conn.host is None:
                 self._event(conn, "direct", ok=True)
                 return self._direct(), None
+            await in_task()      # the chain engine needs one (timeouts)
             if app_sock is not None and not isolated and (
                     action.chain is None or action.chain.data_path == "handoff"):
                 try:
@@ -359,35 +374,20 @@ class Router:
         no session asking)."""
         level = logging.INFO if ok else logging.WARNING
         session = conn.session
-        tell = session is not None and not session.writer.is_closing() and (
-            not ok or session.verbose)
+        tell = session is not None and not session.quiet and (
+            not ok or session.verbose) and not session.writer.is_closing()
         if not ok:      # events: built only when someone follows them
             self.events.emit("refuse", conn, error=result)
         elif result.endswith("direct"):          # the program connects by itself
             self.events.emit("direct", conn, path="direct")
         if not tell and not log.isEnabledFor(level):
             return
-        via = f" via {conn.route}" if conn.route else ""
-        text = f"{conn.app} -> {conn.target}{via}: {result}"
-        if conn.rule:
-            rule = f" [{conn.rule}, chain {conn.chain}]" if conn.chain \
-                else f" [{conn.rule}]"
-        else:
-            rule = ""
-        log.log(level, "[%s] %s%s (%.1f ms)", conn.id, text, rule,
-                (time.monotonic() - conn.started) * 1000)
-        if tell:
-            self._notify(session, {"event": "connection", "id": conn.id, "ok": ok,
-                                   "text": text})
-
-    def _notify(self, session: Session | None, event: dict[str, Any]) -> None:
-        """Tell a socksify command about one of its connections: failures always (it
-        prints them unless -q), successes when it asked for -v."""
-        if session is None or session.writer.is_closing():
+        elapsed = time.monotonic() - conn.started
+        if conn.log_later is not None:      # once the program has its answer
+            conn.log_later.append(lambda: connlog.write(conn, result, ok, level,
+                                                        tell, elapsed))
             return
-        if event.get("ok") and not session.verbose:
-            return
-        session.writer.write(json.dumps(event).encode() + b"\n")
+        connlog.write(conn, result, ok, level, tell, elapsed)
 
     def connections(self, uid: int | None = None, app: str | None = None,
                     chain: str | None = None) -> list[dict[str, Any]]:

@@ -77,7 +77,8 @@ class Sessions:
         own = None if policy is current else policy  # follow reloads
         session = Session(self._session_id(msg.get("session")), own, writer,
                           bool(msg.get("verbose")), owner, uid,
-                          isolated=bool(msg.get("isolate")))
+                          isolated=bool(msg.get("isolate")),
+                          quiet=bool(msg.get("quiet")) and not msg.get("verbose"))
         self.open[session.id] = session
         log.info("session %s opened by pid %d: %s%s", session.id.hex(), owner,
                  policy.source, " (isolated network namespace)" if session.isolated

@@ -8,10 +8,12 @@ import asyncio
 import logging
 import os
 import socket
+from asyncio.selector_events import BaseSelectorEventLoop
 from functools import partial
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from ..core import eager
 from ..core.router import Router
 from ..procinfo import AppInfo, own_uid, peer_credentials
 from ..protocol import control as wire
@@ -21,12 +23,10 @@ from . import commands
 from .admission import BurstLog, Gate, Ticket
 from .commands import HANDSHAKE_TIMEOUT, MAX_JSON, Admin
 from .fdpass import recv_with_fds
+from .shimconn import SHIM_IDLE_TIMEOUT, ShimConnection
 
 log = logging.getLogger("socksify.control")
 
-# A shim's control connection that carries no request for this long is closed; the
-# shim finds it closed before its next request and opens another (docs/wire.md).
-SHIM_IDLE_TIMEOUT = 120.0
 _ACCEPT_ERRORS = BurstLog(logging.getLogger("socksify.daemon"))
 
 
@@ -42,6 +42,8 @@ class Control:
         self.burst = burst
         self.tasks: set[asyncio.Task[Any]] = set()
         self.idle: set[asyncio.Task[Any]] = set()   # shims' connections between requests
+        self.shims: set[ShimConnection] = set()    # served by callbacks (selector loops)
+        self.closing = False
         self.sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
 
@@ -60,8 +62,12 @@ class Control:
     def close(self) -> None:
         """Stop accepting, and end the shims' connections that wait between requests
         (those in the middle of one finish it)."""
+        self.closing = True
         for task in list(self.idle):
             task.cancel()
+        for shim in list(self.shims):
+            if shim.busy is None:
+                shim.close()
         if self._accepting is not None:
             self._accepting.cancel()
             self._accepting = None
@@ -76,6 +82,7 @@ class Control:
         request is read) wait under the admission caps, so they cannot use up the
         descriptors its users need."""
         loop = asyncio.get_running_loop()
+        callbacks = isinstance(loop, BaseSelectorEventLoop)   # (proactor: Tasks)
         while True:
             try:
                 conn, _ = await loop.sock_accept(listener)
@@ -84,12 +91,15 @@ class Control:
                 await asyncio.sleep(0.1)
                 continue
             try:
-                uid = peer_credentials(conn)[1]
+                pid, uid = peer_credentials(conn)
             except OSError:
                 conn.close()
                 continue
             if self.router.allows(uid):
-                asyncio.ensure_future(self.serve(conn))
+                if callbacks:
+                    ShimConnection(self, loop, conn, pid, uid)
+                else:
+                    asyncio.ensure_future(self.serve(conn))
             else:
                 ticket = self.gate.admit(uid)
                 if ticket is None:
@@ -170,6 +180,13 @@ class Control:
             if not data:
                 return
 
+    def identify(self, pid: int, uid: int) -> AppInfo:
+        return self.router.procs.identify(pid, uid)
+
+    def answer_one(self, conn: socket.socket, data: bytes, fds: list[int], pid: int,
+                   uid: int, app: AppInfo | None) -> Awaitable[bool]:
+        return self._one(conn, data, fds, pid, uid, app)
+
     async def _one(self, conn: socket.socket, data: bytes, fds: list[int], pid: int,
                    uid: int, app: AppInfo | None) -> bool:
         """Answer one shim request; False if the connection must close after it."""
@@ -188,18 +205,42 @@ class Control:
         if len(data) < wire.REQUEST_SIZE:
             data += await _recv_exactly(conn, wire.REQUEST_SIZE - len(data))
         swap: socket.socket | None = None
+        after: list[Callable[[], None]] = []    # the log lines, once answered
         try:
             reply, swap, ok = await answer(self.router, data,
                                            partial(_recv_exactly, conn), fds, pid,
-                                           uid, app)
+                                           uid, app, after)
             if swap is not None:
                 socket.send_fds(conn, [reply], [swap.fileno()])
             else:
-                await loop.sock_sendall(conn, reply)
+                try:
+                    sent = conn.send(reply)     # (a reply is 32 bytes: all of it)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                if sent < len(reply):
+                    await loop.sock_sendall(conn, reply[sent:])
         finally:
             if swap is not None:
                 swap.close()
+            for write in after:
+                write()
         return ok
+
+    async def serve_json(self, conn: socket.socket, first: bytes, pid: int,
+                         uid: int) -> None:
+        """A command line tool's connection whose first bytes a ShimConnection read."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        try:
+            await self._json_streams(conn, first, pid, uid)
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError) as exc:
+            log.debug("control connection ended early: %r", exc)
+        except asyncio.CancelledError:
+            log.debug("control connection cancelled at shutdown")
+        finally:
+            if task is not None:
+                self.tasks.discard(task)
 
     async def _json_streams(self, conn: socket.socket, first: bytes, pid: int,
                             uid: int) -> None:
@@ -232,7 +273,19 @@ def allowed(router: Router, pid: int, uid: int) -> bool:
 
 
 async def _recv_exactly(conn: socket.socket, n: int) -> bytes:
-    return await within(recv_exactly(conn, n), HANDSHAKE_TIMEOUT)
+    """n bytes more of a request: at once when they are there (the usual case: the
+    shim sends a request whole), else waited for (in a Task: eager.py)."""
+    try:
+        data = conn.recv(n)
+    except (BlockingIOError, InterruptedError):
+        data = b""
+    else:
+        if not data:
+            raise asyncio.IncompleteReadError(b"", n)
+    if len(data) == n:
+        return data
+    await eager.in_task()
+    return data + await within(recv_exactly(conn, n - len(data)), HANDSHAKE_TIMEOUT)
 
 
 async def answer_stream(router: Router, data: bytes, reader: asyncio.StreamReader,
@@ -241,27 +294,34 @@ async def answer_stream(router: Router, data: bytes, reader: asyncio.StreamReade
     no descriptor can come with it, so no HANDOFF."""
     async def read(n: int) -> bytes:
         return await asyncio.wait_for(reader.readexactly(n), HANDSHAKE_TIMEOUT)
-    reply, _, _ = await answer(router, data, read, [], pid, uid)
-    writer.write(reply)
-    await writer.drain()
+    after: list[Callable[[], None]] = []
+    try:
+        reply, _, _ = await answer(router, data, read, [], pid, uid, after=after)
+        writer.write(reply)
+        await writer.drain()
+    finally:
+        for write in after:
+            write()
 
 
 async def answer(router: Router, data: bytes, read: Callable[[int], Awaitable[bytes]],
-                 fds: list[int], pid: int, uid: int, app: AppInfo | None = None
+                 fds: list[int], pid: int, uid: int, app: AppInfo | None = None,
+                 after: list[Callable[[], None]] | None = None
                  ) -> tuple[bytes, socket.socket | None, bool]:
     """The reply to one shim request (its header in data, read() for a body), a
     socket to pass with it (SWAP), and whether the connection may carry another
     request (not after a malformed one: where the next would start is unknown).
-    `app`: the process, if the listener identified it already."""
+    `app`: the process, if the listener identified it already; `after`: where a
+    connection's log line waits until the reply is sent (none: written at once)."""
     try:
         head = wire.Header.loads(data)
         if head.op is wire.Op.HANDOFF:
             reply, swap = await _handoff(router, wire.ConnectRequest.from_header(head),
-                                         pid, uid, fds, app)
+                                         pid, uid, fds, app, after)
             return reply.dumps(), swap, True
         if head.op is wire.Op.WRAP:
             reply, _ = await _wrap(router, wire.ConnectRequest.from_header(head), pid,
-                                   uid, fds, app)
+                                   uid, fds, app, after)
             return reply.dumps(), None, True
         if head.op is wire.Op.UNWRAP:
             return _unwrap(router, fds, pid, uid).dumps(), None, True
@@ -276,14 +336,16 @@ async def answer(router: Router, data: bytes, read: Callable[[int], Awaitable[by
             return router.name_of(wire.ConnectRequest.from_header(head), pid, uid,
                                   app), None, True
         request = wire.ConnectRequest.from_header(head)
-        return (await router.connect(request, pid, uid, app=app))[0].dumps(), None, True
+        return (await router.connect(request, pid, uid, app=app, after=after)
+                )[0].dumps(), None, True
     except wire.WireError as exc:
         log.warning("bad request from pid %d: %s", pid, exc)
         return wire.Reply(wire.Verdict.FAIL, wire.Code.PROTO).dumps(), None, False
 
 
 async def _wrap(router: Router, request: wire.ConnectRequest, pid: int, uid: int,
-                fds: list[int], app: AppInfo | None
+                fds: list[int], app: AppInfo | None,
+                after: list[Callable[[], None]] | None = None
                 ) -> tuple[wire.Reply | WrapReply, socket.socket | None]:
     """WRAP: a datagram CONNECT with the program's UDP socket attached. Without a
     socket that is a bound IPv4/IPv6 datagram socket it is answered as a CONNECT;
@@ -303,7 +365,7 @@ async def _wrap(router: Router, request: wire.ConnectRequest, pid: int, uid: int
                                                                 socket.AF_INET6)):
             app_sock.close()
             app_sock = None
-        return await router.connect(request, pid, uid, app_sock, app)
+        return await router.connect(request, pid, uid, app_sock, app, after)
     finally:
         if app_sock is not None:
             app_sock.close()
@@ -327,7 +389,8 @@ def _unwrap(router: Router, fds: list[int], pid: int, uid: int) -> wire.Reply:
 
 
 async def _handoff(router: Router, request: wire.ConnectRequest, pid: int, uid: int,
-                   fds: list[int], app: AppInfo | None
+                   fds: list[int], app: AppInfo | None,
+                   after: list[Callable[[], None]] | None = None
                    ) -> tuple[wire.Reply | WrapReply, socket.socket | None]:
     """HANDOFF: CONNECT with the program's socket attached. The daemon's copy of it is
     closed before the reply goes out, so the program holds the only one again."""
@@ -343,6 +406,6 @@ async def _handoff(router: Router, request: wire.ConnectRequest, pid: int, uid: 
         if app_sock.type != socket.SOCK_STREAM or app_sock.family not in (
                 socket.AF_INET, socket.AF_INET6):
             raise wire.WireError("a HANDOFF carries a TCP socket")
-        return await router.connect(request, pid, uid, app_sock, app)
+        return await router.connect(request, pid, uid, app_sock, app, after)
     finally:
         app_sock.close()

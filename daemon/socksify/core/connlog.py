@@ -1,0 +1,41 @@
+"""A connection's line: the daemon's log line about its decision and, for the
+`socksify` command whose session it is, the same text as a JSON event line. The
+router decides when (core/router.py: at once, or once the program has its answer);
+this writes it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from .records import Connection, Session
+
+log = logging.getLogger("socksify.daemon")
+
+
+def write(conn: Connection, result: str, ok: bool, level: int, tell: bool,
+          elapsed: float) -> None:
+    """Log conn's line (app, target, route, result, rule, chain, how long it took,
+    `elapsed` seconds) at level; with `tell`, send its session the same text."""
+    via = f" via {conn.route}" if conn.route else ""
+    text = f"{conn.app} -> {conn.target}{via}: {result}"
+    if conn.rule:
+        rule = f" [{conn.rule}, chain {conn.chain}]" if conn.chain else f" [{conn.rule}]"
+    else:
+        rule = ""
+    log.log(level, "[%s] %s%s (%.1f ms)", conn.id, text, rule, elapsed * 1000)
+    if tell:
+        notify(conn.session, {"event": "connection", "id": conn.id, "ok": ok,
+                              "text": text})
+
+
+def notify(session: Session | None, event: dict[str, Any]) -> None:
+    """Tell a socksify command about one of its connections: failures always (it
+    prints them unless -q, and then it is not sent them), successes when it asked
+    for -v."""
+    if session is None or session.quiet or session.writer.is_closing():
+        return
+    if event.get("ok") and not session.verbose:
+        return
+    session.writer.write(json.dumps(event).encode() + b"\n")

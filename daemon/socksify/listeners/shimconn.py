@@ -1,0 +1,180 @@
+"""A shim's control connection served by callbacks (selector loops), not a Task:
+the request path of issue 16's daemon CPU per connect. control.py accepts the
+connection and answers each request (Host); this reads the requests, runs each
+answer eagerly (core/eager.py) and keeps the connection's timer."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import logging
+import os
+import socket
+from typing import Any, Awaitable, Protocol
+
+from ..core import eager
+from ..procinfo import AppInfo
+from ..protocol import control as wire
+from .commands import HANDSHAKE_TIMEOUT
+
+log = logging.getLogger("socksify.control")
+
+# A shim's control connection that carries no request for this long is closed; the
+# shim finds it closed before its next request and opens another (docs/wire.md).
+SHIM_IDLE_TIMEOUT = 120.0
+
+# a request, with room for two descriptors: one more than any request carries, so
+# that a request carrying more is seen (and refused), not cut to one by the kernel
+_ANCILLARY = socket.CMSG_LEN(2 * array.array("i").itemsize)
+
+
+class Host(Protocol):
+    """What a ShimConnection needs of the control listener."""
+
+    tasks: set[asyncio.Task[Any]]         # requests being answered (graceful stop)
+    shims: set[ShimConnection]            # the connections served here
+    closing: bool                         # stopping: close once answered
+
+    def identify(self, pid: int, uid: int) -> AppInfo: ...
+
+    def answer_one(self, conn: socket.socket, data: bytes, fds: list[int], pid: int,
+                   uid: int, app: AppInfo | None) -> Awaitable[bool]:
+        """Answer the request in data (fds: its descriptors, those taken removed);
+        False if the connection must close after it."""
+
+    def serve_json(self, conn: socket.socket, first: bytes, pid: int,
+                   uid: int) -> Awaitable[None]:
+        """Serve a command line tool's JSON lines, `first` read already."""
+
+
+class ShimConnection:
+    """A shim's control connection served by callbacks, not a Task (selector loops):
+    its reader stays registered while it is idle; each readable event reads one
+    request (one recvmsg, with room for two descriptors so that extras are seen and
+    refused) and runs its answer eagerly (core/eager.py). A request answered without
+    waiting (DIRECT, a refusal, RESOLVE, NAMEOF...) is replied to at once, with no
+    Task or future; one that waits (a chain) goes on in a Task, in Control.tasks,
+    and the connection is not read until it is answered: one request at a time.
+    One timer per connection closes it once idle for SHIM_IDLE_TIMEOUT (its first
+    request: HANDSHAKE_TIMEOUT); a request only moves the deadline."""
+
+    __slots__ = ("control", "loop", "conn", "fd", "pid", "uid", "app", "first",
+                 "busy", "deadline", "timer", "closed")
+
+    def __init__(self, control: Host, loop: asyncio.AbstractEventLoop,
+                 conn: socket.socket, pid: int, uid: int) -> None:
+        self.control = control
+        self.loop = loop
+        self.conn = conn
+        self.fd = conn.fileno()
+        self.pid = pid
+        self.uid = uid
+        self.app: AppInfo | None = None
+        self.first = True
+        self.busy: asyncio.Task[None] | None = None   # the Task answering, if any
+        self.closed = False
+        conn.setblocking(False)
+        self.deadline = loop.time() + HANDSHAKE_TIMEOUT
+        self.timer = loop.call_at(self.deadline, self._expire)
+        control.shims.add(self)
+        loop.add_reader(self.fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.conn.recvmsg(wire.REQUEST_SIZE, _ANCILLARY,
+                                                      socket.MSG_CMSG_CLOEXEC)
+            fds = _descriptors(ancillary) if ancillary else []
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.debug("control connection ended early: %r", exc)
+            self.close()
+            return
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            self.close()
+            return
+        if self.first:
+            self.first = False
+            if data[:1] == b"{":       # a command line tool: JSON lines, in a Task
+                for fd in fds:
+                    os.close(fd)
+                self._release()
+                asyncio.ensure_future(self.control.serve_json(self.conn, data,
+                                                              self.pid, self.uid))
+                return
+            # identified once: the shim opens one connection per process,
+            # close-on-exec (a child opens its own)
+            self.app = self.control.identify(self.pid, self.uid)
+        task = eager.run(self._request(data, fds), self._answered)
+        if task is not None and not task.done():
+            self.busy = task
+            self.control.tasks.add(task)
+            self.loop.remove_reader(self.fd)
+
+    async def _request(self, data: bytes, fds: list[int]) -> bool:
+        try:
+            return await self.control.answer_one(self.conn, data, fds, self.pid,
+                                                 self.uid, self.app)
+        finally:
+            while fds:          # whatever was not taken
+                os.close(fds.pop())
+
+    def _answered(self, ok: bool | None, exc: BaseException | None) -> None:
+        task, self.busy = self.busy, None
+        if task is not None:
+            self.control.tasks.discard(task)
+        if exc is not None:
+            if isinstance(exc, asyncio.CancelledError):
+                log.debug("control connection cancelled at shutdown")
+            elif isinstance(exc, (asyncio.IncompleteReadError, asyncio.TimeoutError,
+                                  OSError)):
+                log.debug("control connection ended early: %r", exc)
+            else:
+                log.error("control request from pid %d failed: %r", self.pid, exc,
+                          exc_info=exc)
+            ok = False
+        if not ok or self.closed or self.control.closing:
+            self.close()
+            return
+        self.deadline = self.loop.time() + SHIM_IDLE_TIMEOUT
+        if self.deadline < self.timer.when():   # (only if idle < handshake timeout)
+            self.timer.cancel()
+            self.timer = self.loop.call_at(self.deadline, self._expire)
+        if task is not None:
+            self.loop.add_reader(self.fd, self._readable)
+
+    def _expire(self) -> None:
+        if self.closed:
+            return
+        now = self.loop.time()
+        if self.busy is not None:
+            self.timer = self.loop.call_at(now + SHIM_IDLE_TIMEOUT, self._expire)
+        elif self.deadline > now + 0.001:        # a request since: not idle yet
+            self.timer = self.loop.call_at(self.deadline, self._expire)
+        else:
+            log.debug("control connection of pid %d idle: closed", self.pid)
+            self.close()
+
+    def _release(self) -> None:
+        """Stop serving the socket here (it stays open)."""
+        self.closed = True
+        self.timer.cancel()
+        self.loop.remove_reader(self.fd)
+        self.control.shims.discard(self)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._release()
+        self.conn.close()
+
+
+def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors in recvmsg()'s ancillary data (as socket.recv_fds reads them)."""
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    return list(fds)
