@@ -221,19 +221,36 @@ class _Run:
             log.debug("[%s] %d messages at once, to hops %s", self.conn, len(batch),
                       ",".join(str(m.step.index + 1) for m in batch))
         n = 0
+        stream = self.stream
         try:
             try:
-                await self.stream.drain()
+                await stream.drain()
             except OSError as exc:
                 raise batch[0].step.unsent(exc) from None
-            for n, msg in enumerate(batch):
+            for n, (msg, ahead) in enumerate(zip(batch, _ahead(batch))):
+                stream.ahead = ahead
                 await msg.check()
         except ChainError as exc:
             who = suspects(batch, n, self.early) if batch[n].step.broke else []
             if self.pipelined and who:
                 raise EarlyDataSuspect(exc, who) from None
             raise
+        finally:
+            stream.ahead = 0
         self.carried += [m.step.hop for m in batch[:-1] if m.step.hop not in self.carried]
+
+
+def _ahead(batch: list[Message]) -> list[int]:
+    """Per message of a batch sent at once, the bytes at least that the replies right
+    behind its own bring, when its reply and theirs may be waited for together
+    (Message.least): one wake-up for a pipelined chain's CONNECT replies, not one
+    each."""
+    out, behind = [], 0
+    for msg in reversed(batch):
+        out.append(behind if msg.least else 0)
+        behind = behind + msg.least if msg.least else 0
+    out.reverse()
+    return out
 
 
 async def associate(stream: RawStream, route: tuple[Proxy, ...], index: int, host: str,

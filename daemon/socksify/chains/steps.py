@@ -45,6 +45,10 @@ class Message:
     check: Callable[[], Awaitable[None]]
     step: Step
     barrier: bool = False      # what follows depends on this reply
+    # the fewest bytes its reply can be, for a reply that may be waited for together
+    # with the replies before it (a CONNECT's: a hop that refuses one closes the
+    # connection, which wakes the daemon at once); 0: each such wait ends at it
+    least: int = 0
 
 
 @dataclass
@@ -186,7 +190,7 @@ class Step:
     def _socks4(self) -> Iterator[Message]:
         yield Message(self.encode(socks4.ConnectRequest(self.host, self.port,
                                                         self.hop.user)),
-                      self._socks4_reply, self)
+                      self._socks4_reply, self, least=socks4.REPLY_SIZE)
 
     async def _socks4_reply(self) -> None:
         data = await self.read(socks4.REPLY_SIZE)
