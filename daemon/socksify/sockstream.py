@@ -103,14 +103,13 @@ async def recv_exactly_within(sock: socket.socket, n: int, timeout: float,
     if not isinstance(loop, BaseSelectorEventLoop):
         return await within(recv_exactly(sock, n), timeout)
     deadline = loop.time() + timeout
-    gather = more > 0 and _RCVLOWAT is not None \
-        and sock.family in (socket.AF_INET, socket.AF_INET6)
+    gather = more > 0 and _RCVLOWAT is not None
     buf = b""
     while True:
         try:
             chunk = sock.recv(n - len(buf))
         except (BlockingIOError, InterruptedError):
-            if gather:
+            if gather and sock.family in (socket.AF_INET, socket.AF_INET6):
                 gather = await _gather(loop, sock, n - len(buf) + more, deadline)
             else:
                 await wait_ready(loop, sock, False, deadline)
