@@ -129,14 +129,20 @@ async def _gather(loop: BaseSelectorEventLoop, sock: socket.socket, want: int,
     wait ran out: the caller then waits for any byte, as without gathering, and the
     replies that are there are checked at once."""
     assert _RCVLOWAT is not None
-    before = sock.getsockopt(socket.SOL_SOCKET, _RCVLOWAT)
-    sock.setsockopt(socket.SOL_SOCKET, _RCVLOWAT, want)
+    try:
+        before = sock.getsockopt(socket.SOL_SOCKET, _RCVLOWAT)
+        sock.setsockopt(socket.SOL_SOCKET, _RCVLOWAT, want)
+    except OSError:     # a socket without a low-water mark: wait as without gathering
+        return False
     try:
         await wait_ready(loop, sock, False, min(deadline, loop.time() + GATHER_SECONDS))
     except asyncio.TimeoutError:
         return False
     finally:
-        sock.setsockopt(socket.SOL_SOCKET, _RCVLOWAT, before)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _RCVLOWAT, before)
+        except OSError:
+            pass        # closed meanwhile (a cancelled negotiation): nothing to restore
     return True
 
 

@@ -190,6 +190,29 @@ def test_a_close_ends_the_gathering_wait(monkeypatch: pytest.MonkeyPatch) -> Non
     assert got == b"refused!" and took < 30, took
 
 
+@linux_only
+def test_a_socket_without_a_low_water_mark_is_waited_on_as_before(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """setsockopt(SO_RCVLOWAT) refused (an MPTCP socket on an older kernel): the
+    reply is still read when it comes, not turned into an error."""
+    monkeypatch.setattr(sockstream, "GATHER_SECONDS", 30.0)
+
+    class NoLowat(socket.socket):
+        def setsockopt(self, level: int, opt: int, value: object,  # type: ignore[override]
+                       *rest: object) -> None:
+            if opt == socket.SO_RCVLOWAT:
+                raise OSError(errno.EOPNOTSUPP, "no")
+            super().setsockopt(level, opt, value, *rest)  # type: ignore[call-overload]
+
+    async def body(ours: socket.socket, theirs: socket.socket) -> bytes:
+        mine = NoLowat(ours.family, ours.type, fileno=ours.detach())
+        with mine:
+            mine.setblocking(False)
+            asyncio.get_running_loop().call_later(0.01, theirs.sendall, b"reply 1!")
+            return await recv_exactly_within(mine, 8, 60.0, more=8)
+    assert over_tcp(body) == b"reply 1!"
+
+
 def test_what_a_batch_waits_for_together() -> None:
     """CONNECT replies in a row are gathered; a greeting's reply (a refusal that
     keeps the connection open is normal there) ends the run."""
