@@ -198,8 +198,8 @@ def test_a_socket_without_a_low_water_mark_is_waited_on_as_before(
     monkeypatch.setattr(sockstream, "GATHER_SECONDS", 30.0)
 
     class NoLowat(socket.socket):
-        def setsockopt(self, level: int, opt: int, value: object,  # type: ignore[override]
-                       *rest: object) -> None:
+        def setsockopt(  # type: ignore[override]
+                self, level: int, opt: int, value: object, *rest: object) -> None:
             if opt == socket.SO_RCVLOWAT:
                 raise OSError(errno.EOPNOTSUPP, "no")
             super().setsockopt(level, opt, value, *rest)  # type: ignore[call-overload]
