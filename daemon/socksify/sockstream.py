@@ -77,27 +77,73 @@ async def wait_ready(loop: BaseSelectorEventLoop, sock: socket.socket, write: bo
             loop.remove_reader(fd)
 
 
-async def recv_exactly_within(sock: socket.socket, n: int, timeout: float) -> bytes:
+# Linux: a TCP socket with SO_RCVLOWAT = n is readable (poll, epoll) only once n bytes
+# are queued, or at EOF, a reset or an error: a chain's pipelined replies, which come
+# one hop after another about a hop's processing time apart, then wake the daemon once
+# for all of them instead of once each (docs/performance.md, issue 16).
+_RCVLOWAT: int | None = getattr(socket, "SO_RCVLOWAT", None) \
+    if sys.platform.startswith("linux") else None
+# How long one gathering wait lasts before the daemon looks at what has come: a hop
+# that answers a request with a refusal and keeps the connection open (a protocol
+# breach: a refusing hop closes) is then seen this late, never a timeout late; a slow
+# chain pays one wake-up per GATHER_SECONDS more.
+GATHER_SECONDS = 0.02
+
+
+async def recv_exactly_within(sock: socket.socket, n: int, timeout: float,
+                              more: int = 0) -> bytes:
     """recv_exactly within `timeout` seconds (asyncio.TimeoutError after): the bytes
     taken at once when they are there (a pipelined chain's later replies often
-    are), else a wait for readability (wait_ready) and one recv. Selector loops
-    only (every loop on Linux); elsewhere within(recv_exactly()) does it."""
+    are), else a wait for readability (wait_ready) and one recv. With `more` (bytes
+    at least that the replies behind this one will bring), a TCP socket's wait lasts
+    until this reply and those are all in (_gather); nothing is read past n either way.
+    Selector loops only (every loop on Linux); elsewhere within(recv_exactly()) does
+    it."""
     loop = asyncio.get_running_loop()
     if not isinstance(loop, BaseSelectorEventLoop):
         return await within(recv_exactly(sock, n), timeout)
     deadline = loop.time() + timeout
+    gather = more > 0 and _RCVLOWAT is not None
     buf = b""
     while True:
         try:
             chunk = sock.recv(n - len(buf))
         except (BlockingIOError, InterruptedError):
-            await wait_ready(loop, sock, False, deadline)
+            if gather and sock.family in (socket.AF_INET, socket.AF_INET6):
+                gather = await _gather(loop, sock, n - len(buf) + more, deadline)
+            else:
+                await wait_ready(loop, sock, False, deadline)
             continue
         if not chunk:
             raise asyncio.IncompleteReadError(buf, n)
         buf += chunk
         if len(buf) >= n:
             return buf
+
+
+async def _gather(loop: BaseSelectorEventLoop, sock: socket.socket, want: int,
+                  deadline: float) -> bool:
+    """Wait until `want` bytes are queued on sock (or EOF, a reset), for at most
+    GATHER_SECONDS (and never past `deadline`); the socket's SO_RCVLOWAT is set for
+    the wait and put back after it (the program's socket, on handoff). False when the
+    wait ran out: the caller then waits for any byte, as without gathering, and the
+    replies that are there are checked at once."""
+    assert _RCVLOWAT is not None
+    try:
+        before = sock.getsockopt(socket.SOL_SOCKET, _RCVLOWAT)
+        sock.setsockopt(socket.SOL_SOCKET, _RCVLOWAT, want)
+    except OSError:     # a socket without a low-water mark: wait as without gathering
+        return False
+    try:
+        await wait_ready(loop, sock, False, min(deadline, loop.time() + GATHER_SECONDS))
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _RCVLOWAT, before)
+        except OSError:
+            pass        # closed meanwhile (a cancelled negotiation): nothing to restore
+    return True
 
 
 class RawStream:
@@ -110,13 +156,15 @@ class RawStream:
         self.owned = owned
         self._loop = asyncio.get_running_loop()
         self._out = bytearray()
+        self.ahead = 0     # bytes at least that replies behind the next one bring
 
     async def readexactly(self, n: int) -> bytes:
         return await recv_exactly(self.sock, n)
 
     async def read_within(self, n: int, timeout: float) -> bytes:
-        """readexactly within `timeout` (asyncio.TimeoutError after)."""
-        return await recv_exactly_within(self.sock, n, timeout)
+        """readexactly within `timeout` (asyncio.TimeoutError after); `ahead` more
+        bytes are waited for with them when none are there yet (recv_exactly_within)."""
+        return await recv_exactly_within(self.sock, n, timeout, self.ahead)
 
     async def read_until(self, sep: bytes, limit: int) -> bytes:
         """The bytes up to and including the first `sep`, and not one byte after it

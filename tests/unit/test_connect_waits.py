@@ -1,18 +1,43 @@
 """The chain engine's cheap waits (issue 16's daemon CPU per connect): a reply read
-within a timeout with exact reads (sockstream.recv_exactly_within), and hop 1's
-connect, polled briefly before the loop sleeps on it (chains/connect.py)."""
+within a timeout with exact reads (sockstream.recv_exactly_within), a pipelined
+chain's replies waited for together (one wake-up, SO_RCVLOWAT), and hop 1's connect,
+polled briefly before the loop sleeps on it (chains/connect.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
 import socket
+import sys
+import time
+from typing import Awaitable, Callable, TypeVar
 
 import pytest
 
+from socksify import sockstream
 from socksify.chains import connect as dial
+from socksify.chains.hops import _ahead
+from socksify.chains.steps import Message
 from socksify.errors import HopUnreachable
 from socksify.sockstream import recv_exactly_within
+
+T = TypeVar("T")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="SO_RCVLOWAT gathering is Linux's")
+
+
+def over_tcp(body: Callable[[socket.socket, socket.socket], Awaitable[T]]) -> T:
+    """body(ours, theirs) on a loopback TCP connection (SO_RCVLOWAT is TCP's)."""
+    async def main() -> T:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            ours = socket.create_connection(listener.getsockname())
+            theirs, _ = listener.accept()
+            with ours, theirs:
+                ours.setblocking(False)
+                return await body(ours, theirs)
+    return asyncio.run(main())
 
 
 def test_a_reply_is_read_exactly_and_what_follows_stays_queued() -> None:
@@ -111,3 +136,90 @@ def test_a_refused_hop_is_reported_after_the_poll() -> None:
     with pytest.raises(HopUnreachable) as info:
         asyncio.run(main())
     assert info.value.errno == errno.ECONNREFUSED
+
+
+@linux_only
+def test_replies_behind_one_are_waited_for_together(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reply 1 now, reply 2 a little later: the wait ends once both are in (one
+    wake-up), only reply 1 is read, and the socket's SO_RCVLOWAT is its own again."""
+    monkeypatch.setattr(sockstream, "GATHER_SECONDS", 30.0)
+
+    async def body(ours: socket.socket, theirs: socket.socket) -> tuple[bytes, bytes]:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 3)   # the program's
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, theirs.sendall, b"reply 1!")
+        loop.call_later(0.05, theirs.sendall, b"reply 2!")
+        got = await recv_exactly_within(ours, 8, 60.0, more=8)
+        queued = ours.recv(100, socket.MSG_PEEK)
+        assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 3
+        return got, queued
+    assert over_tcp(body) == (b"reply 1!", b"reply 2!")
+
+
+@linux_only
+def test_a_reply_alone_is_looked_at_after_the_gathering_wait() -> None:
+    """A hop that refuses and keeps the connection open: its reply is read after
+    GATHER_SECONDS, not after the timeout."""
+    async def body(ours: socket.socket, theirs: socket.socket) -> tuple[bytes, float]:
+        theirs.sendall(b"refused!")
+        started = time.monotonic()
+        got = await recv_exactly_within(ours, 8, 60.0, more=16)
+        assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+        return got, time.monotonic() - started
+    got, took = over_tcp(body)
+    assert got == b"refused!" and took < 30, took       # never the 60 s timeout
+
+
+@linux_only
+def test_a_close_ends_the_gathering_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply and then EOF (a refusing hop closes): the reply at once, then the EOF."""
+    monkeypatch.setattr(sockstream, "GATHER_SECONDS", 60.0)
+
+    async def body(ours: socket.socket, theirs: socket.socket) -> tuple[bytes, float]:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, theirs.sendall, b"refused!")
+        loop.call_later(0.02, theirs.shutdown, socket.SHUT_WR)
+        started = time.monotonic()
+        got = await recv_exactly_within(ours, 8, 120.0, more=8)
+        took = time.monotonic() - started
+        with pytest.raises(asyncio.IncompleteReadError):
+            await recv_exactly_within(ours, 8, 120.0)
+        return got, took
+    got, took = over_tcp(body)
+    assert got == b"refused!" and took < 30, took
+
+
+@linux_only
+def test_a_socket_without_a_low_water_mark_is_waited_on_as_before(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """setsockopt(SO_RCVLOWAT) refused (an MPTCP socket on an older kernel): the
+    reply is still read when it comes, not turned into an error."""
+    monkeypatch.setattr(sockstream, "GATHER_SECONDS", 30.0)
+
+    class NoLowat(socket.socket):
+        def setsockopt(  # type: ignore[override]
+                self, level: int, opt: int, value: object, *rest: object) -> None:
+            if opt == socket.SO_RCVLOWAT:
+                raise OSError(errno.EOPNOTSUPP, "no")
+            super().setsockopt(level, opt, value, *rest)  # type: ignore[call-overload]
+
+    async def body(ours: socket.socket, theirs: socket.socket) -> bytes:
+        mine = NoLowat(ours.family, ours.type, fileno=ours.detach())
+        with mine:
+            mine.setblocking(False)
+            asyncio.get_running_loop().call_later(0.01, theirs.sendall, b"reply 1!")
+            return await recv_exactly_within(mine, 8, 60.0, more=8)
+    assert over_tcp(body) == b"reply 1!"
+
+
+def test_what_a_batch_waits_for_together() -> None:
+    """CONNECT replies in a row are gathered; a greeting's reply (a refusal that
+    keeps the connection open is normal there) ends the run."""
+    def msg(least: int) -> Message:
+        async def check() -> None:
+            pass
+        return Message(b"", check, None, least=least)  # type: ignore[arg-type]
+    assert _ahead([msg(8), msg(8), msg(8)]) == [16, 8, 0]
+    assert _ahead([msg(8)]) == [0]
+    assert _ahead([msg(0), msg(8), msg(0), msg(8), msg(8)]) == [0, 0, 0, 8, 0]

@@ -71,3 +71,23 @@ def test_socks4a_marker_addresses_cannot_be_sent() -> None:
     with pytest.raises(ValueError, match="SOCKS4a"):
         socks4.ConnectRequest("0.0.0.7", 80).dumps()
     assert socks4.ConnectRequest("0.0.0.0", 80).dumps()[4:8] == bytes(4)
+
+
+def test_the_success_path_agrees_with_the_full_parser() -> None:
+    """is_grant (the chain engine's check of a reply) says yes exactly where
+    Reply.loads() parses a grant; connect_request (cached) is dumps(), errors too."""
+    for vn in range(256):
+        for code in (0, 89, 90, 91, 93, 94, 255):
+            for data in (bytes([vn, code, 0, 80, 10, 0, 0, 1]), bytes([vn, code, 0])):
+                try:
+                    full = socks4.Reply.loads(data).granted
+                except socks4.ProtocolError:
+                    full = False
+                assert socks4.is_grant(data) == full, data
+    assert socks4.connect_request("10.0.0.2", 1082, "u") == \
+        socks4.ConnectRequest("10.0.0.2", 1082, "u").dumps()
+    assert socks4.connect_request("example.org", 80) == \
+        socks4.ConnectRequest("example.org", 80).dumps()
+    for bad in (("::1", 80), ("10.0.0.2", 70000), ("0.0.0.7", 80)):
+        with pytest.raises(ValueError):
+            socks4.connect_request(*bad)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Callable
 
 from ..errors import ChainError, Unsupported
 from ..protocol import socks5, socks5udp
@@ -32,17 +33,18 @@ def target_addr(host: str) -> str:
     return str(addr)
 
 
-def _check_carriable(asker: Proxy, host: str, what: str) -> None:
-    """Raise Unsupported (ENETUNREACH) if `asker` cannot be asked for host."""
+def _check_carriable(asker: Proxy, host: str, what: Callable[[], str]) -> None:
+    """Raise Unsupported (ENETUNREACH) if `asker` cannot be asked for host; `what()`
+    names it in the error (formatted only then: this runs per hop per connect)."""
     parsed = parse_address(host)
     if parsed is None:
         if not asker.carries_names:
-            raise Unsupported(f"{asker} cannot be asked for the host name {what} "
+            raise Unsupported(f"{asker} cannot be asked for the host name {what()} "
                               "(SOCKS4 carries only IPv4 addresses; use socks4a:// "
                               "or socks5://)") from None
         return
     if parsed.version == 6 and not asker.carries_ipv6:
-        raise Unsupported(f"{what} is IPv6 and {asker} ({asker.scheme}) carries only "
+        raise Unsupported(f"{what()} is IPv6 and {asker} ({asker.scheme}) carries only "
                           "IPv4")
 
 
@@ -57,7 +59,7 @@ async def final_target(route: tuple[Proxy, ...], host: str, port: int, dns: str)
         raise Unsupported(f"the last hop {last} cannot carry the host name {host} "
                           "(SOCKS4): use a socks4a:// or socks5:// last hop, or set "
                           'dns = "local" to resolve names here')
-    _check_carriable(last, host, f"{host}:{port}")
+    _check_carriable(last, host, lambda: f"{host}:{port}")
     return host
 
 
@@ -163,7 +165,9 @@ async def negotiate(stream: RawStream, route: tuple[Proxy, ...],
     for i in range(begin, end):
         if i + 1 < len(route):
             nxt = route[i + 1]
-            want = await _hop_address(route[i], nxt, i + 1)
+            want = _known_address(route[i], nxt)
+            if want is None:
+                want = await _hop_address(route[i], nxt, i + 1)
             if parse_address(want) is None:
                 log.info("[%s] hop %d %s: name %s carried by hop %d (resolved there, "
                          "not here)", conn, i + 2, nxt, want, i + 1)
@@ -217,23 +221,40 @@ class _Run:
         batch, self.pending = self.pending, []
         if not batch:
             return
-        if len(batch) > 1:
+        if len(batch) > 1 and log.isEnabledFor(logging.DEBUG):
             log.debug("[%s] %d messages at once, to hops %s", self.conn, len(batch),
                       ",".join(str(m.step.index + 1) for m in batch))
         n = 0
+        stream = self.stream
         try:
             try:
-                await self.stream.drain()
+                await stream.drain()
             except OSError as exc:
                 raise batch[0].step.unsent(exc) from None
-            for n, msg in enumerate(batch):
+            for n, (msg, ahead) in enumerate(zip(batch, _ahead(batch))):
+                stream.ahead = ahead
                 await msg.check()
         except ChainError as exc:
             who = suspects(batch, n, self.early) if batch[n].step.broke else []
             if self.pipelined and who:
                 raise EarlyDataSuspect(exc, who) from None
             raise
+        finally:
+            stream.ahead = 0
         self.carried += [m.step.hop for m in batch[:-1] if m.step.hop not in self.carried]
+
+
+def _ahead(batch: list[Message]) -> list[int]:
+    """Per message of a batch sent at once, the bytes at least that the replies right
+    behind its own bring, when its reply and theirs may be waited for together
+    (Message.least): one wake-up for a pipelined chain's CONNECT replies, not one
+    each."""
+    out, behind = [], 0
+    for msg in reversed(batch):
+        out.append(behind if msg.least else 0)
+        behind = behind + msg.least if msg.least else 0
+    out.reverse()
+    return out
 
 
 async def associate(stream: RawStream, route: tuple[Proxy, ...], index: int, host: str,
@@ -254,12 +275,21 @@ async def associate(stream: RawStream, route: tuple[Proxy, ...], index: int, hos
     return step.reply
 
 
+def _known_address(asker: Proxy, hop: Proxy) -> str | None:
+    """_hop_address without a wait, when nothing is to be resolved here (an address,
+    or a name the asker carries); None otherwise."""
+    if parse_address(hop.host) is not None:
+        _check_carriable(asker, hop.host, lambda: f"hop {hop}")
+        return hop.host
+    return hop.host if asker.carries_names else None
+
+
 async def _hop_address(asker: Proxy, hop: Proxy, index: int) -> str:
     """The address to ask `asker` for, to reach `hop` (route[index]): its name if the
     asker carries names, else its IPv4 address (resolved here: it is a proxy, not the
     target)."""
     if parse_address(hop.host) is not None:
-        _check_carriable(asker, hop.host, f"hop {hop}")
+        _check_carriable(asker, hop.host, lambda: f"hop {hop}")
         return hop.host
     if asker.carries_names:
         return hop.host

@@ -45,6 +45,10 @@ class Message:
     check: Callable[[], Awaitable[None]]
     step: Step
     barrier: bool = False      # what follows depends on this reply
+    # the fewest bytes its reply can be, for a reply that may be waited for together
+    # with the replies before it (a CONNECT's: a hop that refuses one closes the
+    # connection, which wakes the daemon at once); 0: each such wait ends at it
+    least: int = 0
 
 
 @dataclass
@@ -184,12 +188,18 @@ class Step:
     # --- SOCKS4 / 4a -----------------------------------------------------------------
 
     def _socks4(self) -> Iterator[Message]:
-        yield Message(self.encode(socks4.ConnectRequest(self.host, self.port,
-                                                        self.hop.user)),
-                      self._socks4_reply, self)
+        try:        # the same few requests on every connect: encoded once
+            data = socks4.connect_request(self.host, self.port, self.hop.user)
+        except ValueError:
+            data = self.encode(socks4.ConnectRequest(self.host, self.port,
+                                                     self.hop.user))   # raises
+        yield Message(data, self._socks4_reply, self, least=socks4.REPLY_SIZE)
 
     async def _socks4_reply(self) -> None:
         data = await self.read(socks4.REPLY_SIZE)
+        if socks4.is_grant(data):       # else parsed in full, for the error
+            self.granted()
+            return
         try:
             reply = socks4.Reply.loads(data)
         except socks4.ProtocolError as exc:

@@ -35,6 +35,8 @@ class ReplyCode(enum.IntEnum):
         return _DESCRIPTIONS[self]
 
 
+_GRANTED = int(ReplyCode.GRANTED)
+
 _DESCRIPTIONS = {
     ReplyCode.GRANTED: "request granted",
     ReplyCode.REJECTED: "request rejected or failed",
@@ -72,6 +74,20 @@ class ConnectRequest:
             raise ValueError(f"{self.host} cannot be sent in SOCKS4: 0.0.0.x means "
                              "SOCKS4a")
         return head + packed + _field(self.userid, "user id")
+
+
+@functools.lru_cache(maxsize=1024)
+def connect_request(host: str, port: int, userid: str = "") -> bytes:
+    """ConnectRequest(host, port, userid).dumps(), cached: a chain sends its hops the
+    same few requests on every connection (ValueError, not cached, as dumps())."""
+    return ConnectRequest(host, port, userid).dumps()
+
+
+def is_grant(data: bytes) -> bool:
+    """Whether data is a well-formed reply granting the request: what Reply.loads()
+    would accept with code 90, without building it (the success path)."""
+    return len(data) == REPLY_SIZE and data[0] in (0, VERSION) \
+        and data[1] == _GRANTED
 
 
 @functools.lru_cache(maxsize=1024)
