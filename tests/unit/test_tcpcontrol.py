@@ -167,3 +167,23 @@ def test_windows_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     assert client.control_file(paths, {"SOCKSIFY_CONTROL_FILE": "/x/c"}) == Path("/x/c")
     assert Paths.from_env({"SOCKSIFY_RUNTIME_DIR": "/r"}).pidfile == Path("/r/socksifyd.pid")
     assert client.daemon_command()[1] == "-c"   # an embeddable Python ignores PYTHONPATH
+
+
+# What Windows' socket module lacks of Linux's (ancillary data, peer credentials).
+# The Windows daemon imports the same listener modules as Linux's; a module-level use
+# of one of these stopped it at start-up under Wine (stop 25's CMSG_LEN), which only
+# the slow Wine lane saw.
+_NOT_ON_WINDOWS = ("CMSG_LEN", "CMSG_SPACE", "SCM_RIGHTS", "SCM_CREDENTIALS",
+                   "SO_PEERCRED", "SO_PASSCRED", "MSG_CMSG_CLOEXEC")
+
+
+@pytest.mark.parametrize("module", ["socksify.service", "socksify.daemon",
+                                    "socksify.cli", "socksify.winlaunch"])
+def test_windows_entry_points_import_without_unix_socket_names(module: str) -> None:
+    code = ("import importlib, socket, sys\n"
+            f"for name in {_NOT_ON_WINDOWS!r}:\n"
+            "    if hasattr(socket, name): delattr(socket, name)\n"
+            f"importlib.import_module({module!r})\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr

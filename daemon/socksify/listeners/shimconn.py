@@ -24,8 +24,11 @@ log = logging.getLogger("socksify.control")
 SHIM_IDLE_TIMEOUT = 120.0
 
 # a request, with room for two descriptors: one more than any request carries, so
-# that a request carrying more is seen (and refused), not cut to one by the kernel
-_ANCILLARY = socket.CMSG_LEN(2 * array.array("i").itemsize)
+# that a request carrying more is seen (and refused), not cut to one by the kernel.
+# Windows' socket module has no CMSG_LEN; shim connections are Unix sockets only,
+# but this module is imported there too (listeners/control.py).
+_ANCILLARY = (socket.CMSG_LEN(2 * array.array("i").itemsize)
+              if hasattr(socket, "CMSG_LEN") else 0)
 
 
 class Host(Protocol):
