@@ -239,6 +239,13 @@ class Session:
                 except ssl.SSLEOFError:
                     raise ConnectionResetError(errno.ECONNRESET, "the TLS session was "
                                                "cut without close_notify") from None
+                if not data and not more:
+                    # the socket's EOF was fed with no close_notify before it: a
+                    # truncation. (Python 3.11.2, Debian 12's, reads it as b"" where
+                    # later versions raise SSLEOFError.) A close_notify is always
+                    # read before that EOF: each fill is drained to SSLWantReadError.
+                    raise ConnectionResetError(errno.ECONNRESET, "the TLS session was "
+                                               "cut without close_notify")
                 if not data:                       # close_notify: the far side's FIN
                     await self.flush()
                     outer.shutdown(socket.SHUT_WR)
