@@ -77,7 +77,7 @@ def test_handed_off_download_is_listed_live(lab: lablib.Lab, sk, tmp_path: Path)
     out = tmp_path / "big.bin"
     with lab.small_client_buffers():
         bg = sk.spawn(curl(out, lab.url("big.bin", marker("live")), "--limit-rate",
-                           "2M"), preload=True)
+                           "1M"), preload=True)
 
         def flowing() -> bool:
             assert bg.running(), f"curl ended early\n{bg.result().describe()}"
@@ -85,12 +85,18 @@ def test_handed_off_download_is_listed_live(lab: lablib.Lab, sk, tmp_path: Path)
         lablib.wait_until(flowing, 20, "the handed-off transfer to show bytes")
         first = handed_rows(sk)
         # curl's --limit-rate may burst ahead on a busy machine, then pause for more
-        # than a second to get back to its average: wait (bounded) for growth
+        # than a second to get back to its average: wait (bounded) for growth. (At
+        # 2M, nominally 8 s, one CI run saw curl done in 4.9 s before a second
+        # sample grew: 1M leaves twice the room.) Each sample is kept for the message.
         grown: list[list[dict]] = []
+        samples: list[list[tuple[int, str]]] = []
 
         def growing() -> bool:
-            assert bg.running(), f"curl ended before its bytes grew\n{bg.result().describe()}"
+            assert bg.running(), (f"curl ended before its bytes grew; first {first}, "
+                                  f"then (down, state) {samples}\n"
+                                  f"{bg.result().describe()}")
             rows = handed_rows(sk)
+            samples.append([(r["down"], r["state"]) for r in rows])
             if rows and first and rows[0]["down"] > first[0]["down"]:
                 grown.append(rows)
             return bool(grown)
