@@ -126,8 +126,22 @@ def test_half_close_is_carried_both_ways(cert: tuple[Path, Path]) -> None:
         lst.close()
 
 
-def test_cut_session_is_a_reset_not_an_eof(cert: tuple[Path, Path]) -> None:
-    """A TCP FIN with no close_notify (a truncation) must not look like the end."""
+@pytest.mark.parametrize("reads", ["as this Python reads it", "as Python 3.11.2 does"])
+def test_cut_session_is_a_reset_not_an_eof(cert: tuple[Path, Path], reads: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TCP FIN with no close_notify (a truncation) must not look like the end,
+    whether the session raises SSLEOFError for it (3.11.7) or reads b"" (3.11.2,
+    Debian 12's python3)."""
+    if reads != "as this Python reads it":
+        real = ssl.SSLObject.read
+
+        def read_eof_as_empty(self: ssl.SSLObject, *args: object) -> object:
+            try:
+                return real(self, *args)  # type: ignore[arg-type]
+            except ssl.SSLEOFError:
+                return b""
+        monkeypatch.setattr(ssl.SSLObject, "read", read_eof_as_empty)
+
     def behave(tls: ssl.SSLSocket) -> None:
         tls.sendall(b"partial")
         socket.socket.shutdown(tls, socket.SHUT_RDWR)
