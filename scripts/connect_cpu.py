@@ -37,7 +37,7 @@ def sample(pid: int) -> tuple[float, float, int]:
     """(CPU seconds, user share of it, context switches) of pid so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks_user, ticks_sys = int(fields[11]), int(fields[12])
-    ran = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    ran = profile_connect.cpu_seconds(pid)
     switches = sum(int(line.split()[1]) for line in
                    Path(f"/proc/{pid}/status").read_text().splitlines()
                    if "ctxt_switches" in line)

@@ -45,10 +45,6 @@ action = "chain:out"
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,12 +82,12 @@ def main() -> int:
         results: dict[Path, list[tuple[float, float]]] = {v: [] for v in args.venvs}
         for r in range(args.rounds):
             for venv, env, proc in (daemons if r % 2 == 0 else daemons[::-1]):
-                cpu0 = cpu_seconds(proc.pid)
+                cpu0 = profile_connect.cpu_seconds(proc.pid)
                 res = subprocess.run([str(venv / "bin" / "socksify"), "-q", "-c",
                                       str(policy), "--", python, str(blocked),
                                       str(args.requests)], env=env, capture_output=True,
                                      text=True, timeout=600)
-                cpu1 = cpu_seconds(proc.pid)
+                cpu1 = profile_connect.cpu_seconds(proc.pid)
                 if res.returncode != 0:
                     raise SystemExit(f"{venv}: {res.stderr}")
                 times = json.loads(res.stdout.strip().splitlines()[-1])["times"]

@@ -113,8 +113,9 @@ print(json.dumps({"times": out, "cpu": cpu() - c0}))
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time pid has run so far (/proc/PID/schedstat: ns, not /proc/PID/stat's
+    ticks); connect_cpu.py and control_cpu.py read it too."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
 def main() -> int:
