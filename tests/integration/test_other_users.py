@@ -88,8 +88,8 @@ class Users:
 def users(lab: lablib.Lab) -> Iterator[Users]:
     differs = userslib.system_python_differs()
     if differs:
-        pytest.skip(f"the other users' programs run under {userslib.SYSTEM_PY}: "
-                    f"{differs}")
+        skip_or_fail(f"the other users' programs run under {userslib.SYSTEM_PY}: "
+                     f"{differs}")
     for tool in ("useradd", "userdel", "setpriv", "prlimit", "curl"):
         if shutil.which(tool) is None:
             skip_or_fail(f"{tool} is missing: the test runs real users' programs")
