@@ -373,9 +373,7 @@ class Router:
         and how long it took. Nothing is formatted that nobody reads (the level off,
         no session asking)."""
         level = logging.INFO if ok else logging.WARNING
-        session = conn.session
-        tell = session is not None and not session.quiet and (
-            not ok or session.verbose) and not session.writer.is_closing()
+        tell = connlog.tells(conn.session, ok)
         if not ok:      # events: built only when someone follows them
             self.events.emit("refuse", conn, error=result)
         elif result.endswith("direct"):          # the program connects by itself

@@ -164,7 +164,7 @@ class Control:
         not taken are closed after each request (`fds` is emptied in place)."""
         app = self.router.procs.identify(pid, uid) if self.router.allows(uid) else None
         while True:
-            if not await self._one(conn, data, fds, pid, uid, app):
+            if not await self.answer_one(conn, data, fds, pid, uid, app):
                 return
             while fds:
                 os.close(fds.pop())
@@ -183,12 +183,8 @@ class Control:
     def identify(self, pid: int, uid: int) -> AppInfo:
         return self.router.procs.identify(pid, uid)
 
-    def answer_one(self, conn: socket.socket, data: bytes, fds: list[int], pid: int,
-                   uid: int, app: AppInfo | None) -> Awaitable[bool]:
-        return self._one(conn, data, fds, pid, uid, app)
-
-    async def _one(self, conn: socket.socket, data: bytes, fds: list[int], pid: int,
-                   uid: int, app: AppInfo | None) -> bool:
+    async def answer_one(self, conn: socket.socket, data: bytes, fds: list[int],
+                         pid: int, uid: int, app: AppInfo | None) -> bool:
         """Answer one shim request; False if the connection must close after it."""
         loop = asyncio.get_running_loop()
         if len(data) < len(wire.MAGIC):
