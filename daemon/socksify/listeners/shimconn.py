@@ -5,7 +5,6 @@ answer eagerly (core/eager.py) and keeps the connection's timer."""
 
 from __future__ import annotations
 
-import array
 import asyncio
 import logging
 import os
@@ -23,12 +22,10 @@ log = logging.getLogger("socksify.control")
 # shim finds it closed before its next request and opens another (docs/wire.md).
 SHIM_IDLE_TIMEOUT = 120.0
 
-# a request, with room for two descriptors: one more than any request carries, so
-# that a request carrying more is seen (and refused), not cut to one by the kernel.
-# Windows' socket module has no CMSG_LEN; shim connections are Unix sockets only,
-# but this module is imported there too (listeners/control.py).
-_ANCILLARY = (socket.CMSG_LEN(2 * array.array("i").itemsize)
-              if hasattr(socket, "CMSG_LEN") else 0)
+# A request is read with room for two descriptors: one more than any request
+# carries, so that a request carrying more is seen (and refused), not cut to one by
+# the kernel.
+_MAX_FDS = 2
 
 
 class Host(Protocol):
@@ -84,9 +81,8 @@ class ShimConnection:
 
     def _readable(self) -> None:
         try:
-            data, ancillary, _, _ = self.conn.recvmsg(wire.REQUEST_SIZE, _ANCILLARY,
-                                                      socket.MSG_CMSG_CLOEXEC)
-            fds = _descriptors(ancillary) if ancillary else []
+            data, fds, _, _ = socket.recv_fds(self.conn, wire.REQUEST_SIZE, _MAX_FDS,
+                                              socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -173,11 +169,3 @@ class ShimConnection:
         self._release()
         self.conn.close()
 
-
-def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
-    """The descriptors in recvmsg()'s ancillary data (as socket.recv_fds reads them)."""
-    fds = array.array("i")
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-    return list(fds)
