@@ -20,9 +20,11 @@ T = TypeVar("T")
 
 
 async def within(aw: Awaitable[T], timeout: float) -> T:
-    """asyncio.wait_for without its extra task where asyncio.timeout exists (3.11+):
-    the chain engine awaits one of these per hop reply."""
-    if sys.version_info >= (3, 11):
+    """aw within `timeout` seconds (asyncio.TimeoutError after): asyncio.timeout()
+    inside a Task (3.11+: no extra task), else asyncio.wait_for, which needs no
+    current Task: a request's eager step (core/eager.py) may call this before its
+    first wait."""
+    if sys.version_info >= (3, 11) and asyncio.current_task() is not None:
         async with asyncio.timeout(timeout):
             return await aw
     return await asyncio.wait_for(aw, timeout)

@@ -10,11 +10,14 @@ very future the coroutine yielded, so its wake-up, cancellation (the future
 cancelled, CancelledError thrown in) and any exception reach the coroutine as if it
 had been the Task's own from the start (`yield from`, with the first step done).
 
-Code that needs a current Task (asyncio.timeout(), and so sockstream.within(); the
-chain engine) must not run in the eager step, where there is none: it awaits
-`in_task()` first, which yields once when there is no current Task (so the rest runs
-in the Task) and is free inside one. This module needs a running loop and nothing
-else; Python 3.12's eager tasks do the same with a Task made up front.
+A chain runs eagerly too, up to its first wait (hop 1's reply): the Task is made
+while the hop works on the request, not between the decision and hop 1's connect.
+Code that needs a current Task (asyncio.timeout(), asyncio.current_task()) must not
+run in the eager step, where there is none: it awaits `in_task()` first, which
+yields once when there is no current Task (so the rest runs in the Task) and is free
+inside one; sockstream.within() needs none (it falls back to asyncio.wait_for). This
+module needs a running loop and nothing else; Python 3.12's eager tasks do the same
+with a Task made up front.
 """
 
 from __future__ import annotations

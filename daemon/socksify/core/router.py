@@ -204,7 +204,8 @@ class Router:
         be put in its place (SWAP, the socket to send back); else, or when the chain
         says relay, the program attaches to the relay with the token (RELAY).
         `after`: where its log line waits for the reply to be sent (None: written at
-        once). A decision alone never waits: it may run eagerly (core/eager.py)."""
+        once). It runs eagerly (core/eager.py) until it first waits: a decision
+        never does; a chain usually first waits for hop 1's reply."""
         conn = self.new_connection(app or self.procs.identify(pid, uid), request.addr,
                                    request.port)
         conn.log_later = after
@@ -262,7 +263,6 @@ class Router:
             if action.kind == "direct" and not isolated and conn.host is None:
                 self._event(conn, "direct", ok=True)
                 return self._direct(), None
-            await in_task()      # the chain engine needs one (timeouts)
             if app_sock is not None and not isolated and (
                     action.chain is None or action.chain.data_path == "handoff"):
                 try:
