@@ -8,10 +8,12 @@ rounds (the order flips every round), and prints per run and as medians: the
 daemon's CPU per connect (/proc/PID/schedstat, split into user and system by
 /proc/PID/stat's ticks), its context switches per connect and the client's p50.
 With --control N, also N connects the policy blocks (the shim-daemon round trip
-without the network). Needs root and the lab's prerequisites.
+without the network); with --socks5, the same danted hops are spoken to as SOCKS5
+(greeting and CONNECT per hop). Needs root and the lab's prerequisites.
 
     sudo python3 scripts/connect_cpu.py /work/venv-a /work/venv-b [--rounds 6]
                                         [--connections 400] [--hops 1,3] [--control 0]
+                                        [--socks5]
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=400)
     ap.add_argument("--hops", default="1,3")
     ap.add_argument("--control", type=int, default=0, metavar="N")
+    ap.add_argument("--socks5", action="store_true",
+                    help="speak SOCKS5 to the hops (they take both)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="skcpu-"))
     client, blocked = work / "client.py", work / "blocked.py"
@@ -75,7 +79,8 @@ def main() -> int:
         return res.stdout.strip().splitlines()[-1]
 
     def latency(venv: Path, env: dict[str, str], hops: int, n: int) -> list[float]:
-        via = [a for h in lab.hops[:hops] for a in ("--via", h.url)]
+        via = [a for h in lab.hops[:hops] for a in
+               ("--via", h.url.replace("socks4://", "socks5://") if args.socks5 else h.url)]
         out = run(venv, env, [*via, "--", sys.executable, str(client), "latency",
                               lab.far_ip, str(far.port), str(n)])
         return json.loads(out)["latency"]  # type: ignore[no-any-return]

@@ -163,10 +163,13 @@ class RawStream:
     async def readexactly(self, n: int) -> bytes:
         return await recv_exactly(self.sock, n)
 
-    async def read_within(self, n: int, timeout: float) -> bytes:
-        """readexactly within `timeout` (asyncio.TimeoutError after); `ahead` more
-        bytes are waited for with them when none are there yet (recv_exactly_within)."""
-        return await recv_exactly_within(self.sock, n, timeout, self.ahead)
+    async def read_within(self, n: int, timeout: float, rest: int = 0) -> bytes:
+        """readexactly within `timeout` (asyncio.TimeoutError after); when replies
+        are behind this one (`ahead`), their bytes and `rest` (the bytes at least
+        that this reply brings after these n: a SOCKS5 reply read head first) are
+        waited for with them when none are there yet (recv_exactly_within)."""
+        more = self.ahead + rest if self.ahead else 0
+        return await recv_exactly_within(self.sock, n, timeout, more)
 
     async def read_until(self, sep: bytes, limit: int) -> bytes:
         """The bytes up to and including the first `sep`, and not one byte after it

@@ -19,6 +19,7 @@ from socksify.chains import connect as dial
 from socksify.chains.hops import _ahead
 from socksify.chains.steps import Message
 from socksify.errors import HopUnreachable
+from socksify.protocol import socks5
 from socksify.sockstream import recv_exactly_within
 
 T = TypeVar("T")
@@ -215,11 +216,59 @@ def test_a_socket_without_a_low_water_mark_is_waited_on_as_before(
 
 def test_what_a_batch_waits_for_together() -> None:
     """CONNECT replies in a row are gathered; a greeting's reply (a refusal that
-    keeps the connection open is normal there) ends the run."""
-    def msg(least: int) -> Message:
+    keeps the connection open is normal there) is gathered with the CONNECT reply
+    before it but ends the run: nothing behind it is waited for with it."""
+    def msg(least: int, last: bool = False) -> Message:
         async def check() -> None:
             pass
-        return Message(b"", check, None, least=least)  # type: ignore[arg-type]
+        return Message(b"", check, None, least=least,  # type: ignore[arg-type]
+                       last=last)
     assert _ahead([msg(8), msg(8), msg(8)]) == [16, 8, 0]
     assert _ahead([msg(8)]) == [0]
     assert _ahead([msg(0), msg(8), msg(0), msg(8), msg(8)]) == [0, 0, 0, 8, 0]
+    # three SOCKS5 hops: greeting, CONNECT, each; a CONNECT reply with the next greeting's
+    greet, connect = (2, True), (10, False)
+    assert _ahead([msg(*greet), msg(*connect)] * 3) == [0, 2, 0, 2, 0, 0]
+    # SOCKS4 to SOCKS5: the SOCKS4 reply with the greeting's, not the CONNECT's behind it
+    assert _ahead([msg(8), msg(*greet), msg(*connect)]) == [2, 0, 0]
+    # SOCKS5 to SOCKS4: the SOCKS5 CONNECT reply with the SOCKS4 one
+    assert _ahead([msg(*greet), msg(*connect), msg(8)]) == [0, 8, 0]
+
+
+@linux_only
+def test_a_socks5_reply_read_head_first_is_waited_for_whole_with_those_behind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SOCKS5 CONNECT reply (10 bytes, read as a 5-byte head and the rest) with a
+    greeting reply (2 bytes) behind it: the head's wait lasts until all 12 are in,
+    not until the reply alone (which is more than head + greeting) is."""
+    monkeypatch.setattr(sockstream, "GATHER_SECONDS", 30.0)
+    reply = b"\x05\x00\x00\x01\x0a\x00\x00\x01\x04\x38"
+
+    async def body(ours: socket.socket, theirs: socket.socket) -> tuple[bytes, bytes]:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, theirs.sendall, reply)
+        loop.call_later(0.2, theirs.sendall, b"\x05\x00")
+        stream = sockstream.RawStream(ours, owned=False)
+        stream.ahead = 2
+        head = await stream.read_within(5, 60.0, rest=5)
+        return head, ours.recv(100, socket.MSG_PEEK)
+    assert over_tcp(body) == (reply[:5], reply[5:] + b"\x05\x00")
+
+
+@linux_only
+def test_a_socks5_reply_shorter_than_usual_is_still_read_exactly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 7-byte reply (an empty name as its bound address) and a greeting reply: 9
+    bytes, short of the 12 the head's wait counts on. Looked at once that wait runs
+    out (GATHER_SECONDS), and read exactly: nothing lost, nothing read ahead."""
+    monkeypatch.setattr(sockstream, "GATHER_SECONDS", 0.05)
+    reply = b"\x05\x00\x00\x03\x00\x01\xbb"
+
+    async def body(ours: socket.socket, theirs: socket.socket) -> tuple[bytes, bytes]:
+        theirs.sendall(reply + b"\x05\x00")
+        stream = sockstream.RawStream(ours, owned=False)
+        stream.ahead = 2
+        head = await stream.read_within(5, 60.0, rest=5)
+        rest = await stream.read_within(socks5.Reply.rest_size(head), 60.0)
+        return head + rest, ours.recv(100)
+    assert over_tcp(body) == (reply, b"\x05\x00")

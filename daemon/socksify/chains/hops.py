@@ -247,12 +247,18 @@ class _Run:
 def _ahead(batch: list[Message]) -> list[int]:
     """Per message of a batch sent at once, the bytes at least that the replies right
     behind its own bring, when its reply and theirs may be waited for together
-    (Message.least): one wake-up for a pipelined chain's CONNECT replies, not one
-    each."""
+    (Message.least, Message.last): one wake-up for a pipelined chain's CONNECT
+    replies, not one each, and a SOCKS5 CONNECT reply's with the next hop's greeting
+    reply."""
     out, behind = [], 0
     for msg in reversed(batch):
-        out.append(behind if msg.least else 0)
-        behind = behind + msg.least if msg.least else 0
+        out.append(behind if msg.least and not msg.last else 0)
+        if not msg.least:
+            behind = 0
+        elif msg.last:              # the run behind it may never come
+            behind = msg.least
+        else:
+            behind += msg.least
     out.reverse()
     return out
 

@@ -49,6 +49,10 @@ class Message:
     # with the replies before it (a CONNECT's: a hop that refuses one closes the
     # connection, which wakes the daemon at once); 0: each such wait ends at it
     least: int = 0
+    # a reply the hop may send and then keep the connection open with nothing more
+    # (a SOCKS5 greeting refused with 0xFF): waited for together with the replies
+    # before it, never with those behind it
+    last: bool = False
 
 
 @dataclass
@@ -111,15 +115,16 @@ class Step:
                               err=exc.errno or errno.ECONNRESET)
 
     async def read(self, size: int, during: str | None = None,
-                   request: bool = True) -> bytes:
+                   request: bool = True, rest: int = 0) -> bytes:
         """Read a reply. While waiting for a CONNECT reply (request=True), a hop that
         closes or resets has failed that request, and the failure is blamed where a
         refusal would be: danted, for one, sends SOCKS5 'connection refused' and resets
         at once, and asyncio reports the reset before the bytes that preceded it.
         Before that (greeting, authentication), the hop itself is at fault. `during`
-        names what was asked (None: this step's CONNECT, named only if it fails)."""
+        names what was asked (None: this step's CONNECT, named only if it fails);
+        `rest`: the bytes at least that the reply brings after these (RawStream)."""
         try:
-            return await self.stream.read_within(size, self.timeout)
+            return await self.stream.read_within(size, self.timeout, rest)
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
             raise self._unread(exc, during or f"{self.verb} {self.what}",
                                self.blame if request else self.index) from None
@@ -225,14 +230,15 @@ class Step:
         else:
             self.offered = (socks5.METHOD_NO_AUTH,)
         yield Message(socks5.Greeting(self.offered).dumps(), self._choice, self,
-                      barrier=len(self.offered) > 1)
+                      barrier=len(self.offered) > 1, least=socks5.MethodChoice.SIZE,
+                      last=True)
         if self.offered == (socks5.METHOD_USERPASS,) or \
                 self.method == socks5.METHOD_USERPASS:
             yield Message(socks5.UserPassAuth(user, password).dumps(),
                           self._auth_reply, self)
         yield Message(self.encode(socks5.ConnectRequest(self.host, self.port,
                                                         self.command)),
-                      self._socks5_reply, self)
+                      self._socks5_reply, self, least=socks5.Reply.usual_size)
 
     async def _choice(self) -> None:
         try:
@@ -261,7 +267,8 @@ class Step:
 
     async def _socks5_reply(self) -> None:
         try:
-            head = await self.read(socks5.Reply.head_size)
+            head = await self.read(socks5.Reply.head_size, rest=socks5.Reply.usual_size
+                                   - socks5.Reply.head_size)
             rest = await self.read(socks5.Reply.rest_size(head))
             reply = socks5.Reply.loads(head + rest)
         except socks5.ProtocolError as exc:

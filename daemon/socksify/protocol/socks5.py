@@ -149,6 +149,12 @@ class Reply:
     port: int
 
     head_size = 5   # VER REP RSV ATYP + first address byte (the length, for names)
+    # What a reply usually is: an IPv4 bound address, which the servers at hand send
+    # (danted, OpenSSH's ssh -D, Tor). A pipelined chain waits for one together with
+    # the replies behind it counting on this many (chains/hops.py); a shorter one (a
+    # name of under three characters as its bound address) only ends that wait
+    # later (sockstream.GATHER_SECONDS): it is still read exactly.
+    usual_size = 10
 
     @staticmethod
     def rest_size(head: bytes) -> int:
