@@ -18,7 +18,9 @@ hops, far zone), then runs the same Python client under each contender:
 
 and prints, with socksify's figures as ratios to proxychains4's:
 
-  - connect + first-byte latency, p50 and p99 over sequential connections, 1 and 3 hops
+  - connect + first-byte latency, p50 and p99 over sequential connections, 1 and 3 hops,
+    taken in interleaved rounds (every contender in turn, the order rotating), so that
+    a shared machine's slow minutes fall on all of them alike
   - throughput of one large transfer through 3 hops
   - 1,000 connections held open at once through 3 hops with data moving on every one
     (each echoed and compared), and the daemon's RSS and descriptors per connection
@@ -32,8 +34,8 @@ and prints, with socksify's figures as ratios to proxychains4's:
 
 Needs root, dante-server, proxychains4 and socksify installed.
 
-    sudo python3 scripts/bench.py [--connections 300] [--bulk-mib 512]
-                                  [--concurrent 1000] [--churn 20000]
+    sudo python3 scripts/bench.py [--connections 300] [--latency-rounds 5]
+                                  [--bulk-mib 512] [--concurrent 1000] [--churn 20000]
     sudo python3 scripts/bench.py --wan [--wan-delay-ms 10] [--wan-connections 40]
     sudo python3 scripts/bench.py --udp [--udp-runs 5] [--udp-rate 1000]
 """
@@ -260,7 +262,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--connections", type=int, default=300,
-                    help="sequential connections per latency run (default 300)")
+                    help="sequential connections per contender for latency "
+                    "(default 300)")
+    ap.add_argument("--latency-rounds", type=int, default=5,
+                    help="split them into this many rounds, every contender in turn "
+                    "(default 5)")
     ap.add_argument("--bulk-mib", type=int, default=512,
                     help="MiB per throughput run (default 512; 0 skips)")
     ap.add_argument("--bulk-runs", type=int, default=3,
@@ -372,16 +378,25 @@ def main() -> int:
             keep = {w.strip() for w in args.only.split(",")}
             contenders = {w: c for w, c in contenders.items() if w in keep}
             floors = {w: c for w, c in floors.items() if w in keep}
+        rounds = max(1, min(args.latency_rounds, args.connections))
+        say(f"latency: {args.connections} connections per contender, in {rounds} "
+            "interleaved round(s)")
+        everyone = {**contenders, **floors}
         for hops in (1, 3):
-            for way, (ns, prefix) in [*contenders.items(), *floors.items()]:
-                if way == "direct" and hops == 3:
-                    continue
-                mode = {"in-process": "inproc", "ideal prebuilt": "ideal"}.get(
-                    way, "latency")
-                hop_list = ",".join(f"{h.host}:{h.port}" for h in lab.hops[:hops])
-                lat = run(ns, prefix(hops), mode, lab.far_ip, fb.port,
-                          args.connections, hop_list)["latency"]
-                assert isinstance(lat, list)
+            ways = [w for w in everyone if not (w == "direct" and hops == 3)]
+            samples: dict[str, list[float]] = {w: [] for w in ways}
+            hop_list = ",".join(f"{h.host}:{h.port}" for h in lab.hops[:hops])
+            for r in range(rounds):
+                count = args.connections // rounds + (r < args.connections % rounds)
+                for way in ways[r % len(ways):] + ways[:r % len(ways)]:
+                    ns, prefix = everyone[way]
+                    mode = {"in-process": "inproc", "ideal prebuilt": "ideal"}.get(
+                        way, "latency")
+                    lat = run(ns, prefix(hops), mode, lab.far_ip, fb.port, count,
+                              hop_list)["latency"]
+                    assert isinstance(lat, list)
+                    samples[way] += lat
+            for way, lat in samples.items():
                 results.setdefault(f"latency {hops} hop p50 (ms)", {})[way] = \
                     statistics.median(lat) * 1000
                 results.setdefault(f"latency {hops} hop p99 (ms)", {})[way] = \
