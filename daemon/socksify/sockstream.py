@@ -11,10 +11,11 @@ chain engine needs (write, drain, readexactly) with exact reads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
 from asyncio.selector_events import BaseSelectorEventLoop
-from typing import Awaitable, TypeVar
+from typing import Awaitable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -146,6 +147,31 @@ async def _gather(loop: BaseSelectorEventLoop, sock: socket.socket, want: int,
         except OSError:
             pass        # closed meanwhile (a cancelled negotiation): nothing to restore
     return True
+
+
+@contextlib.contextmanager
+def replies_readable(sock: socket.socket) -> Iterator[None]:
+    """The program's socket while the daemon reads the chain's replies on it
+    (handoff): an SO_RCVLOWAT the program set before connect() is 1 meanwhile (else
+    the socket is readable only once that many bytes are queued, which an 8-byte
+    reply never is: the wait would run into the read timeout) and the program's own
+    again afterwards, before it is answered."""
+    opt, before = _RCVLOWAT, 1
+    if opt is not None:
+        try:
+            before = sock.getsockopt(socket.SOL_SOCKET, opt)
+            if before != 1:
+                sock.setsockopt(socket.SOL_SOCKET, opt, 1)
+        except OSError:
+            before = 1
+    try:
+        yield
+    finally:
+        if opt is not None and before != 1:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, before)
+            except OSError:
+                pass
 
 
 class RawStream:

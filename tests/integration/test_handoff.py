@@ -61,6 +61,8 @@ for i in range(count):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 100000)
+    # more than any SOCKS reply: the daemon must not wait for it on the chain's replies
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 64)
     if not blocking:
         s.setblocking(False)
     fcntl.fcntl(s, fcntl.F_SETFD, 0)                     # not close-on-exec
@@ -82,6 +84,7 @@ for i in range(count):
         "nodelay": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
         "keepalive": s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
         "keepidle": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        "rcvlowat": s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT),
         "peer": list(s.getpeername()), "local": list(s.getsockname()),
     }
     s.setblocking(True)
@@ -127,6 +130,7 @@ def check_socket(lab: lablib.Lab, conn: dict[str, Any], kernel_direct: bool) -> 
     assert conn["after"]["fd"] == conn["before"]["fd"], conn      # close-on-exec too
     assert conn["after"]["rcvbuf"] == conn["before"]["rcvbuf"], conn
     assert conn["nodelay"] and conn["keepalive"] and conn["keepidle"] == 77, conn
+    assert conn["rcvlowat"] == 64, conn
     assert conn["peer"] == [lab.far_ip, lab.http_port], conn
     # kernel-direct: the socket's own address is the client zone's, not a loopback
     # connection to the daemon's relay
@@ -149,6 +153,18 @@ def test_handoff_keeps_the_programs_socket(lab: lablib.Lab, sk, probe: Path,
     lab.wait_hop_connects(before, [1, 1, 1])
     assert "handed off" in sk.daemon_log(), sk.daemon_log()
     assert sk.control({"op": "connections"})["connections"] == []
+
+
+def test_one_hop_handoff_reads_its_reply_below_the_programs_low_water_mark(
+        lab: lablib.Lab, sk, probe: Path) -> None:
+    """A program that set SO_RCVLOWAT (64) before connect(): the daemon reads hop 1's
+    8-byte reply anyway (a wait for 64 bytes would have run into the read timeout:
+    ETIMEDOUT) and the program finds its own value again (check_socket)."""
+    m = f"lowat-{os.urandom(4).hex()}"
+    report = run_probe(sk, lab, probe, m, [], hops=1)
+    (conn,) = report["conns"]
+    check_socket(lab, conn, kernel_direct=True)
+    assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip]
 
 
 def test_relay_is_still_there(lab: lablib.Lab, sk, probe: Path) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ChainError, HopUnreachable
 from ..proxies import Proxy
-from ..sockstream import RawStream
+from ..sockstream import RawStream, replies_readable
 from .connect import disconnect, open_socket, sock_connect
 from .health import HopHealth
 from .hops import build, target_addr
@@ -126,9 +126,10 @@ async def hand_tunnel(selector: Selector, host: str, port: int, app_sock: socket
     On failure the program's socket is disconnected again (as after a failed
     connect) and the ChainError raised; HandoffImpossible if it cannot reach hop 1."""
     started = time.monotonic()
-    stream, route, skipped, prebuilt = await _establish(
-        selector, host, port, conn, dns, app_sock,
-        selector.pool if swappable else None, auth)
+    with replies_readable(app_sock):
+        stream, route, skipped, prebuilt = await _establish(
+            selector, host, port, conn, dns, app_sock,
+            selector.pool if swappable else None, auth)
     return Handed(route, time.monotonic() - started, skipped,
                   stream.sock if prebuilt else None)
 
