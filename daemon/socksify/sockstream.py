@@ -128,25 +128,41 @@ async def _gather(loop: BaseSelectorEventLoop, sock: socket.socket, want: int,
                   deadline: float) -> bool:
     """Wait until `want` bytes are queued on sock (or EOF, a reset), for at most
     GATHER_SECONDS (and never past `deadline`); the socket's SO_RCVLOWAT is set for
-    the wait and put back after it (the program's socket, on handoff). False when the
-    wait ran out: the caller then waits for any byte, as without gathering, and the
-    replies that are there are checked at once."""
-    assert _RCVLOWAT is not None
-    try:
-        before = sock.getsockopt(socket.SOL_SOCKET, _RCVLOWAT)
-        sock.setsockopt(socket.SOL_SOCKET, _RCVLOWAT, want)
-    except OSError:     # a socket without a low-water mark: wait as without gathering
-        return False
-    try:
-        await wait_ready(loop, sock, False, min(deadline, loop.time() + GATHER_SECONDS))
-    except asyncio.TimeoutError:
-        return False
-    finally:
+    the wait and put back after it. False when the wait ran out: the caller then
+    waits for any byte, as without gathering, and the replies that are there are
+    checked at once."""
+    with _low_water(sock, want) as set_:
+        if not set_:    # a socket without a low-water mark: wait as without gathering
+            return False
         try:
-            sock.setsockopt(socket.SOL_SOCKET, _RCVLOWAT, before)
-        except OSError:
-            pass        # closed meanwhile (a cancelled negotiation): nothing to restore
+            await wait_ready(loop, sock, False,
+                             min(deadline, loop.time() + GATHER_SECONDS))
+        except asyncio.TimeoutError:
+            return False
     return True
+
+
+@contextlib.contextmanager
+def _low_water(sock: socket.socket, n: int) -> Iterator[bool]:
+    """sock's SO_RCVLOWAT at n for the span, its own value put back after it; yields
+    whether the mark is n (False: this socket has none to set, or not here)."""
+    opt = _RCVLOWAT
+    before: int | None = None
+    if opt is not None:
+        try:
+            before = sock.getsockopt(socket.SOL_SOCKET, opt)
+            if before != n:
+                sock.setsockopt(socket.SOL_SOCKET, opt, n)
+        except OSError:
+            before = None
+    try:
+        yield before is not None
+    finally:
+        if opt is not None and before is not None and before != n:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, before)
+            except OSError:
+                pass    # closed meanwhile (a cancelled negotiation): nothing to restore
 
 
 @contextlib.contextmanager
@@ -156,22 +172,8 @@ def replies_readable(sock: socket.socket) -> Iterator[None]:
     the socket is readable only once that many bytes are queued, which an 8-byte
     reply never is: the wait would run into the read timeout) and the program's own
     again afterwards, before it is answered."""
-    opt, before = _RCVLOWAT, 1
-    if opt is not None:
-        try:
-            before = sock.getsockopt(socket.SOL_SOCKET, opt)
-            if before != 1:
-                sock.setsockopt(socket.SOL_SOCKET, opt, 1)
-        except OSError:
-            before = 1
-    try:
+    with _low_water(sock, 1):
         yield
-    finally:
-        if opt is not None and before != 1:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, before)
-            except OSError:
-                pass
 
 
 class RawStream:
