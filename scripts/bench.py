@@ -15,6 +15,8 @@ hops, far zone), then runs the same Python client under each contender:
                     connects redirected by nft to the daemon, which relays (splice)
   in-process        (floor) the client speaks SOCKS4 to the hops itself, no socksify
   ideal prebuilt    (floor) only its last request, on a tunnel it built beforehand
+  handoff floor     (floor) the client under the real shim, served by a daemon in C
+                    that does nothing but the handoff (benchlib/handoff_floor.c)
 
 and prints, with socksify's figures as ratios to proxychains4's:
 
@@ -54,7 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -305,6 +307,7 @@ def main() -> int:
     probe = DaemonProbe(rt)
     lab = labmod.build_lab()
     servers: list[labmod._Server] = []
+    running: list[Any] = []          # the handoff floor of the hop count being run
     results: dict[str, dict[str, float]] = {}
     notes: list[str] = []
 
@@ -374,6 +377,20 @@ def main() -> int:
             "in-process": (lab.client_ns, lambda hops: []),
             "ideal prebuilt": (lab.client_ns, lambda hops: []),
         }
+        # and the design's floor for handoff: the real shim and a daemon that does
+        # nothing but the handoff, in C (benchlib/handoff_floor.c), one per hop count
+        from benchlib import floor as floormod
+        floor_bin, why_not = floormod.build(work)
+        shim = floormod.shim_library()
+        floor_rt = work / "floor"
+        floor_rt.mkdir(mode=0o700)
+        if floor_bin is not None and shim is not None:
+            floors["handoff floor"] = (lab.client_ns,
+                                       lambda hops: running[-1].prefix(shim))
+        else:
+            notes.append("handoff floor: skipped ("
+                         + (why_not or "the shim of the socksify on PATH not found")
+                         + ")")
         if args.only:
             keep = {w.strip() for w in args.only.split(",")}
             contenders = {w: c for w, c in contenders.items() if w in keep}
@@ -386,6 +403,9 @@ def main() -> int:
             ways = [w for w in everyone if not (w == "direct" and hops == 3)]
             samples: dict[str, list[float]] = {w: [] for w in ways}
             hop_list = ",".join(f"{h.host}:{h.port}" for h in lab.hops[:hops])
+            if "handoff floor" in ways and floor_bin is not None:
+                running.append(floormod.Floor(floor_bin, lab.client_ns, floor_rt,
+                                              hop_list))
             for r in range(rounds):
                 count = args.connections // rounds + (r < args.connections % rounds)
                 for way in ways[r % len(ways):] + ways[:r % len(ways)]:
@@ -396,6 +416,10 @@ def main() -> int:
                               hop_list)["latency"]
                     assert isinstance(lat, list)
                     samples[way] += lat
+            if running:
+                said = running.pop().close()
+                if said:
+                    notes.append(f"handoff floor, {hops} hop(s): {said[-400:]}")
             for way, lat in samples.items():
                 results.setdefault(f"latency {hops} hop p50 (ms)", {})[way] = \
                     statistics.median(lat) * 1000
@@ -489,6 +513,8 @@ def main() -> int:
     finally:
         for s in servers:
             s.close()
+        for floor in running:
+            floor.close()
         labmod.run(["ip", "netns", "exec", lab.client_ns, "socksifyd", "stop"],
                    env=labmod.clean_env({"SOCKSIFY_RUNTIME_DIR": str(rt)}), timeout=30)
         lab.close()
@@ -564,7 +590,13 @@ def wan_main(args: argparse.Namespace) -> int:
 
 
 COLUMNS = ("direct", "proxychains4", "socksify", "socksify relay", "socksify prebuilt",
-           "socksify isolated", "in-process", "ideal prebuilt")
+           "socksify isolated", "in-process", "ideal prebuilt", "handoff floor")
+
+
+def _short(column: str) -> str:
+    """A column's name in the ratio lines."""
+    return {"socksify": "handoff", "handoff floor": "floor"}.get(
+        column, column.replace("socksify ", ""))
 
 
 def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace,
@@ -576,7 +608,7 @@ def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace,
     header = f"{'metric':<32}" + "".join(f"{c:>13}" for c in
                                           ("direct", "pc4", "handoff", "relay",
                                            "prebuilt", "isolated", "in-process",
-                                           "ideal"))
+                                           "ideal", "floor"))
     print(header)
     print("-" * len(header))
     for metric, row in results.items():
@@ -589,8 +621,7 @@ def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace,
     for metric, row in results.items():
         if "proxychains4" not in row:
             continue
-        ratios = ", ".join(f"{c.replace('socksify ', '') if c != 'socksify' else 'handoff'}"
-                           f" {row[c] / row['proxychains4']:.2f}x"
+        ratios = ", ".join(f"{_short(c)} {row[c] / row['proxychains4']:.2f}x"
                            for c in COLUMNS[2:] if c in row)
         print(f"  {metric:<32} {ratios}")
     direct = results.get("direct connect p50 (us)")
@@ -601,7 +632,9 @@ def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace,
         print(note)
     print("direct = the same client in the proxy zone, straight to the far host "
           "(no proxy at all); in-process = the client speaks SOCKS4 to the hops itself; "
-          "ideal = only its last request, on a tunnel it built beforehand")
+          "ideal = only its last request, on a tunnel it built beforehand; floor = "
+          "the client under the shim, served by a daemon that only does the handoff, "
+          "in C (scripts/benchlib/handoff_floor.c)")
     print(f"socksifyd RSS after the run: {rss:.1f} MiB")
 
 
