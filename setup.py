@@ -23,6 +23,8 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 SHIM = ROOT / "shim"
 LIBRARY = "libsocksify.so"
+LANE = ROOT / "lane"
+LANE_LIBRARY = "libsocksifylane.so"
 # No -Werror here (shim/Makefile has it for developers): a newer compiler's new
 # warning must not break a user's install.
 CFLAGS = ["-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra",
@@ -66,8 +68,22 @@ def build_shim(output: Path) -> None:
         sys.exit("socksify: compiling the C shim failed (command above)")
 
 
+def build_lane(output: Path) -> None:
+    """Compile lane/lane.c (the daemon's compiled connect path, Linux only) into
+    output. Not fatal: without it the daemon serves every connect in Python."""
+    cc = shlex.split(os.environ.get("CC") or "cc")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [*cc, *CFLAGS, f"-I{SHIM / 'common'}", f"-I{LANE}", str(LANE / "lane.c"),
+           *LDFLAGS, "-o", str(output), "-lpthread"]
+    print(" ".join(cmd))
+    if subprocess.run(cmd).returncode != 0:
+        print("socksify: compiling the lane failed (command above): the daemon will "
+              "serve every connect in Python", file=sys.stderr)
+
+
 class BuildPyWithShim(build_py):
-    """build_py, plus the shim library inside the socksify package."""
+    """build_py, plus the shim library (and on Linux the lane's) inside the socksify
+    package."""
 
     def run(self) -> None:
         super().run()
@@ -76,12 +92,17 @@ class BuildPyWithShim(build_py):
         else:
             package_dir = Path(self.build_lib) / "socksify"
         build_shim(package_dir / "_shim" / LIBRARY)
+        if not FOR_WINDOWS:
+            build_lane(package_dir / "_lane" / LANE_LIBRARY)
 
     def get_outputs(self, include_bytecode: bool = True) -> list:
         outputs = super().get_outputs(include_bytecode)
         if not getattr(self, "editable_mode", False):
             library = WINDOWS_DLL if FOR_WINDOWS else LIBRARY
             outputs.append(str(Path(self.build_lib) / "socksify" / "_shim" / library))
+            lane = Path(self.build_lib) / "socksify" / "_lane" / LANE_LIBRARY
+            if not FOR_WINDOWS and lane.exists():
+                outputs.append(str(lane))
         return outputs
 
 

@@ -1,0 +1,136 @@
+/* The lane (issue 16): the daemon's common connect, compiled.
+ *
+ * A thread of its own, with its own epoll, serves the HANDOFF requests (docs/wire.md)
+ * that come on the control connections the daemon gives it, for the destinations whose
+ * decision the daemon has cached in it (routes): it connects the program's socket to
+ * hop 1, writes every hop's request at once, reads the replies exactly, and answers
+ * READY or FAIL itself. Any other request, and every connection that breaks, goes back
+ * to the daemon unchanged (lane_take); every connect it answered is reported
+ * (lane_done), for the daemon's log and live table. The lane decides nothing.
+ *
+ * Threads: every function may be called from any thread (lane_start and lane_stop
+ * are serialised with each other). The library keeps one lane per process.
+ */
+#ifndef SOCKSIFY_LANE_H
+#define SOCKSIFY_LANE_H
+
+#include <errno.h>
+#include <stdint.h>
+
+/* Kinds of reply expected from a hop, in order (lane_route.replies). */
+#define LANE_REPLY_SOCKS4        1  /* 8 bytes: VN=0, CD=90 granted */
+#define LANE_REPLY_SOCKS5_METHOD 2  /* 2 bytes: VER=5, METHOD=0 (no auth) */
+#define LANE_REPLY_SOCKS5        3  /* VER=5 REP RSV ATYP BND.ADDR BND.PORT */
+#define LANE_MAX_REPLIES   16
+#define LANE_MAX_REQUESTS  1024     /* bytes of requests, all hops together */
+#define LANE_MAX_REQUEST   48       /* what is read of a request: its header (a body
+                                       stays in the socket for the daemon) */
+#define LANE_SOCKADDR_SIZE 28       /* room for a struct sockaddr_in6 */
+
+/* lane_done.failed when the connect to hop 1 failed (else: the reply's index). */
+#define LANE_FAILED_CONNECT 255
+
+/* lane_given.err of a connection lane_stop gave back unread: it is intact, and the
+ * daemon serves it from then on (an EOF is err 0, a failed read its errno). */
+#define LANE_GIVEN_STOPPED ESHUTDOWN
+
+/* The cffi block: from here to "end of the cffi block", everything is plain C that
+ * daemon/socksify/lanelib.py hands to cffi's cdef verbatim (comments aside). Array sizes
+ * are numbers there: 16 is SOCKSIFY_ADDR_SIZE (and LANE_MAX_REPLIES in replies), 28
+ * LANE_SOCKADDR_SIZE, 1024 LANE_MAX_REQUESTS, 48 LANE_MAX_REQUEST. The functions are
+ * exported by their definitions in lane.c (visibility "default"). */
+
+struct lane_route {            /* one cached decision: how (proc, destination) leaves */
+    uint64_t proc;             /* the daemon's key for the process */
+    uint8_t  family;           /* wire family of the destination: 4 or 6 */
+    uint8_t  addr[16];         /* as in the request's addr field (all 16 bytes compared) */
+    uint16_t port;             /* host order */
+    uint8_t  session[8];       /* the request's session field: another is a miss */
+    uint8_t  hop1[28];         /* struct sockaddr_in or sockaddr_in6 of hop 1 */
+    uint32_t hop1_len;
+    uint32_t timeout_ms;       /* deadline for the whole negotiation, from the request */
+    uint32_t requests_len;
+    uint8_t  requests[1024];   /* every hop's request bytes, in order, written at once */
+    uint32_t n_replies;
+    uint8_t  replies[16];      /* LANE_REPLY_* of each reply, in order */
+    uint32_t route;            /* the daemon's id for this route, echoed in lane_done */
+};
+
+struct lane_given {            /* a control connection the lane leaves to the daemon */
+    int32_t  fd;               /* the control connection */
+    int32_t  nfds;             /* descriptors that came with the request (0-2) */
+    int32_t  fds[2];
+    int32_t  err;              /* len 0: 0 for EOF, LANE_GIVEN_STOPPED, else the errno of
+                                  the failed read (or of the failed answer) */
+    uint32_t len;              /* bytes of the request in data; 0: see err */
+    uint8_t  data[48];
+};
+
+struct lane_done {             /* a connect the lane answered itself */
+    uint64_t proc;
+    uint32_t route;
+    int32_t  fd;               /* the control connection it came on */
+    uint8_t  family;
+    uint8_t  addr[16];
+    uint16_t port;
+    uint8_t  code;             /* the wire code answered: 0 = READY, else FAIL's code */
+    uint8_t  failed;           /* index of the reply that failed; n_replies: none, 255: connect */
+    uint8_t  got;              /* bytes of that reply read (0-2 kept in reply[]; 255 at most) */
+    uint8_t  reply[2];         /* its first bytes (e.g. SOCKS4 VN, CD) */
+    int32_t  err;              /* errno behind a failure (connect's, ETIMEDOUT, EPROTO...) */
+    uint64_t started_ns;       /* CLOCK_MONOTONIC: request read */
+    uint64_t answered_ns;      /*                  reply sent */
+    uint8_t  local[28];        /* getsockname() of the program's socket (READY) */
+    uint32_t local_len;
+    uint8_t  peer[28];         /* getpeername() (READY) */
+    uint32_t peer_len;
+    uint64_t cookie;           /* SO_COOKIE, 0 if unknown */
+    uint64_t bytes_acked;      /* tcp_info at the answer, 0 if unknown */
+    uint64_t bytes_received;
+};
+
+/* Start the thread. Returns the notify fd (an eventfd, non-blocking, close-on-exec,
+ * readable whenever lane_take or lane_done has something: read it, then take until
+ * empty), or -errno. A second call returns the same fd. The notify fd outlives
+ * lane_stop (what the stop reports is still to be taken) and a later lane_start
+ * returns it again. */
+int lane_start(void);
+
+/* Stop and join the thread. In-flight connects are answered FAIL (TIMEDOUT) and
+ * reported (lane_done); watched connections are given back unread (lane_take, len 0,
+ * err LANE_GIVEN_STOPPED). The routes are forgotten. A no-op when not started. */
+void lane_stop(void);
+
+/* Serve this control connection: the lane reads its next request. 0, or -errno:
+ * -EBADF for a negative fd, -EEXIST if it is watched already, -ESRCH if the lane is
+ * not running, -ENOMEM. fd stays the daemon's (the lane never closes a control
+ * connection). */
+int lane_watch(int fd, uint64_t proc);
+
+/* The daemon wants fd back (to close an idle one, or at stop): 1 if it was watched and
+ * nothing came on it for idle_ms (then it is no longer watched), 0 if a request is in
+ * flight, one came sooner or one waits unread, -ENOENT if not watched (given back, or
+ * never). */
+int lane_release(int fd, uint32_t idle_ms);
+
+/* Cache a route (the same key, (proc, family, addr, port): replaced). 0, or -EINVAL for
+ * a family other than 4/6, a hop1 that is not a whole sockaddr_in/sockaddr_in6, more
+ * than 1024 bytes of requests or 16 replies, an unknown reply kind or a timeout of 0;
+ * -ENOMEM. At most 65536 routes: adding one more clears the cache first. */
+int lane_add(const struct lane_route *route);
+
+/* Drop a process's routes; 0: all of them. */
+void lane_forget(uint64_t proc);
+
+/* Up to max given-back connections, oldest first; returns how many (0 for a NULL out
+ * or max <= 0). The descriptors in them are the daemon's to close. */
+int lane_take(struct lane_given *out, int max);
+
+/* Up to max answered connects, oldest first; returns how many. A connect the lane
+ * answered FAIL dropped its process's routes before the answer: that process's next
+ * connect goes to the daemon. */
+int lane_done(struct lane_done *out, int max);
+
+/* end of the cffi block */
+
+#endif
