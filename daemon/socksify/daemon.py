@@ -19,6 +19,7 @@ from .chains.earlydata import EARLY_DATA, STEPWISE
 from .core.records import UdpFlow
 from .core.router import Router
 from .core.sessions import close_pools
+from .core.status import chains_status
 from .core.wrapped import Wrapped
 from .errors import ConfigError
 from .generation import GenerationFile
@@ -28,6 +29,7 @@ from .listeners.admission import BurstLog, Gate
 from .listeners.carrier import Carrier, udp_owner
 from .listeners.control import Control
 from .listeners.frontdoor import FrontDoor
+from .listeners.lane import Lane
 from .listeners.relay import Relays
 from .paths import Paths, config_candidates
 from .policy import Policy
@@ -127,9 +129,19 @@ class Daemon:
             self.control.listen(self.paths.socket)
             self.relays.listen_unix(self.paths.relay_socket)
             self._socket_permissions()
+            self._lane()
         self.generation.publish()
         self.relays.listen_loopback()
         self.router.relay_ports = (self.relays.port4, self.relays.port6)
+
+    def _lane(self) -> None:
+        """The compiled connect path (listeners/lane.py), where it can run."""
+        lane = Lane.start(asyncio.get_running_loop(), self.router)
+        if lane is None:
+            return
+        self.control.lane = lane
+        self.router.lane_offer = lane.offer
+        self.router.lane_forget = self.router.sessions.ended = lane.forget_all
 
     async def _carrier(self) -> None:
         """The datagram port for carried UDP (listeners/carrier.py); without it, UDP
@@ -326,7 +338,7 @@ class Daemon:
                 # hops seen to mishandle pipelined requests: asked step by step
                 "hops_stepwise": [h for h, s in EARLY_DATA.snapshot().items()
                                   if s == STEPWISE],
-                "chains": router.chains_status()})
+                "chains": chains_status(router)})
         else:
             specs = [*(policy.chains.values() if policy else ()),
                      *(c for s in sessions if s.uid == uid and s.policy
@@ -344,7 +356,7 @@ class Daemon:
                               if h in hops},
                 "hops_stepwise": [h for h, s in EARLY_DATA.snapshot().items()
                                   if s == STEPWISE and h in hops],
-                "chains": router.chains_status(uid)})
+                "chains": chains_status(router, uid)})
         out["frontdoor"] = f"{self.frontdoor.host}:{self.frontdoor.port}" \
             if self.frontdoor else None
         if router.sees_all(uid):

@@ -29,6 +29,7 @@ class Host:
         self.gate: asyncio.Future[None] | None = None   # set: requests wait on it
         self.seen: list[tuple[bytes, list[int], bool]] = []
         self.json: list[bytes] = []
+        self.lane: FakeLane | None = None
 
     def identify(self, pid: int, uid: int) -> AppInfo:
         return AppInfo(pid, "test", "", uid, "u", ())
@@ -50,6 +51,25 @@ class Host:
                          uid: int) -> None:
         self.json.append(first)
         conn.close()
+
+
+class FakeLane:
+    """The lane as a ShimConnection sees it (listeners/lane.py): it watches the
+    connection between requests and gives it back with one it leaves to the loop."""
+
+    def __init__(self, taken: int = 1) -> None:
+        self.watched: list[shimconn.ShimConnection] = []
+        self.taken = taken          # what release() answers
+
+    def key(self, app: AppInfo) -> int:
+        return 7
+
+    def watch(self, shim: shimconn.ShimConnection, key: int) -> bool:
+        self.watched.append(shim)
+        return True
+
+    def release(self, shim: shimconn.ShimConnection, idle: float) -> int:
+        return self.taken
 
 
 async def recv(sock: socket.socket, n: int) -> bytes:
@@ -158,4 +178,45 @@ def test_a_stopping_host_closes_after_the_answer() -> None:
         await recv(sock, wire.REPLY_SIZE)     # the request in flight is answered
         assert await recv(sock, 1) == b""
         assert shim.closed and not host.tasks
+    asyncio.run(main())
+
+
+def test_between_requests_the_lane_reads_the_connection() -> None:
+    """After its first request (read by the loop: it identifies the process) the
+    connection is the lane's: the loop reads nothing more until the lane gives it
+    back with a request, which is answered and the connection handed back again."""
+    async def main() -> None:
+        host, sock, shim = await served()
+        lane = host.lane = FakeLane()
+        sock.send(REQUEST)
+        await recv(sock, wire.REPLY_SIZE)
+        assert lane.watched == [shim] and shim.watched
+        sock.send(REQUEST[:5] + b"\x01" + REQUEST[6:])   # the lane's to read
+        await asyncio.sleep(0.05)
+        assert len(host.seen) == 1
+        loop = asyncio.get_running_loop()     # the lane's records: read in a callback
+        loop.call_soon(shim.given, shim.conn.recv(wire.REQUEST_SIZE), [])
+        await recv(sock, wire.REPLY_SIZE)
+        assert [s[0][5] for s in host.seen] == [0, 1]
+        assert lane.watched == [shim, shim] and shim.watched
+        loop.call_soon(shim.given, b"", [])   # the lane saw the connection end
+        await asyncio.sleep(0.05)
+        assert shim.closed and shim not in host.shims
+    asyncio.run(main())
+
+
+def test_an_idle_connection_the_lane_watches_is_closed_only_when_released(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shimconn, "SHIM_IDLE_TIMEOUT", 0.1)
+    async def main() -> None:
+        host, sock, shim = await served()
+        lane = host.lane = FakeLane(taken=0)  # the lane is using it
+        sock.send(REQUEST)
+        await recv(sock, wire.REPLY_SIZE)
+        await asyncio.sleep(0.35)
+        assert not shim.closed
+        lane.taken = 1                        # idle: the lane lets go
+        assert await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 1),
+                                      5) == b""
+        assert shim.closed and not shim.watched
     asyncio.run(main())

@@ -75,10 +75,18 @@ class HandedOff:
             key = sockdiag.four_tuple(sock)
         except OSError:
             return                     # already closed or reset
+        self.follow(conn, key, sock.family, sockdiag.cookie_of(sock),
+                    sockdiag.bytes_of(sock), hop)
+
+    def follow(self, conn: Connection, key: sockdiag.FourTuple, family: int,
+               cookie: int | None, base: tuple[int, int], hop: Proxy | None) -> None:
+        """add(), with the socket's 4-tuple, cookie and byte counts known (the lane
+        read them before it let go of the socket)."""
+        if not sockdiag.supported() or self._broken:
+            return
         if not self.live:
             self._wake.set()           # the reader sleeps while there is none
-        self.live[key] = Handoff(conn, key, sock.family, sockdiag.cookie_of(sock),
-                                 sockdiag.bytes_of(sock), hop)
+        self.live[key] = Handoff(conn, key, family, cookie, base, hop)
 
     def connections(self) -> list[Connection]:
         return [h.conn for h in self.live.values()]

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, Awaitable, Callable
 
-from ..chains import (ChainSpec, Handed, HandoffImpossible, HopHealth, Selector,
+from ..chains import (ChainSpec, Handed, HandoffImpossible, HopHealth,
                       Tunnel, TunnelPool, hand_direct, hand_tunnel, open_direct,
                       open_tunnel)
 from ..dns import Exhausted, FakeNames, hosts_file_names, normalize
@@ -58,6 +58,11 @@ class Router:
         self.wrap: Callable[[Connection, ChainSpec, socket.socket],
                             Awaitable[WrapReply | None]] | None = None
         self.unwrap: Callable[[socket.socket, int, int], int] | None = None  # sock pid uid
+        # the lane (listeners/lane.py): offered each chain built on a program's socket,
+        # told when the routes it was offered may no longer hold
+        self.lane_offer: Callable[[Connection, bytes, ChainSpec, tuple[Proxy, ...],
+                                   socket.socket], None] | None = None
+        self.lane_forget: Callable[[], None] | None = None
         self.connections_total = 0
         self.handed_off = 0            # connections carried by the kernel (handoff)
         self._ids = itertools.count(1)
@@ -68,6 +73,8 @@ class Router:
         go on; its chains' selectors start afresh."""
         self.policy = policy
         self.sessions.forget_policy_selectors()
+        if self.lane_forget is not None:
+            self.lane_forget()
         self._dns_ranges()
         self.hosts_names = hosts_file_names()
 
@@ -275,6 +282,10 @@ class Router:
                     self.handed.add(conn, handed.swap or app_sock,
                                     handed.route[0] if handed.route else None)
                     self.events.emit("connect", conn)
+                    if self.lane_offer is not None and handed.swap is None and \
+                            action.chain is not None and not handed.skipped:
+                        self.lane_offer(conn, request.session, action.chain,
+                                        handed.route, app_sock)
                     if handed.swap is not None:
                         return wire.Reply(wire.Verdict.SWAP), handed.swap
                     return wire.Reply(wire.Verdict.READY), None
@@ -352,6 +363,24 @@ class Router:
                         ", handed off" + (" (pre-built)" if handed.swap else ""))
         return handed
 
+    def lane_outcome(self, conn: Connection, route: tuple[Proxy, ...], seconds: float,
+                     kernel: tuple[Any, int, int | None, tuple[int, int]] | None,
+                     refused: tuple[int, str, Proxy | None] | None) -> None:
+        """A connect the lane (listeners/lane.py) built: logged, counted and followed
+        in the kernel (kernel: its 4-tuple, family, cookie, bytes) as one built
+        here; or refused (errno, why, the hop to mark down)."""
+        conn.path = "handoff"
+        if refused is not None:
+            if refused[2] is not None:
+                self.health.mark_down(refused[2])
+            self._refuse(conn, refused[0], refused[1])
+            return
+        self.handed_off += 1
+        self._connected(conn, route, (), seconds, ", handed off by the lane")
+        if kernel is not None:
+            self.handed.follow(conn, *kernel, route[0])
+        self.events.emit("connect", conn)
+
     def _connected(self, conn: Connection, route: tuple[Proxy, ...],
                    skipped: tuple[Proxy, ...], seconds: float, how: str) -> None:
         conn.route, conn.hops = route_text(route)
@@ -404,34 +433,6 @@ class Router:
                  conn.id, conn.app, time.monotonic() - conn.started, conn.counters.up,
                  conn.counters.down)
         self.events.emit("close", conn)
-
-    def chains_status(self, uid: int | None = None) -> list[dict[str, Any]]:
-        """The chains uid may see (the daemon policy's, and its own sessions'), with
-        each hop's state and each pool's."""
-        chains: list[tuple[ChainSpec, str, Selector | None]] = []
-        if self.policy is not None:
-            chains += [(c, "policy", self.sessions.selectors.get(c.name))
-                       for c in self.policy.chains.values()]
-        for session in self.sessions.open.values():
-            if not self.sees_all(uid) and session.uid != uid:
-                continue
-            if session.policy is not None:
-                chains += [(c, "session", session.selectors.get(c.name))
-                           for c in session.policy.chains.values()]
-        out = []
-        for spec, origin, selector in chains:
-            hops = []
-            for hop in spec.hops:
-                retry = self.health.retry_in(hop)
-                hops.append({"url": str(hop), "state": "down" if retry else "up",
-                             "retry_in": retry})
-            pool = selector.pool if selector is not None else None
-            # the Windows DLL has no handoff: every connection is relayed there
-            data_path = "relay" if sys.platform == "win32" else spec.data_path
-            out.append({"name": spec.name, "strategy": spec.strategy.value,
-                        "origin": origin, "hops": hops, "data_path": data_path,
-                        "prebuilt": pool.describe() if pool is not None else None})
-        return out
 
 
 def _swappable(app_sock: socket.socket, pool: TunnelPool) -> bool:

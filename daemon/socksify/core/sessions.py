@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import secrets
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..chains import ChainSpec, HopHealth, Selector, Strategy, TunnelPool
 from ..chains.streamauth import isolatable
@@ -28,6 +28,7 @@ class Sessions:
         self.health = health
         self.open: dict[bytes, Session] = {}
         self.selectors: dict[str, Selector] = {}   # those of the daemon's policy
+        self.ended: Callable[[], None] | None = None   # told when a session ends
 
     def start(self, msg: dict[str, Any], writer: asyncio.StreamWriter, owner: int,
               uid: int, current: Policy | None) -> Session:
@@ -101,6 +102,8 @@ class Sessions:
     def end(self, session: Session) -> None:
         self.open.pop(session.id, None)
         close_pools(session.selectors.values())
+        if self.ended is not None:
+            self.ended()
         log.info("session %s closed", session.id.hex())
 
     def policy_for(self, session_id: bytes, uid: int, current: Policy | None

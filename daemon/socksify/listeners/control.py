@@ -23,6 +23,7 @@ from . import commands
 from .admission import BurstLog, Gate, Ticket
 from .commands import HANDSHAKE_TIMEOUT, MAX_JSON, Admin
 from .fdpass import recv_with_fds
+from .lane import Lane
 from .shimconn import SHIM_IDLE_TIMEOUT, ShimConnection
 
 log = logging.getLogger("socksify.control")
@@ -44,6 +45,7 @@ class Control:
         self.idle: set[asyncio.Task[Any]] = set()   # shims' connections between requests
         self.shims: set[ShimConnection] = set()    # served by callbacks (selector loops)
         self.closing = False
+        self.lane: Lane | None = None           # the compiled connect path, if any
         self.sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
 
@@ -63,6 +65,9 @@ class Control:
         """Stop accepting, and end the shims' connections that wait between requests
         (those in the middle of one finish it)."""
         self.closing = True
+        if self.lane is not None:   # first: the connections it watches come back
+            self.lane.stop()
+            self.lane = None
         for task in list(self.idle):
             task.cancel()
         for shim in list(self.shims):

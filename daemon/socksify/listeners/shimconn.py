@@ -28,12 +28,28 @@ SHIM_IDLE_TIMEOUT = 120.0
 _MAX_FDS = 2
 
 
+class LaneWatch(Protocol):
+    """What a ShimConnection needs of the lane (listeners/lane.py)."""
+
+    def key(self, app: AppInfo) -> int: ...
+
+    def watch(self, shim: ShimConnection, key: int) -> bool:
+        """Let the lane read the next request; False if it cannot."""
+
+    def release(self, shim: ShimConnection, idle: float) -> int:
+        """1: taken back (nothing came for `idle` s); 0: in use; < 0: not the lane's."""
+
+
 class Host(Protocol):
     """What a ShimConnection needs of the control listener."""
 
     tasks: set[asyncio.Task[Any]]         # requests being answered (graceful stop)
     shims: set[ShimConnection]            # the connections served here
     closing: bool                         # stopping: close once answered
+
+    @property
+    def lane(self) -> LaneWatch | None:
+        """What reads the requests between answers, if not the loop."""
 
     def identify(self, pid: int, uid: int) -> AppInfo: ...
 
@@ -59,7 +75,7 @@ class ShimConnection:
     request: HANDSHAKE_TIMEOUT); a request only moves the deadline."""
 
     __slots__ = ("control", "loop", "conn", "fd", "pid", "uid", "app", "first",
-                 "busy", "deadline", "timer", "closed")
+                 "busy", "deadline", "timer", "closed", "reading", "watched")
 
     def __init__(self, control: Host, loop: asyncio.AbstractEventLoop,
                  conn: socket.socket, pid: int, uid: int) -> None:
@@ -73,11 +89,23 @@ class ShimConnection:
         self.first = True
         self.busy: asyncio.Task[None] | None = None   # the Task answering, if any
         self.closed = False
+        self.watched = False        # the lane reads its next request
         conn.setblocking(False)
         self.deadline = loop.time() + HANDSHAKE_TIMEOUT
         self.timer = loop.call_at(self.deadline, self._expire)
         control.shims.add(self)
         loop.add_reader(self.fd, self._readable)
+        self.reading = True         # ... or the loop does
+
+    def given(self, data: bytes, fds: list[int]) -> None:
+        """The lane gives the connection back with a request it left to the loop
+        (data: what it read of it; empty: the connection ended)."""
+        self.watched = False
+        if self.closed:
+            for fd in fds:
+                os.close(fd)
+            return
+        self._serve(data, fds)
 
     def _readable(self) -> None:
         try:
@@ -89,6 +117,9 @@ class ShimConnection:
             log.debug("control connection ended early: %r", exc)
             self.close()
             return
+        self._serve(data, fds)
+
+    def _serve(self, data: bytes, fds: list[int]) -> None:
         if not data:
             for fd in fds:
                 os.close(fd)
@@ -110,7 +141,7 @@ class ShimConnection:
         if task is not None and not task.done():
             self.busy = task
             self.control.tasks.add(task)
-            self.loop.remove_reader(self.fd)
+            self._unread()
 
     async def _request(self, data: bytes, fds: list[int]) -> bool:
         try:
@@ -141,13 +172,39 @@ class ShimConnection:
         if self.deadline < self.timer.when():   # (only if idle < handshake timeout)
             self.timer.cancel()
             self.timer = self.loop.call_at(self.deadline, self._expire)
-        if task is not None:
+        self._resume()
+
+    def _resume(self) -> None:
+        """Read the next request: the lane does, if there is one, else the loop."""
+        lane = self.control.lane
+        if lane is not None and self.app is not None and not self.watched:
+            self._unread()
+            if lane.watch(self, lane.key(self.app)):
+                self.watched = True
+                return
+        if not self.reading and not self.watched:
             self.loop.add_reader(self.fd, self._readable)
+            self.reading = True
+
+    def _unread(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.fd)
+            self.reading = False
 
     def _expire(self) -> None:
         if self.closed:
             return
         now = self.loop.time()
+        lane = self.control.lane
+        if self.watched and lane is not None:
+            taken = lane.release(self, SHIM_IDLE_TIMEOUT)
+            if taken == 1:
+                self.watched = False
+                log.debug("control connection of pid %d idle: closed", self.pid)
+                self.close()
+            else:       # in use by the lane, or given back (given() comes next)
+                self.timer = self.loop.call_at(now + SHIM_IDLE_TIMEOUT, self._expire)
+            return
         if self.busy is not None:
             self.timer = self.loop.call_at(now + SHIM_IDLE_TIMEOUT, self._expire)
         elif self.deadline > now + 0.001:        # a request since: not idle yet
@@ -157,10 +214,11 @@ class ShimConnection:
             self.close()
 
     def _release(self) -> None:
-        """Stop serving the socket here (it stays open)."""
+        """Stop serving the socket here (it stays open). Never while the lane has
+        it: the lane writes its answers to this descriptor (Lane.stop first)."""
         self.closed = True
         self.timer.cancel()
-        self.loop.remove_reader(self.fd)
+        self._unread()
         self.control.shims.discard(self)
 
     def close(self) -> None:

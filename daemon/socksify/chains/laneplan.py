@@ -1,0 +1,62 @@
+"""A chain as the lane builds it (lane/lane.c, the daemon's compiled connect path):
+the bytes of every hop's request, written at once, and the kind of each reply to
+read, in order. Only for a chain the lane builds exactly as the chain engine would
+(chains/hops.py, chains/steps.py), from the same encoders: strict, pipelined, of
+SOCKS4/4a hops and SOCKS5 hops without credentials, none of them known to mishandle
+early data. For anything else there is no plan, and the engine builds every connect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..protocol import socks4, socks5
+from ..proxies import Proxy
+from .earlydata import EarlyData
+from .spec import ChainSpec, Strategy
+
+# the kinds of reply (lane/lane.h LANE_REPLY_*)
+REPLY_SOCKS4 = 1             # 8 bytes
+REPLY_SOCKS5_METHOD = 2      # the greeting's reply, 2 bytes
+REPLY_SOCKS5 = 3             # a CONNECT reply, 10 bytes or more
+MAX_REPLIES = 16             # LANE_MAX_REPLIES
+MAX_REQUESTS = 1024          # LANE_MAX_REQUESTS
+
+
+@dataclass(frozen=True)
+class LanePlan:
+    requests: bytes          # every hop's request, in order
+    replies: bytes           # the kind of each reply, in order
+    timeout: float           # seconds for the whole negotiation
+
+
+def plan(spec: ChainSpec, route: tuple[Proxy, ...], host: str, port: int,
+         early: EarlyData) -> LanePlan | None:
+    """The lane's plan for host:port (a numeric address) through route, or None if
+    the lane cannot build this chain as the engine would."""
+    if spec.strategy is not Strategy.STRICT or route != spec.hops or not spec.pipeline \
+            or spec.prebuilt or spec.isolate != "none" or spec.data_path != "handoff":
+        return None
+    requests: list[bytes] = []
+    replies: list[int] = []
+    for i, hop in enumerate(route):
+        if hop.tls or early.stepwise(hop):
+            return None
+        ask_host, ask_port = ((route[i + 1].host, route[i + 1].port)
+                              if i + 1 < len(route) else (host, port))
+        try:
+            if hop.protocol == "socks4":
+                requests.append(socks4.connect_request(ask_host, ask_port, hop.user))
+                replies.append(REPLY_SOCKS4)
+            elif hop.protocol == "socks5" and not hop.user:
+                requests.append(socks5.Greeting((socks5.METHOD_NO_AUTH,)).dumps())
+                requests.append(socks5.ConnectRequest(ask_host, ask_port).dumps())
+                replies += (REPLY_SOCKS5_METHOD, REPLY_SOCKS5)
+            else:
+                return None
+        except ValueError:           # an address this hop cannot be asked for
+            return None
+    data = b"".join(requests)
+    if len(replies) > MAX_REPLIES or len(data) > MAX_REQUESTS:
+        return None
+    return LanePlan(data, bytes(replies),
+                    spec.connect_timeout + spec.read_timeout * len(route))

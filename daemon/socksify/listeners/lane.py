@@ -1,0 +1,277 @@
+"""The lane (lane/lane.c through lanelib.py): the daemon's compiled connect path,
+and what the Python side does for it.
+
+Between requests a shim's control connection is watched by the lane's own thread,
+not by the event loop. The lane answers a HANDOFF itself when the daemon has left it
+a route for that process, destination and session: a chain the daemon built the
+same way moments before (chains/laneplan.py). It connects the program's socket to
+hop 1, writes every request at once, checks the replies and answers, with no Python
+on the way. Every other request, a miss, and the end of a connection are given back
+to the loop, which serves them as before (shimconn.py) and then hands the
+connection back to the lane.
+
+What the lane did comes back as records, read here off the critical path. Each one
+becomes the connection's log line, its row in the live table and its events, as for
+a connect the loop built. A connect the lane could not build drops the process's
+routes, so its next connect goes through the chain engine, with its retries, health
+and messages. Routes are dropped too when the policy or the sessions change
+(forget_all).
+
+The lane is optional. Without its library (not built, not Linux) or with
+SOCKSIFY_LANE=0, every request is served by the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import itertools
+import logging
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..chains.earlydata import EARLY_DATA
+from ..chains.laneplan import plan
+from ..chains.spec import ChainSpec
+from ..lanelib import LaneLib, Route, address_of, sockaddr_of
+from ..proxies import Proxy
+from ..protocol import control as wire
+from ..sockdiag import plain
+
+if TYPE_CHECKING:
+    from ..core.records import Connection
+    from ..lanelib import Done as LaneDone
+    from ..procinfo import AppInfo
+    from .shimconn import ShimConnection
+
+log = logging.getLogger("socksify.daemon")
+
+MAX_KEYS = 65536        # processes known to the lane before its routes are dropped
+_BATCH = 64
+
+
+def library_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "_lane" / "libsocksifylane.so"
+
+
+class Reports(Protocol):
+    """Where the lane's records go (the router)."""
+
+    def new_connection(self, app: AppInfo, addr: Any, port: int) -> Connection: ...
+
+    def lane_outcome(self, conn: Connection, route: tuple[Proxy, ...], seconds: float,
+                     kernel: tuple[Any, int, int | None, tuple[int, int]] | None,
+                     refused: tuple[int, str, Proxy | None] | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    """What the loop knows of a route it left the lane: for the records' log lines."""
+
+    app: AppInfo
+    session: Any
+    rule: str
+    chain: str
+    route: tuple[Proxy, ...]
+
+
+class Lane:
+    """The lane's Python side: started with the daemon's loop, stopped before the
+    control connections close."""
+
+    def __init__(self, lib: LaneLib, loop: asyncio.AbstractEventLoop,
+                 reports: Reports) -> None:
+        self.lib = lib
+        self.loop = loop
+        self.reports = reports
+        self.notify = lib.start()
+        self.watched: dict[int, ShimConnection] = {}
+        self._keys: dict[AppInfo, int] = {}
+        self._routes: dict[int, RouteInfo] = {}
+        self._ids = itertools.count(1)
+        self._key_ids = itertools.count(1)
+        self.served = 0            # connects the lane answered (READY or FAIL)
+        loop.add_reader(self.notify, self._drain)
+
+    @classmethod
+    def start(cls, loop: asyncio.AbstractEventLoop, reports: Reports) -> Lane | None:
+        """The lane, or None where it cannot run (then the loop serves everything)."""
+        if os.environ.get("SOCKSIFY_LANE", "1") == "0":
+            return None
+        path = library_path()
+        if not path.is_file():
+            return None
+        try:
+            return cls(LaneLib(path), loop, reports)
+        except (OSError, ImportError) as exc:
+            log.warning("the lane (%s) cannot start: %s; every connect is served in "
+                        "Python", path, exc)
+            return None
+
+    # ----- control connections -----------------------------------------------------
+    def key(self, app: AppInfo) -> int:
+        """The lane's number for a process."""
+        found = self._keys.get(app)
+        if found is None:
+            if len(self._keys) >= MAX_KEYS:
+                self.forget_all()
+            found = self._keys[app] = next(self._key_ids)
+        return found
+
+    def watch(self, shim: ShimConnection, key: int) -> bool:
+        """Let the lane read shim's next request; False if it cannot."""
+        try:
+            self.lib.watch(shim.fd, key)
+        except OSError as exc:
+            log.debug("the lane cannot watch a control connection: %s", exc)
+            return False
+        self.watched[shim.fd] = shim
+        return True
+
+    def release(self, shim: ShimConnection, idle: float) -> int:
+        """Take shim back from the lane if nothing came for `idle` seconds: 1 taken,
+        0 busy or used since, -1 not the lane's (given back already)."""
+        try:
+            taken = self.lib.release(shim.fd, int(idle * 1000))
+        except OSError:
+            return -1
+        if taken:
+            self.watched.pop(shim.fd, None)
+        return 1 if taken else 0
+
+    # ----- routes -------------------------------------------------------------------
+    def offer(self, conn: Connection, session: bytes, spec: ChainSpec,
+              route: tuple[Proxy, ...], app_sock: socket.socket) -> None:
+        """A chain the loop just built on app_sock for conn: leave the lane a route
+        for the same process, session and destination, if it can build it alike."""
+        if conn.dst is None or conn.host is not None or conn.stand_in is not None:
+            return
+        made = plan(spec, route, str(conn.dst), conn.port, EARLY_DATA)
+        if made is None:
+            return
+        try:
+            peer = app_sock.getpeername()
+        except OSError:
+            return
+        route_id = next(self._ids)
+        if len(self._routes) >= MAX_KEYS:
+            self.forget_all()
+        self._routes[route_id] = RouteInfo(conn.app, conn.session, conn.rule,
+                                           conn.chain, route)
+        self.lib.add(Route(proc=self.key(conn.app), family=conn.dst.version,
+                           addr=conn.dst.packed, port=conn.port, session=session,
+                           hop1=sockaddr_of(peer[0].partition("%")[0], peer[1]),
+                           timeout_ms=int(made.timeout * 1000),
+                           requests=made.requests, replies=tuple(made.replies),
+                           route=route_id))
+
+    def forget_all(self) -> None:
+        """Drop every route (a reload, a session's end): the loop decides again."""
+        self.lib.forget(0)
+        self._keys.clear()
+        self._routes.clear()
+
+    # ----- records ------------------------------------------------------------------
+    def _drain(self) -> None:
+        try:
+            os.read(self.notify, 8)
+        except BlockingIOError:
+            pass
+        while True:
+            given = self.lib.take(_BATCH)
+            for g in given:
+                shim = self.watched.pop(g.fd, None)
+                if shim is None:           # not ours to serve: never expected
+                    for fd in g.fds:
+                        os.close(fd)
+                    continue
+                shim.given(g.data, list(g.fds))
+            done = self.lib.done(_BATCH)
+            for d in done:
+                self.served += 1
+                info = self._routes.get(d.route)
+                if info is None:           # forgotten since: no log line to write
+                    continue
+                self._report(info, d)
+            if len(given) < _BATCH and len(done) < _BATCH:
+                return
+
+    def _report(self, info: RouteInfo, d: LaneDone) -> None:
+        conn = self.reports.new_connection(
+            info.app, ipaddress.ip_address(d.addr[:4] if d.family == 4 else d.addr),
+            d.port)
+        conn.session, conn.rule, conn.chain = info.session, info.rule, info.chain
+        conn.started = d.started_ns / 1e9      # CLOCK_MONOTONIC, as time.monotonic()
+        seconds = (d.answered_ns - d.started_ns) / 1e9
+        if d.code != 0:
+            err, why, blame = describe_failure(d, info.route)
+            self.reports.lane_outcome(conn, info.route, seconds, None, (
+                err, why, None if blame is None else info.route[blame]))
+            return
+        local, peer = _endpoint(d.local), _endpoint(d.peer)
+        self.reports.lane_outcome(
+            conn, info.route, seconds,
+            ((local[0], local[1], peer[0], peer[1]), struct.unpack_from("=H", d.local)[0],
+             d.cookie or None, (d.bytes_acked, d.bytes_received)), None)
+
+    def stop(self) -> None:
+        """Stop the thread: connects in flight are answered FAIL; the watched
+        connections come back (unread) for the loop to close."""
+        self.loop.remove_reader(self.notify)
+        self.lib.stop()
+        self._drain()
+
+
+def _endpoint(raw: bytes) -> tuple[str, int]:
+    """(address, port) of a raw sockaddr, as sockdiag keys them (IPv4-mapped as
+    IPv4)."""
+    host, port = address_of(raw)
+    return plain(host), port
+
+
+def describe_failure(d: LaneDone, route: tuple[Proxy, ...]
+                     ) -> tuple[int, str, int | None]:
+    """(errno, why, the hop to blame or None: the target) for a connect the lane
+    refused, worded and blamed as the chain engine does (chains/steps.py): a refused
+    or unanswered CONNECT blames the hop asked for, a broken reply or a refused
+    greeting the hop that sent it."""
+    try:
+        err = wire.Code(d.code).to_errno()
+    except ValueError:
+        err = errno.EPROTO
+    if d.failed == 255:               # hop 1's TCP connect
+        return err, f"hop 1 {route[0]}: {os.strerror(d.err or err)}", 0
+    index, greeting = _hop_of_reply(route, d.failed)
+    me = f"hop {index + 1} {route[index]}"
+    if greeting:
+        return err, (f"{me}: accepts none of our authentication methods (reply "
+                     f"{bytes(d.reply[:d.got]).hex() or 'none'})"), index
+    asked = (f"hop {index + 2} {route[index + 1].host}:{route[index + 1].port}"
+             if index + 1 < len(route) else "the target")
+    blame: int | None = index if d.err == errno.EPROTO else index + 1
+    if blame is not None and blame >= len(route):
+        blame = None
+    if d.code == wire.Code.TIMEDOUT:
+        return err, f"{me}: no reply in time to CONNECT {asked}", blame
+    return err, (f"{me}: CONNECT {asked} refused (reply "
+                 f"{bytes(d.reply[:d.got]).hex() or 'none'})"), blame
+
+
+def _hop_of_reply(route: tuple[Proxy, ...], reply: int) -> tuple[int, bool]:
+    """The hop that sent reply number `reply`, and whether it was a SOCKS5
+    greeting's reply (a SOCKS5 hop sends two: the greeting's, the CONNECT's)."""
+    n = 0
+    for i, hop in enumerate(route):
+        if hop.protocol == "socks5":
+            if reply == n:
+                return i, True
+            n += 2
+        else:
+            n += 1
+        if reply < n:
+            return i, False
+    return len(route) - 1, False

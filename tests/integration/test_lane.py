@@ -1,0 +1,164 @@
+"""The lane (lane/lane.c, listeners/lane.py): the daemon's compiled connect path,
+with real danted hops. A program's first connect to a destination goes through the
+chain engine, which leaves the lane a route. The lane then builds the program's next
+connects to that destination on its own, with the same bytes on the wire and the
+same socket for the program. A refusal, a reload and a session's end send the next
+connect back through the engine.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import lab as lablib
+from conftest import start_daemon
+from integration.test_handoff import PROBE, check_socket
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def probe(tmp_path: Path) -> Path:
+    path = tmp_path / "probe.py"
+    path.write_text(PROBE)
+    return path
+
+
+def lane_lines(sk) -> int:
+    return sk.daemon_log(40000).count("handed off by the lane")
+
+
+@pytest.mark.parametrize("scheme", ["socks4", "socks5"])
+@pytest.mark.parametrize("hops", [1, 3])
+def test_repeat_connects_are_built_by_the_lane(lab: lablib.Lab, sk, probe: Path,
+                                               scheme: str, hops: int) -> None:
+    """Four connects of one program to one destination: the first through the chain
+    engine, the next three by the lane. Each socket is the program's own, with its
+    options, flags and SO_RCVLOWAT (64) as it set them, connected through every hop
+    (the hops' logs) to the far host, which serves the file whole."""
+    m = f"lane-{scheme}-{hops}-{os.urandom(4).hex()}"
+    before = lab.hop_connects()
+    via = [h.url.replace("socks4://", f"{scheme}://") for h in lab.hops[:hops]]
+    res = sk.run([sys.executable, str(probe), lab.far_ip, str(lab.http_port),
+                  f"/small.bin?m={m}", "4", "blocking", "0.05"], via=via, opts=["-v"],
+                 timeout=120)
+    assert res.returncode == 0, sk.describe(res)
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(report["conns"]) == 4, report
+    for conn in report["conns"]:
+        check_socket(lab, conn, kernel_direct=True)
+    assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip] * 4
+    lab.wait_hop_connects(before, [4] * hops)
+    assert lane_lines(sk) == 3, sk.daemon_log()
+
+
+def test_a_refusal_by_the_lane_is_the_programs_errno_and_the_engine_takes_over(
+        lab: lablib.Lab, sk, tmp_path: Path) -> None:
+    """The far service goes away after the first connect: the lane's next connect
+    gets hop 3's refusal and answers ECONNREFUSED (never a direct connection), logs
+    it, and drops the process's routes: the connect after it goes through the chain
+    engine again, and is refused there too."""
+    listener = lablib.listener_in(lab.far_ns)
+    port = listener.getsockname()[1]
+    client = tmp_path / "client.py"
+    client.write_text(CLIENT)
+
+    def serve() -> None:
+        listener.settimeout(30)
+        try:
+            conn, _ = listener.accept()
+            conn.sendall(b"!")
+            conn.close()
+        finally:
+            listener.close()    # from now on the far port refuses
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    res = sk.run([sys.executable, str(client), lab.far_ip, str(port), "3"],
+                 via=sk.hops(3), opts=["-v"], timeout=60)
+    server.join(10)
+    assert res.returncode == 0, sk.describe(res)
+    errs = json.loads(res.stdout.strip().splitlines()[-1])
+    assert errs == [0, errno.ECONNREFUSED, errno.ECONNREFUSED], sk.describe(res)
+    log = sk.daemon_log(40000)
+    assert "handed off by the lane" not in log, log
+    assert log.count("CONNECT the target refused") == 1, log   # the lane's refusal
+
+
+CLIENT = r'''
+import json, socket, sys
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = []
+for _ in range(count):
+    s = socket.socket()
+    s.settimeout(20)
+    err = s.connect_ex((host, port))
+    if err == 0:
+        s.recv(1)
+    out.append(err)
+    s.close()
+print(json.dumps(out))
+'''
+
+
+def test_a_reload_sends_the_next_connect_through_the_new_policy(
+        lab: lablib.Lab, sk, tmp_path: Path, probe: Path) -> None:
+    """A daemon policy with a 3-hop chain; after two connects (the second by the
+    lane) the policy is changed to a 1-hop chain and reloaded (SIGHUP): the next
+    connect of the same program goes through the new chain, not the lane's route."""
+    pol = tmp_path / "policy.toml"
+
+    def write(hops: int) -> None:
+        pol.write_text("[chains.out]\nhops = [" + ", ".join(
+            f'"{h.url}"' for h in lab.hops[:hops]) + ']\n\n[default]\naction = '
+            '"chain:out"\n')
+
+    write(3)
+    pid = start_daemon(sk, pol)
+    go = tmp_path / "go"
+    ready = tmp_path / "ready"
+    waiter = tmp_path / "waiter.py"
+    waiter.write_text(WAITER)
+    m = f"reload-{os.urandom(4).hex()}"
+    bg = sk.spawn([sys.executable, str(waiter), lab.far_ip, str(lab.http_port),
+                   f"/small.bin?m={m}", str(ready), str(go)], preload=True)
+    lablib.wait_until(ready.exists, 30, "the first two connects")
+    assert lane_lines(sk) == 1, sk.daemon_log()
+    before = lab.hop_connects()
+    write(1)
+    os.kill(pid, signal.SIGHUP)
+    lablib.wait_until(lambda: "policy reloaded" in sk.daemon_log(40000), 10,
+                      "the reload's log line")
+    go.touch()
+    out = bg.wait(60)
+    assert out.returncode == 0, out
+    deltas = lab.wait_hop_connects(before, [1, 0, 0])
+    assert deltas[0] == 1 and deltas[1] == 0 and deltas[2] == 0, deltas
+    assert lane_lines(sk) == 1, sk.daemon_log()
+    assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip] * 3
+
+
+WAITER = r'''
+import os, socket, sys, time
+host, port, path, ready, go = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+def fetch():
+    s = socket.create_connection((host, port), timeout=20)
+    s.sendall(f"GET {path} HTTP/1.0\r\nHost: far\r\n\r\n".encode())
+    while s.recv(65536):
+        pass
+    s.close()
+fetch(); fetch()
+open(ready, "w").close()
+deadline = time.time() + 60
+while not os.path.exists(go) and time.time() < deadline:
+    time.sleep(0.05)
+fetch()
+'''

@@ -1,0 +1,112 @@
+"""The lane's plans (chains/laneplan.py) and the Python side's reading of its records
+(listeners/lane.py): which chains the lane may build, with which bytes, and how a
+refusal is worded and blamed."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+from socksify.chains.earlydata import EarlyData
+from socksify.chains.laneplan import (REPLY_SOCKS4, REPLY_SOCKS5, REPLY_SOCKS5_METHOD,
+                                      plan)
+from socksify.chains.spec import ChainSpec, Strategy
+from socksify.lanelib import sockaddr_of
+from socksify.listeners.lane import _endpoint, describe_failure
+from socksify.protocol import control as wire
+from socksify.proxies import Proxy
+
+H1 = Proxy.parse("socks4://10.0.0.1:1080")
+H2 = Proxy.parse("socks5://10.0.0.2:1080")
+H3 = Proxy.parse("socks4://10.0.0.3:1080")
+
+
+def spec(*hops: Proxy, **kw: Any) -> ChainSpec:
+    return ChainSpec("c", hops, **kw)
+
+
+def test_a_chain_of_socks_hops_is_one_write_and_its_replies_in_order() -> None:
+    made = plan(spec(H1, H2, H3), (H1, H2, H3), "192.0.2.7", 443, EarlyData())
+    assert made is not None
+    assert made.requests == (
+        b"\x04\x01\x04\x38" + bytes([10, 0, 0, 2]) + b"\x00"          # hop 1: hop 2
+        + b"\x05\x01\x00"                                              # hop 2: greeting
+        + b"\x05\x01\x00\x01" + bytes([10, 0, 0, 3]) + b"\x04\x38"     # hop 2: hop 3
+        + b"\x04\x01\x01\xbb" + bytes([192, 0, 2, 7]) + b"\x00")       # hop 3: target
+    assert made.replies == bytes([REPLY_SOCKS4, REPLY_SOCKS5_METHOD, REPLY_SOCKS5,
+                                  REPLY_SOCKS4])
+    assert made.timeout == 5.0 + 10.0 * 3
+
+
+def test_the_lane_gets_no_chain_the_engine_would_build_differently() -> None:
+    early = EarlyData()
+    target = ("192.0.2.7", 443)
+    none = [
+        (spec(H1, H3, strategy=Strategy.DYNAMIC), (H1, H3)),      # hops may be skipped
+        (spec(H1, H3), (H3,)),                                    # not the whole chain
+        (spec(H1, H3, pipeline=False), (H1, H3)),                 # step by step
+        (spec(H1, H3, prebuilt=2), (H1, H3)),                     # the pool's
+        (spec(Proxy.parse("socks5://u:p@10.0.0.2:1080")),
+         (Proxy.parse("socks5://u:p@10.0.0.2:1080"),)),            # credentials
+        (spec(Proxy.parse("http://10.0.0.4:3128")),
+         (Proxy.parse("http://10.0.0.4:3128"),)),                  # HTTP CONNECT
+        (spec(H1, isolate="process"), (H1,)),                      # stream isolation
+        (spec(H1, data_path="relay"), (H1,)),
+    ]
+    for chain, route in none:
+        assert plan(chain, route, *target, early) is None, chain
+    assert plan(spec(H1), (H1,), "2001:db8::1", 443, early) is None   # SOCKS4: no IPv6
+    early.mark_stepwise(H3)
+    assert plan(spec(H1, H3), (H1, H3), *target, early) is None
+    assert plan(spec(H1), (H1,), *target, early) is not None
+
+
+def test_hop_1s_address_goes_to_the_lane_as_a_sockaddr_and_comes_back() -> None:
+    for host, port, family, plain in [
+            ("10.0.0.1", 1080, socket.AF_INET, ("10.0.0.1", 1080)),
+            ("2001:db8::5", 1080, socket.AF_INET6, ("2001:db8::5", 1080)),
+            ("::ffff:10.0.0.1", 1080, socket.AF_INET6, ("10.0.0.1", 1080))]:
+        raw = sockaddr_of(host, port)
+        assert len(raw) == (16 if family == socket.AF_INET else 28)
+        assert int.from_bytes(raw[:2], sys.byteorder) == family
+        assert _endpoint(raw) == plain
+
+
+def done(**kw: Any) -> Any:
+    fields = {"code": 0, "failed": 0, "got": 0, "reply": b"\x00\x00", "err": 0}
+    fields.update(kw)
+    return SimpleNamespace(**fields)
+
+
+def test_a_refusal_is_worded_and_blamed_as_the_engine_does() -> None:
+    route = (H1, H2, H3)          # replies: 0 hop 1, 1 hop 2's greeting, 2 hop 2, 3 hop 3
+    err, why, blame = describe_failure(done(code=wire.Code.CONNREFUSED, failed=255,
+                                            err=errno.ECONNREFUSED), route)
+    assert (err, blame) == (errno.ECONNREFUSED, 0) and "hop 1" in why
+    # hop 1 refused to reach hop 2: hop 2 is blamed
+    err, why, blame = describe_failure(done(code=wire.Code.CONNREFUSED, failed=0,
+                                            got=2, reply=b"\x00\x5b"), route)
+    assert blame == 1 and "hop 1" in why and "hop 2 10.0.0.2:1080" in why, why
+    assert "005b" in why
+    # hop 2 refused our greeting: hop 2 itself
+    err, why, blame = describe_failure(done(code=wire.Code.CONNREFUSED, failed=1,
+                                            got=2, reply=b"\x05\xff"), route)
+    assert blame == 1 and "authentication" in why
+    # hop 2 said "host unreachable" for hop 3
+    err, why, blame = describe_failure(done(code=wire.Code.HOSTUNREACH, failed=2,
+                                            got=2, reply=b"\x05\x04"), route)
+    assert (err, blame) == (errno.EHOSTUNREACH, 2)
+    # the last hop refused the target: no hop is blamed
+    err, why, blame = describe_failure(done(code=wire.Code.CONNREFUSED, failed=3,
+                                            got=2, reply=b"\x00\x5b"), route)
+    assert blame is None and "the target" in why
+    # garbage from hop 3: hop 3 itself
+    err, why, blame = describe_failure(done(code=wire.Code.CONNREFUSED, failed=3,
+                                            got=2, reply=b"\x05\x5a",
+                                            err=errno.EPROTO), route)
+    assert blame == 2
+    err, why, blame = describe_failure(done(code=wire.Code.TIMEDOUT, failed=3), route)
+    assert err == errno.ETIMEDOUT and "no reply in time" in why and blame is None
