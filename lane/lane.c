@@ -51,6 +51,11 @@
 #define SOCKS5_HEAD    5    /* VER REP RSV ATYP and the address's first byte */
 #define SOCKS5_LONGEST (SOCKS5_HEAD + 255 + 2)   /* ATYP 3 with a 255-byte name */
 #define EVENTS_PER_WAIT 64
+/* Answered connects are announced to the daemon this long after the first of them,
+ * together: a wake-up of the daemon's Python per connect, beside the program's next
+ * one on a small machine, would cost the program more than the lane saves it. A
+ * given-back request is announced at once (a shim waits for its answer). */
+#define DONE_NOTICE_NS (20 * 1000000ull)
 
 /* epoll data: the fd in bits 0-30, the kind in bit 31, the generation above. */
 #define KIND_CONTROL 0u
@@ -129,6 +134,8 @@ static struct {
     pthread_t thread;
     /* the lane thread's */
     struct conn *live;
+    uint64_t done_due;         /* when the answered connects queued since the daemon
+                                  was last told are announced (0: none waits) */
 } L = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
     .life = PTHREAD_MUTEX_INITIALIZER,
@@ -590,7 +597,10 @@ static void finish(struct conn *c, uint8_t code, int err)
         arm_control_locked(w, EPOLL_CTL_MOD);
     }
     pthread_mutex_unlock(&L.mu);
-    notify();
+    if (send_err)
+        notify();
+    else if (!L.done_due)
+        L.done_due = d->answered_ns + DONE_NOTICE_NS;
 }
 
 /* ---- a connect: the negotiation ---------------------------------------------------- */
@@ -939,12 +949,13 @@ static void on_app(int fd, uint32_t gen)
 
 /* ---- the thread -------------------------------------------------------------------- */
 
-/* epoll_wait's timeout: until the nearest deadline, -1 without one. */
+/* epoll_wait's timeout: until the nearest deadline (or the announcement of answered
+ * connects), -1 without one. */
 static int next_timeout(uint64_t now)
 {
-    if (!L.live)
+    if (!L.live && !L.done_due)
         return -1;
-    uint64_t nearest = UINT64_MAX;
+    uint64_t nearest = L.done_due ? L.done_due : UINT64_MAX;
     for (struct conn *c = L.live; c; c = c->next)
         if (c->deadline_ns < nearest)
             nearest = c->deadline_ns;
@@ -998,8 +1009,14 @@ static void *lane_main(void *arg)
             else
                 on_control(fd, gen);
         }
-        expire(now_ns());
+        uint64_t now = now_ns();
+        expire(now);
+        if (L.done_due && now >= L.done_due) {
+            L.done_due = 0;
+            notify();
+        }
     }
+    L.done_due = 0;
     shut_down();
     return NULL;
 }

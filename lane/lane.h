@@ -90,7 +90,8 @@ struct lane_done {             /* a connect the lane answered itself */
 };
 
 /* Start the thread. Returns the notify fd (an eventfd, non-blocking, close-on-exec,
- * readable whenever lane_take or lane_done has something: read it, then take until
+ * readable at once when lane_take has something, and 20 ms after lane_done first has
+ * something (answered connects are announced together): read it, then take both until
  * empty), or -errno. A second call returns the same fd. The notify fd outlives
  * lane_stop (what the stop reports is still to be taken) and a later lane_start
  * returns it again. */

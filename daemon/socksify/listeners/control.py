@@ -230,6 +230,8 @@ class Control:
     async def serve_json(self, conn: socket.socket, first: bytes, pid: int,
                          uid: int) -> None:
         """A command line tool's connection whose first bytes a ShimConnection read."""
+        if self.lane is not None:   # what the lane answered is logged and listed first
+            self.lane.flush()
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)

@@ -176,7 +176,16 @@ class Lane:
         self._routes.clear()
 
     # ----- records ------------------------------------------------------------------
+    def flush(self) -> None:
+        """Report what the lane answered now (a command line tool asks for the log,
+        the live table or the status: answered connects are announced to the loop
+        only every 20 ms). Callable from a Task: given-back requests, which are
+        answered outside any Task (core/eager.py), wait for the notify callback."""
+        while self._records():
+            pass
+
     def _drain(self) -> None:
+        """The notify callback: the given-back connections, then the records."""
         try:
             os.read(self.notify, 8)
         except BlockingIOError:
@@ -190,15 +199,18 @@ class Lane:
                         os.close(fd)
                     continue
                 shim.given(g.data, list(g.fds))
-            done = self.lib.done(_BATCH)
-            for d in done:
-                self.served += 1
-                info = self._routes.get(d.route)
-                if info is None:           # forgotten since: no log line to write
-                    continue
-                self._report(info, d)
-            if len(given) < _BATCH and len(done) < _BATCH:
+            if not self._records() and len(given) < _BATCH:
                 return
+
+    def _records(self) -> bool:
+        """Report a batch of answered connects; whether it was a full one."""
+        done = self.lib.done(_BATCH)
+        for d in done:
+            self.served += 1
+            info = self._routes.get(d.route)
+            if info is not None:           # else forgotten since: nothing to report
+                self._report(info, d)
+        return len(done) == _BATCH
 
     def _report(self, info: RouteInfo, d: LaneDone) -> None:
         conn = self.reports.new_connection(
