@@ -40,9 +40,10 @@ def sample(pid: int) -> tuple[float, float, int]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks_user, ticks_sys = int(fields[11]), int(fields[12])
     ran = profile_connect.cpu_seconds(pid)
-    switches = sum(int(line.split()[1]) for line in
-                   Path(f"/proc/{pid}/status").read_text().splitlines()
-                   if "ctxt_switches" in line)
+    switches = sum(int(line.split()[1])
+                   for task in Path(f"/proc/{pid}/task").iterdir()
+                   for line in (task / "status").read_text().splitlines()
+                   if "ctxt_switches" in line)        # every thread's (the lane's too)
     return ran, ticks_user / max(ticks_user + ticks_sys, 1), switches
 
 

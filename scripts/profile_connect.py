@@ -113,9 +113,17 @@ print(json.dumps({"times": out, "cpu": cpu() - c0}))
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time pid has run so far (/proc/PID/schedstat: ns, not /proc/PID/stat's
-    ticks); connect_cpu.py and control_cpu.py read it too."""
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    """CPU time pid has run so far, all its threads (the lane's too): the sum of
+    /proc/PID/task/*/schedstat (ns, not /proc/PID/stat's ticks; a process's own
+    schedstat counts its main thread only); connect_cpu.py and control_cpu.py read
+    it too."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass                # a thread that ended meanwhile
+    return total / 1e9
 
 
 def main() -> int:
