@@ -4,18 +4,23 @@ refusal is worded and blamed."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import ipaddress
+import os
 import socket
 import sys
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from socksify.chains.earlydata import EarlyData
 from socksify.chains.laneplan import (REPLY_SOCKS4, REPLY_SOCKS5, REPLY_SOCKS5_METHOD,
                                       plan)
 from socksify.chains.spec import ChainSpec, Strategy
 from socksify.lanelib import sockaddr_of
-from socksify.listeners.lane import _endpoint, describe_failure
+from socksify.core.records import Connection
+from socksify.listeners.lane import Lane, _endpoint, describe_failure
+from socksify.procinfo import AppInfo
 from socksify.protocol import control as wire
 from socksify.proxies import Proxy
 
@@ -110,3 +115,61 @@ def test_a_refusal_is_worded_and_blamed_as_the_engine_does() -> None:
     assert blame == 2
     err, why, blame = describe_failure(done(code=wire.Code.TIMEDOUT, failed=3), route)
     assert err == errno.ETIMEDOUT and "no reply in time" in why and blame is None
+
+
+class FakeLib:
+    """lanelib.LaneLib's calls, recorded (the Lane's bookkeeping without the thread)."""
+
+    def __init__(self) -> None:
+        self.added: list[Any] = []
+        self.forgotten: list[int] = []
+
+    def start(self) -> int:
+        return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def add(self, route: Any) -> None:
+        self.added.append(route)
+
+    def forget(self, proc: int) -> None:
+        self.forgotten.append(proc)
+
+
+def test_a_process_routes_live_as_long_as_its_control_connections() -> None:
+    """A route is left for the process that made the connect, under the number its
+    connections are watched with; the last of its connections to close takes its
+    routes along (a program that connects once leaves nothing in the lane)."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        lib = FakeLib()
+        lane = Lane(cast(Any, lib), loop, cast(Any, None))
+        app = AppInfo(42, "curl", "/usr/bin/curl", 1000, "u", ())
+        key = lane.attach(app)
+        assert lane.attach(app) == key              # a second connection, one number
+        conn = Connection("c1", app, ipaddress.ip_address("192.0.2.7"), 443, 0.0)
+        conn.rule, conn.chain = "default", "c"
+        # the program's socket, connected to hop 1: only its peer address is asked
+        lane.offer(conn, b"S" * 8, spec(H1), (H1,),
+                   cast(socket.socket, _Peer(("10.0.0.1", 1080))))
+        [route] = lib.added
+        assert (route.proc, route.family, route.port, route.session) == \
+            (key, 4, 443, b"S" * 8)
+        assert route.addr == bytes([192, 0, 2, 7]) and route.replies == (REPLY_SOCKS4,)
+        assert _endpoint(route.hop1) == ("10.0.0.1", 1080)
+        lane.detach(app)
+        assert lib.forgotten == []                  # one connection still open
+        lane.detach(app)
+        assert lib.forgotten == [key]
+        assert lane.attach(app) != key              # a new number from now on
+        loop.remove_reader(lane.notify)
+        os.close(lane.notify)
+    asyncio.run(main())
+
+
+class _Peer:
+    """A socket whose getpeername() says what the test wants (hop 1's address)."""
+
+    def __init__(self, peer: tuple[str, int]) -> None:
+        self.peer = peer
+
+    def getpeername(self) -> tuple[str, int]:
+        return self.peer

@@ -60,9 +60,14 @@ class FakeLane:
     def __init__(self, taken: int = 1) -> None:
         self.watched: list[shimconn.ShimConnection] = []
         self.taken = taken          # what release() answers
+        self.attached = 0
 
-    def key(self, app: AppInfo) -> int:
+    def attach(self, app: AppInfo) -> int:
+        self.attached += 1
         return 7
+
+    def detach(self, app: AppInfo) -> None:
+        self.attached -= 1
 
     def watch(self, shim: shimconn.ShimConnection, key: int) -> bool:
         self.watched.append(shim)
@@ -199,9 +204,11 @@ def test_between_requests_the_lane_reads_the_connection() -> None:
         await recv(sock, wire.REPLY_SIZE)
         assert [s[0][5] for s in host.seen] == [0, 1]
         assert lane.watched == [shim, shim] and shim.watched
+        assert lane.attached == 1             # since the first request
         loop.call_soon(shim.given, b"", [])   # the lane saw the connection end
         await asyncio.sleep(0.05)
         assert shim.closed and shim not in host.shims
+        assert lane.attached == 0             # the process's routes may go
     asyncio.run(main())
 
 

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("socksify.daemon")
 
-MAX_KEYS = 65536        # processes known to the lane before its routes are dropped
+MAX_ROUTES = 16384      # routes before all are dropped (the lane's cap is higher)
 _BATCH = 64
 
 
@@ -90,7 +90,8 @@ class Lane:
         self.reports = reports
         self.notify = lib.start()
         self.watched: dict[int, ShimConnection] = {}
-        self._keys: dict[AppInfo, int] = {}
+        self._keys: dict[AppInfo, list[int]] = {}      # app: [its number, connections]
+        self._by_key: dict[int, list[int]] = {}         # its number: its routes' ids
         self._routes: dict[int, RouteInfo] = {}
         self._ids = itertools.count(1)
         self._key_ids = itertools.count(1)
@@ -113,14 +114,27 @@ class Lane:
             return None
 
     # ----- control connections -----------------------------------------------------
-    def key(self, app: AppInfo) -> int:
-        """The lane's number for a process."""
-        found = self._keys.get(app)
-        if found is None:
-            if len(self._keys) >= MAX_KEYS:
-                self.forget_all()
-            found = self._keys[app] = next(self._key_ids)
-        return found
+    def attach(self, app: AppInfo) -> int:
+        """A control connection of app's: the lane's number for app (a process has
+        up to four; its routes live as long as one of them)."""
+        entry = self._keys.get(app)
+        if entry is None:
+            entry = self._keys[app] = [next(self._key_ids), 0]
+        entry[1] += 1
+        return entry[0]
+
+    def detach(self, app: AppInfo) -> None:
+        """One of app's control connections closed: with the last, its routes go (a
+        process that connects once leaves nothing behind)."""
+        entry = self._keys.get(app)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._keys[app]
+            self.lib.forget(entry[0])
+            for route_id in self._by_key.pop(entry[0], ()):
+                self._routes.pop(route_id, None)
 
     def watch(self, shim: ShimConnection, key: int) -> bool:
         """Let the lane read shim's next request; False if it cannot."""
@@ -157,12 +171,16 @@ class Lane:
             peer = app_sock.getpeername()
         except OSError:
             return
-        route_id = next(self._ids)
-        if len(self._routes) >= MAX_KEYS:
+        entry = self._keys.get(conn.app)
+        if entry is None:           # not a shim's connection (never expected)
+            return
+        if len(self._routes) >= MAX_ROUTES:
             self.forget_all()
+        route_id = next(self._ids)
         self._routes[route_id] = RouteInfo(conn.app, conn.session, conn.rule,
                                            conn.chain, route)
-        self.lib.add(Route(proc=self.key(conn.app), family=conn.dst.version,
+        self._by_key.setdefault(entry[0], []).append(route_id)
+        self.lib.add(Route(proc=entry[0], family=conn.dst.version,
                            addr=conn.dst.packed, port=conn.port, session=session,
                            hop1=sockaddr_of(peer[0].partition("%")[0], peer[1]),
                            timeout_ms=int(made.timeout * 1000),
@@ -172,8 +190,8 @@ class Lane:
     def forget_all(self) -> None:
         """Drop every route (a reload, a session's end): the loop decides again."""
         self.lib.forget(0)
-        self._keys.clear()
         self._routes.clear()
+        self._by_key.clear()
 
     # ----- records ------------------------------------------------------------------
     def flush(self) -> None:

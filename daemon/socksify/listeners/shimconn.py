@@ -31,7 +31,11 @@ _MAX_FDS = 2
 class LaneWatch(Protocol):
     """What a ShimConnection needs of the lane (listeners/lane.py)."""
 
-    def key(self, app: AppInfo) -> int: ...
+    def attach(self, app: AppInfo) -> int:
+        """A connection of app's: the lane's number for app."""
+
+    def detach(self, app: AppInfo) -> None:
+        """One of app's connections closed (the last: its routes go)."""
 
     def watch(self, shim: ShimConnection, key: int) -> bool:
         """Let the lane read the next request; False if it cannot."""
@@ -75,7 +79,7 @@ class ShimConnection:
     request: HANDSHAKE_TIMEOUT); a request only moves the deadline."""
 
     __slots__ = ("control", "loop", "conn", "fd", "pid", "uid", "app", "first",
-                 "busy", "deadline", "timer", "closed", "reading", "watched")
+                 "busy", "deadline", "timer", "closed", "reading", "watched", "key")
 
     def __init__(self, control: Host, loop: asyncio.AbstractEventLoop,
                  conn: socket.socket, pid: int, uid: int) -> None:
@@ -90,6 +94,7 @@ class ShimConnection:
         self.busy: asyncio.Task[None] | None = None   # the Task answering, if any
         self.closed = False
         self.watched = False        # the lane reads its next request
+        self.key = 0                # the lane's number for the process (0: none)
         conn.setblocking(False)
         self.deadline = loop.time() + HANDSHAKE_TIMEOUT
         self.timer = loop.call_at(self.deadline, self._expire)
@@ -137,6 +142,8 @@ class ShimConnection:
             # identified once: the shim opens one connection per process,
             # close-on-exec (a child opens its own)
             self.app = self.control.identify(self.pid, self.uid)
+            if self.control.lane is not None:
+                self.key = self.control.lane.attach(self.app)
         task = eager.run(self._request(data, fds), self._answered)
         if task is not None and not task.done():
             self.busy = task
@@ -177,9 +184,9 @@ class ShimConnection:
     def _resume(self) -> None:
         """Read the next request: the lane does, if there is one, else the loop."""
         lane = self.control.lane
-        if lane is not None and self.app is not None and not self.watched:
+        if lane is not None and self.key and not self.watched:
             self._unread()
-            if lane.watch(self, lane.key(self.app)):
+            if lane.watch(self, self.key):
                 self.watched = True
                 return
         if not self.reading and not self.watched:
@@ -226,4 +233,8 @@ class ShimConnection:
             return
         self._release()
         self.conn.close()
+        lane = self.control.lane
+        if self.key and self.app is not None and lane is not None:
+            lane.detach(self.app)
+        self.key = 0
 
