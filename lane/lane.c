@@ -656,7 +656,7 @@ static int judge(struct conn *c)
     int err = 0;
     switch (c->route.replies[c->reply]) {
     case LANE_REPLY_SOCKS4:
-        if (b[0] != 0)
+        if (b[0] != 0 && b[0] != 4)    /* 0, or 4 as some servers send (as the engine) */
             err = EPROTO;
         else if (b[1] != 90)
             err = ECONNREFUSED;
@@ -670,7 +670,7 @@ static int judge(struct conn *c)
     default:
         if (c->want > SOCKS5_HEAD)
             return 1;          /* the address and port behind a granted head */
-        if (b[0] != 5) {
+        if (b[0] != 5 || (b[1] == 0 && b[2] != 0)) {   /* a grant's RSV must be 0 */
             err = EPROTO;
         } else if (b[1] != 0) {
             /* refused: what follows the head is not read, the hop closes anyway */

@@ -467,6 +467,18 @@ def test_program_rcvlowat_is_kept(lane: Lane) -> None:
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 64
 
 
+def test_a_socks4_reply_with_version_4_is_a_grant_as_for_the_engine(lane: Lane) -> None:
+    """Some SOCKS4 servers answer with VN 4, not 0; protocol/socks4.py takes both."""
+    req = socks4_request(DEST, DEST_PORT)
+    hop = lane.hop(len(req), [b"\x04\x5a" + bytes(6) + b"!"])
+    lane.add(hop, req, [lanelib.REPLY_SOCKS4])
+    shim, _ = lane.control()
+    sock = lane.program()
+    assert lane.handoff(shim, sock).verdict is wire.Verdict.READY
+    sock.settimeout(WAIT)
+    assert sock.recv(16) == b"!"
+
+
 # --- FAIL ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("requests, kinds, answer, code, err, failed, got", [
@@ -485,9 +497,11 @@ def test_program_rcvlowat_is_kept(lane: Lane) -> None:
     (SOCKS5_REQUESTS, SOCKS5_KINDS, SOCKS5_NO_AUTH + b"\x05\x00\x00\x02\x00",
      wire.Code.CONNREFUSED, errno.EPROTO, 1, 5),                    # ATYP 2
     (socks4_request(DEST, DEST_PORT), (lanelib.REPLY_SOCKS4,),
-     b"\x04\x5a" + bytes(6), wire.Code.CONNREFUSED, errno.EPROTO, 0, 8),
+     b"\x05\x5a" + bytes(6), wire.Code.CONNREFUSED, errno.EPROTO, 0, 8),
+    (SOCKS5_REQUESTS, SOCKS5_KINDS, SOCKS5_NO_AUTH + b"\x05\x00\x01\x01\x00",
+     wire.Code.CONNREFUSED, errno.EPROTO, 1, 5),                    # RSV 1
 ], ids=["socks4-cd91", "socks5-rep5", "socks5-rep4", "socks5-rep3", "method-ff",
-        "socks5-ver4", "socks5-atyp2", "socks4-vn4"])
+        "socks5-ver4", "socks5-atyp2", "socks4-vn5", "socks5-rsv1"])
 def test_refusals(lane: Lane, requests: bytes, kinds: tuple[int, ...], answer: bytes,
                   code: wire.Code, err: int, failed: int, got: int) -> None:
     hop = lane.hop(len(requests), [answer])
