@@ -362,6 +362,8 @@ class Daemon:
         if router.sees_all(uid):
             out["carrier"] = {**self.carrier.status(), **{
                 "handoff_flows": len(self.wrapped.flows)}}
+            lane = self.control.lane
+            out["lane"] = lane.status() if lane is not None else None
         # udp: a rule of uid's policies carries UDP through a chain, so an isolated
         # namespace redirects its datagrams to the daemon (else its fence drops them)
         mine = [policy, *(s.policy for s in sessions if uid is None or s.uid == uid)]

@@ -234,6 +234,11 @@ def status_lines(st: dict[str, Any]) -> list[str]:
                      f"{carrier.get('grants', 0)} grant(s), {dropped} dropped"
                      + (f"; {carrier['handoff_flows']} handed off"
                         if carrier.get("handoff_flows") else "")))
+    lane = st.get("lane")
+    if lane:                                   # the compiled connect path
+        rows.append(("lane", f"{lane.get('served', 0)} connect(s) built, "
+                     f"{lane.get('routes', 0)} route(s) for "
+                     f"{lane.get('processes', 0)} process(es)"))
     down = st.get("hops_down") or {}
     rows.append(("hops down", ", ".join(f"{h} (retry in {float(s):.0f}s)"
                                         for h, s in down.items()) or "none"))

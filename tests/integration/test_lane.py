@@ -58,6 +58,9 @@ def test_repeat_connects_are_built_by_the_lane(lab: lablib.Lab, sk, probe: Path,
     assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip] * 4
     lab.wait_hop_connects(before, [4] * hops)
     assert lane_lines(sk) == 3, sk.daemon_log()
+    status = sk.control({"op": "status"})
+    # the program has exited: its routes went with its control connection
+    assert status["lane"] == {"served": 3, "routes": 0, "processes": 0}, status
 
 
 def test_a_refusal_by_the_lane_is_the_programs_errno_and_the_engine_takes_over(

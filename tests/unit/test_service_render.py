@@ -94,6 +94,13 @@ def test_status_names_the_udp_carrier() -> None:
     assert "UDP carrier" not in "\n".join(render.status_lines({"carrier": {"port4": 0}}))
 
 
+def test_status_counts_what_the_lane_built() -> None:
+    status = "\n".join(render.status_lines({"lane": {"served": 41, "routes": 3,
+                                                     "processes": 2}}))
+    assert "lane  41 connect(s) built, 3 route(s) for 2 process(es)" in status
+    assert "lane" not in "\n".join(render.status_lines({"lane": None}))
+
+
 def test_connections_table_narrow_puts_the_route_under_the_chain() -> None:
     text = render.connections_text(CONNS, width=80)
     lines = text.splitlines()

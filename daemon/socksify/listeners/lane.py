@@ -157,6 +157,12 @@ class Lane:
             self.watched.pop(shim.fd, None)
         return 1 if taken else 0
 
+    def status(self) -> dict[str, int]:
+        """For `socksifyd status`: connects the lane answered, its routes and the
+        processes they are for."""
+        return {"served": self.served, "routes": len(self._routes),
+                "processes": len(self._by_key)}
+
     # ----- routes -------------------------------------------------------------------
     def offer(self, conn: Connection, session: bytes, spec: ChainSpec,
               route: tuple[Proxy, ...], app_sock: socket.socket) -> None:
@@ -249,11 +255,19 @@ class Lane:
              d.cookie or None, (d.bytes_acked, d.bytes_received)), None)
 
     def stop(self) -> None:
-        """Stop the thread: connects in flight are answered FAIL; the watched
-        connections come back (unread) for the loop to close."""
+        """At the daemon's stop (from its Task): the thread ends, answering FAIL to
+        the connects in flight; every connection it watched or gave back is closed,
+        unanswered (as the loop closes the idle ones), and its records reported."""
         self.loop.remove_reader(self.notify)
         self.lib.stop()
-        self._drain()
+        while given := self.lib.take(_BATCH):
+            for g in given:
+                for fd in g.fds:
+                    os.close(fd)
+                shim = self.watched.pop(g.fd, None)
+                if shim is not None:
+                    shim.close()
+        self.flush()
 
 
 def _endpoint(raw: bytes) -> tuple[str, int]:
