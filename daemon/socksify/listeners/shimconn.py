@@ -76,7 +76,10 @@ class ShimConnection:
     Task or future; one that waits (a chain) goes on in a Task, in Control.tasks,
     and the connection is not read until it is answered: one request at a time.
     One timer per connection closes it once idle for SHIM_IDLE_TIMEOUT (its first
-    request: HANDSHAKE_TIMEOUT); a request only moves the deadline."""
+    request: HANDSHAKE_TIMEOUT); a request only moves the deadline. With a lane
+    (listeners/lane.py), the lane's thread reads the connection between answers
+    from the first answer on, and gives it back (given()) with each request it
+    leaves to the loop; the timer then closes it only once the lane lets go."""
 
     __slots__ = ("control", "loop", "conn", "fd", "pid", "uid", "app", "first",
                  "busy", "deadline", "timer", "closed", "reading", "watched", "key")
