@@ -133,6 +133,26 @@ class FakeLib:
     def forget(self, proc: int) -> None:
         self.forgotten.append(proc)
 
+    def done(self, limit: int) -> list[Any]:
+        out, self.queued = self.queued[:limit], self.queued[limit:]
+        return out
+
+    queued: list[Any] = []
+
+
+class FakeRouter:
+    """The router as the lane's records reach it."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[tuple[Connection, Any, Any]] = []
+
+    def new_connection(self, app: AppInfo, addr: Any, port: int) -> Connection:
+        return Connection("c9", app, addr, port, 0.0)
+
+    def lane_outcome(self, conn: Connection, route: Any, seconds: float, kernel: Any,
+                     refused: Any) -> None:
+        self.outcomes.append((conn, kernel, refused))
+
 
 def test_a_process_routes_live_as_long_as_its_control_connections() -> None:
     """A route is left for the process that made the connect, under the number its
@@ -141,7 +161,8 @@ def test_a_process_routes_live_as_long_as_its_control_connections() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         lib = FakeLib()
-        lane = Lane(cast(Any, lib), loop, cast(Any, None))
+        router = FakeRouter()
+        lane = Lane(cast(Any, lib), loop, router)
         app = AppInfo(42, "curl", "/usr/bin/curl", 1000, "u", ())
         key = lane.attach(app)
         assert lane.attach(app) == key              # a second connection, one number
@@ -157,8 +178,19 @@ def test_a_process_routes_live_as_long_as_its_control_connections() -> None:
         assert _endpoint(route.hop1) == ("10.0.0.1", 1080)
         lane.detach(app)
         assert lib.forgotten == []                  # one connection still open
+        # its last connect, answered by the lane just before the program exited: its
+        # record is reported before the route it names goes
+        lib.queued = [SimpleNamespace(
+            proc=key, route=route.route, family=4, addr=route.addr.ljust(16, b"\0"),
+            port=443, code=0, started_ns=1_000_000, answered_ns=3_000_000,
+            local=sockaddr_of("10.77.1.5", 40000), peer=route.hop1, cookie=7,
+            bytes_acked=10, bytes_received=8)]
         lane.detach(app)
         assert lib.forgotten == [key]
+        [(conn, kernel, refused)] = router.outcomes
+        assert refused is None and conn.chain == "c" and conn.port == 443
+        assert kernel == (("10.77.1.5", 40000, "10.0.0.1", 1080), socket.AF_INET, 7,
+                          (10, 8))
         assert lane.attach(app) != key              # a new number from now on
         loop.remove_reader(lane.notify)
         os.close(lane.notify)

@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -131,6 +132,7 @@ class Lane:
             return
         entry[1] -= 1
         if entry[1] <= 0:
+            self.flush()           # its last connects' records name its routes
             del self._keys[app]
             self.lib.forget(entry[0])
             for route_id in self._by_key.pop(entry[0], ()):
@@ -195,6 +197,7 @@ class Lane:
 
     def forget_all(self) -> None:
         """Drop every route (a reload, a session's end): the loop decides again."""
+        self.flush()               # what was built on them is reported first
         self.lib.forget(0)
         self._routes.clear()
         self._by_key.clear()
@@ -215,6 +218,7 @@ class Lane:
         except BlockingIOError:
             pass
         while True:
+            full = self._records()         # first: an end of file below detaches
             given = self.lib.take(_BATCH)
             for g in given:
                 shim = self.watched.pop(g.fd, None)
@@ -223,7 +227,7 @@ class Lane:
                         os.close(fd)
                     continue
                 shim.given(g.data, list(g.fds))
-            if not self._records() and len(given) < _BATCH:
+            if not full and len(given) < _BATCH:
                 return
 
     def _records(self) -> bool:
@@ -241,8 +245,10 @@ class Lane:
             info.app, ipaddress.ip_address(d.addr[:4] if d.family == 4 else d.addr),
             d.port)
         conn.session, conn.rule, conn.chain = info.session, info.rule, info.chain
-        conn.started = d.started_ns / 1e9      # CLOCK_MONOTONIC, as time.monotonic()
         seconds = (d.answered_ns - d.started_ns) / 1e9
+        # started as long before now as the connect took (its log line's "(N ms)"),
+        # not when it was reported (up to 20 ms later)
+        conn.started = time.monotonic() - seconds
         if d.code != 0:
             err, why, blame = describe_failure(d, info.route)
             self.reports.lane_outcome(conn, info.route, seconds, None, (
