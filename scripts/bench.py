@@ -7,7 +7,8 @@ hops, far zone), then runs the same Python client under each contender:
   direct            from the proxy zone straight to the far host (no proxy at all)
   proxychains4      from the client zone under `proxychains4 -f CONF` (strict_chain)
   socksify          `socksify --via ...`: the program's own socket is handed to the
-                    daemon, which builds the chain on it and steps out (handoff)
+                    daemon, which builds the chain on it and steps out (handoff);
+                    every connect of a round after the first is built by the lane
   socksify relay    the same with `--data-path relay`: the daemon copies every byte
   socksify prebuilt handoff with `--prebuilt 8`: tunnels wait, built up to the last hop
   socksify isolated the isolation path (static/Go programs): the client runs in its own

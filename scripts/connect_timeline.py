@@ -11,7 +11,9 @@ daemon's first return from epoll with events in that connect). Each connect's
 readings are matched by time (the client is sequential) and printed per step as
 p10/p50/p90 over the connects. The readings themselves cost a few microseconds each.
 Needs root and the lab's prerequisites; the install's daemon is patched in memory
-only (function names below: a renamed one fails loudly).
+only (function names below: a renamed one fails loudly). It times the chain engine's
+path: the daemon runs without its lane (SOCKSIFY_LANE=0), which would otherwise build
+every connect after the first in C, where none of these functions run.
 
     sudo python3 scripts/connect_timeline.py VENV [--hops 1] [--connections 400]
                                                   [--socks5]
@@ -144,7 +146,8 @@ def main() -> int:
     rt = work / "rt"
     rt.mkdir(mode=0o700)
     env = labmod.clean_env({"SOCKSIFY_RUNTIME_DIR": str(rt),
-                            "TIMELINE_MARKS": str(work / "marks")})
+                            "TIMELINE_MARKS": str(work / "marks"),
+                            "SOCKSIFY_LANE": "0"})
     env["PATH"] = f"{args.venv}/bin:{env.get('PATH', '/usr/bin:/bin')}"
     lab = labmod.build_lab()
     far = bench.FirstByte(labmod.listener_in(lab.far_ns), "first-byte")
