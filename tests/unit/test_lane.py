@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence, TypeVar, Union
 
 import pytest
 
+from conftest import skip_or_fail
 from socksify import lanelib
 from socksify.lanelib import Done, Given, LaneLib, Route
 from socksify.protocol import control as wire
@@ -38,7 +39,7 @@ Step = Union[bytes, float, str]  # bytes: send; float: sleep; "close": close
 def build(out: Path) -> None:
     cc = shutil.which("cc")
     if cc is None:
-        pytest.skip("no C compiler (cc) to build lane/lane.c")
+        skip_or_fail("no C compiler (cc) to build lane/lane.c")
     cmd = [cc, "-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall",
            "-Wextra", "-Werror", "-D_GNU_SOURCE", "-Ishim/common", "-Ilane", "lane/lane.c",
            "-o", str(out), "-lpthread"]
@@ -446,7 +447,7 @@ def test_ipv6_hop(lane: Lane) -> None:
         probe.bind(("::1", 0))
         probe.close()
     except OSError:
-        pytest.skip("no IPv6 loopback here")
+        skip_or_fail("no IPv6 loopback here")
     req = socks4_request(DEST, DEST_PORT)
     hop = lane.hop(len(req), [SOCKS4_GRANTED], host="::1")
     lane.add(hop, req, [lanelib.REPLY_SOCKS4])
