@@ -24,6 +24,7 @@
 #include <limits.h>
 #include <linux/tcp.h>     /* struct tcp_info with tcpi_bytes_acked (glibc's lacks it) */
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -88,6 +89,22 @@ struct watch {
 
 enum phase { P_CONNECTING, P_WRITING, P_READING };
 
+/* A pre-built tunnel waiting in its pool. */
+struct tunnel {
+    struct tunnel *next;
+    int fd;
+    int family;
+    uint64_t expires_ns;
+};
+
+struct pool {
+    struct pool *next;
+    uint32_t id;
+    uint32_t ready, low;
+    struct tunnel *head, *tail;    /* oldest first */
+    uint64_t taken, discarded;
+};
+
 /* A connect in flight (lane thread only); once answered, the record of that in the done
  * queue. */
 struct conn {
@@ -95,6 +112,9 @@ struct conn {
     struct conn *next_done;
     struct watch *w;           /* W_BUSY until answered: cannot go away meanwhile */
     int app;                   /* the lane's copy of the program's socket */
+    int tun;                   /* a pool route's tunnel, else -1 */
+    int sock;                  /* what is negotiated on: app, or tun */
+    int urgent;                /* its take left the pool low: tell the daemon at once */
     uint32_t gen;
     uint32_t events;           /* what app is registered for */
     enum phase phase;
@@ -104,6 +124,7 @@ struct conn {
     int lowat;                 /* the program's SO_RCVLOWAT to put back, -1: none */
     uint64_t deadline_ns;
     uint8_t buf[262];          /* the reply being read */
+    uint8_t request[LANE_MAX_REQUEST];   /* as read: a failed tunnel gives it back */
     struct lane_route route;
     struct lane_done done;
 };
@@ -124,6 +145,7 @@ static struct {
     uint32_t gen;
     struct watch *given_head, *given_tail;
     struct conn *done_head, *done_tail;
+    struct pool *pools;
     int running;
     int ep;                    /* -1 while not running */
     /* lane_start/lane_stop (under life) */
@@ -134,6 +156,7 @@ static struct {
     pthread_t thread;
     /* the lane thread's */
     struct conn *live;
+    int stopping;              /* shut_down: a failed tunnel's request is not given back */
     uint64_t done_due;         /* when the answered connects queued since the daemon
                                   was last told are announced (0: none waits) */
 } L = {
@@ -259,7 +282,8 @@ static int route_valid(const struct lane_route *r)
     sa_family_t af;
     memcpy(&af, r->hop1, sizeof af);
     if (!((af == AF_INET && r->hop1_len == sizeof(struct sockaddr_in))
-          || (af == AF_INET6 && r->hop1_len == sizeof(struct sockaddr_in6))))
+          || (af == AF_INET6 && r->hop1_len == sizeof(struct sockaddr_in6))
+          || (r->pool && r->hop1_len == 0)))    /* a pool route connects nothing */
         return 0;
     if (r->requests_len > LANE_MAX_REQUESTS || r->n_replies > LANE_MAX_REPLIES
         || r->timeout_ms == 0)
@@ -308,6 +332,190 @@ LANE_EXPORT void lane_forget(uint64_t proc)
     pthread_mutex_lock(&L.mu);
     routes_drop_locked(proc);
     pthread_mutex_unlock(&L.mu);
+}
+
+/* ---- pools of pre-built tunnels ---------------------------------------------------- */
+
+static struct pool *pool_find_locked(uint32_t id)
+{
+    for (struct pool *p = L.pools; p; p = p->next)
+        if (p->id == id)
+            return p;
+    return NULL;
+}
+
+/* A waiting tunnel must be in time and have nothing to read: readable means the hop
+ * closed it, reset it or sent something unasked (as chains/pool.py's usable). A poll
+ * with no timeout: it never blocks, so it may run under the mutex. */
+static int tunnel_usable(const struct tunnel *t, uint64_t now)
+{
+    if (t->expires_ns <= now)
+        return 0;
+    struct pollfd pfd = {.fd = t->fd, .events = POLLIN | POLLPRI};
+    return poll(&pfd, 1, 0) == 0;
+}
+
+static void tunnels_close(struct tunnel *t)
+{
+    while (t) {
+        struct tunnel *next = t->next;
+        close(t->fd);
+        free(t);
+        t = next;
+    }
+}
+
+/* Out of p: every tunnel that is no longer usable (returned as a list, to be closed
+ * once the mutex is released). */
+static struct tunnel *pool_prune_locked(struct pool *p, uint64_t now)
+{
+    struct tunnel *dead = NULL, *last = NULL;
+    struct tunnel **link = &p->head;
+    while (*link) {
+        struct tunnel *t = *link;
+        if (tunnel_usable(t, now)) {
+            last = t;
+            link = &t->next;
+            continue;
+        }
+        *link = t->next;
+        t->next = dead;
+        dead = t;
+        p->ready--;
+        p->discarded++;
+    }
+    p->tail = last;
+    return dead;
+}
+
+/* The oldest usable tunnel of pool id, of family, out of the pool: its fd, or -ENOENT.
+ * *low is set when the take left the pool at its low mark or below. */
+static int pool_take(uint32_t id, int family, int *low)
+{
+    struct tunnel *dead = NULL;
+    int fd = -ENOENT;
+    uint64_t now = now_ns();
+    pthread_mutex_lock(&L.mu);
+    struct pool *p = pool_find_locked(id);
+    while (p && p->head && p->head->family == family) {
+        struct tunnel *t = p->head;
+        p->head = t->next;
+        if (!p->head)
+            p->tail = NULL;
+        p->ready--;
+        if (!tunnel_usable(t, now)) {
+            p->discarded++;
+            t->next = dead;
+            dead = t;
+            continue;
+        }
+        fd = t->fd;
+        free(t);
+        p->taken++;
+        if (low)
+            *low = p->ready <= p->low;
+        break;
+    }
+    pthread_mutex_unlock(&L.mu);
+    tunnels_close(dead);
+    return fd;
+}
+
+LANE_EXPORT int lane_pool_put(uint32_t pool, int fd, uint64_t expires_ns, uint32_t low)
+{
+    int type = 0, family = 0;
+    socklen_t len = sizeof type;
+    if (pool == 0 || fd < 0
+        || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM)
+        return -EINVAL;
+    len = sizeof family;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &len) < 0)
+        return -EINVAL;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0))
+        return -errno;
+    struct tunnel *t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->fd = fd;
+    t->family = family;
+    t->expires_ns = expires_ns;
+    pthread_mutex_lock(&L.mu);
+    struct pool *p = pool_find_locked(pool);
+    if (!p && (p = calloc(1, sizeof *p)) != NULL) {
+        p->id = pool;
+        p->next = L.pools;
+        L.pools = p;
+    }
+    if (p) {
+        p->low = low;
+        if (p->tail)
+            p->tail->next = t;
+        else
+            p->head = t;
+        p->tail = t;
+        p->ready++;
+    }
+    pthread_mutex_unlock(&L.mu);
+    if (!p) {
+        free(t);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+LANE_EXPORT int lane_pool_take(uint32_t pool)
+{
+    pthread_mutex_lock(&L.mu);
+    struct pool *p = pool_find_locked(pool);
+    int family = p && p->head ? p->head->family : 0;
+    pthread_mutex_unlock(&L.mu);
+    return family ? pool_take(pool, family, NULL) : -ENOENT;
+}
+
+LANE_EXPORT int lane_pool_state(uint32_t pool, struct lane_pool_state *out)
+{
+    if (!out)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&L.mu);
+    struct pool *p = pool_find_locked(pool);
+    struct tunnel *dead = p ? pool_prune_locked(p, now_ns()) : NULL;
+    if (p) {
+        out->ready = p->ready;
+        out->low = p->low;
+        out->taken = p->taken;
+        out->discarded = p->discarded;
+        if (p->head) {
+            out->oldest_expires_ns = p->head->expires_ns;
+            out->family = p->head->family;
+        }
+    }
+    pthread_mutex_unlock(&L.mu);
+    tunnels_close(dead);
+    return p ? 0 : -ENOENT;
+}
+
+LANE_EXPORT void lane_pool_close(uint32_t pool)
+{
+    struct tunnel *dead = NULL;
+    pthread_mutex_lock(&L.mu);
+    struct pool **link = &L.pools;
+    while (*link) {
+        struct pool *p = *link;
+        if (pool != 0 && p->id != pool) {
+            link = &p->next;
+            continue;
+        }
+        *link = p->next;
+        if (p->tail) {
+            p->tail->next = dead;
+            dead = p->head;
+        }
+        free(p);
+    }
+    pthread_mutex_unlock(&L.mu);
+    tunnels_close(dead);
 }
 
 /* ---- watches and the given queue --------------------------------------------------- */
@@ -510,19 +718,19 @@ static void collect(struct conn *c)
 {
     struct lane_done *d = &c->done;
     socklen_t len = sizeof d->local;
-    if (getsockname(c->app, (struct sockaddr *)d->local, &len) == 0)
+    if (getsockname(c->sock, (struct sockaddr *)d->local, &len) == 0)
         d->local_len = len < sizeof d->local ? len : sizeof d->local;
     len = sizeof d->peer;
-    if (getpeername(c->app, (struct sockaddr *)d->peer, &len) == 0)
+    if (getpeername(c->sock, (struct sockaddr *)d->peer, &len) == 0)
         d->peer_len = len < sizeof d->peer ? len : sizeof d->peer;
     uint64_t cookie = 0;
     len = sizeof cookie;
-    if (getsockopt(c->app, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0 && len == sizeof cookie)
+    if (getsockopt(c->sock, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0 && len == sizeof cookie)
         d->cookie = cookie;
     struct tcp_info ti;
     memset(&ti, 0, sizeof ti);
     len = sizeof ti;
-    if (getsockopt(c->app, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) {
+    if (getsockopt(c->sock, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) {
         /* an older kernel gives a shorter struct: only what it filled counts */
         if (len >= offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof ti.tcpi_bytes_acked)
             d->bytes_acked = ti.tcpi_bytes_acked;
@@ -532,20 +740,82 @@ static void collect(struct conn *c)
     }
 }
 
-/* Answer c (code 0: READY, else FAIL with it), report it, and give its control
- * connection its next request, or back to the daemon if the answer could not go. c
- * belongs to the done queue afterwards: not to be touched. */
+/* A pre-built tunnel failed. It may have died while it waited, which looks like a
+ * refusal of the target, so the tunnel goes (counted discarded) and the request goes
+ * back to the daemon as it was read, with the program's socket, untouched: the chain
+ * engine builds a fresh chain and tells the two apart (chains/route.py). The
+ * process's routes go too, as after any failure. c is freed. */
+static void give_back_failed(struct conn *c)
+{
+    struct watch *w = c->w;
+    close(c->tun);
+    live_unlink(c);
+    pthread_mutex_lock(&L.mu);
+    struct pool *p = pool_find_locked(c->route.pool);
+    if (p)
+        p->discarded++;
+    routes_drop_locked(c->done.proc);
+    w->conn = NULL;
+    give_back_locked(w, c->request, SOCKSIFY_REQUEST_SIZE, &c->app, 1, 0);
+    pthread_mutex_unlock(&L.mu);
+    free(c);
+    notify();
+}
+
+/* READY, FAIL or SWAP (with the tunnel attached) on the control connection fd: 0, or
+ * the errno of a send that failed. */
+static int answer(int fd, uint8_t verdict, uint8_t code, int attach)
+{
+    uint8_t reply[SOCKSIFY_REPLY_SIZE] = {0};
+    memcpy(reply, SOCKSIFY_MAGIC, SOCKSIFY_MAGIC_SIZE);
+    reply[SOCKSIFY_REP_OFF_VERSION] = SOCKSIFY_WIRE_VERSION;
+    reply[SOCKSIFY_REP_OFF_VERDICT] = verdict;
+    reply[SOCKSIFY_REP_OFF_CODE] = code;
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = reply, .iov_len = sizeof reply};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (attach >= 0) {
+        memset(&control, 0, sizeof control);
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof control.buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &attach, sizeof attach);
+    }
+    ssize_t n;
+    do
+        n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n == (ssize_t)sizeof reply ? 0 : n < 0 ? errno : EIO;
+}
+
+/* Answer c (code 0: READY, or SWAP for a pool route; else FAIL with it), report it,
+ * and give its control connection its next request, or back to the daemon if the
+ * answer could not go. A pool route's failure goes back to the daemon instead
+ * (give_back_failed), but at the lane's stop. c belongs to the done queue afterwards:
+ * not to be touched. */
 static void finish(struct conn *c, uint8_t code, int err)
 {
     struct lane_done *d = &c->done;
     struct watch *w = c->w;
     if (c->events)
-        epoll_ctl(L.ep, EPOLL_CTL_DEL, c->app, NULL);
+        epoll_ctl(L.ep, EPOLL_CTL_DEL, c->sock, NULL);
+    if (c->tun >= 0 && code != SOCKSIFY_CODE_NONE && !L.stopping) {
+        give_back_failed(c);
+        return;
+    }
     d->code = code;
     d->err = err;
+    int swap = code == SOCKSIFY_CODE_NONE && c->tun >= 0;
     if (code == SOCKSIFY_CODE_NONE) {
         d->failed = (uint8_t)c->route.n_replies;
-        collect(c);
+        if (!swap)             /* a tunnel stays the lane's until after the answer */
+            collect(c);
     } else {
         d->failed = c->phase == P_CONNECTING ? LANE_FAILED_CONNECT : (uint8_t)c->reply;
         d->got = (uint8_t)(c->got < 255 ? c->got : 255);
@@ -553,9 +823,9 @@ static void finish(struct conn *c, uint8_t code, int err)
     }
     if (c->lowat >= 0)
         setsockopt(c->app, SOL_SOCKET, SO_RCVLOWAT, &c->lowat, sizeof c->lowat);
-    if (code != SOCKSIFY_CODE_NONE) {
+    if (code != SOCKSIFY_CODE_NONE && c->tun < 0) {
         /* dissolve whatever connection there is, so the program may connect again, as
-         * after a connect() that failed on its own */
+         * after a connect() that failed on its own (a pool route's never was) */
         struct sockaddr unspec = {.sa_family = AF_UNSPEC};
         connect(c->app, &unspec, sizeof unspec);
     }
@@ -571,14 +841,17 @@ static void finish(struct conn *c, uint8_t code, int err)
         pthread_mutex_unlock(&L.mu);
     }
 
-    uint8_t reply[SOCKSIFY_REPLY_SIZE] = {0};
-    memcpy(reply, SOCKSIFY_MAGIC, SOCKSIFY_MAGIC_SIZE);
-    reply[SOCKSIFY_REP_OFF_VERSION] = SOCKSIFY_WIRE_VERSION;
-    reply[SOCKSIFY_REP_OFF_VERDICT] = code ? SOCKSIFY_VERDICT_FAIL : SOCKSIFY_VERDICT_READY;
-    reply[SOCKSIFY_REP_OFF_CODE] = code;
-    ssize_t n = send(w->fd, reply, sizeof reply, MSG_NOSIGNAL | MSG_DONTWAIT);
-    int send_err = n == (ssize_t)sizeof reply ? 0 : n < 0 ? errno : EIO;
-    d->answered_ns = now_ns();
+    int send_err = answer(w->fd, code ? SOCKSIFY_VERDICT_FAIL
+                                      : swap ? SOCKSIFY_VERDICT_SWAP : SOCKSIFY_VERDICT_READY,
+                          code, swap ? c->tun : -1);
+    if (c->tun >= 0) {         /* the program has its own copy now, if it was sent */
+        if (swap)
+            collect(c);
+        close(c->tun);
+        c->tun = -1;
+    }
+    uint64_t answered = d->answered_ns = now_ns();
+    int urgent = c->urgent;
     live_unlink(c);
 
     pthread_mutex_lock(&L.mu);
@@ -597,10 +870,13 @@ static void finish(struct conn *c, uint8_t code, int err)
         arm_control_locked(w, EPOLL_CTL_MOD);
     }
     pthread_mutex_unlock(&L.mu);
-    if (send_err)
+    /* c may be the daemon's already (lane_done): only the copies above are read */
+    if (send_err || urgent) {
+        L.done_due = 0;        /* whatever waits for the announcement goes with it */
         notify();
-    else if (!L.done_due)
-        L.done_due = d->answered_ns + DONE_NOTICE_NS;
+    } else if (!L.done_due) {
+        L.done_due = answered + DONE_NOTICE_NS;
+    }
 }
 
 /* ---- a connect: the negotiation ---------------------------------------------------- */
@@ -611,7 +887,7 @@ static int set_events(struct conn *c, uint32_t events)
         return 0;
     struct epoll_event ev = {.events = events,
                              .data.u64 = event_key(c->w->fd, c->gen, KIND_APP)};
-    if (epoll_ctl(L.ep, c->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->app, &ev) < 0)
+    if (epoll_ctl(L.ep, c->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->sock, &ev) < 0)
         return -errno;
     c->events = events;
     return 0;
@@ -703,7 +979,7 @@ static void read_replies(struct conn *c)
         if (c->want == 0)
             c->want = first_size(c->route.replies[c->reply]);
         while (c->got < c->want) {
-            ssize_t n = recv(c->app, c->buf + c->got, c->want - c->got, 0);
+            ssize_t n = recv(c->sock, c->buf + c->got, c->want - c->got, 0);
             if (n > 0) {
                 c->got += (uint32_t)n;
                 continue;
@@ -733,7 +1009,7 @@ static void write_requests(struct conn *c)
 {
     c->phase = P_WRITING;
     while (c->sent < c->route.requests_len) {
-        ssize_t n = send(c->app, c->route.requests + c->sent,
+        ssize_t n = send(c->sock, c->route.requests + c->sent,
                          c->route.requests_len - c->sent, MSG_NOSIGNAL);
         if (n > 0) {
             c->sent += (uint32_t)n;
@@ -756,7 +1032,7 @@ static void connected(struct conn *c)
 {
     int err = 0;
     socklen_t len = sizeof err;
-    if (getsockopt(c->app, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    if (getsockopt(c->sock, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err)
         finish(c, code_of_connect(err), err);
@@ -766,9 +1042,17 @@ static void connected(struct conn *c)
 
 /* The program's socket, O_NONBLOCK and with a low-water mark of 1 (a higher one would
  * keep it unreadable until more than a reply is in: sockstream.replies_readable), then
- * the connect to hop 1. */
+ * the connect to hop 1. A pool route's tunnel (non-blocking, the lane's own) is
+ * connected already: its requests go at once. */
 static void begin(struct conn *c)
 {
+    c->lowat = -1;
+    if (c->tun >= 0) {
+        c->sock = c->tun;
+        write_requests(c);
+        return;
+    }
+    c->sock = c->app;
     int flags = fcntl(c->app, F_GETFL);
     if (flags < 0 || (!(flags & O_NONBLOCK) && fcntl(c->app, F_SETFL, flags | O_NONBLOCK) < 0)) {
         finish(c, SOCKSIFY_CODE_CONNREFUSED, errno);
@@ -776,7 +1060,6 @@ static void begin(struct conn *c)
     }
     int lowat = 1;
     socklen_t len = sizeof lowat;
-    c->lowat = -1;
     if (getsockopt(c->app, SOL_SOCKET, SO_RCVLOWAT, &lowat, &len) == 0 && lowat != 1) {
         int one = 1;
         if (setsockopt(c->app, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one) == 0)
@@ -839,7 +1122,9 @@ static int is_handoff(const uint8_t *b, ssize_t n)
                || b[SOCKSIFY_REQ_OFF_FAMILY] == SOCKSIFY_FAMILY_INET6);
 }
 
-/* A stream socket of hop 1's address family: the only kind the route can connect. */
+/* The program's socket's address family if the route can use it, else 0: a stream
+ * socket of hop 1's family; for a pool route, one that is not bound to an address or
+ * port of its own (a tunnel's socket takes its place: as core/router.py _swappable). */
 static int socket_fits(int fd, const struct lane_route *r)
 {
     int type = 0, domain = 0;
@@ -849,9 +1134,24 @@ static int socket_fits(int fd, const struct lane_route *r)
     len = sizeof domain;
     if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
         return 0;
-    sa_family_t af;
-    memcpy(&af, r->hop1, sizeof af);
-    return domain == af;
+    if (!r->pool) {
+        sa_family_t af;
+        memcpy(&af, r->hop1, sizeof af);
+        return domain == af ? domain : 0;
+    }
+    struct sockaddr_storage local;
+    len = sizeof local;
+    if (getsockname(fd, (struct sockaddr *)&local, &len) < 0)
+        return 0;
+    if (local.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&local;
+        return in->sin_port == 0 && in->sin_addr.s_addr == htonl(INADDR_ANY) ? domain : 0;
+    }
+    if (local.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&local;
+        return in6->sin6_port == 0 && IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ? domain : 0;
+    }
+    return 0;
 }
 
 /* The connect for this request if it is the lane's (c filled in), else 0. */
@@ -870,8 +1170,12 @@ static int claim(struct conn *c, uint64_t proc, const uint8_t *b, ssize_t n, int
     pthread_mutex_unlock(&L.mu);
     /* the session is not in the key: a request of another session (a program that
      * changed $SOCKSIFY_SESSION) is the daemon's, whose route then replaces this one */
+    int af;
     if (!node || memcmp(c->route.session, b + SOCKSIFY_REQ_OFF_SESSION,
-                        SOCKSIFY_SESSION_SIZE) != 0 || !socket_fits(app, &c->route))
+                        SOCKSIFY_SESSION_SIZE) != 0 || !(af = socket_fits(app, &c->route)))
+        return 0;
+    /* an empty pool, or tunnels of another family: the daemon builds it */
+    if (c->route.pool && (c->tun = pool_take(c->route.pool, af, &c->urgent)) < 0)
         return 0;
     struct lane_done *d = &c->done;
     d->proc = proc;
@@ -909,6 +1213,8 @@ static void on_control(int fd, uint32_t gen)
     }
     uint64_t started = now_ns();
     struct conn *c = calloc(1, sizeof *c);
+    if (c)
+        c->tun = -1;
     if (!c || !claim(c, w->proc, buf, n, nfds, fds[0])) {
         free(c);               /* the daemon answers it, out of memory included */
         give_back(w, buf, (uint32_t)n, fds, nfds, 0);
@@ -916,6 +1222,7 @@ static void on_control(int fd, uint32_t gen)
     }
     c->w = w;
     c->app = fds[0];
+    memcpy(c->request, buf, sizeof c->request);
     c->done.fd = fd;
     c->done.started_ns = started;
     c->deadline_ns = started + (uint64_t)c->route.timeout_ms * 1000000u;
@@ -1017,7 +1324,9 @@ static void *lane_main(void *arg)
         }
     }
     L.done_due = 0;
+    L.stopping = 1;
     shut_down();
+    L.stopping = 0;
     return NULL;
 }
 

@@ -4,9 +4,12 @@
  * that come on the control connections the daemon gives it, for the destinations whose
  * decision the daemon has cached in it (routes): it connects the program's socket to
  * hop 1, writes every hop's request at once, reads the replies exactly, and answers
- * READY or FAIL itself. Any other request, and every connection that breaks, goes back
- * to the daemon unchanged (lane_take); every connect it answered is reported
- * (lane_done), for the daemon's log and live table. The lane decides nothing.
+ * READY or FAIL itself. A route of a chain with pre-built tunnels (lane_route.pool)
+ * finishes one of the tunnels the daemon left in that pool instead (lane_pool_put):
+ * the last hop's request on it, and SWAP with the tunnel attached. Any other request,
+ * and every connection that breaks, goes back to the daemon unchanged (lane_take);
+ * every connect it answered is reported (lane_done), for the daemon's log and live
+ * table. The lane decides nothing.
  *
  * Threads: every function may be called from any thread (lane_start and lane_stop
  * are serialised with each other). The library keeps one lane per process.
@@ -54,6 +57,19 @@ struct lane_route {            /* one cached decision: how (proc, destination) l
     uint32_t n_replies;
     uint8_t  replies[16];      /* LANE_REPLY_* of each reply, in order */
     uint32_t route;            /* the daemon's id for this route, echoed in lane_done */
+    uint32_t pool;             /* 0: build on the program's socket from hop 1; else the
+                                  pool whose tunnels reach the last hop: requests and
+                                  replies are the last hop's, hop1 may be empty, and the
+                                  program's socket must be unbound */
+};
+
+struct lane_pool_state {       /* a pool of pre-built tunnels (lane_pool_state) */
+    uint32_t ready;            /* tunnels waiting */
+    uint32_t low;              /* as given to lane_pool_put */
+    uint64_t oldest_expires_ns;/* CLOCK_MONOTONIC expiry of the oldest waiting, 0: none */
+    uint64_t taken;            /* by the lane or lane_pool_take, since the pool began */
+    uint64_t discarded;        /* expired, found readable or closed, or failed */
+    int32_t  family;           /* AF_INET or AF_INET6 of the waiting tunnels, 0: none */
 };
 
 struct lane_given {            /* a control connection the lane leaves to the daemon */
@@ -99,7 +115,8 @@ int lane_start(void);
 
 /* Stop and join the thread. In-flight connects are answered FAIL (TIMEDOUT) and
  * reported (lane_done); watched connections are given back unread (lane_take, len 0,
- * err LANE_GIVEN_STOPPED). The routes are forgotten. A no-op when not started. */
+ * err LANE_GIVEN_STOPPED). The routes are forgotten; the pools stay until
+ * lane_pool_close. A no-op when not started. */
 void lane_stop(void);
 
 /* Serve this control connection: the lane reads its next request. 0, or -errno:
@@ -115,7 +132,8 @@ int lane_watch(int fd, uint64_t proc);
 int lane_release(int fd, uint32_t idle_ms);
 
 /* Cache a route (the same key, (proc, family, addr, port): replaced). 0, or -EINVAL for
- * a family other than 4/6, a hop1 that is not a whole sockaddr_in/sockaddr_in6, more
+ * a family other than 4/6, a hop1 that is not a whole sockaddr_in/sockaddr_in6 (or
+ * empty, for a pool route only), more
  * than 1024 bytes of requests or 16 replies, an unknown reply kind or a timeout of 0;
  * -ENOMEM. At most 65536 routes: adding one more clears the cache first. */
 int lane_add(const struct lane_route *route);
@@ -131,6 +149,27 @@ int lane_take(struct lane_given *out, int max);
  * answered FAIL dropped its process's routes before the answer: that process's next
  * connect goes to the daemon. */
 int lane_done(struct lane_done *out, int max);
+
+/* Leave a pre-built tunnel in pool (an id of the daemon's, not 0): fd is connected
+ * through every hop but the last, which waits for its request. The lane owns fd from
+ * then on (on success; on an error the caller keeps it); it is closed once expires_ns
+ * (CLOCK_MONOTONIC) has passed without a take, when found readable (the hop closed it,
+ * reset it or sent something unasked), and by lane_pool_close. When a take leaves low
+ * tunnels or fewer, the daemon is told at once (lane_done's notify) rather than with
+ * the next announcement. 0, or -EINVAL (pool 0, a negative fd, not a stream socket),
+ * -ENOMEM. */
+int lane_pool_put(uint32_t pool, int fd, uint64_t expires_ns, uint32_t low);
+
+/* The oldest usable tunnel of pool, for the daemon's own use (its fd: the caller's to
+ * close), or -ENOENT. Unusable ones met on the way are closed and counted discarded. */
+int lane_pool_take(uint32_t pool);
+
+/* The pool's state, once expired and unusable tunnels are closed (counted discarded).
+ * 0, or -ENOENT for a pool never given a tunnel (or closed). */
+int lane_pool_state(uint32_t pool, struct lane_pool_state *out);
+
+/* Close pool's tunnels and forget it (0: every pool). */
+void lane_pool_close(uint32_t pool);
 
 /* end of the cffi block */
 

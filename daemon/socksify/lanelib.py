@@ -41,6 +41,16 @@ struct lane_route {
     uint32_t n_replies;
     uint8_t  replies[16];
     uint32_t route;
+    uint32_t pool;
+};
+
+struct lane_pool_state {
+    uint32_t ready;
+    uint32_t low;
+    uint64_t oldest_expires_ns;
+    uint64_t taken;
+    uint64_t discarded;
+    int32_t  family;
 };
 
 struct lane_given {
@@ -83,6 +93,10 @@ int lane_add(const struct lane_route *route);
 void lane_forget(uint64_t proc);
 int lane_take(struct lane_given *out, int max);
 int lane_done(struct lane_done *out, int max);
+int lane_pool_put(uint32_t pool, int fd, uint64_t expires_ns, uint32_t low);
+int lane_pool_take(uint32_t pool);
+int lane_pool_state(uint32_t pool, struct lane_pool_state *out);
+void lane_pool_close(uint32_t pool);
 """
 
 
@@ -92,7 +106,9 @@ class Route:
     leave. addr is the request's addr field (IPv4 in the first 4 bytes; padded to 16
     here); hop1 a raw struct sockaddr_in/sockaddr_in6 (sockaddr_of); replies the
     REPLY_* kinds expected, in order; session the request's session field (a request
-    with another is not the route's)."""
+    with another is not the route's). pool, if not 0, is the pool of pre-built
+    tunnels the route finishes (requests and replies: the last hop's; hop1 may be
+    empty)."""
 
     proc: int
     family: int
@@ -104,6 +120,21 @@ class Route:
     replies: tuple[int, ...]
     route: int
     session: bytes = bytes(8)
+    pool: int = 0
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """A pool of pre-built tunnels (struct lane_pool_state): how many wait, the
+    CLOCK_MONOTONIC expiry of the oldest (0: none), how many were taken and
+    discarded since it began, and the waiting tunnels' address family (0: none)."""
+
+    ready: int
+    low: int
+    oldest_expires_ns: int
+    taken: int
+    discarded: int
+    family: int
 
 
 @dataclass(frozen=True)
@@ -197,7 +228,33 @@ class LaneLib:
         for i, kind in enumerate(route.replies):
             r.replies[i] = kind
         r.route = route.route
+        r.pool = route.pool
         _check(int(self._lib.lane_add(r)), "lane_add")
+
+    def pool_put(self, pool: int, fd: int, expires_ns: int, low: int) -> None:
+        """Leave the tunnel fd in pool: the lane's from then on (not on an error)."""
+        _check(int(self._lib.lane_pool_put(pool, fd, expires_ns, low)), "lane_pool_put")
+
+    def pool_take(self, pool: int) -> int | None:
+        """The oldest usable tunnel's fd (the caller's), or None."""
+        fd = int(self._lib.lane_pool_take(pool))
+        if fd == -errno.ENOENT:
+            return None
+        return _check(fd, "lane_pool_take")
+
+    def pool_state(self, pool: int) -> PoolState | None:
+        """The pool, its unusable tunnels closed first; None if it has none."""
+        out = self._ffi.new("struct lane_pool_state *")
+        if int(self._lib.lane_pool_state(pool, out)) < 0:
+            return None
+        return PoolState(ready=int(out.ready), low=int(out.low),
+                         oldest_expires_ns=int(out.oldest_expires_ns),
+                         taken=int(out.taken), discarded=int(out.discarded),
+                         family=int(out.family))
+
+    def pool_close(self, pool: int) -> None:
+        """Close pool's tunnels and forget it; 0: every pool."""
+        self._lib.lane_pool_close(pool)
 
     def forget(self, proc: int) -> None:
         """Drop proc's routes; 0: all."""

@@ -31,6 +31,7 @@ DEST = "203.0.113.5"             # the destination the program connects to
 DEST_PORT = 443
 PROC = 7
 ROUTE_ID = 11
+POOL = 3
 
 T = TypeVar("T")
 Step = Union[bytes, float, str]  # bytes: send; float: sleep; "close": close
@@ -187,14 +188,16 @@ class Lane:
     def add(self, hop: FakeHop | None, requests: bytes, replies: Sequence[int],
             proc: int = PROC, dest: str = DEST, port: int = DEST_PORT,
             timeout_ms: int = 3000, hop1: bytes | None = None,
-            session: bytes = bytes(8)) -> Route:
+            session: bytes = bytes(8), pool: int = 0) -> Route:
         family, raw = wire.pack_addr(ipaddress.ip_address(dest))
+        if hop1 is None and pool:
+            hop1 = b""
         if hop1 is None:
             assert hop is not None
             hop1 = lanelib.sockaddr_of(hop.host, hop.port)
         route = Route(proc=proc, family=family, addr=raw, port=port, hop1=hop1,
                       timeout_ms=timeout_ms, requests=requests, replies=tuple(replies),
-                      route=ROUTE_ID, session=session)
+                      route=ROUTE_ID, session=session, pool=pool)
         self.lib.add(route)
         return route
 
@@ -242,8 +245,16 @@ class Lane:
     def done(self, n: int = 1) -> list[Done]:
         return self._gather(self.lib.done, n)
 
+    def tunnel(self, hop: FakeHop, pool: int = POOL, expires_in: float = WAIT,
+               low: int = 0) -> None:
+        """A pre-built tunnel into pool: a socket connected to hop, the lane's."""
+        sock = socket.create_connection((hop.host, hop.port), timeout=WAIT)
+        expires = time.monotonic_ns() + int(expires_in * 1e9)
+        self.lib.pool_put(pool, sock.detach(), expires, low)
+
     def close(self) -> None:
         self.lib.stop()
+        self.lib.pool_close(0)
         self.take()
         self.lib.done(1024)
         for fd in self.given_fds:
@@ -297,7 +308,8 @@ def test_struct_layout_matches_the_compiler(tmp_path: Path, lib: LaneLib) -> Non
 
     ffi = cffi.FFI()
     ffi.cdef(lanelib.CDEF)
-    fields = {"lane_route": ["requests", "n_replies", "route"],
+    fields = {"lane_route": ["requests", "n_replies", "route", "pool"],
+              "lane_pool_state": ["low", "oldest_expires_ns", "discarded", "family"],
               "lane_given": ["len", "data"],
               "lane_done": ["err", "started_ns", "local", "peer_len", "bytes_received"]}
     src = tmp_path / "layout.c"
@@ -752,3 +764,193 @@ def test_stop_answers_a_connect_in_flight(lane: Lane) -> None:
     with pytest.raises(OSError) as info:
         lane.lib.watch(mine.fileno(), PROC)
     assert info.value.errno == errno.ESRCH
+
+
+# --- pre-built tunnels (pool routes: SWAP) --------------------------------------------
+
+def test_a_pool_keeps_hands_out_and_closes_tunnels(lane: Lane) -> None:
+    assert lane.lib.pool_state(POOL) is None and lane.lib.pool_take(POOL) is None
+    hops = [lane.hop(0, []) for _ in range(2)]
+    for h in hops:
+        lane.tunnel(h, low=1)
+    state = lane.lib.pool_state(POOL)
+    assert state is not None
+    assert (state.ready, state.low, state.taken, state.discarded, state.family) == \
+        (2, 1, 0, 0, socket.AF_INET)
+    fd = lane.lib.pool_take(POOL)
+    assert fd is not None
+    with socket.socket(fileno=fd) as first:       # the oldest first
+        assert first.getpeername() == ("127.0.0.1", hops[0].port)
+    state = lane.lib.pool_state(POOL)
+    assert state is not None and (state.ready, state.taken) == (1, 1)
+    lane.lib.pool_close(POOL)
+    assert lane.lib.pool_state(POOL) is None and lane.lib.pool_take(POOL) is None
+    udp = lane.program(kind=socket.SOCK_DGRAM)
+    for pool, fd in ((POOL, udp.fileno()), (0, udp.fileno()), (POOL, -1)):
+        with pytest.raises(OSError) as info:
+            lane.lib.pool_put(pool, fd, time.monotonic_ns(), 0)
+        assert info.value.errno == errno.EINVAL
+
+
+def test_a_pool_throws_away_expired_and_readable_tunnels(lane: Lane) -> None:
+    """A tunnel past its expiry, or readable (here: its hop closed it), is closed and
+    counted discarded; a good one stays."""
+    lane.tunnel(lane.hop(0, []), expires_in=-1.0)
+    closing = lane.hop(0, ["close"])
+    lane.tunnel(closing)
+    good = lane.hop(0, [])
+    lane.tunnel(good)
+    closing.requests_in.wait(WAIT)
+    deadline = time.monotonic() + WAIT
+    while (state := lane.lib.pool_state(POOL)) is not None and state.ready > 1:
+        assert time.monotonic() < deadline, state
+        time.sleep(0.01)
+    assert state is not None and (state.ready, state.discarded) == (1, 2), state
+    fd = lane.lib.pool_take(POOL)
+    assert fd is not None
+    with socket.socket(fileno=fd) as sock:
+        assert sock.getpeername() == ("127.0.0.1", good.port)
+
+
+@pytest.mark.parametrize("socks", [4, 5])
+def test_a_pool_route_finishes_a_tunnel_and_swaps_it_in(lane: Lane, socks: int) -> None:
+    """The last hop's request on the oldest tunnel, its reply read exactly, and SWAP
+    with the tunnel attached; the program's socket is not touched."""
+    if socks == 4:
+        req, kinds, grant = (socks4_request(DEST, DEST_PORT), [lanelib.REPLY_SOCKS4],
+                             SOCKS4_GRANTED)
+    else:
+        req, kinds, grant = SOCKS5_REQUESTS, list(SOCKS5_KINDS), \
+            SOCKS5_NO_AUTH + socks5_reply()
+    hop = lane.hop(len(req), [grant + b"!"])
+    lane.tunnel(hop)
+    lane.add(None, req, kinds, pool=POOL)
+    shim, mine = lane.control()
+    sock = lane.program()
+    socket.send_fds(shim, [handoff_header()], [sock.fileno()])
+    data, fds, _, _ = socket.recv_fds(shim, wire.REPLY_SIZE, 2)
+    reply = wire.Reply.loads(data)
+    assert reply.verdict is wire.Verdict.SWAP and reply.code is wire.Code.NONE
+    assert len(fds) == 1
+    assert hop.got == req
+    with socket.socket(fileno=fds[0]) as tunnel:
+        tunnel.settimeout(WAIT)
+        assert tunnel.getpeername() == ("127.0.0.1", hop.port)
+        assert tunnel.recv(16) == b"!"        # nothing past the reply was consumed
+        [d] = lane.done()
+        assert (d.code, d.route, d.fd, d.failed) == (0, ROUTE_ID, mine.fileno(), len(kinds))
+        assert lanelib.address_of(d.local) == tunnel.getsockname()
+        assert lanelib.address_of(d.peer) == ("127.0.0.1", hop.port)
+    with pytest.raises(OSError) as info:
+        sock.getpeername()
+    assert info.value.errno == errno.ENOTCONN
+    state = lane.lib.pool_state(POOL)
+    assert state is not None and (state.ready, state.taken) == (0, 1)
+
+
+@pytest.mark.parametrize("case", ["empty", "bound", "ipv6-socket"])
+def test_a_pool_route_leaves_what_it_cannot_swap_to_the_daemon(lane: Lane,
+                                                                 case: str) -> None:
+    """No tunnel waiting, a program's socket bound to a port of its own (a tunnel's
+    would lose it), or of another family than the tunnels: the request is given
+    back as read, and the tunnels stay."""
+    req = socks4_request(DEST, DEST_PORT)
+    if case != "empty":
+        lane.tunnel(lane.hop(len(req), []))
+    lane.add(None, req, [lanelib.REPLY_SOCKS4], pool=POOL)
+    shim, mine = lane.control()
+    sock = lane.program(socket.AF_INET6 if case == "ipv6-socket" else socket.AF_INET)
+    if case == "bound":
+        sock.bind(("127.0.0.1", 0))
+    lane.ask(shim, handoff_header(), [sock])
+    [g] = lane.given()
+    assert (g.fd, g.data, len(g.fds)) == (mine.fileno(), handoff_header(), 1)
+    state = lane.lib.pool_state(POOL)
+    assert (state.ready if state else 0) == (0 if case == "empty" else 1)
+
+
+def test_a_tunnel_that_fails_goes_back_to_the_daemon_with_the_request(
+        lane: Lane) -> None:
+    """A refusal on a pre-built tunnel may be a tunnel that died while it waited: it
+    is thrown away, the request given back as read with the program's socket
+    (untouched), and the process's routes dropped; nothing is answered."""
+    req = socks4_request(DEST, DEST_PORT)
+    hop = lane.hop(len(req), [b"\x00\x5b" + bytes(6)])
+    lane.tunnel(hop)
+    lane.tunnel(lane.hop(0, []))
+    lane.add(None, req, [lanelib.REPLY_SOCKS4], pool=POOL)
+    shim, mine = lane.control()
+    sock = lane.program()
+    lane.ask(shim, handoff_header(), [sock])
+    [g] = lane.given()
+    assert (g.fd, g.err, g.data) == (mine.fileno(), 0, handoff_header())
+    [fd] = g.fds
+    assert os.fstat(fd).st_ino == os.fstat(sock.fileno()).st_ino
+    assert hop.got == req
+    assert select.select([shim], [], [], 0)[0] == []   # no answer: the daemon's to give
+    assert lane.lib.done() == []
+    state = lane.lib.pool_state(POOL)
+    assert state is not None and (state.ready, state.taken, state.discarded) == (1, 1, 1)
+    # the route went with the failure: the next request is the daemon's too
+    lane.lib.watch(mine.fileno(), PROC)
+    lane.ask(shim, handoff_header(), [sock])
+    [g] = lane.given()
+    assert g.data == handoff_header()
+    state = lane.lib.pool_state(POOL)
+    assert state is not None and state.ready == 1
+
+
+def test_a_pool_keeps_its_ready_tunnels_in_the_lane(lib: LaneLib) -> None:
+    """chains/pool.py with the lane's store (listeners/lane.py LaneTunnels): what it
+    builds waits in the lane's pool, its own takes come from there, and a take by the
+    lane (taken_elsewhere) is refilled as its own would be. Builds are socket pairs."""
+    import asyncio
+
+    from socksify.chains.health import HopHealth
+    from socksify.chains.pool import Prebuilt, TunnelPool
+    from socksify.chains.spec import ChainSpec
+    from socksify.listeners.lane import LaneTunnels
+    from socksify.proxies import Proxy
+    from socksify.sockstream import RawStream
+
+    peers: list[socket.socket] = []
+
+    class Pool(TunnelPool):
+        async def _build(self) -> Prebuilt:
+            ours, theirs = socket.socketpair()
+            peers.append(theirs)
+            return Prebuilt(RawStream(ours, owned=True), self.route, time.monotonic())
+
+    async def until(what: str, check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + WAIT
+        while not check():
+            assert time.monotonic() < deadline, f"not within {WAIT}s: {what}"
+            await asyncio.sleep(0.005)
+
+    async def main() -> dict[str, int]:
+        spec = ChainSpec("t", (Proxy.parse("socks4://10.0.0.1:1080"),
+                               Proxy.parse("socks4://10.0.0.2:1080")), prebuilt=4)
+        pool = Pool(spec, HopHealth(), lambda s: LaneTunnels(lib, POOL + 10, s))
+        try:
+            assert pool.take() is None              # the first take starts the pool
+            await until("the first fill", lambda: len(pool.store) == 4)
+            state = lib.pool_state(POOL + 10)
+            assert state is not None and (state.ready, state.low) == (4, 2)
+            ready = pool.take()
+            assert ready is not None and ready.stream.sock.family == socket.AF_UNIX
+            ready.stream.close()
+            for _ in range(2):                      # the lane's takes: half the pool
+                fd = lib.pool_take(POOL + 10)
+                assert fd is not None
+                os.close(fd)
+                pool.taken_elsewhere()
+            await until("the refill", lambda: len(pool.store) == 4)
+            return pool.describe()
+        finally:
+            pool.close()
+            assert lib.pool_state(POOL + 10) is None
+            for peer in peers:
+                peer.close()
+
+    assert asyncio.run(main()) == {"ready": 4, "size": 4, "built": 7, "used": 3,
+                                   "discarded": 0}
