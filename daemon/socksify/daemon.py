@@ -141,6 +141,7 @@ class Daemon:
             return
         self.control.lane = lane
         self.router.lane_offer = lane.offer
+        self.router.sessions.tunnel_store = lane.tunnels
         self.router.lane_forget = self.router.sessions.ended = lane.forget_all
 
     async def _carrier(self) -> None:

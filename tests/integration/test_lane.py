@@ -165,3 +165,95 @@ while not os.path.exists(go) and time.time() < deadline:
     time.sleep(0.05)
 fetch()
 '''
+
+
+@pytest.mark.parametrize("scheme", ["socks4", "socks5"])
+@pytest.mark.parametrize("blocking", [True, False], ids=["blocking", "nonblocking"])
+def test_repeat_connects_finish_prebuilt_tunnels_in_the_lane(
+        lab: lablib.Lab, sk, probe: Path, scheme: str, blocking: bool) -> None:
+    """--prebuilt 4 on a 3-hop chain: the first connect starts the pool, whose
+    tunnels wait in the lane; the next ones, a pause apart (the pool is full again),
+    are finished by the lane with hop 3's request alone and the tunnel's socket put
+    in the program's socket's place (SWAP), with the program's options and flags.
+    Hop 3 is asked for the far host once per connect, and the far host serves each."""
+    m = f"lanepool-{scheme}-{os.urandom(4).hex()}"
+    before = lab.hop_connects()
+    via = [h.url.replace("socks4://", f"{scheme}://") for h in lab.hops[:3]]
+    res = sk.run([sys.executable, str(probe), lab.far_ip, str(lab.http_port),
+                  f"/small.bin?m={m}", "4", "blocking" if blocking else "nonblocking",
+                  "0.5"], via=via, opts=["-v", "--prebuilt", "4"], timeout=120)
+    assert res.returncode == 0, sk.describe(res)
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(report["conns"]) == 4, report
+    for conn in report["conns"]:
+        check_socket(lab, conn, kernel_direct=True)
+    assert report["fds_after"] == report["fds_before"], report
+    assert [r.client for r in lab.http.requests_for(m)] == [lab.proxy_far_ip] * 4
+    far = f"{lab.far_ip}.{lab.http_port}"
+    lablib.wait_until(lambda: lab.hop_targets_since(before)[2].count(far) == 4, 10,
+                      "hop 3 to log four requests for the far host")
+    log = sk.daemon_log(40000)
+    assert log.count("handed off by the lane (pre-built)") == 3, log
+    assert log.count("handed off by the lane") == 3, log
+
+
+def test_a_pre_built_tunnel_the_lane_cannot_finish_goes_to_the_engine(
+        lab: lablib.Lab, sk, tmp_path: Path) -> None:
+    """prebuilt = 2, and the far service goes away after the first connect: the
+    lane's tunnel gets hop 3's refusal, which may be a tunnel that died while it
+    waited, so the lane throws it away and gives the request back unanswered; the
+    chain engine tries again as it does for any pre-built tunnel (another tunnel,
+    then a fresh chain) and refuses with ECONNREFUSED. Never a direct connection."""
+    listener = lablib.listener_in(lab.far_ns)
+    port = listener.getsockname()[1]
+    pol = tmp_path / "pol.toml"
+    hops = ", ".join(f'"{h}"' for h in sk.hops(3))
+    pol.write_text(f'[chains.c3]\nhops = [{hops}]\nprebuilt = 2\n'
+                   '[default]\naction = "chain:c3"\n')
+    start_daemon(sk, pol)
+    client = tmp_path / "client.py"
+    client.write_text(PAUSED_CLIENT)
+
+    def serve() -> None:
+        listener.settimeout(30)
+        try:
+            conn, _ = listener.accept()
+            conn.sendall(b"!")
+            conn.close()
+        finally:
+            listener.close()    # from now on the far port refuses
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    res = sk.spawn([sys.executable, str(client), lab.far_ip, str(port), "2"],
+                   preload=True).wait(60)
+    server.join(10)
+    assert res.returncode == 0, res
+    errs = json.loads(res.stdout.strip().splitlines()[-1])
+    assert errs == [0, errno.ECONNREFUSED], res
+    log = sk.daemon_log(40000)
+    assert "handed off by the lane" not in log, log
+    status = sk.control({"op": "status"})
+    (pool,) = [c["prebuilt"] for c in status["chains"] if c.get("prebuilt")]
+    # two tunnels taken for the second connect: the lane's, thrown away, then the
+    # engine's, which failed too (logged), before its fresh chain was refused
+    assert (pool["used"], pool["discarded"]) == (2, 1), pool
+    assert log.count("pre-built tunnel failed") == 1, log
+
+
+PAUSED_CLIENT = r'''
+import json, socket, sys, time
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = []
+for i in range(count):
+    if i:
+        time.sleep(0.5)     # the pool fills
+    s = socket.socket()
+    s.settimeout(20)
+    err = s.connect_ex((host, port))
+    if err == 0:
+        s.recv(1)
+    out.append(err)
+    s.close()
+print(json.dumps(out))
+'''

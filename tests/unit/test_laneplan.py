@@ -69,6 +69,27 @@ def test_the_lane_gets_no_chain_the_engine_would_build_differently() -> None:
     assert plan(spec(H1), (H1,), *target, early) is not None
 
 
+def test_a_pool_route_is_the_last_hops_request_alone() -> None:
+    """A chain with pre-built tunnels: the pool's tunnel reaches hop 3, so the lane
+    writes hop 3's request and reads its reply, within one hop's time; a chain
+    without a pool gets no such plan, nor a pool chain a whole one."""
+    made = plan(spec(H1, H2, H3, prebuilt=4), (H1, H2, H3), "192.0.2.7", 443,
+                EarlyData(), prebuilt=True)
+    assert made is not None
+    assert made.requests == b"\x04\x01\x01\xbb" + bytes([192, 0, 2, 7]) + b"\x00"
+    assert made.replies == bytes([REPLY_SOCKS4])
+    assert made.timeout == 5.0 + 10.0
+    made = plan(spec(H1, H2, prebuilt=4), (H1, H2), "192.0.2.7", 443, EarlyData(),
+                prebuilt=True)
+    assert made is not None and made.replies == bytes([REPLY_SOCKS5_METHOD, REPLY_SOCKS5])
+    assert plan(spec(H1, H3), (H1, H3), "192.0.2.7", 443, EarlyData(),
+                prebuilt=True) is None
+    early = EarlyData()
+    early.mark_stepwise(H3)
+    assert plan(spec(H1, H3, prebuilt=4), (H1, H3), "192.0.2.7", 443, early,
+                prebuilt=True) is None
+
+
 def test_hop_1s_address_goes_to_the_lane_as_a_sockaddr_and_comes_back() -> None:
     for host, port, family, plain in [
             ("10.0.0.1", 1080, socket.AF_INET, ("10.0.0.1", 1080)),
@@ -150,7 +171,7 @@ class FakeRouter:
         return Connection("c9", app, addr, port, 0.0)
 
     def lane_outcome(self, conn: Connection, route: Any, seconds: float, kernel: Any,
-                     refused: Any) -> None:
+                     refused: Any, prebuilt: bool = False) -> None:
         self.outcomes.append((conn, kernel, refused))
 
 

@@ -3,7 +3,9 @@ the bytes of every hop's request, written at once, and the kind of each reply to
 read, in order. Only for a chain the lane builds exactly as the chain engine would
 (chains/hops.py, chains/steps.py), from the same encoders: strict, pipelined, of
 SOCKS4/4a hops and SOCKS5 hops without credentials, none of them known to mishandle
-early data. For anything else there is no plan, and the engine builds every connect."""
+early data. For a chain with pre-built tunnels (chains/pool.py), the plan finishes a
+tunnel that already reaches the last hop: that hop's request only. For anything else
+there is no plan, and the engine builds every connect."""
 
 from __future__ import annotations
 
@@ -30,17 +32,21 @@ class LanePlan:
 
 
 def plan(spec: ChainSpec, route: tuple[Proxy, ...], host: str, port: int,
-         early: EarlyData) -> LanePlan | None:
+         early: EarlyData, prebuilt: bool = False) -> LanePlan | None:
     """The lane's plan for host:port (a numeric address) through route, or None if
-    the lane cannot build this chain as the engine would."""
+    the lane cannot build this chain as the engine would. With prebuilt, the plan
+    for a pre-built tunnel of spec's pool: the last hop's request."""
     if spec.strategy is not Strategy.STRICT or route != spec.hops or not spec.pipeline \
-            or spec.prebuilt or spec.isolate != "none" or spec.data_path != "handoff":
+            or bool(spec.prebuilt) != prebuilt or spec.isolate != "none" \
+            or spec.data_path != "handoff":
         return None
     requests: list[bytes] = []
     replies: list[int] = []
     for i, hop in enumerate(route):
         if hop.tls or early.stepwise(hop):
             return None
+        if prebuilt and i + 1 < len(route):
+            continue            # the pool's tunnel went through this hop already
         ask_host, ask_port = ((route[i + 1].host, route[i + 1].port)
                               if i + 1 < len(route) else (host, port))
         try:
@@ -58,5 +64,5 @@ def plan(spec: ChainSpec, route: tuple[Proxy, ...], host: str, port: int,
     data = b"".join(requests)
     if len(replies) > MAX_REPLIES or len(data) > MAX_REQUESTS:
         return None
-    return LanePlan(data, bytes(replies),
-                    spec.connect_timeout + spec.read_timeout * len(route))
+    return LanePlan(data, bytes(replies), spec.connect_timeout
+                    + spec.read_timeout * (1 if prebuilt else len(route)))

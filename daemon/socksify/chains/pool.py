@@ -10,17 +10,23 @@ build beside a connection slows that connection down), replaces each one older t
 negotiation timeout: danted's timeout.negotiate is 30 s by default), hands each
 tunnel out once, and stops (closing what it holds) after IDLE_STOP seconds without a
 connection, on reload and at shutdown.
+
+The ready tunnels wait in a store: a deque here (Tunnels), or, where the daemon runs
+the lane, the lane's pool in C (listeners/lane.py LaneTunnels), from which the lane
+finishes a program's repeat connects itself and tells the pool (taken_elsewhere).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import logging
 import select
 import socket
 import time
 from dataclasses import dataclass
+from typing import Callable, Protocol
 
 from ..errors import ChainError
 from ..proxies import Proxy
@@ -56,24 +62,115 @@ def usable(sock: socket.socket) -> bool:
     return not poller.poll(0)
 
 
+class TunnelStore(Protocol):
+    """Where a pool's ready tunnels wait, oldest first; each is handed out once."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def family(self) -> int | None:
+        """The address family of the waiting tunnels' sockets (None while empty)."""
+
+    def put(self, ready: Prebuilt) -> None: ...
+
+    def take(self) -> Prebuilt | None:
+        """The oldest usable tunnel; unusable ones met on the way are discarded."""
+
+    def prune(self) -> float | None:
+        """Discard the tunnels too old or unusable; the birth (time.monotonic) of the
+        oldest left, None if none is."""
+
+    def counts(self) -> tuple[int, int]:
+        """(taken, discarded) since the store began."""
+
+    def close(self) -> None: ...
+
+
+StoreFactory = Callable[[ChainSpec], TunnelStore]
+
+
+class Tunnels:
+    """The ready tunnels in a deque, in Python."""
+
+    def __init__(self, spec: ChainSpec) -> None:
+        self.spec = spec
+        self._ready: collections.deque[Prebuilt] = collections.deque()
+        self.taken = self.discarded = 0
+
+    def __len__(self) -> int:
+        return len(self._ready)
+
+    @property
+    def family(self) -> int | None:
+        return self._ready[0].stream.sock.family if self._ready else None
+
+    def put(self, ready: Prebuilt) -> None:
+        self._ready.append(ready)
+
+    def take(self) -> Prebuilt | None:
+        now = time.monotonic()
+        while self._ready:
+            ready = self._ready.popleft()
+            if now - ready.born < self.spec.prebuilt_max_age and usable(ready.stream.sock):
+                self.taken += 1
+                return ready
+            self._discard(ready)
+        return None
+
+    def prune(self) -> float | None:
+        now = time.monotonic()
+        while self._ready and (now - self._ready[0].born >= self.spec.prebuilt_max_age
+                               or not usable(self._ready[0].stream.sock)):
+            self._discard(self._ready.popleft())
+        return self._ready[0].born if self._ready else None
+
+    def counts(self) -> tuple[int, int]:
+        return self.taken, self.discarded
+
+    def close(self) -> None:
+        while self._ready:
+            self._ready.popleft().stream.close()
+
+    def _discard(self, ready: Prebuilt) -> None:
+        self.discarded += 1
+        ready.stream.close()
+
+
 class TunnelPool:
-    def __init__(self, spec: ChainSpec, health: HopHealth) -> None:
+    def __init__(self, spec: ChainSpec, health: HopHealth,
+                 store: StoreFactory = Tunnels) -> None:
         self.spec = spec
         self.health = health
         self.route = spec.hops
-        self._ready: collections.deque[Prebuilt] = collections.deque()
+        self._ready: TunnelStore = store(spec)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_use = time.monotonic()
         self._closed = False
         self.quiet = QUIET
         self._calming = False
-        self.built = self.used = self.discarded = 0
+        self.built = 0
 
     @property
     def family(self) -> int | None:
         """The address family of the ready tunnels' sockets (None while empty)."""
-        return self._ready[0].stream.sock.family if self._ready else None
+        return self._ready.family
+
+    @property
+    def store(self) -> TunnelStore:
+        return self._ready
+
+    def fits(self, app_sock: socket.socket) -> bool:
+        """May a tunnel's socket replace the program's? Only one of the same family
+        that the program has not bound to an address or port of its choosing (the
+        lane checks the same: lane/lane.c socket_fits)."""
+        if self.family is not None and app_sock.family != self.family:
+            return False
+        try:
+            local = app_sock.getsockname()
+        except OSError:
+            return False
+        return local[1] == 0 and ipaddress.ip_address(local[0]).is_unspecified
 
     def take(self) -> Prebuilt | None:
         """A fresh, healthy tunnel, never handed out before; None if there is none
@@ -82,14 +179,14 @@ class TunnelPool:
         that connection down (the hops are busy with both)."""
         self._last_use = time.monotonic()
         self._start()
-        now = time.monotonic()
-        while self._ready:
-            ready = self._ready.popleft()
-            if now - ready.born < self.spec.prebuilt_max_age and usable(ready.stream.sock):
-                self.used += 1
-                return ready
-            self._discard(ready)
-        return None
+        return self._ready.take()
+
+    def taken_elsewhere(self) -> None:
+        """The lane took a tunnel from the store for a connect of its own: a use, as
+        take() is, followed by its refill()."""
+        self._last_use = time.monotonic()
+        self._start()
+        self.refill()
 
     def refill(self) -> None:
         """Build what is missing: at once if half the pool or more is used, else once
@@ -107,16 +204,12 @@ class TunnelPool:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        while self._ready:
-            self._ready.popleft().stream.close()
+        self._ready.close()
 
     def describe(self) -> dict[str, int]:
+        used, discarded = self._ready.counts()
         return {"ready": len(self._ready), "size": self.spec.prebuilt,
-                "built": self.built, "used": self.used, "discarded": self.discarded}
-
-    def _discard(self, ready: Prebuilt) -> None:
-        self.discarded += 1
-        ready.stream.close()
+                "built": self.built, "used": used, "discarded": discarded}
 
     def _start(self) -> None:
         if self._task is None and not self._closed:
@@ -131,13 +224,9 @@ class TunnelPool:
                     log.info("chain %s: no connection for %.0fs; %d pre-built "
                              "tunnel(s) closed", self.spec.name, IDLE_STOP,
                              len(self._ready))
-                    while self._ready:
-                        self._ready.popleft().stream.close()
+                    self._ready.close()
                     return
-                while self._ready and (now - self._ready[0].born
-                                       >= self.spec.prebuilt_max_age
-                                       or not usable(self._ready[0].stream.sock)):
-                    self._discard(self._ready.popleft())
+                oldest = self._ready.prune()
                 deficit = self.spec.prebuilt - len(self._ready)
                 calm = self._last_use + self.quiet - now
                 if deficit > 0 and len(self._ready) > self.spec.prebuilt // 2 \
@@ -156,7 +245,7 @@ class TunnelPool:
                     failed: BaseException | None = None
                     for result in results:
                         if isinstance(result, Prebuilt):
-                            self._ready.append(result)
+                            self._ready.put(result)
                             self.built += 1
                         elif isinstance(result, (ChainError, OSError)):
                             failed = result
@@ -170,8 +259,8 @@ class TunnelPool:
                     await asyncio.sleep(retry)
                     retry = min(retry * 2, RETRY_MAX)
                     continue
-                oldest = self._ready[0].born if self._ready else now
-                wait = max(0.05, oldest + self.spec.prebuilt_max_age - now)
+                wait = max(0.05, (oldest if oldest is not None else now)
+                           + self.spec.prebuilt_max_age - now)
                 await self._sleep(min(wait, IDLE_STOP))
         finally:
             if self._task is asyncio.current_task():

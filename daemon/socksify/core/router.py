@@ -7,7 +7,6 @@ It knows nothing of sockets it did not get, of listeners or of the process."""
 from __future__ import annotations
 
 import errno
-import ipaddress
 import itertools
 import logging
 import os
@@ -58,10 +57,12 @@ class Router:
         self.wrap: Callable[[Connection, ChainSpec, socket.socket],
                             Awaitable[WrapReply | None]] | None = None
         self.unwrap: Callable[[socket.socket, int, int], int] | None = None  # sock pid uid
-        # the lane (listeners/lane.py): offered each chain built on a program's socket,
-        # told when the routes it was offered may no longer hold
+        # the lane (listeners/lane.py): offered each chain handed off to a program
+        # (with the pool whose tunnel the program's socket could take), told when the
+        # routes it was offered may no longer hold
         self.lane_offer: Callable[[Connection, bytes, ChainSpec, tuple[Proxy, ...],
-                                   socket.socket], None] | None = None
+                                   socket.socket, TunnelPool | None],
+                                  None] | None = None
         self.lane_forget: Callable[[], None] | None = None
         self.connections_total = 0
         self.handed_off = 0            # connections carried by the kernel (handoff)
@@ -273,7 +274,7 @@ class Router:
             if app_sock is not None and not isolated and (
                     action.chain is None or action.chain.data_path == "handoff"):
                 try:
-                    handed = await self._hand_route(conn, action, app_sock)
+                    handed, pool = await self._hand_route(conn, action, app_sock)
                 except HandoffImpossible as exc:
                     log.debug("[%s] no handoff (%s): relay", conn.id, exc)
                     conn.path = "relay"
@@ -282,10 +283,10 @@ class Router:
                     self.handed.add(conn, handed.swap or app_sock,
                                     handed.route[0] if handed.route else None)
                     self.events.emit("connect", conn)
-                    if self.lane_offer is not None and handed.swap is None and \
-                            action.chain is not None and not handed.skipped:
+                    if self.lane_offer is not None and action.chain is not None \
+                            and not handed.skipped:
                         self.lane_offer(conn, request.session, action.chain,
-                                        handed.route, app_sock)
+                                        handed.route, app_sock, pool)
                     if handed.swap is not None:
                         return wire.Reply(wire.Verdict.SWAP), handed.swap
                     return wire.Reply(wire.Verdict.READY), None
@@ -345,38 +346,44 @@ class Router:
         return tunnel
 
     async def _hand_route(self, conn: Connection, action: Action,
-                          app_sock: socket.socket) -> Handed:
+                          app_sock: socket.socket) -> tuple[Handed, TunnelPool | None]:
+        """The connection handed off, and the pool whose tunnel app_sock could take
+        (None: no pool, or app_sock is bound or of another family)."""
         target = conn.host or str(conn.dst)
         conn.path = "handoff"
+        pool: TunnelPool | None = None
         if action.chain is None:
             handed = await hand_direct(app_sock, target, conn.port)
         else:
             selector = self.sessions.selector(conn, action.chain)
-            pool = selector.pool
+            if selector.pool is not None and selector.pool.fits(app_sock):
+                pool = selector.pool
             handed = await hand_tunnel(
                 selector, target, conn.port, app_sock, conn.id, action.dns,
-                swappable=pool is not None and _swappable(app_sock, pool),
-                auth=stream_auth(conn, action.chain))
+                swappable=pool is not None, auth=stream_auth(conn, action.chain))
             if handed.swap is not None:
                 conn.path = "prebuilt"
         self._connected(conn, handed.route, handed.skipped, handed.setup_seconds,
                         ", handed off" + (" (pre-built)" if handed.swap else ""))
-        return handed
+        return handed, pool
 
     def lane_outcome(self, conn: Connection, route: tuple[Proxy, ...], seconds: float,
                      kernel: tuple[Any, int, int | None, tuple[int, int]] | None,
-                     refused: tuple[int, str, Proxy | None] | None) -> None:
-        """A connect the lane (listeners/lane.py) built: logged, counted and followed
-        in the kernel (kernel: its 4-tuple, family, cookie, bytes) as one built
-        here; or refused (errno, why, the hop to mark down)."""
-        conn.path = "handoff"
+                     refused: tuple[int, str, Proxy | None] | None,
+                     prebuilt: bool = False) -> None:
+        """A connect the lane (listeners/lane.py) built, or finished on a pre-built
+        tunnel: logged, counted and followed in the kernel (kernel: its 4-tuple,
+        family, cookie, bytes) as one built here; or refused (errno, why, the hop to
+        mark down)."""
+        conn.path = "prebuilt" if prebuilt else "handoff"
         if refused is not None:
             if refused[2] is not None:
                 self.health.mark_down(refused[2])
             self._refuse(conn, refused[0], refused[1])
             return
         self.handed_off += 1
-        self._connected(conn, route, (), seconds, ", handed off by the lane")
+        self._connected(conn, route, (), seconds, ", handed off by the lane"
+                        + (" (pre-built)" if prebuilt else ""))
         if kernel is not None:
             self.handed.follow(conn, *kernel, route[0])
         self.events.emit("connect", conn)
@@ -434,14 +441,3 @@ class Router:
                  conn.counters.down)
         self.events.emit("close", conn)
 
-
-def _swappable(app_sock: socket.socket, pool: TunnelPool) -> bool:
-    """May a pre-built tunnel's socket replace the program's? Only one of the same
-    family that the program has not bound to an address or port of its choosing."""
-    if pool.family is not None and app_sock.family != pool.family:
-        return False
-    try:
-        local = app_sock.getsockname()
-    except OSError:
-        return False
-    return local[1] == 0 and ipaddress.ip_address(local[0]).is_unspecified

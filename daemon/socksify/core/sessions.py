@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..chains import ChainSpec, HopHealth, Selector, Strategy, TunnelPool
+from ..chains.pool import StoreFactory, Tunnels
 from ..chains.streamauth import isolatable
 from ..errors import ConfigError
 from ..paths import config_candidates
@@ -28,6 +29,8 @@ class Sessions:
         self.health = health
         self.open: dict[bytes, Session] = {}
         self.selectors: dict[str, Selector] = {}   # those of the daemon's policy
+        # where pools keep their ready tunnels: the lane's store where it runs
+        self.tunnel_store: StoreFactory = Tunnels
         self.ended: Callable[[], None] | None = None   # told when a session ends
 
     def start(self, msg: dict[str, Any], writer: asyncio.StreamWriter, owner: int,
@@ -136,7 +139,8 @@ class Sessions:
                                 "its own credentials per stream: no pre-built "
                                 "tunnels for it", chain.name, chain.isolate)
                 else:
-                    selector.pool = TunnelPool(chain, self.health)
+                    selector.pool = TunnelPool(chain, self.health,
+                                                  self.tunnel_store)
         return selector
 
     def forget_policy_selectors(self) -> None:

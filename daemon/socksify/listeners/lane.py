@@ -6,7 +6,9 @@ not by the event loop. The lane answers a HANDOFF itself when the daemon has lef
 a route for that process, destination and session: a chain the daemon built the
 same way moments before (chains/laneplan.py). It connects the program's socket to
 hop 1, writes every request at once, checks the replies and answers, with no Python
-on the way. Every other request, a miss, and the end of a connection are given back
+on the way. For a chain with pre-built tunnels, the pool keeps its ready tunnels in
+the lane (LaneTunnels), and the lane finishes one with the last hop's request and
+answers SWAP with it, as the chain engine would. Every other request, a miss, and the end of a connection are given back
 to the loop, which serves them as before (shimconn.py) and then hands the
 connection back to the lane.
 
@@ -37,8 +39,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..chains.earlydata import EARLY_DATA
 from ..chains.laneplan import plan
+from ..chains.pool import Prebuilt, TunnelPool
 from ..chains.spec import ChainSpec
 from ..lanelib import LaneLib, Route, address_of, sockaddr_of
+from ..sockstream import RawStream
 from ..proxies import Proxy
 from ..protocol import control as wire
 from ..sockdiag import plain
@@ -66,7 +70,8 @@ class Reports(Protocol):
 
     def lane_outcome(self, conn: Connection, route: tuple[Proxy, ...], seconds: float,
                      kernel: tuple[Any, int, int | None, tuple[int, int]] | None,
-                     refused: tuple[int, str, Proxy | None] | None) -> None: ...
+                     refused: tuple[int, str, Proxy | None] | None,
+                     prebuilt: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,59 @@ class RouteInfo:
     rule: str
     chain: str
     route: tuple[Proxy, ...]
+    pool: TunnelPool | None = None     # a pool route's: told of each take
+
+
+class LaneTunnels:
+    """A pool's ready tunnels (chains/pool.py TunnelStore), kept in the lane's pool
+    number `id` (lane_pool_put): the lane finishes them for the pool's routes, and the
+    daemon's own takes come from there too. Each tunnel is the lane's once put."""
+
+    def __init__(self, lib: LaneLib, pool_id: int, spec: ChainSpec) -> None:
+        self.lib = lib
+        self.id = pool_id
+        self.spec = spec
+
+    def __len__(self) -> int:
+        state = self.lib.pool_state(self.id)
+        return state.ready if state is not None else 0
+
+    @property
+    def family(self) -> int | None:
+        state = self.lib.pool_state(self.id)
+        return state.family or None if state is not None else None
+
+    def put(self, ready: Prebuilt) -> None:
+        expires = ready.born + self.spec.prebuilt_max_age   # time.monotonic: CLOCK_MONOTONIC
+        try:
+            self.lib.pool_put(self.id, ready.stream.sock.fileno(), int(expires * 1e9),
+                              self.spec.prebuilt // 2)
+        except OSError as exc:
+            log.warning("chain %s: the lane cannot keep a pre-built tunnel: %s",
+                        self.spec.name, exc)
+            ready.stream.close()
+            return
+        ready.stream.sock.detach()
+
+    def take(self) -> Prebuilt | None:
+        fd = self.lib.pool_take(self.id)
+        if fd is None:
+            return None
+        return Prebuilt(RawStream(socket.socket(fileno=fd), owned=True), self.spec.hops,
+                        time.monotonic())
+
+    def prune(self) -> float | None:
+        state = self.lib.pool_state(self.id)
+        if state is None or not state.ready:
+            return None
+        return state.oldest_expires_ns / 1e9 - self.spec.prebuilt_max_age
+
+    def counts(self) -> tuple[int, int]:
+        state = self.lib.pool_state(self.id)
+        return (state.taken, state.discarded) if state is not None else (0, 0)
+
+    def close(self) -> None:
+        self.lib.pool_close(self.id)
 
 
 class Lane:
@@ -96,6 +154,7 @@ class Lane:
         self._routes: dict[int, RouteInfo] = {}
         self._ids = itertools.count(1)
         self._key_ids = itertools.count(1)
+        self._pool_ids = itertools.count(1)
         self.served = 0            # connects the lane answered (READY or FAIL)
         loop.add_reader(self.notify, self._drain)
 
@@ -166,19 +225,32 @@ class Lane:
                 "processes": len(self._by_key)}
 
     # ----- routes -------------------------------------------------------------------
+    def tunnels(self, spec: ChainSpec) -> LaneTunnels:
+        """Where a new pool of spec's keeps its ready tunnels (Sessions.tunnel_store)."""
+        return LaneTunnels(self.lib, next(self._pool_ids), spec)
+
     def offer(self, conn: Connection, session: bytes, spec: ChainSpec,
-              route: tuple[Proxy, ...], app_sock: socket.socket) -> None:
-        """A chain the loop just built on app_sock for conn: leave the lane a route
-        for the same process, session and destination, if it can build it alike."""
+              route: tuple[Proxy, ...], app_sock: socket.socket,
+              pool: TunnelPool | None = None) -> None:
+        """A chain the loop just handed off to app_sock for conn (pool: the pool whose
+        tunnel app_sock could take): leave the lane a route for the same process,
+        session and destination, if it can build it alike."""
         if conn.dst is None or conn.host is not None or conn.stand_in is not None:
             return
-        made = plan(spec, route, str(conn.dst), conn.port, EARLY_DATA)
+        store = pool.store if pool is not None else None
+        if pool is not None and not isinstance(store, LaneTunnels):
+            return
+        made = plan(spec, route, str(conn.dst), conn.port, EARLY_DATA,
+                    prebuilt=pool is not None)
         if made is None:
             return
-        try:
-            peer = app_sock.getpeername()
-        except OSError:
-            return
+        hop1 = b""
+        if not isinstance(store, LaneTunnels):     # built on the program's socket
+            try:
+                peer = app_sock.getpeername()
+            except OSError:
+                return
+            hop1 = sockaddr_of(peer[0].partition("%")[0], peer[1])
         entry = self._keys.get(conn.app)
         if entry is None:           # not a shim's connection (never expected)
             return
@@ -186,14 +258,14 @@ class Lane:
             self.forget_all()
         route_id = next(self._ids)
         self._routes[route_id] = RouteInfo(conn.app, conn.session, conn.rule,
-                                           conn.chain, route)
+                                           conn.chain, route, pool)
         self._by_key.setdefault(entry[0], []).append(route_id)
         self.lib.add(Route(proc=entry[0], family=conn.dst.version,
                            addr=conn.dst.packed, port=conn.port, session=session,
-                           hop1=sockaddr_of(peer[0].partition("%")[0], peer[1]),
-                           timeout_ms=int(made.timeout * 1000),
+                           hop1=hop1, timeout_ms=int(made.timeout * 1000),
                            requests=made.requests, replies=tuple(made.replies),
-                           route=route_id))
+                           route=route_id,
+                           pool=store.id if isinstance(store, LaneTunnels) else 0))
 
     def forget_all(self) -> None:
         """Drop every route (a reload, a session's end): the loop decides again."""
@@ -249,6 +321,14 @@ class Lane:
         # started as long before now as the connect took (its log line's "(N ms)"),
         # not when it was reported (up to 20 ms later)
         conn.started = time.monotonic() - seconds
+        if info.pool is not None:
+            info.pool.taken_elsewhere()
+        if d.code != 0 and info.pool is not None:
+            # a tunnel that failed goes back to the loop: only the lane's stop fails one
+            self.reports.lane_outcome(conn, info.route, seconds, None, (
+                errno.ETIMEDOUT, "the daemon stopped while a pre-built tunnel was "
+                "finished", None), prebuilt=True)
+            return
         if d.code != 0:
             err, why, blame = describe_failure(d, info.route)
             self.reports.lane_outcome(conn, info.route, seconds, None, (
@@ -258,7 +338,8 @@ class Lane:
         self.reports.lane_outcome(
             conn, info.route, seconds,
             ((local[0], local[1], peer[0], peer[1]), struct.unpack_from("=H", d.local)[0],
-             d.cookie or None, (d.bytes_acked, d.bytes_received)), None)
+             d.cookie or None, (d.bytes_acked, d.bytes_received)), None,
+            prebuilt=info.pool is not None)
 
     def stop(self) -> None:
         """At the daemon's stop (from its Task): the thread ends, answering FAIL to
