@@ -62,6 +62,7 @@
 #define KIND_CONTROL 0u
 #define KIND_APP     1u
 #define WAKE_KEY     UINT64_MAX
+#define KICK_KEY     (UINT64_MAX - 1)
 
 _Static_assert(sizeof(struct sockaddr_in6) <= LANE_SOCKADDR_SIZE, "hop1 holds an IPv6 address");
 _Static_assert(SOCKS5_LONGEST <= 262, "a SOCKS5 reply fits its buffer");
@@ -115,6 +116,10 @@ struct conn {
     int tun;                   /* a pool route's tunnel, else -1 */
     int sock;                  /* what is negotiated on: app, or tun */
     int urgent;                /* its take left the pool low: tell the daemon at once */
+    int build;                 /* a tunnel built for route.pool (no watch, no program) */
+    uint64_t expires_ns;       /* a build's: lane_pool_put's */
+    uint32_t low;
+    struct conn *next_build;   /* lane_pool_build's queue, until the lane thread starts it */
     uint32_t gen;
     uint32_t events;           /* what app is registered for */
     enum phase phase;
@@ -146,6 +151,7 @@ static struct {
     struct watch *given_head, *given_tail;
     struct conn *done_head, *done_tail;
     struct pool *pools;
+    struct conn *builds;       /* queued by lane_pool_build for the lane thread */
     int running;
     int ep;                    /* -1 while not running */
     /* lane_start/lane_stop (under life) */
@@ -153,6 +159,7 @@ static struct {
     int started;
     int notify;
     int wake;
+    int kick;                  /* builds are queued */
     pthread_t thread;
     /* the lane thread's */
     struct conn *live;
@@ -165,6 +172,7 @@ static struct {
     .ep = -1,
     .notify = -1,
     .wake = -1,
+    .kick = -1,
 };
 
 static uint64_t now_ns(void)
@@ -421,6 +429,36 @@ static int pool_take(uint32_t id, int family, int *low)
     return fd;
 }
 
+/* Pool id, made if new (NULL: no memory). */
+static struct pool *pool_get_locked(uint32_t id)
+{
+    struct pool *p = pool_find_locked(id);
+    if (!p && (p = calloc(1, sizeof *p)) != NULL) {
+        p->id = id;
+        p->next = L.pools;
+        L.pools = p;
+    }
+    return p;
+}
+
+/* t at the end of pool id (made if new, unless `existing`). 0, -ENOMEM, or -ENOENT
+ * (t is the caller's then). */
+static int pool_append_locked(uint32_t id, struct tunnel *t, uint32_t low, int existing)
+{
+    struct pool *p = existing ? pool_find_locked(id) : pool_get_locked(id);
+    if (!p)
+        return existing ? -ENOENT : -ENOMEM;
+    p->low = low;
+    t->next = NULL;
+    if (p->tail)
+        p->tail->next = t;
+    else
+        p->head = t;
+    p->tail = t;
+    p->ready++;
+    return 0;
+}
+
 LANE_EXPORT int lane_pool_put(uint32_t pool, int fd, uint64_t expires_ns, uint32_t low)
 {
     int type = 0, family = 0;
@@ -441,27 +479,62 @@ LANE_EXPORT int lane_pool_put(uint32_t pool, int fd, uint64_t expires_ns, uint32
     t->family = family;
     t->expires_ns = expires_ns;
     pthread_mutex_lock(&L.mu);
-    struct pool *p = pool_find_locked(pool);
-    if (!p && (p = calloc(1, sizeof *p)) != NULL) {
-        p->id = pool;
-        p->next = L.pools;
-        L.pools = p;
+    int rc = pool_append_locked(pool, t, low, 0);
+    pthread_mutex_unlock(&L.mu);
+    if (rc)
+        free(t);
+    return rc;
+}
+
+LANE_EXPORT int lane_pool_build(uint32_t pool, const struct lane_route *route,
+                                uint64_t expires_ns, uint32_t low)
+{
+    if (pool == 0 || !route || !route_valid(route) || route->hop1_len == 0)
+        return -EINVAL;
+    sa_family_t af;
+    memcpy(&af, route->hop1, sizeof af);
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    int s = socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        int err = errno;
+        free(c);
+        return -err;
     }
-    if (p) {
-        p->low = low;
-        if (p->tail)
-            p->tail->next = t;
-        else
-            p->head = t;
-        p->tail = t;
-        p->ready++;
+    int one = 1;               /* as the daemon's own sockets (chains/connect.py) */
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->route = *route;
+    c->route.pool = pool;
+    c->build = 1;
+    c->sock = s;
+    c->app = c->tun = -1;
+    c->expires_ns = expires_ns;
+    c->low = low;
+    c->done.route = route->route;
+    c->done.fd = -1;
+    c->done.family = route->family;
+    int rc = 0;
+    pthread_mutex_lock(&L.mu);
+    if (!L.running) {
+        rc = -ESRCH;
+    } else if (!pool_get_locked(pool)) {   /* its tunnel goes there, if still open */
+        rc = -ENOMEM;
+    } else {
+        c->next_build = L.builds;
+        L.builds = c;
+        /* under the mutex: lane_stop closes L.kick under it. A write that fails can
+         * only find the counter near 2^64, readable anyway */
+        uint64_t n = 1;
+        if (write(L.kick, &n, sizeof n) < 0)
+            rc = 0;
     }
     pthread_mutex_unlock(&L.mu);
-    if (!p) {
-        free(t);
-        return -ENOMEM;
+    if (rc) {
+        close(s);
+        free(c);
     }
-    return 0;
+    return rc;
 }
 
 LANE_EXPORT int lane_pool_take(uint32_t pool)
@@ -762,6 +835,68 @@ static void give_back_failed(struct conn *c)
     notify();
 }
 
+/* The done queue's end: c. */
+static void queue_done_locked(struct conn *c)
+{
+    c->next_done = NULL;
+    if (L.done_tail)
+        L.done_tail->next_done = c;
+    else
+        L.done_head = c;
+    L.done_tail = c;
+}
+
+/* What failed, for the record: the reply's index (255: the connect) and its first
+ * bytes. */
+static void note_failure(struct conn *c)
+{
+    struct lane_done *d = &c->done;
+    d->failed = c->phase == P_CONNECTING ? LANE_FAILED_CONNECT : (uint8_t)c->reply;
+    d->got = (uint8_t)(c->got < 255 ? c->got : 255);
+    memcpy(d->reply, c->buf, c->got < 2 ? c->got : 2);
+}
+
+/* A build (lane_pool_build) is over: its tunnel into its pool, or closed; reported
+ * at once either way (the daemon's pool waits for it). c is the done queue's. */
+static void finish_build(struct conn *c, uint8_t code, int err)
+{
+    struct lane_done *d = &c->done;
+    live_unlink(c);
+    struct tunnel *t = NULL;
+    if (code == SOCKSIFY_CODE_NONE && !(t = calloc(1, sizeof *t))) {
+        code = SOCKSIFY_CODE_CONNREFUSED;
+        err = ENOMEM;
+    }
+    if (code == SOCKSIFY_CODE_NONE)
+        d->failed = (uint8_t)c->route.n_replies;
+    else
+        note_failure(c);
+    d->answered_ns = now_ns();
+    pthread_mutex_lock(&L.mu);
+    if (t) {
+        sa_family_t af;
+        memcpy(&af, c->route.hop1, sizeof af);
+        t->fd = c->sock;
+        t->family = af;
+        t->expires_ns = c->expires_ns;
+        /* a pool closed meanwhile (lane_pool_close) takes no more tunnels */
+        int rc = pool_append_locked(c->route.pool, t, c->low, 1);
+        if (rc < 0) {
+            free(t);
+            t = NULL;
+            code = SOCKSIFY_CODE_CONNREFUSED;
+            err = -rc;
+        }
+    }
+    d->code = code;
+    d->err = err;
+    queue_done_locked(c);
+    pthread_mutex_unlock(&L.mu);
+    if (!t)
+        close(c->sock);
+    notify();
+}
+
 /* READY, FAIL or SWAP (with the tunnel attached) on the control connection fd: 0, or
  * the errno of a send that failed. */
 static int answer(int fd, uint8_t verdict, uint8_t code, int attach)
@@ -805,6 +940,10 @@ static void finish(struct conn *c, uint8_t code, int err)
     struct watch *w = c->w;
     if (c->events)
         epoll_ctl(L.ep, EPOLL_CTL_DEL, c->sock, NULL);
+    if (c->build) {
+        finish_build(c, code, err);
+        return;
+    }
     if (c->tun >= 0 && code != SOCKSIFY_CODE_NONE && !L.stopping) {
         give_back_failed(c);
         return;
@@ -817,9 +956,7 @@ static void finish(struct conn *c, uint8_t code, int err)
         if (!swap)             /* a tunnel stays the lane's until after the answer */
             collect(c);
     } else {
-        d->failed = c->phase == P_CONNECTING ? LANE_FAILED_CONNECT : (uint8_t)c->reply;
-        d->got = (uint8_t)(c->got < 255 ? c->got : 255);
-        memcpy(d->reply, c->buf, c->got < 2 ? c->got : 2);
+        note_failure(c);
     }
     if (c->lowat >= 0)
         setsockopt(c->app, SOL_SOCKET, SO_RCVLOWAT, &c->lowat, sizeof c->lowat);
@@ -855,12 +992,7 @@ static void finish(struct conn *c, uint8_t code, int err)
     live_unlink(c);
 
     pthread_mutex_lock(&L.mu);
-    c->next_done = NULL;
-    if (L.done_tail)
-        L.done_tail->next_done = c;
-    else
-        L.done_head = c;
-    L.done_tail = c;
+    queue_done_locked(c);
     w->conn = NULL;
     if (send_err) {
         give_back_locked(w, NULL, 0, NULL, 0, send_err);
@@ -885,8 +1017,10 @@ static int set_events(struct conn *c, uint32_t events)
 {
     if (c->events == events)
         return 0;
+    /* a program's socket is keyed by its control connection, a build's by its own */
     struct epoll_event ev = {.events = events,
-                             .data.u64 = event_key(c->w->fd, c->gen, KIND_APP)};
+                             .data.u64 = event_key(c->build ? c->sock : c->w->fd, c->gen,
+                                                   KIND_APP)};
     if (epoll_ctl(L.ep, c->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->sock, &ev) < 0)
         return -errno;
     c->events = events;
@@ -1052,21 +1186,24 @@ static void begin(struct conn *c)
         write_requests(c);
         return;
     }
-    c->sock = c->app;
-    int flags = fcntl(c->app, F_GETFL);
-    if (flags < 0 || (!(flags & O_NONBLOCK) && fcntl(c->app, F_SETFL, flags | O_NONBLOCK) < 0)) {
-        finish(c, SOCKSIFY_CODE_CONNREFUSED, errno);
-        return;
-    }
-    int lowat = 1;
-    socklen_t len = sizeof lowat;
-    if (getsockopt(c->app, SOL_SOCKET, SO_RCVLOWAT, &lowat, &len) == 0 && lowat != 1) {
-        int one = 1;
-        if (setsockopt(c->app, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one) == 0)
-            c->lowat = lowat;
+    if (!c->build) {           /* a build's socket is the lane's, non-blocking already */
+        c->sock = c->app;
+        int flags = fcntl(c->app, F_GETFL);
+        if (flags < 0
+            || (!(flags & O_NONBLOCK) && fcntl(c->app, F_SETFL, flags | O_NONBLOCK) < 0)) {
+            finish(c, SOCKSIFY_CODE_CONNREFUSED, errno);
+            return;
+        }
+        int lowat = 1;
+        socklen_t len = sizeof lowat;
+        if (getsockopt(c->app, SOL_SOCKET, SO_RCVLOWAT, &lowat, &len) == 0 && lowat != 1) {
+            int one = 1;
+            if (setsockopt(c->app, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one) == 0)
+                c->lowat = lowat;
+        }
     }
     c->phase = P_CONNECTING;
-    if (connect(c->app, (const struct sockaddr *)c->route.hop1, c->route.hop1_len) == 0) {
+    if (connect(c->sock, (const struct sockaddr *)c->route.hop1, c->route.hop1_len) == 0) {
         write_requests(c);
         return;
     }
@@ -1245,6 +1382,10 @@ static void on_app(int fd, uint32_t gen)
     struct watch *w = watch_at_locked(fd);
     struct conn *c = w && w->conn && w->conn->gen == gen ? w->conn : NULL;
     pthread_mutex_unlock(&L.mu);
+    if (!c)                    /* a build's: keyed by its own socket */
+        for (struct conn *x = L.live; x && !c; x = x->next)
+            if (x->build && x->gen == gen && x->sock == fd)
+                c = x;
     if (!c)
         return;                /* finished earlier in this batch */
     switch (c->phase) {
@@ -1282,12 +1423,48 @@ static void expire(uint64_t now)
     }
 }
 
-/* At stop: the connects in flight answered, every watched connection given back. */
+/* Start the builds lane_pool_build queued. */
+static void start_builds(void)
+{
+    uint64_t n;
+    if (read(L.kick, &n, sizeof n) < 0 && errno != EAGAIN)
+        return;
+    pthread_mutex_lock(&L.mu);
+    struct conn *queue = L.builds;
+    L.builds = NULL;
+    for (struct conn *c = queue; c; c = c->next_build)
+        c->gen = next_gen_locked();
+    pthread_mutex_unlock(&L.mu);
+    while (queue) {
+        struct conn *c = queue;
+        queue = c->next_build;
+        c->done.started_ns = now_ns();
+        c->deadline_ns = c->done.started_ns + (uint64_t)c->route.timeout_ms * 1000000u;
+        c->prev = NULL;
+        c->next = L.live;
+        if (L.live)
+            L.live->prev = c;
+        L.live = c;
+        begin(c);
+    }
+}
+
+/* At stop: the connects in flight answered, every watched connection given back,
+ * the builds not started reported failed. */
 static void shut_down(void)
 {
     while (L.live)
         finish(L.live, SOCKSIFY_CODE_TIMEDOUT, ETIMEDOUT);
     pthread_mutex_lock(&L.mu);
+    while (L.builds) {
+        struct conn *c = L.builds;
+        L.builds = c->next_build;
+        close(c->sock);
+        c->done.code = SOCKSIFY_CODE_TIMEDOUT;
+        c->done.err = ECANCELED;
+        c->done.failed = LANE_FAILED_CONNECT;
+        queue_done_locked(c);
+    }
     for (int fd = 0; fd < L.n_slots; fd++)
         if (L.watches[fd])
             give_back_locked(L.watches[fd], NULL, 0, NULL, 0, LANE_GIVEN_STOPPED);
@@ -1311,6 +1488,8 @@ static void *lane_main(void *arg)
             uint32_t gen = (uint32_t)(key >> 32);
             if (key == WAKE_KEY)
                 stop = 1;      /* only lane_stop writes to it */
+            else if (key == KICK_KEY)
+                start_builds();
             else if ((key >> 31 & 1u) == KIND_APP)
                 on_app(fd, gen);
             else
@@ -1345,13 +1524,17 @@ LANE_EXPORT int lane_start(void)
     }
     int ep = epoll_create1(EPOLL_CLOEXEC);
     int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int kick = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_KEY};
-    if (ep < 0 || wake < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev) < 0) {
+    struct epoll_event kev = {.events = EPOLLIN, .data.u64 = KICK_KEY};
+    if (ep < 0 || wake < 0 || kick < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev) < 0
+        || epoll_ctl(ep, EPOLL_CTL_ADD, kick, &kev) < 0) {
         rc = -errno;
         goto undo;
     }
     pthread_mutex_lock(&L.mu);
     L.ep = ep;
+    L.kick = kick;
     L.running = 1;
     pthread_mutex_unlock(&L.mu);
     L.wake = wake;
@@ -1365,6 +1548,7 @@ LANE_EXPORT int lane_start(void)
         rc = -err;
         pthread_mutex_lock(&L.mu);
         L.ep = -1;
+        L.kick = -1;
         L.running = 0;
         pthread_mutex_unlock(&L.mu);
         L.wake = -1;
@@ -1377,6 +1561,8 @@ undo:
         close(ep);
     if (wake >= 0)
         close(wake);
+    if (kick >= 0)
+        close(kick);
 out:
     if (rc == 0)
         rc = L.notify;
@@ -1398,6 +1584,8 @@ LANE_EXPORT void lane_stop(void)
     pthread_mutex_lock(&L.mu);
     close(L.ep);
     L.ep = -1;
+    close(L.kick);
+    L.kick = -1;
     L.running = 0;
     routes_drop_locked(0);
     pthread_mutex_unlock(&L.mu);

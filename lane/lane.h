@@ -160,6 +160,17 @@ int lane_done(struct lane_done *out, int max);
  * -ENOMEM. */
 int lane_pool_put(uint32_t pool, int fd, uint64_t expires_ns, uint32_t low);
 
+/* Build a tunnel for pool on a socket of the lane's: connect to route->hop1, write
+ * route->requests (every hop's but the last's), read route->replies, exactly as for
+ * a program's connect, within route->timeout_ms; then the tunnel waits in pool as if
+ * given to lane_pool_put (expires_ns, low), unless the pool was closed meanwhile.
+ * The outcome is reported by lane_done, at once, with proc 0, fd -1 and route
+ * route->route (code 0: in the pool; else as for a connect). route->proc, addr, port
+ * and session are not used. 0, or -EINVAL (pool 0, a route lane_add refuses, no hop1),
+ * -ESRCH if the lane is not running, -ENOMEM, socket()'s -errno. */
+int lane_pool_build(uint32_t pool, const struct lane_route *route, uint64_t expires_ns,
+                    uint32_t low);
+
 /* The oldest usable tunnel of pool, for the daemon's own use (its fd: the caller's to
  * close), or -ENOENT. Unusable ones met on the way are closed and counted discarded. */
 int lane_pool_take(uint32_t pool);

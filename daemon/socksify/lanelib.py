@@ -94,6 +94,8 @@ void lane_forget(uint64_t proc);
 int lane_take(struct lane_given *out, int max);
 int lane_done(struct lane_done *out, int max);
 int lane_pool_put(uint32_t pool, int fd, uint64_t expires_ns, uint32_t low);
+int lane_pool_build(uint32_t pool, const struct lane_route *route, uint64_t expires_ns,
+                    uint32_t low);
 int lane_pool_take(uint32_t pool);
 int lane_pool_state(uint32_t pool, struct lane_pool_state *out);
 void lane_pool_close(uint32_t pool);
@@ -210,6 +212,9 @@ class LaneLib:
         return _check(int(self._lib.lane_release(fd, idle_ms)), "lane_release") == 1
 
     def add(self, route: Route) -> None:
+        _check(int(self._lib.lane_add(self._route(route))), "lane_add")
+
+    def _route(self, route: Route) -> Any:
         if len(route.addr) > 16 or len(route.hop1) > SOCKADDR_SIZE \
                 or len(route.requests) > MAX_REQUESTS or len(route.replies) > MAX_REPLIES:
             raise ValueError("addr, hop1, requests or replies too long for a lane route")
@@ -229,7 +234,13 @@ class LaneLib:
             r.replies[i] = kind
         r.route = route.route
         r.pool = route.pool
-        _check(int(self._lib.lane_add(r)), "lane_add")
+        return r
+
+    def pool_build(self, pool: int, route: Route, expires_ns: int, low: int) -> None:
+        """Build a tunnel for pool as route says (its hop1, requests, replies, timeout;
+        route.route comes back in the Done, whose proc is 0)."""
+        _check(int(self._lib.lane_pool_build(pool, self._route(route), expires_ns, low)),
+               "lane_pool_build")
 
     def pool_put(self, pool: int, fd: int, expires_ns: int, low: int) -> None:
         """Leave the tunnel fd in pool: the lane's from then on (not on an error)."""

@@ -16,7 +16,8 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar, Union
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator, Sequence, TypeVar, Union, cast
 
 import pytest
 
@@ -909,7 +910,7 @@ def test_a_pool_keeps_its_ready_tunnels_in_the_lane(lib: LaneLib) -> None:
     from socksify.chains.health import HopHealth
     from socksify.chains.pool import Prebuilt, TunnelPool
     from socksify.chains.spec import ChainSpec
-    from socksify.listeners.lane import LaneTunnels
+    from socksify.listeners.lanetunnels import LaneTunnels
     from socksify.proxies import Proxy
     from socksify.sockstream import RawStream
 
@@ -930,7 +931,8 @@ def test_a_pool_keeps_its_ready_tunnels_in_the_lane(lib: LaneLib) -> None:
     async def main() -> dict[str, int]:
         spec = ChainSpec("t", (Proxy.parse("socks4://10.0.0.1:1080"),
                                Proxy.parse("socks4://10.0.0.2:1080")), prebuilt=4)
-        pool = Pool(spec, HopHealth(), lambda s: LaneTunnels(lib, POOL + 10, s))
+        lane = cast(Any, SimpleNamespace(lib=lib))   # _build is the test's: no builds
+        pool = Pool(spec, HopHealth(), lambda s: LaneTunnels(lane, POOL + 10, s))
         try:
             assert pool.take() is None              # the first take starts the pool
             await until("the first fill", lambda: len(pool.store) == 4)
@@ -954,3 +956,52 @@ def test_a_pool_keeps_its_ready_tunnels_in_the_lane(lib: LaneLib) -> None:
 
     assert asyncio.run(main()) == {"ready": 4, "size": 4, "built": 7, "used": 3,
                                    "discarded": 0}
+
+
+@pytest.mark.parametrize("case", ["built", "refused", "closed"])
+def test_the_lane_builds_a_pools_tunnel(lane: Lane, case: str) -> None:
+    """lane_pool_build: hop 1 connected on a socket of the lane's, its request written
+    and the reply read; the tunnel then waits in the pool, reported with proc 0. A
+    refusal is reported as for a connect, and a pool closed meanwhile gets nothing."""
+    req = socks4_request("10.9.9.9", 1080)          # hop 1 asked for the last hop
+    answer = b"\x00\x5b" + bytes(6) if case == "refused" else SOCKS4_GRANTED
+    hop = lane.hop(len(req), [0.3, answer] if case == "closed" else [answer])
+    route = Route(proc=0, family=4, addr=bytes(16), port=0,
+                  hop1=lanelib.sockaddr_of(hop.host, hop.port), timeout_ms=3000,
+                  requests=req, replies=(lanelib.REPLY_SOCKS4,), route=ROUTE_ID)
+    lane.lib.pool_build(POOL, route, time.monotonic_ns() + int(WAIT * 1e9), 1)
+    if case == "closed":
+        hop.requests_in.wait(WAIT)
+        lane.lib.pool_close(POOL)
+    [d] = lane.done()
+    assert (d.proc, d.route, d.fd) == (0, ROUTE_ID, -1)
+    assert hop.got == req
+    state = lane.lib.pool_state(POOL)
+    if case == "built":
+        assert d.code == 0 and d.failed == 1
+        assert state is not None and (state.ready, state.low) == (1, 1)
+        fd = lane.lib.pool_take(POOL)
+        assert fd is not None
+        with socket.socket(fileno=fd) as tunnel:
+            assert tunnel.getpeername() == ("127.0.0.1", hop.port)
+            assert tunnel.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    elif case == "refused":
+        assert (d.code, d.failed, d.reply) == (wire.Code.CONNREFUSED, 0, b"\x00\x5b")
+        assert state is not None and state.ready == 0
+    else:
+        assert (d.code, d.err) == (wire.Code.CONNREFUSED, errno.ENOENT)
+        assert state is None
+
+
+def test_a_build_needs_a_hop_and_a_running_lane(lib: LaneLib) -> None:
+    route = Route(proc=0, family=4, addr=bytes(16), port=0,
+                  hop1=lanelib.sockaddr_of("127.0.0.1", 9), timeout_ms=1000,
+                  requests=b"", replies=(), route=ROUTE_ID)
+    for pool, bad in ((0, route), (POOL, Route(**{**route.__dict__, "hop1": b""}))):
+        with pytest.raises(OSError) as info:
+            lib.pool_build(pool, bad, 0, 0)
+        assert info.value.errno == errno.EINVAL
+    lib.stop()
+    with pytest.raises(OSError) as info:
+        lib.pool_build(POOL, route, 0, 0)
+    assert info.value.errno == errno.ESRCH
