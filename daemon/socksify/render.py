@@ -238,7 +238,9 @@ def status_lines(st: dict[str, Any]) -> list[str]:
     if lane:                                   # the compiled connect path
         rows.append(("lane", f"{lane.get('served', 0)} connect(s) built, "
                      f"{lane.get('routes', 0)} route(s) for "
-                     f"{lane.get('processes', 0)} process(es)"))
+                     f"{lane.get('processes', 0)} process(es)"
+                     + (f", {lane['tunnels']} pre-built tunnel(s)"
+                        if lane.get("tunnels") else "")))
     down = st.get("hops_down") or {}
     rows.append(("hops down", ", ".join(f"{h} (retry in {float(s):.0f}s)"
                                         for h, s in down.items()) or "none"))

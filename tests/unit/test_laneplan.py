@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from socksify.chains.earlydata import EarlyData
 from socksify.chains.laneplan import (REPLY_SOCKS4, REPLY_SOCKS5, REPLY_SOCKS5_METHOD,
-                                      plan)
+                                      plan, tunnel_plan)
 from socksify.chains.spec import ChainSpec, Strategy
 from socksify.lanelib import sockaddr_of
 from socksify.core.records import Connection
@@ -88,6 +88,22 @@ def test_a_pool_route_is_the_last_hops_request_alone() -> None:
     early.mark_stepwise(H3)
     assert plan(spec(H1, H3, prebuilt=4), (H1, H3), "192.0.2.7", 443, early,
                 prebuilt=True) is None
+
+
+def test_a_pools_tunnel_is_every_request_but_the_last() -> None:
+    """The lane builds a pool's tunnels as the engine does (open_chain up to the last
+    hop): hop 1 asked for hop 2, hop 2 for hop 3, within a hop's time each."""
+    made = tunnel_plan(spec(H1, H2, H3, prebuilt=4), EarlyData())
+    assert made is not None
+    assert made.requests == (
+        b"\x04\x01\x04\x38" + bytes([10, 0, 0, 2]) + b"\x00"
+        + b"\x05\x01\x00" + b"\x05\x01\x00\x01" + bytes([10, 0, 0, 3]) + b"\x04\x38")
+    assert made.replies == bytes([REPLY_SOCKS4, REPLY_SOCKS5_METHOD, REPLY_SOCKS5])
+    assert made.timeout == 5.0 + 10.0 * 2
+    one = tunnel_plan(spec(H1, prebuilt=4), EarlyData())        # a TCP connect alone
+    assert one is not None and (one.requests, one.replies) == (b"", b"")
+    assert tunnel_plan(spec(H1, H3), EarlyData()) is None        # no pool
+    assert tunnel_plan(spec(H1, H3, prebuilt=4, pipeline=False), EarlyData()) is None
 
 
 def test_hop_1s_address_goes_to_the_lane_as_a_sockaddr_and_comes_back() -> None:

@@ -97,7 +97,11 @@ def test_status_names_the_udp_carrier() -> None:
 def test_status_counts_what_the_lane_built() -> None:
     status = "\n".join(render.status_lines({"lane": {"served": 41, "routes": 3,
                                                      "processes": 2}}))
-    assert "lane  41 connect(s) built, 3 route(s) for 2 process(es)" in status
+    assert "lane  41 connect(s) built, 3 route(s) for 2 process(es)\n" in status + "\n"
+    status = "\n".join(render.status_lines({"lane": {"served": 4, "routes": 1,
+                                                     "processes": 1, "tunnels": 9}}))
+    assert ("lane  4 connect(s) built, 1 route(s) for 1 process(es), 9 pre-built "
+            "tunnel(s)") in status
     assert "lane" not in "\n".join(render.status_lines({"lane": None}))
 
 

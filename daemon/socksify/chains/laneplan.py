@@ -36,17 +36,39 @@ def plan(spec: ChainSpec, route: tuple[Proxy, ...], host: str, port: int,
     """The lane's plan for host:port (a numeric address) through route, or None if
     the lane cannot build this chain as the engine would. With prebuilt, the plan
     for a pre-built tunnel of spec's pool: the last hop's request."""
-    if spec.strategy is not Strategy.STRICT or route != spec.hops or not spec.pipeline \
-            or bool(spec.prebuilt) != prebuilt or spec.isolate != "none" \
-            or spec.data_path != "handoff":
+    if not _alike(spec, route, early, prebuilt):
         return None
+    return _requests(spec, route, len(route) - 1 if prebuilt else 0, len(route), host,
+                     port)
+
+
+def tunnel_plan(spec: ChainSpec, early: EarlyData) -> LanePlan | None:
+    """The lane's plan for one of the pre-built tunnels of spec's pool (chains/pool.py,
+    which the engine builds with open_chain(route, n - 1)): hop 1 up to the last hop,
+    each asked for the next, so that the tunnel waits at the last hop."""
+    route = spec.hops
+    if not _alike(spec, route, early, True):
+        return None
+    return _requests(spec, route, 0, len(route) - 1, "", 0)
+
+
+def _alike(spec: ChainSpec, route: tuple[Proxy, ...], early: EarlyData,
+           prebuilt: bool) -> bool:
+    """Would the engine build route for spec as the lane does?"""
+    return spec.strategy is Strategy.STRICT and route == spec.hops and spec.pipeline \
+        and bool(spec.prebuilt) == prebuilt and spec.isolate == "none" \
+        and spec.data_path == "handoff" \
+        and not any(hop.tls or early.stepwise(hop) for hop in route)
+
+
+def _requests(spec: ChainSpec, route: tuple[Proxy, ...], first: int, end: int,
+              host: str, port: int) -> LanePlan | None:
+    """The plan for route[first:end], each hop asked for the next (the last of all
+    for host:port); None where a hop or an address is not the lane's."""
     requests: list[bytes] = []
     replies: list[int] = []
-    for i, hop in enumerate(route):
-        if hop.tls or early.stepwise(hop):
-            return None
-        if prebuilt and i + 1 < len(route):
-            continue            # the pool's tunnel went through this hop already
+    for i in range(first, end):
+        hop = route[i]
         ask_host, ask_port = ((route[i + 1].host, route[i + 1].port)
                               if i + 1 < len(route) else (host, port))
         try:
@@ -64,5 +86,5 @@ def plan(spec: ChainSpec, route: tuple[Proxy, ...], host: str, port: int,
     data = b"".join(requests)
     if len(replies) > MAX_REPLIES or len(data) > MAX_REQUESTS:
         return None
-    return LanePlan(data, bytes(replies), spec.connect_timeout
-                    + spec.read_timeout * (1 if prebuilt else len(route)))
+    return LanePlan(data, bytes(replies),
+                    spec.connect_timeout + spec.read_timeout * max(1, end - first))

@@ -12,7 +12,7 @@ tunnel out once, and stops (closing what it holds) after IDLE_STOP seconds witho
 connection, on reload and at shutdown.
 
 The ready tunnels wait in a store: a deque here (Tunnels), or, where the daemon runs
-the lane, the lane's pool in C (listeners/lane.py LaneTunnels), from which the lane
+the lane, the lane's pool in C (listeners/lanetunnels.py), from which the lane
 finishes a program's repeat connects itself and tells the pool (taken_elsewhere).
 """
 
@@ -26,7 +26,7 @@ import select
 import socket
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 from ..errors import ChainError
 from ..proxies import Proxy
@@ -83,6 +83,10 @@ class TunnelStore(Protocol):
     def counts(self) -> tuple[int, int]:
         """(taken, discarded) since the store began."""
 
+    def build(self) -> Awaitable[None] | None:
+        """A tunnel built into the store by the store itself (awaited: raises the
+        ChainError of a failure), or None: the pool builds it (_build)."""
+
     def close(self) -> None: ...
 
 
@@ -126,6 +130,9 @@ class Tunnels:
 
     def counts(self) -> tuple[int, int]:
         return self.taken, self.discarded
+
+    def build(self) -> None:
+        return None
 
     def close(self) -> None:
         while self._ready:
@@ -247,6 +254,8 @@ class TunnelPool:
                         if isinstance(result, Prebuilt):
                             self._ready.put(result)
                             self.built += 1
+                        elif result is None:        # built into the store by it
+                            self.built += 1
                         elif isinstance(result, (ChainError, OSError)):
                             failed = result
                         else:
@@ -274,8 +283,22 @@ class TunnelPool:
         except asyncio.TimeoutError:
             pass
 
-    async def _build(self) -> Prebuilt:
+    async def _build(self) -> Prebuilt | None:
+        """A tunnel: built by the store into itself (None) where it can (the lane,
+        in C), else here, by the chain engine. A tunnel the store could not build is
+        tried here once more, with the engine's retries and messages."""
         route = self.route
+        made = self._ready.build()
+        if made is not None:
+            try:
+                await made
+            except (ChainError, OSError) as exc:
+                log.debug("chain %s: no pre-built tunnel from the store (%s); the "
+                          "engine tries", self.spec.name, exc)
+            else:
+                for hop in route[:-1]:
+                    self.health.mark_up(hop)
+                return None
         stream = await open_chain(route, len(route) - 1, "", 0, self.spec, "pool")
         for hop in route[:-1]:
             self.health.mark_up(hop)

@@ -38,14 +38,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..chains.earlydata import EARLY_DATA
-from ..chains.laneplan import plan
-from ..chains.pool import Prebuilt, TunnelPool
+from ..chains.laneplan import plan, tunnel_plan
+from ..chains.pool import TunnelPool
 from ..chains.spec import ChainSpec
+from ..errors import HopUnreachable
 from ..lanelib import LaneLib, Route, address_of, sockaddr_of
-from ..sockstream import RawStream
 from ..proxies import Proxy
 from ..protocol import control as wire
 from ..sockdiag import plain
+from .lanetunnels import LaneTunnels
 
 if TYPE_CHECKING:
     from ..core.records import Connection
@@ -86,58 +87,6 @@ class RouteInfo:
     pool: TunnelPool | None = None     # a pool route's: told of each take
 
 
-class LaneTunnels:
-    """A pool's ready tunnels (chains/pool.py TunnelStore), kept in the lane's pool
-    number `id` (lane_pool_put): the lane finishes them for the pool's routes, and the
-    daemon's own takes come from there too. Each tunnel is the lane's once put."""
-
-    def __init__(self, lib: LaneLib, pool_id: int, spec: ChainSpec) -> None:
-        self.lib = lib
-        self.id = pool_id
-        self.spec = spec
-
-    def __len__(self) -> int:
-        state = self.lib.pool_state(self.id)
-        return state.ready if state is not None else 0
-
-    @property
-    def family(self) -> int | None:
-        state = self.lib.pool_state(self.id)
-        return state.family or None if state is not None else None
-
-    def put(self, ready: Prebuilt) -> None:
-        expires = ready.born + self.spec.prebuilt_max_age   # time.monotonic: CLOCK_MONOTONIC
-        try:
-            self.lib.pool_put(self.id, ready.stream.sock.fileno(), int(expires * 1e9),
-                              self.spec.prebuilt // 2)
-        except OSError as exc:
-            log.warning("chain %s: the lane cannot keep a pre-built tunnel: %s",
-                        self.spec.name, exc)
-            ready.stream.close()
-            return
-        ready.stream.sock.detach()
-
-    def take(self) -> Prebuilt | None:
-        fd = self.lib.pool_take(self.id)
-        if fd is None:
-            return None
-        return Prebuilt(RawStream(socket.socket(fileno=fd), owned=True), self.spec.hops,
-                        time.monotonic())
-
-    def prune(self) -> float | None:
-        state = self.lib.pool_state(self.id)
-        if state is None or not state.ready:
-            return None
-        return state.oldest_expires_ns / 1e9 - self.spec.prebuilt_max_age
-
-    def counts(self) -> tuple[int, int]:
-        state = self.lib.pool_state(self.id)
-        return (state.taken, state.discarded) if state is not None else (0, 0)
-
-    def close(self) -> None:
-        self.lib.pool_close(self.id)
-
-
 class Lane:
     """The lane's Python side: started with the daemon's loop, stopped before the
     control connections close."""
@@ -155,7 +104,9 @@ class Lane:
         self._ids = itertools.count(1)
         self._key_ids = itertools.count(1)
         self._pool_ids = itertools.count(1)
+        self._builds: dict[int, tuple[asyncio.Future[None], tuple[Proxy, ...]]] = {}
         self.served = 0            # connects the lane answered (READY or FAIL)
+        self.tunnels_built = 0     # pre-built tunnels it built for the pools
         loop.add_reader(self.notify, self._drain)
 
     @classmethod
@@ -220,14 +171,41 @@ class Lane:
 
     def status(self) -> dict[str, int]:
         """For `socksifyd status`: connects the lane answered, its routes and the
-        processes they are for."""
+        processes they are for, and the pre-built tunnels it built."""
         return {"served": self.served, "routes": len(self._routes),
-                "processes": len(self._by_key)}
+                "processes": len(self._by_key), "tunnels": self.tunnels_built}
 
     # ----- routes -------------------------------------------------------------------
     def tunnels(self, spec: ChainSpec) -> LaneTunnels:
         """Where a new pool of spec's keeps its ready tunnels (Sessions.tunnel_store)."""
-        return LaneTunnels(self.lib, next(self._pool_ids), spec)
+        return LaneTunnels(self, next(self._pool_ids), spec)
+
+    def build(self, pool_id: int, spec: ChainSpec) -> asyncio.Future[None] | None:
+        """A tunnel for the pool pool_id, built by the lane (lane_pool_build): done
+        once it waits in the pool, or with the ChainError of the failure. None if the
+        lane cannot build spec's tunnels (the engine then does)."""
+        made = tunnel_plan(spec, EARLY_DATA)
+        if made is None:
+            return None
+        first = spec.hops[0]
+        try:
+            hop1 = sockaddr_of(first.host, first.port)     # a name: the engine's
+        except (OSError, ValueError):
+            return None
+        build_id = next(self._ids)
+        expires = time.monotonic() + spec.prebuilt_max_age
+        try:
+            self.lib.pool_build(pool_id, Route(
+                proc=0, family=4, addr=bytes(16), port=0, hop1=hop1,
+                timeout_ms=int(made.timeout * 1000), requests=made.requests,
+                replies=tuple(made.replies), route=build_id), int(expires * 1e9),
+                spec.prebuilt // 2)
+        except OSError as exc:
+            log.debug("the lane cannot build a tunnel: %s", exc)
+            return None
+        future: asyncio.Future[None] = self.loop.create_future()
+        self._builds[build_id] = (future, spec.hops)
+        return future
 
     def offer(self, conn: Connection, session: bytes, spec: ChainSpec,
               route: tuple[Proxy, ...], app_sock: socket.socket,
@@ -306,11 +284,27 @@ class Lane:
         """Report a batch of answered connects; whether it was a full one."""
         done = self.lib.done(_BATCH)
         for d in done:
+            if d.proc == 0:                # a pool's tunnel, built
+                self._built(d)
+                continue
             self.served += 1
             info = self._routes.get(d.route)
             if info is not None:           # else forgotten since: nothing to report
                 self._report(info, d)
         return len(done) == _BATCH
+
+    def _built(self, d: LaneDone) -> None:
+        future, route = self._builds.pop(d.route, (None, ()))
+        if future is None or future.done():        # its pool gave up on it
+            return
+        if d.code == 0:
+            self.tunnels_built += 1
+            future.set_result(None)
+            return
+        err, why, blame = describe_failure(d, route)
+        future.set_exception(HopUnreachable(f"pre-building a tunnel: {why}",
+                                            hop=blame if blame is not None else 0,
+                                            err=err))
 
     def _report(self, info: RouteInfo, d: LaneDone) -> None:
         conn = self.reports.new_connection(
