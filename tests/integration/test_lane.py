@@ -32,6 +32,23 @@ def probe(tmp_path: Path) -> Path:
     return path
 
 
+def serve_once(listener) -> threading.Thread:
+    """Accept one connection on listener and send it "!"; from then on the port
+    refuses."""
+    def serve() -> None:
+        listener.settimeout(30)
+        try:
+            conn, _ = listener.accept()
+            conn.sendall(b"!")
+            conn.close()
+        finally:
+            listener.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    return server
+
+
 def lane_lines(sk) -> int:
     return sk.daemon_log(40000).count("handed off by the lane")
 
@@ -74,18 +91,7 @@ def test_a_refusal_by_the_lane_is_the_programs_errno_and_the_engine_takes_over(
     port = listener.getsockname()[1]
     client = tmp_path / "client.py"
     client.write_text(CLIENT)
-
-    def serve() -> None:
-        listener.settimeout(30)
-        try:
-            conn, _ = listener.accept()
-            conn.sendall(b"!")
-            conn.close()
-        finally:
-            listener.close()    # from now on the far port refuses
-
-    server = threading.Thread(target=serve, daemon=True)
-    server.start()
+    server = serve_once(listener)
     res = sk.run([sys.executable, str(client), lab.far_ip, str(port), "3"],
                  via=sk.hops(3), opts=["-v"], timeout=60)
     server.join(10)
@@ -217,18 +223,7 @@ def test_a_pre_built_tunnel_the_lane_cannot_finish_goes_to_the_engine(
     start_daemon(sk, pol)
     client = tmp_path / "client.py"
     client.write_text(PAUSED_CLIENT)
-
-    def serve() -> None:
-        listener.settimeout(30)
-        try:
-            conn, _ = listener.accept()
-            conn.sendall(b"!")
-            conn.close()
-        finally:
-            listener.close()    # from now on the far port refuses
-
-    server = threading.Thread(target=serve, daemon=True)
-    server.start()
+    server = serve_once(listener)
     res = sk.spawn([sys.executable, str(client), lab.far_ip, str(port), "2"],
                    preload=True).wait(60)
     server.join(10)
