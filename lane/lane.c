@@ -1,15 +1,18 @@
 /* The lane (lane.h): the daemon's cached HANDOFF requests, served in C on a thread of
  * its own with its own epoll.
  *
- * Who owns what. One mutex (L.mu) guards the routes, the watch table and both queues,
- * and every epoll_ctl on a control connection (so that a re-arm cannot overwrite the
- * registration of a newer watch of the same fd number). The lane thread alone owns the
- * connects in flight (struct conn, on L.live) and the epoll registrations of the
- * program's sockets; it never holds the mutex across a call that can block (recvmsg,
- * connect, send and recv are all non-blocking here, and none runs under the mutex).
+ * Who owns what. One mutex (L.mu) guards the routes, the watch table, both queues,
+ * the pools of pre-built tunnels and the builds not yet started, and every epoll_ctl
+ * on a control connection (so that a re-arm cannot overwrite the registration of a
+ * newer watch of the same fd number). The lane thread alone owns the connects and
+ * builds in flight (struct conn, on L.live) and the epoll registrations of their
+ * sockets; it never holds the mutex across a call that can block (recvmsg, connect,
+ * send and recv are all non-blocking here, and none runs under the mutex; a waiting
+ * tunnel's check is a poll() with no timeout).
  *
  * Stale events. Every registration carries a generation in its epoll data: a control
- * connection's is its watch's, a program socket's is its connect's. An event whose
+ * connection's is its watch's, a program socket's or tunnel's is its connect's (keyed
+ * by its control connection), a build's its own (keyed by its socket). An event whose
  * generation is not the current one of that fd is from a registration since dropped
  * (a connection released and its fd number watched again, a connect finished earlier in
  * the same batch) and is ignored.
