@@ -104,10 +104,13 @@ def test_a_refusal_by_the_lane_is_the_programs_errno_and_the_engine_takes_over(
 
 
 CLIENT = r'''
-import json, socket, sys
+import json, socket, sys, time
 host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0   # between connects
 out = []
-for _ in range(count):
+for i in range(count):
+    if i:
+        time.sleep(pause)
     s = socket.socket()
     s.settimeout(20)
     err = s.connect_ex((host, port))
@@ -222,9 +225,9 @@ def test_a_pre_built_tunnel_the_lane_cannot_finish_goes_to_the_engine(
                    '[default]\naction = "chain:c3"\n')
     start_daemon(sk, pol)
     client = tmp_path / "client.py"
-    client.write_text(PAUSED_CLIENT)
+    client.write_text(CLIENT)
     server = serve_once(listener)
-    res = sk.spawn([sys.executable, str(client), lab.far_ip, str(port), "2"],
+    res = sk.spawn([sys.executable, str(client), lab.far_ip, str(port), "2", "0.5"],
                    preload=True).wait(60)
     server.join(10)
     assert res.returncode == 0, res
@@ -240,19 +243,3 @@ def test_a_pre_built_tunnel_the_lane_cannot_finish_goes_to_the_engine(
     assert log.count("pre-built tunnel failed") == 1, log
 
 
-PAUSED_CLIENT = r'''
-import json, socket, sys, time
-host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-out = []
-for i in range(count):
-    if i:
-        time.sleep(0.5)     # the pool fills
-    s = socket.socket()
-    s.settimeout(20)
-    err = s.connect_ex((host, port))
-    if err == 0:
-        s.recv(1)
-    out.append(err)
-    s.close()
-print(json.dumps(out))
-'''
