@@ -1547,6 +1547,8 @@ LANE_EXPORT int lane_start(void)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int err = pthread_create(&L.thread, NULL, lane_main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!err)   /* named for top -H and /proc/PID/task/TID/comm (at most 15 bytes) */
+        pthread_setname_np(L.thread, "socksifyd-lane");
     if (err) {
         rc = -err;
         pthread_mutex_lock(&L.mu);

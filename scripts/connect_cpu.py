@@ -35,8 +35,9 @@ import lab as labmod  # noqa: E402
 import profile_connect  # noqa: E402
 
 
-def sample(pid: int) -> tuple[float, float, int]:
-    """(CPU seconds, user share of it, context switches) of pid so far."""
+def sample(pid: int) -> tuple[float, float, int, float]:
+    """(CPU seconds, user share of it, context switches, the main thread's CPU
+    seconds: the daemon's Python; the rest is the lane's C) of pid so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks_user, ticks_sys = int(fields[11]), int(fields[12])
     ran = profile_connect.cpu_seconds(pid)
@@ -44,7 +45,8 @@ def sample(pid: int) -> tuple[float, float, int]:
                    for task in Path(f"/proc/{pid}/task").iterdir()
                    for line in (task / "status").read_text().splitlines()
                    if "ctxt_switches" in line)        # every thread's (the lane's too)
-    return ran, ticks_user / max(ticks_user + ticks_sys, 1), switches
+    main = profile_connect.thread_cpu(pid).get("main", (0.0, 0.0, 0))[0]
+    return ran, ticks_user / max(ticks_user + ticks_sys, 1), switches, main
 
 
 def main() -> int:
@@ -86,7 +88,7 @@ def main() -> int:
                               lab.far_ip, str(far.port), str(n)])
         return json.loads(out)["latency"]  # type: ignore[no-any-return]
 
-    results: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
+    results: dict[tuple[str, int], list[tuple[float, float, float, float, float]]] = {}
     try:
         for venv, _, env in sides:          # starts each daemon
             latency(venv, env, 1, 20)
@@ -94,22 +96,26 @@ def main() -> int:
             for hops in (int(h) for h in args.hops.split(",")):
                 for venv, rt, env in (sides if r % 2 == 0 else sides[::-1]):
                     pid = int((rt / "socksifyd.pid").read_text().split()[0])
-                    cpu0, _, sw0 = sample(pid)
+                    cpu0, _, sw0, main0 = sample(pid)
                     lat = latency(venv, env, hops, args.connections)
-                    cpu1, user, sw1 = sample(pid)
+                    cpu1, user, sw1, main1 = sample(pid)
                     n = args.connections + 5           # with the client's warm-up
                     per = (cpu1 - cpu0) / n * 1e6
-                    row = (per, per * user, (sw1 - sw0) / n, statistics.median(lat) * 1e3)
+                    row = (per, per * user, (sw1 - sw0) / n, statistics.median(lat) * 1e3,
+                           (main1 - main0) / n * 1e6)
                     results.setdefault((venv.name, hops), []).append(row)
                     print(f"round {r} {venv.name:24} {hops} hop(s): daemon CPU "
-                          f"{row[0]:5.0f} us/connect (user {row[1]:4.0f}), "
+                          f"{row[0]:5.0f} us/connect (user {row[1]:4.0f}; Python "
+                          f"{row[4]:4.0f}, the rest {row[0] - row[4]:4.0f}), "
                           f"{row[2]:.2f} switches/connect, client p50 {row[3]:.2f} ms",
                           flush=True)
         print("medians:")
         for (name, hops), rows in results.items():
             print(f"  {name:24} {hops} hop(s): daemon CPU "
                   f"{statistics.median(x[0] for x in rows):5.0f} us/connect "
-                  f"(runs {', '.join(f'{x[0]:.0f}' for x in rows)}); switches "
+                  f"(runs {', '.join(f'{x[0]:.0f}' for x in rows)}; Python "
+                  f"{statistics.median(x[4] for x in rows):.0f}, the rest "
+                  f"{statistics.median(x[0] - x[4] for x in rows):.0f}); switches "
                   f"{statistics.median(x[2] for x in rows):.2f}; client p50 "
                   f"{statistics.median(x[3] for x in rows):.2f} ms")
         if args.control:
@@ -120,10 +126,10 @@ def main() -> int:
             for r in range(args.rounds):
                 for venv, rt, env in (sides if r % 2 == 0 else sides[::-1]):
                     pid = int((rt / "socksifyd.pid").read_text().split()[0])
-                    cpu0, _, _ = sample(pid)
+                    cpu0, _, _, _ = sample(pid)
                     run(venv, env, ["-c", str(policy), "--", sys.executable, str(blocked),
                                     str(args.control)])
-                    cpu1, _, _ = sample(pid)
+                    cpu1, _, _, _ = sample(pid)
                     print(f"control {venv.name:24} daemon CPU "
                           f"{(cpu1 - cpu0) / (args.control + 50) * 1e6:5.0f} us/request",
                           flush=True)

@@ -126,6 +126,26 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def thread_cpu(pid: int) -> dict[str, tuple[float, float, int]]:
+    """Per thread of pid, by name: (CPU seconds from schedstat, user share from stat's
+    ticks, times it was given a CPU from schedstat: its wake-ups and preemptions).
+    The main thread, where the daemon's Python runs, is "main"; the others go by
+    /proc/PID/task/TID/comm (the lane's C is "socksifyd-lane")."""
+    out: dict[str, tuple[float, float, int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
+            sched = (task / "schedstat").read_text().split()
+            ticks = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        user, system = int(ticks[11]), int(ticks[12])
+        was = out.get(name, (0.0, 0.0, 0))
+        out[name] = (was[0] + int(sched[0]) / 1e9, user / max(user + system, 1),
+                     was[2] + int(sched[2]))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,12 +186,12 @@ def main() -> int:
                                 "--format", "raw", "-o", str(raw), "--pid", str(pid)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)
-        cpu0 = cpu_seconds(pid)
+        cpu0, threads0 = cpu_seconds(pid), thread_cpu(pid)
         res = lab.ns_run(lab.client_ns, ["socksify", "-q", *via, "--", sys.executable,
                                          str(client), "latency", lab.far_ip,
                                          str(fb.port), str(args.connections)],
                          env=env, timeout=900)
-        cpu = cpu_seconds(pid) - cpu0
+        cpu, threads1 = cpu_seconds(pid) - cpu0, thread_cpu(pid)
         spy.send_signal(2)
         spy.wait(timeout=60)
         if res.returncode != 0:
@@ -188,8 +208,16 @@ def main() -> int:
         print(f"{args.hops} hop(s), {args.connections} connects: client p50 "
               f"{statistics.median(lat) * 1000:.3f} ms; daemon CPU {per:.0f} us per "
               f"connect ({total} samples)")
+        for name, (ran, user, runs) in sorted(threads1.items()):
+            was = threads0.get(name, (0.0, 0.0, 0))
+            print(f"  thread {name:<16} {(ran - was[0]) / n * 1e6:6.0f} us per connect, "
+                  f"on a CPU {(runs - was[2]) / n:.2f} times per connect "
+                  f"(user share {user:.0%} over its life)")
+        # py-spy sees the Python thread only: its samples share out that thread's CPU
+        python = (threads1.get("main", (0.0, 0.0, 0))[0]
+                  - threads0.get("main", (0.0, 0.0, 0))[0]) / n * 1e6
         for step, c in counts.most_common():
-            print(f"  {step:<16} {c / total * 100:5.1f}%  ~{per * c / total:6.0f} us")
+            print(f"  {step:<16} {c / total * 100:5.1f}%  ~{python * c / total:6.0f} us")
         if args.stacks:
             shutil.copy(raw, args.stacks)
         if args.control:
