@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, client
+from . import __version__, client, daemonlog
 from .errors import ConfigError
 from .paths import Paths
 from .printable import printable
@@ -134,17 +134,15 @@ def _run(paths: Paths, config: Path | None, verbose: bool,
     from .shimlib import ShimMismatch, check_versions
 
     level = os.environ.get("SOCKSIFY_LOG_LEVEL", "").upper()
-    logging.basicConfig(level=logging.DEBUG if verbose else
-                        getattr(logging, level, logging.INFO) if level else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # the format shows none of the caller, thread or process: do not collect them for
-    # every line (the logging docs' "Optimization"; a line per connection)
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    daemonlog.setup(logging.DEBUG if verbose else
+                    getattr(logging, level, logging.INFO) if level else logging.INFO)
     try:
         if sys.platform != "win32":   # the Linux shim; the DLL is checked by its build
             check_versions()
-        asyncio.run(Daemon(paths, config, socks_listen=socks).run())
+        try:
+            asyncio.run(Daemon(paths, config, socks_listen=socks).run())
+        finally:
+            daemonlog.flush()         # before anything else is written to stderr
     except (AlreadyRunning, ConfigError, ShimMismatch, OSError, ValueError) as exc:
         print(f"socksifyd: {exc}", file=sys.stderr)
         return 1
