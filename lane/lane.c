@@ -57,9 +57,13 @@
 #define EVENTS_PER_WAIT 64
 /* Answered connects are announced to the daemon this long after the first of them,
  * together: a wake-up of the daemon's Python per connect, beside the program's next
- * one on a small machine, would cost the program more than the lane saves it. A
- * given-back request is announced at once (a shim waits for its answer). */
-#define DONE_NOTICE_NS (20 * 1000000ull)
+ * one on a small machine, would cost the program more than the lane saves it, and
+ * each wake-up has a price of its own (a cold interpreter: at 20 ms the daemon's
+ * Python spent about twice as much per connect as at 100 ms, docs/performance.md).
+ * A given-back request is announced at once (a shim waits for its answer), and so
+ * is a failed connect (its log line and the hop's health) and a take that left a
+ * pool low (its refill). */
+#define DONE_NOTICE_NS (100 * 1000000ull)
 
 /* epoll data: the fd in bits 0-30, the kind in bit 31, the generation above. */
 #define KIND_CONTROL 0u
@@ -1006,7 +1010,7 @@ static void finish(struct conn *c, uint8_t code, int err)
     }
     pthread_mutex_unlock(&L.mu);
     /* c may be the daemon's already (lane_done): only the copies above are read */
-    if (send_err || urgent) {
+    if (send_err || urgent || code != SOCKSIFY_CODE_NONE) {
         L.done_due = 0;        /* whatever waits for the announcement goes with it */
         notify();
     } else if (!L.done_due) {

@@ -106,8 +106,9 @@ struct lane_done {             /* a connect the lane answered itself */
 };
 
 /* Start the thread. Returns the notify fd (an eventfd, non-blocking, close-on-exec,
- * readable at once when lane_take has something, and 20 ms after lane_done first has
- * something (answered connects are announced together): read it, then take both until
+ * readable at once when lane_take has something, and 100 ms after lane_done first has
+ * something (answered connects are announced together; a failed one, or a take that
+ * left its pool low, at once): read it, then take both until
  * empty), or -errno. A second call returns the same fd. The notify fd outlives
  * lane_stop (what the stop reports is still to be taken) and a later lane_start
  * returns it again. */

@@ -256,7 +256,7 @@ class Lane:
     def flush(self) -> None:
         """Report what the lane answered now (a command line tool asks for the log,
         the live table or the status: answered connects are announced to the loop
-        only every 20 ms). Callable from a Task: given-back requests, which are
+        every 100 ms). Callable from a Task: given-back requests, which are
         answered outside any Task (core/eager.py), wait for the notify callback."""
         while self._records():
             pass
@@ -313,7 +313,7 @@ class Lane:
         conn.session, conn.rule, conn.chain = info.session, info.rule, info.chain
         seconds = (d.answered_ns - d.started_ns) / 1e9
         # started as long before now as the connect took (its log line's "(N ms)"),
-        # not when it was reported (up to 20 ms later)
+        # not when it was reported (up to 100 ms later)
         conn.started = time.monotonic() - seconds
         if info.pool is not None:
             info.pool.taken_elsewhere()
