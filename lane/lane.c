@@ -1166,8 +1166,10 @@ static void write_requests(struct conn *c)
         return;
     }
     c->phase = P_READING;
-    /* no reply can be in yet (the hop has to run first): straight to the wait */
-    wait_for(c, EPOLLIN);
+    if (c->route.n_replies == 0)   /* a tunnel to hop 1 alone: connected is built */
+        read_replies(c);
+    else                       /* no reply can be in yet (the hop has to run first) */
+        wait_for(c, EPOLLIN);
 }
 
 static void connected(struct conn *c)

@@ -993,6 +993,23 @@ def test_the_lane_builds_a_pools_tunnel(lane: Lane, case: str) -> None:
         assert state is None
 
 
+def test_a_one_hop_tunnel_is_built_by_the_connect_alone(lane: Lane) -> None:
+    """A pool of a 1-hop chain: its tunnels are hop 1 connected, no request and no
+    reply; the build is done once the connect is, never waiting for the hop to
+    speak."""
+    hop = lane.hop(0, [])                       # accepts, then says nothing
+    route = Route(proc=0, family=4, addr=bytes(16), port=0,
+                  hop1=lanelib.sockaddr_of(hop.host, hop.port), timeout_ms=3000,
+                  requests=b"", replies=(), route=ROUTE_ID)
+    lane.lib.pool_build(POOL, route, time.monotonic_ns() + int(WAIT * 1e9), 1)
+    [d] = lane.done()
+    assert (d.proc, d.code, d.failed) == (0, 0, 0)   # not the route's timeout
+    fd = lane.lib.pool_take(POOL)
+    assert fd is not None
+    with socket.socket(fileno=fd) as tunnel:
+        assert tunnel.getpeername() == ("127.0.0.1", hop.port)
+
+
 def test_a_build_needs_a_hop_and_a_running_lane(lib: LaneLib) -> None:
     route = Route(proc=0, family=4, addr=bytes(16), port=0,
                   hop1=lanelib.sockaddr_of("127.0.0.1", 9), timeout_ms=1000,
