@@ -59,7 +59,8 @@
  * together: a wake-up of the daemon's Python per connect, beside the program's next
  * one on a small machine, would cost the program more than the lane saves it, and
  * each wake-up has a price of its own (a cold interpreter: at 20 ms the daemon's
- * Python spent about twice as much per connect as at 100 ms, docs/performance.md).
+ * Python spent 1.6 to 2.3 times as much per connect as at 100 ms,
+ * docs/performance.md).
  * A given-back request is announced at once (a shim waits for its answer), and so
  * is a failed connect (its log line and the hop's health) and a take that left a
  * pool low (its refill). */
