@@ -62,8 +62,9 @@
  * Python spent 1.6 to 2.3 times as much per connect as at 100 ms,
  * docs/performance.md).
  * A given-back request is announced at once (a shim waits for its answer), and so
- * is a failed connect (its log line and the hop's health) and a take that left a
- * pool low (its refill). */
+ * is a failed connect (its log line and the hop's health), a take that left a
+ * pool low (its refill, where the daemon refills it) and a build the daemon waits
+ * for (lane_pool_build's); a pool's own refill is announced with the connects. */
 #define DONE_NOTICE_NS (100 * 1000000ull)
 
 /* epoll data: the fd in bits 0-30, the kind in bit 31, the generation above. */
@@ -112,6 +113,12 @@ struct pool {
     uint32_t ready, low;
     struct tunnel *head, *tail;    /* oldest first */
     uint64_t taken, discarded;
+    uint64_t last_take_ns;         /* CLOCK_MONOTONIC of the latest take, 0: none */
+    uint32_t building;             /* its builds under way (lane_pool_build, refills) */
+    /* the lane's own refill (lane_pool_refill), off while target is 0 */
+    uint32_t target;
+    uint64_t quiet_ns, max_age_ns;
+    struct lane_route plan;        /* how one of its tunnels is built */
 };
 
 /* A connect in flight (lane thread only); once answered, the record of that in the done
@@ -125,6 +132,7 @@ struct conn {
     int sock;                  /* what is negotiated on: app, or tun */
     int urgent;                /* its take left the pool low: tell the daemon at once */
     int build;                 /* a tunnel built for route.pool (no watch, no program) */
+    int refill;                /* that build is the lane's own refill's */
     uint64_t expires_ns;       /* a build's: lane_pool_put's */
     uint32_t low;
     struct conn *next_build;   /* lane_pool_build's queue, until the lane thread starts it */
@@ -174,6 +182,8 @@ static struct {
     int stopping;              /* shut_down: a failed tunnel's request is not given back */
     uint64_t done_due;         /* when the answered connects queued since the daemon
                                   was last told are announced (0: none waits) */
+    int refill_poke;           /* a take or lane_pool_refill: see to the refills */
+    uint64_t refill_due;       /* when a pool that waits for a pause refills (0: none) */
 } L = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
     .life = PTHREAD_MUTEX_INITIALIZER,
@@ -428,8 +438,9 @@ static int pool_take(uint32_t id, int family, int *low)
         fd = t->fd;
         free(t);
         p->taken++;
-        if (low)
-            *low = p->ready <= p->low;
+        p->last_take_ns = now;
+        if (low)               /* a pool the lane refills itself tells nobody */
+            *low = !p->target && p->ready <= p->low;
         break;
     }
     pthread_mutex_unlock(&L.mu);
@@ -494,23 +505,26 @@ LANE_EXPORT int lane_pool_put(uint32_t pool, int fd, uint64_t expires_ns, uint32
     return rc;
 }
 
-LANE_EXPORT int lane_pool_build(uint32_t pool, const struct lane_route *route,
-                                uint64_t expires_ns, uint32_t low)
+/* A build of one of pool's tunnels as route says, not started: a conn of its own on
+ * a new socket of the lane's (non-blocking; TCP_NODELAY as the daemon's own sockets,
+ * chains/connect.py). NULL with the -errno of calloc or socket in *err. */
+static struct conn *build_new(uint32_t pool, const struct lane_route *route,
+                              uint64_t expires_ns, uint32_t low, int *err)
 {
-    if (pool == 0 || !route || !route_valid(route) || route->hop1_len == 0)
-        return -EINVAL;
     sa_family_t af;
     memcpy(&af, route->hop1, sizeof af);
     struct conn *c = calloc(1, sizeof *c);
-    if (!c)
-        return -ENOMEM;
+    if (!c) {
+        *err = -ENOMEM;
+        return NULL;
+    }
     int s = socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s < 0) {
-        int err = errno;
+        *err = -errno;
         free(c);
-        return -err;
+        return NULL;
     }
-    int one = 1;               /* as the daemon's own sockets (chains/connect.py) */
+    int one = 1;
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->route = *route;
     c->route.pool = pool;
@@ -522,13 +536,26 @@ LANE_EXPORT int lane_pool_build(uint32_t pool, const struct lane_route *route,
     c->done.route = route->route;
     c->done.fd = -1;
     c->done.family = route->family;
+    return c;
+}
+
+LANE_EXPORT int lane_pool_build(uint32_t pool, const struct lane_route *route,
+                                uint64_t expires_ns, uint32_t low)
+{
+    if (pool == 0 || !route || !route_valid(route) || route->hop1_len == 0)
+        return -EINVAL;
     int rc = 0;
+    struct conn *c = build_new(pool, route, expires_ns, low, &rc);
+    if (!c)
+        return rc;
+    struct pool *p;
     pthread_mutex_lock(&L.mu);
     if (!L.running) {
         rc = -ESRCH;
-    } else if (!pool_get_locked(pool)) {   /* its tunnel goes there, if still open */
+    } else if (!(p = pool_get_locked(pool))) {   /* its tunnel goes there, if still open */
         rc = -ENOMEM;
     } else {
+        p->building++;
         c->next_build = L.builds;
         L.builds = c;
         /* under the mutex: lane_stop closes L.kick under it. A write that fails can
@@ -539,9 +566,45 @@ LANE_EXPORT int lane_pool_build(uint32_t pool, const struct lane_route *route,
     }
     pthread_mutex_unlock(&L.mu);
     if (rc) {
-        close(s);
+        close(c->sock);
         free(c);
     }
+    return rc;
+}
+
+LANE_EXPORT int lane_pool_refill(uint32_t pool, const struct lane_route *route,
+                                 uint32_t target, uint32_t low, uint32_t quiet_ms,
+                                 uint64_t max_age_ns)
+{
+    if (pool == 0 || (target && (!route || !route_valid(route) || route->hop1_len == 0
+                                 || max_age_ns == 0)))
+        return -EINVAL;
+    int rc = 0;
+    struct tunnel *dead = NULL;
+    struct pool *p;
+    pthread_mutex_lock(&L.mu);
+    if (!target && !pool_find_locked(pool)) {
+        rc = 0;                /* nothing to turn off */
+    } else if (!L.running) {
+        rc = -ESRCH;
+    } else if (!(p = pool_get_locked(pool))) {
+        rc = -ENOMEM;
+    } else {
+        dead = pool_prune_locked(p, now_ns());    /* what expired is replaced too */
+        p->target = target;
+        p->low = low;
+        p->quiet_ns = (uint64_t)quiet_ms * 1000000u;
+        p->max_age_ns = max_age_ns;
+        if (target) {
+            p->plan = *route;
+            p->plan.pool = pool;
+        }
+        uint64_t n = 1;        /* the lane thread looks at the refills */
+        if (write(L.kick, &n, sizeof n) < 0)
+            rc = 0;
+    }
+    pthread_mutex_unlock(&L.mu);
+    tunnels_close(dead);
     return rc;
 }
 
@@ -567,6 +630,8 @@ LANE_EXPORT int lane_pool_state(uint32_t pool, struct lane_pool_state *out)
         out->low = p->low;
         out->taken = p->taken;
         out->discarded = p->discarded;
+        out->building = p->building;
+        out->target = p->target;
         if (p->head) {
             out->oldest_expires_ns = p->head->expires_ns;
             out->family = p->head->family;
@@ -864,8 +929,11 @@ static void note_failure(struct conn *c)
     memcpy(d->reply, c->buf, c->got < 2 ? c->got : 2);
 }
 
-/* A build (lane_pool_build) is over: its tunnel into its pool, or closed; reported
- * at once either way (the daemon's pool waits for it). c is the done queue's. */
+/* A build is over: its tunnel into its pool, or closed. One of lane_pool_build's is
+ * reported at once either way (the daemon's pool waits for it); one of the lane's own
+ * refill with the answered connects if it worked, else at once, and the pool then
+ * refills no more by itself (the daemon decides when to try again). c is the done
+ * queue's. */
 static void finish_build(struct conn *c, uint8_t code, int err)
 {
     struct lane_done *d = &c->done;
@@ -879,8 +947,13 @@ static void finish_build(struct conn *c, uint8_t code, int err)
         d->failed = (uint8_t)c->route.n_replies;
     else
         note_failure(c);
-    d->answered_ns = now_ns();
+    uint64_t answered = d->answered_ns = now_ns();
     pthread_mutex_lock(&L.mu);
+    struct pool *p = pool_find_locked(c->route.pool);
+    if (p && p->building)
+        p->building--;
+    if (p && c->refill && code != SOCKSIFY_CODE_NONE)
+        p->target = 0;
     if (t) {
         sa_family_t af;
         memcpy(&af, c->route.hop1, sizeof af);
@@ -898,11 +971,18 @@ static void finish_build(struct conn *c, uint8_t code, int err)
     }
     d->code = code;
     d->err = err;
+    int quietly = c->refill && code == SOCKSIFY_CODE_NONE;
     queue_done_locked(c);
     pthread_mutex_unlock(&L.mu);
     if (!t)
         close(c->sock);
-    notify();
+    /* c may be the daemon's already (lane_done): only the copies above are read */
+    if (!quietly) {
+        L.done_due = 0;
+        notify();
+    } else if (!L.done_due) {
+        L.done_due = answered + DONE_NOTICE_NS;
+    }
 }
 
 /* READY, FAIL or SWAP (with the tunnel attached) on the control connection fd: 0, or
@@ -1339,6 +1419,8 @@ static int claim(struct conn *c, uint64_t proc, const uint8_t *b, ssize_t n, int
     /* an empty pool, or tunnels of another family: the daemon builds it */
     if (c->route.pool && (c->tun = pool_take(c->route.pool, af, &c->urgent)) < 0)
         return 0;
+    if (c->route.pool)
+        L.refill_poke = 1;     /* its replacement, if the pool refills itself */
     struct lane_done *d = &c->done;
     d->proc = proc;
     d->route = c->route.route;
@@ -1426,9 +1508,13 @@ static void on_app(int fd, uint32_t gen)
  * connects), -1 without one. */
 static int next_timeout(uint64_t now)
 {
-    if (!L.live && !L.done_due)
+    if (L.refill_poke)
+        return 0;
+    if (!L.live && !L.done_due && !L.refill_due)
         return -1;
     uint64_t nearest = L.done_due ? L.done_due : UINT64_MAX;
+    if (L.refill_due && L.refill_due < nearest)
+        nearest = L.refill_due;
     for (struct conn *c = L.live; c; c = c->next)
         if (c->deadline_ns < nearest)
             nearest = c->deadline_ns;
@@ -1448,12 +1534,27 @@ static void expire(uint64_t now)
     }
 }
 
-/* Start the builds lane_pool_build queued. */
+/* Build c (lane_pool_build's or a refill's), on the lane thread. */
+static void build_begin(struct conn *c)
+{
+    c->done.started_ns = now_ns();
+    c->deadline_ns = c->done.started_ns + (uint64_t)c->route.timeout_ms * 1000000u;
+    c->prev = NULL;
+    c->next = L.live;
+    if (L.live)
+        L.live->prev = c;
+    L.live = c;
+    begin(c);
+}
+
+/* Start the builds lane_pool_build queued; then the refills are looked at (a kick is
+ * also lane_pool_refill's). */
 static void start_builds(void)
 {
     uint64_t n;
     if (read(L.kick, &n, sizeof n) < 0 && errno != EAGAIN)
         return;
+    L.refill_poke = 1;
     pthread_mutex_lock(&L.mu);
     struct conn *queue = L.builds;
     L.builds = NULL;
@@ -1463,14 +1564,70 @@ static void start_builds(void)
     while (queue) {
         struct conn *c = queue;
         queue = c->next_build;
-        c->done.started_ns = now_ns();
-        c->deadline_ns = c->done.started_ns + (uint64_t)c->route.timeout_ms * 1000000u;
-        c->prev = NULL;
-        c->next = L.live;
-        if (L.live)
-            L.live->prev = c;
-        L.live = c;
-        begin(c);
+        build_begin(c);
+    }
+}
+
+/* The lane's own refill (lane_pool_refill): every pool that keeps itself at its target
+ * and lacks tunnels (ready and being built) starts the builds missing, at once if it
+ * is at its low mark or below, else once no take came for its quiet time (a build
+ * beside a connection slows that connection down, as chains/pool.py says). A pool
+ * whose build cannot even start refills no more by itself, and the daemon is told. */
+static void refills(uint64_t now)
+{
+    struct conn *queue = NULL, *failed = NULL;
+    uint64_t due = 0;
+    L.refill_poke = 0;
+    pthread_mutex_lock(&L.mu);
+    for (struct pool *p = L.pools; p; p = p->next) {
+        if (!p->target || p->ready + p->building >= p->target)
+            continue;
+        uint64_t calm = p->last_take_ns + p->quiet_ns;
+        if (p->ready > p->low && now < calm) {
+            if (!due || calm < due)
+                due = calm;
+            continue;
+        }
+        while (p->target && p->ready + p->building < p->target) {
+            int err = 0;
+            struct conn *c = build_new(p->id, &p->plan, now + p->max_age_ns, p->low, &err);
+            if (!c) {
+                p->target = 0;
+                /* the record of it (no socket): reported as a failed connect */
+                if ((c = calloc(1, sizeof *c)) != NULL) {
+                    c->done.route = p->plan.route;
+                    c->done.fd = -1;
+                    c->done.code = code_of_connect(-err);
+                    c->done.err = -err;
+                    c->done.failed = LANE_FAILED_CONNECT;
+                    c->next_build = failed;
+                    failed = c;
+                }
+                break;
+            }
+            c->refill = 1;
+            c->gen = next_gen_locked();
+            p->building++;
+            c->next_build = queue;
+            queue = c;
+        }
+    }
+    int told = failed != NULL;
+    for (struct conn *c = failed; c; c = failed) {
+        failed = c->next_build;
+        c->done.started_ns = c->done.answered_ns = now;
+        queue_done_locked(c);
+    }
+    pthread_mutex_unlock(&L.mu);
+    L.refill_due = due;
+    if (told) {
+        L.done_due = 0;
+        notify();
+    }
+    while (queue) {
+        struct conn *c = queue;
+        queue = c->next_build;
+        build_begin(c);
     }
 }
 
@@ -1484,6 +1641,9 @@ static void shut_down(void)
     while (L.builds) {
         struct conn *c = L.builds;
         L.builds = c->next_build;
+        struct pool *p = pool_find_locked(c->route.pool);
+        if (p && p->building)
+            p->building--;
         close(c->sock);
         c->done.code = SOCKSIFY_CODE_TIMEDOUT;
         c->done.err = ECANCELED;
@@ -1522,12 +1682,16 @@ static void *lane_main(void *arg)
         }
         uint64_t now = now_ns();
         expire(now);
+        if (L.refill_poke || (L.refill_due && now >= L.refill_due))
+            refills(now);
         if (L.done_due && now >= L.done_due) {
             L.done_due = 0;
             notify();
         }
     }
     L.done_due = 0;
+    L.refill_poke = 0;
+    L.refill_due = 0;
     L.stopping = 1;
     shut_down();
     L.stopping = 0;

@@ -5,8 +5,9 @@
  * decision the daemon has cached in it (routes): it connects the program's socket to
  * hop 1, writes every hop's request at once, reads the replies exactly, and answers
  * READY or FAIL itself. A route of a chain with pre-built tunnels (lane_route.pool)
- * finishes one of the tunnels the daemon left in that pool instead (lane_pool_put):
- * the last hop's request on it, and SWAP with the tunnel attached. Any other request,
+ * finishes one of the tunnels the daemon left in that pool instead (lane_pool_put,
+ * lane_pool_build): the last hop's request on it, and SWAP with the tunnel attached;
+ * the daemon may let the lane replace what it takes (lane_pool_refill). Any other request,
  * and every connection that breaks, goes back to the daemon unchanged (lane_take);
  * every connect it answered is reported (lane_done), for the daemon's log and live
  * table. The lane decides nothing.
@@ -70,6 +71,8 @@ struct lane_pool_state {       /* a pool of pre-built tunnels (lane_pool_state) 
     uint64_t taken;            /* by the lane or lane_pool_take, since the pool began */
     uint64_t discarded;        /* expired, found readable or closed, or failed */
     int32_t  family;           /* AF_INET or AF_INET6 of the waiting tunnels, 0: none */
+    uint32_t building;         /* its builds under way (lane_pool_build, its refill) */
+    uint32_t target;           /* what it refills itself to (lane_pool_refill), 0: none */
 };
 
 struct lane_given {            /* a control connection the lane leaves to the daemon */
@@ -107,8 +110,9 @@ struct lane_done {             /* a connect the lane answered itself */
 
 /* Start the thread. Returns the notify fd (an eventfd, non-blocking, close-on-exec,
  * readable at once when lane_take has something, and 100 ms after lane_done first has
- * something (answered connects are announced together; a failed one, or a take that
- * left its pool low, at once): read it, then take both until
+ * something (answered connects and the tunnels a pool's own refill built are announced
+ * together; a failed one, a take that left its pool low (unless the pool refills
+ * itself) and a lane_pool_build's tunnel at once): read it, then take both until
  * empty), or -errno. A second call returns the same fd. The notify fd outlives
  * lane_stop (what the stop reports is still to be taken) and a later lane_start
  * returns it again. */
@@ -157,7 +161,7 @@ int lane_done(struct lane_done *out, int max);
  * (CLOCK_MONOTONIC) has passed without a take, when found readable (the hop closed it,
  * reset it or sent something unasked), and by lane_pool_close. When a take leaves low
  * tunnels or fewer, the daemon is told at once (lane_done's notify) rather than with
- * the next announcement. 0, or -EINVAL (pool 0, a negative fd, not a stream socket),
+ * the next announcement, unless the pool refills itself (lane_pool_refill). 0, or -EINVAL (pool 0, a negative fd, not a stream socket),
  * -ENOMEM. */
 int lane_pool_put(uint32_t pool, int fd, uint64_t expires_ns, uint32_t low);
 
@@ -171,6 +175,20 @@ int lane_pool_put(uint32_t pool, int fd, uint64_t expires_ns, uint32_t low);
  * -ESRCH if the lane is not running, -ENOMEM, socket()'s -errno. */
 int lane_pool_build(uint32_t pool, const struct lane_route *route, uint64_t expires_ns,
                     uint32_t low);
+
+/* Let the lane keep pool at target tunnels by itself (0: stop): a tunnel taken is
+ * replaced as lane_pool_build would build it with route (hop1, requests, replies,
+ * timeout_ms; route->route comes back in each build's lane_done), expiring max_age_ns
+ * after its build began. The missing ones are built at once while the pool holds low
+ * tunnels or fewer, else once no take came for quiet_ms (a build beside a connection
+ * slows it down). Expired and unusable tunnels go at this call, and are replaced.
+ * A build that worked is announced with the answered connects; one that failed at
+ * once, and the pool then refills no more by itself until called again. A call
+ * replaces the pool's settings. 0, or -EINVAL (pool 0; with a target, a route
+ * lane_add refuses, no hop1 or a max_age_ns of 0), -ESRCH if the lane is not running,
+ * -ENOMEM. */
+int lane_pool_refill(uint32_t pool, const struct lane_route *route, uint32_t target,
+                     uint32_t low, uint32_t quiet_ms, uint64_t max_age_ns);
 
 /* The oldest usable tunnel of pool, for the daemon's own use (its fd: the caller's to
  * close), or -ENOENT. Unusable ones met on the way are closed and counted discarded. */

@@ -51,6 +51,8 @@ struct lane_pool_state {
     uint64_t taken;
     uint64_t discarded;
     int32_t  family;
+    uint32_t building;
+    uint32_t target;
 };
 
 struct lane_given {
@@ -96,6 +98,8 @@ int lane_done(struct lane_done *out, int max);
 int lane_pool_put(uint32_t pool, int fd, uint64_t expires_ns, uint32_t low);
 int lane_pool_build(uint32_t pool, const struct lane_route *route, uint64_t expires_ns,
                     uint32_t low);
+int lane_pool_refill(uint32_t pool, const struct lane_route *route, uint32_t target,
+                     uint32_t low, uint32_t quiet_ms, uint64_t max_age_ns);
 int lane_pool_take(uint32_t pool);
 int lane_pool_state(uint32_t pool, struct lane_pool_state *out);
 void lane_pool_close(uint32_t pool);
@@ -129,7 +133,8 @@ class Route:
 class PoolState:
     """A pool of pre-built tunnels (struct lane_pool_state): how many wait, the
     CLOCK_MONOTONIC expiry of the oldest (0: none), how many were taken and
-    discarded since it began, and the waiting tunnels' address family (0: none)."""
+    discarded since it began, the waiting tunnels' address family (0: none), the
+    builds under way and what the pool refills itself to (0: it does not)."""
 
     ready: int
     low: int
@@ -137,6 +142,8 @@ class PoolState:
     taken: int
     discarded: int
     family: int
+    building: int = 0
+    target: int = 0
 
 
 @dataclass(frozen=True)
@@ -242,6 +249,14 @@ class LaneLib:
         _check(int(self._lib.lane_pool_build(pool, self._route(route), expires_ns, low)),
                "lane_pool_build")
 
+    def pool_refill(self, pool: int, route: Route | None, target: int, low: int,
+                    quiet_ms: int, max_age_ns: int) -> None:
+        """Let the lane keep pool at target tunnels by itself, built as route says
+        (route.route comes back in each build's Done); target 0 (route None): stop."""
+        r = self._route(route) if route is not None else self._ffi.NULL
+        _check(int(self._lib.lane_pool_refill(pool, r, target, low, quiet_ms,
+                                              max_age_ns)), "lane_pool_refill")
+
     def pool_put(self, pool: int, fd: int, expires_ns: int, low: int) -> None:
         """Leave the tunnel fd in pool: the lane's from then on (not on an error)."""
         _check(int(self._lib.lane_pool_put(pool, fd, expires_ns, low)), "lane_pool_put")
@@ -261,7 +276,8 @@ class LaneLib:
         return PoolState(ready=int(out.ready), low=int(out.low),
                          oldest_expires_ns=int(out.oldest_expires_ns),
                          taken=int(out.taken), discarded=int(out.discarded),
-                         family=int(out.family))
+                         family=int(out.family), building=int(out.building),
+                         target=int(out.target))
 
     def pool_close(self, pool: int) -> None:
         """Close pool's tunnels and forget it; 0: every pool."""
