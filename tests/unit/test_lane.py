@@ -310,7 +310,8 @@ def test_struct_layout_matches_the_compiler(tmp_path: Path, lib: LaneLib) -> Non
     ffi = cffi.FFI()
     ffi.cdef(lanelib.CDEF)
     fields = {"lane_route": ["requests", "n_replies", "route", "pool"],
-              "lane_pool_state": ["low", "oldest_expires_ns", "discarded", "family"],
+              "lane_pool_state": ["low", "oldest_expires_ns", "discarded", "family",
+                                  "target"],
               "lane_given": ["len", "data"],
               "lane_done": ["err", "started_ns", "local", "peer_len", "bytes_received"]}
     src = tmp_path / "layout.c"
@@ -931,7 +932,9 @@ def test_a_pool_keeps_its_ready_tunnels_in_the_lane(lib: LaneLib) -> None:
     async def main() -> dict[str, int]:
         spec = ChainSpec("t", (Proxy.parse("socks4://10.0.0.1:1080"),
                                Proxy.parse("socks4://10.0.0.2:1080")), prebuilt=4)
-        lane = cast(Any, SimpleNamespace(lib=lib))   # _build is the test's: no builds
+        # _build is the test's: the lane builds nothing, nor refills
+        lane = cast(Any, SimpleNamespace(lib=lib, refill=lambda *_: False,
+                                         unrefill=lambda _: None))
         pool = Pool(spec, HopHealth(), lambda s: LaneTunnels(lane, POOL + 10, s))
         try:
             assert pool.take() is None              # the first take starts the pool

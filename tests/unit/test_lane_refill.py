@@ -9,7 +9,7 @@ import errno
 import socket
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import pytest
 
@@ -81,6 +81,10 @@ class GrantingHop:
         self.listener.close()
         with self.lock:
             for conn in self.conns:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)   # wakes its thread's recv
+                except OSError:
+                    pass
                 conn.close()
         for t in self._threads:
             t.join(WAIT)
@@ -219,3 +223,54 @@ def test_bad_refills_are_refused(lib: LaneLib, hop: GrantingHop) -> None:
     with pytest.raises(OSError) as info:
         lib.pool_refill(POOL, route, 1, 0, 0, 1)
     assert info.value.errno == errno.ESRCH
+
+
+def test_the_daemons_pool_lets_the_lane_refill_it(lib: LaneLib,
+                                                  hop: GrantingHop) -> None:
+    """chains/pool.py over listeners/lane.py over the C lane: the pool's first use
+    has the lane fill it (no build of the pool's own), a take is replaced by the
+    lane, and each build the lane made is counted and marks the hops up; closed,
+    the pool leaves nothing in the lane."""
+    import asyncio
+
+    from socksify.chains.health import HopHealth
+    from socksify.chains.pool import TunnelPool
+    from socksify.chains.spec import ChainSpec
+    from socksify.listeners.lane import Lane as DaemonLane
+    from socksify.proxies import Proxy
+
+    class NoOwnBuilds(TunnelPool):
+        async def _build(self) -> None:
+            raise AssertionError("the pool built a tunnel itself")
+
+    async def wait_for(what: str, check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + WAIT
+        while not check():
+            assert time.monotonic() < deadline, f"not within {WAIT}s: {what}"
+            await asyncio.sleep(0.01)
+
+    async def main() -> tuple[dict[str, int], int, int]:
+        lane = DaemonLane(lib, asyncio.get_running_loop(), cast(Any, None))
+        spec = ChainSpec("t", (Proxy.parse(f"socks4://127.0.0.1:{hop.port}"),
+                               Proxy.parse("socks4://10.9.9.9:1080")), prebuilt=3)
+        health = HopHealth()
+        pool = NoOwnBuilds(spec, health, lane.tunnels)
+        try:
+            assert pool.take() is None            # the first use starts the pool
+            await wait_for("the fill", lambda: pool.built == 3)
+            ready = pool.take()                   # the daemon's own take
+            assert ready is not None
+            ready.stream.close()
+            pool.refill()                         # as chains/route.py does after it
+            await wait_for("the replacement", lambda: pool.built == 4)
+            await wait_for("in the pool", lambda: len(pool.store) == 3)
+            return pool.describe(), lane.tunnels_built, hop.accepted
+        finally:
+            pool.close()
+            assert lib.pool_state(1) is None
+            lane.stop()
+
+    described, built, accepted = asyncio.run(main())
+    assert described == {"ready": 3, "size": 3, "built": 4, "used": 1, "discarded": 0}
+    assert (built, accepted) == (4, 4)
+    assert hop.requests == [socks4_request("10.9.9.9", 1080)] * 4

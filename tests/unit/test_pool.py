@@ -11,6 +11,7 @@ import time
 
 from socksify.chains import pool as poolmod
 from socksify.chains.health import HopHealth
+from socksify.errors import ChainError
 from socksify.chains.spec import ChainSpec
 from socksify.proxies import Proxy
 from socksify.sockstream import RawStream
@@ -21,10 +22,11 @@ WAIT = 10.0     # bound for what must happen (seconds); never a timing assertion
 class CountingPool(poolmod.TunnelPool):
     """A pool whose builds make socket pairs instead of SOCKS chains."""
 
-    def __init__(self, size: int, quiet: float) -> None:
+    def __init__(self, size: int, quiet: float,
+                 store: poolmod.StoreFactory = poolmod.Tunnels) -> None:
         spec = ChainSpec("t", (Proxy.parse("socks4://10.0.0.1:1080"),
                                Proxy.parse("socks4://10.0.0.2:1080")), prebuilt=size)
-        super().__init__(spec, HopHealth())
+        super().__init__(spec, HopHealth(), store)
         self.quiet = quiet
         self.builds = 0
         self.peers: list[socket.socket] = []
@@ -116,3 +118,55 @@ def test_a_small_pool_refills_at_once() -> None:
             pool.close()
 
     assert asyncio.run(main()) == 3
+
+
+class SelfFilling(poolmod.Tunnels):
+    """A store that keeps itself full (as the lane's does): it records each refill
+    call, and the test plays its builds' outcomes through `told`."""
+
+    def __init__(self, spec: ChainSpec) -> None:
+        super().__init__(spec)
+        self.calls = 0
+        self.told: poolmod.Told | None = None
+
+    def refill(self, quiet: float, told: poolmod.Told) -> bool:
+        self.calls += 1
+        self.told = told
+        return True
+
+
+def test_a_store_that_refills_itself_gets_no_call_per_take() -> None:
+    """The pool starts the store's refill and leaves it alone while it works: no
+    build and no refill call of the pool's per take (the lane's, taken_elsewhere).
+    A failure stops it: the pool builds the missing tunnels itself (the engine's
+    turn), then lets the store refill again."""
+    async def main() -> tuple[int, int, int, int, dict[str, int]]:
+        stores: list[SelfFilling] = []
+
+        def store(s: ChainSpec) -> SelfFilling:
+            stores.append(SelfFilling(s))
+            return stores[-1]
+
+        pool = CountingPool(size=4, quiet=0.0, store=store)
+        try:
+            assert pool.take() is None           # the first use starts the pool
+            await until("the refill started", lambda: stores[0].calls == 1)
+            told = stores[0].told
+            assert told is not None
+            for _ in range(4):
+                told(None)                       # four built by the store
+            for _ in range(10):
+                pool.taken_elsewhere()
+                await settle()
+            calls_while_working = stores[0].calls
+            told(ChainError("hop 2 refused", hop=1))
+            await until("the refill again", lambda: stores[0].calls == 2)
+            return (calls_while_working, pool.builds, len(stores[0]), len(stores),
+                    pool.describe())
+        finally:
+            pool.close()
+
+    calls, builds, ready, made, described = asyncio.run(main())
+    assert (calls, made) == (1, 1)
+    assert (builds, ready) == (4, 4), "after the failure the pool built the pool's four"
+    assert described["built"] == 8

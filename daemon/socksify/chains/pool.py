@@ -13,7 +13,11 @@ connection, on reload and at shutdown.
 
 The ready tunnels wait in a store: a deque here (Tunnels), or, where the daemon runs
 the lane, the lane's pool in C (listeners/lanetunnels.py), from which the lane
-finishes a program's repeat connects itself and tells the pool (taken_elsewhere).
+finishes a program's repeat connects itself and tells the pool (taken_elsewhere). A
+store may keep itself full by the same rules (TunnelStore.refill: the lane does,
+with no Python per take); the pool then only starts it, has what expired replaced,
+builds by itself after the store's build failed (until a round of its own works) and
+stops it.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ def usable(sock: socket.socket) -> bool:
     return not poller.poll(0)
 
 
+Told = Callable[["BaseException | None"], None]    # a build's outcome: None, or why
+
+
 class TunnelStore(Protocol):
     """Where a pool's ready tunnels wait, oldest first; each is handed out once."""
 
@@ -86,6 +93,13 @@ class TunnelStore(Protocol):
     def build(self) -> Awaitable[None] | None:
         """A tunnel built into the store by the store itself (awaited: raises the
         ChainError of a failure), or None: the pool builds it (_build)."""
+
+    def refill(self, quiet: float, told: Told) -> bool:
+        """Keep spec.prebuilt tunnels ready by itself from now on, by TunnelPool's
+        rules (the missing ones at once when half or more are gone, else after
+        `quiet` seconds without a take), each build told (None, or the ChainError of
+        a failure, after which it stops): True. False: it cannot, the pool builds
+        (_build). A second call replaces the tunnels that expired."""
 
     def close(self) -> None: ...
 
@@ -134,6 +148,9 @@ class Tunnels:
     def build(self) -> None:
         return None
 
+    def refill(self, quiet: float, told: Told) -> bool:
+        return False
+
     def close(self) -> None:
         while self._ready:
             self._ready.popleft().stream.close()
@@ -156,6 +173,9 @@ class TunnelPool:
         self._closed = False
         self.quiet = QUIET
         self._calming = False
+        self._refilling = False     # the store keeps itself full (TunnelStore.refill)
+        self._store_refills = True  # may it (not since its own build failed)
+        self._failure: BaseException | None = None    # of the store's own build
         self.built = 0
 
     @property
@@ -190,10 +210,11 @@ class TunnelPool:
 
     def taken_elsewhere(self) -> None:
         """The lane took a tunnel from the store for a connect of its own: a use, as
-        take() is, followed by its refill()."""
+        take() is, followed by its refill() unless the store refills itself."""
         self._last_use = time.monotonic()
         self._start()
-        self.refill()
+        if not self._refilling:
+            self.refill()
 
     def refill(self) -> None:
         """Build what is missing: at once if half the pool or more is used, else once
@@ -202,12 +223,16 @@ class TunnelPool:
         beside the next one, on the same hops and the same cores, and slowed it by
         about as much as the pool saved; connections in a burst now take ready
         tunnels while the builds wait for a pause or for the pool to run low."""
+        if self._refilling:
+            self._refilling = self._ready.refill(self.quiet, self._told)
+            return
         if self._calming and len(self._ready) > self.spec.prebuilt // 2:
             return      # the pool task waits for the pause already: no wake-up per take
         self._wake.set()
 
     def close(self) -> None:
         self._closed = True
+        self._refilling = False
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -231,9 +256,26 @@ class TunnelPool:
                     log.info("chain %s: no connection for %.0fs; %d pre-built "
                              "tunnel(s) closed", self.spec.name, IDLE_STOP,
                              len(self._ready))
+                    self._refilling = False
                     self._ready.close()
                     return
+                if self._failure is not None:
+                    # the store's own build failed and it stopped refilling: the
+                    # pool builds (_build: the engine tries what the store could
+                    # not, with its retries, messages and early-data check), and
+                    # lets the store refill itself again once that works
+                    log.debug("chain %s: the store stopped refilling (%s)",
+                              self.spec.name, self._failure)
+                    self._failure = None
+                    self._store_refills = False
                 oldest = self._ready.prune()
+                if self._store_refills:
+                    self._refilling = self._ready.refill(self.quiet, self._told)
+                if self._refilling:     # until the oldest expires (then replaced)
+                    wait = max(0.05, (oldest if oldest is not None else now)
+                               + self.spec.prebuilt_max_age - now)
+                    await self._sleep(min(wait, IDLE_STOP))
+                    continue
                 deficit = self.spec.prebuilt - len(self._ready)
                 calm = self._last_use + self.quiet - now
                 if deficit > 0 and len(self._ready) > self.spec.prebuilt // 2 \
@@ -262,6 +304,7 @@ class TunnelPool:
                             raise result
                     if failed is None:
                         retry = RETRY_MIN
+                        self._store_refills = True
                         continue
                     log.warning("chain %s: cannot pre-build a tunnel: %s; again in "
                                 "%.0fs", self.spec.name, failed, retry)
@@ -274,6 +317,19 @@ class TunnelPool:
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
+
+    def _told(self, failure: BaseException | None) -> None:
+        """A tunnel the store built by itself (refill), or why it could not: then
+        it refills no more, and the pool builds until a round of its own works."""
+        if failure is None:
+            self.built += 1
+            for hop in self.route[:-1]:
+                self.health.mark_up(hop)
+            return
+        if self._refilling and not self._closed:
+            self._refilling = False
+            self._failure = failure
+            self._wake.set()
 
     async def _sleep(self, seconds: float) -> None:
         """For `seconds`, or until refill() wakes the pool."""

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..chains.earlydata import EARLY_DATA
 from ..chains.laneplan import plan, tunnel_plan
-from ..chains.pool import TunnelPool
+from ..chains.pool import Told, TunnelPool
 from ..chains.spec import ChainSpec
 from ..errors import HopUnreachable
 from ..lanelib import LaneLib, Route, address_of, sockaddr_of
@@ -105,6 +105,8 @@ class Lane:
         self._key_ids = itertools.count(1)
         self._pool_ids = itertools.count(1)
         self._builds: dict[int, tuple[asyncio.Future[None], tuple[Proxy, ...]]] = {}
+        self._refilled: dict[int, tuple[int, Told]] = {}      # pool: its route id, told
+        self._refills: dict[int, tuple[Told, tuple[Proxy, ...]]] = {}   # by route id
         self.served = 0            # connects the lane answered (READY or FAIL)
         self.tunnels_built = 0     # pre-built tunnels it built for the pools
         loop.add_reader(self.notify, self._drain)
@@ -184,6 +186,50 @@ class Lane:
         """A tunnel for the pool pool_id, built by the lane (lane_pool_build): done
         once it waits in the pool, or with the ChainError of the failure. None if the
         lane cannot build spec's tunnels (the engine then does)."""
+        build_id = next(self._ids)
+        route = self._tunnel_route(spec, build_id)
+        if route is None:
+            return None
+        expires = time.monotonic() + spec.prebuilt_max_age
+        try:
+            self.lib.pool_build(pool_id, route, int(expires * 1e9), spec.prebuilt // 2)
+        except OSError as exc:
+            log.debug("the lane cannot build a tunnel: %s", exc)
+            return None
+        future: asyncio.Future[None] = self.loop.create_future()
+        self._builds[build_id] = (future, spec.hops)
+        return future
+
+    def refill(self, pool_id: int, spec: ChainSpec, quiet: float, told: Told) -> bool:
+        """Let the lane keep the pool pool_id full by itself (lane_pool_refill), as
+        chains/pool.py would: each build is told (None: in the pool; else the
+        ChainError of the failure, after which the lane stops refilling it). Called
+        again, it replaces what expired. False if the lane cannot build spec's
+        tunnels."""
+        entry = self._refilled.get(pool_id)
+        route_id = entry[0] if entry is not None else next(self._ids)
+        route = self._tunnel_route(spec, route_id)   # None since, e.g. a hop found
+        try:                                         # to need one step at a time
+            if route is None:
+                self.lib.pool_refill(pool_id, None, 0, 0, 0, 0)
+                return False
+            self.lib.pool_refill(pool_id, route, spec.prebuilt, spec.prebuilt // 2,
+                                 int(quiet * 1000), int(spec.prebuilt_max_age * 1e9))
+        except OSError as exc:
+            log.debug("the lane cannot refill a pool: %s", exc)
+            return False
+        self._refilled[pool_id] = (route_id, told)
+        self._refills[route_id] = (told, spec.hops)
+        return True
+
+    def unrefill(self, pool_id: int) -> None:
+        """The pool pool_id is closed: its refill's builds are told no more."""
+        entry = self._refilled.pop(pool_id, None)
+        if entry is not None:
+            self._refills.pop(entry[0], None)
+
+    def _tunnel_route(self, spec: ChainSpec, route_id: int) -> Route | None:
+        """How the lane builds one of spec's pre-built tunnels, None if it cannot."""
         made = tunnel_plan(spec, EARLY_DATA)
         if made is None:
             return None
@@ -192,20 +238,9 @@ class Lane:
             hop1 = sockaddr_of(first.host, first.port)     # a name: the engine's
         except (OSError, ValueError):
             return None
-        build_id = next(self._ids)
-        expires = time.monotonic() + spec.prebuilt_max_age
-        try:
-            self.lib.pool_build(pool_id, Route(
-                proc=0, family=4, addr=bytes(16), port=0, hop1=hop1,
-                timeout_ms=int(made.timeout * 1000), requests=made.requests,
-                replies=tuple(made.replies), route=build_id), int(expires * 1e9),
-                spec.prebuilt // 2)
-        except OSError as exc:
-            log.debug("the lane cannot build a tunnel: %s", exc)
-            return None
-        future: asyncio.Future[None] = self.loop.create_future()
-        self._builds[build_id] = (future, spec.hops)
-        return future
+        return Route(proc=0, family=4, addr=bytes(16), port=0, hop1=hop1,
+                     timeout_ms=int(made.timeout * 1000), requests=made.requests,
+                     replies=tuple(made.replies), route=route_id)
 
     def offer(self, conn: Connection, session: bytes, spec: ChainSpec,
               route: tuple[Proxy, ...], app_sock: socket.socket,
@@ -294,17 +329,21 @@ class Lane:
         return len(done) == _BATCH
 
     def _built(self, d: LaneDone) -> None:
-        future, route = self._builds.pop(d.route, (None, ()))
-        if future is None or future.done():        # its pool gave up on it
-            return
+        refill = self._refills.get(d.route)
+        if refill is not None:                     # the lane's own refill's
+            told, route = refill
+        else:
+            future, route = self._builds.pop(d.route, (None, ()))
+            if future is None or future.done():    # its pool gave up on it
+                return
+            told = _settle(future)
         if d.code == 0:
             self.tunnels_built += 1
-            future.set_result(None)
+            told(None)
             return
         err, why, blame = describe_failure(d, route)
-        future.set_exception(HopUnreachable(f"pre-building a tunnel: {why}",
-                                            hop=blame if blame is not None else 0,
-                                            err=err))
+        told(HopUnreachable(f"pre-building a tunnel: {why}",
+                            hop=blame if blame is not None else 0, err=err))
 
     def _report(self, info: RouteInfo, d: LaneDone) -> None:
         conn = self.reports.new_connection(
@@ -349,6 +388,16 @@ class Lane:
                 if shim is not None:
                     shim.close()
         self.flush()
+
+
+def _settle(future: asyncio.Future[None]) -> Told:
+    """A build's outcome into the future its pool awaits."""
+    def told(failure: BaseException | None) -> None:
+        if failure is None:
+            future.set_result(None)
+        else:
+            future.set_exception(failure)
+    return told
 
 
 def _endpoint(raw: bytes) -> tuple[str, int]:

@@ -1,6 +1,6 @@
-"""A pool's ready tunnels kept in the lane (lane/lane.c lane_pool_*), and built there:
-the store behind chains/pool.py's TunnelPool where the daemon runs the lane
-(listeners/lane.py)."""
+"""A pool's ready tunnels kept in the lane (lane/lane.c lane_pool_*), and built and
+replaced there: the store behind chains/pool.py's TunnelPool where the daemon runs
+the lane (listeners/lane.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import socket
 import time
 from typing import Protocol
 
-from ..chains.pool import Prebuilt
+from ..chains.pool import Prebuilt, Told
 from ..chains.spec import ChainSpec
 from ..lanelib import LaneLib
 from ..sockstream import RawStream
@@ -24,6 +24,10 @@ class Builder(Protocol):
     lib: LaneLib
 
     def build(self, pool_id: int, spec: ChainSpec) -> asyncio.Future[None] | None: ...
+
+    def refill(self, pool_id: int, spec: ChainSpec, quiet: float, told: Told) -> bool: ...
+
+    def unrefill(self, pool_id: int) -> None: ...
 
 
 class LaneTunnels:
@@ -78,5 +82,9 @@ class LaneTunnels:
     def build(self) -> asyncio.Future[None] | None:
         return self.lane.build(self.id, self.spec)
 
+    def refill(self, quiet: float, told: Told) -> bool:
+        return self.lane.refill(self.id, self.spec, quiet, told)
+
     def close(self) -> None:
+        self.lane.unrefill(self.id)
         self.lib.pool_close(self.id)
