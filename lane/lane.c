@@ -905,6 +905,7 @@ static void give_back_failed(struct conn *c)
     give_back_locked(w, c->request, SOCKSIFY_REQUEST_SIZE, &c->app, 1, 0);
     pthread_mutex_unlock(&L.mu);
     free(c);
+    L.refill_poke = 1;         /* the tunnel's replacement */
     notify();
 }
 
@@ -1077,6 +1078,8 @@ static void finish(struct conn *c, uint8_t code, int err)
     }
     uint64_t answered = d->answered_ns = now_ns();
     int urgent = c->urgent;
+    if (c->route.pool)         /* the tunnel's replacement, once the program has its */
+        L.refill_poke = 1;     /* answer (a build beside it would slow it down) */
     live_unlink(c);
 
     pthread_mutex_lock(&L.mu);
@@ -1419,8 +1422,6 @@ static int claim(struct conn *c, uint64_t proc, const uint8_t *b, ssize_t n, int
     /* an empty pool, or tunnels of another family: the daemon builds it */
     if (c->route.pool && (c->tun = pool_take(c->route.pool, af, &c->urgent)) < 0)
         return 0;
-    if (c->route.pool)
-        L.refill_poke = 1;     /* its replacement, if the pool refills itself */
     struct lane_done *d = &c->done;
     d->proc = proc;
     d->route = c->route.route;
