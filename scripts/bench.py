@@ -478,6 +478,7 @@ def main() -> int:
             baseline = probe.settled()
             for way in ("socksify", "socksify relay"):
                 ns, prefix = contenders[way]
+                lab.wait_for_ports(args.churn + 2000)   # the last churn's, in TIME_WAIT
                 out = run(ns, prefix(1), "churn", lab.far_ip, fb.port, args.churn)
                 if int(out["errors"]):  # type: ignore[call-overload]
                     raise SystemExit(f"bench: churn under {way}: {out['errors']} "

@@ -184,31 +184,13 @@ def test_thousand_connections_held_open(lab: lablib.Lab, sk, tmp_path: Path,
         f"{after_rss} after"
 
 
-def free_ports(lab: lablib.Lab) -> int:
-    """Local ports the client zone has for new connections: its ephemeral range less
-    the sockets in TIME_WAIT (each keeps its port for 60 s, and every churn
-    connection goes to the same hop)."""
-    low, high = (int(x) for x in lab.client_run(
-        ["cat", "/proc/sys/net/ipv4/ip_local_port_range"]).stdout.split())
-    waiting = lab.client_run(["ss", "-Htan", "state", "time-wait"]).stdout
-    return high - low + 1 - len(waiting.splitlines())
-
-
-def wait_for_ports(lab: lablib.Lab, need: int) -> None:
-    """The other churn run's 20,000 connections leave their ends in TIME_WAIT here
-    for 60 s: a second run at once ran out of ports after about 3,500 connects
-    (EADDRNOTAVAIL on hop 1, kernel 6.18). Wait, bounded, until `need` are free."""
-    lablib.wait_until(lambda: free_ports(lab) >= need, 120,
-                      f"{need} free local ports in the client zone", interval=1.0)
-
-
 @pytest.mark.parametrize("data_path", ["relay", "handoff"])
 def test_twenty_thousand_connections_of_churn(lab: lablib.Lab, sk, data_path: str) -> None:
     """20,000 connections, 16 in flight, through one hop, each hash-checked: all
     succeed, and afterwards the daemon's fds are exactly the baseline's and its RSS is
     back within the slack."""
     total, inflight, nbytes, hops = 20_000, 16, 1024, 1
-    wait_for_ports(lab, total + 2_000)          # and the warm-up's, with room
+    lab.wait_for_ports(total + 2_000)   # the other run's ends wait in TIME_WAIT
     pid, base_fds, base_rss = warmed_daemon(sk, lab, hops, data_path)
     hops_before = lab.hop_connects()
     started = time.monotonic()
