@@ -202,10 +202,9 @@ class Lane:
 
     def refill(self, pool_id: int, spec: ChainSpec, quiet: float, told: Told) -> bool:
         """Let the lane keep the pool pool_id full by itself (lane_pool_refill), as
-        chains/pool.py would: each build is told (None: in the pool; else the
-        ChainError of the failure, after which the lane stops refilling it). Called
-        again, it replaces what expired. False if the lane cannot build spec's
-        tunnels."""
+        chains/pool.py would, each build told (None, or the ChainError after which
+        it stops). Again: what expired is replaced. False: spec's tunnels are not
+        the lane's to build (then it does not refill them)."""
         entry = self._refilled.get(pool_id)
         route_id = entry[0] if entry is not None else next(self._ids)
         route = self._tunnel_route(spec, route_id)   # None since, e.g. a hop found
