@@ -175,7 +175,6 @@ class TunnelPool:
         self._calming = False
         self._refilling = False     # the store keeps itself full (TunnelStore.refill)
         self._store_refills = True  # may it (not since its own build failed)
-        self._failure: BaseException | None = None    # of the store's own build
         self.built = 0
 
     @property
@@ -259,15 +258,6 @@ class TunnelPool:
                     self._refilling = False
                     self._ready.close()
                     return
-                if self._failure is not None:
-                    # the store's own build failed and it stopped refilling: the
-                    # pool builds (_build: the engine tries what the store could
-                    # not, with its retries, messages and early-data check), and
-                    # lets the store refill itself again once that works
-                    log.debug("chain %s: the store stopped refilling (%s)",
-                              self.spec.name, self._failure)
-                    self._failure = None
-                    self._store_refills = False
                 oldest = self._ready.prune()
                 if self._store_refills:
                     self._refilling = self._ready.refill(self.quiet, self._told)
@@ -327,8 +317,12 @@ class TunnelPool:
                 self.health.mark_up(hop)
             return
         if self._refilling and not self._closed:
-            self._refilling = False
-            self._failure = failure
+            # the pool builds (_build: the engine tries what the store could not,
+            # with its retries, messages and early-data check), and lets the store
+            # refill itself again once a round of its own works
+            log.debug("chain %s: the store stopped refilling (%s)", self.spec.name,
+                      failure)
+            self._refilling = self._store_refills = False
             self._wake.set()
 
     async def _sleep(self, seconds: float) -> None:
