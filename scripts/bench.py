@@ -16,6 +16,9 @@ hops, far zone), then runs the same Python client under each contender:
                     connects redirected by nft to the daemon, which relays (splice)
   in-process        (floor) the client speaks SOCKS4 to the hops itself, no socksify
   ideal prebuilt    (floor) only its last request, on a tunnel it built beforehand
+  ideal pool        (floor) the same on the oldest of 8 ready tunnels, which a helper
+                    process refills after each take (what `--prebuilt 8` does): the
+                    best a pool that keeps itself full can give back to back
   handoff floor     (floor) the client under the real shim, served by a daemon in C
                     that does nothing but the handoff (benchlib/handoff_floor.c)
 
@@ -81,7 +84,7 @@ if mode == "latency":
         out.append(time.perf_counter() - t0)
         s.close()
     print(json.dumps({"latency": out}))
-elif mode in ("inproc", "ideal"):            # the client speaks SOCKS4 itself
+elif mode in ("inproc", "ideal", "pool"):    # the client speaks SOCKS4 itself
     import struct
     hops = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in sys.argv[5].split(",")]
     def request(s, h, p):
@@ -96,11 +99,38 @@ elif mode in ("inproc", "ideal"):            # the client speaks SOCKS4 itself
         for h, p in hops[1:]:
             request(s, h, p)
         return s
+    if mode == "pool":     # 8 tunnels kept ready: a helper process builds one after
+        pair, theirs = socket.socketpair()   # each take, as socksify's lane does
+        if os.fork() == 0:
+            pair.close()
+            try:
+                while theirs.recv(1):
+                    t = tunnel_to_last()
+                    socket.send_fds(theirs, [b"t"], [t.fileno()])
+                    t.close()
+            except OSError:
+                pass
+            os._exit(0)
+        theirs.close()
+        pair.sendall(b"b" * 8)
+        ready = []
     out = []
     for i in range(count + 5):
         if mode == "ideal":                  # built beforehand: only the last request
             s = tunnel_to_last()
             time.sleep(0.002)
+            t0 = time.perf_counter()
+        elif mode == "pool":                 # the oldest ready tunnel: the last request
+            while True:                      # (recv_fds ignores its flags before 3.12)
+                pair.setblocking(not ready)
+                try:
+                    _, fds, _, _ = socket.recv_fds(pair, 1, 1)
+                except BlockingIOError:
+                    break
+                if not fds:
+                    sys.exit("pool: the helper process is gone")
+                ready.append(socket.socket(fileno=fds[0]))
+            s = ready.pop(0)
             t0 = time.perf_counter()
         else:
             t0 = time.perf_counter()
@@ -110,6 +140,8 @@ elif mode in ("inproc", "ideal"):            # the client speaks SOCKS4 itself
             sys.exit("bad first byte")
         if i >= 5:
             out.append(time.perf_counter() - t0)
+        if mode == "pool":
+            pair.sendall(b"b")               # its replacement, once the answer is in
         s.close()
     print(json.dumps({"latency": out}))
 elif mode == "connect":                      # connect only (a direct destination)
@@ -377,6 +409,7 @@ def main() -> int:
         floors: dict[str, tuple[str, Callable[[int], list[str]]]] = {
             "in-process": (lab.client_ns, lambda hops: []),
             "ideal prebuilt": (lab.client_ns, lambda hops: []),
+            "ideal pool": (lab.client_ns, lambda hops: []),
         }
         # and the design's floor for handoff: the real shim and a daemon that does
         # nothing but the handoff, in C (benchlib/handoff_floor.c), one per hop count
@@ -411,7 +444,8 @@ def main() -> int:
                 count = args.connections // rounds + (r < args.connections % rounds)
                 for way in ways[r % len(ways):] + ways[:r % len(ways)]:
                     ns, prefix = everyone[way]
-                    mode = {"in-process": "inproc", "ideal prebuilt": "ideal"}.get(
+                    mode = {"in-process": "inproc", "ideal prebuilt": "ideal",
+                            "ideal pool": "pool"}.get(
                         way, "latency")
                     lat = run(ns, prefix(hops), mode, lab.far_ip, fb.port, count,
                               hop_list)["latency"]
@@ -592,7 +626,8 @@ def wan_main(args: argparse.Namespace) -> int:
 
 
 COLUMNS = ("direct", "proxychains4", "socksify", "socksify relay", "socksify prebuilt",
-           "socksify isolated", "in-process", "ideal prebuilt", "handoff floor")
+           "socksify isolated", "in-process", "ideal prebuilt", "ideal pool",
+           "handoff floor")
 
 
 def _short(column: str) -> str:
@@ -610,7 +645,7 @@ def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace,
     header = f"{'metric':<32}" + "".join(f"{c:>13}" for c in
                                           ("direct", "pc4", "handoff", "relay",
                                            "prebuilt", "isolated", "in-process",
-                                           "ideal", "floor"))
+                                           "ideal", "pool", "floor"))
     print(header)
     print("-" * len(header))
     for metric, row in results.items():
@@ -634,7 +669,9 @@ def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace,
         print(note)
     print("direct = the same client in the proxy zone, straight to the far host "
           "(no proxy at all); in-process = the client speaks SOCKS4 to the hops itself; "
-          "ideal = only its last request, on a tunnel it built beforehand; floor = "
+          "ideal = only its last request, on a tunnel it built beforehand; pool = "
+          "the same on the oldest of 8 tunnels that a helper process refills after "
+          "each take; floor = "
           "the client under the shim, served by a daemon that only does the handoff, "
           "in C (scripts/benchlib/handoff_floor.c)")
     print(f"socksifyd RSS after the run: {rss:.1f} MiB")
