@@ -131,6 +131,7 @@ struct conn {
     int tun;                   /* a pool route's tunnel, else -1 */
     int sock;                  /* what is negotiated on: app, or tun */
     int urgent;                /* its take left the pool low: tell the daemon at once */
+    int answered;              /* a hop's reply refused: its word, not a dead tunnel */
     int build;                 /* a tunnel built for route.pool (no watch, no program) */
     int refill;                /* that build is the lane's own refill's */
     uint64_t expires_ns;       /* a build's: lane_pool_put's */
@@ -886,11 +887,13 @@ static void collect(struct conn *c)
     }
 }
 
-/* A pre-built tunnel failed. It may have died while it waited, which looks like a
- * refusal of the target, so the tunnel goes (counted discarded) and the request goes
- * back to the daemon as it was read, with the program's socket, untouched: the chain
- * engine builds a fresh chain and tells the two apart (chains/route.py). The
- * process's routes go too, as after any failure. c is freed. */
+/* A pre-built tunnel failed without the last hop's answer (closed, reset, a broken or
+ * no reply): it may have died while it waited, so the tunnel goes (counted discarded)
+ * and the request goes back to the daemon as it was read, with the program's socket,
+ * untouched, for a fresh chain (chains/route.py). A refusal the hop answered is the
+ * program's, as on any route: a fresh chain would only hear it again, and the target
+ * would see a second attempt. The process's routes go too, as after any failure. c is
+ * freed. */
 static void give_back_failed(struct conn *c)
 {
     struct watch *w = c->w;
@@ -1021,8 +1024,8 @@ static int answer(int fd, uint8_t verdict, uint8_t code, int attach)
 /* Answer c (code 0: READY, or SWAP for a pool route; else FAIL with it), report it,
  * and give its control connection its next request, or back to the daemon if the
  * answer could not go. A pool route's failure goes back to the daemon instead
- * (give_back_failed), but at the lane's stop. c belongs to the done queue afterwards:
- * not to be touched. */
+ * (give_back_failed), but a refusal the last hop answered and the lane's stop. c
+ * belongs to the done queue afterwards: not to be touched. */
 static void finish(struct conn *c, uint8_t code, int err)
 {
     struct lane_done *d = &c->done;
@@ -1033,7 +1036,7 @@ static void finish(struct conn *c, uint8_t code, int err)
         finish_build(c, code, err);
         return;
     }
-    if (c->tun >= 0 && code != SOCKSIFY_CODE_NONE && !L.stopping) {
+    if (c->tun >= 0 && code != SOCKSIFY_CODE_NONE && !L.stopping && !c->answered) {
         give_back_failed(c);
         return;
     }
@@ -1161,12 +1164,14 @@ static int judge(struct conn *c)
             err = EPROTO;
         else if (b[1] != 90)
             err = ECONNREFUSED;
+        c->answered = err == ECONNREFUSED;
         break;
     case LANE_REPLY_SOCKS5_METHOD:
         if (b[0] != 5)
             err = EPROTO;
         else if (b[1] != 0)
             err = ECONNREFUSED;
+        c->answered = err == ECONNREFUSED;
         break;
     default:
         if (c->want > SOCKS5_HEAD)
@@ -1176,6 +1181,7 @@ static int judge(struct conn *c)
         } else if (b[1] != 0) {
             /* refused: what follows the head is not read, the hop closes anyway */
             uint8_t code = code_of_socks5(b[1], &err);
+            c->answered = 1;
             finish(c, code, err);
             return -1;
         } else if (b[3] == 1) {
@@ -1636,8 +1642,8 @@ static void refills(uint64_t now)
  * the builds not started reported failed. */
 static void shut_down(void)
 {
-    while (L.live)
-        finish(L.live, SOCKSIFY_CODE_TIMEDOUT, ETIMEDOUT);
+    while (L.live)             /* ECANCELED: what the daemon's records tell it by */
+        finish(L.live, SOCKSIFY_CODE_TIMEDOUT, ECANCELED);
     pthread_mutex_lock(&L.mu);
     while (L.builds) {
         struct conn *c = L.builds;

@@ -96,7 +96,8 @@ struct lane_done {             /* a connect the lane answered itself */
     uint8_t  failed;           /* index of the reply that failed; n_replies: none, 255: connect */
     uint8_t  got;              /* bytes of that reply read (0-2 kept in reply[]; 255 at most) */
     uint8_t  reply[2];         /* its first bytes (e.g. SOCKS4 VN, CD) */
-    int32_t  err;              /* errno behind a failure (connect's, ETIMEDOUT, EPROTO...) */
+    int32_t  err;              /* errno behind a failure (connect's, ETIMEDOUT, EPROTO...;
+                                  ECANCELED: the lane stopped) */
     uint64_t started_ns;       /* CLOCK_MONOTONIC: request read */
     uint64_t answered_ns;      /*                  reply sent */
     uint8_t  local[28];        /* getsockname() of the program's socket (READY) */

@@ -41,6 +41,11 @@ class HopRefused(ChainError):
     """A hop rejected a SOCKS request (SOCKS4 codes 91-93), or closed without a reply."""
 
 
+class RequestRefused(HopRefused):
+    """A hop answered a request with a refusal (a SOCKS reply code, an HTTP status):
+    its own word, which asking again through a fresh chain would only hear again."""
+
+
 class HopTimeout(ChainError):
     """A hop did not connect or answer within the chain's timeout."""
 

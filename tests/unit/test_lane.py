@@ -758,8 +758,8 @@ def test_stop_answers_a_connect_in_flight(lane: Lane) -> None:
     lane.lib.stop()
     reply = lane.answer(shim)
     assert (reply.verdict, reply.code) == (wire.Verdict.FAIL, wire.Code.TIMEDOUT)
-    [d] = lane.lib.done()
-    assert (d.code, d.err) == (wire.Code.TIMEDOUT, errno.ETIMEDOUT)
+    [d] = lane.lib.done()              # the record says why: the lane stopped
+    assert (d.code, d.err) == (wire.Code.TIMEDOUT, errno.ECANCELED)
     given = lane.take()
     assert sorted((g.fd, g.err, g.data) for g in given) == sorted(
         (fd, lanelib.GIVEN_STOPPED, b"") for fd in (mine.fileno(), idle.fileno()))
@@ -871,13 +871,17 @@ def test_a_pool_route_leaves_what_it_cannot_swap_to_the_daemon(lane: Lane,
     assert (state.ready if state else 0) == (0 if case == "empty" else 1)
 
 
+@pytest.mark.parametrize("script", [["close"], [b"\x00\x5b\x00", "close"],
+                                    [b"\x07\x5a" + bytes(6)]],
+                         ids=["closed", "cut-short", "broken"])
 def test_a_tunnel_that_fails_goes_back_to_the_daemon_with_the_request(
-        lane: Lane) -> None:
-    """A refusal on a pre-built tunnel may be a tunnel that died while it waited: it
-    is thrown away, the request given back as read with the program's socket
-    (untouched), and the process's routes dropped; nothing is answered."""
+        lane: Lane, script: list[Step]) -> None:
+    """A pre-built tunnel that fails without the last hop's answer (closed, a reply cut
+    short or broken) may be one that died while it waited: it is thrown away, the
+    request given back as read with the program's socket (untouched), and the
+    process's routes dropped; nothing is answered."""
     req = socks4_request(DEST, DEST_PORT)
-    hop = lane.hop(len(req), [b"\x00\x5b" + bytes(6)])
+    hop = lane.hop(len(req), script)
     lane.tunnel(hop)
     lane.tunnel(lane.hop(0, []))
     lane.add(None, req, [lanelib.REPLY_SOCKS4], pool=POOL)
@@ -900,6 +904,44 @@ def test_a_tunnel_that_fails_goes_back_to_the_daemon_with_the_request(
     assert g.data == handoff_header()
     state = lane.lib.pool_state(POOL)
     assert state is not None and state.ready == 1
+
+
+@pytest.mark.parametrize("socks", [4, 5])
+def test_a_refusal_the_last_hop_answers_on_a_tunnel_is_the_programs(
+        lane: Lane, socks: int) -> None:
+    """A refusal the last hop answered on a pre-built tunnel is the target's (or the
+    hop's) word, which a fresh chain would only hear again: FAIL with its code, as on
+    any route, the tunnel closed, nothing given back, and one attempt at the target."""
+    if socks == 4:
+        req, kinds, answer = (socks4_request(DEST, DEST_PORT), [lanelib.REPLY_SOCKS4],
+                              b"\x00\x5b" + bytes(6))
+        code, failed = wire.Code.CONNREFUSED, 0
+    else:               # rep 4, host unreachable: after the greeting's reply
+        req, kinds, answer = SOCKS5_REQUESTS, list(SOCKS5_KINDS), \
+            SOCKS5_NO_AUTH + socks5_reply(rep=4)
+        code, failed = wire.Code.HOSTUNREACH, 1
+    hop = lane.hop(len(req), [answer])
+    lane.tunnel(hop)
+    lane.tunnel(lane.hop(0, []))
+    lane.add(None, req, kinds, pool=POOL)
+    shim, mine = lane.control()
+    sock = lane.program()
+    lane.ask(shim, handoff_header(), [sock])
+    reply = lane.answer(shim)
+    assert (reply.verdict, reply.code) == (wire.Verdict.FAIL, code)
+    [d] = lane.done()
+    assert (d.code, d.failed, d.route) == (code, failed, ROUTE_ID)
+    assert lane.lib.take(8) == []
+    assert hop.got == req
+    with pytest.raises(OSError) as info:        # the program's socket: never connected
+        sock.getpeername()
+    assert info.value.errno == errno.ENOTCONN
+    state = lane.lib.pool_state(POOL)
+    assert state is not None and (state.ready, state.taken, state.discarded) == (1, 1, 0)
+    # the route went with the failure, as after any: the next request is the daemon's
+    lane.ask(shim, handoff_header(), [sock])
+    [g] = lane.given()
+    assert g.data == handoff_header()
 
 
 def test_a_pool_keeps_its_ready_tunnels_in_the_lane(lib: LaneLib) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import errno
 
-from ..errors import ChainError, HopProtocolError, HopRefused, HopTimeout
+from ..errors import ChainError, HopProtocolError, HopRefused, HopTimeout, \
+    RequestRefused
 from ..protocol import httpconnect
 from ..sockstream import RawStream, within
 
@@ -60,8 +61,8 @@ def refusal(reply: httpconnect.Reply, me: str, during: str, blame: int,
     if reply.status in (401, 407):
         how = f"Basic credentials of user {user!r} refused" if user \
             else "the hop URL has no user:password"
-        return HopRefused(f"{me}: proxy authentication required ({how}): "
-                          f"HTTP {reply.status_line} to {during}", hop=index,
-                          err=errno.EACCES)
-    return HopRefused(f"{me}: {during} refused: HTTP {reply.status_line}",
-                      hop=blame, err=STATUS_ERRNO.get(reply.status, errno.ECONNREFUSED))
+        return RequestRefused(f"{me}: proxy authentication required ({how}): "
+                              f"HTTP {reply.status_line} to {during}", hop=index,
+                              err=errno.EACCES)
+    return RequestRefused(f"{me}: {during} refused: HTTP {reply.status_line}",
+                          hop=blame, err=STATUS_ERRNO.get(reply.status, errno.ECONNREFUSED))

@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from ..errors import ChainError, HopUnreachable
+from ..errors import ChainError, HopUnreachable, RequestRefused
 from ..proxies import Proxy
 from ..sockstream import RawStream, replies_readable
 from .connect import disconnect, open_socket, sock_connect
@@ -147,6 +147,11 @@ async def _establish(selector: Selector, host: str, port: int, conn: str, dns: s
                 stream = await build(ready.route, target_addr(host), port,
                                      selector.spec, conn, dns, start=ready.stream,
                                      auth=auth)
+            except RequestRefused:
+                # the last hop's answer, the program's as on any route: a fresh chain
+                # would only hear it again (and the target see a second attempt)
+                ready.stream.close()
+                raise
             except ChainError as exc:
                 # A tunnel that died while it waited looks like a refusal of the target
                 # (closed without a reply); a fresh chain tells the two apart.

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterator
 
 from ..errors import ChainError, HopProtocolError, HopRefused, HopTimeout, \
-    HopUnreachable, Unsupported
+    HopUnreachable, RequestRefused, Unsupported
 from ..protocol import httpconnect, socks4, socks5
 from ..proxies import Proxy
 from ..sockstream import RawStream
@@ -210,8 +210,8 @@ class Step:
         except socks4.ProtocolError as exc:
             raise self.broken(exc) from None
         if not reply.granted:
-            raise HopRefused(f"{self.me}: CONNECT {self.what} refused, code "
-                             f"{reply.describe()}", hop=self.blame)
+            raise RequestRefused(f"{self.me}: CONNECT {self.what} refused, code "
+                                 f"{reply.describe()}", hop=self.blame)
         self.granted()
 
     # --- SOCKS5 ----------------------------------------------------------------------
@@ -250,8 +250,8 @@ class Step:
                                                  and not self.credentials[0]):
             if self.offered == (socks5.METHOD_USERPASS,):
                 self.early.set_userpass(self.hop, False)    # ask as before, next time
-            raise HopRefused(f"{self.me}: accepts none of our authentication methods "
-                             f"(answered {choice.method:#x})", hop=self.index)
+            raise RequestRefused(f"{self.me}: accepts none of our authentication "
+                                 f"methods (answered {choice.method:#x})", hop=self.index)
         self.method = choice.method
 
     async def _auth_reply(self) -> None:
@@ -261,8 +261,8 @@ class Step:
         except socks5.ProtocolError as exc:
             raise self.broken(exc) from None
         if not auth.ok:
-            raise HopRefused(f"{self.me}: user {self.credentials[0]!r} was refused "
-                             f"(status {auth.status})", hop=self.index)
+            raise RequestRefused(f"{self.me}: user {self.credentials[0]!r} was refused "
+                                 f"(status {auth.status})", hop=self.index)
         self.early.set_userpass(self.hop, True)
 
     async def _socks5_reply(self) -> None:
@@ -274,9 +274,9 @@ class Step:
         except socks5.ProtocolError as exc:
             raise self.broken(exc) from None
         if not reply.granted:
-            raise HopRefused(f"{self.me}: {self.verb} {self.what} refused, code "
-                             f"{reply.describe()}", hop=self.blame,
-                             err=_SOCKS5_ERRNO.get(reply.code, errno.ECONNREFUSED))
+            raise RequestRefused(f"{self.me}: {self.verb} {self.what} refused, code "
+                                 f"{reply.describe()}", hop=self.blame,
+                                 err=_SOCKS5_ERRNO.get(reply.code, errno.ECONNREFUSED))
         self.reply = reply
         self.granted()
 

@@ -6,18 +6,17 @@ not by the event loop. The lane answers a HANDOFF itself when the daemon has lef
 a route for that process, destination and session: a chain the daemon built the
 same way moments before (chains/laneplan.py). It connects the program's socket to
 hop 1, writes every request at once, checks the replies and answers, with no Python
-on the way. For a chain with pre-built tunnels, the pool keeps its ready tunnels in
-the lane (LaneTunnels), and the lane finishes one with the last hop's request and
-answers SWAP with it, as the chain engine would. Every other request, a miss, and the end of a connection are given back
-to the loop, which serves them as before (shimconn.py) and then hands the
-connection back to the lane.
+on the way. On a chain with pre-built tunnels (kept in the lane: LaneTunnels) it
+finishes the oldest with the last hop's request and answers SWAP, as the engine
+would. Anything else goes back to the loop (shimconn.py), which then hands the
+connection back.
 
 What the lane did comes back as records, read here off the critical path. Each one
 becomes the connection's log line, its row in the live table and its events, as for
 a connect the loop built. A connect the lane could not build drops the process's
 routes, so its next connect goes through the chain engine, with its retries, health
-and messages. Routes are dropped too when the policy or the sessions change
-(forget_all).
+and messages (a pre-built tunnel that failed unanswered goes there itself). Routes
+are dropped too when the policy or the sessions change (forget_all).
 
 The lane is optional. Without its library (not built, not Linux) or with
 SOCKSIFY_LANE=0, every request is served by the loop."""
@@ -353,25 +352,22 @@ class Lane:
         # started as long before now as the connect took (its log line's "(N ms)"),
         # not when it was reported (up to 100 ms later)
         conn.started = time.monotonic() - seconds
+        prebuilt = info.pool is not None
         if info.pool is not None:
             info.pool.taken_elsewhere()
-        if d.code != 0 and info.pool is not None:
-            # a tunnel that failed goes back to the loop: only the lane's stop fails one
+        if d.code != 0:     # a pool route's: only a refusal its last hop answered, or
+            err, why, blame = describe_failure(     # the stop (the rest is given back)
+                d, info.route, len(info.route) - 1 if prebuilt else 0)
+            if d.err == errno.ECANCELED:
+                err, why, blame = errno.ETIMEDOUT, "the daemon stopped meanwhile", None
             self.reports.lane_outcome(conn, info.route, seconds, None, (
-                errno.ETIMEDOUT, "the daemon stopped while a pre-built tunnel was "
-                "finished", None), prebuilt=True)
-            return
-        if d.code != 0:
-            err, why, blame = describe_failure(d, info.route)
-            self.reports.lane_outcome(conn, info.route, seconds, None, (
-                err, why, None if blame is None else info.route[blame]))
+                err, why, None if blame is None else info.route[blame]), prebuilt)
             return
         local, peer = _endpoint(d.local), _endpoint(d.peer)
         self.reports.lane_outcome(
             conn, info.route, seconds,
             ((local[0], local[1], peer[0], peer[1]), struct.unpack_from("=H", d.local)[0],
-             d.cookie or None, (d.bytes_acked, d.bytes_received)), None,
-            prebuilt=info.pool is not None)
+             d.cookie or None, (d.bytes_acked, d.bytes_received)), None, prebuilt)
 
     def stop(self) -> None:
         """At the daemon's stop (from its Task): the thread ends, answering FAIL to
@@ -406,19 +402,21 @@ def _endpoint(raw: bytes) -> tuple[str, int]:
     return plain(host), port
 
 
-def describe_failure(d: LaneDone, route: tuple[Proxy, ...]
+def describe_failure(d: LaneDone, route: tuple[Proxy, ...], first: int = 0
                      ) -> tuple[int, str, int | None]:
     """(errno, why, the hop to blame or None: the target) for a connect the lane
     refused, worded and blamed as the chain engine does (chains/steps.py): a refused
     or unanswered CONNECT blames the hop asked for, a broken reply or a refused
-    greeting the hop that sent it."""
+    greeting the hop that sent it. `first`: the hop of reply 0 (a pre-built tunnel's
+    take reads only the last hop's)."""
     try:
         err = wire.Code(d.code).to_errno()
     except ValueError:
         err = errno.EPROTO
     if d.failed == 255:               # hop 1's TCP connect
         return err, f"hop 1 {route[0]}: {os.strerror(d.err or err)}", 0
-    index, greeting = _hop_of_reply(route, d.failed)
+    index, greeting = _hop_of_reply(route[first:], d.failed)
+    index += first
     me = f"hop {index + 1} {route[index]}"
     if greeting:
         return err, (f"{me}: accepts none of our authentication methods (reply "
