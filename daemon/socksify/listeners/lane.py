@@ -355,8 +355,8 @@ class Lane:
         prebuilt = info.pool is not None
         if info.pool is not None:
             info.pool.taken_elsewhere()
-        if d.code != 0:     # a pool route's: only a refusal its last hop answered, or
-            err, why, blame = describe_failure(     # the stop (the rest is given back)
+        if d.code != 0:     # (a pool route's: a refusal its last hop answered, or the stop)
+            err, why, blame = describe_failure(
                 d, info.route, len(info.route) - 1 if prebuilt else 0)
             if d.err == errno.ECANCELED:
                 err, why, blame = errno.ETIMEDOUT, "the daemon stopped meanwhile", None
